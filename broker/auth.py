@@ -1,0 +1,75 @@
+"""Agent authentication: registration tokens and MCP-session binding (DESIGN decision 7).
+
+Scripts compare SHA-256 digests of tokens (Lua cannot compare in constant time; comparing
+digests of a secret leaks nothing an attacker can use). Under ``required`` auth a call
+without a token passes only if this MCP session already authenticated as that agent.
+Bindings live in this process, keyed by the MCP session id, as in the reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+from fastmcp import Context
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str | None) -> str:
+    return hashlib.sha256(token.encode()).hexdigest() if token else ""
+
+
+def check_token(agent: dict, digest: str, require: str) -> str | None:
+    """The error code for a token check, or None. Mirrors auth_error() in scripts/lib/common.lua,
+    used by read paths that run without a script."""
+    if digest:
+        return None if hmac.compare_digest(agent["token_hash"], digest) else "BAD_TOKEN"
+    return "AUTH_REQUIRED" if require == "1" else None
+
+
+def session_id(ctx: Context | None) -> str | None:
+    if ctx is None:
+        return None
+    try:
+        return ctx.session_id
+    except RuntimeError:
+        return None
+
+
+class SessionBindings:
+    """Which (project, agent) pairs each MCP session has authenticated as, with a TTL."""
+
+    def __init__(self, mode: str, ttl_seconds: int) -> None:
+        self.mode = mode
+        self.ttl = ttl_seconds
+        self._bound: dict[tuple[str, str, str], float] = {}
+        self._current: dict[tuple[str, str], str] = {}
+
+    def current_agent(self, ctx: Context | None, slug: str) -> str | None:
+        """The agent this session last authenticated as in the project, if any."""
+        sid = session_id(ctx)
+        return self._current.get((sid, slug)) if sid else None
+
+    def args(self, ctx: Context | None, slug: str, name: str, token: str | None) -> tuple[str, str]:
+        """Script arguments (token digest, "1" if a token is required) for one call."""
+        digest = token_hash(token)
+        if digest or self.mode == "open":
+            return digest, "0"
+        sid = session_id(ctx)
+        expiry = self._bound.get((sid, slug, name.lower())) if sid else None
+        return "", "0" if expiry and expiry > time.monotonic() else "1"
+
+    def bind(self, ctx: Context | None, slug: str, name: str) -> None:
+        sid = session_id(ctx)
+        if sid:
+            self._bound[(sid, slug, name.lower())] = time.monotonic() + self.ttl
+            self._current[(sid, slug)] = name
+            if len(self._bound) > 100_000:
+                now = time.monotonic()
+                self._bound = {k: v for k, v in self._bound.items() if v > now}
+                self._current.clear()

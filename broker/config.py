@@ -1,0 +1,81 @@
+"""Settings, read from the environment when a server is built (never at import)."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Every knob of the broker; env names follow the reference where the meaning matches."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # Empty = the embedded default (DESIGN decision 9): a managed redis-server child
+    # when the binary exists, else in-process fakeredis.
+    redis_url: str = Field("", alias="REDIS_URL")
+    # Isolates tenants and tests that share one Redis.
+    redis_key_prefix: str = Field("am", alias="REDIS_KEY_PREFIX")
+    storage_root: Path = Field(Path("~/.agent-broker"), alias="STORAGE_ROOT")
+    database_path: Path | None = Field(None, alias="DATABASE_PATH")
+    http_host: str = Field("127.0.0.1", alias="HTTP_HOST")
+    http_port: int = Field(8765, alias="HTTP_PORT")
+    http_path: str = Field("/mcp/", alias="HTTP_PATH")
+    http_bearer_token: str = Field("", alias="HTTP_BEARER_TOKEN")
+    # open: tokens optional, a wrong one is rejected. required: the reference's rule.
+    agent_auth: Literal["open", "required"] = Field("open", alias="AGENT_AUTH")
+    environment: str = Field("development", alias="APP_ENVIRONMENT")
+    max_subject_chars: int = Field(200, alias="MAX_SUBJECT_CHARS")
+    max_body_bytes: int = Field(1_048_576, alias="MAX_BODY_BYTES")
+    max_recipients: int = Field(100, alias="MAX_RECIPIENTS")
+    session_binding_ttl_seconds: int = Field(86400, alias="SESSION_BINDING_TTL_SECONDS")
+
+    @field_validator("storage_root", mode="after")
+    @classmethod
+    def _expand_root(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("redis_key_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not value or any(c in value for c in "{}: \t\n"):
+            raise ValueError("REDIS_KEY_PREFIX must be non-empty without braces, colons or spaces")
+        return value
+
+    @field_validator("http_path")
+    @classmethod
+    def _normalise_path(cls, value: str) -> str:
+        value = "/" + value.strip("/")
+        return value if value == "/" else value + "/"
+
+    @property
+    def index_path(self) -> Path:
+        """SQLite index location: DATABASE_PATH, else <STORAGE_ROOT>/index.sqlite3."""
+        return (self.database_path or self.storage_root / "index.sqlite3").expanduser()
+
+    def effective_agent_auth(self, http_host: str | None = None) -> str:
+        """`required` is forced when HTTP listens beyond loopback (DESIGN decision 7)."""
+        if http_host is not None and not is_loopback(http_host):
+            return "required"
+        return self.agent_auth
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,21 @@
+"""Redis clients from a URL: redis://, rediss://, unix:// or memory:// (in-process fakeredis)."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+# memory:// servers are per name and per process, so two broker servers built in one
+# process share state, exactly as two processes share a real Redis.
+_fake_servers: dict[str, object] = {}
+
+
+def make_client(url: str) -> Redis:
+    if url.startswith("memory://"):
+        import fakeredis
+
+        name = url[len("memory://") :] or "default"
+        server = _fake_servers.setdefault(name, fakeredis.FakeServer())
+        return fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"REDIS_URL '{url}' is not supported: use redis://, rediss://, unix:// or memory://")
+    return Redis.from_url(url, decode_responses=True, health_check_interval=30)

@@ -1,0 +1,200 @@
+"""Projects and agent identities: ensure_project, register_agent, create_agent_identity, whois."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+from fastmcp import Context
+
+from broker.auth import new_token, token_hash
+from broker.errors import BrokerError
+from broker.names import check_placeholder, generate_candidates, validate_name, validate_new_name
+from broker.store import Store
+
+ATTACHMENT_POLICIES = ("auto", "inline", "file")
+MAX_TASK_CHARS = 2048
+MAX_PROGRAM_CHARS = 128
+
+
+def slugify(value: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", value.strip().lower()).strip("-")
+    return slug or "project"
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith(("/", "~", ".")) or "/" in value or "\\" in value
+
+
+def project_slug(project_key: object) -> str:
+    """The slug a project key names: an absolute path (its human_key) or a slug."""
+    if not isinstance(project_key, str) or not project_key.strip():
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            "project_key is empty. Pass the project's absolute path (its human_key) or its slug.",
+        )
+    key = project_key.strip()
+    check_placeholder(key, "project_key")
+    if _looks_like_path(key):
+        if not os.path.isabs(os.path.expanduser(key)) or key.startswith("~"):
+            raise BrokerError(
+                "INVALID_ARGUMENT",
+                f"project_key '{key}' is a relative path. Pass the absolute path you gave "
+                "ensure_project (e.g. '/home/me/repo') or the project's slug.",
+            )
+        return slugify(os.path.normpath(key))
+    return slugify(key)
+
+
+def project_dict(fields: list[Any]) -> dict[str, Any]:
+    return {"id": int(fields[0]), "slug": fields[1], "human_key": fields[2], "created_at": fields[3]}
+
+
+def agent_dict(raw: str, last_active_ts: str | None) -> dict[str, Any]:
+    stored = json.loads(raw)
+    return {
+        "id": stored["id"],
+        "name": stored["name"],
+        "program": stored["program"],
+        "model": stored["model"],
+        "task_description": stored["task_description"],
+        "inception_ts": stored["inception_ts"],
+        "last_active_ts": last_active_ts or stored["inception_ts"],
+        "project_id": stored["project_id"],
+        "attachments_policy": stored["attachments_policy"],
+    }
+
+
+async def ensure_project(store: Store, human_key: object) -> dict[str, Any]:
+    if not isinstance(human_key, str) or not human_key.strip():
+        raise BrokerError(
+            "INVALID_ARGUMENT", "human_key is empty. Pass the absolute path of the repository, e.g. '/home/me/repo'."
+        )
+    check_placeholder(human_key, "human_key")
+    if not os.path.isabs(human_key.strip()):
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"human_key must be an absolute directory path, got: '{human_key}'. Use the repository's "
+            "absolute path (e.g. from `pwd`).",
+        )
+    canonical = os.path.normpath(human_key.strip())
+    slug = slugify(canonical)
+    keys = store.keys
+    new_id = await store.next_id("project")
+    fields = await store.run("ensure_project", [keys.project(slug), keys.pending(slug)], [new_id, slug, canonical])
+    if fields[4] == 1:
+        await store.redis.hset(keys.projects, slug, canonical)
+    return project_dict(fields)
+
+
+def _check_profile(program: object, model: object, task_description: object, attachments_policy: object) -> None:
+    for value, code, what in ((program, "EMPTY_PROGRAM", "program"), (model, "EMPTY_MODEL", "model")):
+        if not isinstance(value, str) or not value.strip():
+            raise BrokerError(
+                code, f"{what} is empty. Pass the agent's {what}, e.g. program='claude-code', model='opus-4'."
+            )
+        if len(value) > MAX_PROGRAM_CHARS:
+            raise BrokerError("INVALID_ARGUMENT", f"{what} is longer than {MAX_PROGRAM_CHARS} characters; shorten it.")
+    if not isinstance(task_description, str) or len(task_description) > MAX_TASK_CHARS:
+        raise BrokerError("INVALID_ARGUMENT", f"task_description must be text of at most {MAX_TASK_CHARS} characters.")
+    if attachments_policy not in ATTACHMENT_POLICIES:
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"attachments_policy '{attachments_policy}' is not one of {', '.join(ATTACHMENT_POLICIES)}.",
+        )
+
+
+async def _claim(
+    store: Store,
+    ctx: Context | None,
+    slug: str,
+    project_key: str,
+    mode: str,
+    names: list[str] | None,
+    profile: list[str],
+    token: str | None,
+) -> dict[str, Any]:
+    """Run register_agent.lua until a name is claimed; returns the agent dict and token."""
+    keys = store.keys
+    for attempt in range(32):
+        candidates = names if names and attempt == 0 else generate_candidates(8)
+        digest, require = store.bindings.args(ctx, slug, candidates[0], token) if mode == "upsert" else ("", "0")
+        fresh = new_token()
+        reply = await store.run(
+            "register_agent",
+            [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
+            [mode, await store.next_id("agent"), *profile, fresh, token_hash(fresh), digest, require, *candidates],
+        )
+        if reply[0] == "ok":
+            agent = agent_dict(reply[1], reply[2])
+            store.bindings.bind(ctx, slug, agent["name"])
+            return {**agent, "registration_token": json.loads(reply[1])["registration_token"]}
+        if reply[0] == "TAKEN":  # only in create mode: every candidate was taken; draw again
+            continue
+        await store.raise_for(reply, slug, project_key)
+    raise BrokerError(
+        "NAME_SPACE_EXHAUSTED", "No free generated agent name was found; pass an explicit name such as 'alpha-one'."
+    )
+
+
+async def register_agent(
+    store: Store,
+    ctx: Context | None,
+    project_key: str,
+    program: str,
+    model: str,
+    name: str | None,
+    task_description: str,
+    attachments_policy: str,
+    registration_token: str | None,
+) -> dict[str, Any]:
+    slug = project_slug(project_key)
+    _check_profile(program, model, task_description, attachments_policy)
+    profile = [program.strip(), model.strip(), task_description, attachments_policy]
+    if name is not None and name.strip():
+        return await _claim(
+            store, ctx, slug, project_key, "upsert", [validate_new_name(name)], profile, registration_token
+        )
+    return await _claim(store, ctx, slug, project_key, "create", None, profile, None)
+
+
+async def create_agent_identity(
+    store: Store,
+    ctx: Context | None,
+    project_key: str,
+    program: str,
+    model: str,
+    name_hint: str | None,
+    task_description: str,
+    attachments_policy: str,
+) -> dict[str, Any]:
+    slug = project_slug(project_key)
+    _check_profile(program, model, task_description, attachments_policy)
+    profile = [program.strip(), model.strip(), task_description, attachments_policy]
+    names = None
+    if name_hint and name_hint.strip():
+        # A hint is used when it is a valid name and free; otherwise a name is generated.
+        try:
+            names = [validate_new_name(name_hint), *generate_candidates(8)]
+        except BrokerError:
+            names = None
+    return await _claim(store, ctx, slug, project_key, "create", names, profile, None)
+
+
+async def whois(
+    store: Store, ctx: Context | None, project_key: str, agent_name: str, registration_token: str | None
+) -> dict[str, Any]:
+    slug = project_slug(project_key)
+    name = validate_name(agent_name)
+    digest, require = store.bindings.args(ctx, slug, name, registration_token)
+    keys = store.keys
+    reply = await store.run(
+        "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, digest, require]
+    )
+    if reply[0] != "ok":
+        await store.raise_for(reply, slug, project_key)
+    if digest:
+        store.bindings.bind(ctx, slug, name)
+    return agent_dict(reply[1], reply[2])

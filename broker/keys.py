@@ -1,0 +1,90 @@
+"""Every Redis key the broker uses, built in one place.
+
+All keys of one project carry the hash tag ``{<slug>}`` so that each Lua script touches a
+single cluster slot (DESIGN decision 1). ``<p>`` is the configurable key prefix.
+
+Global keys
+    <p>:projects                 HASH slug -> human_key (directory used for listing and hints)
+    <p>:ids:<kind>               STRING counters for broker-wide integer ids
+    <p>:doorbell                 pub/sub channel; one event per delivered recipient
+
+Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARGV)
+    project                      HASH id, slug, human_key, created_at
+    agents                       HASH lower(name) -> agent JSON (includes token and token hash)
+    active                       HASH name -> last_active_ts (ISO); kept apart so sends stay cheap
+    bodies                       HASH message id -> body_md (one HMGET reads a page of bodies)
+    msg:<id>                     HASH head (inbox-item JSON without kind/body),
+                                 sender (lower name), recipients (JSON {to,cc,bcc} of names),
+                                 created_us, rk:<lower> kind, rt:<lower> read_ts, at:<lower> ack_ts
+    inbox:<lower>                STREAM per recipient: m=id f="<created_us>|<urgent>|<topic>"
+                                 j=inbox-item JSON (head + kind), b=body when at most 8 KiB
+                                 (so a page of the inbox, bodies included, is one XREVRANGE)
+    outbox:<lower>               STREAM per sender: m=id c=created_us
+    unread:<lower>               SET of message ids not yet read by that agent
+    thread:<thread_id>           ZSET message id scored by created_us
+    topic:<lower topic>          ZSET message id scored by created_us
+    pending                      ZSET "<kind>:<id>[:<name>]" scored by ms: the transactional
+                                 outbox drained by the persistence worker (DESIGN decision 4)
+
+Agent names are case-insensitive, so per-agent keys use the lower-cased name.
+The Lua side builds the ``msg:``, ``inbox:``... keys from the project prefix with the same
+suffixes (``pkey()`` in ``broker/scripts/lib/common.lua``); change both together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "am"
+
+    # -- global -------------------------------------------------------------------------
+    @property
+    def projects(self) -> str:
+        return f"{self.prefix}:projects"
+
+    def ids(self, kind: str) -> str:
+        return f"{self.prefix}:ids:{kind}"
+
+    @property
+    def doorbell(self) -> str:
+        return f"{self.prefix}:doorbell"
+
+    # -- per project --------------------------------------------------------------------
+    def project_prefix(self, slug: str) -> str:
+        return f"{self.prefix}:{{{slug}}}:"
+
+    def project(self, slug: str) -> str:
+        return self.project_prefix(slug) + "project"
+
+    def agents(self, slug: str) -> str:
+        return self.project_prefix(slug) + "agents"
+
+    def active(self, slug: str) -> str:
+        return self.project_prefix(slug) + "active"
+
+    def bodies(self, slug: str) -> str:
+        return self.project_prefix(slug) + "bodies"
+
+    def message(self, slug: str, message_id: int) -> str:
+        return f"{self.project_prefix(slug)}msg:{message_id}"
+
+    def inbox(self, slug: str, name: str) -> str:
+        return f"{self.project_prefix(slug)}inbox:{name.lower()}"
+
+    def outbox(self, slug: str, name: str) -> str:
+        return f"{self.project_prefix(slug)}outbox:{name.lower()}"
+
+    def unread(self, slug: str, name: str) -> str:
+        return f"{self.project_prefix(slug)}unread:{name.lower()}"
+
+    def thread(self, slug: str, thread_id: str) -> str:
+        return f"{self.project_prefix(slug)}thread:{thread_id}"
+
+    def topic(self, slug: str, topic: str) -> str:
+        return f"{self.project_prefix(slug)}topic:{topic.lower()}"
+
+    def pending(self, slug: str) -> str:
+        return self.project_prefix(slug) + "pending"

@@ -1,0 +1,139 @@
+"""The broker's handle on Redis: settings, keys, scripts, id allocators and error mapping.
+
+The Redis client is created lazily inside the running event loop (never at import) and
+re-created if the loop changes, so a server built in one loop works in another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+from typing import Any
+
+from redis.asyncio import Redis
+
+from broker.auth import SessionBindings
+from broker.config import Settings
+from broker.connection import make_client
+from broker.errors import BrokerError
+from broker.ids import IdAllocator
+from broker.keys import Keys
+from broker.names import mistake_hint
+from broker.scripts import Scripts
+
+
+class Store:
+    def __init__(self, settings: Settings, redis_url: str, agent_auth: str | None = None) -> None:
+        self.settings = settings
+        self.redis_url = redis_url
+        self.keys = Keys(settings.redis_key_prefix)
+        self.bindings = SessionBindings(agent_auth or settings.agent_auth, settings.session_binding_ttl_seconds)
+        self.ids = {
+            "message": IdAllocator(self.keys.ids("message"), 256),
+            "agent": IdAllocator(self.keys.ids("agent"), 16),
+            "project": IdAllocator(self.keys.ids("project"), 4),
+        }
+        self._client: Redis | None = None
+        self._scripts: Scripts | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def redis(self) -> Redis:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = make_client(self.redis_url)
+            self._scripts = Scripts(self._client)
+            self._loop = loop
+            for allocator in self.ids.values():
+                allocator.reset()
+        return self._client
+
+    async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        self.redis  # noqa: B018 - binds client and scripts to the running loop
+        assert self._scripts is not None
+        return await self._scripts.run(name, keys, args)
+
+    async def next_id(self, kind: str) -> int:
+        return await self.ids[kind].next_id(self.redis)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- error mapping ----------------------------------------------------------------
+    async def raise_for(self, reply: list[Any], slug: str, project_key: str) -> None:
+        """Turn a script's error reply into a BrokerError with a remedy."""
+        code = reply[0]
+        if code == "NO_PROJECT":
+            raise await self.project_not_found(project_key)
+        if code == "NO_AGENT":
+            raise await self.agent_not_found(slug, reply[1])
+        if code == "BAD_TOKEN":
+            raise BrokerError(
+                "AUTHENTICATION_FAILED",
+                f"Invalid registration token for agent '{reply[1]}'. Pass the registration_token "
+                "that register_agent returned for this agent.",
+            )
+        if code == "AUTH_REQUIRED":
+            raise BrokerError(
+                "AUTHENTICATION_REQUIRED",
+                f"This call requires the registration_token of agent '{reply[1]}', unless this MCP "
+                "session has already authenticated as that agent.",
+            )
+        raise BrokerError("INTERNAL_ERROR", f"Unexpected script reply {code!r}; please report it.")
+
+    async def missing_agent_reply(self, slug: str, name: str) -> list[str]:
+        """The script-style error reply for an agent that is not there (or its project)."""
+        exists = await self.redis.exists(self.keys.project(slug))
+        return ["NO_AGENT", name] if exists else ["NO_PROJECT"]
+
+    async def project_not_found(self, project_key: str) -> BrokerError:
+        known = await self.redis.hgetall(self.keys.projects)
+        names = list(known) + list(known.values())
+        close = difflib.get_close_matches(project_key, names, n=3, cutoff=0.4)
+        if close:
+            hint = "Did you mean: " + ", ".join(f"'{c}'" for c in close) + "? "
+            return BrokerError(
+                "NOT_FOUND",
+                f"Project '{project_key}' not found. {hint}Use ensure_project to create a new "
+                "project, or check spelling.",
+            )
+        return BrokerError(
+            "NOT_FOUND",
+            f"Project '{project_key}' not found and no similar projects exist. Use ensure_project "
+            "to create a new project first. Example: ensure_project(human_key='/path/to/your/project')",
+        )
+
+    async def agent_not_found(self, slug: str, name: str) -> BrokerError:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.project(slug), "human_key")
+        pipe.hkeys(self.keys.agents(slug))
+        human_key, lowered = await pipe.execute()
+        raw = await self.redis.hmget(self.keys.agents(slug), lowered) if lowered else []
+        names = sorted(json.loads(r)["name"] for r in raw if r)
+        hint = mistake_hint(name)
+        suffix = f"\n\nHINT: {hint[1]}" if hint else ""
+        if not names:
+            message = (
+                f"Agent '{name}' not found. Project '{human_key}' has no registered agents yet. "
+                "Use register_agent to create an agent identity."
+            )
+        else:
+            close = difflib.get_close_matches(name.lower(), [n.lower() for n in names], n=3, cutoff=0.6)
+            if close:
+                matches = [n for n in names if n.lower() in close]
+                message = (
+                    f"Agent '{name}' not found in project '{human_key}'. Did you mean: "
+                    + ", ".join(f"'{m}'" for m in matches)
+                    + "? Agent names are case-insensitive but must match exactly."
+                )
+            else:
+                shown = ", ".join(f"'{n}'" for n in names[:10])
+                more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+                message = (
+                    f"Agent '{name}' not found in project '{human_key}'. Available agents: "
+                    f"{shown}{more}. Use register_agent to create a new agent identity."
+                )
+        return BrokerError(hint[0] if hint else "NOT_FOUND", message + suffix)
