@@ -1,0 +1,35 @@
+# Two commands for a newcomer on a fresh machine:
+#   make serve   run the broker (HTTP on 127.0.0.1:8765/mcp/; embedded Redis unless REDIS_URL is set)
+#   make test    run the whole test suite (installs what it needs, starts throwaway redis-servers)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: install serve test lint bench redis-server
+
+$(BIN)/broker: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(BIN)/broker
+
+install: $(BIN)/broker
+
+# The tests and the embedded default need the redis-server binary (Debian's package).
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+serve: install redis-server
+	$(BIN)/broker serve
+
+lint: install
+	$(BIN)/ruff check broker workers tests benchmarks
+	$(BIN)/ruff format --check broker workers tests benchmarks
+
+test: install redis-server lint
+	$(BIN)/pytest -q
+
+bench: install redis-server
+	$(BIN)/python -m benchmarks.messaging
