@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     redis_url: str = Field("", alias="REDIS_URL")
     # Isolates tenants and tests that share one Redis.
     redis_key_prefix: str = Field("am", alias="REDIS_KEY_PREFIX")
+    # Connections per process; concurrent calls queue for one rather than each opening its own.
+    redis_max_connections: int = Field(32, alias="REDIS_MAX_CONNECTIONS", ge=1)
     storage_root: Path = Field(Path("~/.agent-broker"), alias="STORAGE_ROOT")
     database_path: Path | None = Field(None, alias="DATABASE_PATH")
     http_host: str = Field("127.0.0.1", alias="HTTP_HOST")

@@ -19,6 +19,17 @@ _chosen: tuple[str, str] | None = None
 _child: subprocess.Popen[bytes] | None = None
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel stop the child if this process dies without running atexit."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -51,6 +62,7 @@ def start_redis_server(
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + timeout

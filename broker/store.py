@@ -42,7 +42,7 @@ class Store:
     def redis(self) -> Redis:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            self._client = make_client(self.redis_url)
+            self._client = make_client(self.redis_url, self.settings.redis_max_connections)
             self._scripts = Scripts(self._client)
             self._loop = loop
             for allocator in self.ids.values():

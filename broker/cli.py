@@ -1,0 +1,63 @@
+"""The ``broker`` command."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+
+import typer
+
+from broker.config import get_settings, is_loopback
+
+app = typer.Typer(help="Redis-backed realtime coordination broker for AI coding agents.", no_args_is_help=True)
+
+
+@app.callback()
+def main() -> None:
+    """Settings come from the environment (REDIS_URL, STORAGE_ROOT, HTTP_*, AGENT_AUTH)."""
+
+
+class Transport(str, Enum):
+    http = "http"
+    stdio = "stdio"
+
+
+def _say(message: str) -> None:
+    # stderr: on stdio transport, stdout carries the MCP protocol
+    print(f"broker: {message}", file=sys.stderr, flush=True)
+
+
+@app.command()
+def serve(
+    transport: Transport = typer.Option(Transport.http, help="http (streamable HTTP) or stdio"),
+    host: str | None = typer.Option(None, help="HTTP bind address (default HTTP_HOST)"),
+    port: int | None = typer.Option(None, help="HTTP port (default HTTP_PORT)"),
+) -> None:
+    """Run the broker."""
+    settings = get_settings()
+    if transport is Transport.stdio:
+        from broker.server import build_server
+
+        mcp = build_server(settings)
+        _say(f"storage: {mcp.backend_description}")  # type: ignore[attr-defined]
+        _say(f"agent auth: {mcp.store.bindings.mode}; serving MCP on stdio")  # type: ignore[attr-defined]
+        mcp.run(transport="stdio", show_banner=False)
+        return
+
+    import uvicorn
+
+    from broker.http import build_http_app
+
+    host = host or settings.http_host
+    port = port or settings.http_port
+    if not is_loopback(host) and not settings.http_bearer_token:
+        _say(f"warning: listening on {host} without HTTP_BEARER_TOKEN; agent tokens are required")
+    asgi, mcp = build_http_app(settings, host)
+    _say(f"storage: {mcp.backend_description}")  # type: ignore[attr-defined]
+    _say(f"agent auth: {mcp.store.bindings.mode}")  # type: ignore[attr-defined]
+    _say(f"serving MCP at http://{host}:{port}{settings.http_path} (health: /health/liveness, /health/readiness)")
+    uvicorn.run(asgi, host=host, port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    app()
