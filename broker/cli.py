@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
+from typing import Annotated
 
 import typer
 
@@ -17,7 +18,7 @@ def main() -> None:
     """Settings come from the environment (REDIS_URL, STORAGE_ROOT, HTTP_*, AGENT_AUTH)."""
 
 
-class Transport(str, Enum):
+class Transport(StrEnum):
     http = "http"
     stdio = "stdio"
 
@@ -29,9 +30,9 @@ def _say(message: str) -> None:
 
 @app.command()
 def serve(
-    transport: Transport = typer.Option(Transport.http, help="http (streamable HTTP) or stdio"),
-    host: str | None = typer.Option(None, help="HTTP bind address (default HTTP_HOST)"),
-    port: int | None = typer.Option(None, help="HTTP port (default HTTP_PORT)"),
+    transport: Annotated[Transport, typer.Option(help="http (streamable HTTP) or stdio")] = Transport.http,
+    host: Annotated[str | None, typer.Option(help="HTTP bind address (default HTTP_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default HTTP_PORT)")] = None,
 ) -> None:
     """Run the broker."""
     settings = get_settings()
