@@ -13,7 +13,7 @@ import hmac
 import secrets
 import time
 
-from fastmcp import Context
+from fastmcp.server.dependencies import get_context
 
 
 def new_token() -> str:
@@ -32,11 +32,10 @@ def check_token(agent: dict, digest: str, require: str) -> str | None:
     return "AUTH_REQUIRED" if require == "1" else None
 
 
-def session_id(ctx: Context | None) -> str | None:
-    if ctx is None:
-        return None
+def session_id() -> str | None:
+    """The current MCP session's id, looked up only when a binding is read or written."""
     try:
-        return ctx.session_id
+        return get_context().session_id
     except RuntimeError:
         return None
 
@@ -50,22 +49,22 @@ class SessionBindings:
         self._bound: dict[tuple[str, str, str], float] = {}
         self._current: dict[tuple[str, str], str] = {}
 
-    def current_agent(self, ctx: Context | None, slug: str) -> str | None:
+    def current_agent(self, slug: str) -> str | None:
         """The agent this session last authenticated as in the project, if any."""
-        sid = session_id(ctx)
+        sid = session_id()
         return self._current.get((sid, slug)) if sid else None
 
-    def args(self, ctx: Context | None, slug: str, name: str, token: str | None) -> tuple[str, str]:
+    def args(self, slug: str, name: str, token: str | None) -> tuple[str, str]:
         """Script arguments (token digest, "1" if a token is required) for one call."""
         digest = token_hash(token)
         if digest or self.mode == "open":
             return digest, "0"
-        sid = session_id(ctx)
+        sid = session_id()
         expiry = self._bound.get((sid, slug, name.lower())) if sid else None
         return "", "0" if expiry and expiry > time.monotonic() else "1"
 
-    def bind(self, ctx: Context | None, slug: str, name: str) -> None:
-        sid = session_id(ctx)
+    def bind(self, slug: str, name: str) -> None:
+        sid = session_id()
         if sid:
             self._bound[(sid, slug, name.lower())] = time.monotonic() + self.ttl
             self._current[(sid, slug)] = name

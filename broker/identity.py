@@ -7,8 +7,6 @@ import os
 import re
 from typing import Any
 
-from fastmcp import Context
-
 from broker.auth import new_token, token_hash
 from broker.errors import BrokerError
 from broker.names import check_placeholder, generate_candidates, validate_name, validate_new_name
@@ -108,7 +106,6 @@ def _check_profile(program: object, model: object, task_description: object, att
 
 async def _claim(
     store: Store,
-    ctx: Context | None,
     slug: str,
     project_key: str,
     mode: str,
@@ -120,7 +117,7 @@ async def _claim(
     keys = store.keys
     for attempt in range(32):
         candidates = names if names and attempt == 0 else generate_candidates(8)
-        digest, require = store.bindings.args(ctx, slug, candidates[0], token) if mode == "upsert" else ("", "0")
+        digest, require = store.bindings.args(slug, candidates[0], token) if mode == "upsert" else ("", "0")
         fresh = new_token()
         reply = await store.run(
             "register_agent",
@@ -129,7 +126,7 @@ async def _claim(
         )
         if reply[0] == "ok":
             agent = agent_dict(reply[1], reply[2])
-            store.bindings.bind(ctx, slug, agent["name"])
+            store.bindings.bind(slug, agent["name"])
             return {**agent, "registration_token": json.loads(reply[1])["registration_token"]}
         if reply[0] == "TAKEN":  # only in create mode: every candidate was taken; draw again
             continue
@@ -141,7 +138,6 @@ async def _claim(
 
 async def register_agent(
     store: Store,
-    ctx: Context | None,
     project_key: str,
     program: str,
     model: str,
@@ -154,15 +150,12 @@ async def register_agent(
     _check_profile(program, model, task_description, attachments_policy)
     profile = [program.strip(), model.strip(), task_description, attachments_policy]
     if name is not None and name.strip():
-        return await _claim(
-            store, ctx, slug, project_key, "upsert", [validate_new_name(name)], profile, registration_token
-        )
-    return await _claim(store, ctx, slug, project_key, "create", None, profile, None)
+        return await _claim(store, slug, project_key, "upsert", [validate_new_name(name)], profile, registration_token)
+    return await _claim(store, slug, project_key, "create", None, profile, None)
 
 
 async def create_agent_identity(
     store: Store,
-    ctx: Context | None,
     project_key: str,
     program: str,
     model: str,
@@ -180,15 +173,13 @@ async def create_agent_identity(
             names = [validate_new_name(name_hint), *generate_candidates(8)]
         except BrokerError:
             names = None
-    return await _claim(store, ctx, slug, project_key, "create", names, profile, None)
+    return await _claim(store, slug, project_key, "create", names, profile, None)
 
 
-async def whois(
-    store: Store, ctx: Context | None, project_key: str, agent_name: str, registration_token: str | None
-) -> dict[str, Any]:
+async def whois(store: Store, project_key: str, agent_name: str, registration_token: str | None) -> dict[str, Any]:
     slug = project_slug(project_key)
     name = validate_name(agent_name)
-    digest, require = store.bindings.args(ctx, slug, name, registration_token)
+    digest, require = store.bindings.args(slug, name, registration_token)
     keys = store.keys
     reply = await store.run(
         "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, digest, require]
@@ -196,5 +187,5 @@ async def whois(
     if reply[0] != "ok":
         await store.raise_for(reply, slug, project_key)
     if digest:
-        store.bindings.bind(ctx, slug, name)
+        store.bindings.bind(slug, name)
     return agent_dict(reply[1], reply[2])

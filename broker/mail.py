@@ -11,8 +11,6 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastmcp import Context
-
 from broker.auth import check_token
 from broker.errors import BrokerError
 from broker.identity import project_slug
@@ -110,7 +108,6 @@ def _check_importance(importance: str) -> str:
 # -- sending ------------------------------------------------------------------------------
 async def _deliver(
     store: Store,
-    ctx: Context | None,
     slug: str,
     project_key: str,
     sender: str,
@@ -160,7 +157,7 @@ async def _deliver(
     status = reply[0]
     if status == "ok":
         if auth[0]:
-            store.bindings.bind(ctx, slug, sender)
+            store.bindings.bind(slug, sender)
         payload = json.loads(reply[1])
         payload["body_md"] = body_md
         payload.update(json.loads(reply[2]))
@@ -189,7 +186,6 @@ async def _unknown_recipients(store: Store, slug: str, lowered: list[str], given
 
 async def send_message(
     store: Store,
-    ctx: Context | None,
     project_key: str,
     sender_name: str,
     to: list[str],
@@ -223,10 +219,9 @@ async def send_message(
             f"{store.settings.max_recipients}; use broadcast=True or split the send.",
         )
     _check_text(store, subject, body_md)
-    auth = store.bindings.args(ctx, slug, sender, sender_token)
+    auth = store.bindings.args(slug, sender, sender_token)
     return await _deliver(
         store,
-        ctx,
         slug,
         project_key,
         sender,
@@ -254,10 +249,10 @@ async def _message_not_found(store: Store, slug: str, message_id: int, viewer: s
 
 
 async def _visible_message(
-    store: Store, ctx: Context | None, slug: str, project_key: str, viewer: str, token: str | None, message_id: int
+    store: Store, slug: str, project_key: str, viewer: str, token: str | None, message_id: int
 ) -> list[Any]:
     keys = store.keys
-    auth = store.bindings.args(ctx, slug, viewer, token)
+    auth = store.bindings.args(slug, viewer, token)
     reply = await store.run(
         "get_message", [keys.project(slug), keys.agents(slug)], [keys.project_prefix(slug), viewer, *auth, message_id]
     )
@@ -270,7 +265,6 @@ async def _visible_message(
 
 async def reply_message(
     store: Store,
-    ctx: Context | None,
     project_key: str,
     message_id: int,
     sender_name: str,
@@ -283,7 +277,7 @@ async def reply_message(
 ) -> dict[str, Any]:
     slug = project_slug(project_key)
     sender = validate_name(sender_name, "sender_name")
-    reply = await _visible_message(store, ctx, slug, project_key, sender, sender_token, message_id)
+    reply = await _visible_message(store, slug, project_key, sender, sender_token, message_id)
     original, recipients, me = json.loads(reply[1]), json.loads(reply[2]), reply[5]
     thread_key = original["thread_id"] or str(original["id"])
     subject = original["subject"]
@@ -297,10 +291,9 @@ async def reply_message(
         to_names = recipients["to"] if reply[3] == me.lower() else [original["from"]]
     cc_names, bcc_names = _recipient_names(cc, "cc"), _recipient_names(bcc, "bcc")
     _check_text(store, subject, body_md)
-    auth = store.bindings.args(ctx, slug, sender, sender_token)
+    auth = store.bindings.args(slug, sender, sender_token)
     result = await _deliver(
         store,
-        ctx,
         slug,
         project_key,
         me,
@@ -323,7 +316,6 @@ async def reply_message(
 # -- reading ------------------------------------------------------------------------------
 async def fetch_inbox(
     store: Store,
-    ctx: Context | None,
     project_key: str,
     agent_name: str,
     limit: int,
@@ -347,14 +339,14 @@ async def fetch_inbox(
     inbox = keys.inbox(slug, lower)
     filtered = urgent_only or bool(topic) or bool(since)
     page = min(limit * 2, MAX_LIMIT) if filtered else limit
-    digest, require = store.bindings.args(ctx, slug, name, registration_token)
+    digest, require = store.bindings.args(slug, name, registration_token)
     if digest or require == "1":
         pipe = store.redis.pipeline(transaction=False)
         pipe.hget(keys.agents(slug), lower)
         pipe.xrevrange(inbox, count=page)
         record, entries = await pipe.execute()
         await _check_reader(store, slug, project_key, name, record, digest, require)
-        store.bindings.bind(ctx, slug, name)
+        store.bindings.bind(slug, name)
     else:
         entries = await store.redis.xrevrange(inbox, count=page)
         if not entries:
@@ -399,10 +391,10 @@ async def _check_reader(
         await store.raise_for([failure, name], slug, project_key)
 
 
-def _viewer(store: Store, ctx: Context | None, slug: str, agent_name: str | None, action: str, project_key: str) -> str:
+def _viewer(store: Store, slug: str, agent_name: str | None, action: str, project_key: str) -> str:
     if agent_name:
         return validate_name(agent_name)
-    current = store.bindings.current_agent(ctx, slug)
+    current = store.bindings.current_agent(slug)
     if current:
         return current
     raise BrokerError(
@@ -414,7 +406,6 @@ def _viewer(store: Store, ctx: Context | None, slug: str, agent_name: str | None
 
 async def fetch_topic(
     store: Store,
-    ctx: Context | None,
     project_key: str,
     topic_name: str,
     limit: int,
@@ -429,9 +420,9 @@ async def fetch_topic(
     topic = check_topic(topic_name)
     check_limit(limit)
     since = since_micros(since_ts)
-    viewer = _viewer(store, ctx, slug, agent_name, "fetch_topic", project_key)
+    viewer = _viewer(store, slug, agent_name, "fetch_topic", project_key)
     keys = store.keys
-    auth = store.bindings.args(ctx, slug, viewer, registration_token)
+    auth = store.bindings.args(slug, viewer, registration_token)
     reply = await store.run(
         "fetch_topic",
         [keys.project(slug), keys.agents(slug)],
@@ -453,7 +444,6 @@ async def fetch_topic(
 
 async def mark_message(
     store: Store,
-    ctx: Context | None,
     project_key: str,
     agent_name: str,
     message_id: int,
@@ -463,7 +453,7 @@ async def mark_message(
     slug = project_slug(project_key)
     name = validate_name(agent_name)
     keys = store.keys
-    auth = store.bindings.args(ctx, slug, name, registration_token)
+    auth = store.bindings.args(slug, name, registration_token)
     reply = await store.run(
         "mark_message",
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],

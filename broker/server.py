@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastmcp import Context, FastMCP
+from fastmcp import FastMCP
 from fastmcp.exceptions import ValidationError
-from fastmcp.server.middleware import Middleware
 
 from broker import identity, mail
 from broker.config import Settings, get_settings
@@ -26,12 +25,13 @@ INSTRUCTIONS = (
 )
 
 
-class ArgumentErrors(Middleware):
-    """Report argument type errors as 'INVALID_ARGUMENT: ...' like every other bad input."""
+class BrokerMCP(FastMCP):
+    """FastMCP that reports argument type errors as 'INVALID_ARGUMENT: ...' like every other
+    bad input. (An override rather than a middleware: the middleware chain costs every call.)"""
 
-    async def on_call_tool(self, context: Any, call_next: Any) -> Any:
+    async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         try:
-            return await call_next(context)
+            return await super().call_tool(name, arguments, **kwargs)
         except ValidationError as exc:
             cause = exc.__cause__
             detail = str(exc)
@@ -47,7 +47,7 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
     settings = settings or get_settings()
     redis_url, backend = resolve_redis_url(settings.redis_url, settings.storage_root)
     store = Store(settings, redis_url, agent_auth)
-    mcp = FastMCP("agent-broker", instructions=INSTRUCTIONS, middleware=[ArgumentErrors()])
+    mcp = BrokerMCP("agent-broker", instructions=INSTRUCTIONS)
     mcp.store = store  # type: ignore[attr-defined]  # for the HTTP layer and tests
     mcp.backend_description = backend  # type: ignore[attr-defined]
 
@@ -79,12 +79,11 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         task_description: str = "",
         attachments_policy: str = "auto",
         registration_token: str | None = None,
-        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Register (or update) an agent identity; returns its profile and registration_token.
         Omit name to get a generated adjective+noun name such as 'BlueLake'."""
         return await identity.register_agent(
-            store, ctx, project_key, program, model, name, task_description, attachments_policy, registration_token
+            store, project_key, program, model, name, task_description, attachments_policy, registration_token
         )
 
     @mcp.tool
@@ -95,11 +94,10 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         name_hint: str | None = None,
         task_description: str = "",
         attachments_policy: str = "auto",
-        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Always create a new agent identity (name_hint used when valid and free)."""
         return await identity.create_agent_identity(
-            store, ctx, project_key, program, model, name_hint, task_description, attachments_policy
+            store, project_key, program, model, name_hint, task_description, attachments_policy
         )
 
     @mcp.tool
@@ -109,10 +107,9 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         registration_token: str | None = None,
         include_recent_commits: bool = True,
         commit_limit: int = 5,
-        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """An agent's profile. recent_commits lists archive commits (empty until the archive exists)."""
-        agent = await identity.whois(store, ctx, project_key, agent_name, registration_token)
+        agent = await identity.whois(store, project_key, agent_name, registration_token)
         if include_recent_commits:
             agent["recent_commits"] = []
         return agent
@@ -135,7 +132,6 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         topic: str | None = None,
         auto_contact_if_blocked: bool | None = None,
         sender_token: str | None = None,
-        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Send a Markdown message to agents of the project; delivered to all recipients or none."""
         if attachment_paths:
@@ -145,7 +141,6 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
             )
         return await mail.send_message(
             store,
-            ctx,
             project_key,
             sender_name,
             to,
@@ -172,11 +167,10 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         bcc: list[str] | None = None,
         subject_prefix: str = "Re:",
         sender_token: str | None = None,
-        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Reply in the message's thread; by default to its sender."""
         return await mail.reply_message(
-            store, ctx, project_key, message_id, sender_name, body_md, to, cc, bcc, subject_prefix, sender_token
+            store, project_key, message_id, sender_name, body_md, to, cc, bcc, subject_prefix, sender_token
         )
 
     @mcp.tool
@@ -189,11 +183,10 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         since_ts: str | None = None,
         topic: str | None = None,
         registration_token: str | None = None,
-        ctx: Context | None = None,
     ) -> list[dict[str, Any]]:
         """The agent's inbox, newest first (read-only: it does not mark anything read)."""
         return await mail.fetch_inbox(
-            store, ctx, project_key, agent_name, limit, urgent_only, include_bodies, since_ts, topic, registration_token
+            store, project_key, agent_name, limit, urgent_only, include_bodies, since_ts, topic, registration_token
         )
 
     @mcp.tool
@@ -205,11 +198,10 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         since_ts: str | None = None,
         agent_name: str | None = None,
         registration_token: str | None = None,
-        ctx: Context | None = None,
     ) -> list[dict[str, Any]]:
         """Messages with a topic that the viewing agent sent or received, newest first."""
         return await mail.fetch_topic(
-            store, ctx, project_key, topic_name, limit, include_bodies, since_ts, agent_name, registration_token
+            store, project_key, topic_name, limit, include_bodies, since_ts, agent_name, registration_token
         )
 
     @mcp.tool
@@ -218,10 +210,9 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         agent_name: str,
         message_id: int,
         registration_token: str | None = None,
-        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Mark a received message read (the first read time is kept)."""
-        return await mail.mark_message(store, ctx, project_key, agent_name, message_id, registration_token, "read")
+        return await mail.mark_message(store, project_key, agent_name, message_id, registration_token, "read")
 
     @mcp.tool
     async def acknowledge_message(
@@ -229,9 +220,8 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         agent_name: str,
         message_id: int,
         registration_token: str | None = None,
-        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Acknowledge a received message (also marks it read; first times are kept)."""
-        return await mail.mark_message(store, ctx, project_key, agent_name, message_id, registration_token, "ack")
+        return await mail.mark_message(store, project_key, agent_name, message_id, registration_token, "ack")
 
     return mcp
