@@ -43,6 +43,18 @@ class BrokerMCP(FastMCP):
             ) from exc
 
 
+JSON_FORMATS = {"", "json", "auto", "default", "none", "null", "application/json", "text/json"}
+
+
+def check_format(value: str | None) -> None:
+    """The reference's ``format`` argument: JSON is the only output we produce."""
+    if value is not None and value.strip().lower() not in JSON_FORMATS:
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"format '{value}' is not supported: this broker returns JSON only; pass format='json' or omit it.",
+        )
+
+
 def build_server(settings: Settings | None = None, *, agent_auth: str | None = None) -> FastMCP:
     settings = settings or get_settings()
     redis_url, backend = resolve_redis_url(settings.redis_url, settings.storage_root)
@@ -52,8 +64,9 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
     mcp.backend_description = backend  # type: ignore[attr-defined]
 
     @mcp.tool
-    async def health_check() -> dict[str, Any]:
+    async def health_check(format: str | None = None) -> dict[str, Any]:
         """Broker status and configuration echo (round-trips to Redis)."""
+        check_format(format)
         await store.redis.ping()
         return {
             "status": "ok",
@@ -66,8 +79,11 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         }
 
     @mcp.tool
-    async def ensure_project(human_key: str, identity_mode: str | None = None) -> dict[str, Any]:
+    async def ensure_project(
+        human_key: str, identity_mode: str | None = None, format: str | None = None
+    ) -> dict[str, Any]:
         """Create the project for a repository (idempotent). human_key: its absolute path."""
+        check_format(format)
         return await identity.ensure_project(store, human_key)
 
     @mcp.tool
@@ -79,9 +95,11 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         task_description: str = "",
         attachments_policy: str = "auto",
         registration_token: str | None = None,
+        format: str | None = None,
     ) -> dict[str, Any]:
         """Register (or update) an agent identity; returns its profile and registration_token.
         Omit name to get a generated adjective+noun name such as 'BlueLake'."""
+        check_format(format)
         return await identity.register_agent(
             store, project_key, program, model, name, task_description, attachments_policy, registration_token
         )
@@ -94,8 +112,10 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         name_hint: str | None = None,
         task_description: str = "",
         attachments_policy: str = "auto",
+        format: str | None = None,
     ) -> dict[str, Any]:
         """Always create a new agent identity (name_hint used when valid and free)."""
+        check_format(format)
         return await identity.create_agent_identity(
             store, project_key, program, model, name_hint, task_description, attachments_policy
         )
@@ -107,8 +127,10 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         registration_token: str | None = None,
         include_recent_commits: bool = True,
         commit_limit: int = 5,
+        format: str | None = None,
     ) -> dict[str, Any]:
         """An agent's profile. recent_commits lists archive commits (empty until the archive exists)."""
+        check_format(format)
         agent = await identity.whois(store, project_key, agent_name, registration_token)
         if include_recent_commits:
             agent["recent_commits"] = []
@@ -132,8 +154,10 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         topic: str | None = None,
         auto_contact_if_blocked: bool | None = None,
         sender_token: str | None = None,
+        format: str | None = None,
     ) -> dict[str, Any]:
         """Send a Markdown message to agents of the project; delivered to all recipients or none."""
+        check_format(format)
         if attachment_paths:
             raise BrokerError(
                 "UNSUPPORTED",
@@ -167,8 +191,10 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         bcc: list[str] | None = None,
         subject_prefix: str = "Re:",
         sender_token: str | None = None,
+        format: str | None = None,
     ) -> dict[str, Any]:
         """Reply in the message's thread; by default to its sender."""
+        check_format(format)
         return await mail.reply_message(
             store, project_key, message_id, sender_name, body_md, to, cc, bcc, subject_prefix, sender_token
         )
@@ -183,8 +209,10 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         since_ts: str | None = None,
         topic: str | None = None,
         registration_token: str | None = None,
+        format: str | None = None,
     ) -> list[dict[str, Any]]:
         """The agent's inbox, newest first (read-only: it does not mark anything read)."""
+        check_format(format)
         return await mail.fetch_inbox(
             store, project_key, agent_name, limit, urgent_only, include_bodies, since_ts, topic, registration_token
         )
@@ -198,8 +226,10 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         since_ts: str | None = None,
         agent_name: str | None = None,
         registration_token: str | None = None,
+        format: str | None = None,
     ) -> list[dict[str, Any]]:
         """Messages with a topic that the viewing agent sent or received, newest first."""
+        check_format(format)
         return await mail.fetch_topic(
             store, project_key, topic_name, limit, include_bodies, since_ts, agent_name, registration_token
         )
@@ -210,8 +240,10 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         agent_name: str,
         message_id: int,
         registration_token: str | None = None,
+        format: str | None = None,
     ) -> dict[str, Any]:
         """Mark a received message read (the first read time is kept)."""
+        check_format(format)
         return await mail.mark_message(store, project_key, agent_name, message_id, registration_token, "read")
 
     @mcp.tool
@@ -220,8 +252,10 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         agent_name: str,
         message_id: int,
         registration_token: str | None = None,
+        format: str | None = None,
     ) -> dict[str, Any]:
         """Acknowledge a received message (also marks it read; first times are kept)."""
+        check_format(format)
         return await mail.mark_message(store, project_key, agent_name, message_id, registration_token, "ack")
 
     return mcp
