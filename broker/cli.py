@@ -60,5 +60,15 @@ def serve(
     uvicorn.run(asgi, host=host, port=port, log_level="warning")
 
 
+@app.command("redis-stop")
+def redis_stop() -> None:
+    """Stop the embedded redis-server that brokers share when REDIS_URL is unset."""
+    from broker.embedded import stop_shared_redis_server
+
+    data_dir = get_settings().storage_root / "redis"
+    url = stop_shared_redis_server(data_dir)
+    _say(f"stopped the embedded redis-server at {url}" if url else f"no embedded redis-server runs for {data_dir}")
+
+
 if __name__ == "__main__":
     app()

@@ -1,12 +1,17 @@
 """The embedded default (DESIGN decision 9): with no REDIS_URL, run a private Redis.
 
-A managed ``redis-server`` child (data under STORAGE_ROOT, AOF on) when the binary exists,
-else in-process fakeredis (``memory://``). One per process; the child stops at exit.
+When the ``redis-server`` binary exists, one redis-server per STORAGE_ROOT (data and AOF in
+``<STORAGE_ROOT>/redis``) is shared by every broker process that uses that root: agents that
+each spawn their own stdio broker must still see one another's mail. The first process starts
+it detached; later ones find it through ``server.url`` (checked under a file lock, and only
+trusted if that server's data directory is ours). It keeps running after the brokers exit;
+``broker redis-stop`` stops it. Without the binary: in-process fakeredis (``memory://``).
 """
 
 from __future__ import annotations
 
-import atexit
+import contextlib
+import fcntl
 import shutil
 import socket
 import subprocess
@@ -16,11 +21,10 @@ from pathlib import Path
 import redis
 
 _chosen: tuple[str, str] | None = None
-_child: subprocess.Popen[bytes] | None = None
 
 
 def _die_with_parent() -> None:
-    """Linux: have the kernel stop the child if this process dies without running atexit."""
+    """Linux: have the kernel stop the child if this process dies without cleaning up."""
     try:
         import ctypes
         import signal
@@ -37,32 +41,22 @@ def _free_port() -> int:
 
 
 def start_redis_server(
-    data_dir: Path, port: int | None = None, *, appendonly: bool = True, timeout: float = 10.0
+    data_dir: Path, port: int | None = None, *, appendonly: bool = True, detached: bool = False, timeout: float = 10.0
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``redis-server`` on loopback with its files in ``data_dir``; wait until it answers."""
+    """Start ``redis-server`` on loopback with its files in ``data_dir``; wait until it answers.
+
+    A detached server outlives this process; otherwise it is stopped if this process dies."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or _free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", ""]
+    command += ["--appendonly", "yes" if appendonly else "no", "--logfile", str(data_dir / "redis.log")]
     proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(data_dir),
-            "--save",
-            "",
-            "--appendonly",
-            "yes" if appendonly else "no",
-            "--logfile",
-            str(data_dir / "redis.log"),
-            "--daemonize",
-            "no",
-        ],
+        command,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
+        start_new_session=detached,
+        preexec_fn=None if detached else _die_with_parent,
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + timeout
@@ -77,25 +71,53 @@ def start_redis_server(
             time.sleep(0.05)
 
 
-def _stop_child() -> None:
-    if _child is not None and _child.poll() is None:
-        _child.terminate()
-        try:
-            _child.wait(5)
-        except subprocess.TimeoutExpired:
-            _child.kill()
+def _serves_dir(url: str, data_dir: Path) -> bool:
+    """True if a Redis answers at ``url`` and keeps its files in ``data_dir`` (so it is ours)."""
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=0.5, decode_responses=True)
+        return Path(client.config_get("dir")["dir"]).resolve() == data_dir.resolve()
+    except (redis.RedisError, OSError, KeyError):
+        return False
+
+
+def shared_redis_server(data_dir: Path) -> str:
+    """The URL of the redis-server for ``data_dir``, starting it if none is running."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url_file = data_dir / "server.url"
+    with open(data_dir / "server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if url_file.exists() and _serves_dir(url := url_file.read_text().strip(), data_dir):
+            return url
+        _proc, url = start_redis_server(data_dir, detached=True)
+        url_file.write_text(url + "\n")
+        return url
+
+
+def stop_shared_redis_server(data_dir: Path) -> str | None:
+    """Shut down the shared redis-server of ``data_dir`` (AOF is flushed); its URL, or None."""
+    url_file = data_dir / "server.url"
+    if not url_file.exists() or not _serves_dir(url := url_file.read_text().strip(), data_dir):
+        return None
+    with contextlib.suppress(redis.ConnectionError):  # the server drops the connection as it exits
+        redis.Redis.from_url(url).shutdown()
+    url_file.unlink(missing_ok=True)
+    return url
 
 
 def resolve_redis_url(redis_url: str, storage_root: Path) -> tuple[str, str]:
     """The Redis URL to use and a sentence saying which backend was chosen."""
-    global _chosen, _child
+    global _chosen
     if redis_url:
         return redis_url, f"Redis at {redis_url.split('@')[-1]} (REDIS_URL)"
     if _chosen is None:
         if shutil.which("redis-server"):
-            _child, url = start_redis_server(storage_root / "redis")
-            atexit.register(_stop_child)
-            _chosen = (url, f"embedded redis-server child at {url}, AOF in {storage_root / 'redis'}")
+            data_dir = storage_root / "redis"
+            url = shared_redis_server(data_dir)
+            _chosen = (
+                url,
+                f"embedded redis-server at {url} with AOF in {data_dir}, shared by broker processes using "
+                "this STORAGE_ROOT; it keeps running after exit (`broker redis-stop` stops it)",
+            )
         else:
             _chosen = ("memory://embedded", "in-process fakeredis (no redis-server on PATH; state is lost at exit)")
     return _chosen

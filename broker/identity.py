@@ -122,12 +122,14 @@ async def _claim(
         reply = await store.run(
             "register_agent",
             [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
-            [mode, await store.next_id("agent"), *profile, fresh, token_hash(fresh), digest, require, *candidates],
+            [mode, await store.next_id("agent"), *profile, token_hash(fresh), digest, require, *candidates],
         )
         if reply[0] == "ok":
             agent = agent_dict(reply[1], reply[2])
             store.bindings.bind(slug, agent["name"])
-            return {**agent, "registration_token": json.loads(reply[1])["registration_token"]}
+            # Only a digest is stored, so the token is returned when minted, or echoed when the
+            # caller proved it; an unauthenticated re-registration (open auth) does not reveal it.
+            return {**agent, "registration_token": fresh if reply[3] == 1 else (token if digest else None)}
         if reply[0] == "TAKEN":  # only in create mode: every candidate was taken; draw again
             continue
         await store.raise_for(reply, slug, project_key)

@@ -6,6 +6,7 @@ recipient atomically, and an inbox page is built inside Redis as ready JSON.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from typing import Any
 from broker.auth import check_token
 from broker.errors import BrokerError
 from broker.identity import project_slug
-from broker.names import validate_name
+from broker.names import mistake_hint, validate_name
 from broker.store import Store
 
 THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -173,13 +174,23 @@ async def _deliver(
 async def _unknown_recipients(store: Store, slug: str, lowered: list[str], given: list[str]) -> BrokerError:
     by_lower = {name.lower(): name for name in given}
     names = [by_lower.get(n, n) for n in lowered]
-    human_key = await store.redis.hget(store.keys.project(slug), "human_key")
-    detail = (await store.agent_not_found(slug, names[0])).message if len(names) == 1 else ""
+    human_key, registered = await store.project_agents(slug)
+    described = []
+    for name in names:
+        close = difflib.get_close_matches(name.lower(), [r.lower() for r in registered], n=1, cutoff=0.6)
+        hint = mistake_hint(name)
+        if close:
+            described.append(f"'{name}' (did you mean '{next(r for r in registered if r.lower() == close[0])}'?)")
+        elif hint:
+            described.append(f"'{name}' ({hint[1]})")
+        else:
+            described.append(f"'{name}'")
+    listing = ", ".join(f"'{r}'" for r in registered[:20]) or "none yet"
     return BrokerError(
         "RECIPIENT_NOT_FOUND",
-        f"Unable to send message: recipients {', '.join(names)} are not registered in project "
-        f"'{human_key}'. Nothing was sent. Use resource://agents/{slug} to list registered agents, or "
-        f"register them first. {detail}".rstrip(),
+        f"Unable to send message: recipients {', '.join(described)} are not registered in project "
+        f"'{human_key}'. Nothing was sent. Registered agents: {listing}. Fix the names, or have the "
+        "recipients call register_agent first.",
         {"unknown_local": names},
     )
 

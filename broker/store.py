@@ -106,13 +106,16 @@ class Store:
             "to create a new project first. Example: ensure_project(human_key='/path/to/your/project')",
         )
 
-    async def agent_not_found(self, slug: str, name: str) -> BrokerError:
+    async def project_agents(self, slug: str) -> tuple[str | None, list[str]]:
+        """The project's human_key and its agents' names, sorted (for error messages)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hget(self.keys.project(slug), "human_key")
-        pipe.hkeys(self.keys.agents(slug))
-        human_key, lowered = await pipe.execute()
-        raw = await self.redis.hmget(self.keys.agents(slug), lowered) if lowered else []
-        names = sorted(json.loads(r)["name"] for r in raw if r)
+        pipe.hvals(self.keys.agents(slug))
+        human_key, records = await pipe.execute()
+        return human_key, sorted(json.loads(r)["name"] for r in records)
+
+    async def agent_not_found(self, slug: str, name: str) -> BrokerError:
+        human_key, names = await self.project_agents(slug)
         hint = mistake_hint(name)
         suffix = f"\n\nHINT: {hint[1]}" if hint else ""
         if not names:

@@ -4,17 +4,17 @@
 -- KEYS[2]  agents hash (lower name -> agent JSON)
 -- KEYS[3]  active hash (name -> last_active_ts)
 -- KEYS[4]  pending-persistence zset
--- ARGV[1]  mode: "upsert" (ARGV[11] may exist: update it) or "create" (first free candidate)
+-- ARGV[1]  mode: "upsert" (ARGV[10] may exist: update it) or "create" (first free candidate)
 -- ARGV[2]  id for a new agent
 -- ARGV[3]  program
 -- ARGV[4]  model
 -- ARGV[5]  task_description
 -- ARGV[6]  attachments_policy
--- ARGV[7]  registration token for a new agent
--- ARGV[8]  SHA-256 hex of that token
--- ARGV[9]  SHA-256 hex of the token the caller passed, "" for none
--- ARGV[10] "1" if an existing agent must be authenticated by token
--- ARGV[11..] candidate names, in order of preference
+-- ARGV[7]  SHA-256 hex of the registration token minted for a new agent (only the digest
+--          is stored: a dump of Redis reveals no token)
+-- ARGV[8]  SHA-256 hex of the token the caller passed, "" for none
+-- ARGV[9]  "1" if an existing agent must be authenticated by token
+-- ARGV[10..] candidate names, in order of preference
 -- Returns {"ok", agent JSON, last_active_ts, created 0|1}, or {"NO_PROJECT"}, {"TAKEN"},
 -- {"BAD_TOKEN", name}, {"AUTH_REQUIRED", name}.
 local project_id = redis.call("HGET", KEYS[1], "id")
@@ -22,9 +22,9 @@ if not project_id then return {"NO_PROJECT"} end
 local iso, _, ms = now()
 
 if ARGV[1] == "upsert" then
-  local agent = load_agent(KEYS[2], string.lower(ARGV[11]))
+  local agent = load_agent(KEYS[2], string.lower(ARGV[10]))
   if agent then
-    local err = auth_error(agent, ARGV[9], ARGV[10])
+    local err = auth_error(agent, ARGV[8], ARGV[9])
     if err then return {err, agent.name} end
     agent.program = ARGV[3]
     agent.model = ARGV[4]
@@ -38,14 +38,14 @@ if ARGV[1] == "upsert" then
   end
 end
 
-for i = 11, #ARGV do
+for i = 10, #ARGV do
   local lower = string.lower(ARGV[i])
   if redis.call("HEXISTS", KEYS[2], lower) == 0 then
     local agent = {
       id = tonumber(ARGV[2]), name = ARGV[i], program = ARGV[3], model = ARGV[4],
       task_description = ARGV[5], inception_ts = iso, project_id = tonumber(project_id),
       attachments_policy = ARGV[6], contact_policy = "auto",
-      registration_token = ARGV[7], token_hash = ARGV[8],
+      token_hash = ARGV[7],
     }
     local encoded = cjson.encode(agent)
     redis.call("HSET", KEYS[2], lower, encoded)
