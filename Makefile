@@ -21,7 +21,8 @@ redis-server:
 	  echo "installing redis-server from Debian's packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
-serve: install redis-server
+serve: install
+	@[ -n "$$REDIS_URL" ] || $(MAKE) --no-print-directory redis-server
 	$(BIN)/broker serve
 
 lint: install
