@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict
 
 from fastmcp.server.dependencies import get_context
 
@@ -33,21 +34,30 @@ def check_token(agent: dict, digest: str, require: str) -> str | None:
 
 
 def session_id() -> str | None:
-    """The current MCP session's id, looked up only when a binding is read or written."""
+    """The current MCP session's id if it outlives one request, else None.
+
+    On 2026-07-28 connections every request is its own session, so binding to its id would
+    only fill memory; such clients pass their token on each call instead."""
     try:
-        return get_context().session_id
+        ctx = get_context()
+        is_modern = getattr(ctx, "_is_modern_protocol", None)
+        if is_modern is not None and is_modern():
+            return None
+        return ctx.session_id
     except RuntimeError:
         return None
 
 
 class SessionBindings:
-    """Which (project, agent) pairs each MCP session has authenticated as, with a TTL."""
+    """Which (project, agent) pairs each MCP session has authenticated as, with a TTL.
+    Bounded: past ``max_entries`` the least recently bound entries are forgotten."""
 
-    def __init__(self, mode: str, ttl_seconds: int) -> None:
+    def __init__(self, mode: str, ttl_seconds: int, max_entries: int = 50_000) -> None:
         self.mode = mode
         self.ttl = ttl_seconds
-        self._bound: dict[tuple[str, str, str], float] = {}
-        self._current: dict[tuple[str, str], str] = {}
+        self.max_entries = max_entries
+        self._bound: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self._current: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     def current_agent(self, slug: str) -> str | None:
         """The agent this session last authenticated as in the project, if any."""
@@ -65,10 +75,13 @@ class SessionBindings:
 
     def bind(self, slug: str, name: str) -> None:
         sid = session_id()
-        if sid:
-            self._bound[(sid, slug, name.lower())] = time.monotonic() + self.ttl
-            self._current[(sid, slug)] = name
-            if len(self._bound) > 100_000:
-                now = time.monotonic()
-                self._bound = {k: v for k, v in self._bound.items() if v > now}
-                self._current.clear()
+        if not sid:
+            return
+        key = (sid, slug, name.lower())
+        self._bound[key] = time.monotonic() + self.ttl
+        self._bound.move_to_end(key)
+        self._current[(sid, slug)] = name
+        self._current.move_to_end((sid, slug))
+        for table in (self._bound, self._current):
+            while len(table) > self.max_entries:
+                table.popitem(last=False)

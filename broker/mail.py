@@ -450,6 +450,8 @@ async def fetch_topic(
     )
     if reply[0] != "ok":
         await store.raise_for(reply, slug, project_key)
+    if auth[0]:
+        store.bindings.bind(slug, viewer)
     return json.loads(reply[1])
 
 
@@ -474,6 +476,8 @@ async def mark_message(
         raise await _message_not_found(store, slug, message_id, name)
     if reply[0] != "ok":
         await store.raise_for(reply, slug, project_key)
+    if auth[0]:
+        store.bindings.bind(slug, name)
     read_at, ack_at = reply[1] or None, reply[2] or None
     if mode == "read":
         return {"message_id": message_id, "read": read_at is not None, "read_at": read_at}

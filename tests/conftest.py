@@ -1,0 +1,74 @@
+"""Fixtures: a Redis per backend, isolated settings, a broker server and an MCP client.
+
+``backend`` is parametrized over an in-process fakeredis (``memory://<uuid>``) and a real
+``redis-server``: $REDIS_URL when set, else a throwaway server started once per session on a
+random port. Every test gets a key prefix of its own (``t<hex>``), so tests sharing one real
+Redis never see each other's keys and nothing needs FLUSHALL.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+from fastmcp import Client, FastMCP
+from helpers import Tools, drop_prefix, make_settings
+
+from broker.config import Settings
+from broker.embedded import start_redis_server
+from broker.server import build_server
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis: $REDIS_URL if set, else a private redis-server (never 127.0.0.1:6379 implicitly)."""
+    url = os.environ.get("REDIS_URL", "")
+    if url:
+        yield url
+        return
+    proc, url = start_redis_server(tmp_path_factory.mktemp("redis"), appendonly=False)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("fakeredis", id="fakeredis"),
+        pytest.param("redis", id="redis", marks=pytest.mark.integration),
+    ]
+)
+def backend(request: pytest.FixtureRequest) -> str:
+    """A Redis URL: a fresh in-process fakeredis, or the session's real Redis."""
+    if request.param == "fakeredis":
+        return f"memory://{uuid4()}"
+    return request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+def settings(backend: str, tmp_path: Path) -> Settings:
+    return make_settings(backend, tmp_path)
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[FastMCP]:
+    mcp = build_server(settings)
+    yield mcp
+    await drop_prefix(mcp.store)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def tools(server: FastMCP) -> AsyncIterator[Tools]:
+    """Tool calls through an in-process fastmcp Client (the default, modern protocol)."""
+    async with Client(server) as client:
+        yield Tools(client)
