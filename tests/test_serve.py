@@ -1,0 +1,151 @@
+"""`broker serve` as a real process: streamable HTTP with a bearer token, health probes, stdio,
+and agent auth forced on beyond loopback. Runs against the session's real Redis."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+import pytest
+from fastmcp import Client
+from fastmcp.client.transports import StdioTransport, StreamableHttpTransport
+
+pytestmark = pytest.mark.integration
+BROKER = str(Path(sys.executable).with_name("broker"))
+TOKEN = "s3cret-bearer"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def broker_env(redis_url: str, root: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HTTP_", "AGENT_AUTH", "REDIS_"))}
+    env.update(REDIS_URL=redis_url, REDIS_KEY_PREFIX=f"srv{uuid4().hex[:8]}", STORAGE_ROOT=str(root), **extra)
+    return env
+
+
+@contextmanager
+def serving(env: dict[str, str], host: str = "127.0.0.1") -> Iterator[str]:
+    """Run `broker serve` and yield its base URL once /health/liveness answers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [BROKER, "serve", "--host", host, "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health/liveness", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"broker serve did not start:\n{proc.stdout.read() if proc.stdout else ''}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_http_with_bearer_token(redis_url: str, tmp_path: Path) -> None:
+    with serving(broker_env(redis_url, tmp_path, HTTP_BEARER_TOKEN=TOKEN)) as base:
+        assert httpx.get(f"{base}/health/liveness").json() == {"status": "alive"}
+        assert httpx.get(f"{base}/health/readiness").json() == {"status": "ready"}
+        # Without the bearer token, or with a wrong one, the MCP endpoint refuses.
+        assert httpx.post(f"{base}/mcp/", json={}).status_code == 401
+        wrong = httpx.post(f"{base}/mcp/", json={}, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+
+        transport = StreamableHttpTransport(f"{base}/mcp/", headers={"Authorization": f"Bearer {TOKEN}"})
+        async with Client(transport) as client:
+            await client.call_tool("ensure_project", {"human_key": "/srv/http"})
+            alice = (
+                await client.call_tool("register_agent", {"project_key": "/srv/http", "program": "p", "model": "m"})
+            ).data
+            bob = (
+                await client.call_tool("register_agent", {"project_key": "/srv/http", "program": "p", "model": "m"})
+            ).data
+            sent = await client.call_tool(
+                "send_message",
+                {"project_key": "/srv/http", "sender_name": alice["name"], "to": [bob["name"]],
+                 "subject": "over http", "body_md": "hello"},
+            )  # fmt: skip
+            inbox = await client.call_tool(
+                "fetch_inbox", {"project_key": "/srv/http", "agent_name": bob["name"], "include_bodies": True}
+            )
+        message_id = sent.data["deliveries"][0]["payload"]["id"]
+        assert [(m["id"], m["subject"], m["body_md"]) for m in inbox.data] == [(message_id, "over http", "hello")]
+
+
+async def test_readiness_fails_when_redis_is_unreachable(tmp_path: Path) -> None:
+    with serving(broker_env(f"redis://127.0.0.1:{free_port()}/0", tmp_path)) as base:
+        assert httpx.get(f"{base}/health/liveness").status_code == 200
+        ready = httpx.get(f"{base}/health/readiness")
+        assert ready.status_code == 503
+        assert "Redis unreachable" in ready.json()["detail"]
+
+
+async def test_beyond_loopback_agent_tokens_are_required(redis_url: str, tmp_path: Path) -> None:
+    with serving(broker_env(redis_url, tmp_path, HTTP_BEARER_TOKEN=TOKEN), host="0.0.0.0") as base:
+        transport = StreamableHttpTransport(f"{base}/mcp/", headers={"Authorization": f"Bearer {TOKEN}"})
+        async with Client(transport) as client:
+            health = (await client.call_tool("health_check", {})).data
+            assert health["agent_auth"] == "required"
+            await client.call_tool("ensure_project", {"human_key": "/srv/remote"})
+            agent = (
+                await client.call_tool("register_agent", {"project_key": "/srv/remote", "program": "p", "model": "m"})
+            ).data
+            args = {"project_key": "/srv/remote", "agent_name": agent["name"]}
+            refused = await client.call_tool("fetch_inbox", args, raise_on_error=False)
+            assert refused.is_error
+            assert refused.content[0].text.startswith("AUTHENTICATION_REQUIRED:")
+            allowed = await client.call_tool("fetch_inbox", {**args, "registration_token": agent["registration_token"]})
+            assert allowed.data == []
+
+
+async def test_stdio_transport(redis_url: str, tmp_path: Path) -> None:
+    env = broker_env(redis_url, tmp_path)
+    async with Client(StdioTransport(BROKER, ["serve", "--transport", "stdio"], env=env)) as client:
+        health = (await client.call_tool("health_check", {})).data
+        assert health["status"] == "ok"
+        assert "REDIS_URL" in health["redis"]
+        project = (await client.call_tool("ensure_project", {"human_key": "/srv/stdio"})).data
+        assert project["slug"] == "srv-stdio"
+
+
+async def test_embedded_redis_is_shared_by_broker_processes(tmp_path: Path) -> None:
+    """With no REDIS_URL, two stdio brokers on one STORAGE_ROOT share one redis-server, so an
+    agent registered through one is visible through the other."""
+    env = broker_env("", tmp_path)
+    env.pop("REDIS_URL")
+    first = Client(StdioTransport(BROKER, ["serve", "--transport", "stdio"], env=env))
+    second = Client(StdioTransport(BROKER, ["serve", "--transport", "stdio"], env=env))
+    try:
+        async with first, second:
+            await first.call_tool("ensure_project", {"human_key": "/srv/embedded"})
+            agent = (
+                await first.call_tool("register_agent", {"project_key": "/srv/embedded", "program": "p", "model": "m"})
+            ).data
+            seen = (await second.call_tool("whois", {"project_key": "/srv/embedded", "agent_name": agent["name"]})).data
+            assert seen["id"] == agent["id"]
+            assert "embedded redis-server" in (await second.call_tool("health_check", {})).data["redis"]
+    finally:
+        subprocess.run([BROKER, "redis-stop"], env=env, check=True, capture_output=True)
+    assert not (tmp_path / "redis" / "server.url").exists()
