@@ -162,7 +162,12 @@ async def _deliver(
         payload = json.loads(reply[1])
         payload["body_md"] = body_md
         payload.update(json.loads(reply[2]))
-        return {"deliveries": [{"project": reply[3], "payload": payload}], "count": 1, "verified_sender": True}
+        return {
+            "deliveries": [{"project": reply[3], "payload": payload}],
+            "count": 1,
+            "verified_sender": True,
+            "attachments": payload["attachments"],  # the reference adds this when there is one delivery
+        }
     if status == "NO_RECIPIENTS":
         return {"deliveries": [], "count": 0, "verified_sender": True}
     if status == "UNKNOWN_RECIPIENTS":

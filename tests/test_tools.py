@@ -205,7 +205,8 @@ async def test_whois(tools: Tools, trio: dict[str, Any]) -> None:
 async def test_send_message_result_shape(tools: Tools, trio: dict[str, Any]) -> None:
     agents = trio["agents"]
     result = await tools.send("BlueLake", ["GreenCastle"], cc=["alpha-one"], subject="Plan", body_md="# Plan\n\n- step")
-    assert set(result) == {"deliveries", "count", "verified_sender"}
+    assert set(result) == {"deliveries", "count", "verified_sender", "attachments"}
+    assert result["attachments"] == []
     assert result["verified_sender"] is True
     assert result["deliveries"][0]["project"] == PROJECT
     message = payload(result)
