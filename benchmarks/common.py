@@ -50,7 +50,12 @@ async def interleaved(calls: dict[str, Callable[[], Awaitable[Any]]], rounds: in
     return samples
 
 
-def row(label: str, ours: list[float], floor: list[float]) -> str:
+def row(label: str, ours: list[float], floor: list[float], target: float) -> str:
     p50, p95 = percentile(ours, 50) * 1e3, percentile(ours, 95) * 1e3
     f50 = percentile(floor, 50) * 1e3
-    return f"{label:<34} p50 {p50:7.3f} ms  p95 {p95:7.3f} ms  floor p50 {f50:7.3f} ms  ratio {p50 / f50:5.2f}x"
+    ratio = p50 / f50
+    verdict = "ok" if ratio <= target else "OVER TARGET"
+    return (
+        f"{label:<34} p50 {p50:7.3f} ms  p95 {p95:7.3f} ms  floor p50 {f50:7.3f} ms  "
+        f"ratio {ratio:5.2f}x (target <= {target}x: {verdict})"
+    )

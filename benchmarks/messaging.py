@@ -102,11 +102,14 @@ async def run(rounds: int, in_flight: int, waves: int) -> None:
             ours_rate, floor_rate = sorted(ours_rates)[len(ours_rates) // 2], sorted(floor_rates)[len(floor_rates) // 2]
 
         print(f"Redis: {source}; {rounds} sends and {max(rounds // 3, 50)} fetches per tool, interleaved")
-        print(row("send_message (512 B, 1 recipient)", sends["ours"], sends["floor"]))
-        print(row("fetch_inbox (100, with bodies)", fetches["ours"], fetches["floor"]))
+        print(row("send_message (512 B, 1 recipient)", sends["ours"], sends["floor"], target=2.0))
+        print(row("fetch_inbox (100, with bodies)", fetches["ours"], fetches["floor"], target=1.3))
+        ratio = ours_rate / floor_rate
+        verdict = "ok" if ratio >= 0.5 and errors == 0 else "BELOW TARGET"
         print(
             f"{'concurrent send_message':<34} {ours_rate:7.0f} msg/s with {in_flight} in flight; "
-            f"no-op {floor_rate:7.0f} calls/s; ratio {ours_rate / floor_rate:5.2f}x; errors {errors}"
+            f"no-op {floor_rate:7.0f} calls/s; ratio {ratio:5.2f}x (target >= 0.5x, no errors: {verdict}); "
+            f"errors {errors}"
         )
 
 
