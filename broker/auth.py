@@ -16,13 +16,26 @@ from collections import OrderedDict
 
 from fastmcp.server.dependencies import get_context
 
+from broker.errors import BrokerError
+
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+MAX_TOKEN_CHARS = 256  # issued tokens have 43; anything far longer is not one of ours
+
+
 def token_hash(token: str | None) -> str:
-    return hashlib.sha256(token.encode()).hexdigest() if token else ""
+    if not token:
+        return ""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise BrokerError(
+            "AUTHENTICATION_FAILED",
+            f"The token passed has {len(token)} characters; registration tokens have 43. Pass the "
+            "registration_token that register_agent returned.",
+        )
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def check_token(agent: dict, digest: str, require: str) -> str | None:

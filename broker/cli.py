@@ -67,7 +67,8 @@ def redis_stop() -> None:
 
     data_dir = get_settings().storage_root / "redis"
     url = stop_shared_redis_server(data_dir)
-    _say(f"stopped the embedded redis-server at {url}" if url else f"no embedded redis-server runs for {data_dir}")
+    where = url.split("@")[-1] if url else ""
+    _say(f"stopped the embedded redis-server at {where}" if url else f"no embedded redis-server runs for {data_dir}")
 
 
 if __name__ == "__main__":

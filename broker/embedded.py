@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -40,15 +42,34 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
 def start_redis_server(
-    data_dir: Path, port: int | None = None, *, appendonly: bool = True, detached: bool = False, timeout: float = 10.0
+    data_dir: Path,
+    port: int | None = None,
+    *,
+    appendonly: bool = True,
+    detached: bool = False,
+    password: str | None = None,
+    timeout: float = 10.0,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``redis-server`` on loopback with its files in ``data_dir``; wait until it answers.
 
-    A detached server outlives this process; otherwise it is stopped if this process dies."""
+    A detached server outlives this process; otherwise it is stopped if this process dies.
+    A password goes into a config file only the owner can read (not onto the command line,
+    which every local user can see)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or _free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", ""]
+    command = ["redis-server"]
+    if password:
+        _write_private(data_dir / "redis.conf", f"requirepass {password}\n")
+        command.append(str(data_dir / "redis.conf"))
+    command += ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", ""]
     command += ["--appendonly", "yes" if appendonly else "no", "--logfile", str(data_dir / "redis.log")]
     proc = subprocess.Popen(
         command,
@@ -58,7 +79,7 @@ def start_redis_server(
         start_new_session=detached,
         preexec_fn=None if detached else _die_with_parent,
     )
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://:{password}@127.0.0.1:{port}/0" if password else f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -83,13 +104,15 @@ def _serves_dir(url: str, data_dir: Path) -> bool:
 def shared_redis_server(data_dir: Path) -> str:
     """The URL of the redis-server for ``data_dir``, starting it if none is running."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)  # the AOF holds every message; the URL holds the password
     url_file = data_dir / "server.url"
     with open(data_dir / "server.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if url_file.exists() and _serves_dir(url := url_file.read_text().strip(), data_dir):
             return url
-        _proc, url = start_redis_server(data_dir, detached=True)
-        url_file.write_text(url + "\n")
+        # A password keeps other local users (who can reach loopback) from bypassing agent auth.
+        _proc, url = start_redis_server(data_dir, detached=True, password=secrets.token_urlsafe(24))
+        _write_private(url_file, url + "\n")
         return url
 
 
@@ -104,18 +127,22 @@ def stop_shared_redis_server(data_dir: Path) -> str | None:
     return url
 
 
+def _without_password(url: str) -> str:
+    return url.split("@")[-1] if "@" in url else url
+
+
 def resolve_redis_url(redis_url: str, storage_root: Path) -> tuple[str, str]:
     """The Redis URL to use and a sentence saying which backend was chosen."""
     global _chosen
     if redis_url:
-        return redis_url, f"Redis at {redis_url.split('@')[-1]} (REDIS_URL)"
+        return redis_url, f"Redis at {_without_password(redis_url)} (REDIS_URL)"
     if _chosen is None:
         if shutil.which("redis-server"):
             data_dir = storage_root / "redis"
             url = shared_redis_server(data_dir)
             _chosen = (
                 url,
-                f"embedded redis-server at {url} with AOF in {data_dir}, shared by broker processes using "
+                f"embedded redis-server at {_without_password(url)} with AOF in {data_dir}, shared by broker processes using "
                 "this STORAGE_ROOT; it keeps running after exit (`broker redis-stop` stops it)",
             )
         else:

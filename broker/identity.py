@@ -15,6 +15,7 @@ from broker.store import Store
 ATTACHMENT_POLICIES = ("auto", "inline", "file")
 MAX_TASK_CHARS = 2048
 MAX_PROGRAM_CHARS = 128
+MAX_PROJECT_KEY_CHARS = 4096  # PATH_MAX on Linux; longer keys are refused before any Redis work
 
 
 def slugify(value: str) -> str:
@@ -34,6 +35,7 @@ def project_slug(project_key: object) -> str:
             "project_key is empty. Pass the project's absolute path (its human_key) or its slug.",
         )
     key = project_key.strip()
+    _check_key_length(key, "project_key")
     check_placeholder(key, "project_key")
     if _looks_like_path(key):
         if not os.path.isabs(os.path.expanduser(key)) or key.startswith("~"):
@@ -44,6 +46,15 @@ def project_slug(project_key: object) -> str:
             )
         return slugify(os.path.normpath(key))
     return slugify(key)
+
+
+def _check_key_length(value: str, what: str) -> None:
+    if len(value) > MAX_PROJECT_KEY_CHARS:
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"{what} has {len(value)} characters; the limit is {MAX_PROJECT_KEY_CHARS}. Pass the "
+            "repository's absolute path or the project's slug.",
+        )
 
 
 def project_dict(fields: list[Any]) -> dict[str, Any]:
@@ -70,6 +81,7 @@ async def ensure_project(store: Store, human_key: object) -> dict[str, Any]:
         raise BrokerError(
             "INVALID_ARGUMENT", "human_key is empty. Pass the absolute path of the repository, e.g. '/home/me/repo'."
         )
+    _check_key_length(human_key, "human_key")
     check_placeholder(human_key, "human_key")
     if not os.path.isabs(human_key.strip()):
         raise BrokerError(

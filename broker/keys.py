@@ -10,19 +10,22 @@ Global keys
 
 Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARGV)
     project                      HASH id, slug, human_key, created_at
-    agents                       HASH lower(name) -> agent JSON (includes token and token hash)
+    agents                       HASH lower(name) -> agent JSON (with the SHA-256 digest of its token;
+                                 the token itself is never stored)
     active                       HASH name -> last_active_ts (ISO); kept apart so sends stay cheap
     bodies                       HASH message id -> body_md (one HMGET reads a page of bodies)
     msg:<id>                     HASH head (inbox-item JSON without kind/body),
                                  sender (lower name), recipients (JSON {to,cc,bcc} of names),
                                  created_us, rk:<lower> kind, rt:<lower> read_ts, at:<lower> ack_ts
     inbox:<lower>                STREAM per recipient: m=id f="<created_us>|<urgent>|<topic>"
-                                 j=inbox-item JSON (head + kind), b=body when at most 8 KiB
+                                 j=inbox-item JSON (head + kind), b=body when at most 2 KiB
                                  (so a page of the inbox, bodies included, is one XREVRANGE)
+    urgent:<lower>               ZSET received high/urgent message ids by created_us
+    rtopic:<lower>:<topic>       ZSET received message ids with that (lower-cased) topic
+    stopic:<lower>:<topic>       ZSET sent message ids with that topic
     outbox:<lower>               STREAM per sender: m=id c=created_us
     unread:<lower>               SET of message ids not yet read by that agent
     thread:<thread_id>           ZSET message id scored by created_us
-    topic:<lower topic>          ZSET message id scored by created_us
     pending                      ZSET "<kind>:<id>[:<name>]" scored by ms: the transactional
                                  outbox drained by the persistence worker (DESIGN decision 4)
 
@@ -82,9 +85,6 @@ class Keys:
 
     def thread(self, slug: str, thread_id: str) -> str:
         return f"{self.project_prefix(slug)}thread:{thread_id}"
-
-    def topic(self, slug: str, topic: str) -> str:
-        return f"{self.project_prefix(slug)}topic:{topic.lower()}"
 
     def pending(self, slug: str) -> str:
         return self.project_prefix(slug) + "pending"

@@ -22,11 +22,13 @@ THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 IMPORTANCE = ("low", "normal", "high", "urgent")
 MAX_LIMIT = 1000
-SCAN_BUDGET = 5000  # topic entries one fetch_topic script may scan
 BROADCAST_ACTIVE_DAYS = 30
 # Bodies up to this size are copied into each inbox entry so a page with bodies is one read;
 # larger ones are read from the project's bodies hash.
-INLINE_BODY_BYTES = 8192
+INLINE_BODY_BYTES = 2048
+# A broadcast reaches at most this many agents (it bounds the send script's work).
+MAX_BROADCAST_RECIPIENTS = 1000
+MAX_SUBJECT_PREFIX_CHARS = 32
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -100,6 +102,15 @@ def _check_text(store: Store, subject: str, body_md: str) -> None:
         )
 
 
+def _check_recipient_count(store: Store, total: int) -> None:
+    if total > store.settings.max_recipients:
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"{total} recipients exceed the limit of {store.settings.max_recipients}; "
+            "use broadcast=True or split the send.",
+        )
+
+
 def _check_importance(importance: str) -> str:
     if importance not in IMPORTANCE:
         raise BrokerError("INVALID_ARGUMENT", f"importance '{importance}' is not one of {', '.join(IMPORTANCE)}.")
@@ -148,6 +159,7 @@ async def _deliver(
             topic,
             cutoff,
             INLINE_BODY_BYTES,
+            MAX_BROADCAST_RECIPIENTS if broadcast else store.settings.max_recipients,
             len(to),
             len(cc),
             *(n.lower() for n in to),
@@ -168,11 +180,17 @@ async def _deliver(
             "verified_sender": True,
             "attachments": payload["attachments"],  # the reference adds this when there is one delivery
         }
+    if status == "TOO_MANY_RECIPIENTS":
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"This message would reach {reply[1]} agents; the limit is "
+            f"{MAX_BROADCAST_RECIPIENTS if broadcast else store.settings.max_recipients}. Address fewer agents.",
+        )
     if status == "NO_RECIPIENTS":
         return {"deliveries": [], "count": 0, "verified_sender": True}
     if status == "UNKNOWN_RECIPIENTS":
         raise await _unknown_recipients(store, slug, reply[1:], to + cc + bcc)
-    await store.raise_for(reply, slug, project_key)
+    await store.raise_for(reply, slug, project_key, "sender_token")
     raise AssertionError("unreachable")
 
 
@@ -228,12 +246,7 @@ async def send_message(
         raise BrokerError(
             "INVALID_ARGUMENT", "send_message needs at least one recipient in to, cc or bcc (or broadcast=True)."
         )
-    if total > store.settings.max_recipients:
-        raise BrokerError(
-            "INVALID_ARGUMENT",
-            f"{total} recipients exceed the limit of "
-            f"{store.settings.max_recipients}; use broadcast=True or split the send.",
-        )
+    _check_recipient_count(store, total)
     _check_text(store, subject, body_md)
     auth = store.bindings.args(slug, sender, sender_token)
     return await _deliver(
@@ -265,17 +278,16 @@ async def _message_not_found(store: Store, slug: str, message_id: int, viewer: s
 
 
 async def _visible_message(
-    store: Store, slug: str, project_key: str, viewer: str, token: str | None, message_id: int
+    store: Store, slug: str, project_key: str, viewer: str, auth: tuple[str, str], message_id: int, token_param: str
 ) -> list[Any]:
     keys = store.keys
-    auth = store.bindings.args(slug, viewer, token)
     reply = await store.run(
         "get_message", [keys.project(slug), keys.agents(slug)], [keys.project_prefix(slug), viewer, *auth, message_id]
     )
     if reply[0] == "NO_MESSAGE":
         raise await _message_not_found(store, slug, message_id, viewer)
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
+        await store.raise_for(reply, slug, project_key, token_param)
     return reply
 
 
@@ -293,21 +305,23 @@ async def reply_message(
 ) -> dict[str, Any]:
     slug = project_slug(project_key)
     sender = validate_name(sender_name, "sender_name")
-    reply = await _visible_message(store, slug, project_key, sender, sender_token, message_id)
-    original, recipients, me = json.loads(reply[1]), json.loads(reply[2]), reply[5]
+    to_given = _recipient_names(to, "to")
+    cc_names, bcc_names = _recipient_names(cc, "cc"), _recipient_names(bcc, "bcc")
+    _check_recipient_count(store, len(to_given) + len(cc_names) + len(bcc_names))
+    prefix = (subject_prefix or "").strip()
+    if len(prefix) > MAX_SUBJECT_PREFIX_CHARS:
+        raise BrokerError("INVALID_ARGUMENT", f"subject_prefix is longer than {MAX_SUBJECT_PREFIX_CHARS} characters.")
+    _check_text(store, "", body_md)
+    auth = store.bindings.args(slug, sender, sender_token)
+    reply = await _visible_message(store, slug, project_key, sender, auth, message_id, "sender_token")
+    original, recipients, me = json.loads(reply[1]), json.loads(reply[2]), reply[4]
     thread_key = original["thread_id"] or str(original["id"])
     subject = original["subject"]
-    prefix = (subject_prefix or "").strip()
     if prefix and not subject.lower().startswith(prefix.lower()):
         subject = f"{prefix} {subject}".strip()
+    # The subject is derived, not given: a prefix that pushes it past the limit is cut off.
     subject = subject[: store.settings.max_subject_chars]
-    if to:
-        to_names = _recipient_names(to, "to")
-    else:
-        to_names = recipients["to"] if reply[3] == me.lower() else [original["from"]]
-    cc_names, bcc_names = _recipient_names(cc, "cc"), _recipient_names(bcc, "bcc")
-    _check_text(store, subject, body_md)
-    auth = store.bindings.args(slug, sender, sender_token)
+    to_names = to_given or (recipients["to"] if reply[3] == me.lower() else [original["from"]])
     result = await _deliver(
         store,
         slug,
@@ -341,50 +355,56 @@ async def fetch_inbox(
     topic: str | None,
     registration_token: str | None,
 ) -> list[dict[str, Any]]:
-    """Read-only and without Lua: copying stream entries into Lua tables costs more than the
-    whole read, while a plain XREVRANGE of entries that carry their item JSON and small body is
-    one cheap call. The agent record is read in the same round trip only when a token must be
-    checked; otherwise only an empty page needs it (to tell "no mail" from "no such agent")."""
+    """The agent's inbox, newest first; read-only.
+
+    Unfiltered (or since-only) pages skip Lua: copying stream entries into Lua tables costs
+    more than the whole read, while one XREVRANGE of entries that carry their item JSON and
+    small body is cheap. Stream ids are the server's millisecond clock, the same clock that
+    stamps created_ts, so ``since_ts`` bounds the range and no page is ever scanned twice.
+    The agent record is read in the same round trip only when a token must be checked;
+    otherwise only an empty page needs it (to tell "no mail" from "no such agent").
+    Urgent and topic filters read the per-agent indexes in one script instead."""
     slug = project_slug(project_key)
     name = validate_name(agent_name)
     check_limit(limit)
-    since = int(since_micros(since_ts) or 0)
+    since = since_micros(since_ts)
     topic = check_topic(topic).lower()
     keys = store.keys
+    digest, require = store.bindings.args(slug, name, registration_token)
+    if urgent_only or topic:
+        reply = await store.run(
+            "fetch_inbox_indexed",
+            [keys.project(slug), keys.agents(slug)],
+            [keys.project_prefix(slug), name, digest, require, limit, since, "1" if urgent_only else "0", topic,
+             "1" if include_bodies else "0"],
+        )  # fmt: skip
+        if reply[0] != "ok":
+            await store.raise_for(reply, slug, project_key)
+        if digest:
+            store.bindings.bind(slug, name)
+        return json.loads(reply[1])
+
     lower = name.lower()
     inbox = keys.inbox(slug, lower)
-    filtered = urgent_only or bool(topic) or bool(since)
-    page = min(limit * 2, MAX_LIMIT) if filtered else limit
-    digest, require = store.bindings.args(slug, name, registration_token)
+    oldest = str(int(since) // 1000) if since else "-"
     if digest or require == "1":
         pipe = store.redis.pipeline(transaction=False)
         pipe.hget(keys.agents(slug), lower)
-        pipe.xrevrange(inbox, count=page)
+        pipe.xrevrange(inbox, min=oldest, count=limit)
         record, entries = await pipe.execute()
         await _check_reader(store, slug, project_key, name, record, digest, require)
         store.bindings.bind(slug, name)
     else:
-        entries = await store.redis.xrevrange(inbox, count=page)
+        entries = await store.redis.xrevrange(inbox, min=oldest, count=limit)
         if not entries:
             record = await store.redis.hget(keys.agents(slug), lower)
             await _check_reader(store, slug, project_key, name, record, digest, require)
-
-    selected: list[dict[str, str]] = []  # entry fields, newest first
-    while entries:
-        for _entry_id, fields in entries:
-            if filtered:
-                created, urgent, entry_topic = fields["f"].split("|", 2)
-                if since and int(created) <= since:
-                    entries = []
-                    break
-                if (urgent_only and urgent != "1") or (topic and entry_topic != topic):
-                    continue
-            selected.append(fields)
-            if len(selected) >= limit:
-                break
-        if len(selected) >= limit or not entries or len(entries) < page:
-            break
-        entries = await store.redis.xrevrange(inbox, max=f"({entries[-1][0]}", count=page)
+    selected = [fields for _entry_id, fields in entries]
+    if since:
+        # Only entries of the boundary millisecond can be too old; they are the last ones.
+        cutoff = int(since)
+        while selected and int(selected[-1]["f"].split("|", 1)[0]) <= cutoff:
+            selected.pop()
 
     # One parse of the joined items is about twice as fast as a parse per item.
     items = json.loads("[" + ",".join([fields["j"] for fields in selected]) + "]")
@@ -450,7 +470,6 @@ async def fetch_topic(
             limit,
             since,
             "1" if include_bodies else "0",
-            SCAN_BUDGET,
         ],
     )
     if reply[0] != "ok":

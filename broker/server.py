@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis.exceptions as redis
 from fastmcp import FastMCP
-from fastmcp.exceptions import ValidationError
+from fastmcp.exceptions import ToolError, ValidationError
 
 from broker import identity, mail
 from broker.config import Settings, get_settings
@@ -26,8 +27,10 @@ INSTRUCTIONS = (
 
 
 class BrokerMCP(FastMCP):
-    """FastMCP that reports argument type errors as 'INVALID_ARGUMENT: ...' like every other
-    bad input. (An override rather than a middleware: the middleware chain costs every call.)"""
+    """FastMCP whose every failure reaches the client as ``CODE: what happened. remedy``:
+    argument type errors become INVALID_ARGUMENT, and unexpected exceptions (which FastMCP
+    wraps as "Error calling tool ...") get a code too. An override rather than a middleware,
+    because the middleware chain costs every call."""
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         try:
@@ -41,6 +44,22 @@ class BrokerMCP(FastMCP):
                 "INVALID_ARGUMENT",
                 f"{detail}. Check the argument names and types in the tool's schema.",
             ) from exc
+        except ToolError as exc:
+            if isinstance(exc, BrokerError) or exc.__cause__ is None:
+                raise
+            raise unexpected_error(exc.__cause__) from exc
+
+
+def unexpected_error(exc: BaseException) -> BrokerError:
+    if isinstance(exc, UnicodeError):
+        return BrokerError("INVALID_ARGUMENT", f"Text is not valid Unicode ({exc.reason}); send UTF-8 text.")
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return BrokerError(
+            "CONNECTION_ERROR", f"Redis is unreachable ({exc}). Check REDIS_URL and that the Redis server runs."
+        )
+    if isinstance(exc, redis.RedisError):
+        return BrokerError("INTERNAL_ERROR", f"Redis refused an operation ({exc}). Please report this.")
+    return BrokerError("UNHANDLED_EXCEPTION", f"Unexpected error ({type(exc).__name__}): {exc}. Please report this.")
 
 
 JSON_FORMATS = {"", "json", "auto", "default", "none", "null", "application/json", "text/json"}

@@ -63,8 +63,11 @@ class Store:
             self._client = None
 
     # -- error mapping ----------------------------------------------------------------
-    async def raise_for(self, reply: list[Any], slug: str, project_key: str) -> None:
-        """Turn a script's error reply into a BrokerError with a remedy."""
+    async def raise_for(
+        self, reply: list[Any], slug: str, project_key: str, token_param: str = "registration_token"
+    ) -> None:
+        """Turn a script's error reply into a BrokerError with a remedy. ``token_param`` names
+        the argument that carries the agent's token in the failing tool."""
         code = reply[0]
         if code == "NO_PROJECT":
             raise await self.project_not_found(project_key)
@@ -73,14 +76,14 @@ class Store:
         if code == "BAD_TOKEN":
             raise BrokerError(
                 "AUTHENTICATION_FAILED",
-                f"Invalid registration token for agent '{reply[1]}'. Pass the registration_token "
-                "that register_agent returned for this agent.",
+                f"Invalid {token_param} for agent '{reply[1]}'. Pass the registration_token that "
+                "register_agent returned for this agent.",
             )
         if code == "AUTH_REQUIRED":
             raise BrokerError(
                 "AUTHENTICATION_REQUIRED",
-                f"This call requires the registration_token of agent '{reply[1]}', unless this MCP "
-                "session has already authenticated as that agent.",
+                f"This call requires {token_param} for agent '{reply[1]}' (the registration_token "
+                "register_agent returned), unless this MCP session has already authenticated as that agent.",
             )
         raise BrokerError("INTERNAL_ERROR", f"Unexpected script reply {code!r}; please report it.")
 

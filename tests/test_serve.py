@@ -15,6 +15,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
+import redis
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport, StreamableHttpTransport
 
@@ -146,6 +147,13 @@ async def test_embedded_redis_is_shared_by_broker_processes(tmp_path: Path) -> N
             seen = (await second.call_tool("whois", {"project_key": "/srv/embedded", "agent_name": agent["name"]})).data
             assert seen["id"] == agent["id"]
             assert "embedded redis-server" in (await second.call_tool("health_check", {})).data["redis"]
+            # Only its owner can read where it listens, and it wants the password written there.
+            url_file = tmp_path / "redis" / "server.url"
+            assert url_file.stat().st_mode & 0o777 == 0o600
+            url = url_file.read_text().strip()
+            assert redis.Redis.from_url(url).ping()
+            with pytest.raises(redis.AuthenticationError):
+                redis.Redis.from_url("redis://" + url.split("@", 1)[1]).ping()
     finally:
         subprocess.run([BROKER, "redis-stop"], env=env, check=True, capture_output=True)
     assert not (tmp_path / "redis" / "server.url").exists()

@@ -710,11 +710,11 @@ async def test_required_auth_without_session_binding(required_server: FastMCP) -
         assert is_generated_shape(created["name"])
 
         store = required_server.store  # type: ignore[attr-defined]
-        for tool, args, _token_arg in agent_calls(message_id):
+        for tool, args, token_arg in agent_calls(message_id):
             before = await snapshot(store)
             error = await calls.error(tool, project_key=PROJECT, **args)
             assert error.startswith("AUTHENTICATION_REQUIRED:"), (tool, error)
-            assert "registration_token of agent 'BlueLake'" in error
+            assert f"requires {token_arg} for agent 'BlueLake'" in error, (tool, error)
             assert "unless this MCP session has already authenticated" in error
             assert await snapshot(store) == before, tool
 

@@ -1,12 +1,14 @@
 -- send_message: store a message and deliver it to every recipient, all or none.
 -- One call: resolve and authenticate the sender, resolve recipients (or expand a broadcast),
--- store the message hash, append to each recipient's inbox stream, index thread and topic,
--- add the id to the project's pending-persistence set and ring one doorbell per recipient.
+-- and only when every check passed: store the message, append to each recipient's inbox
+-- stream, index thread, urgency and topic, add the id to the project's pending-persistence
+-- set and ring one doorbell per recipient. Every check comes before the first write.
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
 -- KEYS[3]  active hash (name -> last_active_ts)
 -- KEYS[4]  pending-persistence zset
--- ARGV[1]  project key prefix "<p>:{slug}:" (bodies, msg:, inbox:, outbox:, unread:, thread:, topic:)
+-- ARGV[1]  project key prefix "<p>:{slug}:" (bodies, msg:, inbox:, urgent:, rtopic:, stopic:,
+--          outbox:, unread:, thread:)
 -- ARGV[2]  doorbell channel
 -- ARGV[3]  project slug (for the doorbell event)
 -- ARGV[4]  message id
@@ -21,11 +23,13 @@
 -- ARGV[13] topic, "" for none
 -- ARGV[14] broadcast cutoff: "" for no broadcast, else the oldest last_active_ts that counts
 -- ARGV[15] largest body (bytes) copied into inbox entries; larger ones live only in "bodies"
--- ARGV[16] number of `to` names, ARGV[17] number of `cc` names
--- ARGV[18..] lower-cased names: to, then cc, then bcc
+-- ARGV[16] most recipients one message may reach (bounds a broadcast's work)
+-- ARGV[17] number of `to` names, ARGV[18] number of `cc` names
+-- ARGV[19..] lower-cased names: to, then cc, then bcc
 -- Returns {"ok", head JSON, recipients JSON {to,cc,bcc}, human_key}, or
 -- {"NO_PROJECT"}, {"NO_AGENT", name}, {"BAD_TOKEN"|"AUTH_REQUIRED", name},
--- {"UNKNOWN_RECIPIENTS", name...}, {"NO_RECIPIENTS"} (nothing stored).
+-- {"UNKNOWN_RECIPIENTS", name...}, {"TOO_MANY_RECIPIENTS", count}, {"NO_RECIPIENTS"};
+-- on every error nothing is written.
 local prefix = ARGV[1]
 local project = redis.call("HMGET", KEYS[1], "id", "human_key")
 if not project[1] then return {"NO_PROJECT"} end
@@ -36,14 +40,13 @@ local err = auth_error(sender, ARGV[6], ARGV[7])
 if err then return {err, sender.name} end
 
 -- Resolve recipients; an agent named twice keeps its strongest kind (to > cc > bcc).
-local kinds = {"to", "cc", "bcc"}
 local lists = {to = {}, cc = {}, bcc = {}}
 local targets = {}
 local seen = {}
-local unknown = {}
-local nto, ncc = tonumber(ARGV[16]), tonumber(ARGV[17])
-for i = 18, #ARGV do
-  local idx = i - 17
+local unknown = {"UNKNOWN_RECIPIENTS"}
+local nto, ncc = tonumber(ARGV[17]), tonumber(ARGV[18])
+for i = 19, #ARGV do
+  local idx = i - 18
   local kind = idx <= nto and "to" or (idx <= nto + ncc and "cc" or "bcc")
   local lower = ARGV[i]
   if not seen[lower] then
@@ -74,7 +77,8 @@ if ARGV[14] ~= "" then
     table.insert(targets, {string.lower(name), "to"})
   end
 end
-if #unknown > 0 then return {"UNKNOWN_RECIPIENTS", unpack(unknown)} end
+if #unknown > 1 then return unknown end
+if #targets > tonumber(ARGV[16]) then return {"TOO_MANY_RECIPIENTS", #targets} end
 if #targets == 0 then return {"NO_RECIPIENTS"} end  -- a broadcast with nobody else active
 
 local iso, us, ms = now()
@@ -96,21 +100,18 @@ local head = '{"id":' .. id
 local recipients = '{"to":' .. jlist(lists.to) .. ',"cc":' .. jlist(lists.cc) .. ',"bcc":' .. jlist(lists.bcc) .. '}'
 
 local msg_key = pkey(prefix, "msg:" .. id)
+redis.call("HSET", msg_key, "head", head, "sender", sender_lower, "recipients", recipients, "created_us", us)
 redis.call("HSET", pkey(prefix, "bodies"), id, ARGV[9])
-local fields = {"head", head, "sender", sender_lower, "recipients", recipients, "created_us", us}
-for _, t in ipairs(targets) do
-  table.insert(fields, "rk:" .. t[1])
-  table.insert(fields, t[2])
-end
-redis.call("HSET", msg_key, unpack(fields))
 
 -- Inbox entries carry the item JSON (head plus kind) and, when small, the body, so an inbox
 -- page is one XREVRANGE; "f" holds what filters need: "<created_us>|<urgent 0/1>|<lower topic>".
+-- Urgent and topic reads use the per-agent sorted sets instead of scanning the inbox.
 local filter = us .. "|" .. urgent .. "|" .. topic_lower
 local inline_body = string.len(ARGV[9]) <= tonumber(ARGV[15]) and ARGV[9] or nil
 local item_prefix = string.sub(head, 1, -2) .. ',"kind":"'
 for _, t in ipairs(targets) do
   local lower, kind = t[1], t[2]
+  redis.call("HSET", msg_key, "rk:" .. lower, kind)
   local item = item_prefix .. kind .. '"}'
   local cursor
   if inline_body then
@@ -119,12 +120,14 @@ for _, t in ipairs(targets) do
     cursor = redis.call("XADD", pkey(prefix, "inbox:" .. lower), "*", "m", id, "f", filter, "j", item)
   end
   redis.call("SADD", pkey(prefix, "unread:" .. lower), id)
+  if urgent == "1" then redis.call("ZADD", pkey(prefix, "urgent:" .. lower), us, id) end
+  if topic ~= "" then redis.call("ZADD", pkey(prefix, "rtopic:" .. lower .. ":" .. topic_lower), us, id) end
   redis.call("PUBLISH", ARGV[2], '{"project":' .. cjson.encode(ARGV[3]) .. ',"agent":' .. cjson.encode(lower)
     .. ',"id":' .. id .. ',"cursor":"' .. cursor .. '"}')
 end
 redis.call("XADD", pkey(prefix, "outbox:" .. sender_lower), "*", "m", id, "c", us)
+if topic ~= "" then redis.call("ZADD", pkey(prefix, "stopic:" .. sender_lower .. ":" .. topic_lower), us, id) end
 redis.call("HSET", KEYS[3], sender.name, iso)
 if thread_id ~= "" then redis.call("ZADD", pkey(prefix, "thread:" .. thread_id), us, id) end
-if topic ~= "" then redis.call("ZADD", pkey(prefix, "topic:" .. topic_lower), us, id) end
 redis.call("ZADD", KEYS[4], ms, "msg:" .. id)
 return {"ok", head, recipients, project[2]}
