@@ -1,27 +1,29 @@
-"""Messaging: send, reply, inbox, topics, read and acknowledgement state.
+"""Sending mail: send_message and reply_message.
 
-Each call is one Lua script (reply: two), so a send is stored and delivered to every
-recipient atomically, and an inbox page is built inside Redis as ready JSON.
+A send is one Lua script (a reply: two, the first reads the original), so a message is
+stored and delivered to every recipient atomically, or not at all.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from broker.auth import check_token
 from broker.errors import BrokerError
 from broker.identity import project_slug
+from broker.inputs import (
+    check_importance,
+    check_recipient_count,
+    check_text,
+    check_thread_id,
+    check_topic,
+    recipient_names,
+)
 from broker.names import mistake_hint, validate_name
 from broker.store import Store
 
-THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-IMPORTANCE = ("low", "normal", "high", "urgent")
-MAX_LIMIT = 1000
 BROADCAST_ACTIVE_DAYS = 30
 # Bodies up to this size are copied into each inbox entry so a page with bodies is one read;
 # larger ones are read from the project's bodies hash.
@@ -31,93 +33,6 @@ MAX_BROADCAST_RECIPIENTS = 1000
 MAX_SUBJECT_PREFIX_CHARS = 32
 
 
-# -- validation ---------------------------------------------------------------------------
-def check_thread_id(thread_id: str | None) -> str:
-    if thread_id is None or not thread_id.strip():
-        return ""
-    thread_id = thread_id.strip()
-    if not THREAD_ID.match(thread_id):
-        raise BrokerError(
-            "INVALID_THREAD_ID",
-            f"thread_id '{thread_id}' is invalid: start with a letter or digit, then letters, digits "
-            "or '._-', at most 128 characters (e.g. 'FEAT-123' or 'bd-42').",
-        )
-    return thread_id
-
-
-def check_topic(topic: str | None) -> str:
-    if topic is None or not topic.strip():
-        return ""
-    topic = topic.strip()
-    if not TOPIC.match(topic):
-        raise BrokerError(
-            "INVALID_TOPIC",
-            f"topic '{topic}' is invalid: use 1-64 letters, digits, '_' or '-' (e.g. 'build-status').",
-        )
-    return topic
-
-
-def check_limit(limit: int) -> int:
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BrokerError("INVALID_LIMIT", f"limit must be between 1 and {MAX_LIMIT}, got {limit}.")
-    return limit
-
-
-def since_micros(since_ts: str | None) -> str:
-    """Epoch microseconds of an ISO-8601 timestamp (Z allowed, naive = UTC), "" for none."""
-    if since_ts is None or not since_ts.strip():
-        return ""
-    try:
-        moment = datetime.fromisoformat(since_ts.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise BrokerError(
-            "INVALID_TIMESTAMP",
-            f"since_ts '{since_ts}' is not an ISO-8601 timestamp; use e.g. '2025-01-01T00:00:00Z'.",
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return str((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds)
-
-
-def _recipient_names(value: list[str] | None, field: str) -> list[str]:
-    if value is None:
-        return []
-    return [validate_name(name, f"recipient in '{field}'") for name in value]
-
-
-def _check_text(store: Store, subject: str, body_md: str) -> None:
-    limit = store.settings.max_subject_chars
-    if len(subject) > limit:
-        raise BrokerError(
-            "INVALID_ARGUMENT",
-            f"subject has {len(subject)} characters; the limit is {limit}. Shorten it and put details in body_md.",
-        )
-    size = len(body_md.encode())
-    if size > store.settings.max_body_bytes:
-        raise BrokerError(
-            "INVALID_ARGUMENT",
-            f"body_md is {size} bytes; the limit is "
-            f"{store.settings.max_body_bytes}. Split it or link to a file in the repository.",
-        )
-
-
-def _check_recipient_count(store: Store, total: int) -> None:
-    if total > store.settings.max_recipients:
-        raise BrokerError(
-            "INVALID_ARGUMENT",
-            f"{total} recipients exceed the limit of {store.settings.max_recipients}; "
-            "use broadcast=True or split the send.",
-        )
-
-
-def _check_importance(importance: str) -> str:
-    if importance not in IMPORTANCE:
-        raise BrokerError("INVALID_ARGUMENT", f"importance '{importance}' is not one of {', '.join(IMPORTANCE)}.")
-    return importance
-
-
-# -- sending ------------------------------------------------------------------------------
 async def _deliver(
     store: Store,
     slug: str,
@@ -237,8 +152,8 @@ async def send_message(
     slug = project_slug(project_key)
     topic = check_topic(topic)
     sender = validate_name(sender_name, "sender_name")
-    to_names = _recipient_names(to, "to")
-    cc_names, bcc_names = _recipient_names(cc, "cc"), _recipient_names(bcc, "bcc")
+    to_names = recipient_names(to, "to")
+    cc_names, bcc_names = recipient_names(cc, "cc"), recipient_names(bcc, "bcc")
     if broadcast and to_names:
         raise BrokerError("INVALID_ARGUMENT", "broadcast=True sends to every active agent; pass to=[] with it.")
     total = len(to_names) + len(cc_names) + len(bcc_names)
@@ -246,8 +161,8 @@ async def send_message(
         raise BrokerError(
             "INVALID_ARGUMENT", "send_message needs at least one recipient in to, cc or bcc (or broadcast=True)."
         )
-    _check_recipient_count(store, total)
-    _check_text(store, subject, body_md)
+    check_recipient_count(store, total)
+    check_text(store, subject, body_md)
     auth = store.bindings.args(slug, sender, sender_token)
     return await _deliver(
         store,
@@ -260,20 +175,11 @@ async def send_message(
         bcc_names,
         subject,
         body_md,
-        _check_importance(importance),
+        check_importance(importance),
         ack_required,
         check_thread_id(thread_id),
         topic,
         broadcast,
-    )
-
-
-async def _message_not_found(store: Store, slug: str, message_id: int, viewer: str) -> BrokerError:
-    human_key = await store.redis.hget(store.keys.project(slug), "human_key")
-    return BrokerError(
-        "NOT_FOUND",
-        f"Message '{message_id}' not found or not visible to agent '{viewer}' "
-        f"in project '{human_key}'. Check the id with fetch_inbox.",
     )
 
 
@@ -285,7 +191,7 @@ async def _visible_message(
         "get_message", [keys.project(slug), keys.agents(slug)], [keys.project_prefix(slug), viewer, *auth, message_id]
     )
     if reply[0] == "NO_MESSAGE":
-        raise await _message_not_found(store, slug, message_id, viewer)
+        raise await store.message_not_found(slug, message_id, viewer)
     if reply[0] != "ok":
         await store.raise_for(reply, slug, project_key, token_param)
     return reply
@@ -305,13 +211,13 @@ async def reply_message(
 ) -> dict[str, Any]:
     slug = project_slug(project_key)
     sender = validate_name(sender_name, "sender_name")
-    to_given = _recipient_names(to, "to")
-    cc_names, bcc_names = _recipient_names(cc, "cc"), _recipient_names(bcc, "bcc")
-    _check_recipient_count(store, len(to_given) + len(cc_names) + len(bcc_names))
+    to_given = recipient_names(to, "to")
+    cc_names, bcc_names = recipient_names(cc, "cc"), recipient_names(bcc, "bcc")
+    check_recipient_count(store, len(to_given) + len(cc_names) + len(bcc_names))
     prefix = (subject_prefix or "").strip()
     if len(prefix) > MAX_SUBJECT_PREFIX_CHARS:
         raise BrokerError("INVALID_ARGUMENT", f"subject_prefix is longer than {MAX_SUBJECT_PREFIX_CHARS} characters.")
-    _check_text(store, "", body_md)
+    check_text(store, "", body_md)
     auth = store.bindings.args(slug, sender, sender_token)
     reply = await _visible_message(store, slug, project_key, sender, auth, message_id, "sender_token")
     original, recipients, me = json.loads(reply[1]), json.loads(reply[2]), reply[4]
@@ -344,165 +250,3 @@ async def reply_message(
 
 
 # -- reading ------------------------------------------------------------------------------
-async def fetch_inbox(
-    store: Store,
-    project_key: str,
-    agent_name: str,
-    limit: int,
-    urgent_only: bool,
-    include_bodies: bool,
-    since_ts: str | None,
-    topic: str | None,
-    registration_token: str | None,
-) -> list[dict[str, Any]]:
-    """The agent's inbox, newest first; read-only.
-
-    Unfiltered (or since-only) pages skip Lua: copying stream entries into Lua tables costs
-    more than the whole read, while one XREVRANGE of entries that carry their item JSON and
-    small body is cheap. Stream ids are the server's millisecond clock, the same clock that
-    stamps created_ts, so ``since_ts`` bounds the range and no page is ever scanned twice.
-    The agent record is read in the same round trip only when a token must be checked;
-    otherwise only an empty page needs it (to tell "no mail" from "no such agent").
-    Urgent and topic filters read the per-agent indexes in one script instead."""
-    slug = project_slug(project_key)
-    name = validate_name(agent_name)
-    check_limit(limit)
-    since = since_micros(since_ts)
-    topic = check_topic(topic).lower()
-    keys = store.keys
-    digest, require = store.bindings.args(slug, name, registration_token)
-    if urgent_only or topic:
-        reply = await store.run(
-            "fetch_inbox_indexed",
-            [keys.project(slug), keys.agents(slug)],
-            [keys.project_prefix(slug), name, digest, require, limit, since, "1" if urgent_only else "0", topic,
-             "1" if include_bodies else "0"],
-        )  # fmt: skip
-        if reply[0] != "ok":
-            await store.raise_for(reply, slug, project_key)
-        if digest:
-            store.bindings.bind(slug, name)
-        return json.loads(reply[1])
-
-    lower = name.lower()
-    inbox = keys.inbox(slug, lower)
-    oldest = str(int(since) // 1000) if since else "-"
-    if digest or require == "1":
-        pipe = store.redis.pipeline(transaction=False)
-        pipe.hget(keys.agents(slug), lower)
-        pipe.xrevrange(inbox, min=oldest, count=limit)
-        record, entries = await pipe.execute()
-        await _check_reader(store, slug, project_key, name, record, digest, require)
-        store.bindings.bind(slug, name)
-    else:
-        entries = await store.redis.xrevrange(inbox, min=oldest, count=limit)
-        if not entries:
-            record = await store.redis.hget(keys.agents(slug), lower)
-            await _check_reader(store, slug, project_key, name, record, digest, require)
-    selected = [fields for _entry_id, fields in entries]
-    if since:
-        # Only entries of the boundary millisecond can be too old; they are the last ones.
-        cutoff = int(since)
-        while selected and int(selected[-1]["f"].split("|", 1)[0]) <= cutoff:
-            selected.pop()
-
-    # One parse of the joined items is about twice as fast as a parse per item.
-    items = json.loads("[" + ",".join([fields["j"] for fields in selected]) + "]")
-    if include_bodies:
-        large = [fields["m"] for fields in selected if "b" not in fields]
-        stored = dict(zip(large, await store.redis.hmget(keys.bodies(slug), large), strict=True)) if large else {}
-        for item, fields in zip(items, selected, strict=True):
-            body = fields.get("b")
-            item["body_md"] = body if body is not None else (stored.get(fields["m"]) or "")
-    return items
-
-
-async def _check_reader(
-    store: Store, slug: str, project_key: str, name: str, record: str | None, digest: str, require: str
-) -> None:
-    if record is None:
-        await store.raise_for(await store.missing_agent_reply(slug, name), slug, project_key)
-    failure = check_token(json.loads(record), digest, require)
-    if failure:
-        await store.raise_for([failure, name], slug, project_key)
-
-
-def _viewer(store: Store, slug: str, agent_name: str | None, action: str, project_key: str) -> str:
-    if agent_name:
-        return validate_name(agent_name)
-    current = store.bindings.current_agent(slug)
-    if current:
-        return current
-    raise BrokerError(
-        "AUTHENTICATION_REQUIRED",
-        f"{action} requires an authenticated agent for project '{project_key}'. Provide agent_name plus "
-        "registration_token, or authenticate in this session first.",
-    )
-
-
-async def fetch_topic(
-    store: Store,
-    project_key: str,
-    topic_name: str,
-    limit: int,
-    include_bodies: bool,
-    since_ts: str | None,
-    agent_name: str | None,
-    registration_token: str | None,
-) -> list[dict[str, Any]]:
-    slug = project_slug(project_key)
-    if not topic_name or not topic_name.strip():
-        raise BrokerError("INVALID_ARGUMENT", "topic_name is empty. Pass the topic to read, e.g. 'build-status'.")
-    topic = check_topic(topic_name)
-    check_limit(limit)
-    since = since_micros(since_ts)
-    viewer = _viewer(store, slug, agent_name, "fetch_topic", project_key)
-    keys = store.keys
-    auth = store.bindings.args(slug, viewer, registration_token)
-    reply = await store.run(
-        "fetch_topic",
-        [keys.project(slug), keys.agents(slug)],
-        [
-            keys.project_prefix(slug),
-            viewer,
-            *auth,
-            topic.lower(),
-            limit,
-            since,
-            "1" if include_bodies else "0",
-        ],
-    )
-    if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
-    if auth[0]:
-        store.bindings.bind(slug, viewer)
-    return json.loads(reply[1])
-
-
-async def mark_message(
-    store: Store,
-    project_key: str,
-    agent_name: str,
-    message_id: int,
-    registration_token: str | None,
-    mode: str,
-) -> dict[str, Any]:
-    slug = project_slug(project_key)
-    name = validate_name(agent_name)
-    keys = store.keys
-    auth = store.bindings.args(slug, name, registration_token)
-    reply = await store.run(
-        "mark_message",
-        [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [keys.project_prefix(slug), name, *auth, message_id, mode],
-    )
-    if reply[0] == "NO_MESSAGE":
-        raise await _message_not_found(store, slug, message_id, name)
-    if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
-    if auth[0]:
-        store.bindings.bind(slug, name)
-    read_at, ack_at = reply[1] or None, reply[2] or None
-    if mode == "read":
-        return {"message_id": message_id, "read": read_at is not None, "read_at": read_at}
-    return {"message_id": message_id, "acknowledged": ack_at is not None, "acknowledged_at": ack_at, "read_at": read_at}

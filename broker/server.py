@@ -13,7 +13,7 @@ import redis.exceptions as redis
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError, ValidationError
 
-from broker import identity, mail
+from broker import identity, inbox, mail
 from broker.config import Settings, get_settings
 from broker.embedded import resolve_redis_url
 from broker.errors import BrokerError
@@ -232,7 +232,7 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
     ) -> list[dict[str, Any]]:
         """The agent's inbox, newest first (read-only: it does not mark anything read)."""
         check_format(format)
-        return await mail.fetch_inbox(
+        return await inbox.fetch_inbox(
             store, project_key, agent_name, limit, urgent_only, include_bodies, since_ts, topic, registration_token
         )
 
@@ -249,7 +249,7 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
     ) -> list[dict[str, Any]]:
         """Messages with a topic that the viewing agent sent or received, newest first."""
         check_format(format)
-        return await mail.fetch_topic(
+        return await inbox.fetch_topic(
             store, project_key, topic_name, limit, include_bodies, since_ts, agent_name, registration_token
         )
 
@@ -263,7 +263,7 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
     ) -> dict[str, Any]:
         """Mark a received message read (the first read time is kept)."""
         check_format(format)
-        return await mail.mark_message(store, project_key, agent_name, message_id, registration_token, "read")
+        return await inbox.mark_message(store, project_key, agent_name, message_id, registration_token, "read")
 
     @mcp.tool
     async def acknowledge_message(
@@ -275,6 +275,6 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
     ) -> dict[str, Any]:
         """Acknowledge a received message (also marks it read; first times are kept)."""
         check_format(format)
-        return await mail.mark_message(store, project_key, agent_name, message_id, registration_token, "ack")
+        return await inbox.mark_message(store, project_key, agent_name, message_id, registration_token, "ack")
 
     return mcp

@@ -87,6 +87,14 @@ class Store:
             )
         raise BrokerError("INTERNAL_ERROR", f"Unexpected script reply {code!r}; please report it.")
 
+    async def message_not_found(self, slug: str, message_id: int, viewer: str) -> BrokerError:
+        human_key = await self.redis.hget(self.keys.project(slug), "human_key")
+        return BrokerError(
+            "NOT_FOUND",
+            f"Message '{message_id}' not found or not visible to agent '{viewer}' "
+            f"in project '{human_key}'. Check the id with fetch_inbox.",
+        )
+
     async def missing_agent_reply(self, slug: str, name: str) -> list[str]:
         """The script-style error reply for an agent that is not there (or its project)."""
         exists = await self.redis.exists(self.keys.project(slug))

@@ -12,6 +12,7 @@ import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -72,3 +73,11 @@ async def tools(server: FastMCP) -> AsyncIterator[Tools]:
     """Tool calls through an in-process fastmcp Client (the default, modern protocol)."""
     async with Client(server) as client:
         yield Tools(client)
+
+
+@pytest.fixture
+async def trio(tools: Tools) -> dict[str, Any]:
+    """A project with three agents: BlueLake, GreenCastle and alpha-one."""
+    project = await tools.project()
+    agents = {name: await tools.agent(name) for name in ("BlueLake", "GreenCastle", "alpha-one")}
+    return {"project": project, "agents": agents}

@@ -17,7 +17,7 @@ from broker.connection import make_client
 from broker.errors import BrokerError
 from broker.identity import project_slug, slugify
 from broker.ids import IdAllocator
-from broker.mail import check_limit, check_thread_id, check_topic, since_micros
+from broker.inputs import check_limit, check_thread_id, check_topic, since_micros
 from broker.names import (
     ADJECTIVES,
     NOUNS,
