@@ -60,7 +60,9 @@ def since_micros(since_ts: str | None) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return str((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds)
+    micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    # Every message is newer than the epoch, and stream ids cannot be negative.
+    return str(micros) if micros > 0 else ""
 
 
 def recipient_names(value: list[str] | None, field: str) -> list[str]:
@@ -98,6 +100,3 @@ def check_importance(importance: str) -> str:
     if importance not in IMPORTANCE:
         raise BrokerError("INVALID_ARGUMENT", f"importance '{importance}' is not one of {', '.join(IMPORTANCE)}.")
     return importance
-
-
-# -- sending ------------------------------------------------------------------------------

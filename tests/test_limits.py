@@ -128,3 +128,10 @@ async def test_unreachable_redis_is_a_connection_error(tmp_path: Path) -> None:
         result = await client.call_tool("ensure_project", {"human_key": "/tmp/x"}, raise_on_error=False)
     assert result.is_error
     assert result.content[0].text.startswith("CONNECTION_ERROR: Redis is unreachable")
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z"])
+async def test_since_before_the_epoch_means_everything(tools: Tools, pair: dict[str, Any], since: str) -> None:
+    await tools.send("BlueLake", ["GreenCastle"], importance="high", subject="one")
+    assert [m["subject"] for m in await tools.inbox("GreenCastle", since_ts=since)] == ["one"]
+    assert [m["subject"] for m in await tools.inbox("GreenCastle", since_ts=since, urgent_only=True)] == ["one"]
