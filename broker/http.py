@@ -36,6 +36,21 @@ class BearerToken:
         await self.app(scope, receive, send)
 
 
+class SlashAlias:
+    """Serve the MCP endpoint at HTTP_PATH both with and without its trailing slash, as the
+    reference does, instead of answering the bare path with a redirect."""
+
+    def __init__(self, app: ASGIApp, path: str) -> None:
+        self.app = app
+        self.bare = path.rstrip("/")
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.bare and scope["path"] == self.bare:
+            scope = {**scope, "path": self.path, "raw_path": self.path.encode()}
+        await self.app(scope, receive, send)
+
+
 def add_health_routes(mcp: FastMCP) -> None:
     store = mcp.store  # type: ignore[attr-defined]
 
@@ -56,5 +71,7 @@ def build_http_app(settings: Settings, host: str) -> tuple[Any, FastMCP]:
     """The ASGI app for ``broker serve`` and the server behind it."""
     mcp = build_server(settings, agent_auth=settings.effective_agent_auth(host))
     add_health_routes(mcp)
-    middleware = [Middleware(BearerToken, token=settings.http_bearer_token)] if settings.http_bearer_token else []
+    middleware = [Middleware(SlashAlias, path=settings.http_path)]
+    if settings.http_bearer_token:
+        middleware.append(Middleware(BearerToken, token=settings.http_bearer_token))
     return mcp.http_app(path=settings.http_path, middleware=middleware), mcp

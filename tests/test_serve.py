@@ -93,6 +93,10 @@ async def test_http_with_bearer_token(redis_url: str, tmp_path: Path) -> None:
             )
         message_id = sent.data["deliveries"][0]["payload"]["id"]
         assert [(m["id"], m["subject"], m["body_md"]) for m in inbox.data] == [(message_id, "over http", "hello")]
+        # The endpoint answers without its trailing slash too (no redirect), as the reference's does.
+        bare = StreamableHttpTransport(f"{base}/mcp", headers={"Authorization": f"Bearer {TOKEN}"})
+        async with Client(bare) as client:
+            assert (await client.call_tool("health_check", {})).data["status"] == "ok"
 
 
 async def test_readiness_fails_when_redis_is_unreachable(tmp_path: Path) -> None:
