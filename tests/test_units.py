@@ -253,7 +253,7 @@ def test_thread_topic_limit_and_timestamp_validators() -> None:
     assert since_micros("2025-01-01T00:00:00Z") == str(1_735_689_600 * 10**6)
     assert since_micros("2025-01-01T00:00:00") == str(1_735_689_600 * 10**6)
     assert since_micros("2025-01-01T02:00:00.000001+02:00") == str(1_735_689_600 * 10**6 + 1)
-    assert since_micros("1969-12-31T23:59:59Z") == str(-(10**6))
+    assert since_micros("1969-12-31T23:59:59Z") == since_micros("1970-01-01T00:00:00Z") == ""  # all mail is newer
     for bad, function in (("a" * 129, check_thread_id), ("_x", check_thread_id), ("t" * 65, check_topic)):
         with pytest.raises(BrokerError):
             function(bad)
