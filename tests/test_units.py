@@ -12,7 +12,8 @@ import pytest
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from broker.config import Settings
+from broker import embedded
+from broker.config import Settings, get_settings
 from broker.connection import make_client
 from broker.errors import BrokerError
 from broker.identity import project_slug, slugify
@@ -363,3 +364,25 @@ def test_session_bindings_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(100_050):
         bindings.bind("proj", "BlueLake")
     assert len(bindings._bound) <= 100_000
+
+
+def test_settings_come_from_the_environment_and_the_cache_resets(monkeypatch: pytest.MonkeyPatch) -> None:
+    get_settings.cache_clear()
+    monkeypatch.setenv("HTTP_PORT", "9911")
+    monkeypatch.setenv("AGENT_AUTH", "required")
+    first = get_settings()
+    assert (first.http_port, first.agent_auth) == (9911, "required")
+    monkeypatch.setenv("HTTP_PORT", "9912")
+    assert get_settings() is first  # cached until cleared
+    get_settings.cache_clear()
+    assert get_settings().http_port == 9912
+    get_settings.cache_clear()
+
+
+def test_embedded_default_without_redis_server_is_fakeredis(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(embedded, "_chosen", None)
+    monkeypatch.setattr(embedded.shutil, "which", lambda name: None)
+    url, description = embedded.resolve_redis_url("", tmp_path)
+    assert url.startswith("memory://")
+    assert "fakeredis" in description and "lost at exit" in description
+    assert embedded.resolve_redis_url("redis://:secret@db:6379/0", tmp_path)[1] == "Redis at db:6379/0 (REDIS_URL)"
