@@ -15,7 +15,3 @@ class BrokerError(ToolError):
         self.message = message
         self.data = data or {}
         super().__init__(f"{code}: {message}")
-
-
-def invalid(message: str, code: str = "INVALID_ARGUMENT") -> BrokerError:
-    return BrokerError(code, message)
