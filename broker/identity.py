@@ -99,7 +99,8 @@ async def ensure_project(store: Store, human_key: object) -> dict[str, Any]:
     return project_dict(fields)
 
 
-def _check_profile(program: object, model: object, task_description: object, attachments_policy: object) -> None:
+def _checked_profile(program: str, model: str, task_description: str, attachments_policy: str) -> list[str]:
+    """The profile fields register_agent.lua takes, after checking each."""
     for value, code, what in ((program, "EMPTY_PROGRAM", "program"), (model, "EMPTY_MODEL", "model")):
         if not isinstance(value, str) or not value.strip():
             raise BrokerError(
@@ -114,6 +115,7 @@ def _check_profile(program: object, model: object, task_description: object, att
             "INVALID_ARGUMENT",
             f"attachments_policy '{attachments_policy}' is not one of {', '.join(ATTACHMENT_POLICIES)}.",
         )
+    return [program.strip(), model.strip(), task_description, attachments_policy]
 
 
 async def _claim(
@@ -127,9 +129,10 @@ async def _claim(
 ) -> dict[str, Any]:
     """Run register_agent.lua until a name is claimed; returns the agent dict and token."""
     keys = store.keys
+    # Only an upsert can meet an existing agent, so only it carries the caller's credentials.
+    digest, require = store.bindings.args(slug, names[0], token) if mode == "upsert" and names else ("", "0")
     for attempt in range(32):
         candidates = names if names and attempt == 0 else generate_candidates(8)
-        digest, require = store.bindings.args(slug, candidates[0], token) if mode == "upsert" else ("", "0")
         fresh = new_token()
         reply = await store.run(
             "register_agent",
@@ -161,8 +164,7 @@ async def register_agent(
     registration_token: str | None,
 ) -> dict[str, Any]:
     slug = project_slug(project_key)
-    _check_profile(program, model, task_description, attachments_policy)
-    profile = [program.strip(), model.strip(), task_description, attachments_policy]
+    profile = _checked_profile(program, model, task_description, attachments_policy)
     if name is not None and name.strip():
         return await _claim(store, slug, project_key, "upsert", [validate_new_name(name)], profile, registration_token)
     return await _claim(store, slug, project_key, "create", None, profile, None)
@@ -178,8 +180,7 @@ async def create_agent_identity(
     attachments_policy: str,
 ) -> dict[str, Any]:
     slug = project_slug(project_key)
-    _check_profile(program, model, task_description, attachments_policy)
-    profile = [program.strip(), model.strip(), task_description, attachments_policy]
+    profile = _checked_profile(program, model, task_description, attachments_policy)
     names = None
     if name_hint and name_hint.strip():
         # A hint is used when it is a valid name and free; otherwise a name is generated.
