@@ -100,3 +100,15 @@ def check_importance(importance: str) -> str:
     if importance not in IMPORTANCE:
         raise BrokerError("INVALID_ARGUMENT", f"importance '{importance}' is not one of {', '.join(IMPORTANCE)}.")
     return importance
+
+
+JSON_FORMATS = {"", "json", "auto", "default", "none", "null", "application/json", "text/json"}
+
+
+def check_format(value: str | None) -> None:
+    """The reference's ``format`` argument: JSON is the only output we produce."""
+    if value is not None and value.strip().lower() not in JSON_FORMATS:
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"format '{value}' is not supported: this broker returns JSON only; pass format='json' or omit it.",
+        )
