@@ -71,5 +71,54 @@ def redis_stop() -> None:
     _say(f"stopped the embedded redis-server at {where}" if url else f"no embedded redis-server runs for {data_dir}")
 
 
+guard_app = typer.Typer(help="The git pre-commit guard for exclusive file reservations.", no_args_is_help=True)
+app.add_typer(guard_app, name="guard")
+
+
+@guard_app.command("install")
+def guard_install(
+    project: Annotated[str, typer.Option(help="project key (the repository's absolute path)")],
+    repo: Annotated[str, typer.Option(help="git working tree to guard (default: the project path)")] = "",
+) -> None:
+    """Install the pre-commit hook (an existing hook is kept and chained)."""
+    from broker import guard
+    from broker.errors import BrokerError
+
+    try:
+        hook = guard.install(get_settings(), project, repo or project)["hook"]
+    except BrokerError as exc:
+        _say(str(exc))
+        raise typer.Exit(1) from exc
+    _say(f"installed {hook}")
+
+
+@guard_app.command("uninstall")
+def guard_uninstall(repo: Annotated[str, typer.Option(help="git working tree")] = ".") -> None:
+    """Remove the broker's hook and restore the one it chained."""
+    from broker import guard
+    from broker.errors import BrokerError
+
+    try:
+        removed = guard.uninstall_sync(repo)["removed"]
+    except BrokerError as exc:
+        _say(str(exc))
+        raise typer.Exit(1) from exc
+    _say("removed the guard" if removed else "no broker guard installed there")
+
+
+@guard_app.command("check")
+def guard_check(
+    project: Annotated[str, typer.Option(help="project key the reservations belong to")],
+    repo: Annotated[str, typer.Option(help="git working tree whose staged paths to check")] = ".",
+) -> None:
+    """Exit 1 if staged paths match another agent's exclusive reservation (what the hook runs)."""
+    import os
+    from pathlib import Path
+
+    from broker import guard
+
+    raise typer.Exit(guard.check(project, Path(repo), dict(os.environ)))
+
+
 if __name__ == "__main__":
     app()

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, alias="MAX_BODY_BYTES")
     max_recipients: int = Field(100, alias="MAX_RECIPIENTS")
     session_binding_ttl_seconds: int = Field(86400, alias="SESSION_BINDING_TTL_SECONDS")
+    # File reservations: TTL bounds, when a holder counts as stale (force release), and how long
+    # an ended reservation stays listable in Redis (the index keeps it for good).
+    file_reservation_min_ttl_seconds: int = Field(60, alias="FILE_RESERVATION_MIN_TTL_SECONDS", ge=1)
+    file_reservation_max_ttl_seconds: int = Field(30 * 86400, alias="FILE_RESERVATION_MAX_TTL_SECONDS", ge=1)
+    file_reservation_inactivity_seconds: int = Field(1800, alias="FILE_RESERVATION_INACTIVITY_SECONDS", ge=0)
+    file_reservation_activity_grace_seconds: int = Field(900, alias="FILE_RESERVATION_ACTIVITY_GRACE_SECONDS", ge=0)
+    file_reservation_retention_seconds: int = Field(7 * 86400, alias="FILE_RESERVATION_RETENTION_SECONDS", ge=60)
 
     @field_validator("storage_root", mode="after")
     @classmethod

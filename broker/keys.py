@@ -26,6 +26,9 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
     outbox:<lower>               STREAM per sender: m=id c=created_us
     unread:<lower>               SET of message ids not yet read by that agent
     thread:<thread_id>           ZSET message id scored by created_us
+    res:<id>, res:index, res:expiry, res:all, res:agent:<lower>
+                                 file reservations; documented in broker/scripts/lib/reservations.lua
+    mailact                      HASH lower(name) -> ms of the agent's last read or ack (staleness)
     pending                      ZSET "<kind>:<id>[:<name>]" scored by ms: the transactional
                                  outbox drained by the persistence worker (DESIGN decision 4)
 
@@ -88,3 +91,18 @@ class Keys:
 
     def pending(self, slug: str) -> str:
         return self.project_prefix(slug) + "pending"
+
+    def reservation(self, slug: str, reservation_id: int | str) -> str:
+        return f"{self.project_prefix(slug)}res:{reservation_id}"
+
+    def reservation_expiry(self, slug: str) -> str:
+        return self.project_prefix(slug) + "res:expiry"
+
+    def reservation_all(self, slug: str) -> str:
+        return self.project_prefix(slug) + "res:all"
+
+    def reservation_index(self, slug: str) -> str:
+        return self.project_prefix(slug) + "res:index"
+
+    def mail_activity(self, slug: str) -> str:
+        return self.project_prefix(slug) + "mailact"

@@ -33,6 +33,7 @@ class Store:
             "message": IdAllocator(self.keys.ids("message"), 256),
             "agent": IdAllocator(self.keys.ids("agent"), 16),
             "project": IdAllocator(self.keys.ids("project"), 4),
+            "reservation": IdAllocator(self.keys.ids("reservation"), 256),
         }
         self._client: Redis | None = None
         self._scripts: Scripts | None = None

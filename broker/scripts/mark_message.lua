@@ -34,5 +34,8 @@ if ARGV[6] == "ack" and not ack_ts then
   redis.call("HSET", msg_key, "at:" .. name, iso)
   changed = true
 end
-if changed then redis.call("ZADD", KEYS[3], ms, "rcpt:" .. id .. ":" .. name) end
+if changed then
+  redis.call("ZADD", KEYS[3], ms, "rcpt:" .. id .. ":" .. name)
+  redis.call("HSET", pkey(prefix, "mailact"), name, ms)  -- recent mail activity keeps reservations
+end
 return {"ok", read_ts, ack_ts or "", "1"}

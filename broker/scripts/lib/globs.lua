@@ -1,0 +1,227 @@
+-- Reservation pattern overlap: the Lua twin of broker/globs.py (property tests hold them equal).
+-- Patterns arrive normalised by Python (segments joined by "/", no empty/"."/".." segments,
+-- classes well formed, within the caps), so this file only compiles and compares them.
+-- A path matches a pattern if it matches the glob reading or equals the pattern's text.
+-- Characters are UTF-8 sequences; class members are ASCII (checked in Python).
+
+local GLOBSTAR = "**"
+local STAR = 0
+
+local function has_wildcards(text)
+  return string.find(text, "[%*%?%[]") ~= nil
+end
+
+-- The UTF-8 characters of a literal text, as single-character strings.
+local function utf8_chars(text)
+  local chars = {}
+  local i, n = 1, #text
+  while i <= n do
+    local j = i + 1
+    if string.byte(text, i) >= 0xC0 then
+      while j <= n do
+        local b = string.byte(text, j)
+        if b < 0x80 or b >= 0xC0 then break end
+        j = j + 1
+      end
+    end
+    chars[#chars + 1] = string.sub(text, i, j - 1)
+    i = j
+  end
+  return chars
+end
+
+-- A glob segment as tokens: STAR, a one-character string (literal), or a class table
+-- {neg = bool, lo1, hi1, lo2, hi2, ...} of inclusive byte ranges ("?" is {neg = true}).
+local function glob_tokens(text)
+  local tokens = {}
+  local i, n = 1, #text
+  while i <= n do
+    local c = string.sub(text, i, i)
+    if c == "*" then
+      if tokens[#tokens] ~= STAR then tokens[#tokens + 1] = STAR end
+      i = i + 1
+    elseif c == "?" then
+      tokens[#tokens + 1] = {neg = true}
+      i = i + 1
+    elseif c == "[" then
+      local class = {neg = false}
+      i = i + 1
+      local m = string.sub(text, i, i)
+      if m == "!" or m == "^" then class.neg = true; i = i + 1 end
+      local first = true
+      while true do
+        m = string.sub(text, i, i)
+        if m == "]" and not first then break end
+        first = false
+        if string.sub(text, i + 1, i + 1) == "-" and i + 2 <= n and string.sub(text, i + 2, i + 2) ~= "]" then
+          class[#class + 1] = string.byte(text, i)
+          class[#class + 1] = string.byte(text, i + 2)
+          i = i + 3
+        else
+          class[#class + 1] = string.byte(text, i)
+          class[#class + 1] = string.byte(text, i)
+          i = i + 1
+        end
+      end
+      tokens[#tokens + 1] = class
+      i = i + 1
+    else
+      local j = i + 1
+      if string.byte(text, i) >= 0xC0 then
+        while j <= n do
+          local b = string.byte(text, j)
+          if b < 0x80 or b >= 0xC0 then break end
+          j = j + 1
+        end
+      end
+      tokens[#tokens + 1] = string.sub(text, i, j - 1)
+      i = j
+    end
+  end
+  return tokens
+end
+
+-- Segments: GLOBSTAR, or {s = text, lit = true} (compared as text), or {s = text, toks = tokens}.
+local function compile_reading(pattern, literal)
+  local segments = {}
+  for part in string.gmatch(pattern, "[^/]+") do
+    if not literal and part == GLOBSTAR then
+      segments[#segments + 1] = GLOBSTAR
+    elseif literal or not has_wildcards(part) then
+      segments[#segments + 1] = {s = part, lit = true}
+    else
+      segments[#segments + 1] = {s = part, toks = glob_tokens(part)}
+    end
+  end
+  return segments
+end
+
+-- The readings of a pattern: its glob reading, plus its literal reading when that differs.
+local function compile_pattern(pattern)
+  if not has_wildcards(pattern) then return {compile_reading(pattern, true)} end
+  return {compile_reading(pattern, false), compile_reading(pattern, true)}
+end
+
+local function in_ranges(code, class)
+  for k = 1, #class, 2 do
+    if code >= class[k] and code <= class[k + 1] then return true end
+  end
+  return false
+end
+
+-- Whether every byte lo..hi lies in the union of the class's ranges.
+local function range_covered(lo, hi, class)
+  for code = lo, hi do
+    if not in_ranges(code, class) then return false end
+  end
+  return true
+end
+
+local function chars_meet(a, b)
+  local ta, tb = type(a), type(b)
+  if ta == "string" and tb == "string" then return a == b end
+  if ta == "string" or tb == "string" then
+    local char, class = a, b
+    if tb == "string" then char, class = b, a end
+    if #char > 1 then return class.neg end  -- non-ASCII: only in a negated (or '?') class
+    return in_ranges(string.byte(char), class) ~= class.neg
+  end
+  if a.neg and b.neg then return true end
+  if a.neg or b.neg then
+    local pos, neg = a, b
+    if a.neg then pos, neg = b, a end
+    for k = 1, #pos, 2 do
+      if not range_covered(pos[k], pos[k + 1], neg) then return true end
+    end
+    return false
+  end
+  for k = 1, #a, 2 do
+    for l = 1, #b, 2 do
+      if a[k] <= b[l + 1] and b[l] <= a[k + 1] then return true end
+    end
+  end
+  return false
+end
+
+local function seg_tokens(seg)
+  if seg.toks == nil then seg.toks = utf8_chars(seg.s) end
+  return seg.toks
+end
+
+-- Whether some segment text matches both segments.
+local function segments_meet(x, y)
+  if x.lit and y.lit then return x.s == y.s end
+  local a, b = seg_tokens(x), seg_tokens(y)
+  local na, nb = #a, #b
+  local memo = {}
+  local function walk(i, j)
+    local key = i * 1024 + j
+    local known = memo[key]
+    if known ~= nil then return known end
+    local result
+    if i > na and j > nb then
+      result = true
+    elseif i <= na and a[i] == STAR then
+      result = walk(i + 1, j) or (j <= nb and walk(i, j + 1))
+    elseif j <= nb and b[j] == STAR then
+      result = walk(i, j + 1) or (i <= na and walk(i + 1, j))
+    elseif i <= na and j <= nb then
+      result = chars_meet(a[i], b[j]) and walk(i + 1, j + 1)
+    else
+      result = false
+    end
+    memo[key] = result
+    return result
+  end
+  return walk(1, 1)
+end
+
+-- Whether some path matches both segment lists.
+local function paths_meet(a, b)
+  local na, nb = #a, #b
+  local memo = {}
+  local function walk(i, j)
+    local key = i * 64 + j
+    local known = memo[key]
+    if known ~= nil then return known end
+    local result
+    if i > na and j > nb then
+      result = true
+    elseif i <= na and a[i] == GLOBSTAR then
+      result = walk(i + 1, j) or (j <= nb and walk(i, j + 1))
+    elseif j <= nb and b[j] == GLOBSTAR then
+      result = walk(i, j + 1) or (i <= na and walk(i + 1, j))
+    elseif i <= na and j <= nb then
+      result = segments_meet(a[i], b[j]) and walk(i + 1, j + 1)
+    else
+      result = false
+    end
+    memo[key] = result
+    return result
+  end
+  return walk(1, 1)
+end
+
+local VIRTUAL = {"tool://", "resource://", "service://"}
+
+local function is_virtual(pattern)
+  for _, prefix in ipairs(VIRTUAL) do
+    if string.sub(pattern, 1, #prefix) == prefix then return true end
+  end
+  return false
+end
+
+-- Whether two normalised patterns overlap. `compiled` caches readings across calls of one script.
+local function patterns_overlap(a, b, compiled)
+  if a == b then return true end
+  if is_virtual(a) or is_virtual(b) then return false end
+  local ra, rb = compiled[a], compiled[b]
+  if ra == nil then ra = compile_pattern(a); compiled[a] = ra end
+  if rb == nil then rb = compile_pattern(b); compiled[b] = rb end
+  for _, x in ipairs(ra) do
+    for _, y in ipairs(rb) do
+      if paths_meet(x, y) then return true end
+    end
+  end
+  return false
+end

@@ -1,0 +1,79 @@
+-- Reservation helpers shared by the reservation scripts. Data model (per project prefix):
+--   res:<id>            HASH id, agent, path_pattern, exclusive "1"/"0", reason, created_us,
+--                       expires_us, released_us ("" while held), member (its index entry)
+--   res:index           ZSET, all scores 0, ordered by member text: one entry per live
+--                       reservation, "<bucket>\0<id>\0<agent>\0<x|s>\0<expires_us>\0<pattern>".
+--                       bucket = the pattern's leading wildcard-free segments ("" when it starts
+--                       with a wildcard; "\1<name>" for tool:// and friends), so a request only
+--                       reads the buckets its own prefix can meet (ZRANGEBYLEX), never them all.
+--   res:expiry          ZSET id by expires_us of live reservations (pruning and listings)
+--   res:all             ZSET id by created_us of every reservation still retained
+--   res:agent:<lower>   HASH pattern -> id of the agent's live reservations (renew in place)
+-- A reservation counts while released_us == "" and now < expires_us: every script compares
+-- expiry with its own TIME, so an expired entry stops counting at its instant even before it
+-- is pruned (no sweeper race).
+
+local RES_SEP = "\0"
+
+local function res_member(bucket, id, agent, exclusive, expires_us, pattern)
+  local kind = exclusive == "1" and "x" or "s"
+  return table.concat({bucket, id, agent, kind, expires_us, pattern}, RES_SEP)
+end
+
+-- id, agent, exclusive ("1"/"0"), expires_us (number), pattern of an index member.
+local function res_parse(member)
+  local fields, start = {}, 1
+  for _ = 1, 5 do
+    local stop = string.find(member, RES_SEP, start, true)
+    fields[#fields + 1] = string.sub(member, start, stop - 1)
+    start = stop + 1
+  end
+  return fields[2], fields[3], fields[4] == "x" and "1" or "0", tonumber(fields[5]), string.sub(member, start)
+end
+
+-- ISO text for a microsecond timestamp given as a decimal string or number.
+local function iso_from_us(us)
+  local value = tonumber(us)
+  local sec = math.floor(value / 1000000)
+  return iso_from_time(sec, value - sec * 1000000)
+end
+
+-- Take a reservation out of the live structures (index, expiry, agent map); the record stays
+-- for `retention` seconds so listings and the persistence worker can still read it.
+local function res_retire(prefix, id, record_key, retention)
+  local fields = redis.call("HMGET", record_key, "member", "agent", "path_pattern")
+  if fields[1] then redis.call("ZREM", pkey(prefix, "res:index"), fields[1]) end
+  redis.call("ZREM", pkey(prefix, "res:expiry"), id)
+  if fields[2] then
+    local map = pkey(prefix, "res:agent:" .. string.lower(fields[2]))
+    if redis.call("HGET", map, fields[3]) == id then redis.call("HDEL", map, fields[3]) end
+  end
+  redis.call("EXPIRE", record_key, retention)
+end
+
+-- Retire at most `limit` reservations whose expiry has passed (bounded work per call).
+local function res_prune(prefix, now_us, retention, limit)
+  local due = redis.call("ZRANGEBYSCORE", pkey(prefix, "res:expiry"), "-inf", now_us, "LIMIT", 0, limit)
+  for _, id in ipairs(due) do
+    res_retire(prefix, id, pkey(prefix, "res:" .. id), retention)
+  end
+end
+
+-- The agent's live reservation ids, filtered by mode "all", "paths" (exact patterns) or "ids".
+local function res_select(prefix, lower, now_us, mode, items)
+  local map = redis.call("HGETALL", pkey(prefix, "res:agent:" .. lower))
+  local wanted = {}
+  for _, item in ipairs(items) do wanted[item] = true end
+  local chosen = {}
+  for k = 1, #map, 2 do
+    local pattern, id = map[k], map[k + 1]
+    if mode == "all" or (mode == "paths" and wanted[pattern]) or (mode == "ids" and wanted[id]) then
+      local state = redis.call("HMGET", pkey(prefix, "res:" .. id), "expires_us", "released_us")
+      if state[1] and state[2] == "" and tonumber(state[1]) > now_us then
+        chosen[#chosen + 1] = id
+      end
+    end
+  end
+  table.sort(chosen, function(a, b) return tonumber(a) < tonumber(b) end)
+  return chosen
+end

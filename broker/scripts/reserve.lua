@@ -1,0 +1,109 @@
+-- reserve: grant file reservations and report conflicts, atomically (advisory: every path is
+-- granted; conflicts name the other agents' live reservations that overlap it). The same
+-- agent asking again for an identical pattern renews that reservation in place (same id).
+-- Two shared reservations never conflict; tool:// resource:// service:// names meet only an
+-- equal name. Overlap is exact (lib/globs.lua).
+-- KEYS[1]  project hash
+-- KEYS[2]  agents hash
+-- KEYS[3]  pending-persistence zset
+-- ARGV[1]  project key prefix "<p>:{slug}:"
+-- ARGV[2]  agent name (any case)
+-- ARGV[3]  SHA-256 hex of the token passed, "" for none
+-- ARGV[4]  "1" if a token is required
+-- ARGV[5]  ttl in microseconds
+-- ARGV[6]  exclusive "1" or "0"
+-- ARGV[7]  reason
+-- ARGV[8]  seconds to keep a record after it ends
+-- ARGV[9]  most holders to list per path
+-- ARGV[10..] triples: new id, normalised pattern, bucket (see lib/reservations.lua)
+-- Returns {"ok", granted JSON, conflicts JSON} or an error table from resolve_agent.
+local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
+if err then return err end
+local prefix, lower = ARGV[1], string.lower(agent.name)
+local iso, now_us, ms = now()
+local now_num = tonumber(now_us)
+local ttl, exclusive, reason, retention = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
+local max_holders = tonumber(ARGV[9])
+res_prune(prefix, now_us, retention, 64)
+
+local index = pkey(prefix, "res:index")
+local map = pkey(prefix, "res:agent:" .. lower)
+local compiled = {}
+
+-- Index ranges that can hold a reservation meeting a request with this bucket.
+local function candidate_ranges(bucket)
+  if string.byte(bucket, 1) == 1 then
+    return {{"[" .. bucket .. RES_SEP, "(" .. bucket .. "\1"}}
+  end
+  local ranges = {{"[" .. RES_SEP, "(\1"}}  -- patterns that start with a wildcard
+  local at = 1
+  while bucket ~= "" do
+    local slash = string.find(bucket, "/", at, true)
+    local q = slash and string.sub(bucket, 1, slash - 1) or bucket
+    ranges[#ranges + 1] = {"[" .. q .. RES_SEP, "(" .. q .. "\1"}
+    if not slash then break end
+    at = slash + 1
+  end
+  if bucket == "" then
+    ranges[#ranges + 1] = {"[\2", "+"}
+  else
+    ranges[#ranges + 1] = {"[" .. bucket .. "/", "(" .. bucket .. "0"}
+  end
+  return ranges
+end
+
+local function holders_of(pattern, bucket)
+  local holders, more = {}, false
+  for _, range in ipairs(candidate_ranges(bucket)) do
+    for _, member in ipairs(redis.call("ZRANGEBYLEX", index, range[1], range[2])) do
+      local id, holder, held_exclusive, expires, held = res_parse(member)
+      if expires > now_num and string.lower(holder) ~= lower
+        and (held_exclusive == "1" or exclusive == "1")
+        and patterns_overlap(held, pattern, compiled) then
+        if #holders >= max_holders then more = true; break end
+        holders[#holders + 1] = {id = tonumber(id), agent = holder, path_pattern = held,
+          exclusive = held_exclusive == "1", expires_ts = iso_from_us(expires)}
+      end
+    end
+    if more then break end
+  end
+  return holders, more
+end
+
+local granted, conflicts = {}, {}
+for k = 10, #ARGV, 3 do
+  local new_id, pattern, bucket = ARGV[k], ARGV[k + 1], ARGV[k + 2]
+  local holders, more = holders_of(pattern, bucket)
+  if #holders > 0 then
+    conflicts[#conflicts + 1] = {path = pattern, holders = holders, more_holders = more}
+  end
+  local expires = now_num + ttl
+  local id = redis.call("HGET", map, pattern)
+  local record_key = id and pkey(prefix, "res:" .. id)
+  local existing = id and redis.call("HMGET", record_key, "expires_us", "released_us", "member", "reason")
+  if existing and existing[1] and existing[2] == "" and tonumber(existing[1]) > now_num then
+    -- renew in place: exclusivity from this call, reason unless this one is empty
+    if tonumber(existing[1]) > expires then expires = tonumber(existing[1]) end
+    if reason ~= "" or existing[4] == nil then existing[4] = reason end
+    redis.call("ZREM", index, existing[3])
+  else
+    id = new_id
+    record_key = pkey(prefix, "res:" .. id)
+    existing = {nil, nil, nil, reason}
+    redis.call("HSET", record_key, "id", id, "agent", agent.name, "path_pattern", pattern,
+      "created_us", now_us, "released_us", "")
+    redis.call("ZADD", pkey(prefix, "res:all"), now_us, id)
+    redis.call("HSET", map, pattern, id)
+  end
+  local expires_us = string.format("%.0f", expires)
+  local member = res_member(bucket, id, agent.name, exclusive, expires_us, pattern)
+  redis.call("HSET", record_key, "exclusive", exclusive, "reason", existing[4], "expires_us", expires_us,
+    "member", member)
+  redis.call("PERSIST", record_key)
+  redis.call("ZADD", index, 0, member)
+  redis.call("ZADD", pkey(prefix, "res:expiry"), expires_us, id)
+  redis.call("ZADD", KEYS[3], ms, "res:" .. id)
+  granted[#granted + 1] = {id = tonumber(id), path_pattern = pattern, exclusive = exclusive == "1",
+    reason = existing[4], expires_ts = iso_from_us(expires_us)}
+end
+return {"ok", cjson.encode(granted), cjson.encode(conflicts)}

@@ -1,0 +1,180 @@
+"""Reservation pattern semantics: the Python matcher, its Lua twin, and brute-force enumeration agree.
+
+The oracle here is independent of both: it enumerates every path over a small alphabet (and the
+patterns' own texts, which they match literally) and matches each with a naive recursive
+matcher built on ``fnmatch``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from fnmatch import fnmatchcase
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from broker import globs
+from broker.connection import make_client
+from broker.errors import BrokerError
+from broker.scripts import Scripts
+
+# Patterns use the letters a, b and c only inside classes; "d" stands for every other letter,
+# which a pair of negated classes may need.
+ALPHABET = "abd"
+SEGMENT_TEXTS = ["".join(p) for n in (1, 2) for p in itertools.product(ALPHABET, repeat=n)]
+PATHS = [tuple(parts) for depth in (1, 2, 3, 4) for parts in itertools.product(SEGMENT_TEXTS, repeat=depth)]
+
+segment_tokens = st.sampled_from(["a", "b", "*", "?", "[ab]", "[!a]", "[a-b]", "[^bc]"])
+segment = st.lists(segment_tokens, min_size=1, max_size=2).map("".join)
+pattern_parts = st.lists(st.one_of(segment, st.just("**")), min_size=1, max_size=3)
+patterns = pattern_parts.map(lambda parts: globs.normalize("/".join(parts)))
+
+
+def naive_match(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not path
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(naive_match(rest, path[k:]) for k in range(len(path) + 1))
+    # fnmatch spells class negation '!' only; '^' is ours too
+    head = head.replace("[^", "[!")
+    return bool(path) and fnmatchcase(path[0], head) and naive_match(rest, path[1:])
+
+
+def oracle_matches(pattern: str, path: tuple[str, ...]) -> bool:
+    return naive_match(tuple(pattern.split("/")), path) or "/".join(path) == pattern
+
+
+def oracle_overlaps(a: str, b: str) -> bool:
+    candidates = [*PATHS, tuple(a.split("/")), tuple(b.split("/"))]
+    return any(oracle_matches(a, p) and oracle_matches(b, p) for p in candidates)
+
+
+@settings(max_examples=300, deadline=None)
+@given(patterns, patterns)
+def test_overlap_equals_brute_force(a: str, b: str) -> None:
+    assert globs.overlaps(a, b) == oracle_overlaps(a, b)
+    assert globs.overlaps(b, a) == globs.overlaps(a, b)
+
+
+@settings(max_examples=200, deadline=None)
+@given(patterns, st.sampled_from(PATHS[:200]))
+def test_matches_equals_brute_force(pattern: str, path: tuple[str, ...]) -> None:
+    assert globs.matches(pattern, "/".join(path)) == oracle_matches(pattern, path)
+
+
+@pytest.mark.parametrize(
+    ("held", "requested", "expected"),
+    [
+        ("src/app.py", "src/**", True),  # the reference misses this pair
+        ("src/a/*.py", "src/*/b.py", True),  # and this one
+        ("src/a*.py", "src/*b.py", True),
+        ("src/*.py", "src/**", True),
+        ("src/**/*.py", "src/app.py", True),
+        ("src/**", "src", True),  # '**' matches zero segments
+        ("src/", "src/deep/file.md", True),  # a trailing slash is the whole directory
+        ("src", "src/app.py", False),  # a bare name is that path only
+        ("app.py", "lib/app.py", False),  # anchored at the project root
+        ("*.py", "lib/app.py", False),
+        ("**/*.py", "lib/app.py", True),
+        ("**/*.py", "docs/readme.md", False),
+        ("src/*.py", "lib/*.py", False),
+        ("src/[ab].py", "src/c.py", False),
+        ("src/[!a].py", "src/a.py", False),
+        ("src/[!a].py", "src/[ab].py", True),  # 'b.py' matches both
+        ("app/[id]/page.tsx", "app/[id]/page.tsx", True),
+        ("app/[id]/page.tsx", "app/*/page.tsx", True),  # the literal directory '[id]'
+        ("app/[id]/page.tsx", "app/x/page.tsx", False),
+        ("src/caf?.py", "src/café.py", True),  # '?' is one character, not one byte
+        ("tool://build", "tool://build", True),
+        ("tool://build", "tool://test", False),
+        ("tool://build", "**", False),  # virtual names never meet paths
+    ],
+)
+def test_known_pairs(held: str, requested: str, expected: bool) -> None:
+    a, b = globs.normalize(held), globs.normalize(requested)
+    assert globs.overlaps(a, b) is expected
+    assert globs.overlaps(b, a) is expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("/src//app.py", "src/app.py"),
+        ("./src/./app.py", "src/app.py"),
+        ("src\\win\\path.py", "src/win/path.py"),
+        ("src/", "src/**"),
+        ("src/**/**/x", "src/**/x"),
+        ("src/a***b", "src/a*b"),
+        ("  lib/x  ", "lib/x"),
+        ("tool://build", "tool://build"),
+    ],
+)
+def test_normalize(raw: str, normal: str) -> None:
+    assert globs.normalize(raw) == normal
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ("", "names no path"),
+        ("/", "names no path"),
+        ("../etc/passwd", "'..'"),
+        ("src/[ab", "without its ']'"),
+        ("src/[z-a]", "reversed range"),
+        ("src/[é]", "non-ASCII"),
+        ("src/\x00", "control character"),
+        ("x" * 513, "characters long"),
+        ("/".join(["a"] * 33), "segments"),
+        ("/".join(["**", "a"] * 5), "'**' segments"),
+        ("*?" * 9, "wildcards"),
+        ("tool://", "names no resource"),
+    ],
+)
+def test_normalize_refuses(raw: str, fragment: str) -> None:
+    with pytest.raises(BrokerError) as caught:
+        globs.normalize(raw)
+    assert caught.value.code == "INVALID_PATH_PATTERN"
+    assert fragment in str(caught.value)
+
+
+def test_literal_prefix() -> None:
+    assert globs.literal_prefix("src/app/models/*.py") == "src/app/models"
+    assert globs.literal_prefix("src/app.py") == "src/app.py"
+    assert globs.literal_prefix("**/x") == ""
+    assert globs.literal_prefix("tool://x") == "tool://x"
+
+
+@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.integration)])
+async def lua_overlap(request: pytest.FixtureRequest):
+    url = "memory://globs" if request.param == "fakeredis" else request.getfixturevalue("redis_url")
+    client = make_client(url, 4)
+    scripts = Scripts(client)
+
+    async def overlap(pairs: list[tuple[str, str]]) -> list[bool]:
+        flat = [p for pair in pairs for p in pair]
+        return [bool(x) for x in await scripts.run("glob_overlap", [], flat)]
+
+    yield overlap
+    await client.aclose()
+
+
+async def test_lua_twin_equals_python(lua_overlap) -> None:
+    """Many random pairs in one script call per batch: the Lua matcher agrees with Python."""
+    pairs = st.tuples(patterns, patterns)
+    examples: list[tuple[str, str]] = []
+
+    @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(pairs)
+    def collect(pair: tuple[str, str]) -> None:
+        examples.append(pair)
+
+    collect()
+    known = [(globs.normalize(a), globs.normalize(b)) for a, b, _ in KNOWN_PAIRS]
+    examples += known + [(b, a) for a, b in known]
+    expected = [globs.overlaps(a, b) for a, b in examples]
+    assert await lua_overlap(examples) == expected
+
+
+KNOWN_PAIRS = test_known_pairs.pytestmark[0].args[1]
