@@ -26,8 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
-from broker.errors import BrokerError
-
 VIRTUAL_PREFIXES = ("tool://", "resource://", "service://")
 
 # Caps that bound the work of one overlap test (each refused with a clear error).
@@ -46,8 +44,13 @@ Token = CharToken | tuple[str]
 Segment = tuple[Token, ...] | str  # GLOBSTAR or a token tuple
 
 
-def invalid(pattern: str, problem: str, remedy: str) -> BrokerError:
-    return BrokerError("INVALID_PATH_PATTERN", f"Path pattern '{pattern[:80]}' {problem}. {remedy}")
+class PatternError(ValueError):
+    """A pattern that cannot be used; the text says what is wrong and what to write instead.
+    (A plain ValueError keeps this module light: the pre-commit hook imports it.)"""
+
+
+def invalid(pattern: str, problem: str, remedy: str) -> PatternError:
+    return PatternError(f"Path pattern '{pattern[:80]}' {problem}. {remedy}")
 
 
 def is_virtual(pattern: str) -> bool:
@@ -61,7 +64,7 @@ def has_wildcards(pattern: str) -> bool:
 def normalize(raw: str) -> str:
     """The canonical text of a pattern, or INVALID_PATH_PATTERN naming what is wrong."""
     if not isinstance(raw, str):
-        raise BrokerError("INVALID_PATH_PATTERN", f"Path patterns must be strings, got {type(raw).__name__}.")
+        raise PatternError(f"Path patterns must be strings, got {type(raw).__name__}.")
     text = raw.strip()
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
         raise invalid(raw, "contains a control character", "Use printable characters only.")

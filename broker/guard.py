@@ -21,16 +21,19 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from broker import globs
 from broker.config import Settings, get_settings
-from broker.errors import BrokerError
-from broker.identity import project_slug
-from broker.keys import Keys
-from broker.store import Store
+from broker.keys import Keys, slug_of
+
+if TYPE_CHECKING:
+    from broker.store import Store
+
+# The hook runs on every commit, so the check path imports nothing heavy (no fastmcp): the
+# install side imports BrokerError and the identity module where it needs them.
 
 MARKER = "# agent-broker pre-commit guard"
 WARN_MODES = {"warn", "advisory", "adv"}
@@ -42,6 +45,8 @@ def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def hooks_dir(repo_path: str) -> Path:
     """The repository's hooks directory (core.hooksPath when set), or NOT_A_GIT_REPOSITORY."""
+    from broker.errors import BrokerError
+
     repo = Path(repo_path).expanduser()
     found = git(repo, "rev-parse", "--git-path", "hooks") if repo.is_dir() else None
     if found is None or found.returncode != 0:
@@ -91,6 +96,8 @@ def install(settings: Settings, project_key: str, repo_path: str) -> dict[str, s
     hook, chained = directory / "pre-commit", directory / "pre-commit.orig"
     if hook.exists() and not is_ours(hook):
         if chained.exists():
+            from broker.errors import BrokerError
+
             raise BrokerError(
                 "HOOK_EXISTS",
                 f"{hook} and {chained} both exist and neither is the broker's; merge them into one hook, then install again.",
@@ -113,6 +120,8 @@ def uninstall_sync(repo_path: str) -> dict[str, bool]:
 
 
 async def install_for_project(store: Store, project_key: str, repo_path: str) -> dict[str, str]:
+    from broker.identity import project_slug
+
     slug = project_slug(project_key)
     human_key = await store.redis.hget(store.keys.project(slug), "human_key")
     if human_key is None:
@@ -151,7 +160,7 @@ def live_exclusive(settings: Settings, project_key: str) -> list[dict[str, Any]]
     url = redis_url_for(settings)
     if url is None:
         raise redis.ConnectionError(f"no REDIS_URL and no embedded broker Redis under {settings.storage_root}")
-    keys, slug = Keys(settings.redis_key_prefix), project_slug(project_key)
+    keys, slug = Keys(settings.redis_key_prefix), slug_of(project_key)
     client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=3, socket_connect_timeout=3)
     try:
         now_us = int(datetime.now(UTC).timestamp() * 1_000_000)

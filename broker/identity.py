@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Any
 
 from broker.auth import new_token, token_hash
 from broker.errors import BrokerError
+from broker.keys import looks_like_path, slug_of, slugify
 from broker.names import check_placeholder, generate_candidates, validate_name, validate_new_name
 from broker.store import Store
 
@@ -16,15 +16,6 @@ ATTACHMENT_POLICIES = ("auto", "inline", "file")
 MAX_TASK_CHARS = 2048
 MAX_PROGRAM_CHARS = 128
 MAX_PROJECT_KEY_CHARS = 4096  # PATH_MAX on Linux; longer keys are refused before any Redis work
-
-
-def slugify(value: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", value.strip().lower()).strip("-")
-    return slug or "project"
-
-
-def _looks_like_path(value: str) -> bool:
-    return value.startswith(("/", "~", ".")) or "/" in value or "\\" in value
 
 
 def project_slug(project_key: object) -> str:
@@ -37,15 +28,13 @@ def project_slug(project_key: object) -> str:
     key = project_key.strip()
     _check_key_length(key, "project_key")
     check_placeholder(key, "project_key")
-    if _looks_like_path(key):
-        if not os.path.isabs(os.path.expanduser(key)) or key.startswith("~"):
-            raise BrokerError(
-                "INVALID_ARGUMENT",
-                f"project_key '{key}' is a relative path. Pass the absolute path you gave "
-                "ensure_project (e.g. '/home/me/repo') or the project's slug.",
-            )
-        return slugify(os.path.normpath(key))
-    return slugify(key)
+    if looks_like_path(key) and (not os.path.isabs(os.path.expanduser(key)) or key.startswith("~")):
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"project_key '{key}' is a relative path. Pass the absolute path you gave "
+            "ensure_project (e.g. '/home/me/repo') or the project's slug.",
+        )
+    return slug_of(key)
 
 
 def _check_key_length(value: str, what: str) -> None:

@@ -39,7 +39,24 @@ suffixes (``pkey()`` in ``broker/scripts/lib/common.lua``); change both together
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
+
+
+def slugify(value: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", value.strip().lower()).strip("-")
+    return slug or "project"
+
+
+def looks_like_path(value: str) -> bool:
+    return value.startswith(("/", "~", ".")) or "/" in value or "\\" in value
+
+
+def slug_of(project_key: str) -> str:
+    """The slug of a project key already checked: an absolute path (a human_key) or a slug."""
+    key = project_key.strip()
+    return slugify(os.path.normpath(key) if looks_like_path(key) else key)
 
 
 @dataclass(frozen=True, slots=True)

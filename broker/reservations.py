@@ -50,7 +50,10 @@ def check_paths(paths: list[str] | None, field: str = "paths") -> list[str]:
         )
     normal: list[str] = []
     for raw in paths:
-        pattern = globs.normalize(raw)
+        try:
+            pattern = globs.normalize(raw)
+        except globs.PatternError as exc:
+            raise BrokerError("INVALID_PATH_PATTERN", str(exc)) from exc
         if pattern not in normal:
             normal.append(pattern)
     return normal

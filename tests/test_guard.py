@@ -1,0 +1,175 @@
+"""The pre-commit guard in a temporary git repository, against a real Redis: install (chaining an
+existing hook), refusal, the holder's own commit, bypass, advisory mode, an unreachable broker,
+uninstall; and force release weighing file and git activity in the project's directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastmcp import Client
+from helpers import Tools, make_settings
+
+from broker.server import build_server
+
+pytestmark = pytest.mark.integration
+
+OLD_HOOK = '#!/bin/sh\necho chained >> "$(git rev-parse --git-dir)/chained-ran"\n'
+
+
+def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, check=False)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "code"
+    path.mkdir()
+    git(path, "init", "-q")
+    git(path, "config", "user.email", "agent@example.com")
+    git(path, "config", "user.name", "Agent")
+    (path / "src").mkdir()
+    (path / "docs").mkdir()
+    hook = path / ".git" / "hooks" / "pre-commit"
+    hook.write_text(OLD_HOOK)
+    hook.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+async def world(redis_url: str, tmp_path: Path, repo: Path) -> Any:
+    settings = make_settings(redis_url, tmp_path / "root", FILE_RESERVATION_INACTIVITY_SECONDS=0)
+    mcp = build_server(settings)
+    async with Client(mcp) as client:
+        tools = Tools(client)
+        await tools.project(str(repo))
+        for name in ("BlueLake", "GreenCastle"):
+            await tools.agent(name, project_key=str(repo))
+        yield tools, settings
+    await mcp.store.close()  # type: ignore[attr-defined]
+
+
+def commit(repo: Path, path: str, settings: Any, **env: str) -> subprocess.CompletedProcess[str]:
+    target = repo / path
+    target.write_text(f"{target.read_text() if target.exists() else ''}change\n")
+    git(repo, "add", path)
+    full = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "REDIS_KEY_PREFIX": settings.redis_key_prefix,
+        "STORAGE_ROOT": str(settings.storage_root),
+        **env,
+    }
+    return git(repo, "commit", "-q", "-m", f"edit {path}", env=full)
+
+
+async def test_guard_refuses_commits_on_paths_held_by_others(world: Any, repo: Path) -> None:
+    tools, settings = world
+    installed = await tools.call("install_precommit_guard", project_key=str(repo), code_repo_path=str(repo))
+    hook = Path(installed["hook"])
+    assert hook == repo / ".git" / "hooks" / "pre-commit"
+    assert (hook.parent / "pre-commit.orig").read_text() == OLD_HOOK  # kept, to be chained
+    await tools.call("file_reservation_paths", project_key=str(repo), agent_name="BlueLake", paths=["src/"])
+
+    refused = commit(repo, "src/app.py", settings, AGENT_NAME="GreenCastle")
+    assert refused.returncode != 0
+    assert "- src/app.py matches src/** (holder: BlueLake" in refused.stderr, refused.stderr
+    assert not (repo / ".git" / "chained-ran").exists()
+    assert git(repo, "log", "--oneline").returncode != 0  # nothing was committed
+
+    warned = commit(repo, "src/app.py", settings, AGENT_NAME="GreenCastle", AGENT_MAIL_GUARD_MODE="warn")
+    assert warned.returncode == 0, warned.stderr
+    assert "advisory mode" in warned.stderr and "holder: BlueLake" in warned.stderr
+
+    bypassed = commit(repo, "src/app.py", settings, AGENT_NAME="GreenCastle", AGENT_MAIL_BYPASS="1")
+    assert bypassed.returncode == 0, bypassed.stderr
+
+    own = commit(repo, "src/app.py", settings, AGENT_NAME="bluelake")  # names are case-insensitive
+    assert own.returncode == 0, own.stderr
+    elsewhere = commit(repo, "docs/guide.md", settings, AGENT_NAME="GreenCastle")
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert (repo / ".git" / "chained-ran").read_text().count("chained") == 4  # the old hook ran each time
+
+    # a rename out of a reserved directory touches it too
+    git(repo, "mv", "src/app.py", "docs/app.py")
+    renamed = git(repo, "commit", "-q", "-m", "move", env={**os.environ, "REDIS_URL": settings.redis_url,
+        "REDIS_KEY_PREFIX": settings.redis_key_prefix, "AGENT_NAME": "GreenCastle"})  # fmt: skip
+    assert renamed.returncode != 0 and "src/app.py matches src/**" in renamed.stderr
+
+    # shared reservations do not block
+    await tools.call("release_file_reservations", project_key=str(repo), agent_name="BlueLake")
+    await tools.call(
+        "file_reservation_paths", project_key=str(repo), agent_name="BlueLake", paths=["src/**"], exclusive=False
+    )
+    assert commit(repo, "src/more.py", settings, AGENT_NAME="GreenCastle").returncode == 0
+
+
+async def test_guard_when_the_broker_is_unreachable(world: Any, repo: Path) -> None:
+    tools, settings = world
+    await tools.call("install_precommit_guard", project_key=str(repo), code_repo_path=str(repo))
+    down = {"REDIS_URL": "redis://127.0.0.1:1/0", "AGENT_NAME": "GreenCastle"}
+    allowed = commit(repo, "src/a.py", settings, **down)
+    assert allowed.returncode == 0
+    assert "cannot read reservations" in allowed.stderr and "committing without the check" in allowed.stderr
+    blocked = commit(repo, "src/a.py", settings, **down, BROKER_GUARD_UNREACHABLE="block")
+    assert blocked.returncode != 0 and "refusing the commit" in blocked.stderr
+
+
+async def test_install_is_idempotent_and_uninstall_restores(world: Any, repo: Path) -> None:
+    tools, _ = world
+    args = {"project_key": str(repo), "code_repo_path": str(repo)}
+    first = await tools.call("install_precommit_guard", **args)
+    assert await tools.call("install_precommit_guard", **args) == first
+    hooks = repo / ".git" / "hooks"
+    assert (hooks / "pre-commit.orig").read_text() == OLD_HOOK
+    assert await tools.call("uninstall_precommit_guard", code_repo_path=str(repo)) == {"removed": True}
+    assert (hooks / "pre-commit").read_text() == OLD_HOOK
+    assert not (hooks / "pre-commit.orig").exists()
+    assert await tools.call("uninstall_precommit_guard", code_repo_path=str(repo)) == {"removed": False}
+    assert (hooks / "pre-commit").read_text() == OLD_HOOK  # someone else's hook is never removed
+    error = await tools.error(
+        "install_precommit_guard", project_key=str(repo), code_repo_path=str(repo / "docs" / "nope")
+    )
+    assert error.startswith("NOT_A_GIT_REPOSITORY: "), error
+
+
+def test_cli_install_and_uninstall(repo: Path, tmp_path: Path) -> None:
+    broker = [sys.executable, "-m", "broker.cli"]
+    env = {**os.environ, "STORAGE_ROOT": str(tmp_path / "root")}
+    done = subprocess.run(
+        [*broker, "guard", "install", "--project", str(repo)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "# agent-broker pre-commit guard" in (repo / ".git" / "hooks" / "pre-commit").read_text()
+    done = subprocess.run([*broker, "guard", "uninstall", "--repo", str(repo)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and "removed the guard" in done.stderr
+    assert (repo / ".git" / "hooks" / "pre-commit").read_text() == OLD_HOOK
+
+
+async def test_force_release_weighs_file_and_git_activity(world: Any, repo: Path) -> None:
+    """Holder idle and silent, but its files changed a moment ago: not stale. A pattern that
+    matches no file in the directory is judged on agent and mail activity alone."""
+    tools, _ = world
+    (repo / "src" / "app.py").write_text("x = 1\n")
+    git(repo, "add", "src/app.py")
+    git(repo, "commit", "-q", "--no-verify", "-m", "app")
+    key = str(repo)
+    active = await tools.call("file_reservation_paths", project_key=key, agent_name="BlueLake", paths=["src/app.py"])
+    error = await tools.error(
+        "force_release_file_reservation", project_key=key, agent_name="GreenCastle",
+        file_reservation_id=active["granted"][0]["id"],
+    )  # fmt: skip
+    assert error.startswith("RESERVATION_ACTIVE: "), error
+    assert "filesystem_activity_recent" in error and "git_activity_recent" in error
+    ghost = await tools.call("file_reservation_paths", project_key=key, agent_name="BlueLake", paths=["gone/**"])
+    released = await tools.call(
+        "force_release_file_reservation", project_key=key, agent_name="GreenCastle",
+        file_reservation_id=ghost["granted"][0]["id"], notify_previous=False,
+    )  # fmt: skip
+    assert released["released"] == 1
+    assert "path_pattern_unmatched" in released["reservation"]["stale_reasons"]
+    assert released["reservation"]["notified"] is False
