@@ -62,9 +62,14 @@ def has_wildcards(pattern: str) -> bool:
 
 
 def normalize(raw: str) -> str:
-    """The canonical text of a pattern, or INVALID_PATH_PATTERN naming what is wrong."""
+    """The canonical text of a pattern, or PatternError naming what is wrong."""
     if not isinstance(raw, str):
         raise PatternError(f"Path patterns must be strings, got {type(raw).__name__}.")
+    return normalize_text(raw)
+
+
+@lru_cache(maxsize=8192)  # agents reserve the same few patterns again and again
+def normalize_text(raw: str) -> str:
     text = raw.strip()
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
         raise invalid(raw, "contains a control character", "Use printable characters only.")
@@ -94,6 +99,8 @@ def normalize(raw: str) -> str:
     if len(segments) > MAX_SEGMENTS:
         raise invalid(raw, f"has {len(segments)} segments", f"Use at most {MAX_SEGMENTS}.")
     pattern = "/".join(segments)
+    if not has_wildcards(pattern):
+        return pattern
     globstars = segments.count(GLOBSTAR)
     if globstars > MAX_GLOBSTARS:
         raise invalid(raw, f"has {globstars} '**' segments", f"Use at most {MAX_GLOBSTARS}.")

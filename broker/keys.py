@@ -26,7 +26,7 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
     outbox:<lower>               STREAM per sender: m=id c=created_us
     unread:<lower>               SET of message ids not yet read by that agent
     thread:<thread_id>           ZSET message id scored by created_us
-    res:<id>, res:index, res:expiry, res:all, res:agent:<lower>
+    res:<id>, res:index, res:buckets, res:expiry, res:all, res:agent:<lower>
                                  file reservations; documented in broker/scripts/lib/reservations.lua
     mailact                      HASH lower(name) -> ms of the agent's last read or ack (staleness)
     pending                      ZSET "<kind>:<id>[:<name>]" scored by ms: the transactional

@@ -2,7 +2,8 @@
 
 Each scenario asserts exact outcomes where the seed tolerated failures, plus a stress test:
 50 concurrent senders, 1,000 messages with random to/cc/bcc mixes, every inbox checked exactly.
-File-reservation, SQLite and archive scenarios belong to later issues and are not ported.
+The seed's file-reservation scenarios are in test_reservations.py; SQLite and archive ones
+belong to the durability work.
 """
 
 from __future__ import annotations

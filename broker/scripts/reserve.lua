@@ -30,20 +30,40 @@ local index = pkey(prefix, "res:index")
 local map = pkey(prefix, "res:agent:" .. lower)
 local compiled = {}
 
--- Index ranges that can hold a reservation meeting a request with this bucket.
-local function candidate_ranges(bucket)
-  if string.byte(bucket, 1) == 1 then
-    return {{"[" .. bucket .. RES_SEP, "(" .. bucket .. "\1"}}
-  end
-  local ranges = {{"[" .. RES_SEP, "(\1"}}  -- patterns that start with a wildcard
-  local at = 1
+-- The bucket prefixes of a request: "", then each leading run of its segments.
+local function bucket_prefixes(bucket)
+  if string.byte(bucket, 1) == 1 then return {bucket} end
+  local prefixes, at = {""}, 1
   while bucket ~= "" do
     local slash = string.find(bucket, "/", at, true)
-    local q = slash and string.sub(bucket, 1, slash - 1) or bucket
-    ranges[#ranges + 1] = {"[" .. q .. RES_SEP, "(" .. q .. "\1"}
+    prefixes[#prefixes + 1] = slash and string.sub(bucket, 1, slash - 1) or bucket
     if not slash then break end
     at = slash + 1
   end
+  return prefixes
+end
+
+-- Which buckets hold entries, for every prefix of every requested path, in one HMGET.
+local bucket_count = {}
+do
+  local wanted, seen = {}, {}
+  for k = 12, #ARGV, 3 do
+    for _, q in ipairs(bucket_prefixes(ARGV[k])) do
+      if not seen[q] then seen[q] = true; wanted[#wanted + 1] = q end
+    end
+  end
+  local counts = redis.call("HMGET", pkey(prefix, "res:buckets"), unpack(wanted))
+  for i, q in ipairs(wanted) do bucket_count[q] = counts[i] end
+end
+
+-- Index ranges that can hold a reservation meeting a request with this bucket: the buckets
+-- of its prefixes that exist, and the buckets that extend it.
+local function candidate_ranges(bucket)
+  local ranges = {}
+  for _, q in ipairs(bucket_prefixes(bucket)) do
+    if bucket_count[q] then ranges[#ranges + 1] = {"[" .. q .. RES_SEP, "(" .. q .. "\1"} end
+  end
+  if string.byte(bucket, 1) == 1 then return ranges end
   if bucket == "" then
     ranges[#ranges + 1] = {"[\2", "+"}
   else
@@ -71,6 +91,8 @@ local function holders_of(pattern, bucket)
 end
 
 local granted, conflicts = {}, {}
+-- writes to the shared zsets are batched: one command each for the whole call
+local index_old, index_new, expiry_new, pending_new = {}, {}, {}, {}
 for k = 10, #ARGV, 3 do
   local new_id, pattern, bucket = ARGV[k], ARGV[k + 1], ARGV[k + 2]
   local holders, more = holders_of(pattern, bucket)
@@ -85,7 +107,7 @@ for k = 10, #ARGV, 3 do
     -- renew in place: exclusivity from this call, reason unless this one is empty
     if tonumber(existing[1]) > expires then expires = tonumber(existing[1]) end
     if reason ~= "" or existing[4] == nil then existing[4] = reason end
-    redis.call("ZREM", index, existing[3])
+    index_old[#index_old + 1] = existing[3]
   else
     id = new_id
     record_key = pkey(prefix, "res:" .. id)
@@ -94,16 +116,23 @@ for k = 10, #ARGV, 3 do
       "created_us", now_us, "released_us", "")
     redis.call("ZADD", pkey(prefix, "res:all"), now_us, id)
     redis.call("HSET", map, pattern, id)
+    redis.call("HINCRBY", pkey(prefix, "res:buckets"), bucket, 1)
   end
   local expires_us = string.format("%.0f", expires)
   local member = res_member(bucket, id, agent.name, exclusive, expires_us, pattern)
   redis.call("HSET", record_key, "exclusive", exclusive, "reason", existing[4], "expires_us", expires_us,
     "member", member)
-  redis.call("PERSIST", record_key)
-  redis.call("ZADD", index, 0, member)
-  redis.call("ZADD", pkey(prefix, "res:expiry"), expires_us, id)
-  redis.call("ZADD", KEYS[3], ms, "res:" .. id)
+  index_new[#index_new + 1] = 0
+  index_new[#index_new + 1] = member
+  expiry_new[#expiry_new + 1] = expires_us
+  expiry_new[#expiry_new + 1] = id
+  pending_new[#pending_new + 1] = ms
+  pending_new[#pending_new + 1] = "res:" .. id
   granted[#granted + 1] = {id = tonumber(id), path_pattern = pattern, exclusive = exclusive == "1",
     reason = existing[4], expires_ts = iso_from_us(expires_us)}
 end
+if #index_old > 0 then redis.call("ZREM", index, unpack(index_old)) end
+redis.call("ZADD", index, unpack(index_new))
+redis.call("ZADD", pkey(prefix, "res:expiry"), unpack(expiry_new))
+redis.call("ZADD", KEYS[3], unpack(pending_new))
 return {"ok", cjson.encode(granted), cjson.encode(conflicts)}

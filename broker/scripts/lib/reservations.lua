@@ -6,6 +6,8 @@
 --                       bucket = the pattern's leading wildcard-free segments ("" when it starts
 --                       with a wildcard; "\1<name>" for tool:// and friends), so a request only
 --                       reads the buckets its own prefix can meet (ZRANGEBYLEX), never them all.
+--   res:buckets         HASH bucket -> number of index entries in it, so a request range-reads
+--                       only buckets that exist (one HMGET for all its prefixes)
 --   res:expiry          ZSET id by expires_us of live reservations (pruning and listings)
 --   res:all             ZSET id by created_us of every reservation still retained
 --   res:agent:<lower>   HASH pattern -> id of the agent's live reservations (renew in place)
@@ -42,7 +44,12 @@ end
 -- for `retention` seconds so listings and the persistence worker can still read it.
 local function res_retire(prefix, id, record_key, retention)
   local fields = redis.call("HMGET", record_key, "member", "agent", "path_pattern")
-  if fields[1] then redis.call("ZREM", pkey(prefix, "res:index"), fields[1]) end
+  if fields[1] and redis.call("ZREM", pkey(prefix, "res:index"), fields[1]) == 1 then
+    local bucket = string.sub(fields[1], 1, string.find(fields[1], RES_SEP, 1, true) - 1)
+    if redis.call("HINCRBY", pkey(prefix, "res:buckets"), bucket, -1) <= 0 then
+      redis.call("HDEL", pkey(prefix, "res:buckets"), bucket)
+    end
+  end
   redis.call("ZREM", pkey(prefix, "res:expiry"), id)
   if fields[2] then
     local map = pkey(prefix, "res:agent:" .. string.lower(fields[2]))
