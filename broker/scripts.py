@@ -34,3 +34,7 @@ class Scripts:
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self._scripts[name](keys=keys, args=args)
+
+    def sha(self, name: str) -> str:
+        """The script's SHA-1 (what EVALSHA, SLOWLOG and MONITOR show)."""
+        return self._scripts[name].sha

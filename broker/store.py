@@ -55,6 +55,11 @@ class Store:
         assert self._scripts is not None
         return await self._scripts.run(name, keys, args)
 
+    def script_sha(self, name: str) -> str:
+        self.redis  # noqa: B018 - binds client and scripts to the running loop
+        assert self._scripts is not None
+        return self._scripts.sha(name)
+
     async def next_id(self, kind: str) -> int:
         return await self.ids[kind].next_id(self.redis)
 
