@@ -62,7 +62,11 @@ async def measure(client: Client, floor: Client, store: Any, held: int, rounds: 
     for start in range(0, len(patterns), 100):
         await client.call_tool(
             "file_reservation_paths",
-            {"project_key": project, "agent_name": holders[(start // 100) % 10], "paths": patterns[start : start + 100]},
+            {
+                "project_key": project,
+                "agent_name": holders[(start // 100) % 10],
+                "paths": patterns[start : start + 100],
+            },
         )
     request = {
         "project_key": project,
@@ -93,7 +97,9 @@ async def run(rounds: int) -> None:
         store = server.store  # type: ignore[attr-defined]
         async with Client(server) as ours, Client(floor_server()) as floor:
             for _ in range(100):  # warm up both paths
-                await floor.call_tool("file_reservation_paths", {"project_key": PROJECT, "agent_name": "x", "paths": ["a"]})
+                await floor.call_tool(
+                    "file_reservation_paths", {"project_key": PROJECT, "agent_name": "x", "paths": ["a"]}
+                )
             results = [await measure(ours, floor, store, held, rounds) for held in (100, 10_000)]
         await store.close()
     print(f"Redis: {source}; {rounds} calls per tool and size, interleaved")
@@ -101,7 +107,9 @@ async def run(rounds: int) -> None:
         print(text)
         if script_us is not None:
             verdict = "ok" if script_us < 1000 else "OVER TARGET"
-            print(f"{'':<34} reserve.lua itself: median {script_us:.0f} us in Redis (SLOWLOG; target < 1000 us: {verdict})")
+            print(
+                f"{'':<34} reserve.lua itself: median {script_us:.0f} us in Redis (SLOWLOG; target < 1000 us: {verdict})"
+            )
 
 
 def main() -> None:
