@@ -241,6 +241,9 @@ async def list_reservations(store: Store, project: str, active_only: bool = True
     else:
         ids = await store.redis.zrange(keys.reservation_all(slug), 0, -1)
     records = await load_records(store, slug, ids)
+    if not active_only and len(records) < len(ids):  # records past their retention: forget the ids
+        present = {r["id"] for r in records}
+        await store.redis.zrem(keys.reservation_all(slug), *(i for i in ids if i not in present))
     records.sort(key=lambda r: (int(r["created_us"]), int(r["id"])))
     activity: dict[str, Activity] = {}
     result = []

@@ -189,6 +189,42 @@ async def test_expired_reservations_stop_counting_at_their_instant(quick: Any) -
     assert (await tools.call("renew_file_reservations", project_key=P, agent_name="BlueLake"))["renewed"] == 0
 
 
+async def test_expired_and_released_entries_leave_the_index(quick: Any) -> None:
+    """Live structures hold live reservations only; ended records are kept for a while, then go."""
+    tools, mcp = quick
+    store, keys = mcp.store, mcp.store.keys
+    slug = "tmp-concurrent-test"
+    await reserve(tools, "BlueLake", [f"old/{i}.py" for i in range(10)], ttl_seconds=1)
+    kept = (await reserve(tools, "BlueLake", ["kept.py"], ttl_seconds=600))["granted"][0]["id"]
+    await asyncio.sleep(1.05)
+    await reserve(tools, "GreenCastle", ["new.py"], ttl_seconds=600)
+    assert await store.redis.zcard(keys.reservation_index(slug)) == 2
+    assert await store.redis.zcard(keys.reservation_expiry(slug)) == 2
+    await tools.call("release_file_reservations", project_key=P, agent_name="BlueLake")
+    ttl = await store.redis.ttl(keys.reservation(slug, kept))
+    assert 0 < ttl <= store.settings.file_reservation_retention_seconds
+    await store.redis.delete(keys.reservation(slug, kept))  # as if its retention had passed
+    listed = json.loads(
+        (await tools.client.read_resource(f"resource://file_reservations/{slug}?active_only=false"))[0].text
+    )
+    assert kept not in [r["id"] for r in listed] and len(listed) == 11
+    assert await store.redis.zcard(keys.reservation_all(slug)) == 11
+
+
+async def test_force_release_keeps_a_reservation_renewed_during_the_check(quick: Any) -> None:
+    """The script releases only the reservation as it was checked (same expiry, still live)."""
+    tools, mcp = quick
+    store, keys = mcp.store, mcp.store.keys
+    slug = "tmp-concurrent-test"
+    rid = (await reserve(tools, "BlueLake", ["src/app.py"], ttl_seconds=600))["granted"][0]["id"]
+    checked = await store.redis.hget(keys.reservation(slug, rid), "expires_us")
+    await tools.call("renew_file_reservations", project_key=P, agent_name="BlueLake", extend_seconds=60)
+    script_keys = [keys.project(slug), keys.agents(slug), keys.pending(slug)]
+    args = [keys.project_prefix(slug), "GreenCastle", "", "0", rid, checked, 60]
+    assert await store.run("force_release_reservation", script_keys, args) == ["CHANGED"]
+    assert holders(await reserve(tools, "GreenCastle", ["src/app.py"])) == {"src/app.py": ["BlueLake"]}
+
+
 async def test_force_release_of_a_stale_holder_tells_it_by_mail(quick: Any) -> None:
     tools, _ = quick
     rid = (await reserve(tools, "BlueLake", ["src/app.py"], ttl_seconds=600))["granted"][0]["id"]
