@@ -338,3 +338,37 @@ async def test_bad_input_is_rejected_and_changes_nothing(
 async def test_unknown_project_in_resource(tools: Tools) -> None:
     with pytest.raises(Exception, match="not found"):
         await tools.client.read_resource("resource://file_reservations/no-such-project")
+
+
+# -- the index never hides a conflict -----------------------------------------------------------
+async def test_index_finds_every_overlap_the_matcher_knows(tools: Tools, five: list[str]) -> None:
+    """Random holdings and requests over a small tree: the conflicts the server reports (through
+    its bucket index) are exactly the holdings that overlap each request by broker.globs."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from broker import globs
+
+    literal = st.sampled_from(["a", "b", "ab", "x.py"])
+    wild = st.sampled_from(["*", "a*", "?", "[ab]", "**", "*.py"])
+    segment = st.one_of(literal, literal, wild)  # literal-heavy, so buckets nest in every way
+    pattern = st.lists(segment, min_size=1, max_size=4).map(lambda parts: globs.normalize("/".join(parts)))
+    cases: list[tuple[list[str], list[str]]] = []
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        st.lists(pattern, min_size=1, max_size=12, unique=True), st.lists(pattern, min_size=1, max_size=5, unique=True)
+    )
+    def collect(held: list[str], requested: list[str]) -> None:
+        cases.append((held, requested))
+
+    collect()
+    holder, requester = five[0], five[1]
+    for held, requested in cases:
+        await reserve(tools, holder, held)
+        result = await reserve(tools, requester, requested)
+        reported = {c["path"]: sorted(h["path_pattern"] for h in c["holders"]) for c in result["conflicts"]}
+        expected = {r: sorted(h for h in held if globs.overlaps(h, r)) for r in requested}
+        assert reported == {r: hs for r, hs in expected.items() if hs}, (held, requested)
+        for agent in (holder, requester):
+            await tools.call("release_file_reservations", project_key=P, agent_name=agent)
