@@ -26,6 +26,8 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
     outbox:<lower>               STREAM per sender: m=id c=created_us
     unread:<lower>               SET of message ids not yet read by that agent
     thread:<thread_id>           ZSET message id scored by created_us
+    hookcursor:<lower>           STRING inbox stream id of the newest entry `broker hook check-inbox`
+                                 has looked at for that agent (so a hook never shows mail twice)
     pending                      ZSET "<kind>:<id>[:<name>]" scored by ms: the transactional
                                  outbox drained by the persistence worker (DESIGN decision 4)
 
@@ -85,6 +87,9 @@ class Keys:
 
     def thread(self, slug: str, thread_id: str) -> str:
         return f"{self.project_prefix(slug)}thread:{thread_id}"
+
+    def hook_cursor(self, slug: str, name: str) -> str:
+        return f"{self.project_prefix(slug)}hookcursor:{name.lower()}"
 
     def pending(self, slug: str) -> str:
         return self.project_prefix(slug) + "pending"
