@@ -18,12 +18,10 @@ import json
 import logging
 import random
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from redis.asyncio.client import PubSub
 
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
+from broker.connection import make_client
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +40,11 @@ class Waiter:
 
 
 class Doorbell:
-    """The process's doorbell subscriber for one Redis client, started on first use."""
+    """The process's doorbell subscriber for one event loop, started on first use. It has a
+    client of its own (one connection), so it never holds a slot of the command pool."""
 
-    def __init__(self, client: Redis, channel: str) -> None:
-        self.client = client
+    def __init__(self, redis_url: str, channel: str) -> None:
+        self.redis_url = redis_url
         self.channel = channel
         self.subscriptions = 0  # times (re)subscribed, for tests and diagnostics
         self._waiters: dict[tuple[str, str], set[Waiter]] = {}
@@ -95,24 +94,28 @@ class Doorbell:
 
     # -- the subscriber task ------------------------------------------------------------------
     async def _listen(self) -> None:
+        client = make_client(self.redis_url, 1)
         backoff = 0.05
-        while True:
-            pubsub = self.client.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                await self._pump(pubsub)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any failure: drop the connection, back off, resubscribe
-                if self._live.is_set():
-                    logger.warning("doorbell subscriber lost its connection (%s); reconnecting", exc)
-                    backoff = 0.05
-                self._live.clear()
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-            await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        try:
+            while True:
+                pubsub = client.pubsub()
+                try:
+                    await pubsub.subscribe(self.channel)
+                    await self._pump(pubsub)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # any failure: drop the connection, back off, resubscribe
+                    if self._live.is_set():
+                        logger.warning("doorbell subscriber lost its connection (%s); reconnecting", exc)
+                        backoff = 0.05
+                    self._live.clear()
+                finally:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        finally:
+            await client.aclose()
 
     async def _pump(self, pubsub: PubSub) -> None:
         while True:

@@ -47,6 +47,7 @@ class Store:
             self._client = make_client(self.redis_url, self.settings.redis_max_connections)
             self._scripts = Scripts(self._client)
             self._loop = loop
+            self._doorbell = None
             for allocator in self.ids.values():
                 allocator.reset()
         return self._client
@@ -55,9 +56,9 @@ class Store:
     def doorbell(self) -> Doorbell:
         """This process's doorbell subscriber (broker/doorbell.py), bound like the client to the
         running loop; its connection opens with the first waiter, not before."""
-        client = self.redis
-        if self._doorbell is None or self._doorbell.client is not client:
-            self._doorbell = Doorbell(client, self.keys.doorbell)
+        self.redis  # noqa: B018 - notices a new loop (and drops what belonged to the old one)
+        if self._doorbell is None:
+            self._doorbell = Doorbell(self.redis_url, self.keys.doorbell)
         return self._doorbell
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
