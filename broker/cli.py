@@ -71,5 +71,14 @@ def redis_stop() -> None:
     _say(f"stopped the embedded redis-server at {where}" if url else f"no embedded redis-server runs for {data_dir}")
 
 
+def _add_realtime_commands() -> None:
+    from broker.watch import hook_app, watch
+
+    app.command()(watch)
+    app.add_typer(hook_app, name="hook")
+
+
+_add_realtime_commands()
+
 if __name__ == "__main__":
     app()
