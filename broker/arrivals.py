@@ -23,7 +23,7 @@ from broker.inputs import check_limit
 from broker.names import validate_name
 from broker.store import Store
 
-MAX_WAIT_SECONDS = 300  # one call; longer waits are a loop of calls with the returned cursor
+MAX_WAIT_SECONDS = 120  # one call (well under MCP clients' 300 s HTTP read timeout); loop for longer
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 MAX_UNREAD_SCAN = 2000  # inbox entries examined for unread mail, newest first
 SCAN_PAGE = 200

@@ -136,8 +136,8 @@ async def client_count(store: Store) -> int:
 async def test_bad_input_is_rejected_with_a_remedy(tools: Tools, trio: dict[str, Any]) -> None:
     base = {"project_key": PROJECT, "agent_name": "GreenCastle"}
     cases = {
-        "INVALID_ARGUMENT: timeout_seconds must be between 0 and 300": {"timeout_seconds": -1},
-        "INVALID_ARGUMENT: timeout_seconds must be between 0 and 300, got 301": {"timeout_seconds": 301},
+        "INVALID_ARGUMENT: timeout_seconds must be between 0 and 120": {"timeout_seconds": -1},
+        "INVALID_ARGUMENT: timeout_seconds must be between 0 and 120, got 121": {"timeout_seconds": 121},
         "INVALID_ARGUMENT: after_id 'yesterday' is not a cursor": {"after_id": "yesterday"},
         "INVALID_ARGUMENT: after_id -3 is negative": {"after_id": -3},
         "INVALID_LIMIT: limit must be between 1 and 1000": {"limit": 0},

@@ -27,7 +27,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         Without after_id: at once with the agent's unread mail if it has any, else at the next
         arrival. With after_id (the cursor a previous call returned, or a message id): as soon as
         anything newer than it is in the inbox. Pass the returned cursor as after_id next time so
-        nothing is missed or repeated. Waits at most timeout_seconds (0-300); read-only."""
+        nothing is missed or repeated. Waits at most timeout_seconds (0-120); read-only."""
         return await arrivals.wait_for_mail(
             store, project_key, agent_name, timeout_seconds, after_id, include_bodies, limit, registration_token
         )
