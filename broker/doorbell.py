@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from redis.asyncio.client import PubSub
 
@@ -48,6 +48,8 @@ class Doorbell:
         self.channel = channel
         self.subscriptions = 0  # times (re)subscribed, for tests and diagnostics
         self._waiters: dict[tuple[str, str], set[Waiter]] = {}
+        # Called with (project slug, lower agent name) on every doorbell (MCP push, broker/push.py).
+        self.observers: list[Callable[[str, str], None]] = []
         self._live = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -71,11 +73,14 @@ class Doorbell:
                 if not group:
                     del self._waiters[key]
 
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._listen(), name=f"doorbell:{self.channel}")
+
     async def ready(self, timeout: float) -> bool:
         """Start the subscriber if needed and wait until it is subscribed. A reader registers
         its waiter, then awaits this, then reads the stream: any event after that read rings it."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._listen(), name=f"doorbell:{self.channel}")
+        self.start()
         if self._live.is_set():
             return True
         try:
@@ -142,6 +147,11 @@ class Doorbell:
             return
         for waiter in self._waiters.get(key, ()):
             waiter.ring.set()
+        for observer in self.observers:
+            try:
+                observer(*key)
+            except Exception:  # an observer's failure must not stop the doorbell
+                logger.exception("doorbell observer failed")
 
     def ring_all(self) -> None:
         for group in self._waiters.values():

@@ -1,4 +1,5 @@
-"""Tools for realtime delivery: wait_for_mail (a long poll woken by the doorbell)."""
+"""Realtime delivery: the wait_for_mail tool (a long poll woken by the doorbell) and MCP push
+(subscriptions/listen, broker/push.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from fastmcp import FastMCP
 
 from broker import arrivals
 from broker.config import Settings
+from broker.push import enable_push
 from broker.store import Store
 
 
 def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> None:
+    enable_push(mcp, store)
+
     @mcp.tool
     async def wait_for_mail(
         project_key: str,
