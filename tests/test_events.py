@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import uvicorn
@@ -145,6 +146,11 @@ async def test_sse_auth_is_mcp_auth(backend: str, tmp_path: Path) -> None:
         assert unknown.status_code == 404 and "Did you mean: 'GreenCastle'" in unknown.json()["detail"]
         bad_cursor = await http.get(f"{url}?after_id=soon", headers={**bearer, "X-Registration-Token": token})
         assert (bad_cursor.status_code, bad_cursor.json()["error"]) == (400, "INVALID_ARGUMENT")
+
+        # The project as its absolute path (URL-encoded) works as well as its slug.
+        by_path = f"{base}/events/{quote(PROJECT, safe='')}/GreenCastle"
+        async with http.stream("GET", by_path, headers={**bearer, "X-Registration-Token": token}) as response:
+            assert response.status_code == 200
 
         # The token in the header, or in the query string for EventSource clients.
         for target, headers in ((url, {**bearer, "X-Registration-Token": token}),
