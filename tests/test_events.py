@@ -1,6 +1,6 @@
 """The HTTP face of realtime delivery, served by uvicorn in the test's loop: the SSE stream
-(replay after Last-Event-ID, then live; bearer and agent-token auth) and wait_for_mail over
-streamable HTTP."""
+(replay after Last-Event-ID, then live; bearer and agent-token auth), wait_for_mail over
+streamable HTTP, and MCP push over HTTP."""
 
 from __future__ import annotations
 
@@ -14,10 +14,15 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 import uvicorn
 from fastmcp import Client
+from fastmcp.client.messages import MessageHandler
 from fastmcp.client.transports import StreamableHttpTransport
 from helpers import PROJECT, Tools, drop_prefix, make_settings
+from mcp.client.subscriptions import listen
+from mcp.shared.subscriptions import ResourceUpdated
+from mcp_types import ResourceUpdatedNotification
 from realtime_helpers import until
 from shapes import payload
 
@@ -179,3 +184,30 @@ async def test_wait_for_mail_over_streamable_http(backend: str, tmp_path: Path) 
             result = (await asyncio.wait_for(call, 10)).data
         assert [m["id"] for m in result["messages"]] == [sent["id"]]
         assert result["timed_out"] is False
+
+
+@pytest.mark.filterwarnings("ignore:resources/")  # the client SDK warns that resources/subscribe is handshake-era
+async def test_push_over_streamable_http(backend: str, tmp_path: Path) -> None:
+    """Both ways to subscribe to an inbox URI work over HTTP: a 2026-07-28 listen stream, and
+    resources/subscribe on a handshake-era session (notified on its standalone GET stream)."""
+    settings = make_settings(backend, tmp_path)
+    legacy_updates: asyncio.Queue[str] = asyncio.Queue()
+
+    class Updates(MessageHandler):
+        async def on_resource_updated(self, message: ResourceUpdatedNotification) -> None:
+            legacy_updates.put_nowait(str(message.params.uri))
+
+    async with http_broker(settings) as (base, _store), local_tools(settings) as tools:
+        await tools.project()
+        for name in ("BlueLake", "GreenCastle"):
+            await tools.agent(name)
+        uri = f"resource://inbox/greencastle?project={SLUG}"
+        async with (
+            Client(StreamableHttpTransport(f"{base}/mcp/")) as modern,
+            Client(StreamableHttpTransport(f"{base}/mcp/"), mode="legacy", message_handler=Updates()) as legacy,
+        ):
+            await legacy.session.subscribe_resource(uri)
+            async with listen(modern.session, resource_subscriptions=[uri]) as subscription:
+                await tools.send("BlueLake", ["GreenCastle"], subject="pushed over http")
+                assert await asyncio.wait_for(anext(subscription), 5) == ResourceUpdated(uri=uri)
+                assert await asyncio.wait_for(legacy_updates.get(), 5) == uri

@@ -1,5 +1,6 @@
-"""MCP push: a subscriptions/listen stream (MCP 2026-07-28) naming an agent's inbox URI gets
-notifications/resources/updated on each arrival for that agent, and only for it."""
+"""MCP push: a subscriptions/listen stream (MCP 2026-07-28) or a resources/subscribe session
+(handshake era) naming an agent's inbox URI gets notifications/resources/updated on each
+arrival for that agent, and only for it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Any
 
 import pytest
 from fastmcp import Client, FastMCP
+from fastmcp.client.messages import MessageHandler
 from helpers import Tools, drop_prefix, make_settings
 from mcp.client.subscriptions import listen
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
+from mcp_types import ResourceUpdatedNotification
 from shapes import payload
 
 from broker.server import build_server
@@ -46,3 +49,28 @@ async def test_no_push_when_agent_tokens_are_required(backend: str, tmp_path: Pa
                     pass
     finally:
         await drop_prefix(server.store)  # type: ignore[attr-defined]
+
+
+@pytest.mark.filterwarnings("ignore:resources/")  # the client SDK warns that it is handshake-era only
+async def test_handshake_era_session_subscribed_with_resources_subscribe(server: FastMCP, trio: dict[str, Any]) -> None:
+    green = f"resource://inbox/greencastle?project={SLUG}"
+    updates: asyncio.Queue[str] = asyncio.Queue()
+
+    class Updates(MessageHandler):
+        async def on_resource_updated(self, message: ResourceUpdatedNotification) -> None:
+            updates.put_nowait(str(message.params.uri))
+
+    async with Client(server, mode="legacy", message_handler=Updates()) as client:
+        tools = Tools(client)
+        await client.session.subscribe_resource(green)
+        await tools.send("BlueLake", ["alpha-one"], bcc=["BlueLake"])  # not for Green: no notification
+        await tools.send("BlueLake", ["GreenCastle"], subject="pushed")
+        assert await asyncio.wait_for(updates.get(), 5) == green
+        assert updates.empty()
+        await client.session.unsubscribe_resource(green)
+        alpha = f"resource://inbox/alpha-one?project={SLUG}"
+        await client.session.subscribe_resource(alpha)
+        await tools.send("BlueLake", ["GreenCastle"], subject="after unsubscribe")
+        await tools.send("BlueLake", ["alpha-one"], subject="for alpha")
+        # Doorbells are handled in order: had Green's still notified, it would come first.
+        assert await asyncio.wait_for(updates.get(), 5) == alpha
