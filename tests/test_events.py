@@ -182,6 +182,12 @@ async def test_wait_for_mail_over_streamable_http(backend: str, tmp_path: Path) 
             assert not call.done()
             sent = payload(await tools.send("BlueLake", ["GreenCastle"], subject="over http"))
             result = (await asyncio.wait_for(call, 10)).data
+            # A call the client gives up on (MCP cancellation) stops waiting in the server too.
+            abandoned = asyncio.create_task(remote.call_tool("wait_for_mail", {**args, "after_id": result["cursor"]}))
+            await until(lambda: store.doorbell.waiter_count == 1 or abandoned.done())
+            abandoned.cancel()
+            await asyncio.gather(abandoned, return_exceptions=True)
+            await until(lambda: store.doorbell.waiter_count == 0)
         assert [m["id"] for m in result["messages"]] == [sent["id"]]
         assert result["timed_out"] is False
 
