@@ -35,3 +35,4 @@ test: install redis-server lint
 bench: install redis-server
 	$(BIN)/python -m benchmarks.messaging
 	$(BIN)/python -m benchmarks.reservations
+	$(BIN)/python -m benchmarks.realtime

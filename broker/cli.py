@@ -120,5 +120,14 @@ def guard_check(
     raise typer.Exit(guard.check(project, Path(repo), dict(os.environ)))
 
 
+def _add_realtime_commands() -> None:
+    from broker.watch import hook_app, watch
+
+    app.command()(watch)
+    app.add_typer(hook_app, name="hook")
+
+
+_add_realtime_commands()
+
 if __name__ == "__main__":
     app()

@@ -15,7 +15,9 @@ def make_client(url: str, max_connections: int = 32) -> Redis:
 
         name = url[len("memory://") :] or "default"
         server = _fake_servers.setdefault(name, fakeredis.FakeServer())
-        return fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
+        # Its pool fails instead of blocking when full, and its connections are in-process
+        # objects, not sockets: a large pool lets a burst (a thousand woken waiters) through.
+        return fakeredis.FakeAsyncRedis(server=server, decode_responses=True, max_connections=100_000)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(f"REDIS_URL '{url}' is not supported: use redis://, rediss://, unix:// or memory://")
     # A bounded pool: hundreds of concurrent calls share a few dozen connections instead of

@@ -16,6 +16,7 @@ with ``broker.globs`` (the twin of the Lua matcher). Environment at commit time:
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import subprocess
 import sys
@@ -218,7 +219,19 @@ def check(project_key: str, repo: Path, env: dict[str, str]) -> int:
     return 1
 
 
-if __name__ == "__main__":  # the hook runs ``python -m broker.guard check --project KEY``
-    from broker.cli import app
+def main(argv: list[str] | None = None) -> int:
+    """``python -m broker.guard check --project KEY [--repo PATH]``: what the hook runs. Parsed
+    here rather than by the ``broker`` CLI, whose imports would cost every commit a second."""
+    import argparse
 
-    app(args=["guard", *sys.argv[1:]], prog_name="broker")
+    parser = argparse.ArgumentParser(prog="python -m broker.guard")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check_parser = commands.add_parser("check", help="exit 1 if staged paths are reserved by another agent")
+    check_parser.add_argument("--project", required=True, help="project key the reservations belong to")
+    check_parser.add_argument("--repo", default=".", help="git working tree whose staged paths to check")
+    args = parser.parse_args(argv)
+    return check(args.project, Path(args.repo), dict(os.environ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

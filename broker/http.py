@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.config import Settings
+from broker.events import add_event_routes
 from broker.server import build_server
 
 HEALTH_PREFIX = "/health/"
@@ -71,6 +72,7 @@ def build_http_app(settings: Settings, host: str) -> tuple[Any, FastMCP]:
     """The ASGI app for ``broker serve`` and the server behind it."""
     mcp = build_server(settings, agent_auth=settings.effective_agent_auth(host))
     add_health_routes(mcp)
+    add_event_routes(mcp)
     middleware = [Middleware(SlashAlias, path=settings.http_path)]
     if settings.http_bearer_token:
         middleware.append(Middleware(BearerToken, token=settings.http_bearer_token))

@@ -29,6 +29,8 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
     res:<id>, res:index, res:buckets, res:expiry, res:all, res:agent:<lower>
                                  file reservations; documented in broker/scripts/lib/reservations.lua
     mailact                      HASH lower(name) -> ms of the agent's last read or ack (staleness)
+    hookcursor:<lower>           STRING inbox stream id of the newest entry `broker hook check-inbox`
+                                 has looked at for that agent (so a hook never shows mail twice)
     pending                      ZSET "<kind>:<id>[:<name>]" scored by ms: the transactional
                                  outbox drained by the persistence worker (DESIGN decision 4)
 
@@ -105,6 +107,9 @@ class Keys:
 
     def thread(self, slug: str, thread_id: str) -> str:
         return f"{self.project_prefix(slug)}thread:{thread_id}"
+
+    def hook_cursor(self, slug: str, name: str) -> str:
+        return f"{self.project_prefix(slug)}hookcursor:{name.lower()}"
 
     def pending(self, slug: str) -> str:
         return self.project_prefix(slug) + "pending"

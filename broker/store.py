@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from broker.auth import SessionBindings
 from broker.config import Settings
 from broker.connection import make_client
+from broker.doorbell import Doorbell
 from broker.errors import BrokerError
 from broker.ids import IdAllocator
 from broker.keys import Keys
@@ -38,6 +39,7 @@ class Store:
         self._client: Redis | None = None
         self._scripts: Scripts | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._doorbell: Doorbell | None = None
 
     @property
     def redis(self) -> Redis:
@@ -46,9 +48,19 @@ class Store:
             self._client = make_client(self.redis_url, self.settings.redis_max_connections)
             self._scripts = Scripts(self._client)
             self._loop = loop
+            self._doorbell = None
             for allocator in self.ids.values():
                 allocator.reset()
         return self._client
+
+    @property
+    def doorbell(self) -> Doorbell:
+        """This process's doorbell subscriber (broker/doorbell.py), bound like the client to the
+        running loop; its connection opens with the first waiter, not before."""
+        self.redis  # noqa: B018 - notices a new loop (and drops what belonged to the old one)
+        if self._doorbell is None:
+            self._doorbell = Doorbell(self.redis_url, self.keys.doorbell)
+        return self._doorbell
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         self.redis  # noqa: B018 - binds client and scripts to the running loop
@@ -64,6 +76,9 @@ class Store:
         return await self.ids[kind].next_id(self.redis)
 
     async def close(self) -> None:
+        if self._doorbell is not None:
+            await self._doorbell.close()
+            self._doorbell = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -1,0 +1,65 @@
+"""Server-sent events: ``GET /events/{project}/{agent}`` streams an agent's arrivals live.
+
+Each event is ``event: message``, ``id: <inbox cursor>``, ``data: <inbox item JSON>``. A client
+that reconnects with ``Last-Event-ID`` (browsers' EventSource does so by itself) first gets
+everything after that cursor, then live arrivals; without it the stream starts at the newest
+entry, or after ``?after_id=`` (a cursor or message id, as wait_for_mail takes).
+
+Auth is MCP's: the HTTP bearer token when HTTP_BEARER_TOKEN is set (the app's middleware), and
+the agent's registration token when AGENT_AUTH requires it, in the ``X-Registration-Token``
+header or the ``registration_token`` query parameter (EventSource cannot set headers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastmcp import FastMCP
+from redis.exceptions import RedisError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from broker import arrivals
+from broker.errors import BrokerError
+from broker.server import unexpected_error
+from broker.store import Store
+
+EVENTS_ROUTE = "/events/{project:path}/{agent}"
+TOKEN_HEADER = "x-registration-token"
+TOKEN_PARAM = "registration_token"
+PING_SECONDS = 15  # a comment line now and then keeps proxies from closing an idle stream
+STATUS = {"AUTHENTICATION_REQUIRED": 401, "AUTHENTICATION_FAILED": 401, "NOT_FOUND": 404, "CONNECTION_ERROR": 503}
+TRUE = {"1", "true", "yes", "on"}
+
+
+def add_event_routes(mcp: FastMCP) -> None:
+    store: Store = mcp.store  # type: ignore[attr-defined]
+
+    @mcp.custom_route(EVENTS_ROUTE, methods=["GET"])
+    async def agent_events(request: Request) -> Response:
+        project, agent = request.path_params["project"], request.path_params["agent"]
+        token = request.headers.get(TOKEN_HEADER) or request.query_params.get(TOKEN_PARAM)
+        resume = request.headers.get("last-event-id") or request.query_params.get("after_id")
+        include_bodies = request.query_params.get("include_bodies", "").lower() in TRUE
+        try:
+            slug, name = await arrivals.authenticate(store, project, agent, token)
+            after = arrivals.parse_after_id(resume)
+            if isinstance(after, int):
+                after = await arrivals.cursor_of_message(store, slug, name, after)
+            cursor = after if after is not None else await arrivals.tail_cursor(store, slug, name.lower())
+        except BrokerError as exc:
+            return error_response(exc)
+        except RedisError as exc:
+            return error_response(unexpected_error(exc))
+
+        async def stream() -> AsyncIterator[ServerSentEvent]:
+            async for entry_id, item in arrivals.follow(store, slug, name.lower(), cursor, include_bodies):
+                yield ServerSentEvent(arrivals.item_json(item), event="message", id=entry_id)
+
+        return EventSourceResponse(stream(), ping=PING_SECONDS)
+
+
+def error_response(exc: BrokerError) -> JSONResponse:
+    status = STATUS.get(exc.code, 500 if exc.code in ("INTERNAL_ERROR", "UNHANDLED_EXCEPTION") else 400)
+    return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=status)

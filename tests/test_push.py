@@ -1,0 +1,76 @@
+"""MCP push: a subscriptions/listen stream (MCP 2026-07-28) or a resources/subscribe session
+(handshake era) naming an agent's inbox URI gets notifications/resources/updated on each
+arrival for that agent, and only for it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastmcp import Client, FastMCP
+from fastmcp.client.messages import MessageHandler
+from helpers import Tools, drop_prefix, make_settings
+from mcp.client.subscriptions import listen
+from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ResourceUpdated
+from mcp_types import ResourceUpdatedNotification
+from shapes import payload
+
+from broker.server import build_server
+
+SLUG = "tmp-concurrent-test"
+
+
+async def test_listen_stream_hears_arrivals_for_its_inbox_uri(tools: Tools, trio: dict[str, Any]) -> None:
+    green = f"resource://inbox/greencastle?project={SLUG}"
+    async with listen(tools.client.session, resource_subscriptions=[green]) as subscription:
+        assert subscription.honored.resource_subscriptions == [green]
+        # Mail for another agent (and bcc copies) does not reach this stream; mail for Green does.
+        await tools.send("BlueLake", ["alpha-one"], bcc=["BlueLake"])
+        sent = payload(await tools.send("BlueLake", ["GreenCastle"], subject="pushed"))
+        event = await asyncio.wait_for(anext(subscription), 5)
+        assert event == ResourceUpdated(uri=green)
+        # The notification says mail arrived; the message itself is read as usual.
+        inbox = await tools.inbox("GreenCastle")
+        assert inbox[0]["id"] == sent["id"]
+        await tools.send("BlueLake", ["GreenCastle"], subject="again")
+        assert await asyncio.wait_for(anext(subscription), 5) == ResourceUpdated(uri=green)
+
+
+async def test_no_push_when_agent_tokens_are_required(backend: str, tmp_path: Path) -> None:
+    """A listen request carries no agent token, so under AGENT_AUTH=required it is not served."""
+    server: FastMCP = build_server(make_settings(backend, tmp_path, AGENT_AUTH="required"))
+    try:
+        async with Client(server) as client:
+            with pytest.raises(MCPError, match=r"(?i)method not found"):
+                async with listen(client.session, resource_subscriptions=["resource://inbox/x?project=y"]):
+                    pass
+    finally:
+        await drop_prefix(server.store)  # type: ignore[attr-defined]
+
+
+@pytest.mark.filterwarnings("ignore:resources/")  # the client SDK warns that it is handshake-era only
+async def test_handshake_era_session_subscribed_with_resources_subscribe(server: FastMCP, trio: dict[str, Any]) -> None:
+    green = f"resource://inbox/greencastle?project={SLUG}"
+    updates: asyncio.Queue[str] = asyncio.Queue()
+
+    class Updates(MessageHandler):
+        async def on_resource_updated(self, message: ResourceUpdatedNotification) -> None:
+            updates.put_nowait(str(message.params.uri))
+
+    async with Client(server, mode="legacy", message_handler=Updates()) as client:
+        tools = Tools(client)
+        await client.session.subscribe_resource(green)
+        await tools.send("BlueLake", ["alpha-one"], bcc=["BlueLake"])  # not for Green: no notification
+        await tools.send("BlueLake", ["GreenCastle"], subject="pushed")
+        assert await asyncio.wait_for(updates.get(), 5) == green
+        assert updates.empty()
+        await client.session.unsubscribe_resource(green)
+        alpha = f"resource://inbox/alpha-one?project={SLUG}"
+        await client.session.subscribe_resource(alpha)
+        await tools.send("BlueLake", ["GreenCastle"], subject="after unsubscribe")
+        await tools.send("BlueLake", ["alpha-one"], subject="for alpha")
+        # Doorbells are handled in order: had Green's still notified, it would come first.
+        assert await asyncio.wait_for(updates.get(), 5) == alpha

@@ -1,0 +1,103 @@
+"""The doorbell subscriber losing its connection on a real Redis (``CLIENT KILL TYPE pubsub`` on a
+redis-server of the test's own): waiters and followers catch up from the inbox stream by cursor,
+with nothing lost and nothing repeated."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from fastmcp import Client, FastMCP
+from helpers import PROJECT, Tools, make_settings
+from realtime_helpers import store_of, until, waiting
+from shapes import payload
+
+from broker import arrivals
+from broker.embedded import start_redis_server
+from broker.identity import project_slug
+from broker.server import build_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def own_server(tmp_path: Path) -> AsyncIterator[FastMCP]:
+    """A broker on a redis-server no other test uses, so killing its pub/sub clients is ours alone."""
+    proc, url = start_redis_server(tmp_path / "redis", appendonly=False)
+    server = build_server(make_settings(url, tmp_path))
+    try:
+        yield server
+    finally:
+        await store_of(server).close()
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+async def own_tools(own_server: FastMCP) -> AsyncIterator[Tools]:
+    async with Client(own_server) as client:
+        tools = Tools(client)
+        await tools.project()
+        for name in ("BlueLake", "GreenCastle"):
+            await tools.agent(name)
+        yield tools
+
+
+async def drop_subscriber(server: FastMCP) -> None:
+    store = store_of(server)
+    assert await store.redis.client_kill_filter(_type="pubsub") == 1
+    # Nobody hears the doorbell until the subscriber is back.
+    assert (await store.redis.pubsub_numsub(store.keys.doorbell))[0][1] == 0
+
+
+async def test_waiter_catches_up_after_the_subscriber_is_dropped(own_server: FastMCP, own_tools: Tools) -> None:
+    """The doorbell of a send made while the subscriber is down is lost; the waiter still gets
+    the message, from the stream, once the subscriber is back."""
+    store = store_of(own_server)
+    doorbell = store.doorbell
+    task = await waiting(own_server, own_tools, agent_name="GreenCastle", timeout_seconds=30)
+    await until(lambda: doorbell.subscriptions == 1)
+    # Refuse new connections, so the subscriber cannot come back until we allow it (with idle
+    # pooled connections opened first for the send).
+    await asyncio.gather(*(store.redis.ping() for _ in range(8)))
+    connected = len(await store.redis.client_list())
+    await store.redis.config_set("maxclients", connected - 1)
+    try:
+        await drop_subscriber(own_server)
+        sent = payload(await own_tools.send("BlueLake", ["GreenCastle"], subject="while dropped"))
+        await asyncio.sleep(0.3)  # the subscriber keeps retrying meanwhile
+        assert not task.done()  # nothing rang: the doorbell went out to nobody
+    finally:
+        await store.redis.config_set("maxclients", 10000)
+    result = await asyncio.wait_for(task, 10)
+    assert [m["id"] for m in result["messages"]] == [sent["id"]]
+    assert result["timed_out"] is False
+    assert doorbell.subscriptions == 2  # it reconnected with back-off and the waiter re-read the stream
+
+
+async def test_follow_loses_and_repeats_nothing_across_reconnects(own_server: FastMCP, own_tools: Tools) -> None:
+    store = store_of(own_server)
+    received: list[int] = []
+    all_arrived = asyncio.Event()
+
+    async def consume() -> None:
+        async for _cursor, item in arrivals.follow(store, project_slug(PROJECT), "greencastle", "0-0", False):
+            received.append(item["id"])
+            if len(received) == 40:
+                all_arrived.set()
+
+    consumer = asyncio.create_task(consume())
+    await until(lambda: store.doorbell.waiter_count == 1 and store.doorbell.subscriptions == 1)
+    sent: list[int] = []
+    for round_ in range(4):
+        for _ in range(10):
+            sent.append(payload(await own_tools.send("BlueLake", ["GreenCastle"]))["id"])
+        await drop_subscriber(own_server)
+        await until(lambda round_=round_: store.doorbell.subscriptions == round_ + 2, timeout=10)
+    await asyncio.wait_for(all_arrived.wait(), 10)
+    consumer.cancel()
+    await asyncio.gather(consumer, return_exceptions=True)
+    assert received == sent
+    assert store.doorbell.waiter_count == 0
