@@ -28,6 +28,10 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
     thread:<thread_id>           ZSET message id scored by created_us
     pending                      ZSET "<kind>:<id>[:<name>]" scored by ms: the transactional
                                  outbox drained by the persistence worker (DESIGN decision 4)
+    pending:flag                 STRING "a drain job is scheduled" (SET NX with a short TTL by the
+                                 scripts that add to pending; deleted by the job when it starts)
+    pending:inflight             ZSET members a drain job claimed, scored by claim time in ms;
+                                 removed once in Git and SQLite, re-queued by the reconciler if aged
 
 Agent names are case-insensitive, so per-agent keys use the lower-cased name.
 The Lua side builds the ``msg:``, ``inbox:``... keys from the project prefix with the same
@@ -54,6 +58,11 @@ class Keys:
     @property
     def doorbell(self) -> str:
         return f"{self.prefix}:doorbell"
+
+    @property
+    def persist_queue(self) -> str:
+        """Name of the rq queue of drain jobs (rq builds its own keys from it)."""
+        return f"{self.prefix}-persist"
 
     # -- per project --------------------------------------------------------------------
     def project_prefix(self, slug: str) -> str:
@@ -88,3 +97,10 @@ class Keys:
 
     def pending(self, slug: str) -> str:
         return self.project_prefix(slug) + "pending"
+
+    def pending_flag(self, slug: str) -> str:
+        # Lua derives it as KEYS[pending] .. ":flag" (mark_pending() in lib/common.lua)
+        return self.pending(slug) + ":flag"
+
+    def inflight(self, slug: str) -> str:
+        return self.pending(slug) + ":inflight"

@@ -20,6 +20,7 @@ from broker.errors import BrokerError
 from broker.ids import IdAllocator
 from broker.keys import Keys
 from broker.names import mistake_hint
+from broker.persist_queue import PersistQueue
 from broker.scripts import Scripts
 
 
@@ -34,6 +35,7 @@ class Store:
             "agent": IdAllocator(self.keys.ids("agent"), 16),
             "project": IdAllocator(self.keys.ids("project"), 4),
         }
+        self.persist_queue = PersistQueue(redis_url, self.keys)
         self._client: Redis | None = None
         self._scripts: Scripts | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -53,6 +55,13 @@ class Store:
         self.redis  # noqa: B018 - binds client and scripts to the running loop
         assert self._scripts is not None
         return await self._scripts.run(name, keys, args)
+
+    def schedule_persist(self, slug: str, needed: int) -> None:
+        """Enqueue a drain job when the write script claimed the project's "job scheduled" flag
+        (``needed`` is its 1/0 reply), without waiting: the send does not pay for the enqueue,
+        and a lost enqueue is caught by the reconciler."""
+        if needed == 1:
+            self.persist_queue.enqueue_soon(slug)
 
     async def next_id(self, kind: str) -> int:
         return await self.ids[kind].next_id(self.redis)
