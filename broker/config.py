@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, alias="MAX_BODY_BYTES")
     max_recipients: int = Field(100, alias="MAX_RECIPIENTS")
     session_binding_ttl_seconds: int = Field(86400, alias="SESSION_BINDING_TTL_SECONDS")
+    # Durability: the Git archive and the persistence worker (README "Durability").
+    archive_root: Path | None = Field(None, alias="ARCHIVE_ROOT")
+    persist_batch_size: int = Field(2000, alias="PERSIST_BATCH_SIZE", ge=1, le=20000)
+    # The reconciler re-queues projects whose pending entries are older than this.
+    persist_reconcile_age_seconds: float = Field(10.0, alias="PERSIST_RECONCILE_AGE_SECONDS", gt=0)
+    persist_reconcile_interval_seconds: float = Field(5.0, alias="PERSIST_RECONCILE_INTERVAL_SECONDS", gt=0)
 
     @field_validator("storage_root", mode="after")
     @classmethod
@@ -70,6 +76,11 @@ class Settings(BaseSettings):
     def index_path(self) -> Path:
         """SQLite index location: DATABASE_PATH, else <STORAGE_ROOT>/index.sqlite3."""
         return (self.database_path or self.storage_root / "index.sqlite3").expanduser()
+
+    @property
+    def archive_path(self) -> Path:
+        """Git archive location: ARCHIVE_ROOT, else <STORAGE_ROOT>/archive."""
+        return (self.archive_root or self.storage_root / "archive").expanduser()
 
     def effective_agent_auth(self, http_host: str | None = None) -> str:
         """`required` is forced when HTTP listens beyond loopback (DESIGN decision 7)."""
