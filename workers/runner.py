@@ -72,10 +72,11 @@ class PersistenceWorker:
             except Exception as exc:  # keep the safety net running through Redis hiccups
                 log.warning("reconciler pass failed: %s", exc)
 
-    def run(self, *, on_thread: bool = False, burst: bool = False) -> None:
+    def run(self, *, burst: bool = False) -> None:
         """Reconcile, then work the queue until stopped (or, with ``burst``, until it is empty)."""
         self.reconcile(startup=True)
-        worker_class: Any = ThreadWorker if on_thread else SimpleWorker
+        on_main = threading.current_thread() is threading.main_thread()
+        worker_class: Any = SimpleWorker if on_main else ThreadWorker
         self._worker = worker_class([self.queue.queue], connection=self.rq_connection, serializer=JSONSerializer)
         if not burst:
             threading.Thread(target=self._reconcile_forever, name="persist-reconciler", daemon=True).start()
@@ -83,7 +84,7 @@ class PersistenceWorker:
 
     def start_thread(self) -> threading.Thread:
         """Run the worker on a daemon thread of this process (the embedded default)."""
-        thread = threading.Thread(target=self.run, kwargs={"on_thread": True}, name="persist-worker", daemon=True)
+        thread = threading.Thread(target=self.run, name="persist-worker", daemon=True)
         thread.start()
         return thread
 
