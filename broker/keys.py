@@ -89,6 +89,15 @@ class Keys:
     def outbox(self, slug: str, name: str) -> str:
         return f"{self.project_prefix(slug)}outbox:{name.lower()}"
 
+    def urgent(self, slug: str, name: str) -> str:
+        return f"{self.project_prefix(slug)}urgent:{name.lower()}"
+
+    def received_topic(self, slug: str, name: str, topic: str) -> str:
+        return f"{self.project_prefix(slug)}rtopic:{name.lower()}:{topic.lower()}"
+
+    def sent_topic(self, slug: str, name: str, topic: str) -> str:
+        return f"{self.project_prefix(slug)}stopic:{name.lower()}:{topic.lower()}"
+
     def unread(self, slug: str, name: str) -> str:
         return f"{self.project_prefix(slug)}unread:{name.lower()}"
 
