@@ -25,6 +25,7 @@ import asyncio
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -39,6 +40,8 @@ from typing import Any
 import git
 
 from broker.config import Settings
+
+log = logging.getLogger(__name__)
 
 AUTHOR_NAME = "mcp-agent"
 AUTHOR_EMAIL = "mcp-agent@example.com"
@@ -163,11 +166,21 @@ class Archive:
         except git.GitCommandError:
             return None
 
+    def _heal_stale_git_locks(self) -> None:
+        """Remove lock files a killed writer left behind. Safe: every writer holds the archive
+        lock while it runs git, and we hold it now, so no git process of ours is running."""
+        git_dir = self.root / ".git"
+        for lock in (git_dir / "index.lock", git_dir / "HEAD.lock", *git_dir.glob("refs/heads/*.lock")):
+            if lock.exists():
+                log.warning("removing stale git lock %s (a writer died mid-commit)", lock)
+                lock.unlink(missing_ok=True)
+
     def _commit(self, rel_paths: Sequence[str], message: str) -> str | None:
         """Stage exactly these paths and commit them; None when nothing changed."""
         assert self.repo is not None
         if not rel_paths:
             return None
+        self._heal_stale_git_locks()
         with tempfile.NamedTemporaryFile("w", delete=False, dir=self.root / ".git", suffix=".paths") as listing:
             listing.write("\n".join(sorted(set(rel_paths))) + "\n")
         try:
