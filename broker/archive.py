@@ -1,22 +1,24 @@
 """The Git archive: one repository of Markdown and JSON files, in the reference's layout.
 
-    <ARCHIVE_ROOT>/projects/<slug>/agents/<Name>/profile.json
-    <ARCHIVE_ROOT>/projects/<slug>/agents/<Name>/{inbox,outbox}/YYYY/MM/<file>.md
-    <ARCHIVE_ROOT>/projects/<slug>/messages/YYYY/MM/<file>.md          (canonical copy)
-    <ARCHIVE_ROOT>/projects/<slug>/messages/threads/<thread_id>.md     (digest)
-    <ARCHIVE_ROOT>/projects/<slug>/file_reservations/{<sha1>,id-<id>}.json
+    projects/<slug>/agents/<Name>/profile.json
+    projects/<slug>/agents/<Name>/{inbox,outbox}/YYYY/MM/<file>.md
+    projects/<slug>/messages/YYYY/MM/<file>.md          (canonical copy)
+    projects/<slug>/messages/threads/<thread_id>.md     (digest)
+    projects/<slug>/file_reservations/{<sha1>,id-<id>}.json
 
 ``<file>`` is ``<created %Y-%m-%dT%H-%M-%SZ>__<subject slug>__<id>.md``; a message file is
 ``---json`` front matter then the body. BCC names appear only in the sender's outbox copy and
 in each BCC recipient's own copy (listing just that recipient), not in the canonical copy or
 other recipients' copies (the reference writes the full BCC list into every copy).
 
-Writes are batched: ``write_batch`` writes every file of a drained batch and makes one commit.
+The repository at ARCHIVE_ROOT is bare: commits are written with ``git fast-import`` straight
+into the object store, one commit per drained batch, so a commit costs the same however large
+the archive grows (no work tree to write file by file, no index to rewrite). Browse it with
+``git clone <ARCHIVE_ROOT>`` or ``git --git-dir <ARCHIVE_ROOT> show main:<path>``.
 Every file's content is a function of the stored record, and a digest entry is appended only
 when its canonical link is not there yet, so replaying a batch changes nothing and commits
 nothing. A lock per repository (a thread lock plus ``flock`` across processes) serialises
-writers; commits use plumbing (``write-tree``/``commit-tree``) so their cost does not grow with
-a full status scan of the work tree.
+writers.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
+import subprocess
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +45,10 @@ from broker.config import Settings
 
 log = logging.getLogger(__name__)
 
+BRANCH = "main"
+# fast-import builds each commit on this ref; it moves to the branch only if the tree changed
+STAGING_REF = "refs/broker/staging"
+DIGEST_LINK = re.compile(r"\[View canonical\]\(([^)]+)\)")
 AUTHOR_NAME = "mcp-agent"
 AUTHOR_EMAIL = "mcp-agent@example.com"
 DIGEST_BODY_CHARS = 1200
@@ -64,8 +70,16 @@ def _created(value: str | None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _quote_path(rel: str) -> bytes:
+    """A path as fast-import reads it: C-style quoted when it holds a quote, backslash or LF."""
+    if any(c in rel for c in '"\\\n') or rel.startswith('"'):
+        escaped = rel.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'.encode()
+    return rel.encode()
 
 
 @dataclass
@@ -107,10 +121,6 @@ class Archive:
         self.human_key = human_key or slug
         self.repo: git.Repo | None = None
 
-    @property
-    def project_dir(self) -> Path:
-        return self.root / "projects" / self.slug
-
     def project_rel(self, slug: str | None = None) -> str:
         return f"projects/{slug or self.slug}"
 
@@ -121,7 +131,7 @@ class Archive:
             lock = _repo_locks.setdefault(self.root.resolve(), threading.Lock())
         with lock:
             self.root.mkdir(parents=True, exist_ok=True)
-            with open(self.root / ".archive.lock", "a") as handle:
+            with open(self.root / "broker-archive.lock", "a") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 try:
                     yield
@@ -129,86 +139,114 @@ class Archive:
                     fcntl.flock(handle, fcntl.LOCK_UN)
 
     def ensure(self) -> Archive:
-        """Create the repository (with a first commit) and the project directory if missing."""
+        """Create the repository (with a first commit) if missing."""
         with self._locked():
             self._open()
-            self.project_dir.mkdir(parents=True, exist_ok=True)
         return self
 
     def _open(self) -> git.Repo:
         if self.repo is not None:
             return self.repo
-        if (self.root / ".git").exists():
+        if (self.root / "HEAD").exists():
             repo = git.Repo(self.root)
         else:
-            repo = git.Repo.init(self.root)
+            repo = git.Repo.init(self.root, bare=True, initial_branch=BRANCH)
             with repo.config_writer() as config:
                 config.set_value("commit", "gpgsign", "false")
-                config.set_value("core", "untrackedCache", "true")
-                config.set_value("index", "version", "4")
-            (self.root / ".gitattributes").write_text("*.json text\n*.md text\n")
-            (self.root / ".gitignore").write_text(".archive.lock\n")
-        repo.git.update_environment(
-            GIT_AUTHOR_NAME=AUTHOR_NAME,
-            GIT_AUTHOR_EMAIL=AUTHOR_EMAIL,
-            GIT_COMMITTER_NAME=AUTHOR_NAME,
-            GIT_COMMITTER_EMAIL=AUTHOR_EMAIL,
-        )
+                config.set_value("user", "name", AUTHOR_NAME)
+                config.set_value("user", "email", AUTHOR_EMAIL)
         self.repo = repo
         if not self._head():
-            self._commit([".gitattributes", ".gitignore"], "chore: initialize archive")
+            self._commit({".gitattributes": b"*.json text\n*.md text\n"}, "chore: initialize archive")
         return repo
 
+    def _git(self, *args: str, stdin: bytes | None = None) -> bytes:
+        done = subprocess.run(
+            ["git", "--git-dir", str(self.root), *args], input=stdin, capture_output=True, check=False
+        )
+        if done.returncode != 0:
+            raise git.GitCommandError(["git", *args], done.returncode, done.stderr)
+        return done.stdout
+
     def _head(self) -> str | None:
-        assert self.repo is not None
         try:
-            return self.repo.git.rev_parse("--verify", "-q", "HEAD")
+            return self._git("rev-parse", "--verify", "-q", f"refs/heads/{BRANCH}").decode().strip() or None
         except git.GitCommandError:
             return None
 
     def _heal_stale_git_locks(self) -> None:
-        """Remove lock files a killed writer left behind. Safe: every writer holds the archive
+        """Remove ref locks a killed writer left behind. Safe: every writer holds the archive
         lock while it runs git, and we hold it now, so no git process of ours is running."""
-        git_dir = self.root / ".git"
-        for lock in (git_dir / "index.lock", git_dir / "HEAD.lock", *git_dir.glob("refs/heads/*.lock")):
+        for lock in (self.root / "packed-refs.lock", *self.root.glob("refs/**/*.lock")):
             if lock.exists():
                 log.warning("removing stale git lock %s (a writer died mid-commit)", lock)
                 lock.unlink(missing_ok=True)
 
-    def _commit(self, rel_paths: Sequence[str], message: str) -> str | None:
-        """Stage exactly these paths and commit them; None when nothing changed."""
-        assert self.repo is not None
+    def read_files(self, rel_paths: Sequence[str]) -> dict[str, str | None]:
+        """The committed text of each path at HEAD (None when absent), in one git call."""
         if not rel_paths:
+            return {}
+        head = self._head()
+        if head is None:
+            return dict.fromkeys(rel_paths)
+        request = "".join(f"{head}:{rel}\n" for rel in rel_paths).encode()
+        out = self._git("cat-file", "--batch", stdin=request)
+        found: dict[str, str | None] = {}
+        position = 0
+        for rel in rel_paths:
+            line_end = out.index(b"\n", position)
+            header = out[position:line_end].split()
+            position = line_end + 1
+            if header[-1] == b"missing":
+                found[rel] = None
+                continue
+            size = int(header[2])
+            found[rel] = out[position : position + size].decode("utf-8")
+            position += size + 1
+        return found
+
+    def _commit(self, files: dict[str, bytes], message: str) -> str | None:
+        """Commit these files on top of HEAD with one ``git fast-import`` run: blobs go straight
+        into the object store (no work tree, no index to rewrite), identical contents are
+        stored once. Returns the new commit, or None when HEAD already had exactly these."""
+        if not files:
             return None
         self._heal_stale_git_locks()
-        with tempfile.NamedTemporaryFile("w", delete=False, dir=self.root / ".git", suffix=".paths") as listing:
-            listing.write("\n".join(sorted(set(rel_paths))) + "\n")
-        try:
-            self.repo.git.add(f"--pathspec-from-file={listing.name}")
-        finally:
-            os.unlink(listing.name)
-        tree = self.repo.git.write_tree()
         head = self._head()
-        if head and self.repo.git.rev_parse(f"{head}^{{tree}}") == tree:
-            return None
-        parents = ["-p", head] if head else []
-        commit = self.repo.git.commit_tree(tree, *parents, "-m", message)
-        self.repo.git.update_ref("HEAD", commit)
-        return commit
+        marks: dict[bytes, int] = {}
+        stream = bytearray()
+        for content in files.values():
+            if content not in marks:
+                marks[content] = len(marks) + 1
+                stream += b"blob\nmark :%d\ndata %d\n" % (marks[content], len(content)) + content + b"\n"
+        text = message.encode()
+        stream += b"commit %s\n" % STAGING_REF.encode()
+        when = int(time.time())
+        for role in (b"author", b"committer"):
+            stream += b"%s %s <%s> %d +0000\n" % (role, AUTHOR_NAME.encode(), AUTHOR_EMAIL.encode(), when)
+        stream += b"data %d\n" % len(text) + text + b"\n"
+        if head:
+            stream += b"from %s\n" % head.encode()
+        for rel, content in files.items():
+            stream += b"M 100644 :%d %s\n" % (marks[content], _quote_path(rel))
+        stream += b"\n"
+        self._git("fast-import", "--quiet", "--force", stdin=bytes(stream))
+        commit = self._git("rev-parse", STAGING_REF).decode().strip()
+        try:
+            if head and self._git("rev-parse", f"{commit}^{{tree}}") == self._git("rev-parse", f"{head}^{{tree}}"):
+                return None  # a replay: every file was already committed with this content
+            self._git("update-ref", f"refs/heads/{BRANCH}", commit, *([head] if head else []))
+            return commit
+        finally:
+            self._git("update-ref", "-d", STAGING_REF)
 
     def commits(self, max_count: int = 5) -> list[git.Commit]:
         with self._locked():
             repo = self._open()
-            return list(repo.iter_commits("HEAD", max_count=max_count))
+            return list(repo.iter_commits(BRANCH, max_count=max_count))
 
     # -- files --------------------------------------------------------------------------
-    def _write(self, rel: str, text: str, written: list[str]) -> None:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        written.append(rel)
-
-    def _message_text(self, msg: ArchiveMessage, slug: str, human_key: str, bcc: list[str]) -> str:
+    def _message_text(self, msg: ArchiveMessage, slug: str, human_key: str, bcc: list[str]) -> bytes:
         front = {
             "id": msg.id,
             "thread_id": msg.thread_id,
@@ -224,41 +262,23 @@ class Archive:
             "created": msg.created,
             "attachments": msg.attachments,
         }
-        return "---json\n" + json.dumps(front, indent=2, sort_keys=True) + "\n---\n\n" + msg.body_md.strip() + "\n"
+        text = "---json\n" + json.dumps(front, indent=2, sort_keys=True) + "\n---\n\n" + msg.body_md.strip() + "\n"
+        return text.encode("utf-8")
 
-    def _write_message(
-        self, msg: ArchiveMessage, slug: str, human_key: str, written: list[str], digests: dict[str, str]
-    ) -> None:
+    def _add_message(self, msg: ArchiveMessage, slug: str, human_key: str, files: dict[str, bytes]) -> str:
+        """Add the message's copies to ``files``; returns the canonical path."""
         base = self.project_rel(slug)
         canonical = f"{base}/messages/{msg.month_dir}/{msg.filename}"
-        self._write(canonical, self._message_text(msg, slug, human_key, []), written)
-        self._write(
-            f"{base}/agents/{msg.sender}/outbox/{msg.month_dir}/{msg.filename}",
-            self._message_text(msg, slug, human_key, msg.bcc),
-            written,
+        # Only the sender's and each BCC recipient's copies name BCC recipients.
+        public = self._message_text(msg, slug, human_key, [])
+        files[canonical] = public
+        files[f"{base}/agents/{msg.sender}/outbox/{msg.month_dir}/{msg.filename}"] = (
+            self._message_text(msg, slug, human_key, msg.bcc) if msg.bcc else public
         )
         for name in dict.fromkeys(msg.to + msg.cc + msg.bcc):
-            bcc = [name] if name in msg.bcc else []
-            self._write(
-                f"{base}/agents/{name}/inbox/{msg.month_dir}/{msg.filename}",
-                self._message_text(msg, slug, human_key, bcc),
-                written,
-            )
-        if msg.thread_id:
-            self._append_digest(f"{base}/messages/threads/{msg.thread_id}.md", msg, canonical, digests)
-
-    def _append_digest(self, rel: str, msg: ArchiveMessage, canonical: str, digests: dict[str, str]) -> None:
-        if rel not in digests:
-            path = self.root / rel
-            digests[rel] = path.read_text(encoding="utf-8") if path.exists() else f"# Thread {msg.thread_id}\n\n"
-        link = f"[View canonical]({canonical})"
-        if link in digests[rel]:
-            return  # already there: a replayed batch must not append twice
-        body = msg.body_md.strip()
-        if len(body) > DIGEST_BODY_CHARS:
-            body = body[:DIGEST_BODY_CHARS] + "\n..."
-        arrow = ", ".join(msg.to + msg.cc)
-        digests[rel] += f"### {msg.subject}\n\n## {msg.created} — {msg.sender} → {arrow}\n\n{link}\n\n{body}\n\n---\n\n"
+            copy = self._message_text(msg, slug, human_key, [name]) if name in msg.bcc else public
+            files[f"{base}/agents/{name}/inbox/{msg.month_dir}/{msg.filename}"] = copy
+        return canonical
 
     def write_batch(
         self,
@@ -268,25 +288,49 @@ class Archive:
         reservations: Sequence[tuple[str, dict[str, Any]]] = (),
         summary: str | None = None,
     ) -> str | None:
-        """Write a batch and make one commit. ``profiles``: (slug, agent dict); ``messages``:
+        """Write a batch as one commit. ``profiles``: (slug, agent dict); ``messages``:
         (slug, human_key, message); ``reservations``: (slug, reservation record). Returns the
         commit's sha, or None when the archive already held all of it."""
         with self._locked():
             self._open()
-            written: list[str] = []
-            digests: dict[str, str] = {}
+            files: dict[str, bytes] = {}
             for slug, agent in profiles:
-                self._write(f"{self.project_rel(slug)}/agents/{agent['name']}/profile.json", _json_text(agent), written)
+                files[f"{self.project_rel(slug)}/agents/{agent['name']}/profile.json"] = _json_bytes(agent)
+            threaded: list[tuple[str, ArchiveMessage, str]] = []
             for slug, human_key, msg in messages:
-                self._write_message(msg, slug, human_key, written, digests)
+                canonical = self._add_message(msg, slug, human_key, files)
+                if msg.thread_id:
+                    threaded.append((f"{self.project_rel(slug)}/messages/threads/{msg.thread_id}.md", msg, canonical))
             for slug, record in reservations:
                 base = f"{self.project_rel(slug)}/file_reservations"
                 pattern_sha = hashlib.sha1(record["path_pattern"].encode()).hexdigest()
-                self._write(f"{base}/{pattern_sha}.json", _json_text(record), written)
-                self._write(f"{base}/id-{record['id']}.json", _json_text(record), written)
-            for rel, text in digests.items():
-                self._write(rel, text, written)
-            return self._commit(written, summary or _batch_summary(profiles, messages, reservations))
+                files[f"{base}/{pattern_sha}.json"] = _json_bytes(record)
+                files[f"{base}/id-{record['id']}.json"] = _json_bytes(record)
+            files.update(self._digests(threaded))
+            return self._commit(files, summary or _batch_summary(profiles, messages, reservations))
+
+    def _digests(self, threaded: list[tuple[str, ArchiveMessage, str]]) -> dict[str, bytes]:
+        """Thread digests with this batch's messages appended, each once: a message whose
+        canonical link is already in the committed digest is not appended again."""
+        current = self.read_files(list(dict.fromkeys(rel for rel, _, _ in threaded)))
+        texts: dict[str, str] = {}
+        links: dict[str, set[str]] = {}
+        for rel, msg, canonical in threaded:
+            if rel not in texts:
+                texts[rel] = current.get(rel) or f"# Thread {msg.thread_id}\n\n"
+                links[rel] = set(DIGEST_LINK.findall(texts[rel]))
+            if canonical in links[rel]:
+                continue
+            links[rel].add(canonical)
+            body = msg.body_md.strip()
+            if len(body) > DIGEST_BODY_CHARS:
+                body = body[:DIGEST_BODY_CHARS] + "\n..."
+            arrow = ", ".join(msg.to + msg.cc)
+            texts[rel] += (
+                f"### {msg.subject}\n\n## {msg.created} — {msg.sender} → {arrow}\n\n"
+                f"[View canonical]({canonical})\n\n{body}\n\n---\n\n"
+            )
+        return {rel: text.encode("utf-8") for rel, text in texts.items() if text != current.get(rel)}
 
 
 def _batch_summary(

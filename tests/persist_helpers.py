@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from pathlib import Path
 from typing import Any
 
 from fastmcp import FastMCP
@@ -32,7 +31,7 @@ def index_rows(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> li
 
 def git(settings: Settings, *args: str) -> str:
     return subprocess.run(
-        ["git", "-C", str(settings.archive_path), *args], check=True, capture_output=True, text=True
+        ["git", "--git-dir", str(settings.archive_path), *args], check=True, capture_output=True, text=True
     ).stdout
 
 
@@ -41,7 +40,12 @@ def committed_files(settings: Settings) -> list[str]:
     return git(settings, "ls-tree", "-r", "--name-only", "HEAD").splitlines()
 
 
-def front_matter(path: Path) -> dict[str, Any]:
-    text = path.read_text()
+def show(settings: Settings, path: str) -> str:
+    """A file's committed text."""
+    return git(settings, "show", f"HEAD:{path}")
+
+
+def front_matter(settings: Settings, path: str) -> dict[str, Any]:
+    text = show(settings, path)
     assert text.startswith("---json\n"), text[:40]
     return json.loads(text[len("---json\n") : text.index("\n---\n")])

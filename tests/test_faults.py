@@ -20,7 +20,7 @@ import pytest
 import redis
 from fastmcp import Client
 from helpers import PROJECT, Tools
-from persist_helpers import committed_files, index_rows
+from persist_helpers import committed_files, git, index_rows, show
 from test_rehydrate import mailbox_state, write_mail
 
 from broker.config import Settings
@@ -118,12 +118,9 @@ def assert_exactly_once(settings: Settings, ids: list[int]) -> None:
     assert sorted(int(f.rsplit("__", 1)[1][:-3]) for f in canonical) == sorted(ids)
     for copy in ("BlueLake/outbox", "GreenCastle/inbox", "alpha-one/inbox"):
         assert sum(f.startswith(f"projects/{SLUG}/agents/{copy}/") for f in files) == len(ids)
-    digest = (settings.archive_path / f"projects/{SLUG}/messages/threads/BULK.md").read_text()
+    digest = show(settings, f"projects/{SLUG}/messages/threads/BULK.md")
     assert digest.count("[View canonical]") == len(ids)
-    status = subprocess.run(
-        ["git", "-C", str(settings.archive_path), "status", "--porcelain"], capture_output=True, text=True, check=True
-    )
-    assert status.stdout == ""
+    assert git(settings, "fsck", "--no-dangling").strip() == ""  # a killed writer left no damage
 
 
 async def setup_trio(tools: Tools) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastmcp import FastMCP
 from helpers import PROJECT, Tools
-from persist_helpers import committed_files, front_matter, git, index_rows, run_worker
+from persist_helpers import committed_files, front_matter, git, index_rows, run_worker, show
 
 from broker.config import Settings
 from broker.connection import make_sync_client
@@ -51,7 +51,7 @@ async def test_messages_profiles_and_receipts_reach_git_and_sqlite_once(
         for copy in ("BlueLake/outbox", "GreenCastle/inbox", "alpha-one/inbox"):
             assert any(f.startswith(f"projects/{slug}/agents/{copy}/") and f.endswith(name) for f in files), copy
     assert f"projects/{slug}/agents/BlueLake/profile.json" in files
-    digest = (settings.archive_path / f"projects/{slug}/messages/threads/FEAT-1.md").read_text()
+    digest = show(settings, f"projects/{slug}/messages/threads/FEAT-1.md")
     assert digest.startswith("# Thread FEAT-1\n") and digest.count("[View canonical]") == 5
     # group commit: the whole backlog went out in one commit after the initial one
     assert len(git(settings, "log", "--format=%H").splitlines()) == 2
@@ -63,8 +63,12 @@ async def test_bcc_names_only_in_sender_and_that_recipients_copies(
     sent = await tools.send("BlueLake", ["GreenCastle"], bcc=["alpha-one"], subject="Quiet")
     message_id = sent["deliveries"][0]["payload"]["id"]
     await run_worker(server, settings)
-    base = settings.archive_path / "projects/tmp-concurrent-test"
-    copies = {str(p.relative_to(base)): front_matter(p) for p in base.rglob(f"*__{message_id}.md")}
+    base = "projects/tmp-concurrent-test/"
+    copies = {
+        f.removeprefix(base): front_matter(settings, f)
+        for f in committed_files(settings)
+        if f.endswith(f"__{message_id}.md")
+    }
     assert len(copies) == 4
     for path, front in copies.items():
         expected = ["alpha-one"] if path.startswith(("agents/BlueLake/outbox", "agents/alpha-one/inbox")) else []
@@ -83,7 +87,7 @@ async def test_replayed_batch_writes_nothing_twice(
         await tools.send("BlueLake", ["GreenCastle"], subject=f"Once {i}", thread_id="T-9")
     await run_worker(server, settings)
     head = git(settings, "rev-parse", "HEAD")
-    digest = (settings.archive_path / "projects/tmp-concurrent-test/messages/threads/T-9.md").read_text()
+    digest = show(settings, "projects/tmp-concurrent-test/messages/threads/T-9.md")
 
     # A duplicated or retried job: the same members drained again.
     persister = Persister(settings, make_sync_client(server.store.redis_url))  # type: ignore[attr-defined]
@@ -92,7 +96,7 @@ async def test_replayed_batch_writes_nothing_twice(
     done, commit, _ = await asyncio.to_thread(persister.persist_batch, "tmp-concurrent-test", members)
     assert sorted(done) == sorted(members) and commit is None
     assert git(settings, "rev-parse", "HEAD") == head
-    assert (settings.archive_path / "projects/tmp-concurrent-test/messages/threads/T-9.md").read_text() == digest
+    assert show(settings, "projects/tmp-concurrent-test/messages/threads/T-9.md") == digest
     assert index_rows(settings, "SELECT count(*) AS n FROM messages")[0]["n"] == 3
     assert index_rows(settings, "SELECT count(*) AS n FROM fts_messages")[0]["n"] == 3
     assert index_rows(settings, "SELECT count(*) AS n FROM message_recipients")[0]["n"] == 3

