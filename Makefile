@@ -34,3 +34,4 @@ test: install redis-server lint
 
 bench: install redis-server
 	$(BIN)/python -m benchmarks.messaging
+	$(BIN)/python -m benchmarks.durability

@@ -10,7 +10,7 @@
   persisted within 2 s of the end of sending and lag p99 <= 2 s); the last one that did is it.
 * Messages per commit: messages persisted / Git commits made during each phase.
 * search_messages p50 through an in-process FastMCP client, as a ratio to a no-op tool with the
-  same arguments timed in the same run.
+  same arguments that returns as many items of the same shape, timed in the same run.
 
 Run: make bench   (or: python -m benchmarks.durability [--seconds N] [--rates 200,1000,1500])
 """
@@ -139,14 +139,20 @@ async def lag_phase(settings: Settings, server: FastMCP, poller: Poller, rate: i
 
 
 def floor_server() -> FastMCP:
+    """No-op search_messages with the same arguments that returns 20 items of the result shape
+    (FastMCP's own cost of carrying that payload, as the messaging benchmark's inbox floor)."""
     noop = FastMCP("floor")
+    item = {
+        "id": 1, "subject": "bench 1000/s #17", "importance": "normal", "ack_required": 0,
+        "created_ts": "2026-01-01T00:00:00.123456+00:00", "thread_id": "bench-1000-17", "from": "BlueLake",
+    }  # fmt: skip
 
     @noop.tool
     async def search_messages(
         project_key: str, query: str, limit: int = 20, agent_name: str | None = None,
         registration_token: str | None = None, format: str | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
-        return []
+        return [dict(item, id=i) for i in range(limit)]
 
     return noop
 

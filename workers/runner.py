@@ -15,6 +15,7 @@ limit.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -74,6 +75,12 @@ class PersistenceWorker:
 
     def run(self, *, burst: bool = False) -> None:
         """Reconcile, then work the queue until stopped (or, with ``burst``, until it is empty)."""
+        rq_log = logging.getLogger("rq")
+        if not rq_log.hasHandlers():
+            # rq would log to stdout, which carries the MCP protocol under `serve --transport stdio`
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+            rq_log.addHandler(handler)
         self.reconcile(startup=True)
         on_main = threading.current_thread() is threading.main_thread()
         worker_class: Any = SimpleWorker if on_main else ThreadWorker
