@@ -46,7 +46,7 @@ from broker.config import Settings
 log = logging.getLogger(__name__)
 
 BRANCH = "main"
-# fast-import builds each commit on this ref; it moves to the branch only if the tree changed
+# fast-import builds each commit on this ref; the branch moves to it only if the tree changed
 STAGING_REF = "refs/broker/staging"
 DIGEST_LINK = re.compile(r"\[View canonical\]\(([^)]+)\)")
 AUTHOR_NAME = "mcp-agent"
@@ -208,7 +208,9 @@ class Archive:
     def _commit(self, files: dict[str, bytes], message: str) -> str | None:
         """Commit these files on top of HEAD with one ``git fast-import`` run: blobs go straight
         into the object store (no work tree, no index to rewrite), identical contents are
-        stored once. Returns the new commit, or None when HEAD already had exactly these."""
+        stored once. The commit is built on a staging ref and the branch moves to it only when
+        its tree differs from HEAD's, so a replayed batch commits nothing; returns the new
+        commit or None. (Asking git which paths changed first costs a tree walk per path.)"""
         if not files:
             return None
         self._heal_stale_git_locks()
@@ -230,15 +232,18 @@ class Archive:
         for rel, content in files.items():
             stream += b"M 100644 :%d %s\n" % (marks[content], _quote_path(rel))
         stream += b"\n"
+        # --force: a staging ref left by a killed writer is simply overwritten
         self._git("fast-import", "--quiet", "--force", stdin=bytes(stream))
-        commit = self._git("rev-parse", STAGING_REF).decode().strip()
-        try:
-            if head and self._git("rev-parse", f"{commit}^{{tree}}") == self._git("rev-parse", f"{head}^{{tree}}"):
+        if head:
+            commit, tree, head_tree = self._git(
+                "rev-parse", STAGING_REF, f"{STAGING_REF}^{{tree}}", f"{head}^{{tree}}"
+            ).split()
+            if tree == head_tree:
                 return None  # a replay: every file was already committed with this content
-            self._git("update-ref", f"refs/heads/{BRANCH}", commit, *([head] if head else []))
-            return commit
-        finally:
-            self._git("update-ref", "-d", STAGING_REF)
+        else:
+            commit = self._git("rev-parse", STAGING_REF).strip()
+        self._git("update-ref", f"refs/heads/{BRANCH}", commit.decode(), *([head] if head else []))
+        return commit.decode()
 
     def commits(self, max_count: int = 5) -> list[git.Commit]:
         with self._locked():
