@@ -140,6 +140,9 @@ async def rehydrate_project(
             )
         await pipe.execute()
     report.messages += len(messages)
+    # File reservations plug in here: restore the project's active rows of file_reservations
+    # (released_ts IS NULL AND expires_ts > now) into their Redis records, as the grant
+    # script writes them, once reservations live in Redis.
     report.projects.append(slug)
 
 
