@@ -27,9 +27,10 @@ def make_client(url: str, max_connections: int = 32) -> Redis:
     return Redis.from_pool(pool)
 
 
-def make_sync_client(url: str, decode_responses: bool = True) -> SyncRedis:
+def make_sync_client(url: str, decode_responses: bool = True, timeout: float | None = None) -> SyncRedis:
     """A blocking client for the same Redis (rq and the persistence worker are synchronous).
-    rq stores binary job data, so it needs ``decode_responses=False``."""
+    rq stores binary job data, so it needs ``decode_responses=False``. ``timeout`` bounds
+    connects and replies; leave it None for a worker, whose dequeue blocks for minutes."""
     if url.startswith("memory://"):
         import fakeredis
 
@@ -38,4 +39,10 @@ def make_sync_client(url: str, decode_responses: bool = True) -> SyncRedis:
         return fakeredis.FakeRedis(server=server, decode_responses=decode_responses)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(f"REDIS_URL '{url}' is not supported: use redis://, rediss://, unix:// or memory://")
-    return SyncRedis.from_url(url, decode_responses=decode_responses, health_check_interval=30)
+    return SyncRedis.from_url(
+        url,
+        decode_responses=decode_responses,
+        health_check_interval=30,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )

@@ -41,7 +41,8 @@ class PersistQueue:
     def queue(self) -> Queue:
         with self._lock:
             if self._queue is None:
-                connection = self._connection or make_sync_client(self.redis_url, decode_responses=False)
+                # bounded: an enqueue must never hang the broker (e.g. at exit) while Redis is away
+                connection = self._connection or make_sync_client(self.redis_url, decode_responses=False, timeout=5)
                 self._queue = Queue(self.keys.persist_queue, connection=connection, serializer=JSONSerializer)
             return self._queue
 

@@ -149,3 +149,21 @@ async def test_reconciler_requeues_a_lost_enqueue_and_a_dead_batch(
     assert index_rows(settings, "SELECT subject FROM messages") == [{"subject": "lost"}]
     assert await store.redis.zcard(keys.inflight(slug)) == 0
     assert worker.reconcile() == []  # nothing left to do
+
+
+async def test_periodic_reconcile_enqueues_only_aged_projects(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    from workers.runner import PersistenceWorker
+
+    store = server.store  # type: ignore[attr-defined]
+    slug = "tmp-concurrent-test"
+    worker = PersistenceWorker(settings, store.redis_url)
+    await run_worker(server, settings)  # drains the setup
+    await tools.send("BlueLake", ["GreenCastle"], subject="fresh")
+    assert await asyncio.to_thread(worker.reconcile) == []  # younger than PERSIST_RECONCILE_AGE_SECONDS
+    pending = await store.redis.zrange(store.keys.pending(slug), 0, -1)
+    await store.redis.zadd(store.keys.pending(slug), dict.fromkeys(pending, 1))  # as if enqueued long ago
+    before = await asyncio.to_thread(lambda: store.persist_queue.queue.count)
+    assert await asyncio.to_thread(worker.reconcile) == [slug]
+    assert await asyncio.to_thread(lambda: store.persist_queue.queue.count) == before + 1

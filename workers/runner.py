@@ -51,6 +51,7 @@ class PersistenceWorker:
         self.queue = PersistQueue.for_connection(self.rq_connection, self.persister.keys)
         self._stop = threading.Event()
         self._worker: SimpleWorker | None = None
+        self._reconciler: threading.Thread | None = None
 
     def reconcile(self, startup: bool = False) -> list[str]:
         """Enqueue a drain for every project that needs one; returns their slugs."""
@@ -85,13 +86,24 @@ class PersistenceWorker:
         on_main = threading.current_thread() is threading.main_thread()
         worker_class: Any = SimpleWorker if on_main else ThreadWorker
         self._worker = worker_class([self.queue.queue], connection=self.rq_connection, serializer=JSONSerializer)
-        if not burst:
-            threading.Thread(target=self._reconcile_forever, name="persist-reconciler", daemon=True).start()
+        if not burst and self._reconciler is None:
+            self._reconciler = threading.Thread(target=self._reconcile_forever, name="persist-reconciler", daemon=True)
+            self._reconciler.start()
         self._worker.work(burst=burst, logging_level="WARNING", with_scheduler=False)
 
+    def _run_until_stopped(self) -> None:
+        # rq's work loop returns when Redis goes away; the server outlives that, so start over.
+        while not self._stop.is_set():
+            try:
+                self.run()
+            except Exception as exc:
+                log.warning("persistence worker stopped (%s); restarting in 5 s", exc)
+            self._stop.wait(5)
+
     def start_thread(self) -> threading.Thread:
-        """Run the worker on a daemon thread of this process (the embedded default)."""
-        thread = threading.Thread(target=self.run, name="persist-worker", daemon=True)
+        """Run the worker on a daemon thread of this process (the embedded default), restarting
+        it after a Redis outage."""
+        thread = threading.Thread(target=self._run_until_stopped, name="persist-worker", daemon=True)
         thread.start()
         return thread
 
