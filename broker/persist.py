@@ -101,7 +101,11 @@ class Persister:
             )
             if not members:
                 return stats
-            done, commit, messages = self.persist_batch(slug, members)
+            try:
+                done, commit, messages = self.persist_batch(slug, members)
+            except Exception:
+                self._release(slug, members)
+                raise
             if done:
                 self.redis.zrem(keys.inflight(slug), *done)
             stats.batches += 1
@@ -111,6 +115,17 @@ class Persister:
             if time.monotonic() > deadline:
                 stats.requeued = True
                 return stats
+
+    def _release(self, slug: str, members: list[str]) -> None:
+        """Give a failed batch's entries back to pending at once, so the job's retry (rather
+        than the reconciler, minutes later) writes them."""
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zadd(self.keys.pending(slug), dict.fromkeys(members, 0), nx=True)
+            pipe.zrem(self.keys.inflight(slug), *members)
+            pipe.execute()
+        except Exception as exc:  # Redis itself failed: the reconciler re-queues them later
+            log.warning("could not return a failed batch of %s to pending: %s", slug, exc)
 
     def persist_batch(self, slug: str, members: list[str]) -> tuple[list[str], str | None, int]:
         """Write one claimed batch; returns the members written, the commit sha (None if the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from fastmcp import FastMCP
 from helpers import PROJECT, Tools
 from persist_helpers import committed_files, front_matter, git, index_rows, run_worker, show
@@ -167,3 +168,22 @@ async def test_periodic_reconcile_enqueues_only_aged_projects(
     before = await asyncio.to_thread(lambda: store.persist_queue.queue.count)
     assert await asyncio.to_thread(worker.reconcile) == [slug]
     assert await asyncio.to_thread(lambda: store.persist_queue.queue.count) == before + 1
+
+
+async def test_a_failed_batch_goes_back_to_pending(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    store = server.store  # type: ignore[attr-defined]
+    slug = "tmp-concurrent-test"
+    await tools.send("BlueLake", ["GreenCastle"], subject="retry me")
+    persister = Persister(settings, make_sync_client(store.redis_url))
+    # The archive path is taken by a file, so the Git write fails.
+    settings.archive_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.archive_path.write_text("not a repository")
+    with pytest.raises(OSError):
+        await asyncio.to_thread(persister.drain, slug)
+    assert await store.redis.zcard(store.keys.inflight(slug)) == 0
+    assert "msg:" in " ".join(await store.redis.zrange(store.keys.pending(slug), 0, -1))
+    settings.archive_path.unlink()
+    await asyncio.to_thread(persister.drain, slug)
+    assert index_rows(settings, "SELECT subject FROM messages") == [{"subject": "retry me"}]
