@@ -73,6 +73,13 @@ class PersistQueue:
         executor.submit(self.enqueue, slug).add_done_callback(_log_failure)
 
 
+    def close(self) -> None:
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
+                self._executor = None
+
+
 def _log_failure(future: Future) -> None:
     exc = future.exception()
     if exc is not None:

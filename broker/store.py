@@ -67,6 +67,7 @@ class Store:
         return await self.ids[kind].next_id(self.redis)
 
     async def close(self) -> None:
+        self.persist_queue.close()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
