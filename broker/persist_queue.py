@@ -72,7 +72,6 @@ class PersistQueue:
             executor = self._executor
         executor.submit(self.enqueue, slug).add_done_callback(_log_failure)
 
-
     def close(self) -> None:
         with self._lock:
             if self._executor is not None:
