@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 from typing import Any
 
@@ -27,6 +28,14 @@ def index_rows(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> li
         return [dict(row) for row in index.query(sql, params)]
     finally:
         index.close()
+
+
+def persisted_count(settings: Settings) -> int:
+    """Messages in the index; 0 while the worker has created the file but not its schema."""
+    try:
+        return index_rows(settings, "SELECT count(*) AS n FROM messages")[0]["n"]
+    except sqlite3.OperationalError:
+        return 0
 
 
 def git(settings: Settings, *args: str) -> str:

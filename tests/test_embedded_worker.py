@@ -13,7 +13,7 @@ import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
 from helpers import make_settings
-from persist_helpers import committed_files, index_rows
+from persist_helpers import committed_files, persisted_count
 
 pytestmark = pytest.mark.integration
 BROKER = str(Path(sys.executable).with_name("broker"))
@@ -36,7 +36,7 @@ async def test_serve_without_redis_url_runs_the_worker_in_process(tmp_path: Path
                  "subject": "persisted in-process", "body_md": "embedded worker"},
             )  # fmt: skip
             deadline = time.monotonic() + 20
-            while not (settings.index_path.exists() and index_rows(settings, "SELECT id FROM messages")):
+            while not persisted_count(settings):
                 assert time.monotonic() < deadline, "the in-process worker did not persist the message"
                 await asyncio.sleep(0.1)
             found = await client.call_tool(

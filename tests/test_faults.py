@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 import redis
 from fastmcp import Client
 from helpers import PROJECT, Tools
-from persist_helpers import committed_files, git, index_rows, show
+from persist_helpers import committed_files, git, index_rows, persisted_count, show
 from test_rehydrate import mailbox_state, write_mail
 
 from broker.config import Settings
@@ -84,10 +83,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def message_count(settings: Settings) -> int:
-    try:
-        return index_rows(settings, "SELECT count(*) AS n FROM messages")[0]["n"]
-    except sqlite3.OperationalError:  # the worker has created the file but not its schema yet
-        return 0
+    return persisted_count(settings)
 
 
 async def wait_persisted(settings: Settings, expected: int, timeout: float = 90) -> None:
