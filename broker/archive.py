@@ -358,6 +358,24 @@ def archive_root(settings: Settings) -> Path:
     return settings.archive_path
 
 
+async def recent_commits(settings: Settings, limit: int) -> list[dict[str, str]]:
+    """The archive's newest commits (whois ``recent_commits``, repository-wide as in the
+    reference): ``[{hexsha (12 chars), summary, authored_ts}]``; [] before the first batch."""
+    root = archive_root(settings)
+    if not (root / "HEAD").exists():
+        return []
+    done = await asyncio.create_subprocess_exec(
+        "git", "--git-dir", str(root), "log", f"-{limit}", "--format=%H%x00%s%x00%aI", BRANCH,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    out, _ = await done.communicate()
+    commits = []
+    for line in out.decode().splitlines():
+        sha, summary, authored = line.split("\0")
+        commits.append({"hexsha": sha[:12], "summary": summary, "authored_ts": authored})
+    return commits
+
+
 # -- the seed's API: async, one commit per call ------------------------------------------
 async def ensure_archive(settings: Settings, slug: str) -> Archive:
     """The archive of a project, created with its repository if missing."""

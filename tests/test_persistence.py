@@ -187,3 +187,15 @@ async def test_a_failed_batch_goes_back_to_pending(
     settings.archive_path.unlink()
     await asyncio.to_thread(persister.drain, slug)
     assert index_rows(settings, "SELECT subject FROM messages") == [{"subject": "retry me"}]
+
+
+async def test_whois_lists_the_archives_recent_commits(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    assert (await tools.call("whois", project_key=PROJECT, agent_name="BlueLake"))["recent_commits"] == []
+    await tools.send("BlueLake", ["GreenCastle"], subject="commit me")
+    await run_worker(server, settings)
+    commits = (await tools.call("whois", project_key=PROJECT, agent_name="BlueLake", commit_limit=1))["recent_commits"]
+    assert len(commits) == 1
+    assert commits[0]["summary"].startswith("batch: 1 messages") and len(commits[0]["hexsha"]) == 12
+    assert commits[0]["hexsha"] == git(settings, "rev-parse", "--short=12", "HEAD").strip()

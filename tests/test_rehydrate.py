@@ -25,7 +25,9 @@ async def mailbox_state(tools: Tools) -> dict[str, Any]:
         state[f"fetch_topic:{agent}"] = await tools.call(
             "fetch_topic", project_key=PROJECT, topic_name="build", agent_name=agent
         )
-        state[f"whois:{agent}"] = await tools.call("whois", project_key=PROJECT, agent_name=agent)
+        state[f"whois:{agent}"] = await tools.call(
+            "whois", project_key=PROJECT, agent_name=agent, include_recent_commits=False
+        )
     newest = state["inbox:GreenCastle"][0]["created_ts"]
     state["since"] = await tools.inbox("GreenCastle", since_ts=state["inbox:GreenCastle"][3]["created_ts"])
     assert state["since"] and all(item["created_ts"] <= newest for item in state["since"])
