@@ -204,3 +204,17 @@ async def test_flushall_then_rehydrate_restores_every_inbox(tools: Tools, env: d
         "acknowledge_message", project_key=PROJECT, agent_name="GreenCastle", message_id=written["ids"][0]
     )
     assert acked == written["acked"]
+
+
+async def test_two_workers_share_the_work_and_write_each_message_once(tools: Tools, env: dict[str, str]) -> None:
+    settings = settings_of(env)
+    await setup_trio(tools)
+    workers = [start_worker({**env, "PERSIST_BATCH_SIZE": "50"}) for _ in range(2)]
+    try:
+        ids = await send_many(tools, 600)  # sent while both workers drain
+        await wait_persisted(settings, len(ids))
+        await asyncio.sleep(0.5)
+    finally:
+        for worker in workers:
+            stop(worker)
+    assert_exactly_once(settings, ids)
