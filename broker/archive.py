@@ -12,8 +12,9 @@ in each BCC recipient's own copy (listing just that recipient), not in the canon
 other recipients' copies (the reference writes the full BCC list into every copy).
 
 The repository at ARCHIVE_ROOT is bare: commits are written with ``git fast-import`` straight
-into the object store, one commit per drained batch, so a commit costs the same however large
-the archive grows (no work tree to write file by file, no index to rewrite). Browse it with
+into the object store, one commit per drained batch, with no work tree to write file by file
+and no index to rewrite: a commit costs what it adds plus rewriting the trees of the
+directories it touches (the flat month directories grow over a month). Browse it with
 ``git clone <ARCHIVE_ROOT>`` or ``git --git-dir <ARCHIVE_ROOT> show main:<path>``.
 Every file's content is a function of the stored record, and a digest entry is appended only
 when its canonical link is not there yet, so replaying a batch changes nothing and commits
