@@ -36,3 +36,4 @@ bench: install redis-server
 	$(BIN)/python -m benchmarks.messaging
 	$(BIN)/python -m benchmarks.reservations
 	$(BIN)/python -m benchmarks.realtime
+	$(BIN)/python -m benchmarks.durability

@@ -41,6 +41,7 @@ def serve(
 
         mcp = build_server(settings)
         _say(f"storage: {mcp.backend_description}")  # type: ignore[attr-defined]
+        _start_embedded_worker(mcp)
         _say(f"agent auth: {mcp.store.bindings.mode}; serving MCP on stdio")  # type: ignore[attr-defined]
         mcp.run(transport="stdio", show_banner=False)
         return
@@ -55,9 +56,59 @@ def serve(
         _say(f"warning: listening on {host} without HTTP_BEARER_TOKEN; agent tokens are required")
     asgi, mcp = build_http_app(settings, host)
     _say(f"storage: {mcp.backend_description}")  # type: ignore[attr-defined]
+    _start_embedded_worker(mcp)
     _say(f"agent auth: {mcp.store.bindings.mode}")  # type: ignore[attr-defined]
     _say(f"serving MCP at http://{host}:{port}{settings.http_path} (health: /health/liveness, /health/readiness)")
     uvicorn.run(asgi, host=host, port=port, log_level="warning")
+
+
+def _start_embedded_worker(mcp: object) -> None:
+    """No REDIS_URL: this process also persists (DESIGN decision 9), on a thread."""
+    settings = get_settings()
+    if settings.redis_url:
+        return
+    from workers.runner import PersistenceWorker
+
+    PersistenceWorker(settings, mcp.store.redis_url).start_thread()  # type: ignore[attr-defined]
+    _say(f"persistence worker: in-process (archive {settings.archive_path}, index {settings.index_path})")
+
+
+@app.command()
+def worker(
+    burst: Annotated[bool, typer.Option(help="exit once the queue is empty")] = False,
+) -> None:
+    """Run the persistence worker: drains pending changes into the Git archive and SQLite index."""
+    import logging
+
+    from broker.embedded import resolve_redis_url
+    from workers.runner import PersistenceWorker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = get_settings()
+    url, backend = resolve_redis_url(settings.redis_url, settings.storage_root)
+    if url.startswith("memory://"):
+        _say("no Redis to share: set REDIS_URL, or install redis-server for the embedded default")
+        raise typer.Exit(2)
+    _say(f"storage: {backend}; archive {settings.archive_path}; index {settings.index_path}")
+    PersistenceWorker(settings, url).run(burst=burst)
+
+
+@app.command()
+def rehydrate(
+    force: Annotated[bool, typer.Option(help="also overwrite projects that still exist in Redis")] = False,
+) -> None:
+    """Rebuild Redis (projects, agents, messages, inboxes, read/ack state, threads) from the index."""
+    import asyncio
+
+    from broker.embedded import resolve_redis_url
+    from broker.rehydrate import rehydrate_all
+
+    settings = get_settings()
+    url, backend = resolve_redis_url(settings.redis_url, settings.storage_root)
+    _say(f"storage: {backend}; index {settings.index_path}")
+    report = asyncio.run(rehydrate_all(settings, url, force=force))
+    for line in report.lines():
+        _say(line)
 
 
 @app.command("redis-stop")

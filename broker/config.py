@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     file_reservation_inactivity_seconds: int = Field(1800, alias="FILE_RESERVATION_INACTIVITY_SECONDS", ge=0)
     file_reservation_activity_grace_seconds: int = Field(900, alias="FILE_RESERVATION_ACTIVITY_GRACE_SECONDS", ge=0)
     file_reservation_retention_seconds: int = Field(7 * 86400, alias="FILE_RESERVATION_RETENTION_SECONDS", ge=60)
+    # Durability: the Git archive and the persistence worker (README "Durability").
+    archive_root: Path | None = Field(None, alias="ARCHIVE_ROOT")
+    persist_batch_size: int = Field(2000, alias="PERSIST_BATCH_SIZE", ge=1, le=20000)
+    # The reconciler re-queues projects whose pending entries are older than this.
+    persist_reconcile_age_seconds: float = Field(10.0, alias="PERSIST_RECONCILE_AGE_SECONDS", gt=0)
+    persist_reconcile_interval_seconds: float = Field(5.0, alias="PERSIST_RECONCILE_INTERVAL_SECONDS", gt=0)
 
     @field_validator("storage_root", mode="after")
     @classmethod
@@ -77,6 +83,11 @@ class Settings(BaseSettings):
     def index_path(self) -> Path:
         """SQLite index location: DATABASE_PATH, else <STORAGE_ROOT>/index.sqlite3."""
         return (self.database_path or self.storage_root / "index.sqlite3").expanduser()
+
+    @property
+    def archive_path(self) -> Path:
+        """Git archive location: ARCHIVE_ROOT, else <STORAGE_ROOT>/archive."""
+        return (self.archive_root or self.storage_root / "archive").expanduser()
 
     def effective_agent_auth(self, http_host: str | None = None) -> str:
         """`required` is forced when HTTP listens beyond loopback (DESIGN decision 7)."""

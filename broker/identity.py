@@ -85,6 +85,7 @@ async def ensure_project(store: Store, human_key: object) -> dict[str, Any]:
     fields = await store.run("ensure_project", [keys.project(slug), keys.pending(slug)], [new_id, slug, canonical])
     if fields[4] == 1:
         await store.redis.hset(keys.projects, slug, canonical)
+    store.schedule_persist(slug, fields[5])
     return project_dict(fields)
 
 
@@ -129,6 +130,7 @@ async def _claim(
             [mode, await store.next_id("agent"), *profile, token_hash(fresh), digest, require, *candidates],
         )
         if reply[0] == "ok":
+            store.schedule_persist(slug, reply[4])
             agent = agent_dict(reply[1], reply[2])
             store.bindings.bind(slug, agent["name"])
             # Only a digest is stored, so the token is returned when minted, or echoed when the

@@ -178,6 +178,7 @@ async def mark_message(
         raise await store.message_not_found(slug, message_id, name)
     if reply[0] != "ok":
         await store.raise_for(reply, slug, project_key)
+    store.schedule_persist(slug, reply[4])
     if auth[0]:
         store.bindings.bind(slug, name)
     read_at, ack_at = reply[1] or None, reply[2] or None

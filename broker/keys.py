@@ -33,6 +33,10 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
                                  has looked at for that agent (so a hook never shows mail twice)
     pending                      ZSET "<kind>:<id>[:<name>]" scored by ms: the transactional
                                  outbox drained by the persistence worker (DESIGN decision 4)
+    pending:flag                 STRING "a drain job is scheduled" (SET NX with a short TTL by the
+                                 scripts that add to pending; deleted by the job when it starts)
+    pending:inflight             ZSET members a drain job claimed, scored by claim time in ms;
+                                 removed once in Git and SQLite, re-queued by the reconciler if aged
 
 Agent names are case-insensitive, so per-agent keys use the lower-cased name.
 The Lua side builds the ``msg:``, ``inbox:``... keys from the project prefix with the same
@@ -77,6 +81,11 @@ class Keys:
     def doorbell(self) -> str:
         return f"{self.prefix}:doorbell"
 
+    @property
+    def persist_queue(self) -> str:
+        """Name of the rq queue of drain jobs (rq builds its own keys from it)."""
+        return f"{self.prefix}-persist"
+
     # -- per project --------------------------------------------------------------------
     def project_prefix(self, slug: str) -> str:
         return f"{self.prefix}:{{{slug}}}:"
@@ -101,6 +110,15 @@ class Keys:
 
     def outbox(self, slug: str, name: str) -> str:
         return f"{self.project_prefix(slug)}outbox:{name.lower()}"
+
+    def urgent(self, slug: str, name: str) -> str:
+        return f"{self.project_prefix(slug)}urgent:{name.lower()}"
+
+    def received_topic(self, slug: str, name: str, topic: str) -> str:
+        return f"{self.project_prefix(slug)}rtopic:{name.lower()}:{topic.lower()}"
+
+    def sent_topic(self, slug: str, name: str, topic: str) -> str:
+        return f"{self.project_prefix(slug)}stopic:{name.lower()}:{topic.lower()}"
 
     def unread(self, slug: str, name: str) -> str:
         return f"{self.project_prefix(slug)}unread:{name.lower()}"
@@ -128,3 +146,10 @@ class Keys:
 
     def mail_activity(self, slug: str) -> str:
         return self.project_prefix(slug) + "mailact"
+
+    def pending_flag(self, slug: str) -> str:
+        # Lua derives it as KEYS[pending] .. ":flag" (mark_pending() in lib/common.lua)
+        return self.pending(slug) + ":flag"
+
+    def inflight(self, slug: str) -> str:
+        return self.pending(slug) + ":inflight"

@@ -84,6 +84,7 @@ async def _deliver(
     )
     status = reply[0]
     if status == "ok":
+        store.schedule_persist(slug, reply[4])
         if auth[0]:
             store.bindings.bind(slug, sender)
         payload = json.loads(reply[1])

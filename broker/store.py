@@ -21,6 +21,7 @@ from broker.errors import BrokerError
 from broker.ids import IdAllocator
 from broker.keys import Keys
 from broker.names import mistake_hint
+from broker.persist_queue import PersistQueue
 from broker.scripts import Scripts
 
 
@@ -36,6 +37,7 @@ class Store:
             "project": IdAllocator(self.keys.ids("project"), 4),
             "reservation": IdAllocator(self.keys.ids("reservation"), 256),
         }
+        self.persist_queue = PersistQueue(redis_url, self.keys)
         self._client: Redis | None = None
         self._scripts: Scripts | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -72,6 +74,13 @@ class Store:
         assert self._scripts is not None
         return self._scripts.sha(name)
 
+    def schedule_persist(self, slug: str, needed: int) -> None:
+        """Enqueue a drain job when the write script claimed the project's "job scheduled" flag
+        (``needed`` is its 1/0 reply), without waiting: the send does not pay for the enqueue,
+        and a lost enqueue is caught by the reconciler."""
+        if needed == 1:
+            self.persist_queue.enqueue_soon(slug)
+
     async def next_id(self, kind: str) -> int:
         return await self.ids[kind].next_id(self.redis)
 
@@ -79,6 +88,7 @@ class Store:
         if self._doorbell is not None:
             await self._doorbell.close()
             self._doorbell = None
+        self.persist_queue.close()
         if self._client is not None:
             await self._client.aclose()
             self._client = None

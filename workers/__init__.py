@@ -1,1 +1,1 @@
-"""rq job functions and the worker entry point (persistence lands with the durability issue)."""
+"""rq job functions and the persistence worker (see workers/runner.py)."""

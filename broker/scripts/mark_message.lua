@@ -9,7 +9,8 @@
 -- ARGV[4]  "1" if a token is required
 -- ARGV[5]  message id
 -- ARGV[6]  "read" or "ack"
--- Returns {"ok", read_ts or "", ack_ts or "", "1" if the agent is a recipient else "0"},
+-- Returns {"ok", read_ts or "", ack_ts or "", "1" if the agent is a recipient else "0",
+-- 1 if a persistence job must be enqueued (see mark_pending) else 0},
 -- or {"NO_MESSAGE"} when the message does not exist or is not visible to the agent.
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
@@ -17,7 +18,7 @@ local prefix, id, name = ARGV[1], ARGV[5], string.lower(agent.name)
 local msg_key = pkey(prefix, "msg:" .. id)
 local state = redis.call("HMGET", msg_key, "sender", "rk:" .. name, "rt:" .. name, "at:" .. name)
 if not state[2] then
-  if state[1] == name then return {"ok", "", "", "0"} end
+  if state[1] == name then return {"ok", "", "", "0", 0} end
   return {"NO_MESSAGE"}
 end
 local read_ts, ack_ts = state[3], state[4]
@@ -34,8 +35,9 @@ if ARGV[6] == "ack" and not ack_ts then
   redis.call("HSET", msg_key, "at:" .. name, iso)
   changed = true
 end
+local schedule = 0
 if changed then
-  redis.call("ZADD", KEYS[3], ms, "rcpt:" .. id .. ":" .. name)
+  schedule = mark_pending(KEYS[3], ms, "rcpt:" .. id .. ":" .. name)
   redis.call("HSET", pkey(prefix, "mailact"), name, ms)  -- recent mail activity keeps reservations
 end
-return {"ok", read_ts, ack_ts or "", "1"}
+return {"ok", read_ts, ack_ts or "", "1", schedule}

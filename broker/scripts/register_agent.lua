@@ -15,7 +15,8 @@
 -- ARGV[8]  SHA-256 hex of the token the caller passed, "" for none
 -- ARGV[9]  "1" if an existing agent must be authenticated by token
 -- ARGV[10..] candidate names, in order of preference
--- Returns {"ok", agent JSON, last_active_ts, created 0|1}, or {"NO_PROJECT"}, {"TAKEN"},
+-- Returns {"ok", agent JSON, last_active_ts, created 0|1, 1 if a persistence job must be
+-- enqueued (see mark_pending) else 0}, or {"NO_PROJECT"}, {"TAKEN"},
 -- {"BAD_TOKEN", name}, {"AUTH_REQUIRED", name}.
 local project_id = redis.call("HGET", KEYS[1], "id")
 if not project_id then return {"NO_PROJECT"} end
@@ -33,8 +34,8 @@ if ARGV[1] == "upsert" then
     local encoded = cjson.encode(agent)
     redis.call("HSET", KEYS[2], string.lower(agent.name), encoded)
     redis.call("HSET", KEYS[3], agent.name, iso)
-    redis.call("ZADD", KEYS[4], ms, "agent:" .. agent.id)
-    return {"ok", encoded, iso, 0}
+    local schedule = mark_pending(KEYS[4], ms, "agent:" .. agent.id)
+    return {"ok", encoded, iso, 0, schedule}
   end
 end
 
@@ -50,8 +51,8 @@ for i = 10, #ARGV do
     local encoded = cjson.encode(agent)
     redis.call("HSET", KEYS[2], lower, encoded)
     redis.call("HSET", KEYS[3], ARGV[i], iso)
-    redis.call("ZADD", KEYS[4], ms, "agent:" .. ARGV[2])
-    return {"ok", encoded, iso, 1}
+    local schedule = mark_pending(KEYS[4], ms, "agent:" .. ARGV[2])
+    return {"ok", encoded, iso, 1, schedule}
   end
 end
 return {"TAKEN"}

@@ -26,7 +26,8 @@
 -- ARGV[16] most recipients one message may reach (bounds a broadcast's work)
 -- ARGV[17] number of `to` names, ARGV[18] number of `cc` names
 -- ARGV[19..] lower-cased names: to, then cc, then bcc
--- Returns {"ok", head JSON, recipients JSON {to,cc,bcc}, human_key}, or
+-- Returns {"ok", head JSON, recipients JSON {to,cc,bcc}, human_key, 1 if a persistence job
+-- must be enqueued (see mark_pending) else 0}, or
 -- {"NO_PROJECT"}, {"NO_AGENT", name}, {"BAD_TOKEN"|"AUTH_REQUIRED", name},
 -- {"UNKNOWN_RECIPIENTS", name...}, {"TOO_MANY_RECIPIENTS", count}, {"NO_RECIPIENTS"};
 -- on every error nothing is written.
@@ -129,5 +130,5 @@ redis.call("XADD", pkey(prefix, "outbox:" .. sender_lower), "*", "m", id, "c", u
 if topic ~= "" then redis.call("ZADD", pkey(prefix, "stopic:" .. sender_lower .. ":" .. topic_lower), us, id) end
 redis.call("HSET", KEYS[3], sender.name, iso)
 if thread_id ~= "" then redis.call("ZADD", pkey(prefix, "thread:" .. thread_id), us, id) end
-redis.call("ZADD", KEYS[4], ms, "msg:" .. id)
-return {"ok", head, recipients, project[2]}
+local schedule = mark_pending(KEYS[4], ms, "msg:" .. id)
+return {"ok", head, recipients, project[2], schedule}

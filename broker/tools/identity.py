@@ -8,6 +8,7 @@ from typing import Any
 from fastmcp import FastMCP
 
 from broker import identity
+from broker.archive import recent_commits
 from broker.config import Settings
 from broker.inputs import check_format
 from broker.store import Store
@@ -80,9 +81,9 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         commit_limit: int = 5,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """An agent's profile. recent_commits lists archive commits (empty until the archive exists)."""
+        """An agent's profile; recent_commits: the Git archive's newest commits (commit_limit 1..50)."""
         check_format(format)
         agent = await identity.whois(store, project_key, agent_name, registration_token)
         if include_recent_commits:
-            agent["recent_commits"] = []
+            agent["recent_commits"] = await recent_commits(settings, max(1, min(commit_limit, 50)))
         return agent

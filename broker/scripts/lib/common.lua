@@ -77,3 +77,14 @@ local function resolve_agent(project_key, agents_key, name, given_hash, require)
   if err then return nil, {err, agent.name} end
   return agent, nil
 end
+
+-- Record a change for the persistence worker: add the member to the project's pending set and
+-- claim the "drain job scheduled" flag (<pending>:flag, see broker/keys.py). Returns 1 when
+-- this call set the flag, so the caller enqueues one job; a burst of writes enqueues once.
+-- The flag expires on its own, so a lost enqueue delays persistence by at most its TTL.
+local PENDING_FLAG_TTL_MS = 5000
+local function mark_pending(pending_key, ms, member)
+  redis.call("ZADD", pending_key, ms, member)
+  if redis.call("SET", pending_key .. ":flag", "1", "NX", "PX", PENDING_FLAG_TTL_MS) then return 1 end
+  return 0
+end

@@ -1,0 +1,275 @@
+"""The SQLite index: the reference's tables and column names, plus FTS5 over subject and body.
+
+Written only by the persistence worker (one transaction per drained batch), read by the
+history tools (search, summaries) and by ``broker rehydrate``. WAL lets readers run while a
+batch commits; the busy timeout makes concurrent writers queue instead of failing.
+
+Timestamps are stored as the ISO-8601 text the broker returns (``...+00:00``), so a value
+read back is byte-for-byte what the tools showed. ``agents.registration_token`` holds
+``sha256:<hex digest>``: the broker never keeps tokens, only their digests, and rehydrate
+needs the digest to restore authentication.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+  id INTEGER PRIMARY KEY,
+  slug VARCHAR(255) NOT NULL UNIQUE,
+  human_key VARCHAR(255) NOT NULL,
+  created_at TEXT NOT NULL,
+  archived_at TEXT
+);
+CREATE INDEX IF NOT EXISTS ix_projects_human_key ON projects(human_key);
+
+CREATE TABLE IF NOT EXISTS agents (
+  id INTEGER PRIMARY KEY,
+  project_id INTEGER NOT NULL REFERENCES projects(id),
+  name VARCHAR(128) NOT NULL,
+  program VARCHAR(128) NOT NULL,
+  model VARCHAR(128) NOT NULL,
+  task_description VARCHAR(2048) NOT NULL DEFAULT '',
+  inception_ts TEXT NOT NULL,
+  last_active_ts TEXT NOT NULL,
+  attachments_policy VARCHAR(16) NOT NULL DEFAULT 'auto',
+  contact_policy VARCHAR(16) NOT NULL DEFAULT 'auto',
+  registration_token VARCHAR(80),
+  retired_at TEXT,
+  UNIQUE (project_id, name)
+);
+CREATE INDEX IF NOT EXISTS ix_agents_project_id ON agents(project_id);
+CREATE INDEX IF NOT EXISTS ix_agents_registration_token ON agents(registration_token);
+
+CREATE TABLE IF NOT EXISTS messages (
+  id INTEGER PRIMARY KEY,
+  project_id INTEGER NOT NULL REFERENCES projects(id),
+  sender_id INTEGER NOT NULL REFERENCES agents(id),
+  thread_id VARCHAR(128),
+  topic VARCHAR(64),
+  subject VARCHAR(512) NOT NULL,
+  body_md TEXT NOT NULL,
+  importance VARCHAR(16) NOT NULL DEFAULT 'normal',
+  ack_required BOOLEAN NOT NULL DEFAULT 0,
+  created_ts TEXT NOT NULL,
+  attachments JSON NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS ix_messages_project_id ON messages(project_id);
+CREATE INDEX IF NOT EXISTS ix_messages_sender_id ON messages(sender_id);
+CREATE INDEX IF NOT EXISTS idx_messages_thread_id ON messages(thread_id);
+CREATE INDEX IF NOT EXISTS idx_messages_created_ts ON messages(created_ts);
+CREATE INDEX IF NOT EXISTS idx_messages_importance ON messages(importance);
+CREATE INDEX IF NOT EXISTS idx_messages_project_created ON messages(project_id, created_ts);
+CREATE INDEX IF NOT EXISTS idx_messages_project_sender_created ON messages(project_id, sender_id, created_ts);
+CREATE INDEX IF NOT EXISTS idx_messages_project_topic ON messages(project_id, topic);
+
+CREATE TABLE IF NOT EXISTS message_recipients (
+  message_id INTEGER NOT NULL REFERENCES messages(id),
+  agent_id INTEGER NOT NULL REFERENCES agents(id),
+  kind VARCHAR(8) NOT NULL DEFAULT 'to',
+  read_ts TEXT,
+  ack_ts TEXT,
+  PRIMARY KEY (message_id, agent_id)
+);
+CREATE INDEX IF NOT EXISTS idx_message_recipients_agent ON message_recipients(agent_id);
+CREATE INDEX IF NOT EXISTS idx_message_recipients_agent_message ON message_recipients(agent_id, message_id);
+
+CREATE TABLE IF NOT EXISTS file_reservations (
+  id INTEGER PRIMARY KEY,
+  project_id INTEGER NOT NULL REFERENCES projects(id),
+  agent_id INTEGER NOT NULL REFERENCES agents(id),
+  path_pattern VARCHAR(512) NOT NULL,
+  exclusive BOOLEAN NOT NULL DEFAULT 1,
+  reason VARCHAR(512) NOT NULL DEFAULT '',
+  created_ts TEXT NOT NULL,
+  expires_ts TEXT NOT NULL,
+  released_ts TEXT
+);
+CREATE INDEX IF NOT EXISTS ix_file_reservations_project_id ON file_reservations(project_id);
+CREATE INDEX IF NOT EXISTS ix_file_reservations_agent_id ON file_reservations(agent_id);
+CREATE INDEX IF NOT EXISTS idx_file_reservations_project_released_expires
+  ON file_reservations(project_id, released_ts, expires_ts);
+CREATE INDEX IF NOT EXISTS idx_file_reservations_project_agent_released
+  ON file_reservations(project_id, agent_id, released_ts);
+CREATE INDEX IF NOT EXISTS idx_file_reservations_expires_ts ON file_reservations(expires_ts);
+
+CREATE TABLE IF NOT EXISTS agent_links (
+  id INTEGER PRIMARY KEY,
+  a_project_id INTEGER NOT NULL REFERENCES projects(id),
+  a_agent_id INTEGER NOT NULL REFERENCES agents(id),
+  b_project_id INTEGER NOT NULL REFERENCES projects(id),
+  b_agent_id INTEGER NOT NULL REFERENCES agents(id),
+  status VARCHAR(16) NOT NULL DEFAULT 'pending',
+  reason VARCHAR(512) NOT NULL DEFAULT '',
+  created_ts TEXT NOT NULL,
+  updated_ts TEXT NOT NULL,
+  expires_ts TEXT,
+  UNIQUE (a_project_id, a_agent_id, b_project_id, b_agent_id)
+);
+CREATE INDEX IF NOT EXISTS idx_agent_links_a_project ON agent_links(a_project_id);
+CREATE INDEX IF NOT EXISTS idx_agent_links_b_project ON agent_links(b_project_id);
+CREATE INDEX IF NOT EXISTS idx_agent_links_b_project_agent ON agent_links(b_project_id, b_agent_id);
+CREATE INDEX IF NOT EXISTS idx_agent_links_status ON agent_links(status);
+
+CREATE TABLE IF NOT EXISTS message_summaries (
+  id INTEGER PRIMARY KEY,
+  project_id INTEGER NOT NULL REFERENCES projects(id),
+  summary_text TEXT NOT NULL,
+  start_ts TEXT NOT NULL,
+  end_ts TEXT NOT NULL,
+  source_message_count INTEGER NOT NULL DEFAULT 0,
+  source_thread_ids TEXT NOT NULL DEFAULT '[]',
+  llm_model VARCHAR(128),
+  cost_usd REAL,
+  created_ts TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_summaries_project_end ON message_summaries(project_id, end_ts);
+
+CREATE VIRTUAL TABLE IF NOT EXISTS fts_messages USING fts5(message_id UNINDEXED, subject, body);
+CREATE TRIGGER IF NOT EXISTS fts_messages_ai AFTER INSERT ON messages BEGIN
+  INSERT INTO fts_messages(rowid, message_id, subject, body) VALUES (new.id, new.id, new.subject, new.body_md);
+END;
+CREATE TRIGGER IF NOT EXISTS fts_messages_ad AFTER DELETE ON messages BEGIN
+  DELETE FROM fts_messages WHERE rowid = old.id;
+END;
+CREATE TRIGGER IF NOT EXISTS fts_messages_au AFTER UPDATE ON messages BEGIN
+  DELETE FROM fts_messages WHERE rowid = old.id;
+  INSERT INTO fts_messages(rowid, message_id, subject, body) VALUES (new.id, new.id, new.subject, new.body_md);
+END;
+"""
+
+BUSY_TIMEOUT_MS = 60_000
+
+
+@dataclass
+class Batch:
+    """What one drain writes, all in one transaction. Rows are dicts keyed by column name."""
+
+    projects: list[dict[str, Any]] = field(default_factory=list)
+    agents: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    # message_recipients rows: message_id, agent_id, kind, read_ts, ack_ts
+    recipients: list[dict[str, Any]] = field(default_factory=list)
+    # sender activity implied by a send: (agent_id, last_active_ts)
+    activity: list[tuple[int, str]] = field(default_factory=list)
+    # file_reservations rows (full state of each reservation, upserted by id)
+    reservations: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return (
+            len(self.projects) + len(self.agents) + len(self.messages) + len(self.recipients) + len(self.reservations)
+        )
+
+
+class Index:
+    """One SQLite file; a connection per thread (sqlite3 connections are not shared)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+
+    def connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE for writes, so a
+            # writer waits for the lock up front instead of failing on upgrade).
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self.connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def ensure_schema(self) -> None:
+        """Create every table, index and trigger that is missing; safe to call any number of times."""
+        conn = self.connect()
+        with self.transaction():
+            for statement in _statements(SCHEMA):
+                conn.execute(statement)
+
+    def query(self, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        return self.connect().execute(sql, params).fetchall()
+
+    def write_batch(self, batch: Batch) -> None:
+        """Upsert a drained batch in one transaction. Idempotent: a replayed batch changes nothing
+        (messages are immutable, read/ack times are set once, profiles are last-writer-wins)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO projects (id, slug, human_key, created_at) VALUES (:id, :slug, :human_key, :created_at) "
+                "ON CONFLICT(id) DO UPDATE SET human_key = excluded.human_key",
+                batch.projects,
+            )
+            conn.executemany(
+                "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, "
+                "last_active_ts, attachments_policy, contact_policy, registration_token) VALUES (:id, :project_id, "
+                ":name, :program, :model, :task_description, :inception_ts, :last_active_ts, :attachments_policy, "
+                ":contact_policy, :registration_token) ON CONFLICT(id) DO UPDATE SET program = excluded.program, "
+                "model = excluded.model, task_description = excluded.task_description, "
+                "attachments_policy = excluded.attachments_policy, contact_policy = excluded.contact_policy, "
+                "registration_token = excluded.registration_token, "
+                "last_active_ts = max(agents.last_active_ts, excluded.last_active_ts)",
+                batch.agents,
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO messages (id, project_id, sender_id, thread_id, topic, subject, body_md, "
+                "importance, ack_required, created_ts, attachments) VALUES (:id, :project_id, :sender_id, "
+                ":thread_id, :topic, :subject, :body_md, :importance, :ack_required, :created_ts, :attachments)",
+                batch.messages,
+            )
+            conn.executemany(
+                "INSERT INTO message_recipients (message_id, agent_id, kind, read_ts, ack_ts) "
+                "VALUES (:message_id, :agent_id, :kind, :read_ts, :ack_ts) "
+                "ON CONFLICT(message_id, agent_id) DO UPDATE SET "
+                "read_ts = coalesce(message_recipients.read_ts, excluded.read_ts), "
+                "ack_ts = coalesce(message_recipients.ack_ts, excluded.ack_ts)",
+                batch.recipients,
+            )
+            conn.executemany(
+                "UPDATE agents SET last_active_ts = ?2 WHERE id = ?1 AND last_active_ts < ?2", batch.activity
+            )
+            conn.executemany(
+                "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, exclusive, reason, "
+                "created_ts, expires_ts, released_ts) VALUES (:id, :project_id, :agent_id, :path_pattern, "
+                ":exclusive, :reason, :created_ts, :expires_ts, :released_ts) ON CONFLICT(id) DO UPDATE SET "
+                "exclusive = excluded.exclusive, reason = excluded.reason, expires_ts = excluded.expires_ts, "
+                "released_ts = coalesce(file_reservations.released_ts, excluded.released_ts)",
+                batch.reservations,
+            )
+
+
+def _statements(script: str) -> list[str]:
+    """Split the schema into statements (triggers contain ';' inside BEGIN ... END)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return [s for s in statements if s]

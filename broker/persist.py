@@ -1,0 +1,350 @@
+"""Draining a project's pending-persistence set into the Git archive and the SQLite index.
+
+The write scripts add what they changed to ``pending`` (members ``project:<id>``,
+``agent:<id>``, ``msg:<id>``, ``rcpt:<id>:<lower name>``). A drain claims a batch into
+``pending:inflight`` (drain_claim.lua), reads the current state of each entry from Redis in
+one pipeline, writes the batch to Git (one commit) and then to SQLite (one transaction), and
+only then forgets the claimed entries. Git goes first so that a row in SQLite implies its
+commit exists. Both writes are idempotent, so a retried, duplicated or re-claimed batch
+(after a worker died mid-batch) writes nothing twice.
+
+To persist a new kind of entry, add a ``_load_<kind>`` handler to ``HANDLERS``: it reads the
+entry's Redis state (already fetched by ``_fetch``) and appends rows to the batch. Entries of
+a kind without a handler stay in in-flight (logged) instead of being dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+
+from broker.archive import Archive, ArchiveMessage
+from broker.config import Settings
+from broker.index import Batch, Index
+from broker.keys import Keys
+from broker.scripts import script_source
+
+log = logging.getLogger(__name__)
+
+# A drain stops claiming after this long and re-enqueues itself, so one busy project cannot
+# hold a worker forever while others wait.
+DRAIN_BUDGET_SECONDS = 60.0
+INFLIGHT_REQUEUE_CHUNK = 5000
+
+
+@dataclass
+class ProjectState:
+    """What a batch needs to know about its project, read once per batch."""
+
+    slug: str
+    project: dict[str, str]
+    agents: dict[str, dict[str, Any]]  # lower name -> stored agent JSON
+    active: dict[str, str]  # name -> last_active_ts
+
+    def agent_id(self, name: str) -> int | None:
+        agent = self.agents.get(name.lower())
+        return int(agent["id"]) if agent else None
+
+
+@dataclass
+class Work:
+    """One batch being assembled: SQLite rows plus archive writes."""
+
+    batch: Batch = field(default_factory=Batch)
+    profiles: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    messages: list[tuple[str, str, ArchiveMessage]] = field(default_factory=list)
+    reservations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass
+class DrainStats:
+    batches: int = 0
+    entries: int = 0
+    messages: int = 0
+    commits: int = 0
+    requeued: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Persister:
+    """Writes projects' pending changes to the archive and index. Synchronous (runs in the
+    rq worker); ``redis`` must decode responses."""
+
+    def __init__(self, settings: Settings, redis: Redis, index: Index | None = None) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys = Keys(settings.redis_key_prefix)
+        self.index = index or Index(settings.index_path)
+        self.index.ensure_schema()
+        self.archive = Archive(settings.archive_path, "")
+        self._claim = redis.register_script(script_source("drain_claim"))
+        self._requeue = redis.register_script(script_source("drain_requeue"))
+
+    # -- draining -----------------------------------------------------------------------
+    def drain(self, slug: str, budget_seconds: float = DRAIN_BUDGET_SECONDS) -> DrainStats:
+        """Persist everything pending for the project, batch by batch."""
+        keys, stats = self.keys, DrainStats()
+        deadline = time.monotonic() + budget_seconds
+        while True:
+            members = self._claim(
+                keys=[keys.pending(slug), keys.inflight(slug), keys.pending_flag(slug)],
+                args=[self.settings.persist_batch_size],
+            )
+            if not members:
+                return stats
+            try:
+                done, commit, messages = self.persist_batch(slug, members)
+            except Exception:
+                self._release(slug, members)
+                raise
+            if done:
+                self.redis.zrem(keys.inflight(slug), *done)
+            stats.batches += 1
+            stats.entries += len(done)
+            stats.messages += messages
+            stats.commits += commit is not None
+            if time.monotonic() > deadline:
+                stats.requeued = True
+                return stats
+
+    def _release(self, slug: str, members: list[str]) -> None:
+        """Give a failed batch's entries back to pending at once, so the job's retry (rather
+        than the reconciler, minutes later) writes them."""
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zadd(self.keys.pending(slug), dict.fromkeys(members, 0), nx=True)
+            pipe.zrem(self.keys.inflight(slug), *members)
+            pipe.execute()
+        except Exception as exc:  # Redis itself failed: the reconciler re-queues them later
+            log.warning("could not return a failed batch of %s to pending: %s", slug, exc)
+
+    def persist_batch(self, slug: str, members: list[str]) -> tuple[list[str], str | None, int]:
+        """Write one claimed batch; returns the members written, the commit sha (None if the
+        archive had it all) and the number of messages."""
+        state, fetched = self._fetch(slug, members)
+        work = Work()
+        work.batch.projects.append(
+            {
+                "id": int(state.project["id"]),
+                "slug": slug,
+                "human_key": state.project["human_key"],
+                "created_at": state.project["created_at"],
+            }
+        )
+        done: list[str] = []
+        for member in members:
+            kind = member.split(":", 1)[0]
+            handler = HANDLERS.get(kind)
+            if handler is None:
+                log.warning("no persistence handler for %r in project %s; left in flight", member, slug)
+                continue
+            handler.load(state, member, fetched.get(member, []), work)
+            done.append(member)
+        commit = self.archive.write_batch(
+            profiles=work.profiles, messages=work.messages, reservations=work.reservations
+        )
+        self.index.write_batch(work.batch)
+        return done, commit, len(work.messages)
+
+    def _fetch(self, slug: str, members: list[str]) -> tuple[ProjectState, dict[str, Any]]:
+        """The project's records and every entry's Redis state, in one round trip."""
+        keys = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.project(slug))
+        pipe.hgetall(keys.agents(slug))
+        pipe.hgetall(keys.active(slug))
+        counts: list[tuple[str, int]] = []
+        for member in members:
+            kind, _, rest = member.partition(":")
+            handler = HANDLERS.get(kind)
+            if handler is not None and handler.fetch is not None:
+                counts.append((member, handler.fetch(pipe, keys, slug, rest)))
+        replies = pipe.execute()
+        project, agents, active = replies[0], replies[1], replies[2]
+        state = ProjectState(slug, project, {k: json.loads(v) for k, v in agents.items()}, active)
+        fetched: dict[str, Any] = {}
+        position = 3
+        for member, count in counts:
+            fetched[member] = replies[position : position + count]
+            position += count
+        if not project:
+            raise RuntimeError(f"project {slug!r} is gone from Redis; run `broker rehydrate` before draining it")
+        return state, fetched
+
+    # -- the reconciler -----------------------------------------------------------------
+    def stale_projects(self, min_age_seconds: float, inflight_age_seconds: float) -> list[str]:
+        """Projects that need a drain: their oldest pending entry is older than
+        ``min_age_seconds``, or in-flight entries were claimed more than
+        ``inflight_age_seconds`` ago (these are moved back to pending first)."""
+        now_ms = int(time.time() * 1000)
+        slugs = list(self.redis.hkeys(self.keys.projects))
+        pipe = self.redis.pipeline(transaction=False)
+        for slug in slugs:
+            pipe.zrange(self.keys.pending(slug), 0, 0, withscores=True)
+            pipe.zrange(self.keys.inflight(slug), 0, 0, withscores=True)
+        replies = pipe.execute()
+        stale = []
+        for i, slug in enumerate(slugs):
+            oldest_pending, oldest_inflight = replies[2 * i], replies[2 * i + 1]
+            if oldest_inflight and oldest_inflight[0][1] <= now_ms - inflight_age_seconds * 1000:
+                cutoff = now_ms - int(inflight_age_seconds * 1000)
+                while self._requeue(
+                    keys=[self.keys.inflight(slug), self.keys.pending(slug)], args=[cutoff, INFLIGHT_REQUEUE_CHUNK]
+                ):
+                    pass
+                stale.append(slug)
+            elif oldest_pending and oldest_pending[0][1] <= now_ms - min_age_seconds * 1000:
+                stale.append(slug)
+        return stale
+
+
+# -- handlers: one per pending-entry kind ------------------------------------------------
+def _load_project(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
+    """The project row is written with every batch (see persist_batch); nothing else to do."""
+
+
+def _load_agent(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
+    agent_id = int(member.split(":", 1)[1])
+    agent = next((a for a in state.agents.values() if int(a["id"]) == agent_id), None)
+    if agent is None:
+        log.warning("agent %s of project %s is gone from Redis; skipped", agent_id, state.slug)
+        return
+    last_active = state.active.get(agent["name"]) or agent["inception_ts"]
+    work.batch.agents.append(
+        {
+            "id": agent_id,
+            "project_id": int(agent["project_id"]),
+            "name": agent["name"],
+            "program": agent["program"],
+            "model": agent["model"],
+            "task_description": agent.get("task_description", ""),
+            "inception_ts": agent["inception_ts"],
+            "last_active_ts": last_active,
+            "attachments_policy": agent.get("attachments_policy", "auto"),
+            "contact_policy": agent.get("contact_policy", "auto"),
+            "registration_token": f"sha256:{agent['token_hash']}" if agent.get("token_hash") else None,
+        }
+    )
+    profile = {
+        "id": agent_id,
+        "name": agent["name"],
+        "program": agent["program"],
+        "model": agent["model"],
+        "task_description": agent.get("task_description", ""),
+        "inception_ts": agent["inception_ts"],
+        "last_active_ts": last_active,
+        "project_id": int(agent["project_id"]),
+        "attachments_policy": agent.get("attachments_policy", "auto"),
+    }
+    work.profiles.append((state.slug, profile))
+
+
+def _fetch_message(pipe: Pipeline, keys: Keys, slug: str, rest: str) -> int:
+    pipe.hgetall(keys.message(slug, int(rest)))
+    pipe.hget(keys.bodies(slug), rest)
+    return 2
+
+
+def _load_message(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
+    record, body = fetched
+    if not record:
+        log.warning("%s of project %s is gone from Redis; skipped", member, state.slug)
+        return
+    head = json.loads(record["head"])
+    recipients = json.loads(record["recipients"])
+    message_id = int(head["id"])
+    work.batch.messages.append(
+        {
+            "id": message_id,
+            "project_id": int(head["project_id"]),
+            "sender_id": int(head["sender_id"]),
+            "thread_id": head["thread_id"],
+            "topic": head["topic"],
+            "subject": head["subject"],
+            "body_md": body or "",
+            "importance": head["importance"],
+            "ack_required": 1 if head["ack_required"] else 0,
+            "created_ts": head["created_ts"],
+            "attachments": json.dumps(head.get("attachments") or []),
+        }
+    )
+    work.batch.activity.append((int(head["sender_id"]), head["created_ts"]))
+    for kind in ("to", "cc", "bcc"):
+        for name in recipients[kind]:
+            agent_id = state.agent_id(name)
+            if agent_id is None:
+                continue
+            lower = name.lower()
+            work.batch.recipients.append(
+                {
+                    "message_id": message_id,
+                    "agent_id": agent_id,
+                    "kind": kind,
+                    "read_ts": record.get(f"rt:{lower}"),
+                    "ack_ts": record.get(f"at:{lower}"),
+                }
+            )
+    message = ArchiveMessage(
+        id=message_id,
+        subject=head["subject"],
+        body_md=body or "",
+        sender=head["from"],
+        created=head["created_ts"],
+        to=recipients["to"],
+        cc=recipients["cc"],
+        bcc=recipients["bcc"],
+        thread_id=head["thread_id"],
+        importance=head["importance"],
+        ack_required=bool(head["ack_required"]),
+        attachments=head.get("attachments") or [],
+    )
+    work.messages.append((state.slug, state.project["human_key"], message))
+
+
+def _fetch_receipt(pipe: Pipeline, keys: Keys, slug: str, rest: str) -> int:
+    message_id, _, name = rest.partition(":")
+    pipe.hmget(keys.message(slug, int(message_id)), f"rk:{name}", f"rt:{name}", f"at:{name}")
+    return 1
+
+
+def _load_receipt(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
+    _, message_id, name = member.split(":", 2)
+    kind, read_ts, ack_ts = fetched[0]
+    agent_id = state.agent_id(name)
+    if kind is None or agent_id is None:
+        log.warning("%s of project %s is gone from Redis; skipped", member, state.slug)
+        return
+    work.batch.recipients.append(
+        {"message_id": int(message_id), "agent_id": agent_id, "kind": kind, "read_ts": read_ts, "ack_ts": ack_ts}
+    )
+
+
+@dataclass(frozen=True)
+class EntryKind:
+    """How one kind of pending entry is persisted. ``fetch`` queues the Redis reads the entry
+    needs on the batch's pipeline (given the member without its ``<kind>:``) and returns how
+    many replies it queued; ``load`` turns those replies into rows and archive files."""
+
+    load: Callable[[ProjectState, str, list[Any], Work], None]
+    fetch: Callable[[Pipeline, Keys, str, str], int] | None = None
+
+
+# Pending-entry kind -> how to persist it. File reservations (members "res:<id>") plug in
+# here: an EntryKind whose fetch reads the reservation hash and whose load appends a
+# file_reservations row to work.batch.reservations and (slug, record) to work.reservations
+# (the archive writes file_reservations/<sha1(pattern)>.json and id-<id>.json from it).
+HANDLERS: dict[str, EntryKind] = {
+    "project": EntryKind(_load_project),
+    "agent": EntryKind(_load_agent),
+    "msg": EntryKind(_load_message, _fetch_message),
+    "rcpt": EntryKind(_load_receipt, _fetch_receipt),
+}

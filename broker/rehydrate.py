@@ -1,0 +1,236 @@
+"""``broker rehydrate``: rebuild Redis from the SQLite index after Redis lost its data.
+
+For each project in the index it writes back what the send and mark scripts would have
+written: the project and agent records (with token digests, so tokens keep working), every
+message with its body, each recipient's inbox stream entry, unread set, urgent and topic
+indexes, read/ack times, the senders' outboxes and topic indexes, and the thread indexes.
+Inbox stream ids are rebuilt from each message's creation time, so ``since_ts`` paging and
+newest-first order behave as before. Id counters are raised past the largest id in the index
+so new ids never collide. Nothing is added to the pending set: it is all persisted already.
+
+A project that still exists in Redis is left alone unless ``force`` is given (then its keys
+are deleted and rebuilt). Entries still pending in a Redis that did not lose its data are not
+in the index, so do not force a live project whose worker has a backlog.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from broker.config import Settings
+from broker.connection import make_client
+from broker.index import Index
+from broker.keys import Keys
+from broker.mail import INLINE_BODY_BYTES
+from broker.scripts import script_source
+
+PIPELINE_CHUNK = 500
+
+
+@dataclass
+class Report:
+    projects: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    agents: int = 0
+    messages: int = 0
+    deliveries: int = 0
+
+    def lines(self) -> list[str]:
+        out = [
+            f"rehydrated {len(self.projects)} project(s): {self.agents} agents, {self.messages} messages, "
+            f"{self.deliveries} inbox entries"
+        ]
+        if self.skipped:
+            out.append(f"left alone (still in Redis; use --force to rebuild): {', '.join(self.skipped)}")
+        return out
+
+
+def _micros(iso: str) -> int:
+    moment = datetime.fromisoformat(iso)
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+class _StreamIds:
+    """Explicit, strictly increasing stream ids ``<ms>-<seq>`` per stream."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, int]] = {}
+
+    def next(self, stream: str, ms: int) -> str:
+        last_ms, last_seq = self._last.get(stream, (-1, -1))
+        ms, seq = (last_ms, last_seq + 1) if ms <= last_ms else (ms, 0)
+        self._last[stream] = (ms, seq)
+        return f"{ms}-{seq}"
+
+
+async def rehydrate_all(settings: Settings, redis_url: str, force: bool = False) -> Report:
+    client = make_client(redis_url)
+    index = Index(settings.index_path)
+    index.ensure_schema()
+    report = Report()
+    try:
+        for project in index.query("SELECT * FROM projects ORDER BY id"):
+            await rehydrate_project(client, Keys(settings.redis_key_prefix), index, dict(project), report, force)
+        await _raise_counters(client, Keys(settings.redis_key_prefix), index)
+    finally:
+        await client.aclose()
+        index.close()
+    return report
+
+
+async def rehydrate_project(
+    client: Redis, keys: Keys, index: Index, project: dict[str, Any], report: Report, force: bool
+) -> None:
+    slug = project["slug"]
+    if await client.exists(keys.project(slug)):
+        if not force:
+            report.skipped.append(slug)
+            return
+        stale = [key async for key in client.scan_iter(match=keys.project_prefix(slug) + "*", count=1000)]
+        for start in range(0, len(stale), PIPELINE_CHUNK):
+            await client.delete(*stale[start : start + PIPELINE_CHUNK])
+    pid = project["id"]
+    agents = {row["id"]: dict(row) for row in index.query("SELECT * FROM agents WHERE project_id = ?", (pid,))}
+
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(
+        keys.project(slug),
+        mapping={"id": pid, "slug": slug, "human_key": project["human_key"], "created_at": project["created_at"]},
+    )
+    pipe.hset(keys.projects, slug, project["human_key"])
+    for agent in agents.values():
+        token = agent["registration_token"] or ""
+        record = {
+            "id": agent["id"],
+            "name": agent["name"],
+            "program": agent["program"],
+            "model": agent["model"],
+            "task_description": agent["task_description"],
+            "inception_ts": agent["inception_ts"],
+            "project_id": pid,
+            "attachments_policy": agent["attachments_policy"],
+            "contact_policy": agent["contact_policy"],
+            "token_hash": token.removeprefix("sha256:"),
+        }
+        pipe.hset(keys.agents(slug), agent["name"].lower(), json.dumps(record))
+        pipe.hset(keys.active(slug), agent["name"], agent["last_active_ts"])
+    await pipe.execute()
+    report.agents += len(agents)
+
+    recipients: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in index.query(
+        "SELECT r.* FROM message_recipients r JOIN messages m ON m.id = r.message_id "
+        "WHERE m.project_id = ? ORDER BY r.rowid",
+        (pid,),
+    ):
+        recipients[row["message_id"]].append(dict(row))
+    streams = _StreamIds()
+    messages = index.query("SELECT * FROM messages WHERE project_id = ? ORDER BY created_ts, id", (pid,))
+    for start in range(0, len(messages), PIPELINE_CHUNK):
+        pipe = client.pipeline(transaction=False)
+        for message in messages[start : start + PIPELINE_CHUNK]:
+            report.deliveries += _restore_message(
+                pipe, keys, slug, dict(message), agents, recipients.get(message["id"], []), streams
+            )
+        await pipe.execute()
+    report.messages += len(messages)
+    # File reservations plug in here: restore the project's active rows of file_reservations
+    # (released_ts IS NULL AND expires_ts > now) into their Redis records, as the grant
+    # script writes them, once reservations live in Redis.
+    report.projects.append(slug)
+
+
+def _restore_message(
+    pipe: Any,
+    keys: Keys,
+    slug: str,
+    message: dict[str, Any],
+    agents: dict[int, dict[str, Any]],
+    rows: list[dict[str, Any]],
+    streams: _StreamIds,
+) -> int:
+    """Queue the writes of one message; returns how many inbox entries it made."""
+    sender = agents.get(message["sender_id"], {}).get("name") or f"agent-{message['sender_id']}"
+    sender_lower = sender.lower()
+    message_id = message["id"]
+    head = {
+        "id": message_id,
+        "project_id": message["project_id"],
+        "sender_id": message["sender_id"],
+        "thread_id": message["thread_id"],
+        "topic": message["topic"],
+        "subject": message["subject"],
+        "importance": message["importance"],
+        "ack_required": bool(message["ack_required"]),
+        "created_ts": message["created_ts"],
+        "attachments": json.loads(message["attachments"] or "[]"),
+        "from": sender,
+    }
+    us = _micros(message["created_ts"])
+    ms = us // 1000
+    lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
+    fields: dict[str, Any] = {}
+    for row in rows:
+        name = agents.get(row["agent_id"], {}).get("name")
+        if name:
+            lists[row["kind"]].append(name)
+            fields[f"rk:{name.lower()}"] = row["kind"]
+            if row["read_ts"]:
+                fields[f"rt:{name.lower()}"] = row["read_ts"]
+            if row["ack_ts"]:
+                fields[f"at:{name.lower()}"] = row["ack_ts"]
+    head_json = json.dumps(head, separators=(",", ":"))
+    pipe.hset(
+        keys.message(slug, message_id),
+        mapping={
+            "head": head_json,
+            "sender": sender_lower,
+            "recipients": json.dumps(lists, separators=(",", ":")),
+            "created_us": str(us),
+            **fields,
+        },
+    )
+    body = message["body_md"] or ""
+    pipe.hset(keys.bodies(slug), str(message_id), body)
+    urgent = message["importance"] in ("high", "urgent")
+    topic = message["topic"] or ""
+    filter_text = f"{us}|{1 if urgent else 0}|{topic.lower()}"
+    inline = len(body.encode()) <= INLINE_BODY_BYTES
+    delivered = 0
+    for row in rows:
+        name = agents.get(row["agent_id"], {}).get("name")
+        if not name:
+            continue
+        inbox = keys.inbox(slug, name)
+        entry = {"m": str(message_id), "f": filter_text, "j": json.dumps({**head, "kind": row["kind"]})}
+        if inline:
+            entry["b"] = body
+        pipe.xadd(inbox, entry, id=streams.next(inbox, ms))
+        if not row["read_ts"]:
+            pipe.sadd(keys.unread(slug, name), str(message_id))
+        if urgent:
+            pipe.zadd(keys.urgent(slug, name), {str(message_id): us})
+        if topic:
+            pipe.zadd(keys.received_topic(slug, name, topic), {str(message_id): us})
+        delivered += 1
+    outbox = keys.outbox(slug, sender)
+    pipe.xadd(outbox, {"m": str(message_id), "c": str(us)}, id=streams.next(outbox, ms))
+    if topic:
+        pipe.zadd(keys.sent_topic(slug, sender, topic), {str(message_id): us})
+    if message["thread_id"]:
+        pipe.zadd(keys.thread(slug, message["thread_id"]), {str(message_id): us})
+    return delivered
+
+
+async def _raise_counters(client: Redis, keys: Keys, index: Index) -> None:
+    """Id counters at least the largest id in the index, so new ids never reuse one."""
+    raise_counter = client.register_script(script_source("raise_counter"))
+    for kind, table in (("message", "messages"), ("agent", "agents"), ("project", "projects")):
+        top = index.query(f"SELECT coalesce(max(id), 0) FROM {table}")[0][0]
+        await raise_counter(keys=[keys.ids(kind)], args=[top])

@@ -1,0 +1,27 @@
+-- drain_claim: claim the oldest pending-persistence entries of a project for one drain batch.
+-- Moves them from the pending set to the in-flight set (scored by claim time), so a change
+-- made while the batch is written re-enters pending and is written again by a later batch,
+-- and a batch lost with its worker stays visible in in-flight for the reconciler.
+-- Deletes the "drain job scheduled" flag first: any write after this claim sets it again and
+-- enqueues a job, and every write before it is in pending now, so nothing waits unscheduled.
+-- KEYS[1]  pending-persistence zset
+-- KEYS[2]  in-flight zset
+-- KEYS[3]  "drain job scheduled" flag
+-- ARGV[1]  most entries to claim
+-- Returns the claimed members, oldest first (empty when nothing is pending).
+redis.call("DEL", KEYS[3])
+local members = redis.call("ZRANGE", KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #members == 0 then return {} end
+local _, _, ms = now()
+for i = 1, #members, 500 do
+  local chunk = {}
+  local args = {}
+  for j = i, math.min(i + 499, #members) do
+    table.insert(chunk, members[j])
+    table.insert(args, ms)
+    table.insert(args, members[j])
+  end
+  redis.call("ZADD", KEYS[2], unpack(args))
+  redis.call("ZREM", KEYS[1], unpack(chunk))
+end
+return members

@@ -1,0 +1,114 @@
+"""The seed's archive and SQLite scenarios (test_concurrent_operations.py), ported to our
+archive and index, with stricter checks: every write succeeds and is in Git or SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from helpers import make_settings
+from persist_helpers import committed_files, front_matter, git, show
+
+from broker.archive import ensure_archive, write_agent_profile, write_message_bundle
+from broker.config import Settings
+from broker.index import Index
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings("memory://unused", tmp_path)
+
+
+async def test_concurrent_archive_writes(settings: Settings) -> None:
+    archive = await ensure_archive(settings, "archive-lock-test")
+
+    async def write_profile(i: int) -> None:
+        await write_agent_profile(
+            archive,
+            {"name": f"Agent{i}", "program": "claude-code", "model": "opus-4", "task_description": f"Task {i}"},
+        )
+
+    results = await asyncio.gather(*(write_profile(i) for i in range(5)), return_exceptions=True)
+    assert [r for r in results if isinstance(r, Exception)] == []
+    files = committed_files(settings)
+    for i in range(5):
+        path = f"projects/archive-lock-test/agents/Agent{i}/profile.json"
+        assert path in files
+        assert json.loads(show(settings, path))["task_description"] == f"Task {i}"
+    assert git(settings, "log", "-1", "--format=%an <%ae>").strip() == "mcp-agent <mcp-agent@example.com>"
+
+
+async def test_concurrent_message_bundle_writes(settings: Settings) -> None:
+    archive = await ensure_archive(settings, "bundle-lock-test")
+
+    async def write_bundle(i: int) -> None:
+        await write_message_bundle(
+            archive,
+            message={"id": i, "subject": f"Subject {i}"},
+            body_md=f"Body {i}",
+            sender=f"Sender{i}",
+            recipients=[f"Recipient{i}"],
+        )
+
+    results = await asyncio.gather(*(write_bundle(i) for i in range(10)), return_exceptions=True)
+    assert [r for r in results if isinstance(r, Exception)] == []
+    files = committed_files(settings)
+    base = "projects/bundle-lock-test"
+    for i in range(10):
+        canonical = [f for f in files if f.startswith(f"{base}/messages/") and f.endswith(f"__subject-{i}__{i}.md")]
+        assert len(canonical) == 1
+        front = front_matter(settings, canonical[0])
+        assert (front["id"], front["from"], front["to"], front["subject"]) == (
+            i,
+            f"Sender{i}",
+            [f"Recipient{i}"],
+            f"Subject {i}",
+        )
+        assert any(f.startswith(f"{base}/agents/Sender{i}/outbox/") for f in files)
+        assert any(f.startswith(f"{base}/agents/Recipient{i}/inbox/") for f in files)
+    assert len(git(settings, "log", "--format=%H").splitlines()) == 11  # initial commit + one per bundle
+
+
+async def test_concurrent_message_read_write(settings: Settings) -> None:
+    """Ten concurrent writers and five readers on the index raise no error."""
+    index = Index(settings.index_path)
+    index.ensure_schema()
+    index.ensure_schema()  # idempotent
+    conn = index.connect()
+    conn.execute(
+        "INSERT INTO projects (slug, human_key, created_at) VALUES (?, ?, datetime('now'))",
+        ("db-concurrent", "/tmp/db-concurrent"),
+    )
+    project_id = conn.execute("SELECT id FROM projects WHERE slug = ?", ("db-concurrent",)).fetchone()[0]
+
+    def write_message(i: int) -> None:
+        with index.transaction() as tx:
+            tx.execute(
+                "INSERT INTO messages (project_id, subject, body_md, importance, ack_required, sender_id, created_ts) "
+                "VALUES (?, ?, ?, ?, ?, 1, datetime('now'))",
+                (project_id, f"Msg {i}", f"Body {i}", "normal", 0),
+            )
+
+    def read_messages() -> int:
+        return (
+            index.connect().execute("SELECT COUNT(*) FROM messages WHERE project_id = ?", (project_id,)).fetchone()[0]
+        )
+
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=15) as pool:  # all fifteen at once, each its own connection
+        results = await asyncio.gather(
+            *(loop.run_in_executor(pool, write_message, i) for i in range(10)),
+            *(loop.run_in_executor(pool, read_messages) for _ in range(5)),
+            return_exceptions=True,
+        )
+    assert [r for r in results if isinstance(r, Exception)] == []
+    assert read_messages() == 10
+    # the FTS table follows the messages table through its triggers
+    hits = conn.execute("SELECT rowid FROM fts_messages WHERE fts_messages MATCH 'Msg'").fetchall()
+    assert len(hits) == 10
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"projects", "agents", "messages", "message_recipients", "file_reservations", "agent_links"} <= tables

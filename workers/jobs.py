@@ -1,0 +1,60 @@
+"""rq job functions (named by dotted path in JSON-serialized jobs; never pickled).
+
+Thin: they find the process's Persister for the job's key prefix and call it. The worker
+registers its Persister at start-up (``workers.runner``); a job run by a plain ``rq worker``
+builds one from the environment's settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from broker.persist import Persister
+
+log = logging.getLogger(__name__)
+
+_persisters: dict[str, Persister] = {}
+_guard = threading.Lock()
+
+
+def register_persister(persister: Persister) -> None:
+    with _guard:
+        _persisters[persister.keys.prefix] = persister
+
+
+def _persister_for(prefix: str) -> Persister:
+    with _guard:
+        found = _persisters.get(prefix)
+    if found is not None:
+        return found
+    from broker.config import get_settings
+    from broker.connection import make_sync_client
+    from broker.embedded import resolve_redis_url
+
+    settings = get_settings()
+    if settings.redis_key_prefix != prefix:
+        raise RuntimeError(
+            f"job for key prefix {prefix!r}, but this worker's REDIS_KEY_PREFIX is {settings.redis_key_prefix!r}"
+        )
+    url, _ = resolve_redis_url(settings.redis_url, settings.storage_root)
+    persister = Persister(settings, make_sync_client(url))
+    register_persister(persister)
+    return persister
+
+
+def drain_project(prefix: str, slug: str) -> dict[str, Any]:
+    """Persist everything pending for one project; re-enqueues itself past its time budget."""
+    persister = _persister_for(prefix)
+    stats = persister.drain(slug)
+    if stats.requeued:
+        from rq import get_current_job
+
+        job = get_current_job()
+        if job is not None and job.origin:
+            from broker.persist_queue import PersistQueue
+
+            PersistQueue.for_connection(job.connection, persister.keys).enqueue(slug)
+    log.info("drained %s: %s", slug, stats.as_dict())
+    return stats.as_dict()

@@ -1,0 +1,113 @@
+"""The persistence worker: an rq worker on the drain queue plus the reconciler.
+
+``broker worker`` runs it in the foreground (a ``SimpleWorker``: jobs run in the worker
+process, no fork per job, since a drain is short and its writes are idempotent). The embedded
+default of ``broker serve`` runs the same worker on a thread of the server process.
+
+The reconciler is the safety net for a lost enqueue (a crash between a write script and its
+enqueue, or a job lost with a killed worker): at start-up it re-queues every in-flight entry
+and enqueues every project with pending entries; then, every
+PERSIST_RECONCILE_INTERVAL_SECONDS, it enqueues projects whose oldest pending entry is older
+than PERSIST_RECONCILE_AGE_SECONDS and re-queues in-flight entries older than the drain time
+limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any
+
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+from rq.timeouts import TimerDeathPenalty
+
+from broker.config import Settings
+from broker.connection import make_sync_client
+from broker.persist import Persister
+from broker.persist_queue import DRAIN_TIMEOUT_SECONDS, PersistQueue
+from workers.jobs import register_persister
+
+log = logging.getLogger(__name__)
+
+
+class ThreadWorker(SimpleWorker):
+    """A SimpleWorker that can run off the main thread: no signal handlers, and job time
+    limits enforced by a timer instead of SIGALRM."""
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        pass
+
+
+class PersistenceWorker:
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        self.settings = settings
+        self.persister = Persister(settings, make_sync_client(redis_url))
+        register_persister(self.persister)
+        self.rq_connection = make_sync_client(redis_url, decode_responses=False)
+        self.queue = PersistQueue.for_connection(self.rq_connection, self.persister.keys)
+        self._stop = threading.Event()
+        self._worker: SimpleWorker | None = None
+        self._reconciler: threading.Thread | None = None
+
+    def reconcile(self, startup: bool = False) -> list[str]:
+        """Enqueue a drain for every project that needs one; returns their slugs."""
+        if startup:
+            slugs = self.persister.stale_projects(min_age_seconds=0, inflight_age_seconds=0)
+        else:
+            slugs = self.persister.stale_projects(
+                self.settings.persist_reconcile_age_seconds, DRAIN_TIMEOUT_SECONDS + 60
+            )
+        for slug in slugs:
+            self.queue.enqueue(slug)
+        if slugs:
+            log.info("reconciler enqueued drains for %s", ", ".join(slugs))
+        return slugs
+
+    def _reconcile_forever(self) -> None:
+        while not self._stop.wait(self.settings.persist_reconcile_interval_seconds):
+            try:
+                self.reconcile()
+            except Exception as exc:  # keep the safety net running through Redis hiccups
+                log.warning("reconciler pass failed: %s", exc)
+
+    def run(self, *, burst: bool = False) -> None:
+        """Reconcile, then work the queue until stopped (or, with ``burst``, until it is empty)."""
+        rq_log = logging.getLogger("rq")
+        if not rq_log.hasHandlers():
+            # rq would log to stdout, which carries the MCP protocol under `serve --transport stdio`
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+            rq_log.addHandler(handler)
+        self.reconcile(startup=True)
+        on_main = threading.current_thread() is threading.main_thread()
+        worker_class: Any = SimpleWorker if on_main else ThreadWorker
+        self._worker = worker_class([self.queue.queue], connection=self.rq_connection, serializer=JSONSerializer)
+        if not burst and self._reconciler is None:
+            self._reconciler = threading.Thread(target=self._reconcile_forever, name="persist-reconciler", daemon=True)
+            self._reconciler.start()
+        self._worker.work(burst=burst, logging_level="WARNING", with_scheduler=False)
+
+    def _run_until_stopped(self) -> None:
+        # rq's work loop returns when Redis goes away; the server outlives that, so start over.
+        while not self._stop.is_set():
+            try:
+                self.run()
+            except Exception as exc:
+                log.warning("persistence worker stopped (%s); restarting in 5 s", exc)
+            self._stop.wait(5)
+
+    def start_thread(self) -> threading.Thread:
+        """Run the worker on a daemon thread of this process (the embedded default), restarting
+        it after a Redis outage."""
+        thread = threading.Thread(target=self._run_until_stopped, name="persist-worker", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.request_stop(None, None)
