@@ -291,3 +291,9 @@ def literal_prefix(pattern: str) -> str:
             break
         prefix.append(part)
     return "/".join(prefix)
+
+
+def index_bucket(pattern: str) -> str:
+    """The reservation index bucket (see broker/scripts/lib/reservations.lua): the literal prefix,
+    or for tool:// and friends the name after a \\x01 byte, which no path bucket starts with."""
+    return "\x01" + pattern if is_virtual(pattern) else literal_prefix(pattern)

@@ -1,7 +1,7 @@
 """Draining a project's pending-persistence set into the Git archive and the SQLite index.
 
 The write scripts add what they changed to ``pending`` (members ``project:<id>``,
-``agent:<id>``, ``msg:<id>``, ``rcpt:<id>:<lower name>``). A drain claims a batch into
+``agent:<id>``, ``msg:<id>``, ``rcpt:<id>:<lower name>``, ``res:<id>``). A drain claims a batch into
 ``pending:inflight`` (drain_claim.lua), reads the current state of each entry from Redis in
 one pipeline, writes the batch to Git (one commit) and then to SQLite (one transaction), and
 only then forgets the claimed entries. Git goes first so that a row in SQLite implies its
@@ -29,6 +29,7 @@ from broker.archive import Archive, ArchiveMessage
 from broker.config import Settings
 from broker.index import Batch, Index
 from broker.keys import Keys
+from broker.reservation_record import record_dict
 from broker.scripts import script_source
 
 log = logging.getLogger(__name__)
@@ -328,6 +329,41 @@ def _load_receipt(state: ProjectState, member: str, fetched: list[Any], work: Wo
     )
 
 
+def _fetch_reservation(pipe: Pipeline, keys: Keys, slug: str, rest: str) -> int:
+    pipe.hgetall(keys.reservation(slug, rest))
+    return 1
+
+
+def _load_reservation(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
+    """The reservation's current state (grant, renewal, release or expiry), upserted by id."""
+    record = fetched[0]
+    if not record.get("id"):
+        log.warning("%s of project %s is gone from Redis (past its retention); skipped", member, state.slug)
+        return
+    shown = record_dict(record)
+    agent_id = state.agent_id(shown["agent"])
+    if agent_id is None:
+        log.warning("%s of project %s names an unknown agent; skipped", member, state.slug)
+        return
+    work.batch.reservations.append(
+        {
+            "id": shown["id"],
+            "project_id": int(state.project["id"]),
+            "agent_id": agent_id,
+            "path_pattern": shown["path_pattern"],
+            "exclusive": 1 if shown["exclusive"] else 0,
+            "reason": shown["reason"],
+            "created_ts": shown["created_ts"],
+            "expires_ts": shown["expires_ts"],
+            "released_ts": shown["released_ts"],
+        }
+    )
+    archived = {"id": shown["id"], "project": state.project["human_key"], **shown}
+    if archived["released_ts"] is None:
+        del archived["released_ts"]
+    work.reservations.append((state.slug, archived))
+
+
 @dataclass(frozen=True)
 class EntryKind:
     """How one kind of pending entry is persisted. ``fetch`` queues the Redis reads the entry
@@ -338,13 +374,11 @@ class EntryKind:
     fetch: Callable[[Pipeline, Keys, str, str], int] | None = None
 
 
-# Pending-entry kind -> how to persist it. File reservations (members "res:<id>") plug in
-# here: an EntryKind whose fetch reads the reservation hash and whose load appends a
-# file_reservations row to work.batch.reservations and (slug, record) to work.reservations
-# (the archive writes file_reservations/<sha1(pattern)>.json and id-<id>.json from it).
+# Pending-entry kind -> how to persist it. Contacts will plug in the same way.
 HANDLERS: dict[str, EntryKind] = {
     "project": EntryKind(_load_project),
     "agent": EntryKind(_load_agent),
     "msg": EntryKind(_load_message, _fetch_message),
     "rcpt": EntryKind(_load_receipt, _fetch_receipt),
+    "res": EntryKind(_load_reservation, _fetch_reservation),
 }

@@ -3,7 +3,8 @@
 For each project in the index it writes back what the send and mark scripts would have
 written: the project and agent records (with token digests, so tokens keep working), every
 message with its body, each recipient's inbox stream entry, unread set, urgent and topic
-indexes, read/ack times, the senders' outboxes and topic indexes, and the thread indexes.
+indexes, read/ack times, the senders' outboxes and topic indexes, the thread indexes, and the
+live file reservations.
 Inbox stream ids are rebuilt from each message's creation time, so ``since_ts`` paging and
 newest-first order behave as before. Id counters are raised past the largest id in the index
 so new ids never collide. Nothing is added to the pending set: it is all persisted already.
@@ -18,11 +19,12 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
+from broker import globs
 from broker.config import Settings
 from broker.connection import make_client
 from broker.index import Index
@@ -40,11 +42,12 @@ class Report:
     agents: int = 0
     messages: int = 0
     deliveries: int = 0
+    reservations: int = 0
 
     def lines(self) -> list[str]:
         out = [
             f"rehydrated {len(self.projects)} project(s): {self.agents} agents, {self.messages} messages, "
-            f"{self.deliveries} inbox entries"
+            f"{self.deliveries} inbox entries, {self.reservations} live file reservations"
         ]
         if self.skipped:
             out.append(f"left alone (still in Redis; use --force to rebuild): {', '.join(self.skipped)}")
@@ -140,9 +143,8 @@ async def rehydrate_project(
             )
         await pipe.execute()
     report.messages += len(messages)
-    # File reservations plug in here: restore the project's active rows of file_reservations
-    # (released_ts IS NULL AND expires_ts > now) into their Redis records, as the grant
-    # script writes them, once reservations live in Redis.
+    report.reservations += await _restore_reservations(client, keys, index, slug, pid, agents)
+    await _restore_mail_activity(client, keys, index, slug, pid, agents)
     report.projects.append(slug)
 
 
@@ -228,9 +230,61 @@ def _restore_message(
     return delivered
 
 
+async def _restore_reservations(
+    client: Redis, keys: Keys, index: Index, slug: str, pid: int, agents: dict[int, dict[str, Any]]
+) -> int:
+    """Put back the project's live reservations (unreleased, unexpired); ended ones stay in the
+    index only, as they would have left Redis after their retention."""
+    restore = client.register_script(script_source("restore_reservation"))
+    now = datetime.now(UTC).isoformat()
+    rows = index.query(
+        "SELECT * FROM file_reservations WHERE project_id = ? AND released_ts IS NULL AND expires_ts > ? ORDER BY id",
+        (pid, now),
+    )
+    restored = 0
+    for row in rows:
+        agent = agents.get(row["agent_id"], {}).get("name")
+        if agent is None:
+            continue
+        pattern = row["path_pattern"]
+        restored += await restore(
+            keys=[],
+            args=[
+                keys.project_prefix(slug), row["id"], agent, pattern, "1" if row["exclusive"] else "0",
+                row["reason"] or "", _micros(row["created_ts"]), _micros(row["expires_ts"]), globs.index_bucket(pattern),
+            ],
+        )  # fmt: skip
+    return restored
+
+
+async def _restore_mail_activity(
+    client: Redis, keys: Keys, index: Index, slug: str, pid: int, agents: dict[int, dict[str, Any]]
+) -> None:
+    """Each agent's last read or ack, which keeps its reservations from looking stale."""
+    rows = index.query(
+        "SELECT r.agent_id, max(max(coalesce(r.read_ts, ''), coalesce(r.ack_ts, ''))) AS last "
+        "FROM message_recipients r JOIN messages m ON m.id = r.message_id "
+        "WHERE m.project_id = ? GROUP BY r.agent_id",
+        (pid,),
+    )
+    latest = {
+        agents[row["agent_id"]]["name"].lower(): _micros(row["last"]) // 1000
+        for row in rows
+        if row["last"] and row["agent_id"] in agents
+    }
+    if latest:
+        await client.hset(keys.mail_activity(slug), mapping=latest)
+
+
 async def _raise_counters(client: Redis, keys: Keys, index: Index) -> None:
     """Id counters at least the largest id in the index, so new ids never reuse one."""
     raise_counter = client.register_script(script_source("raise_counter"))
-    for kind, table in (("message", "messages"), ("agent", "agents"), ("project", "projects")):
+    kinds = (
+        ("message", "messages"),
+        ("agent", "agents"),
+        ("project", "projects"),
+        ("reservation", "file_reservations"),
+    )
+    for kind, table in kinds:
         top = index.query(f"SELECT coalesce(max(id), 0) FROM {table}")[0][0]
         await raise_counter(keys=[keys.ids(kind)], args=[top])

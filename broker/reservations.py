@@ -16,6 +16,7 @@ from broker import globs, mail
 from broker.errors import BrokerError
 from broker.identity import project_slug
 from broker.names import validate_name
+from broker.reservation_record import iso_from_us, record_dict
 from broker.staleness import Activity, full_verdict, holder_activity
 from broker.store import Store
 
@@ -24,17 +25,6 @@ MAX_PATHS_PER_CALL = 100
 MAX_IDS_PER_CALL = 1000
 MAX_REASON_CHARS = 512
 MAX_HOLDERS_LISTED = 50  # per conflicting path; more_holders says when there were more
-
-
-def iso_from_us(value: str | int | None) -> str | None:
-    if value in (None, ""):
-        return None
-    return datetime.fromtimestamp(int(value) / 1_000_000, UTC).isoformat()
-
-
-def bucket_of(pattern: str) -> str:
-    """The index bucket (see lib/reservations.lua): virtual names get their own byte prefix."""
-    return "\x01" + pattern if globs.is_virtual(pattern) else globs.literal_prefix(pattern)
 
 
 def check_paths(paths: list[str] | None, field: str = "paths") -> list[str]:
@@ -125,7 +115,7 @@ async def reserve(
     keys, settings = store.keys, store.settings
     triples: list[Any] = []
     for pattern in patterns:
-        triples += [await store.next_id("reservation"), pattern, bucket_of(pattern)]
+        triples += [await store.next_id("reservation"), pattern, globs.index_bucket(pattern)]
     auth = store.bindings.args(slug, name, token)
     reply = await store.run(
         "reserve",
@@ -144,6 +134,7 @@ async def reserve(
     )
     if reply[0] != "ok":
         await store.raise_for(reply, slug, project_key)
+    store.schedule_persist(slug, reply[3])
     if auth[0]:
         store.bindings.bind(slug, name)
     conflicts = as_list(json.loads(reply[2]))
@@ -172,6 +163,7 @@ async def release(
     )
     if reply[0] != "ok":
         await store.raise_for(reply, slug, project_key)
+    store.schedule_persist(slug, reply[3])
     if auth[0]:
         store.bindings.bind(slug, name)
     return {"released": int(reply[1]), "released_at": reply[2]}
@@ -199,26 +191,11 @@ async def renew(
     )
     if reply[0] != "ok":
         await store.raise_for(reply, slug, project_key)
+    store.schedule_persist(slug, reply[2])
     if auth[0]:
         store.bindings.bind(slug, name)
     renewed = as_list(json.loads(reply[1]))
     return {"renewed": len(renewed), "file_reservations": renewed}
-
-
-def record_dict(record: dict[str, str]) -> dict[str, Any]:
-    expires = record["expires_us"]
-    released = record.get("released_us") or None
-    return {
-        "id": int(record["id"]),
-        "agent": record["agent"],
-        "path_pattern": record["path_pattern"],
-        "exclusive": record["exclusive"] == "1",
-        "reason": record.get("reason", ""),
-        "created_ts": iso_from_us(record["created_us"]),
-        # an ended reservation shows when it really ended
-        "expires_ts": iso_from_us(min(int(expires), int(released)) if released else expires),
-        "released_ts": iso_from_us(released),
-    }
 
 
 async def load_records(store: Store, slug: str, ids: list[str]) -> list[dict[str, str]]:
@@ -306,6 +283,8 @@ async def force_release(
         )
         if reply[0] not in ("ok", "CHANGED"):
             await store.raise_for(reply, slug, project_key)
+        if reply[0] == "ok":
+            store.schedule_persist(slug, reply[3])
         released_at = reply[1] if reply[0] == "ok" else iso_from_us(now_us)
         return {"released": 0, "released_at": released_at, "already_released": True, "expired": True}
     verdict, evidence = await full_verdict(store, slug, human_key, record["agent"], record["path_pattern"])
@@ -326,6 +305,7 @@ async def force_release(
         )
     if reply[0] != "ok":
         await store.raise_for(reply, slug, project_key)
+    store.schedule_persist(slug, reply[3])
     if auth[0]:
         store.bindings.bind(slug, name)
     record["released_us"] = reply[2]

@@ -70,7 +70,7 @@ async def holder_activity(store: Store, slug: str, holder: str) -> Activity:
     pipe.xrevrange(keys.outbox(slug, holder), count=1)
     pipe.hget(keys.mail_activity(slug), holder.lower())
     last_active, last_sent, last_read = await pipe.execute()
-    sent = from_ms(last_sent[0][0].split("-")[0]) if last_sent else None
+    sent = from_ms(int(last_sent[0][1]["c"]) // 1000) if last_sent else None  # the send's created time
     read = from_ms(last_read)
     mail = max((t for t in (sent, read) if t), default=None)
     return Activity(parse_iso(last_active), mail)

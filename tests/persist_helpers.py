@@ -9,6 +9,7 @@ import subprocess
 from typing import Any
 
 from fastmcp import FastMCP
+from helpers import PROJECT, Tools
 
 from broker.config import Settings
 from broker.index import Index
@@ -58,3 +59,37 @@ def front_matter(settings: Settings, path: str) -> dict[str, Any]:
     text = show(settings, path)
     assert text.startswith("---json\n"), text[:40]
     return json.loads(text[len("---json\n") : text.index("\n---\n")])
+
+
+# -- file reservations (what rehydrate must bring back) -----------------------------------
+SLUG = "tmp-concurrent-test"
+CORE = ("id", "agent", "path_pattern", "exclusive", "reason", "created_ts", "expires_ts", "released_ts")
+
+
+async def reserve(tools: Tools, agent: str, paths: list[str], **extra: Any) -> dict[str, Any]:
+    return await tools.call("file_reservation_paths", project_key=PROJECT, agent_name=agent, paths=paths, **extra)
+
+
+async def listing(tools: Tools, active_only: bool = True) -> list[dict[str, Any]]:
+    query = "" if active_only else "?active_only=false"
+    rows = json.loads((await tools.client.read_resource(f"resource://file_reservations/{SLUG}{query}"))[0].text)
+    return [{k: r[k] for k in (*CORE, "last_agent_activity_ts", "last_mail_activity_ts")} for r in rows]
+
+
+async def hold_some(tools: Tools) -> dict[str, int]:
+    """BlueLake holds src/ exclusively (renewed), GreenCastle shares docs/**, alpha-one released one;
+    GreenCastle has read mail (its latest mail activity) after BlueLake's last send."""
+    sent = await tools.send("BlueLake", ["GreenCastle"])
+    message_id = sent["deliveries"][0]["payload"]["id"]
+    await tools.call("acknowledge_message", project_key=PROJECT, agent_name="GreenCastle", message_id=message_id)
+    held = await reserve(tools, "BlueLake", ["src/", "tool://build"], reason="FEAT-1")
+    await tools.call("renew_file_reservations", project_key=PROJECT, agent_name="BlueLake", extend_seconds=600)
+    shared = await reserve(tools, "GreenCastle", ["docs/**"], exclusive=False)
+    gone = await reserve(tools, "alpha-one", ["lib/x.py"])
+    await tools.call("release_file_reservations", project_key=PROJECT, agent_name="alpha-one")
+    return {
+        "src": held["granted"][0]["id"],
+        "tool": held["granted"][1]["id"],
+        "docs": shared["granted"][0]["id"],
+        "released": gone["granted"][0]["id"],
+    }

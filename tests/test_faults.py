@@ -20,7 +20,7 @@ import pytest
 import redis
 from fastmcp import Client
 from helpers import PROJECT, Tools
-from persist_helpers import committed_files, git, index_rows, persisted_count, show
+from persist_helpers import committed_files, git, hold_some, index_rows, listing, persisted_count, show
 from test_rehydrate import mailbox_state, write_mail
 
 from broker.config import Settings
@@ -179,14 +179,17 @@ async def test_flushall_then_rehydrate_restores_every_inbox(tools: Tools, env: d
     settings = settings_of(env)
     await setup_trio(tools)
     written: dict[str, Any] = await write_mail(tools)
+    await hold_some(tools)
+    reservations = await listing(tools)
     before = await mailbox_state(tools)
     worker = start_worker(env)
     try:
-        await wait_persisted(settings, 7)
+        await wait_persisted(settings, 8)
         await asyncio.sleep(0.5)
     finally:
         stop(worker)
-    assert index_rows(settings, "SELECT count(*) AS n FROM message_recipients WHERE ack_ts IS NOT NULL")[0]["n"] == 1
+    assert index_rows(settings, "SELECT count(*) AS n FROM message_recipients WHERE ack_ts IS NOT NULL")[0]["n"] == 2
+    assert index_rows(settings, "SELECT count(*) AS n FROM file_reservations")[0]["n"] == 4
 
     redis.Redis.from_url(env["REDIS_URL"]).flushall()
     assert "NOT_FOUND" in await tools.error("fetch_inbox", project_key=PROJECT, agent_name="BlueLake")
@@ -194,8 +197,9 @@ async def test_flushall_then_rehydrate_restores_every_inbox(tools: Tools, env: d
         [sys.executable, "-m", "broker.cli", "rehydrate"], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert "rehydrated 1 project(s)" in done.stderr
+    assert "rehydrated 1 project(s)" in done.stderr and "3 live file reservations" in done.stderr
     assert await mailbox_state(tools) == before
+    assert await listing(tools) == reservations
     again = await tools.call(
         "mark_message_read", project_key=PROJECT, agent_name="alpha-one", message_id=written["ids"][1]
     )

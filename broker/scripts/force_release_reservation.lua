@@ -11,7 +11,7 @@
 -- ARGV[5]  reservation id
 -- ARGV[6]  the expires_us the caller checked
 -- ARGV[7]  seconds to keep the record after it ends
--- Returns {"ok", released_at ISO, released_us}, {"CHANGED"} when renewed or ended meanwhile,
+-- Returns {"ok", released_at ISO, released_us, 1 if a drain must be enqueued else 0}, {"CHANGED"} when renewed or ended meanwhile,
 -- or an error table from resolve_agent.
 local _, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
@@ -22,5 +22,4 @@ local state = redis.call("HMGET", record_key, "expires_us", "released_us")
 if state[1] ~= ARGV[6] or state[2] ~= "" then return {"CHANGED"} end
 redis.call("HSET", record_key, "released_us", now_us)
 res_retire(prefix, id, record_key, ARGV[7])
-redis.call("ZADD", KEYS[3], ms, "res:" .. id)
-return {"ok", iso, now_us}
+return {"ok", iso, now_us, mark_pending(KEYS[3], ms, "res:" .. id)}

@@ -10,7 +10,7 @@
 -- ARGV[5]  mode: "all", "paths" or "ids"
 -- ARGV[6]  seconds to keep a record after it ends
 -- ARGV[7..] patterns or ids for the mode
--- Returns {"ok", released count, released_at ISO} or an error table from resolve_agent.
+-- Returns {"ok", released count, released_at ISO, 1 if a drain must be enqueued else 0} or an error table from resolve_agent.
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local prefix = ARGV[1]
@@ -18,10 +18,11 @@ local iso, now_us, ms = now()
 local items = {}
 for k = 7, #ARGV do items[#items + 1] = ARGV[k] end
 local chosen = res_select(prefix, string.lower(agent.name), tonumber(now_us), ARGV[5], items)
+local schedule = 0
 for _, id in ipairs(chosen) do
   local record_key = pkey(prefix, "res:" .. id)
   redis.call("HSET", record_key, "released_us", now_us)
   res_retire(prefix, id, record_key, ARGV[6])
-  redis.call("ZADD", KEYS[3], ms, "res:" .. id)
+  schedule = math.max(schedule, mark_pending(KEYS[3], ms, "res:" .. id))
 end
-return {"ok", #chosen, iso}
+return {"ok", #chosen, iso, schedule}

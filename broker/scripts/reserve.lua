@@ -16,7 +16,8 @@
 -- ARGV[8]  seconds to keep a record after it ends
 -- ARGV[9]  most holders to list per path
 -- ARGV[10..] triples: new id, normalised pattern, bucket (see lib/reservations.lua)
--- Returns {"ok", granted JSON, conflicts JSON} or an error table from resolve_agent.
+-- Returns {"ok", granted JSON, conflicts JSON, 1 if a persistence drain must be enqueued else 0}
+-- or an error table from resolve_agent.
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local prefix, lower = ARGV[1], string.lower(agent.name)
@@ -126,7 +127,6 @@ for k = 10, #ARGV, 3 do
   index_new[#index_new + 1] = member
   expiry_new[#expiry_new + 1] = expires_us
   expiry_new[#expiry_new + 1] = id
-  pending_new[#pending_new + 1] = ms
   pending_new[#pending_new + 1] = "res:" .. id
   granted[#granted + 1] = {id = tonumber(id), path_pattern = pattern, exclusive = exclusive == "1",
     reason = existing[4], expires_ts = iso_from_us(expires_us)}
@@ -134,5 +134,6 @@ end
 if #index_old > 0 then redis.call("ZREM", index, unpack(index_old)) end
 redis.call("ZADD", index, unpack(index_new))
 redis.call("ZADD", pkey(prefix, "res:expiry"), unpack(expiry_new))
-redis.call("ZADD", KEYS[3], unpack(pending_new))
-return {"ok", cjson.encode(granted), cjson.encode(conflicts)}
+local schedule = 0
+for _, member in ipairs(pending_new) do schedule = math.max(schedule, mark_pending(KEYS[3], ms, member)) end
+return {"ok", cjson.encode(granted), cjson.encode(conflicts), schedule}

@@ -1,0 +1,26 @@
+-- restore_reservation: put back one live file reservation read from the SQLite index (used by
+-- `broker rehydrate` after Redis lost its data), exactly as reserve.lua would have stored it.
+-- A reservation already in Redis is left alone. Nothing is added to pending: it is persisted.
+-- KEYS     none (the project prefix arrives in ARGV; every key shares its hash tag)
+-- ARGV[1]  project key prefix "<p>:{slug}:"
+-- ARGV[2]  id
+-- ARGV[3]  agent name
+-- ARGV[4]  normalised pattern
+-- ARGV[5]  exclusive "1" or "0"
+-- ARGV[6]  reason
+-- ARGV[7]  created_us
+-- ARGV[8]  expires_us
+-- ARGV[9]  bucket (see lib/reservations.lua)
+-- Returns 1 if restored, 0 if it was already there.
+local prefix, id, agent, pattern = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local record_key = pkey(prefix, "res:" .. id)
+if redis.call("EXISTS", record_key) == 1 then return 0 end
+local member = res_member(ARGV[9], id, agent, ARGV[5], ARGV[8], pattern)
+redis.call("HSET", record_key, "id", id, "agent", agent, "path_pattern", pattern, "exclusive", ARGV[5],
+  "reason", ARGV[6], "created_us", ARGV[7], "expires_us", ARGV[8], "released_us", "", "member", member)
+redis.call("ZADD", pkey(prefix, "res:index"), 0, member)
+redis.call("HINCRBY", pkey(prefix, "res:buckets"), ARGV[9], 1)
+redis.call("ZADD", pkey(prefix, "res:expiry"), ARGV[8], id)
+redis.call("ZADD", pkey(prefix, "res:all"), ARGV[7], id)
+redis.call("HSET", pkey(prefix, "res:agent:" .. string.lower(agent)), pattern, id)
+return 1
