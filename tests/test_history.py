@@ -145,3 +145,18 @@ def test_query_sanitising_follows_the_reference() -> None:
     assert sanitize_fts_query('"a-b c"') == '"a-b c"'
     assert sanitize_fts_query("...") == "" and sanitize_fts_query(" or ") == ""
     assert like_tokens("a AND src/app.py x y z w v u") == ["src/app.py"]
+
+
+async def test_summarize_thread_takes_long_and_non_ascii_digit_thread_ids(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    # A valid thread id of 20 digits (a timestamp-like ticket number) is past SQLite's integers.
+    long_id = "20261127225959123456"
+    await tools.send("BlueLake", ["GreenCastle"], subject="nightly", body_md="- ran", thread_id=long_id)
+    await run_worker(server, settings)
+    one = await tools.call("summarize_thread", project_key=PROJECT, thread_id=long_id, agent_name="BlueLake")
+    assert one["summary"]["total_messages"] == 1 and one["summary"]["key_points"] == ["ran"]
+    several = await tools.call(
+        "summarize_thread", project_key=PROJECT, thread_id=f"{long_id},²,9{'9' * 30}", agent_name="BlueLake"
+    )
+    assert [t["summary"]["total_messages"] for t in several["threads"]] == [1, 0, 0]
