@@ -160,3 +160,16 @@ async def test_summarize_thread_takes_long_and_non_ascii_digit_thread_ids(
         "summarize_thread", project_key=PROJECT, thread_id=f"{long_id},²,9{'9' * 30}", agent_name="BlueLake"
     )
     assert [t["summary"]["total_messages"] for t in several["threads"]] == [1, 0, 0]
+
+
+async def test_search_survives_hostile_queries(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    ids = await _mail(tools, server, settings)
+    hostile = ['"', '"plan', "NEAR(", "NEAR(plan deploy", "-", "-plan", "subject:", "message_id:1", "{subject}:",
+               "^", "plan AND", "OR plan", ")", "'", "\\", "%", "_", "x" * 1000, " ".join(["pl*"] * 250), "::"]  # fmt: skip
+    for query in hostile:
+        found = await search(tools, query)
+        assert set(found) <= {ids["plan"], ids["reply"]}, query  # never alpha-one's private message
+    assert await search(tools, '"plan') == [ids["plan"]]  # unbalanced quote: LIKE fallback
+    assert await search(tools, "%") == [] and await search(tools, "_") == []  # no LIKE wildcards
