@@ -105,3 +105,21 @@ async def test_tokens_keep_working_after_rehydrate(tools: Tools, server: FastMCP
         sender_token="wrong-token",
     )  # fmt: skip
     assert text.startswith("AUTHENTICATION_FAILED:")
+
+
+async def test_force_leaves_a_project_with_unpersisted_changes_alone(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    await tools.send("BlueLake", ["GreenCastle"], subject="persisted")
+    await run_worker(server, settings)
+    await tools.send("BlueLake", ["GreenCastle"], subject="not persisted yet")  # the worker has a backlog
+    store = server.store  # type: ignore[attr-defined]
+
+    report = await rehydrate_all(settings, store.redis_url, force=True)
+    # Rebuilding it would delete its pending set: the newest message would vanish for good.
+    assert report.projects == [] and report.unpersisted == ["tmp-concurrent-test"]
+    assert "broker worker --burst" in " ".join(report.lines())
+    assert [m["subject"] for m in await tools.inbox("GreenCastle")] == ["not persisted yet", "persisted"]
+    await run_worker(server, settings)
+    assert (await rehydrate_all(settings, store.redis_url, force=True)).projects == ["tmp-concurrent-test"]
+    assert [m["subject"] for m in await tools.inbox("GreenCastle")] == ["not persisted yet", "persisted"]
