@@ -7,7 +7,7 @@ from typing import Any
 
 from fastmcp import FastMCP
 from helpers import PROJECT, Tools
-from persist_helpers import run_worker
+from persist_helpers import index_rows, run_worker
 
 from broker.config import Settings
 from broker.rehydrate import rehydrate_all
@@ -123,3 +123,28 @@ async def test_force_leaves_a_project_with_unpersisted_changes_alone(
     await run_worker(server, settings)
     assert (await rehydrate_all(settings, store.redis_url, force=True)).projects == ["tmp-concurrent-test"]
     assert [m["subject"] for m in await tools.inbox("GreenCastle")] == ["not persisted yet", "persisted"]
+
+
+async def test_a_persisted_project_lost_from_redis_is_not_recreated_before_rehydrate(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    await tools.send("BlueLake", ["GreenCastle"], subject="before the loss")
+    await run_worker(server, settings)
+    store = server.store  # type: ignore[attr-defined]
+    await store.redis.delete(*[key async for key in store.redis.scan_iter(match=f"{store.keys.prefix}:*")])
+    for allocator in store.ids.values():
+        allocator.reset()  # as after a restart
+
+    # Re-creating it would restart the id counters: the next message would reuse a persisted
+    # message's id and never reach the index (INSERT OR IGNORE), new agents would take old
+    # agents' ids (and see their mail in search).
+    text = await tools.error("ensure_project", human_key=PROJECT)
+    assert text.startswith("REHYDRATE_REQUIRED:") and "broker rehydrate" in text
+    assert not await store.redis.exists(store.keys.project("tmp-concurrent-test"))
+
+    await rehydrate_all(settings, store.redis_url)
+    assert (await tools.call("ensure_project", human_key=PROJECT))["slug"] == "tmp-concurrent-test"
+    await tools.send("BlueLake", ["GreenCastle"], subject="after the loss")
+    await run_worker(server, settings)
+    rows = index_rows(settings, "SELECT subject FROM messages ORDER BY id")
+    assert rows == [{"subject": "before the loss"}, {"subject": "after the loss"}]
