@@ -288,14 +288,19 @@ async def _restore_mail_activity(
 
 
 async def _raise_counters(client: Redis, keys: Keys, index: Index) -> None:
-    """Id counters at least the largest id in the index, so new ids never reuse one."""
+    """Id counters past the largest id in the index, so new ids never reuse one. A counter
+    below it went back with Redis's data: it is raised by a further gap, because ids above the
+    index's were handed out before the loss (changes not persisted yet, whose ids clients may
+    still hold) or still are (the block of ids each running broker reserved, broker/ids.py)."""
     raise_counter = client.register_script(script_source("raise_counter"))
     kinds = (
-        ("message", "messages"),
-        ("agent", "agents"),
-        ("project", "projects"),
-        ("reservation", "file_reservations"),
+        ("message", "messages", 1_000_000),
+        ("agent", "agents", 10_000),
+        ("project", "projects", 1_000),
+        ("reservation", "file_reservations", 1_000_000),
     )
-    for kind, table in kinds:
+    for kind, table, gap in kinds:
         top = index.query(f"SELECT coalesce(max(id), 0) FROM {table}")[0][0]
-        await raise_counter(keys=[keys.ids(kind)], args=[top])
+        current = int(await client.get(keys.ids(kind)) or 0)
+        if current < top:
+            await raise_counter(keys=[keys.ids(kind)], args=[top + gap])
