@@ -28,6 +28,7 @@ MAX_QUERY_CHARS = 1000
 MAX_THREAD_IDS = 50
 MAX_THREAD_MESSAGES = 10_000
 MAX_RECENT_MESSAGES = 5000
+MAX_SQLITE_INT = 2**63 - 1
 EMPTY_QUERIES = {"*", "**", "***", ".", "..", "...", "?", "??", "???", "AND", "OR", "NOT"}
 HYPHENATED = re.compile(r'("[^"]*")|\b([A-Za-z0-9]+(?:-[A-Za-z0-9]+)+)\b')
 LIKE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
@@ -179,7 +180,11 @@ class History:
 
     def _thread_rows(self, pid: int, viewer: int, thread_id: str, limit: int) -> list[sqlite3.Row]:
         # Membership as in the reference: thread_id == T, or the message whose id is T.
-        as_id = int(thread_id) if thread_id.isdigit() else -1
+        # ASCII digits only (int() rejects "²"), and within SQLite's integers (a 20-digit
+        # thread id is valid but is no message's id).
+        as_id = int(thread_id) if thread_id.isascii() and thread_id.isdigit() else -1
+        if as_id > MAX_SQLITE_INT:
+            as_id = -1
         rows = self.index.query(
             'SELECT m.id, m.subject, m.body_md, m.created_ts, a.name AS "from" FROM messages m '
             "LEFT JOIN agents a ON a.id = m.sender_id WHERE m.project_id = :pid "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any
 
 from broker.auth import new_token, token_hash
 from broker.errors import BrokerError
+from broker.index import indexed_project_id
 from broker.keys import looks_like_path, slug_of, slugify
 from broker.names import check_placeholder, generate_candidates, validate_name, validate_new_name
 from broker.store import Store
@@ -81,12 +83,27 @@ async def ensure_project(store: Store, human_key: object) -> dict[str, Any]:
     canonical = os.path.normpath(human_key.strip())
     slug = slugify(canonical)
     keys = store.keys
+    if not await store.redis.exists(keys.project(slug)):
+        await _refuse_if_lost(store, slug, canonical)
     new_id = await store.next_id("project")
     fields = await store.run("ensure_project", [keys.project(slug), keys.pending(slug)], [new_id, slug, canonical])
     if fields[4] == 1:
         await store.redis.hset(keys.projects, slug, canonical)
     store.schedule_persist(slug, fields[5])
     return project_dict(fields)
+
+
+async def _refuse_if_lost(store: Store, slug: str, human_key: str) -> None:
+    """A project the index holds but Redis does not: Redis lost its data. Creating it afresh
+    would restart the id counters, so new messages would reuse persisted ids (and be dropped
+    by the index) and new agents would take old agents' ids; `broker rehydrate` must run first."""
+    if await asyncio.to_thread(indexed_project_id, store.settings.index_path, slug) is not None:
+        raise BrokerError(
+            "REHYDRATE_REQUIRED",
+            f"Project '{human_key}' is in the persisted index but not in Redis (Redis lost its data). "
+            "Run `broker rehydrate` on the server to restore it with its agents and mail, then call "
+            "ensure_project again.",
+        )
 
 
 def _checked_profile(program: str, model: str, task_description: str, attachments_policy: str) -> list[str]:

@@ -264,6 +264,21 @@ class Index:
             )
 
 
+def indexed_project_id(path: Path, slug: str) -> int | None:
+    """The project's id in the index at ``path``, or None (no index file, no schema yet, or
+    no such project). Opens and closes its own connection; never creates the file."""
+    if not Path(path).exists():
+        return None
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        row = conn.execute("SELECT id FROM projects WHERE slug = ?", (slug,)).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        conn.close()
+    return int(row[0]) if row else None
+
+
 def _statements(script: str) -> list[str]:
     """Split the schema into statements (triggers contain ';' inside BEGIN ... END)."""
     statements, current = [], ""

@@ -15,10 +15,14 @@ a kind without a handler stay in in-flight (logged) instead of being dropped.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +42,9 @@ log = logging.getLogger(__name__)
 # hold a worker forever while others wait.
 DRAIN_BUDGET_SECONDS = 60.0
 INFLIGHT_REQUEUE_CHUNK = 5000
+
+_drain_locks: dict[str, threading.Lock] = {}
+_drain_locks_guard = threading.Lock()
 
 
 @dataclass
@@ -96,19 +103,20 @@ class Persister:
         keys, stats = self.keys, DrainStats()
         deadline = time.monotonic() + budget_seconds
         while True:
-            members = self._claim(
-                keys=[keys.pending(slug), keys.inflight(slug), keys.pending_flag(slug)],
-                args=[self.settings.persist_batch_size],
-            )
-            if not members:
-                return stats
-            try:
-                done, commit, messages = self.persist_batch(slug, members)
-            except Exception:
-                self._release(slug, members)
-                raise
-            if done:
-                self.redis.zrem(keys.inflight(slug), *done)
+            with self._project_lock(slug):
+                members = self._claim(
+                    keys=[keys.pending(slug), keys.inflight(slug), keys.pending_flag(slug)],
+                    args=[self.settings.persist_batch_size],
+                )
+                if not members:
+                    return stats
+                try:
+                    done, commit, messages = self.persist_batch(slug, members)
+                except Exception:
+                    self._release(slug, members)
+                    raise
+                if done:
+                    self.redis.zrem(keys.inflight(slug), *done)
             stats.batches += 1
             stats.entries += len(done)
             stats.messages += messages
@@ -116,6 +124,26 @@ class Persister:
             if time.monotonic() > deadline:
                 stats.requeued = True
                 return stats
+
+    @contextmanager
+    def _project_lock(self, slug: str) -> Iterator[None]:
+        """One batch of a project at a time, across threads and worker processes (a thread lock
+        plus ``flock`` on a file next to the index, released by the OS if the worker dies). Without it a
+        second drain claims a change made while the first batch is being written, and the
+        first batch, holding the older state it read, can commit after it (a renewal's expiry
+        or a profile overwritten by the one before), and its ack drops the second's claim from
+        in-flight."""
+        path = self.index.path.parent / ".drain-locks" / f"{hashlib.sha1(slug.encode()).hexdigest()[:20]}.lock"
+        with _drain_locks_guard:
+            lock = _drain_locks.setdefault(str(path.resolve()), threading.Lock())
+        with lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _release(self, slug: str, members: list[str]) -> None:
         """Give a failed batch's entries back to pending at once, so the job's retry (rather

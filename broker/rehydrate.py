@@ -10,8 +10,8 @@ newest-first order behave as before. Id counters are raised past the largest id 
 so new ids never collide. Nothing is added to the pending set: it is all persisted already.
 
 A project that still exists in Redis is left alone unless ``force`` is given (then its keys
-are deleted and rebuilt). Entries still pending in a Redis that did not lose its data are not
-in the index, so do not force a live project whose worker has a backlog.
+are deleted and rebuilt). Even with ``force``, a project with pending or in-flight entries is
+left alone: they are not in the index yet, and rebuilding would delete them.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ PIPELINE_CHUNK = 500
 class Report:
     projects: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    unpersisted: list[str] = field(default_factory=list)
     agents: int = 0
     messages: int = 0
     deliveries: int = 0
@@ -51,6 +52,11 @@ class Report:
         ]
         if self.skipped:
             out.append(f"left alone (still in Redis; use --force to rebuild): {', '.join(self.skipped)}")
+        if self.unpersisted:
+            out.append(
+                f"left alone (changes not persisted yet; run `broker worker --burst`, then again): "
+                f"{', '.join(self.unpersisted)}"
+            )
         return out
 
 
@@ -94,6 +100,11 @@ async def rehydrate_project(
     if await client.exists(keys.project(slug)):
         if not force:
             report.skipped.append(slug)
+            return
+        # Rebuilding deletes the pending and in-flight sets: changes not in the index yet would
+        # be lost from Redis and never persisted.
+        if await client.zcard(keys.pending(slug)) or await client.zcard(keys.inflight(slug)):
+            report.unpersisted.append(slug)
             return
         stale = [key async for key in client.scan_iter(match=keys.project_prefix(slug) + "*", count=1000)]
         for start in range(0, len(stale), PIPELINE_CHUNK):
@@ -277,14 +288,19 @@ async def _restore_mail_activity(
 
 
 async def _raise_counters(client: Redis, keys: Keys, index: Index) -> None:
-    """Id counters at least the largest id in the index, so new ids never reuse one."""
+    """Id counters past the largest id in the index, so new ids never reuse one. A counter
+    below it went back with Redis's data: it is raised by a further gap, because ids above the
+    index's were handed out before the loss (changes not persisted yet, whose ids clients may
+    still hold) or still are (the block of ids each running broker reserved, broker/ids.py)."""
     raise_counter = client.register_script(script_source("raise_counter"))
     kinds = (
-        ("message", "messages"),
-        ("agent", "agents"),
-        ("project", "projects"),
-        ("reservation", "file_reservations"),
+        ("message", "messages", 1_000_000),
+        ("agent", "agents", 10_000),
+        ("project", "projects", 1_000),
+        ("reservation", "file_reservations", 1_000_000),
     )
-    for kind, table in kinds:
+    for kind, table, gap in kinds:
         top = index.query(f"SELECT coalesce(max(id), 0) FROM {table}")[0][0]
-        await raise_counter(keys=[keys.ids(kind)], args=[top])
+        current = int(await client.get(keys.ids(kind)) or 0)
+        if current < top:
+            await raise_counter(keys=[keys.ids(kind)], args=[top + gap])

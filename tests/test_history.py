@@ -145,3 +145,31 @@ def test_query_sanitising_follows_the_reference() -> None:
     assert sanitize_fts_query('"a-b c"') == '"a-b c"'
     assert sanitize_fts_query("...") == "" and sanitize_fts_query(" or ") == ""
     assert like_tokens("a AND src/app.py x y z w v u") == ["src/app.py"]
+
+
+async def test_summarize_thread_takes_long_and_non_ascii_digit_thread_ids(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    # A valid thread id of 20 digits (a timestamp-like ticket number) is past SQLite's integers.
+    long_id = "20261127225959123456"
+    await tools.send("BlueLake", ["GreenCastle"], subject="nightly", body_md="- ran", thread_id=long_id)
+    await run_worker(server, settings)
+    one = await tools.call("summarize_thread", project_key=PROJECT, thread_id=long_id, agent_name="BlueLake")
+    assert one["summary"]["total_messages"] == 1 and one["summary"]["key_points"] == ["ran"]
+    several = await tools.call(
+        "summarize_thread", project_key=PROJECT, thread_id=f"{long_id},²,9{'9' * 30}", agent_name="BlueLake"
+    )
+    assert [t["summary"]["total_messages"] for t in several["threads"]] == [1, 0, 0]
+
+
+async def test_search_survives_hostile_queries(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    ids = await _mail(tools, server, settings)
+    hostile = ['"', '"plan', "NEAR(", "NEAR(plan deploy", "-", "-plan", "subject:", "message_id:1", "{subject}:",
+               "^", "plan AND", "OR plan", ")", "'", "\\", "%", "_", "x" * 1000, " ".join(["pl*"] * 250), "::"]  # fmt: skip
+    for query in hostile:
+        found = await search(tools, query)
+        assert set(found) <= {ids["plan"], ids["reply"]}, query  # never alpha-one's private message
+    assert await search(tools, '"plan') == [ids["plan"]]  # unbalanced quote: LIKE fallback
+    assert await search(tools, "%") == [] and await search(tools, "_") == []  # no LIKE wildcards

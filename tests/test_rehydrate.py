@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastmcp import FastMCP
+from fastmcp import Client, FastMCP
 from helpers import PROJECT, Tools
-from persist_helpers import run_worker
+from persist_helpers import index_rows, run_worker
 
 from broker.config import Settings
 from broker.rehydrate import rehydrate_all
+from broker.server import build_server
 
 AGENTS = ("BlueLake", "GreenCastle", "alpha-one")
 
@@ -105,3 +106,66 @@ async def test_tokens_keep_working_after_rehydrate(tools: Tools, server: FastMCP
         sender_token="wrong-token",
     )  # fmt: skip
     assert text.startswith("AUTHENTICATION_FAILED:")
+
+
+async def test_force_leaves_a_project_with_unpersisted_changes_alone(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    await tools.send("BlueLake", ["GreenCastle"], subject="persisted")
+    await run_worker(server, settings)
+    await tools.send("BlueLake", ["GreenCastle"], subject="not persisted yet")  # the worker has a backlog
+    store = server.store  # type: ignore[attr-defined]
+
+    report = await rehydrate_all(settings, store.redis_url, force=True)
+    # Rebuilding it would delete its pending set: the newest message would vanish for good.
+    assert report.projects == [] and report.unpersisted == ["tmp-concurrent-test"]
+    assert "broker worker --burst" in " ".join(report.lines())
+    assert [m["subject"] for m in await tools.inbox("GreenCastle")] == ["not persisted yet", "persisted"]
+    await run_worker(server, settings)
+    assert (await rehydrate_all(settings, store.redis_url, force=True)).projects == ["tmp-concurrent-test"]
+    assert [m["subject"] for m in await tools.inbox("GreenCastle")] == ["not persisted yet", "persisted"]
+
+
+async def test_a_persisted_project_lost_from_redis_is_not_recreated_before_rehydrate(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    await tools.send("BlueLake", ["GreenCastle"], subject="before the loss")
+    await run_worker(server, settings)
+    store = server.store  # type: ignore[attr-defined]
+    await store.redis.delete(*[key async for key in store.redis.scan_iter(match=f"{store.keys.prefix}:*")])
+    for allocator in store.ids.values():
+        allocator.reset()  # as after a restart
+
+    # Re-creating it would restart the id counters: the next message would reuse a persisted
+    # message's id and never reach the index (INSERT OR IGNORE), new agents would take old
+    # agents' ids (and see their mail in search).
+    text = await tools.error("ensure_project", human_key=PROJECT)
+    assert text.startswith("REHYDRATE_REQUIRED:") and "broker rehydrate" in text
+    assert not await store.redis.exists(store.keys.project("tmp-concurrent-test"))
+
+    await rehydrate_all(settings, store.redis_url)
+    assert (await tools.call("ensure_project", human_key=PROJECT))["slug"] == "tmp-concurrent-test"
+    await tools.send("BlueLake", ["GreenCastle"], subject="after the loss")
+    await run_worker(server, settings)
+    rows = index_rows(settings, "SELECT subject FROM messages ORDER BY id")
+    assert rows == [{"subject": "before the loss"}, {"subject": "after the loss"}]
+
+
+async def test_ids_handed_out_after_rehydrate_never_repeat_ones_a_running_broker_holds(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    first = await tools.send("BlueLake", ["GreenCastle"], subject="persisted")
+    await run_worker(server, settings)
+    store = server.store  # type: ignore[attr-defined]
+    # Redis loses its data while this broker keeps running: it still holds its block of ids.
+    await store.redis.delete(*[key async for key in store.redis.scan_iter(match=f"{store.keys.prefix}:*")])
+    await rehydrate_all(settings, store.redis_url)
+
+    other = build_server(settings)  # a second broker (or this one, once its block runs out)
+    async with Client(other) as client:
+        theirs = await Tools(client).send("alpha-one", ["GreenCastle"], subject="from the other broker")
+    mine = await tools.send("BlueLake", ["GreenCastle"], subject="from this broker")
+    ids = [m["deliveries"][0]["payload"]["id"] for m in (first, theirs, mine)]
+    assert len(set(ids)) == 3, ids
+    subjects = {m["id"]: m["subject"] for m in await tools.inbox("GreenCastle")}
+    assert subjects == {ids[0]: "persisted", ids[1]: "from the other broker", ids[2]: "from this broker"}
