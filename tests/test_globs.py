@@ -184,7 +184,7 @@ LONG_SEGMENT = "*" + "a" * 254 + "*" + "a" * 254
 LONG_PAIRS = [
     (LONG_SEGMENT + "b", LONG_SEGMENT + "c", False),
     (LONG_SEGMENT + "b", LONG_SEGMENT + "b", True),
-    ("**/" + "?" * 15 + "a" * 490 + "/**", "**/*" + "a" * 504 + "b/**", True)  # in different segments,
+    ("**/" + "?" * 15 + "a" * 490 + "/**", "**/*" + "a" * 504 + "b/**", True),  # in different segments
 ]
 
 
