@@ -24,7 +24,8 @@ from broker.names import validate_name
 from broker.store import Store
 
 MAX_WAIT_SECONDS = 120  # one call (well under MCP clients' 300 s HTTP read timeout); loop for longer
-STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")  # ASCII digits only (\d takes any script's)
+MAX_STREAM_PART = 2**64 - 1
 MAX_UNREAD_SCAN = 2000  # inbox entries examined for unread mail, newest first
 SCAN_PAGE = 200
 FOLLOW_PAGE = 100
@@ -59,9 +60,9 @@ def parse_after_id(after_id: str | int | None) -> str | int | None:
     text = after_id.strip()
     if not text:
         return None
-    if text.isdigit() and len(text) <= 19:
+    if text.isascii() and text.isdigit() and len(text) <= 19:
         return START if int(text) == 0 else int(text)
-    if STREAM_ID.match(text):
+    if STREAM_ID.fullmatch(text) and all(int(part) <= MAX_STREAM_PART for part in text.split("-")):
         return text
     raise BrokerError(
         "INVALID_ARGUMENT",
