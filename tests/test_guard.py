@@ -173,3 +173,17 @@ async def test_force_release_weighs_file_and_git_activity(world: Any, repo: Path
     assert released["released"] == 1
     assert "path_pattern_unmatched" in released["reservation"]["stale_reasons"]
     assert released["reservation"]["notified"] is False
+
+
+async def test_guard_reads_odd_staged_names(world: Any, repo: Path) -> None:
+    """Spaces, a newline and non-ASCII in staged names, core.hooksPath pointing at a directory
+    that does not exist yet: the guard still installs there and sees every staged path."""
+    tools, settings = world
+    git(repo, "config", "core.hooksPath", ".githooks")
+    installed = await tools.call("install_precommit_guard", project_key=str(repo), code_repo_path=str(repo))
+    assert Path(installed["hook"]) == (repo / ".githooks" / "pre-commit").resolve()
+    await tools.call("file_reservation_paths", project_key=str(repo), agent_name="BlueLake", paths=["src/ünï cödé/"])
+    (repo / "src" / "ünï cödé").mkdir()
+    refused = commit(repo, "src/ünï cödé/a\nb é.py", settings, AGENT_NAME="GreenCastle")
+    assert refused.returncode != 0, refused.stderr
+    assert "matches src/ünï cödé/** (holder: BlueLake" in refused.stderr, refused.stderr
