@@ -121,7 +121,9 @@ async def recent_unread(
     keys = store.keys
     inbox, unread = keys.inbox(slug, lower), keys.unread(slug, lower)
     floor = "(" + after if after else "-"
-    pipe = store.redis.pipeline(transaction=False)
+    # One snapshot (MULTI): mail delivered between the two reads would become the cursor
+    # without being counted unread, and so be neither returned nor waited for.
+    pipe = store.redis.pipeline(transaction=True)
     pipe.scard(unread)
     pipe.xrevrange(inbox, max="+", min=floor, count=SCAN_PAGE)
     unread_count, entries = await pipe.execute()

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from fastmcp import FastMCP
 from helpers import PROJECT, Tools
 from realtime_helpers import store_of, until, waiting
@@ -157,3 +158,45 @@ async def test_bad_input_is_rejected_with_a_remedy(tools: Tools, trio: dict[str,
     assert (await tools.error("wait_for_mail", project_key="/no/such", agent_name="GreenCastle")).startswith(
         "NOT_FOUND: Project '/no/such' not found"
     )
+
+
+async def test_mail_arriving_while_unread_mail_is_read_is_not_skipped(
+    server: FastMCP, tools: Tools, trio: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without after_id, the unread count and the newest entry must come from one snapshot: a
+    send that lands between the two (which Redis allows between the commands of a
+    non-transactional pipeline, and not inside MULTI) would make the new entry the cursor
+    while it was not counted as unread, so it was neither returned nor waited for."""
+    store = store_of(server)
+    client = store.redis
+    original = client.pipeline
+    sent: list[int] = []
+
+    async def send_once() -> None:
+        if not sent:
+            sent.append(0)
+            sent[0] = payload(await tools.send("BlueLake", ["GreenCastle"], subject="mid-read"))["id"]
+
+    def pipeline(transaction: bool = True, shard_hint: str | None = None) -> Any:
+        pipe = original(transaction=transaction, shard_hint=shard_hint)
+        execute = pipe.execute
+
+        async def interleaved(raise_on_error: bool = True) -> list[Any]:
+            if transaction:  # atomic: another client's command can only come after it
+                results = await execute(raise_on_error)
+                await send_once()
+                return results
+            stack = pipe.command_stack
+            pipe.command_stack = stack[:1]
+            first = await execute(raise_on_error)
+            await send_once()  # Redis may run another client's script here
+            pipe.command_stack = stack[1:]
+            return first + await execute(raise_on_error)
+
+        pipe.execute = interleaved
+        return pipe
+
+    monkeypatch.setattr(client, "pipeline", pipeline)
+    result = await arrivals.wait_for_mail(store, PROJECT, "GreenCastle", 1, None, False, 20, None)
+    monkeypatch.undo()
+    assert [m["id"] for m in result["messages"]] == sent
