@@ -25,6 +25,7 @@ MAX_PATHS_PER_CALL = 100
 MAX_IDS_PER_CALL = 1000
 MAX_REASON_CHARS = 512
 MAX_HOLDERS_LISTED = 50  # per conflicting path; more_holders says when there were more
+GLOB_STEP_BUDGET = 2_000_000  # overlap-test work of one reserve call (GLOB_STEP_BUDGET in lib/globs.lua)
 
 
 def check_paths(paths: list[str] | None, field: str = "paths") -> list[str]:
@@ -132,6 +133,13 @@ async def reserve(
             *triples,
         ],
     )
+    if reply[0] == "TOO_COMPLEX":
+        raise BrokerError(
+            "RESERVATION_TOO_COMPLEX",
+            f"Comparing these {len(patterns)} patterns with the live reservations they could meet "
+            f"would take over {GLOB_STEP_BUDGET:,} matching steps, and Redis serves no one meanwhile. "
+            "Reserve shorter patterns (long runs of characters around '*' cost the most) or fewer per call.",
+        )
     if reply[0] != "ok":
         await store.raise_for(reply, slug, project_key)
     store.schedule_persist(slug, reply[3])

@@ -6,6 +6,10 @@
 
 local GLOBSTAR = "**"
 local STAR = 0
+-- Table cells filled by segments_meet so far in this script: the work of its overlap tests.
+-- reserve.lua refuses a call (before writing) once they pass GLOB_STEP_BUDGET (~0.25 s).
+local glob_steps = 0
+local GLOB_STEP_BUDGET = 2000000
 
 local function has_wildcards(text)
   return string.find(text, "[%*%?%[]") ~= nil
@@ -155,6 +159,7 @@ local function segments_meet(x, y)
   if x.lit and y.lit then return x.s == y.s end
   local a, b = seg_tokens(x), seg_tokens(y)
   local na, nb = #a, #b
+  glob_steps = glob_steps + (na + 1) * (nb + 1)
   local below, row = {}, {}
   for i = na + 1, 1, -1 do
     local t = a[i]
