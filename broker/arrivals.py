@@ -221,17 +221,19 @@ async def follow(
 
 
 # -- hook check-inbox ---------------------------------------------------------------------------
-async def unseen_unread(store: Store, slug: str, name: str, limit: int) -> list[dict[str, Any]]:
-    """Unread mail the hook has not shown yet (oldest first), remembering what it showed: the
-    cursor of the newest inbox entry seen is kept per agent, so old mail is never shown twice."""
+async def unseen_unread(store: Store, slug: str, name: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """The newest ``limit`` unread messages the hook has not shown yet (oldest first), and
+    whether there were more, remembering what it showed: the cursor of the newest inbox entry
+    seen is kept per agent, so old mail is never shown twice."""
     lower = name.lower()
     key = store.keys.hook_cursor(slug, lower)
     seen = await store.redis.get(key)
-    entries, tail = await recent_unread(store, slug, lower, limit, after=seen)
-    items = await _result(store, slug, entries, False)
+    entries, tail = await recent_unread(store, slug, lower, limit + 1, after=seen)
+    more = len(entries) > limit
+    items = await _result(store, slug, entries[-limit:], False)
     if tail != seen and tail != START:
         await store.redis.set(key, tail)
-    return items
+    return items, more
 
 
 def item_json(item: dict[str, Any]) -> str:
