@@ -15,6 +15,7 @@ from typing import Any
 from broker import globs, mail
 from broker.errors import BrokerError
 from broker.identity import project_slug
+from broker.inbox import check_reader
 from broker.names import validate_name
 from broker.reservation_record import iso_from_us, record_dict
 from broker.staleness import Activity, full_verdict, holder_activity
@@ -279,6 +280,9 @@ async def force_release(
             f"List live ones with resource://file_reservations/{slug}.",
         )
     auth = store.bindings.args(slug, name, token)
+    # The caller first (the script checks again): no scan of the holder's files and git
+    # history, and no word on its activity, for an unknown agent or a missing or wrong token.
+    await check_reader(store, slug, project_key, name, await store.redis.hget(keys.agents(slug), name.lower()), *auth)
     script_keys = [keys.project(slug), keys.agents(slug), keys.pending(slug)]
     script_args = [keys.project_prefix(slug), name, *auth, reservation_id]
     retention = settings.file_reservation_retention_seconds
