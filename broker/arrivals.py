@@ -24,7 +24,8 @@ from broker.names import validate_name
 from broker.store import Store
 
 MAX_WAIT_SECONDS = 120  # one call (well under MCP clients' 300 s HTTP read timeout); loop for longer
-STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")  # ASCII digits only (\d takes any script's)
+MAX_STREAM_PART = 2**64 - 1
 MAX_UNREAD_SCAN = 2000  # inbox entries examined for unread mail, newest first
 SCAN_PAGE = 200
 FOLLOW_PAGE = 100
@@ -59,9 +60,9 @@ def parse_after_id(after_id: str | int | None) -> str | int | None:
     text = after_id.strip()
     if not text:
         return None
-    if text.isdigit() and len(text) <= 19:
+    if text.isascii() and text.isdigit() and len(text) <= 19:
         return START if int(text) == 0 else int(text)
-    if STREAM_ID.match(text):
+    if STREAM_ID.fullmatch(text) and all(int(part) <= MAX_STREAM_PART for part in text.split("-")):
         return text
     raise BrokerError(
         "INVALID_ARGUMENT",
@@ -120,7 +121,9 @@ async def recent_unread(
     keys = store.keys
     inbox, unread = keys.inbox(slug, lower), keys.unread(slug, lower)
     floor = "(" + after if after else "-"
-    pipe = store.redis.pipeline(transaction=False)
+    # One snapshot (MULTI): mail delivered between the two reads would become the cursor
+    # without being counted unread, and so be neither returned nor waited for.
+    pipe = store.redis.pipeline(transaction=True)
     pipe.scard(unread)
     pipe.xrevrange(inbox, max="+", min=floor, count=SCAN_PAGE)
     unread_count, entries = await pipe.execute()
@@ -218,17 +221,19 @@ async def follow(
 
 
 # -- hook check-inbox ---------------------------------------------------------------------------
-async def unseen_unread(store: Store, slug: str, name: str, limit: int) -> list[dict[str, Any]]:
-    """Unread mail the hook has not shown yet (oldest first), remembering what it showed: the
-    cursor of the newest inbox entry seen is kept per agent, so old mail is never shown twice."""
+async def unseen_unread(store: Store, slug: str, name: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """The newest ``limit`` unread messages the hook has not shown yet (oldest first), and
+    whether there were more, remembering what it showed: the cursor of the newest inbox entry
+    seen is kept per agent, so old mail is never shown twice."""
     lower = name.lower()
     key = store.keys.hook_cursor(slug, lower)
     seen = await store.redis.get(key)
-    entries, tail = await recent_unread(store, slug, lower, limit, after=seen)
-    items = await _result(store, slug, entries, False)
+    entries, tail = await recent_unread(store, slug, lower, limit + 1, after=seen)
+    more = len(entries) > limit
+    items = await _result(store, slug, entries[-limit:], False)
     if tail != seen and tail != START:
         await store.redis.set(key, tail)
-    return items
+    return items, more
 
 
 def item_json(item: dict[str, Any]) -> str:

@@ -218,22 +218,27 @@ def range_covered(lo: int, hi: int, ranges: tuple[tuple[int, int], ...]) -> bool
 
 
 def segments_meet(a: tuple[Token, ...], b: tuple[Token, ...]) -> bool:
-    """Whether some non-empty segment text matches both segment globs."""
+    """Whether some non-empty segment text matches both segment globs.
 
-    @cache
-    def walk(i: int, j: int) -> bool:
-        if i == len(a) and j == len(b):
-            return True
-        if i < len(a) and a[i] == STAR:
-            return walk(i + 1, j) or (j < len(b) and walk(i, j + 1))
-        if j < len(b) and b[j] == STAR:
-            return walk(i, j + 1) or (i < len(a) and walk(i + 1, j))
-        if i < len(a) and j < len(b):
-            return chars_meet(a[i], b[j]) and walk(i + 1, j + 1)  # type: ignore[arg-type]
-        return False
-
-    # Two all-star segments meet on the empty text only if they also meet on "x": always true.
-    return walk(0, 0)
+    A table filled from the ends, one row at a time (``row[j]``: the rests ``a[i:]`` and
+    ``b[j:]`` meet), not a recursive walk: segments of hundreds of characters would need a
+    call depth beyond Python's limit. Two all-star segments meet on the empty text only if
+    they also meet on "x": always true."""
+    na, nb = len(a), len(b)
+    below = [False] * (nb + 1)  # row i + 1
+    for i in range(na, -1, -1):
+        row = [False] * (nb + 1)
+        for j in range(nb, -1, -1):
+            if i == na and j == nb:
+                row[j] = True
+            elif i < na and a[i] == STAR:
+                row[j] = below[j] or (j < nb and row[j + 1])
+            elif j < nb and b[j] == STAR:
+                row[j] = row[j + 1] or (i < na and below[j])
+            elif i < na and j < nb:
+                row[j] = below[j + 1] and chars_meet(a[i], b[j])  # type: ignore[arg-type]
+        below = row
+    return below[0]
 
 
 def paths_meet(a: tuple[Segment, ...], b: tuple[Segment, ...]) -> bool:

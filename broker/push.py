@@ -86,7 +86,10 @@ class SessionSubscriptions:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._sessions: dict[str, weakref.WeakSet[Any]] = {}
-        self._sending: set[asyncio.Task[None]] = set()
+        # One sender per (connection, URI) at most: arrivals while it sends only ask it to send
+        # once more, so a session that stopped reading holds one task, not one per arrival.
+        self._sending: dict[tuple[Any, str], asyncio.Task[None]] = {}
+        self._again: set[tuple[Any, str]] = set()
 
     async def subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
         doorbell = self.store.doorbell
@@ -107,17 +110,28 @@ class SessionSubscriptions:
     def _on_doorbell(self, slug: str, lower_name: str) -> None:
         uri = inbox_uri(slug, lower_name)
         for connection in list(self._sessions.get(uri, ())):
-            task = asyncio.create_task(self._notify(connection, uri))
-            self._sending.add(task)  # keep a reference until it is done
-            task.add_done_callback(self._sending.discard)
+            key = (connection, uri)
+            if key in self._sending:
+                self._again.add(key)
+            else:
+                self._sending[key] = asyncio.create_task(self._notify(connection, uri))
 
     async def _notify(self, connection: Any, uri: str) -> None:
+        key = (connection, uri)
         try:
-            await connection.send_resource_updated(uri)
+            while True:
+                self._again.discard(key)
+                await connection.send_resource_updated(uri)
+                if key not in self._again:
+                    return  # no arrival since this send began
         except Exception:  # a closed connection: stop notifying it
             sessions = self._sessions.get(uri)
             if sessions is not None:
                 sessions.discard(connection)
+        finally:
+            # Here, not in a done callback: an arrival after the check above starts a new sender.
+            self._again.discard(key)
+            self._sending.pop(key, None)
 
 
 def enable_push(mcp: FastMCP, store: Store) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from broker import globs, mail
 from broker.errors import BrokerError
 from broker.identity import project_slug
+from broker.inbox import check_reader
 from broker.names import validate_name
 from broker.reservation_record import iso_from_us, record_dict
 from broker.staleness import Activity, full_verdict, holder_activity
@@ -25,6 +26,7 @@ MAX_PATHS_PER_CALL = 100
 MAX_IDS_PER_CALL = 1000
 MAX_REASON_CHARS = 512
 MAX_HOLDERS_LISTED = 50  # per conflicting path; more_holders says when there were more
+GLOB_STEP_BUDGET = 2_000_000  # overlap-test work of one reserve call (GLOB_STEP_BUDGET in lib/globs.lua)
 
 
 def check_paths(paths: list[str] | None, field: str = "paths") -> list[str]:
@@ -132,6 +134,13 @@ async def reserve(
             *triples,
         ],
     )
+    if reply[0] == "TOO_COMPLEX":
+        raise BrokerError(
+            "RESERVATION_TOO_COMPLEX",
+            f"Comparing these {len(patterns)} patterns with the live reservations they could meet "
+            f"would take over {GLOB_STEP_BUDGET:,} matching steps, and Redis serves no one meanwhile. "
+            "Reserve shorter patterns (long runs of characters around '*' cost the most) or fewer per call.",
+        )
     if reply[0] != "ok":
         await store.raise_for(reply, slug, project_key)
     store.schedule_persist(slug, reply[3])
@@ -271,6 +280,9 @@ async def force_release(
             f"List live ones with resource://file_reservations/{slug}.",
         )
     auth = store.bindings.args(slug, name, token)
+    # The caller first (the script checks again): no scan of the holder's files and git
+    # history, and no word on its activity, for an unknown agent or a missing or wrong token.
+    await check_reader(store, slug, project_key, name, await store.redis.hget(keys.agents(slug), name.lower()), *auth)
     script_keys = [keys.project(slug), keys.agents(slug), keys.pending(slug)]
     script_args = [keys.project_prefix(slug), name, *auth, reservation_id]
     retention = settings.file_reservation_retention_seconds

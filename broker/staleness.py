@@ -119,8 +119,19 @@ def disk_evidence(human_key: str, pattern: str) -> tuple[datetime | None, dateti
     files = matching_files(root, pattern)
     if not files:
         return None, None, False
-    changed = max(datetime.fromtimestamp(f.stat().st_mtime, UTC) for f in files)
+    times = [t for t in map(modified, files) if t is not None]
+    changed = datetime.fromtimestamp(max(times), UTC) if times else None
     return changed, last_commit_time(root, files), True
+
+
+def modified(path: Path) -> float | None:
+    """A file's mtime; a dangling symlink's own; None for a file gone since the walk."""
+    for stat in (path.stat, path.lstat):
+        try:
+            return stat().st_mtime
+        except OSError:
+            continue
+    return None
 
 
 async def full_verdict(

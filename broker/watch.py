@@ -123,14 +123,17 @@ async def _check_inbox(project: str, agent: str, limit: int) -> str:
     store = _store()
     try:
         slug, name = await arrivals.authenticate(store, project, agent, None)
-        items = await arrivals.unseen_unread(store, slug, name, limit)
+        items, more = await arrivals.unseen_unread(store, slug, name, limit)
         if not items:
             return ""
         human_key = await store.redis.hget(store.keys.project(slug), "human_key") or project
     finally:
         await store.close()
     noun = "message" if len(items) == 1 else "messages"
-    lines = [f"New mail for {name} in {human_key}: {len(items)} unread {noun}."]
+    if more:  # older unseen mail is left out: say so rather than call these all of it
+        lines = [f"New mail for {name} in {human_key}: more than {len(items)} unread {noun}; the newest {len(items)}:"]
+    else:
+        lines = [f"New mail for {name} in {human_key}: {len(items)} unread {noun}."]
     for item in items:
         flags = [item["importance"]] if item["importance"] != "normal" else []
         if item["ack_required"]:

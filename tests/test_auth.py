@@ -198,3 +198,31 @@ async def test_required_auth_successful_token_check_binds_the_session(required_s
         await calls.call(tool, project_key=PROJECT, **args)
         # The session has now authenticated as BlueLake: the token is no longer needed.
         assert [m["id"] for m in await calls.inbox("BlueLake")] == [message_id]
+
+
+async def test_required_auth_is_checked_before_force_release_weighs_activity(required_server: FastMCP) -> None:
+    """Under required auth a caller without a token learns nothing about the holder's activity
+    and sets off no filesystem or git scan: the token is checked first, as in every other tool."""
+    async with Client(required_server) as client:
+        calls = Tools(client)
+        blue, green, _ = await _required_setup(calls)
+        held = await calls.call(
+            "file_reservation_paths", project_key=PROJECT, agent_name="GreenCastle", paths=["src/"],
+            registration_token=green["registration_token"],
+        )  # fmt: skip
+        reservation_id = held["granted"][0]["id"]
+        error = await calls.error(
+            "force_release_file_reservation", project_key=PROJECT, agent_name="BlueLake",
+            file_reservation_id=reservation_id,
+        )  # fmt: skip
+        assert error.startswith("AUTHENTICATION_REQUIRED:"), error
+        wrong = await calls.error(
+            "force_release_file_reservation", project_key=PROJECT, agent_name="BlueLake",
+            file_reservation_id=reservation_id, registration_token="not-the-token",
+        )  # fmt: skip
+        assert wrong.startswith("AUTHENTICATION_FAILED:"), wrong
+        active = await calls.error(
+            "force_release_file_reservation", project_key=PROJECT, agent_name="BlueLake",
+            file_reservation_id=reservation_id, registration_token=blue["registration_token"],
+        )  # fmt: skip
+        assert active.startswith("RESERVATION_ACTIVE:"), active

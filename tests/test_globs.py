@@ -176,3 +176,27 @@ async def test_lua_twin_equals_python(lua_overlap) -> None:
 
 
 KNOWN_PAIRS = test_known_pairs.pytestmark[0].args[1]
+
+
+# Patterns at the length cap whose segments keep both matchers busy: a long run of literal
+# characters after a '*' on each side, differing only at the very end (or not at all).
+LONG_SEGMENT = "*" + "a" * 254 + "*" + "a" * 254
+LONG_PAIRS = [
+    (LONG_SEGMENT + "b", LONG_SEGMENT + "c", False),
+    (LONG_SEGMENT + "b", LONG_SEGMENT + "b", True),
+    ("**/" + "?" * 15 + "a" * 490 + "/**", "**/*" + "a" * 504 + "b/**", True),  # in different segments
+]
+
+
+@pytest.mark.parametrize(("a", "b", "expected"), LONG_PAIRS)
+def test_long_patterns_within_the_caps(a: str, b: str, expected: bool) -> None:
+    """Patterns at the caps are accepted, so matching them must not exhaust Python's stack."""
+    a, b = globs.normalize(a), globs.normalize(b)
+    assert globs.overlaps(a, b) is expected
+    assert globs.matches(a, "a" * 255 + "b") is globs.overlaps(a, globs.normalize("a" * 255 + "b"))
+
+
+async def test_lua_long_patterns_agree(lua_overlap) -> None:
+    """The Lua twin gives the same answers on patterns at the caps."""
+    pairs = [(globs.normalize(a), globs.normalize(b)) for a, b, _ in LONG_PAIRS]
+    assert await lua_overlap(pairs) == [expected for _a, _b, expected in LONG_PAIRS]

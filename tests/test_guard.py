@@ -173,3 +173,34 @@ async def test_force_release_weighs_file_and_git_activity(world: Any, repo: Path
     assert released["released"] == 1
     assert "path_pattern_unmatched" in released["reservation"]["stale_reasons"]
     assert released["reservation"]["notified"] is False
+
+
+async def test_guard_reads_odd_staged_names(world: Any, repo: Path) -> None:
+    """Spaces, a newline and non-ASCII in staged names, core.hooksPath pointing at a directory
+    that does not exist yet: the guard still installs there and sees every staged path."""
+    tools, settings = world
+    git(repo, "config", "core.hooksPath", ".githooks")
+    installed = await tools.call("install_precommit_guard", project_key=str(repo), code_repo_path=str(repo))
+    assert Path(installed["hook"]) == (repo / ".githooks" / "pre-commit").resolve()
+    await tools.call("file_reservation_paths", project_key=str(repo), agent_name="BlueLake", paths=["src/ünï cödé/"])
+    (repo / "src" / "ünï cödé").mkdir()
+    refused = commit(repo, "src/ünï cödé/a\nb é.py", settings, AGENT_NAME="GreenCastle")
+    assert refused.returncode != 0, refused.stderr
+    assert "matches src/ünï cödé/** (holder: BlueLake" in refused.stderr, refused.stderr
+
+
+async def test_force_release_past_a_dangling_symlink(world: Any, repo: Path) -> None:
+    """A matching path that cannot be stat'ed (a dangling symlink, as build trees have) is no
+    evidence of activity; it must not make force release fail."""
+    tools, _ = world
+    (repo / "src" / "old.py").write_text("x = 1\n")
+    os.utime(repo / "src" / "old.py", (1_000_000_000, 1_000_000_000))  # long untouched
+    (repo / "src" / "link.py").symlink_to(repo / "src" / "missing.py")
+    os.utime(repo / "src" / "link.py", (1_000_000_000, 1_000_000_000), follow_symlinks=False)
+    key = str(repo)
+    held = await tools.call("file_reservation_paths", project_key=key, agent_name="BlueLake", paths=["src/"])
+    released = await tools.call(
+        "force_release_file_reservation", project_key=key, agent_name="GreenCastle",
+        file_reservation_id=held["granted"][0]["id"], notify_previous=False,
+    )  # fmt: skip
+    assert released["released"] == 1

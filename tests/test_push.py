@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,9 +16,11 @@ from helpers import Tools, drop_prefix, make_settings
 from mcp.client.subscriptions import listen
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
-from mcp_types import ResourceUpdatedNotification
+from mcp_types import ResourceUpdatedNotification, SubscribeRequestParams
+from realtime_helpers import until
 from shapes import payload
 
+from broker.push import SessionSubscriptions
 from broker.server import build_server
 
 SLUG = "tmp-concurrent-test"
@@ -74,3 +77,35 @@ async def test_handshake_era_session_subscribed_with_resources_subscribe(server:
         await tools.send("BlueLake", ["alpha-one"], subject="for alpha")
         # Doorbells are handled in order: had Green's still notified, it would come first.
         assert await asyncio.wait_for(updates.get(), 5) == alpha
+
+
+class StuckConnection:
+    """An SDK session connection whose client stopped reading: every send waits."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.sent = 0
+
+    async def send_resource_updated(self, uri: str) -> None:
+        await self.release.wait()
+        self.sent += 1
+
+
+async def test_a_stuck_session_holds_one_pending_notification_per_uri(server: FastMCP) -> None:
+    """Arrivals for a session that does not read coalesce: one pending send per (session, URI),
+    not one task per arrival piling up in memory; once it reads again it is notified."""
+    sessions = SessionSubscriptions(server.store)  # type: ignore[attr-defined]
+    stuck = StuckConnection()
+    ctx = SimpleNamespace(session=SimpleNamespace(_connection=stuck))
+    await sessions.subscribe(ctx, SubscribeRequestParams(uri=f"resource://inbox/greencastle?project={SLUG}"))  # type: ignore[arg-type]
+    sessions._on_doorbell(SLUG, "greencastle")
+    await asyncio.sleep(0)  # its send has begun (and waits)
+    for _ in range(1000):
+        sessions._on_doorbell(SLUG, "greencastle")
+    await asyncio.sleep(0)
+    assert len(sessions._sending) == 1
+    stuck.release.set()
+    await until(lambda: not sessions._sending)
+    assert stuck.sent == 2  # the send under way, then one more for the arrivals during it
+    sessions._on_doorbell(SLUG, "greencastle")  # later arrivals are notified again
+    await until(lambda: stuck.sent == 3)

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from fastmcp import FastMCP
 from helpers import PROJECT, Tools
 from realtime_helpers import store_of, until, waiting
@@ -140,6 +141,10 @@ async def test_bad_input_is_rejected_with_a_remedy(tools: Tools, trio: dict[str,
         "INVALID_ARGUMENT: timeout_seconds must be between 0 and 120, got 121": {"timeout_seconds": 121},
         "INVALID_ARGUMENT: after_id 'yesterday' is not a cursor": {"after_id": "yesterday"},
         "INVALID_ARGUMENT: after_id -3 is negative": {"after_id": -3},
+        # digits Python accepts but a Redis stream id does not
+        "INVALID_ARGUMENT: after_id '\u00b2' is not a cursor": {"after_id": "\u00b2"},
+        "INVALID_ARGUMENT: after_id '\u0661-\u0660' is not a cursor": {"after_id": "\u0661-\u0660"},
+        "INVALID_ARGUMENT: after_id '99999999999999999999-0' is not a cursor": {"after_id": "99999999999999999999-0"},
         "INVALID_LIMIT: limit must be between 1 and 1000": {"limit": 0},
         "NOT_FOUND: Message '999999' is not in the inbox of agent 'GreenCastle'": {"after_id": 999999},
         "AUTHENTICATION_FAILED: Invalid registration_token": {"registration_token": "wrong"},
@@ -153,3 +158,45 @@ async def test_bad_input_is_rejected_with_a_remedy(tools: Tools, trio: dict[str,
     assert (await tools.error("wait_for_mail", project_key="/no/such", agent_name="GreenCastle")).startswith(
         "NOT_FOUND: Project '/no/such' not found"
     )
+
+
+async def test_mail_arriving_while_unread_mail_is_read_is_not_skipped(
+    server: FastMCP, tools: Tools, trio: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without after_id, the unread count and the newest entry must come from one snapshot: a
+    send that lands between the two (which Redis allows between the commands of a
+    non-transactional pipeline, and not inside MULTI) would make the new entry the cursor
+    while it was not counted as unread, so it was neither returned nor waited for."""
+    store = store_of(server)
+    client = store.redis
+    original = client.pipeline
+    sent: list[int] = []
+
+    async def send_once() -> None:
+        if not sent:
+            sent.append(0)
+            sent[0] = payload(await tools.send("BlueLake", ["GreenCastle"], subject="mid-read"))["id"]
+
+    def pipeline(transaction: bool = True, shard_hint: str | None = None) -> Any:
+        pipe = original(transaction=transaction, shard_hint=shard_hint)
+        execute = pipe.execute
+
+        async def interleaved(raise_on_error: bool = True) -> list[Any]:
+            if transaction:  # atomic: another client's command can only come after it
+                results = await execute(raise_on_error)
+                await send_once()
+                return results
+            stack = pipe.command_stack
+            pipe.command_stack = stack[:1]
+            first = await execute(raise_on_error)
+            await send_once()  # Redis may run another client's script here
+            pipe.command_stack = stack[1:]
+            return first + await execute(raise_on_error)
+
+        pipe.execute = interleaved
+        return pipe
+
+    monkeypatch.setattr(client, "pipeline", pipeline)
+    result = await arrivals.wait_for_mail(store, PROJECT, "GreenCastle", 1, None, False, 20, None)
+    monkeypatch.undo()
+    assert [m["id"] for m in result["messages"]] == sent

@@ -146,3 +146,19 @@ def test_watch_prints_arrivals_as_they_come(redis_url: str, tmp_path: Path) -> N
         asyncio.run(_drop(settings))
     assert proc.returncode == 0, output
     assert "(to): first live" in output and "(to): second live" in output
+
+
+def test_hook_says_when_it_lists_only_the_newest(cli_env: Settings) -> None:
+    """More unseen unread mail than --limit: the hook must not report the listed ones as all."""
+    with_tools(cli_env, setup_agents)
+
+    async def three(tools: Tools) -> list[int]:
+        return [payload(await tools.send("BlueLake", ["GreenCastle"], subject=f"m{i}"))["id"] for i in range(3)]
+
+    ids = with_tools(cli_env, three)
+    lines = check_inbox("--limit", "2").stdout.splitlines()
+    assert lines[:3] == [
+        f"New mail for GreenCastle in {PROJECT}: more than 2 unread messages; the newest 2:",
+        f"- #{ids[1]} from BlueLake: m1",
+        f"- #{ids[2]} from BlueLake: m2",
+    ]

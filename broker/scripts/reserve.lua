@@ -16,8 +16,9 @@
 -- ARGV[8]  seconds to keep a record after it ends
 -- ARGV[9]  most holders to list per path
 -- ARGV[10..] triples: new id, normalised pattern, bucket (see lib/reservations.lua)
--- Returns {"ok", granted JSON, conflicts JSON, 1 if a persistence drain must be enqueued else 0}
--- or an error table from resolve_agent.
+-- Returns {"ok", granted JSON, conflicts JSON, 1 if a persistence drain must be enqueued else 0},
+-- {"TOO_COMPLEX", steps} (nothing written) when the overlap tests would pass GLOB_STEP_BUDGET
+-- (lib/globs.lua), or an error table from resolve_agent.
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local prefix, lower = ARGV[1], string.lower(agent.name)
@@ -25,7 +26,6 @@ local iso, now_us, ms = now()
 local now_num = tonumber(now_us)
 local ttl, exclusive, reason, retention = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 local max_holders = tonumber(ARGV[9])
-res_prune(prefix, now_us, retention, 64)
 
 local index = pkey(prefix, "res:index")
 local map = pkey(prefix, "res:agent:" .. lower)
@@ -85,18 +85,28 @@ local function holders_of(pattern, bucket)
         holders[#holders + 1] = {id = tonumber(id), agent = holder, path_pattern = held,
           exclusive = held_exclusive == "1", expires_ts = iso_from_us(expires)}
       end
+      if glob_steps > GLOB_STEP_BUDGET then return holders, more end
     end
     if more then break end
   end
   return holders, more
 end
 
+-- Every conflict first, before any write, so a call over the work budget changes nothing.
+local found = {}
+for k = 10, #ARGV, 3 do
+  local holders, more = holders_of(ARGV[k + 1], ARGV[k + 2])
+  if glob_steps > GLOB_STEP_BUDGET then return {"TOO_COMPLEX", glob_steps} end
+  found[k] = {holders, more}
+end
+res_prune(prefix, now_us, retention, 64)
+
 local granted, conflicts = {}, {}
 -- writes to the shared zsets are batched: one command each for the whole call
 local index_old, index_new, expiry_new, pending_new = {}, {}, {}, {}
 for k = 10, #ARGV, 3 do
   local new_id, pattern, bucket = ARGV[k], ARGV[k + 1], ARGV[k + 2]
-  local holders, more = holders_of(pattern, bucket)
+  local holders, more = found[k][1], found[k][2]
   if #holders > 0 then
     conflicts[#conflicts + 1] = {path = pattern, holders = holders, more_holders = more}
   end
