@@ -18,11 +18,12 @@ local iso, now_us, ms = now()
 local items = {}
 for k = 7, #ARGV do items[#items + 1] = ARGV[k] end
 local chosen = res_select(prefix, string.lower(agent.name), tonumber(now_us), ARGV[5], items)
-local schedule = 0
+local changed = {}
 for _, id in ipairs(chosen) do
   local record_key = pkey(prefix, "res:" .. id)
   redis.call("HSET", record_key, "released_us", now_us)
   res_retire(prefix, id, record_key, ARGV[6])
-  schedule = math.max(schedule, mark_pending(KEYS[3], ms, "res:" .. id))
+  changed[#changed + 1] = "res:" .. id
 end
+local schedule = mark_pending_all(KEYS[3], ms, changed)
 return {"ok", #chosen, iso, schedule}

@@ -19,7 +19,7 @@ local _, now_us, ms = now()
 local now_num = tonumber(now_us)
 local items = {}
 for k = 7, #ARGV do items[#items + 1] = ARGV[k] end
-local renewed, schedule = {}, 0
+local renewed, changed = {}, {}
 for _, id in ipairs(res_select(prefix, string.lower(agent.name), now_num, ARGV[5], items)) do
   local record_key = pkey(prefix, "res:" .. id)
   local r = redis.call("HMGET", record_key, "expires_us", "member", "path_pattern", "exclusive")
@@ -32,8 +32,8 @@ for _, id in ipairs(res_select(prefix, string.lower(agent.name), now_num, ARGV[5
   redis.call("ZADD", pkey(prefix, "res:index"), 0, member)
   redis.call("ZADD", pkey(prefix, "res:expiry"), expires_us, id)
   redis.call("HSET", record_key, "expires_us", expires_us, "member", member)
-  schedule = math.max(schedule, mark_pending(KEYS[3], ms, "res:" .. id))
+  changed[#changed + 1] = "res:" .. id
   renewed[#renewed + 1] = {id = tonumber(id), path_pattern = r[3], old_expires_ts = iso_from_us(r[1]),
     new_expires_ts = iso_from_us(expires_us)}
 end
-return {"ok", cjson.encode(renewed), schedule}
+return {"ok", cjson.encode(renewed), mark_pending_all(KEYS[3], ms, changed)}

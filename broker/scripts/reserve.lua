@@ -59,7 +59,7 @@ end
 
 -- Index ranges that can hold a reservation meeting a request with this bucket: the buckets
 -- of its prefixes that exist, and the buckets that extend it.
-local function candidate_ranges(bucket)
+local function candidate_ranges(bucket, literal)
   local ranges = {}
   for _, q in ipairs(bucket_prefixes(bucket)) do
     if bucket_count[q] then ranges[#ranges + 1] = {"[" .. q .. RES_SEP, "(" .. q .. "\1"} end
@@ -67,7 +67,8 @@ local function candidate_ranges(bucket)
   if string.byte(bucket, 1) == 1 then return ranges end
   if bucket == "" then
     ranges[#ranges + 1] = {"[\2", "+"}
-  else
+  elseif not literal then
+    -- a longer bucket means every path its pattern matches is longer than a literal request
     ranges[#ranges + 1] = {"[" .. bucket .. "/", "(" .. bucket .. "0"}
   end
   return ranges
@@ -75,7 +76,7 @@ end
 
 local function holders_of(pattern, bucket)
   local holders, more = {}, false
-  for _, range in ipairs(candidate_ranges(bucket)) do
+  for _, range in ipairs(candidate_ranges(bucket, bucket == pattern)) do
     for _, member in ipairs(redis.call("ZRANGEBYLEX", index, range[1], range[2])) do
       local id, holder, held_exclusive, expires, held = res_parse(member)
       if expires > now_num and string.lower(holder) ~= lower
@@ -144,6 +145,5 @@ end
 if #index_old > 0 then redis.call("ZREM", index, unpack(index_old)) end
 redis.call("ZADD", index, unpack(index_new))
 redis.call("ZADD", pkey(prefix, "res:expiry"), unpack(expiry_new))
-local schedule = 0
-for _, member in ipairs(pending_new) do schedule = math.max(schedule, mark_pending(KEYS[3], ms, member)) end
+local schedule = mark_pending_all(KEYS[3], ms, pending_new)
 return {"ok", cjson.encode(granted), cjson.encode(conflicts), schedule}

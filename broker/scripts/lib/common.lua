@@ -88,3 +88,16 @@ local function mark_pending(pending_key, ms, member)
   if redis.call("SET", pending_key .. ":flag", "1", "NX", "PX", PENDING_FLAG_TTL_MS) then return 1 end
   return 0
 end
+
+-- mark_pending for a list of members: one ZADD and one flag claim. Returns 1, 0, or 0 for none.
+local function mark_pending_all(pending_key, ms, members)
+  if #members == 0 then return 0 end
+  local args = {}
+  for _, member in ipairs(members) do
+    args[#args + 1] = ms
+    args[#args + 1] = member
+  end
+  redis.call("ZADD", pending_key, unpack(args))
+  if redis.call("SET", pending_key .. ":flag", "1", "NX", "PX", PENDING_FLAG_TTL_MS) then return 1 end
+  return 0
+end
