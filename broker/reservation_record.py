@@ -13,7 +13,8 @@ from typing import Any
 def iso_from_us(value: str | int | None) -> str | None:
     if value in (None, ""):
         return None
-    return datetime.fromtimestamp(int(value) / 1_000_000, UTC).isoformat()
+    seconds, micros = divmod(int(value), 1_000_000)  # integer maths: exact to the microsecond
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros).isoformat()
 
 
 def record_dict(record: dict[str, str]) -> dict[str, Any]:

@@ -146,10 +146,15 @@ async def reserve(
     store.schedule_persist(slug, reply[3])
     if auth[0]:
         store.bindings.bind(slug, name)
+    granted = as_list(json.loads(reply[1]))
+    for entry in granted:
+        entry["expires_ts"] = iso_from_us(entry.pop("expires_us"))
     conflicts = as_list(json.loads(reply[2]))
     for conflict in conflicts:
         conflict["holders"] = as_list(conflict["holders"])
-    return {"granted": as_list(json.loads(reply[1])), "conflicts": conflicts}
+        for holder in conflict["holders"]:
+            holder["expires_ts"] = iso_from_us(holder.pop("expires_us"))
+    return {"granted": granted, "conflicts": conflicts}
 
 
 async def release(

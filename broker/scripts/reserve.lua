@@ -16,7 +16,8 @@
 -- ARGV[8]  seconds to keep a record after it ends
 -- ARGV[9]  most holders to list per path
 -- ARGV[10..] triples: new id, normalised pattern, bucket (see lib/reservations.lua)
--- Returns {"ok", granted JSON, conflicts JSON, 1 if a persistence drain must be enqueued else 0},
+-- Returns {"ok", granted JSON, conflicts JSON, 1 if a persistence drain must be enqueued else 0}
+-- (times as expires_us strings, which the caller formats),
 -- {"TOO_COMPLEX", steps} (nothing written) when the overlap tests would pass GLOB_STEP_BUDGET
 -- (lib/globs.lua), or an error table from resolve_agent.
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
@@ -32,8 +33,11 @@ local map = pkey(prefix, "res:agent:" .. lower)
 local compiled = {}
 
 -- The bucket prefixes of a request: "", then each leading run of its segments.
+local prefix_cache = {}
 local function bucket_prefixes(bucket)
-  if string.byte(bucket, 1) == 1 then return {bucket} end
+  local cached = prefix_cache[bucket]
+  if cached then return cached end
+  if string.byte(bucket, 1) == 1 then prefix_cache[bucket] = {bucket}; return prefix_cache[bucket] end
   local prefixes, at = {""}, 1
   while bucket ~= "" do
     local slash = string.find(bucket, "/", at, true)
@@ -41,6 +45,7 @@ local function bucket_prefixes(bucket)
     if not slash then break end
     at = slash + 1
   end
+  prefix_cache[bucket] = prefixes
   return prefixes
 end
 
@@ -84,7 +89,7 @@ local function holders_of(pattern, bucket)
         and patterns_overlap(held, pattern, compiled) then
         if #holders >= max_holders then more = true; break end
         holders[#holders + 1] = {id = tonumber(id), agent = holder, path_pattern = held,
-          exclusive = held_exclusive == "1", expires_ts = iso_from_us(expires)}
+          exclusive = held_exclusive == "1", expires_us = string.format("%.0f", expires)}
       end
       if glob_steps > GLOB_STEP_BUDGET then return holders, more end
     end
@@ -105,6 +110,13 @@ res_prune(prefix, now_us, retention, 64)
 local granted, conflicts = {}, {}
 -- writes to the shared zsets are batched: one command each for the whole call
 local index_old, index_new, expiry_new, pending_new = {}, {}, {}, {}
+-- the agent's existing reservation ids for every requested pattern, in one read
+local held_ids
+do
+  local patterns = {}
+  for k = 11, #ARGV, 3 do patterns[#patterns + 1] = ARGV[k] end
+  held_ids = redis.call("HMGET", map, unpack(patterns))
+end
 for k = 10, #ARGV, 3 do
   local new_id, pattern, bucket = ARGV[k], ARGV[k + 1], ARGV[k + 2]
   local holders, more = found[k][1], found[k][2]
@@ -112,7 +124,7 @@ for k = 10, #ARGV, 3 do
     conflicts[#conflicts + 1] = {path = pattern, holders = holders, more_holders = more}
   end
   local expires = now_num + ttl
-  local id = redis.call("HGET", map, pattern)
+  local id = held_ids[(k - 10) / 3 + 1]
   local record_key = id and pkey(prefix, "res:" .. id)
   local existing = id and redis.call("HMGET", record_key, "expires_us", "released_us", "member", "reason")
   if existing and existing[1] and existing[2] == "" and tonumber(existing[1]) > now_num then
@@ -140,7 +152,7 @@ for k = 10, #ARGV, 3 do
   expiry_new[#expiry_new + 1] = id
   pending_new[#pending_new + 1] = "res:" .. id
   granted[#granted + 1] = {id = tonumber(id), path_pattern = pattern, exclusive = exclusive == "1",
-    reason = existing[4], expires_ts = iso_from_us(expires_us)}
+    reason = existing[4], expires_us = expires_us}
 end
 if #index_old > 0 then redis.call("ZREM", index, unpack(index_old)) end
 redis.call("ZADD", index, unpack(index_new))

@@ -70,9 +70,12 @@ end
 
 -- The agent with this name (any case), authenticated, or an error reply table.
 local function resolve_agent(project_key, agents_key, name, given_hash, require)
-  if redis.call("EXISTS", project_key) == 0 then return nil, {"NO_PROJECT"} end
   local agent = load_agent(agents_key, string.lower(name))
-  if not agent then return nil, {"NO_AGENT", name} end
+  if not agent then
+    -- an agent implies its project, so the project is looked up only to name the error
+    if redis.call("EXISTS", project_key) == 0 then return nil, {"NO_PROJECT"} end
+    return nil, {"NO_AGENT", name}
+  end
   local err = auth_error(agent, given_hash, require)
   if err then return nil, {err, agent.name} end
   return agent, nil
