@@ -22,18 +22,15 @@ for k = 7, #ARGV do items[#items + 1] = ARGV[k] end
 local renewed, changed = {}, {}
 for _, id in ipairs(res_select(prefix, string.lower(agent.name), now_num, ARGV[5], items)) do
   local record_key = pkey(prefix, "res:" .. id)
-  local r = redis.call("HMGET", record_key, "expires_us", "member", "path_pattern", "exclusive")
+  local r = redis.call("HMGET", record_key, "expires_us", "path_pattern")
   local old = tonumber(r[1])
   local base = old > now_num and old or now_num
   local expires_us = string.format("%.0f", base + tonumber(ARGV[6]))
-  local bucket = string.sub(r[2], 1, string.find(r[2], RES_SEP, 1, true) - 1)
-  local member = res_member(bucket, id, agent.name, r[4], expires_us, r[3])
-  redis.call("ZREM", pkey(prefix, "res:index"), r[2])
-  redis.call("ZADD", pkey(prefix, "res:index"), 0, member)
+  -- the index entry carries no expiry, so only the record and the expiry zset change
   redis.call("ZADD", pkey(prefix, "res:expiry"), expires_us, id)
-  redis.call("HSET", record_key, "expires_us", expires_us, "member", member)
+  redis.call("HSET", record_key, "expires_us", expires_us)
   changed[#changed + 1] = "res:" .. id
-  renewed[#renewed + 1] = {id = tonumber(id), path_pattern = r[3], old_expires_ts = iso_from_us(r[1]),
+  renewed[#renewed + 1] = {id = tonumber(id), path_pattern = r[2], old_expires_ts = iso_from_us(r[1]),
     new_expires_ts = iso_from_us(expires_us)}
 end
 return {"ok", cjson.encode(renewed), mark_pending_all(KEYS[3], ms, changed)}

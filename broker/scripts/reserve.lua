@@ -80,20 +80,28 @@ local function candidate_ranges(bucket, literal)
 end
 
 local function holders_of(pattern, bucket)
-  local holders, more = {}, false
+  -- other agents' entries that could conflict, then their expiries in one read
+  local candidates, ids = {}, {}
   for _, range in ipairs(candidate_ranges(bucket, bucket == pattern)) do
     for _, member in ipairs(redis.call("ZRANGEBYLEX", index, range[1], range[2])) do
-      local id, holder, held_exclusive, expires, held = res_parse(member)
-      if expires > now_num and string.lower(holder) ~= lower
-        and (held_exclusive == "1" or exclusive == "1")
-        and patterns_overlap(held, pattern, compiled) then
-        if #holders >= max_holders then more = true; break end
-        holders[#holders + 1] = {id = tonumber(id), agent = holder, path_pattern = held,
-          exclusive = held_exclusive == "1", expires_us = string.format("%.0f", expires)}
+      local id, holder, held_exclusive, held = res_parse(member)
+      if string.lower(holder) ~= lower and (held_exclusive == "1" or exclusive == "1") then
+        candidates[#candidates + 1] = {id, holder, held_exclusive, held}
+        ids[#ids + 1] = id
       end
-      if glob_steps > GLOB_STEP_BUDGET then return holders, more end
     end
-    if more then break end
+  end
+  local holders, more = {}, false
+  if #ids == 0 then return holders, more end
+  local expiries = redis.call("ZMSCORE", pkey(prefix, "res:expiry"), unpack(ids))
+  for i, c in ipairs(candidates) do
+    local expires = tonumber(expiries[i])
+    if expires and expires > now_num and patterns_overlap(c[4], pattern, compiled) then
+      if #holders >= max_holders then more = true; break end
+      holders[#holders + 1] = {id = tonumber(c[1]), agent = c[2], path_pattern = c[4],
+        exclusive = c[3] == "1", expires_us = string.format("%.0f", expires)}
+    end
+    if glob_steps > GLOB_STEP_BUDGET then return holders, more end
   end
   return holders, more
 end
@@ -127,11 +135,12 @@ for k = 10, #ARGV, 3 do
   local id = held_ids[(k - 10) / 3 + 1]
   local record_key = id and pkey(prefix, "res:" .. id)
   local existing = id and redis.call("HMGET", record_key, "expires_us", "released_us", "member", "reason")
+  local old_member
   if existing and existing[1] and existing[2] == "" and tonumber(existing[1]) > now_num then
     -- renew in place: exclusivity from this call, reason unless this one is empty
     if tonumber(existing[1]) > expires then expires = tonumber(existing[1]) end
     if reason ~= "" or existing[4] == nil then existing[4] = reason end
-    index_old[#index_old + 1] = existing[3]
+    old_member = existing[3]
   else
     id = new_id
     record_key = pkey(prefix, "res:" .. id)
@@ -143,11 +152,14 @@ for k = 10, #ARGV, 3 do
     redis.call("HINCRBY", pkey(prefix, "res:buckets"), bucket, 1)
   end
   local expires_us = string.format("%.0f", expires)
-  local member = res_member(bucket, id, agent.name, exclusive, expires_us, pattern)
+  local member = res_member(bucket, id, agent.name, exclusive, pattern)
   redis.call("HSET", record_key, "exclusive", exclusive, "reason", existing[4], "expires_us", expires_us,
     "member", member)
-  index_new[#index_new + 1] = 0
-  index_new[#index_new + 1] = member
+  if member ~= old_member then  -- new, or its exclusivity changed: the index entry changes
+    if old_member then index_old[#index_old + 1] = old_member end
+    index_new[#index_new + 1] = 0
+    index_new[#index_new + 1] = member
+  end
   expiry_new[#expiry_new + 1] = expires_us
   expiry_new[#expiry_new + 1] = id
   pending_new[#pending_new + 1] = "res:" .. id
@@ -155,7 +167,7 @@ for k = 10, #ARGV, 3 do
     reason = existing[4], expires_us = expires_us}
 end
 if #index_old > 0 then redis.call("ZREM", index, unpack(index_old)) end
-redis.call("ZADD", index, unpack(index_new))
+if #index_new > 0 then redis.call("ZADD", index, unpack(index_new)) end
 redis.call("ZADD", pkey(prefix, "res:expiry"), unpack(expiry_new))
 local schedule = mark_pending_all(KEYS[3], ms, pending_new)
 return {"ok", cjson.encode(granted), cjson.encode(conflicts), schedule}

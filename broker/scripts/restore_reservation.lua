@@ -15,7 +15,7 @@
 local prefix, id, agent, pattern = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local record_key = pkey(prefix, "res:" .. id)
 if redis.call("EXISTS", record_key) == 1 then return 0 end
-local member = res_member(ARGV[9], id, agent, ARGV[5], ARGV[8], pattern)
+local member = res_member(ARGV[9], id, agent, ARGV[5], pattern)
 redis.call("HSET", record_key, "id", id, "agent", agent, "path_pattern", pattern, "exclusive", ARGV[5],
   "reason", ARGV[6], "created_us", ARGV[7], "expires_us", ARGV[8], "released_us", "", "member", member)
 redis.call("ZADD", pkey(prefix, "res:index"), 0, member)

@@ -2,7 +2,8 @@
 --   res:<id>            HASH id, agent, path_pattern, exclusive "1"/"0", reason, created_us,
 --                       expires_us, released_us ("" while held), member (its index entry)
 --   res:index           ZSET, all scores 0, ordered by member text: one entry per live
---                       reservation, "<bucket>\0<id>\0<agent>\0<x|s>\0<expires_us>\0<pattern>".
+--                       reservation, "<bucket>\0<id>\0<agent>\0<x|s>\0<pattern>" (no expiry, so
+--                       a renewal leaves it alone; the expiry is the score in res:expiry).
 --                       bucket = the pattern's leading wildcard-free segments ("" when it starts
 --                       with a wildcard; "\1<name>" for tool:// and friends), so a request only
 --                       reads the buckets its own prefix can meet (ZRANGEBYLEX), never them all.
@@ -17,20 +18,20 @@
 
 local RES_SEP = "\0"
 
-local function res_member(bucket, id, agent, exclusive, expires_us, pattern)
+local function res_member(bucket, id, agent, exclusive, pattern)
   local kind = exclusive == "1" and "x" or "s"
-  return table.concat({bucket, id, agent, kind, expires_us, pattern}, RES_SEP)
+  return table.concat({bucket, id, agent, kind, pattern}, RES_SEP)
 end
 
--- id, agent, exclusive ("1"/"0"), expires_us (number), pattern of an index member.
+-- id, agent, exclusive ("1"/"0"), pattern of an index member.
 local function res_parse(member)
   local fields, start = {}, 1
-  for _ = 1, 5 do
+  for _ = 1, 4 do
     local stop = string.find(member, RES_SEP, start, true)
     fields[#fields + 1] = string.sub(member, start, stop - 1)
     start = stop + 1
   end
-  return fields[2], fields[3], fields[4] == "x" and "1" or "0", tonumber(fields[5]), string.sub(member, start)
+  return fields[2], fields[3], fields[4] == "x" and "1" or "0", string.sub(member, start)
 end
 
 -- ISO text for a microsecond timestamp given as a decimal string or number.
