@@ -157,6 +157,28 @@ async def reserve(
     return {"granted": granted, "conflicts": conflicts}
 
 
+async def run_for_agent(
+    store: Store, project_key: str, agent_name: str, token: str | None, script: str, args: list[Any]
+) -> list[Any]:
+    """Run a reservation script that acts for one agent on its own reservations: it returns
+    {"ok", ..., schedule flag last}; errors are raised, a drain is scheduled, the session bound."""
+    slug = project_slug(project_key)
+    name = validate_name(agent_name)
+    keys = store.keys
+    auth = store.bindings.args(slug, name, token)
+    reply = await store.run(
+        script,
+        [keys.project(slug), keys.agents(slug), keys.pending(slug)],
+        [keys.project_prefix(slug), name, *auth, *args],
+    )
+    if reply[0] != "ok":
+        await store.raise_for(reply, slug, project_key)
+    store.schedule_persist(slug, reply[-1])
+    if auth[0]:
+        store.bindings.bind(slug, name)
+    return reply
+
+
 async def release(
     store: Store,
     project_key: str,
@@ -165,21 +187,11 @@ async def release(
     ids: list[int] | None,
     token: str | None,
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
-    name = validate_name(agent_name)
     mode, items = selection(paths, ids)
-    keys = store.keys
-    auth = store.bindings.args(slug, name, token)
-    reply = await store.run(
-        "release_reservations",
-        [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [keys.project_prefix(slug), name, *auth, mode, store.settings.file_reservation_retention_seconds, *items],
+    retention = store.settings.file_reservation_retention_seconds
+    reply = await run_for_agent(
+        store, project_key, agent_name, token, "release_reservations", [mode, retention, *items]
     )
-    if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
-    store.schedule_persist(slug, reply[3])
-    if auth[0]:
-        store.bindings.bind(slug, name)
     return {"released": int(reply[1]), "released_at": reply[2]}
 
 
@@ -192,22 +204,11 @@ async def renew(
     ids: list[int] | None,
     token: str | None,
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
-    name = validate_name(agent_name)
     mode, items = selection(paths, ids)
     extend = check_ttl(store, extend_seconds, "extend_seconds")
-    keys = store.keys
-    auth = store.bindings.args(slug, name, token)
-    reply = await store.run(
-        "renew_reservations",
-        [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [keys.project_prefix(slug), name, *auth, mode, extend * 1_000_000, *items],
+    reply = await run_for_agent(
+        store, project_key, agent_name, token, "renew_reservations", [mode, extend * 1_000_000, *items]
     )
-    if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
-    store.schedule_persist(slug, reply[2])
-    if auth[0]:
-        store.bindings.bind(slug, name)
     renewed = as_list(json.loads(reply[1]))
     return {"renewed": len(renewed), "file_reservations": renewed}
 

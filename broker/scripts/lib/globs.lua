@@ -15,19 +15,26 @@ local function has_wildcards(text)
   return string.find(text, "[%*%?%[]") ~= nil
 end
 
+-- The index just past the UTF-8 character that starts at byte i (its continuation bytes
+-- are 0x80..0xBF), so a multi-byte character is one token, as in Python.
+local function utf8_char_end(text, i)
+  local j, n = i + 1, #text
+  if string.byte(text, i) >= 0xC0 then
+    while j <= n do
+      local b = string.byte(text, j)
+      if b < 0x80 or b >= 0xC0 then break end
+      j = j + 1
+    end
+  end
+  return j
+end
+
 -- The UTF-8 characters of a literal text, as single-character strings.
 local function utf8_chars(text)
   local chars = {}
-  local i, n = 1, #text
-  while i <= n do
-    local j = i + 1
-    if string.byte(text, i) >= 0xC0 then
-      while j <= n do
-        local b = string.byte(text, j)
-        if b < 0x80 or b >= 0xC0 then break end
-        j = j + 1
-      end
-    end
+  local i = 1
+  while i <= #text do
+    local j = utf8_char_end(text, i)
     chars[#chars + 1] = string.sub(text, i, j - 1)
     i = j
   end
@@ -70,14 +77,7 @@ local function glob_tokens(text)
       tokens[#tokens + 1] = class
       i = i + 1
     else
-      local j = i + 1
-      if string.byte(text, i) >= 0xC0 then
-        while j <= n do
-          local b = string.byte(text, j)
-          if b < 0x80 or b >= 0xC0 then break end
-          j = j + 1
-        end
-      end
+      local j = utf8_char_end(text, i)
       tokens[#tokens + 1] = string.sub(text, i, j - 1)
       i = j
     end
