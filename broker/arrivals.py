@@ -199,6 +199,15 @@ async def tail_cursor(store: Store, slug: str, lower: str) -> str:
     return newest[0][0] if newest else START
 
 
+async def start_cursor(store: Store, slug: str, name: str, after_id: str | None) -> str:
+    """Where a stream of arrivals starts: after ``after_id`` (a cursor or a message id), else
+    after the newest entry (only mail still to come)."""
+    after = parse_after_id(after_id)
+    if isinstance(after, int):
+        after = await cursor_of_message(store, slug, name, after)
+    return after if after is not None else await tail_cursor(store, slug, name.lower())
+
+
 async def follow(
     store: Store, slug: str, lower: str, cursor: str, include_bodies: bool
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:

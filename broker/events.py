@@ -44,10 +44,7 @@ def add_event_routes(mcp: FastMCP) -> None:
         include_bodies = request.query_params.get("include_bodies", "").lower() in TRUE
         try:
             slug, name = await arrivals.authenticate(store, project, agent, token)
-            after = arrivals.parse_after_id(resume)
-            if isinstance(after, int):
-                after = await arrivals.cursor_of_message(store, slug, name, after)
-            cursor = after if after is not None else await arrivals.tail_cursor(store, slug, name.lower())
+            cursor = await arrivals.start_cursor(store, slug, name, resume)
         except BrokerError as exc:
             return error_response(exc)
         except RedisError as exc:

@@ -67,10 +67,7 @@ async def _watch(
     store = _store()
     try:
         slug, name = await arrivals.authenticate(store, project, agent, None)
-        after = arrivals.parse_after_id(after_id)
-        if isinstance(after, int):
-            after = await arrivals.cursor_of_message(store, slug, name, after)
-        cursor = after if after is not None else await arrivals.tail_cursor(store, slug, name.lower())
+        cursor = await arrivals.start_cursor(store, slug, name, after_id)
         console.print(f"[dim]watching mail for {name} in {project} (from cursor {cursor}); Ctrl-C to stop[/dim]")
         shown, backoff = 0, 0.1
         while count is None or shown < count:
