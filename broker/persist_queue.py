@@ -72,6 +72,13 @@ class PersistQueue:
             executor = self._executor
         executor.submit(self.enqueue, slug).add_done_callback(_log_failure)
 
+    def wait_idle(self) -> None:
+        """Return once every enqueue_soon so far has been sent (the thread runs them in order)."""
+        with self._lock:
+            executor = self._executor
+        if executor is not None:
+            executor.submit(lambda: None).result()
+
     def close(self) -> None:
         with self._lock:
             if self._executor is not None:
