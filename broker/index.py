@@ -12,6 +12,7 @@ needs the digest to restore authentication.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -202,10 +203,15 @@ class Index:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # A failed COMMIT (disk full, I/O error) leaves the transaction open, and SQLite may
+            # already have rolled back by itself: end it if it is still open, never hide the error,
+            # so the next batch on this connection starts clean.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def ensure_schema(self) -> None:
         """Create every table, index and trigger that is missing; safe to call any number of times."""

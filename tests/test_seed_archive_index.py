@@ -112,3 +112,17 @@ async def test_concurrent_message_read_write(settings: Settings) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"projects", "agents", "messages", "message_recipients", "file_reservations", "agent_links"} <= tables
+
+
+def test_a_transaction_that_sqlite_already_ended_reports_the_real_error(tmp_path: Path) -> None:
+    """When SQLite has ended the transaction itself (as after some COMMIT failures), the caller
+    sees its own error, not "cannot rollback", and the connection's next batch works."""
+    index = Index(tmp_path / "index.sqlite3")
+    index.ensure_schema()
+    with pytest.raises(ValueError, match="the real problem"), index.transaction() as conn:
+        conn.execute("ROLLBACK")  # the transaction is gone before the block fails
+        raise ValueError("the real problem")
+    with index.transaction() as conn:
+        conn.execute("INSERT INTO projects (id, slug, human_key, created_at) VALUES (1, 's', '/s', 'now')")
+    assert [tuple(r) for r in index.query("SELECT id, slug FROM projects")] == [(1, "s")]
+    index.close()
