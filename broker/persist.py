@@ -241,6 +241,12 @@ def _load_project(state: ProjectState, member: str, fetched: list[Any], work: Wo
     """The project row is written with every batch (see persist_batch); nothing else to do."""
 
 
+PROFILE_FIELDS = (
+    "id", "name", "program", "model", "task_description", "inception_ts", "last_active_ts", "project_id",
+    "attachments_policy",
+)  # fmt: skip
+
+
 def _load_agent(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
     agent_id = int(member.split(":", 1)[1])
     agent = next((a for a in state.agents.values() if int(a["id"]) == agent_id), None)
@@ -263,17 +269,8 @@ def _load_agent(state: ProjectState, member: str, fetched: list[Any], work: Work
             "registration_token": f"sha256:{agent['token_hash']}" if agent.get("token_hash") else None,
         }
     )
-    profile = {
-        "id": agent_id,
-        "name": agent["name"],
-        "program": agent["program"],
-        "model": agent["model"],
-        "task_description": agent.get("task_description", ""),
-        "inception_ts": agent["inception_ts"],
-        "last_active_ts": last_active,
-        "project_id": int(agent["project_id"]),
-        "attachments_policy": agent.get("attachments_policy", "auto"),
-    }
+    # the archive's profile.json: the row's public fields, as whois shows them
+    profile = {key: work.batch.agents[-1][key] for key in PROFILE_FIELDS}
     work.profiles.append((state.slug, profile))
 
 

@@ -95,72 +95,10 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []  # cjson writes an empty table as {}
 
 
-async def reserve(
-    store: Store,
-    project_key: str,
-    agent_name: str,
-    paths: list[str],
-    ttl_seconds: int,
-    exclusive: bool,
-    reason: str,
-    token: str | None,
-) -> dict[str, Any]:
-    slug = project_slug(project_key)
-    name = validate_name(agent_name)
-    if not paths:
-        raise BrokerError("EMPTY_PATHS", "paths is empty: name at least one file, directory ('src/') or glob.")
-    patterns = check_paths(paths)
-    ttl = check_ttl(store, ttl_seconds, "ttl_seconds")
-    reason = reason or ""
-    if len(reason) > MAX_REASON_CHARS:
-        raise BrokerError("INVALID_ARGUMENT", f"reason is {len(reason)} characters; keep it to {MAX_REASON_CHARS}.")
-    keys, settings = store.keys, store.settings
-    triples: list[Any] = []
-    for pattern in patterns:
-        triples += [await store.next_id("reservation"), pattern, globs.index_bucket(pattern)]
-    auth = store.bindings.args(slug, name, token)
-    reply = await store.run(
-        "reserve",
-        [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [
-            keys.project_prefix(slug),
-            name,
-            *auth,
-            ttl * 1_000_000,
-            "1" if exclusive else "0",
-            reason,
-            settings.file_reservation_retention_seconds,
-            MAX_HOLDERS_LISTED,
-            *triples,
-        ],
-    )
-    if reply[0] == "TOO_COMPLEX":
-        raise BrokerError(
-            "RESERVATION_TOO_COMPLEX",
-            f"Comparing these {len(patterns)} patterns with the live reservations they could meet "
-            f"would take over {GLOB_STEP_BUDGET:,} matching steps, and Redis serves no one meanwhile. "
-            "Reserve shorter patterns (long runs of characters around '*' cost the most) or fewer per call.",
-        )
-    if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
-    store.schedule_persist(slug, reply[3])
-    if auth[0]:
-        store.bindings.bind(slug, name)
-    granted = as_list(json.loads(reply[1]))
-    for entry in granted:
-        entry["expires_ts"] = iso_from_us(entry.pop("expires_us"))
-    conflicts = as_list(json.loads(reply[2]))
-    for conflict in conflicts:
-        conflict["holders"] = as_list(conflict["holders"])
-        for holder in conflict["holders"]:
-            holder["expires_ts"] = iso_from_us(holder.pop("expires_us"))
-    return {"granted": granted, "conflicts": conflicts}
-
-
 async def run_for_agent(
     store: Store, project_key: str, agent_name: str, token: str | None, script: str, args: list[Any]
 ) -> list[Any]:
-    """Run a reservation script that acts for one agent on its own reservations: it returns
+    """Run a reservation script that acts for one agent (reserve, release, renew): it returns
     {"ok", ..., schedule flag last}; errors are raised, a drain is scheduled, the session bound."""
     slug = project_slug(project_key)
     name = validate_name(agent_name)
@@ -171,12 +109,56 @@ async def run_for_agent(
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
         [keys.project_prefix(slug), name, *auth, *args],
     )
+    if reply[0] == "TOO_COMPLEX":  # only reserve.lua, before it writes anything
+        raise BrokerError(
+            "RESERVATION_TOO_COMPLEX",
+            "Comparing these patterns with the live reservations they could meet would take over "
+            f"{GLOB_STEP_BUDGET:,} matching steps, and Redis serves no one meanwhile. Reserve shorter "
+            "patterns (long runs of characters around '*' cost the most) or fewer per call.",
+        )
     if reply[0] != "ok":
         await store.raise_for(reply, slug, project_key)
     store.schedule_persist(slug, reply[-1])
     if auth[0]:
         store.bindings.bind(slug, name)
     return reply
+
+
+async def reserve(
+    store: Store,
+    project_key: str,
+    agent_name: str,
+    paths: list[str],
+    ttl_seconds: int,
+    exclusive: bool,
+    reason: str,
+    token: str | None,
+) -> dict[str, Any]:
+    project_slug(project_key)  # argument errors first, in the order the other tools report them
+    validate_name(agent_name)
+    if not paths:
+        raise BrokerError("EMPTY_PATHS", "paths is empty: name at least one file, directory ('src/') or glob.")
+    patterns = check_paths(paths)
+    ttl = check_ttl(store, ttl_seconds, "ttl_seconds")
+    reason = reason or ""
+    if len(reason) > MAX_REASON_CHARS:
+        raise BrokerError("INVALID_ARGUMENT", f"reason is {len(reason)} characters; keep it to {MAX_REASON_CHARS}.")
+    triples: list[Any] = []
+    for pattern in patterns:
+        triples += [await store.next_id("reservation"), pattern, globs.index_bucket(pattern)]
+    retention = store.settings.file_reservation_retention_seconds
+    exclusive_flag = "1" if exclusive else "0"
+    args = [ttl * 1_000_000, exclusive_flag, reason, retention, MAX_HOLDERS_LISTED, *triples]
+    reply = await run_for_agent(store, project_key, agent_name, token, "reserve", args)
+    granted = as_list(json.loads(reply[1]))
+    for entry in granted:
+        entry["expires_ts"] = iso_from_us(entry.pop("expires_us"))
+    conflicts = as_list(json.loads(reply[2]))
+    for conflict in conflicts:
+        conflict["holders"] = as_list(conflict["holders"])
+        for holder in conflict["holders"]:
+            holder["expires_ts"] = iso_from_us(holder.pop("expires_us"))
+    return {"granted": granted, "conflicts": conflicts}
 
 
 async def release(
