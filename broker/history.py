@@ -155,14 +155,7 @@ class History:
         viewer = await self.viewer(project_key, agent_name, token, "summarize_thread")
         pid, me = int(viewer["project_id"]), int(viewer["id"])
         if len(ids) == 1:
-            rows = await self._run(self._thread_rows, pid, me, ids[0], MAX_THREAD_MESSAGES)
-            result: dict[str, Any] = {"thread_id": ids[0], "summary": digest_of(rows).thread_summary(), "examples": []}
-            if include_examples:
-                result["examples"] = [
-                    {"id": r["id"], "subject": r["subject"], "from": r["from"], "created_ts": r["created_ts"]}
-                    for r in rows[:3]
-                ]
-            return result
+            return await self.one_thread(viewer, ids[0], include_examples)
         threads, overall = [], Digest()
         for tid in ids:
             rows = await self._run(self._thread_rows, pid, me, tid, per_thread_limit)
@@ -177,6 +170,19 @@ class History:
             "key_points": overall.key_points[:25],
         }
         return {"threads": threads, "aggregate": aggregate}
+
+    async def one_thread(self, viewer: dict[str, Any], thread_id: str, include_examples: bool) -> dict[str, Any]:
+        """``{thread_id, summary, examples}`` of one thread as ``viewer`` (an authenticated agent's
+        record or agent_dict: its id and project_id) may see it; examples are its first three."""
+        pid, me = int(viewer["project_id"]), int(viewer["id"])
+        rows = await self._run(self._thread_rows, pid, me, thread_id, MAX_THREAD_MESSAGES)
+        result: dict[str, Any] = {"thread_id": thread_id, "summary": digest_of(rows).thread_summary(), "examples": []}
+        if include_examples:
+            result["examples"] = [
+                {"id": r["id"], "subject": r["subject"], "from": r["from"], "created_ts": r["created_ts"]}
+                for r in rows[:3]
+            ]
+        return result
 
     def _thread_rows(self, pid: int, viewer: int, thread_id: str, limit: int) -> list[sqlite3.Row]:
         # Membership as in the reference: thread_id == T, or the message whose id is T.
