@@ -426,6 +426,44 @@ async def test_reservation_cycle_rejects_what_file_reservation_paths_rejects(
     assert await live_reservations(tools) == []
 
 
+# -- tool profiles --------------------------------------------------------------------------
+async def test_macros_work_with_the_single_tools_hidden(tools: Tools, server: FastMCP) -> None:
+    """A tool profile may hide the tools a macro does the work of; the macros do not call them."""
+    hidden = {
+        "ensure_project",
+        "register_agent",
+        "whois",
+        "file_reservation_paths",
+        "release_file_reservations",
+        "fetch_inbox",
+        "summarize_thread",
+    }
+    server.disable(names=hidden, components={"tool"})
+    listed = {tool.name for tool in await tools.client.list_tools()}
+    assert not hidden & listed
+    assert {"macro_start_session", "macro_prepare_thread", "macro_file_reservation_cycle"} <= listed
+    assert "Unknown tool" in await tools.error("ensure_project", human_key=PROJECT)
+
+    started = await tools.call(
+        "macro_start_session", human_key=PROJECT, agent_name="BlueLake", file_reservation_paths=["a.py"], **PROFILE
+    )
+    assert [g["path_pattern"] for g in started["file_reservations"]["granted"]] == ["a.py"]
+    prepared = await tools.call(
+        "macro_prepare_thread",
+        project_key=PROJECT,
+        thread_id="T-1",
+        agent_name="BlueLake",
+        register_if_missing=False,
+        **PROFILE,
+    )
+    assert prepared["agent"]["id"] == started["agent"]["id"] and prepared["thread"]["total_messages"] == 0
+    cycle = await tools.call(
+        "macro_file_reservation_cycle", project_key=PROJECT, agent_name="BlueLake", paths=["b.py"], auto_release=True
+    )
+    assert cycle["released"]["released"] == 1
+    assert await live_reservations(tools) == [("BlueLake", "a.py")]
+
+
 # -- required auth ----------------------------------------------------------------------------
 @pytest.fixture
 async def required_server(backend: str, tmp_path: Path) -> AsyncIterator[FastMCP]:
