@@ -1,5 +1,6 @@
 """Workflow macros (§3.7): macro_start_session, macro_prepare_thread, macro_file_reservation_cycle,
-on fakeredis and a real Redis: exact results, the same errors as the single tools, required auth."""
+on fakeredis and a real Redis: exact results and the same errors as the single tools (profiles and
+required auth: test_macros_auth.py)."""
 
 from __future__ import annotations
 
