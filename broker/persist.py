@@ -167,6 +167,7 @@ class Persister:
                 "slug": slug,
                 "human_key": state.project["human_key"],
                 "created_at": state.project["created_at"],
+                "archived_at": state.project.get("archived_at"),
             }
         )
         done: list[str] = []
@@ -267,10 +268,13 @@ def _load_agent(state: ProjectState, member: str, fetched: list[Any], work: Work
             "attachments_policy": agent.get("attachments_policy", "auto"),
             "contact_policy": agent.get("contact_policy", "auto"),
             "registration_token": f"sha256:{agent['token_hash']}" if agent.get("token_hash") else None,
+            "retired_at": agent.get("retired_at"),
         }
     )
     # the archive's profile.json: the row's public fields, as whois shows them
     profile = {key: work.batch.agents[-1][key] for key in PROFILE_FIELDS}
+    if agent.get("retired_at"):
+        profile["retired_at"] = agent["retired_at"]
     work.profiles.append((state.slug, profile))
 
 

@@ -1,0 +1,49 @@
+"""Tools for the agent and project lifecycle: retire_agent, unretire_agent, deregister_agent,
+hard_delete_agent, archive_project, unarchive_project, hard_delete_project,
+purge_old_messages, list_window_identities, rename_window, expire_window.
+
+As in the reference, the destructive and state tools take no ``format`` argument."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastmcp import FastMCP
+
+from broker import lifecycle
+from broker.config import Settings
+from broker.store import Store
+
+
+def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> None:
+    @mcp.tool
+    async def retire_agent(project_key: str, agent_name: str, registration_token: str | None = None) -> dict[str, Any]:
+        """Retire an agent: it keeps its mail and profile but receives no new messages
+        (registering it again, or unretire_agent, makes it active)."""
+        return await lifecycle.retire_agent(store, project_key, agent_name, registration_token)
+
+    @mcp.tool
+    async def unretire_agent(
+        project_key: str, agent_name: str, registration_token: str | None = None
+    ) -> dict[str, Any]:
+        """Make a retired agent active again."""
+        return await lifecycle.unretire_agent(store, project_key, agent_name, registration_token)
+
+    @mcp.tool
+    async def deregister_agent(
+        project_key: str, agent_name: str, registration_token: str | None = None
+    ) -> dict[str, Any]:
+        """Stop an agent from receiving mail (contact_policy block_all) and mark its task
+        description "[DEREGISTERED at <time>]"; its data is kept."""
+        return await lifecycle.deregister_agent(store, project_key, agent_name, registration_token)
+
+    @mcp.tool
+    async def archive_project(project_key: str, registration_token: str | None = None) -> dict[str, Any]:
+        """Archive a project: reads keep working, but no new messages, reservations or agents
+        until unarchive_project. Needs the registration_token of any agent of the project."""
+        return await lifecycle.archive_project(store, project_key, registration_token)
+
+    @mcp.tool
+    async def unarchive_project(project_key: str, registration_token: str | None = None) -> dict[str, Any]:
+        """Reopen an archived project for new work."""
+        return await lifecycle.unarchive_project(store, project_key, registration_token)
