@@ -180,3 +180,15 @@ async def test_required_auth_for_lifecycle_tools(required_server: FastMCP) -> No
             # project admin: any agent's token of the project
             await nobody.call("archive_project", project_key=PROJECT, registration_token=green["registration_token"])
         await owner.call("unarchive_project", project_key=PROJECT)  # a session bound to an agent of it
+
+        await owner.agent("alpha-one")
+        async with Client(required_server) as fourth:
+            nobody = Tools(fourth)
+            for tool, extra in (("hard_delete_agent", {"agent_name": "alpha-one"}), ("hard_delete_project", {})):
+                error = await nobody.error(tool, project_key=PROJECT, confirmation="I UNDERSTAND", **extra)
+                assert error.startswith("AUTHENTICATION_REQUIRED:"), (tool, error)
+        # like retire, a session bound to another agent of the project may hard-delete an agent
+        deleted = await stranger.call(
+            "hard_delete_agent", project_key=PROJECT, agent_name="alpha-one", confirmation="I UNDERSTAND"
+        )
+        assert deleted["deleted_counts"]["agent"] == 1

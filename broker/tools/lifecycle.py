@@ -10,7 +10,7 @@ from typing import Any
 
 from fastmcp import FastMCP
 
-from broker import lifecycle
+from broker import erase, lifecycle
 from broker.config import Settings
 from broker.store import Store
 
@@ -47,3 +47,21 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
     async def unarchive_project(project_key: str, registration_token: str | None = None) -> dict[str, Any]:
         """Reopen an archived project for new work."""
         return await lifecycle.unarchive_project(store, project_key, registration_token)
+
+    @mcp.tool
+    async def hard_delete_agent(
+        project_key: str, agent_name: str, confirmation: str, registration_token: str | None = None
+    ) -> dict[str, Any]:
+        """Delete an agent for good: its profile, the messages it sent (from every inbox), its
+        copies of received mail, its reservations and its archive folder. confirmation must be
+        exactly "I UNDERSTAND"."""
+        return await erase.hard_delete_agent(store, project_key, agent_name, confirmation, registration_token)
+
+    @mcp.tool
+    async def hard_delete_project(
+        project_key: str, confirmation: str, registration_token: str | None = None
+    ) -> dict[str, Any]:
+        """Delete a project for good: every agent, message and reservation, in Redis, the index and
+        the archive. confirmation must be exactly "I UNDERSTAND"; needs the registration_token
+        of any agent of the project."""
+        return await erase.hard_delete_project(store, project_key, confirmation, registration_token)
