@@ -4,13 +4,16 @@ a real Redis), their persistence, and their auth under AGENT_AUTH=required."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastmcp import Client, FastMCP
 from helpers import PROJECT, Tools, drop_prefix, snapshot
-from persist_helpers import index_rows, run_worker, show
+from persist_helpers import committed_files, index_rows, run_worker, show
+from shapes import payload
 
+from broker import retention
 from broker.config import Settings
 from broker.server import build_server
 
@@ -192,3 +195,79 @@ async def test_required_auth_for_lifecycle_tools(required_server: FastMCP) -> No
             "hard_delete_agent", project_key=PROJECT, agent_name="alpha-one", confirmation="I UNDERSTAND"
         )
         assert deleted["deleted_counts"]["agent"] == 1
+
+
+# -- purge_old_messages ------------------------------------------------------------------------
+async def test_purge_old_messages_tool_defaults_and_errors(tools: Tools, trio: dict[str, Any], server: FastMCP) -> None:
+    await tools.send("BlueLake", ["GreenCastle"])
+    before = await snapshot(server.store)  # type: ignore[attr-defined]
+    result = await tools.call("purge_old_messages", project_key=PROJECT)
+    assert result.keys() == {"status", "messages_affected", "cutoff_date", "max_age_days"}
+    assert result["status"] == "dry_run" and result["messages_affected"] == 0 and result["max_age_days"] == 180
+    cutoff = datetime.fromisoformat(result["cutoff_date"])
+    assert abs((datetime.now(UTC) - timedelta(days=180) - cutoff).total_seconds()) < 60
+    # nothing is 1 day old yet: a real purge removes nothing
+    purged = await tools.call("purge_old_messages", project_key=PROJECT, max_age_days=1, dry_run=False)
+    assert purged["status"] == "purged" and purged["messages_affected"] == 0 and purged["max_age_days"] == 1
+    assert len(await tools.inbox("GreenCastle")) == 1
+    for bad in (0, -3):
+        error = await tools.error("purge_old_messages", project_key=PROJECT, max_age_days=bad)
+        assert error.startswith("INVALID_ARGUMENT:") and "at least 1" in error
+    error = await tools.error("purge_old_messages", project_key="/tmp/nowhere")
+    assert error.startswith("NOT_FOUND:")
+    error = await tools.error("purge_old_messages", project_key=PROJECT, registration_token="nope")
+    assert error.startswith("AUTHENTICATION_FAILED:")
+    assert await snapshot(server.store) == before  # type: ignore[attr-defined]
+
+
+async def test_purge_removes_exactly_the_old_messages(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    """Messages are aged honestly by moving the purge's clock (its ``now``), not the messages:
+    the cutoff falls between the second and the third message's creation times."""
+    store = server.store  # type: ignore[attr-defined]
+    sent = []
+    for i in range(3):
+        extra = {"topic": "t", "thread_id": "T1", "importance": "urgent"}
+        sent.append(payload(await tools.send("BlueLake", ["GreenCastle"], cc=["alpha-one"], subject=f"m{i}", **extra)))
+    await tools.send("GreenCastle", ["BlueLake"], subject="reply")  # newer than the cutoff
+    await run_worker(server, settings)
+    now = datetime.fromisoformat(sent[2]["created_ts"]) + timedelta(days=1) - timedelta(microseconds=1)
+    old = {sent[0]["id"], sent[1]["id"]}
+    assert datetime.fromisoformat(sent[1]["created_ts"]) < now - timedelta(days=1)
+
+    before = await snapshot(store)
+    counted = await retention.purge_old_messages(store, PROJECT, 1, True, None, now=now)
+    assert counted == {
+        "status": "dry_run",
+        "messages_affected": 2,
+        "cutoff_date": (now - timedelta(days=1)).isoformat(),
+        "max_age_days": 1,
+    }
+    assert await snapshot(store) == before
+
+    purged = await retention.purge_old_messages(store, PROJECT, 1, False, None, now=now)
+    assert purged["status"] == "purged" and purged["messages_affected"] == 2
+    newest = sent[2]["id"]
+    for agent in ("GreenCastle", "alpha-one"):
+        assert [m["id"] for m in await tools.inbox(agent)] == [newest]
+        assert [m["id"] for m in await tools.inbox(agent, urgent_only=True)] == [newest]
+        assert [m["id"] for m in await tools.inbox(agent, topic="t")] == [newest]
+    topic = await tools.call("fetch_topic", project_key=PROJECT, topic_name="t", agent_name="BlueLake")
+    assert [m["id"] for m in topic] == [newest]
+    keys = store.keys
+    assert await store.redis.zrange(keys.thread(SLUG, "T1"), 0, -1) == [str(newest)]
+    assert [f["m"] for _, f in await store.redis.xrange(keys.outbox(SLUG, "BlueLake"))] == [str(newest)]
+    assert sorted(await store.redis.smembers(keys.unread(SLUG, "GreenCastle"))) == [str(newest)]
+    for message_id in old:
+        assert not await store.redis.exists(keys.message(SLUG, message_id))
+        assert await store.redis.hget(keys.bodies(SLUG), str(message_id)) is None
+    rows = index_rows(settings, "SELECT id FROM messages ORDER BY id")
+    assert old.isdisjoint(r["id"] for r in rows) and len(rows) == 2
+    assert not [r for r in index_rows(settings, "SELECT message_id FROM message_recipients") if r["message_id"] in old]
+    # the Git archive keeps history
+    assert [f for f in committed_files(settings) if f.endswith(f"__{sent[0]['id']}.md")]
+    again = await retention.purge_old_messages(store, PROJECT, 1, False, None, now=now)
+    assert again["messages_affected"] == 0
+    await run_worker(server, settings)  # a drain afterwards brings nothing back
+    assert len(index_rows(settings, "SELECT id FROM messages")) == 2

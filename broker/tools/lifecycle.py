@@ -10,7 +10,7 @@ from typing import Any
 
 from fastmcp import FastMCP
 
-from broker import erase, lifecycle
+from broker import erase, lifecycle, retention
 from broker.config import Settings
 from broker.store import Store
 
@@ -65,3 +65,12 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         the archive. confirmation must be exactly "I UNDERSTAND"; needs the registration_token
         of any agent of the project."""
         return await erase.hard_delete_project(store, project_key, confirmation, registration_token)
+
+    @mcp.tool
+    async def purge_old_messages(
+        project_key: str, max_age_days: int | None = None, dry_run: bool = True, registration_token: str | None = None
+    ) -> dict[str, Any]:
+        """Delete the project's messages older than max_age_days (default RETENTION_MAX_AGE_DAYS,
+        180) from every inbox and the search index; dry_run=True (the default) only counts them.
+        The Git archive keeps them. Under AGENT_AUTH=required needs any agent's registration_token."""
+        return await retention.purge_old_messages(store, project_key, max_age_days, dry_run, registration_token)
