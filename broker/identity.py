@@ -183,7 +183,19 @@ async def register_agent(
     profile = _checked_profile(program, model, task_description, attachments_policy)
     if name is not None and name.strip():
         return await _claim(store, slug, project_key, "upsert", [validate_new_name(name)], profile, registration_token)
-    return await _claim(store, slug, project_key, "create", None, profile, None)
+    from broker import windows  # windows imports this module
+
+    window = windows.configured_window(store.settings.window_id)
+    if window is None:
+        return await _claim(store, slug, project_key, "create", None, profile, None)
+    # MCP_AGENT_MAIL_WINDOW_ID: this window registers under the name it had before (§5.2).
+    held = await windows.window_name(store, slug, project_key, window)
+    if held is not None:
+        agent = await _claim(store, slug, project_key, "upsert", [held], profile, registration_token)
+    else:
+        agent = await _claim(store, slug, project_key, "create", None, profile, None)
+        held = await windows.bind_window(store, slug, project_key, window, agent["name"])
+    return {**agent, "window_id": window, "window_display_name": held}
 
 
 async def create_agent_identity(

@@ -10,8 +10,9 @@ from typing import Any
 
 from fastmcp import FastMCP
 
-from broker import erase, lifecycle, retention
+from broker import erase, lifecycle, retention, windows
 from broker.config import Settings
+from broker.inputs import check_format
 from broker.store import Store
 
 
@@ -74,3 +75,23 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         180) from every inbox and the search index; dry_run=True (the default) only counts them.
         The Git archive keeps them. Under AGENT_AUTH=required needs any agent's registration_token."""
         return await retention.purge_old_messages(store, project_key, max_age_days, dry_run, registration_token)
+
+    @mcp.tool
+    async def list_window_identities(project_key: str, format: str | None = None) -> dict[str, Any]:
+        """The project's live window identities (MCP_AGENT_MAIL_WINDOW_ID -> agent name)."""
+        check_format(format)
+        return await windows.list_window_identities(store, project_key)
+
+    @mcp.tool
+    async def rename_window(
+        project_key: str, window_uuid: str, new_display_name: str, format: str | None = None
+    ) -> dict[str, Any]:
+        """Give a window identity another adjective+noun name (used at its next register_agent)."""
+        check_format(format)
+        return await windows.rename_window(store, project_key, window_uuid, new_display_name)
+
+    @mcp.tool
+    async def expire_window(project_key: str, window_uuid: str, format: str | None = None) -> dict[str, Any]:
+        """End a window identity now; its next register_agent gets a new name."""
+        check_format(format)
+        return await windows.expire_window(store, project_key, window_uuid)
