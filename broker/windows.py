@@ -95,7 +95,12 @@ async def expire_window(store: Store, project_key: str, window_uuid: str) -> dic
     window = check_uuid(window_uuid)
     reply = await _run(store, slug, project_key, "expire", window)
     shown = _shown(reply[1])
-    return {"window_uuid": window, "display_name": shown["display_name"], "expired": True, "expired_at": shown["expires_ts"]}
+    return {
+        "window_uuid": window,
+        "display_name": shown["display_name"],
+        "expired": True,
+        "expired_at": shown["expires_ts"],
+    }
 
 
 async def window_name(store: Store, slug: str, project_key: str, window: str) -> str | None:
