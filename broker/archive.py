@@ -206,13 +206,13 @@ class Archive:
             position += size + 1
         return found
 
-    def _commit(self, files: dict[str, bytes], message: str) -> str | None:
+    def _commit(self, files: dict[str, bytes], message: str, deletions: Sequence[str] = ()) -> str | None:
         """Commit these files on top of HEAD with one ``git fast-import`` run: blobs go straight
         into the object store (no work tree, no index to rewrite), identical contents are
         stored once. The commit is built on a staging ref and the branch moves to it only when
         its tree differs from HEAD's, so a replayed batch commits nothing; returns the new
         commit or None. (Asking git which paths changed first costs a tree walk per path.)"""
-        if not files:
+        if not files and not deletions:
             return None
         self._heal_stale_git_locks()
         head = self._head()
@@ -230,6 +230,8 @@ class Archive:
         stream += b"data %d\n" % len(text) + text + b"\n"
         if head:
             stream += b"from %s\n" % head.encode()
+        for rel in deletions:
+            stream += b"D %s\n" % _quote_path(rel)
         for rel, content in files.items():
             stream += b"M 100644 :%d %s\n" % (marks[content], _quote_path(rel))
         stream += b"\n"
@@ -245,6 +247,36 @@ class Archive:
             commit = self._git("rev-parse", STAGING_REF).strip()
         self._git("update-ref", f"refs/heads/{BRANCH}", commit.decode(), *([head] if head else []))
         return commit.decode()
+
+    def remove_paths(self, paths: Sequence[str], message: str, keep: str = "projects") -> tuple[int, int]:
+        """Remove these files and directories (with everything under them) in one commit, for the
+        hard deletes; returns (files removed, directories that no longer exist). Directories are
+        counted below ``keep`` (which itself is never counted). Paths already gone are skipped,
+        so a repeated call removes and commits nothing."""
+        if not (self.root / "HEAD").exists():
+            return 0, 0
+        with self._locked():
+            self._open()
+            head = self._head()
+            if head is None:
+                return 0, 0
+            existing: list[str] = []
+            for start in range(0, len(paths), 200):
+                out = self._git("ls-tree", "-r", "-z", "--name-only", head, "--", *paths[start : start + 200])
+                existing += [rel for rel in out.decode("utf-8").split("\0") if rel]
+            if not existing:
+                return 0, 0
+            dirs: set[str] = set()
+            for rel in existing:
+                parent = rel.rsplit("/", 1)[0]
+                while "/" in parent and parent != keep and parent.startswith(keep + "/"):
+                    dirs.add(parent)
+                    parent = parent.rsplit("/", 1)[0]
+            self._commit({}, message, deletions=existing)
+            candidates = sorted(dirs)
+            out = self._git("cat-file", "--batch-check", stdin="".join(f"HEAD:{d}\n" for d in candidates).encode())
+            gone = sum(1 for line in out.decode("utf-8").splitlines() if line.endswith(" missing"))
+            return len(existing), gone
 
     def commits(self, max_count: int = 5) -> list[git.Commit]:
         with self._locked():

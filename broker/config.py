@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     persist_reconcile_age_seconds: float = Field(10.0, alias="PERSIST_RECONCILE_AGE_SECONDS", gt=0)
     persist_reconcile_interval_seconds: float = Field(5.0, alias="PERSIST_RECONCILE_INTERVAL_SECONDS", gt=0)
 
+    # Lifecycle (README "Agent and project lifecycle"): purge_old_messages' default age, and the
+    # window identity this process registers under when register_agent gets no name.
+    retention_max_age_days: int = Field(180, alias="RETENTION_MAX_AGE_DAYS", ge=1)
+    window_id: str = Field("", alias="MCP_AGENT_MAIL_WINDOW_ID")
+    window_ttl_days: int = Field(30, alias="MCP_AGENT_MAIL_WINDOW_TTL_DAYS", ge=1)
+
     @field_validator("storage_root", mode="after")
     @classmethod
     def _expand_root(cls, value: Path) -> Path:

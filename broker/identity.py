@@ -48,13 +48,18 @@ def _check_key_length(value: str, what: str) -> None:
         )
 
 
-def project_dict(fields: list[Any]) -> dict[str, Any]:
-    return {"id": int(fields[0]), "slug": fields[1], "human_key": fields[2], "created_at": fields[3]}
+def project_dict(fields: list[Any], archived_at: str | None = None) -> dict[str, Any]:
+    """The reference's project_dict; ``archived_at`` only while the project is archived."""
+    project = {"id": int(fields[0]), "slug": fields[1], "human_key": fields[2], "created_at": fields[3]}
+    if archived_at:
+        project["archived_at"] = archived_at
+    return project
 
 
 def agent_dict(raw: str, last_active_ts: str | None) -> dict[str, Any]:
+    """The reference's agent_dict; ``retired_at`` only while the agent is retired."""
     stored = json.loads(raw)
-    return {
+    agent = {
         "id": stored["id"],
         "name": stored["name"],
         "program": stored["program"],
@@ -65,6 +70,9 @@ def agent_dict(raw: str, last_active_ts: str | None) -> dict[str, Any]:
         "project_id": stored["project_id"],
         "attachments_policy": stored["attachments_policy"],
     }
+    if stored.get("retired_at"):
+        agent["retired_at"] = stored["retired_at"]
+    return agent
 
 
 async def ensure_project(store: Store, human_key: object) -> dict[str, Any]:
@@ -90,7 +98,7 @@ async def ensure_project(store: Store, human_key: object) -> dict[str, Any]:
     if fields[4] == 1:
         await store.redis.hset(keys.projects, slug, canonical)
     store.schedule_persist(slug, fields[5])
-    return project_dict(fields)
+    return project_dict(fields, fields[6] if len(fields) > 6 else None)
 
 
 async def _refuse_if_lost(store: Store, slug: str, human_key: str) -> None:
@@ -175,7 +183,19 @@ async def register_agent(
     profile = _checked_profile(program, model, task_description, attachments_policy)
     if name is not None and name.strip():
         return await _claim(store, slug, project_key, "upsert", [validate_new_name(name)], profile, registration_token)
-    return await _claim(store, slug, project_key, "create", None, profile, None)
+    from broker import windows  # windows imports this module
+
+    window = windows.configured_window(store.settings.window_id)
+    if window is None:
+        return await _claim(store, slug, project_key, "create", None, profile, None)
+    # MCP_AGENT_MAIL_WINDOW_ID: this window registers under the name it had before (§5.2).
+    held = await windows.window_name(store, slug, project_key, window)
+    if held is not None:
+        agent = await _claim(store, slug, project_key, "upsert", [held], profile, registration_token)
+    else:
+        agent = await _claim(store, slug, project_key, "create", None, profile, None)
+        held = await windows.bind_window(store, slug, project_key, window, agent["name"])
+    return {**agent, "window_id": window, "window_display_name": held}
 
 
 async def create_agent_identity(

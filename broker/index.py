@@ -228,15 +228,17 @@ class Index:
         (messages are immutable, read/ack times are set once, profiles are last-writer-wins)."""
         with self.transaction() as conn:
             conn.executemany(
-                "INSERT INTO projects (id, slug, human_key, created_at) VALUES (:id, :slug, :human_key, :created_at) "
-                "ON CONFLICT(id) DO UPDATE SET human_key = excluded.human_key",
+                "INSERT INTO projects (id, slug, human_key, created_at, archived_at) VALUES (:id, :slug, :human_key, "
+                ":created_at, :archived_at) ON CONFLICT(id) DO UPDATE SET human_key = excluded.human_key, "
+                "archived_at = excluded.archived_at",
                 batch.projects,
             )
             conn.executemany(
                 "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, "
-                "last_active_ts, attachments_policy, contact_policy, registration_token) VALUES (:id, :project_id, "
-                ":name, :program, :model, :task_description, :inception_ts, :last_active_ts, :attachments_policy, "
-                ":contact_policy, :registration_token) ON CONFLICT(id) DO UPDATE SET program = excluded.program, "
+                "last_active_ts, attachments_policy, contact_policy, registration_token, retired_at) VALUES (:id, "
+                ":project_id, :name, :program, :model, :task_description, :inception_ts, :last_active_ts, "
+                ":attachments_policy, :contact_policy, :registration_token, :retired_at) "
+                "ON CONFLICT(id) DO UPDATE SET program = excluded.program, retired_at = excluded.retired_at, "
                 "model = excluded.model, task_description = excluded.task_description, "
                 "attachments_policy = excluded.attachments_policy, contact_policy = excluded.contact_policy, "
                 "registration_token = excluded.registration_token, "

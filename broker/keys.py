@@ -31,6 +31,8 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
     mailact                      HASH lower(name) -> ms of the agent's last read or ack (staleness)
     hookcursor:<lower>           STRING inbox stream id of the newest entry `broker hook check-inbox`
                                  has looked at for that agent (so a hook never shows mail twice)
+    windows                      HASH window_uuid -> window identity JSON (id, window_uuid, display_name,
+                                 created_ts, last_active_ts, expires_ts); windows:seq STRING its ids
     pending                      ZSET "<kind>:<id>[:<name>]" scored by ms: the transactional
                                  outbox drained by the persistence worker (DESIGN decision 4)
     pending:flag                 STRING "a drain job is scheduled" (SET NX with a short TTL by the
@@ -128,6 +130,12 @@ class Keys:
 
     def hook_cursor(self, slug: str, name: str) -> str:
         return f"{self.project_prefix(slug)}hookcursor:{name.lower()}"
+
+    def windows(self, slug: str) -> str:
+        return self.project_prefix(slug) + "windows"
+
+    def window_seq(self, slug: str) -> str:
+        return self.project_prefix(slug) + "windows:seq"
 
     def pending(self, slug: str) -> str:
         return self.project_prefix(slug) + "pending"

@@ -15,6 +15,7 @@ a kind without a handler stay in in-flight (logged) instead of being dropped.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from redis import Redis
@@ -45,6 +47,28 @@ INFLIGHT_REQUEUE_CHUNK = 5000
 
 _drain_locks: dict[str, threading.Lock] = {}
 _drain_locks_guard = threading.Lock()
+
+
+@contextmanager
+def project_lock(index_path: Path, slug: str) -> Iterator[None]:
+    """One batch of a project at a time, across threads and worker processes (a thread lock
+    plus ``flock`` on a file next to the index, released by the OS if the worker dies). Without it a
+    second drain claims a change made while the first batch is being written, and the
+    first batch, holding the older state it read, can commit after it (a renewal's expiry
+    or a profile overwritten by the one before), and its ack drops the second's claim from
+    in-flight. The hard deletes and purge hold it too, so no batch that read data before it
+    was deleted writes it back after."""
+    path = Path(index_path).parent / ".drain-locks" / f"{hashlib.sha1(slug.encode()).hexdigest()[:20]}.lock"
+    with _drain_locks_guard:
+        lock = _drain_locks.setdefault(str(path.resolve()), threading.Lock())
+    with lock:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -125,25 +149,8 @@ class Persister:
                 stats.requeued = True
                 return stats
 
-    @contextmanager
-    def _project_lock(self, slug: str) -> Iterator[None]:
-        """One batch of a project at a time, across threads and worker processes (a thread lock
-        plus ``flock`` on a file next to the index, released by the OS if the worker dies). Without it a
-        second drain claims a change made while the first batch is being written, and the
-        first batch, holding the older state it read, can commit after it (a renewal's expiry
-        or a profile overwritten by the one before), and its ack drops the second's claim from
-        in-flight."""
-        path = self.index.path.parent / ".drain-locks" / f"{hashlib.sha1(slug.encode()).hexdigest()[:20]}.lock"
-        with _drain_locks_guard:
-            lock = _drain_locks.setdefault(str(path.resolve()), threading.Lock())
-        with lock:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+    def _project_lock(self, slug: str) -> contextlib.AbstractContextManager[None]:
+        return project_lock(self.index.path, slug)
 
     def _release(self, slug: str, members: list[str]) -> None:
         """Give a failed batch's entries back to pending at once, so the job's retry (rather
@@ -167,6 +174,7 @@ class Persister:
                 "slug": slug,
                 "human_key": state.project["human_key"],
                 "created_at": state.project["created_at"],
+                "archived_at": state.project.get("archived_at"),
             }
         )
         done: list[str] = []
@@ -267,10 +275,13 @@ def _load_agent(state: ProjectState, member: str, fetched: list[Any], work: Work
             "attachments_policy": agent.get("attachments_policy", "auto"),
             "contact_policy": agent.get("contact_policy", "auto"),
             "registration_token": f"sha256:{agent['token_hash']}" if agent.get("token_hash") else None,
+            "retired_at": agent.get("retired_at"),
         }
     )
     # the archive's profile.json: the row's public fields, as whois shows them
     profile = {key: work.batch.agents[-1][key] for key in PROFILE_FIELDS}
+    if agent.get("retired_at"):
+        profile["retired_at"] = agent["retired_at"]
     work.profiles.append((state.slug, profile))
 
 

@@ -117,6 +117,8 @@ async def rehydrate_project(
         keys.project(slug),
         mapping={"id": pid, "slug": slug, "human_key": project["human_key"], "created_at": project["created_at"]},
     )
+    if project["archived_at"]:
+        pipe.hset(keys.project(slug), "archived_at", project["archived_at"])
     pipe.hset(keys.projects, slug, project["human_key"])
     for agent in agents.values():
         token = agent["registration_token"] or ""
@@ -132,6 +134,8 @@ async def rehydrate_project(
             "contact_policy": agent["contact_policy"],
             "token_hash": token.removeprefix("sha256:"),
         }
+        if agent["retired_at"]:
+            record["retired_at"] = agent["retired_at"]
         pipe.hset(keys.agents(slug), agent["name"].lower(), json.dumps(record))
         pipe.hset(keys.active(slug), agent["name"], agent["last_active_ts"])
     await pipe.execute()

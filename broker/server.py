@@ -19,12 +19,21 @@ from broker.errors import BrokerError
 from broker.store import Store
 from broker.tools import history as history_tools
 from broker.tools import identity as identity_tools
+from broker.tools import lifecycle as lifecycle_tools
 from broker.tools import macros as macro_tools
 from broker.tools import messaging as messaging_tools
 from broker.tools import realtime as realtime_tools
 from broker.tools import reservations as reservation_tools
 
-TOOL_MODULES = (identity_tools, messaging_tools, reservation_tools, realtime_tools, history_tools, macro_tools)
+TOOL_MODULES = (
+    identity_tools,
+    messaging_tools,
+    reservation_tools,
+    realtime_tools,
+    history_tools,
+    lifecycle_tools,
+    macro_tools,
+)
 
 INSTRUCTIONS = (
     "Coordination broker for coding agents sharing a repository: register an identity "

@@ -104,6 +104,8 @@ class Store:
             raise await self.project_not_found(project_key)
         if code == "NO_AGENT":
             raise await self.agent_not_found(slug, reply[1])
+        if code == "PROJECT_ARCHIVED":
+            raise self.project_archived(reply[1] if len(reply) > 1 and reply[1] else project_key)
         if code == "BAD_TOKEN":
             raise BrokerError(
                 "AUTHENTICATION_FAILED",
@@ -117,6 +119,14 @@ class Store:
                 "register_agent returned), unless this MCP session has already authenticated as that agent.",
             )
         raise BrokerError("INTERNAL_ERROR", f"Unexpected script reply {code!r}; please report it.")
+
+    @staticmethod
+    def project_archived(human_key: str) -> BrokerError:
+        """An archived project takes no new work (sends, reservations, agents) until unarchived."""
+        return BrokerError(
+            "PROJECT_ARCHIVED",
+            f"Project '{human_key}' is archived; call unarchive_project(project_key='{human_key}') to reopen it.",
+        )
 
     async def message_not_found(self, slug: str, message_id: int, viewer: str) -> BrokerError:
         human_key = await self.redis.hget(self.keys.project(slug), "human_key")

@@ -15,11 +15,15 @@
 -- ARGV[8]  SHA-256 hex of the token the caller passed, "" for none
 -- ARGV[9]  "1" if an existing agent must be authenticated by token
 -- ARGV[10..] candidate names, in order of preference
+-- Registering an existing agent makes it active again (removes retired_at). An archived
+-- project (archived_at set) takes no new or updated agents.
 -- Returns {"ok", agent JSON, last_active_ts, created 0|1, 1 if a persistence job must be
 -- enqueued (see mark_pending) else 0}, or {"NO_PROJECT"}, {"TAKEN"},
--- {"BAD_TOKEN", name}, {"AUTH_REQUIRED", name}.
-local project_id = redis.call("HGET", KEYS[1], "id")
+-- {"BAD_TOKEN", name}, {"AUTH_REQUIRED", name}, {"PROJECT_ARCHIVED", human_key}.
+local project = redis.call("HMGET", KEYS[1], "id", "archived_at", "human_key")
+local project_id = project[1]
 if not project_id then return {"NO_PROJECT"} end
+if project[2] then return {"PROJECT_ARCHIVED", project[3]} end
 local iso, _, ms = now()
 
 if ARGV[1] == "upsert" then
@@ -31,6 +35,7 @@ if ARGV[1] == "upsert" then
     agent.model = ARGV[4]
     agent.task_description = ARGV[5]
     agent.attachments_policy = ARGV[6]
+    agent.retired_at = nil
     local encoded = cjson.encode(agent)
     redis.call("HSET", KEYS[2], string.lower(agent.name), encoded)
     redis.call("HSET", KEYS[3], agent.name, iso)

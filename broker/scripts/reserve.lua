@@ -19,7 +19,10 @@
 -- Returns {"ok", granted JSON, conflicts JSON, 1 if a persistence drain must be enqueued else 0}
 -- (times as expires_us strings, which the caller formats),
 -- {"TOO_COMPLEX", steps} (nothing written) when the overlap tests would pass GLOB_STEP_BUDGET
--- (lib/globs.lua), or an error table from resolve_agent.
+-- (lib/globs.lua), {"PROJECT_ARCHIVED", human_key} (nothing written), or an error table from
+-- resolve_agent.
+local archived = redis.call("HMGET", KEYS[1], "archived_at", "human_key")
+if archived[1] then return {"PROJECT_ARCHIVED", archived[2]} end
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local prefix, lower = ARGV[1], string.lower(agent.name)

@@ -1,0 +1,135 @@
+"""Agent and project lifecycle: retire, unretire, deregister, archive, unarchive, and the
+project admin auth the project-wide tools share. Hard deletes are in ``broker/erase.py``,
+purge in ``broker/retention.py``, window identities in ``broker/windows.py``.
+
+Every state change is one Lua script (``agent_state.lua``, ``project_state.lua``) that also
+records the change for the persistence worker, so ``retired_at``, ``contact_policy``,
+``task_description`` and ``archived_at`` reach the SQLite index and the archive's profile.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from broker.auth import token_hash
+from broker.errors import BrokerError
+from broker.identity import project_slug
+from broker.names import validate_name
+from broker.store import Store
+
+CONFIRMATION_PHRASE = "I UNDERSTAND"
+
+
+def check_confirmation(confirmation: object, tool: str) -> None:
+    if confirmation != CONFIRMATION_PHRASE:
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"{tool} deletes data for good: pass confirmation='{CONFIRMATION_PHRASE}' exactly (got {confirmation!r}).",
+        )
+
+
+def agent_auth(store: Store, slug: str, name: str, token: str | None, delegate: bool) -> list[str]:
+    """Script arguments for acting on an agent: token digest, require flag, and (for retire and
+    hard delete, which the reference lets another agent of the project do) the agent this
+    session is bound to in the project."""
+    digest, require = store.bindings.args(slug, name, token)
+    actor = ""
+    if delegate and require == "1":
+        actor = bound_agent(store, slug) or ""
+    return [digest, require, actor]
+
+
+def bound_agent(store: Store, slug: str) -> str | None:
+    """The agent this MCP session authenticated as in the project, if the binding is still live."""
+    current = store.bindings.current_agent(slug)
+    if current and store.bindings.args(slug, current, None)[1] == "0":
+        return current
+    return None
+
+
+def admin_auth(store: Store, slug: str, token: str | None) -> list[str]:
+    """Script arguments for project admin auth (lib/lifecycle.lua admin_error): a token of any
+    agent of the project, or, under AGENT_AUTH=required, a session bound to one of them. Under
+    ``open`` no token is needed, but a wrong one is still refused."""
+    digest = token_hash(token)
+    require = "0" if digest or store.bindings.mode == "open" else "1"
+    actor = (bound_agent(store, slug) or "") if require == "1" else ""
+    return [digest, require, actor]
+
+
+async def raise_admin(store: Store, reply: list[Any], slug: str, project_key: str, action: str) -> None:
+    code = reply[0]
+    if code in ("BAD_ADMIN_TOKEN", "ADMIN_AUTH_REQUIRED"):
+        human_key = await store.redis.hget(store.keys.project(slug), "human_key") or project_key
+        if code == "BAD_ADMIN_TOKEN":
+            raise BrokerError(
+                "AUTHENTICATION_FAILED",
+                f"Invalid registration_token: it belongs to no agent of project '{human_key}'. Pass the "
+                "registration_token of any agent of the project.",
+            )
+        raise BrokerError(
+            "AUTHENTICATION_REQUIRED",
+            f"{action} requires the registration_token of an agent of project '{human_key}', unless this "
+            "MCP session has already authenticated as one of its agents.",
+        )
+    await store.raise_for(reply, slug, project_key)
+
+
+async def _agent_state(
+    store: Store, project_key: str, agent_name: str, token: str | None, op: str
+) -> tuple[str, dict[str, Any]]:
+    slug = project_slug(project_key)
+    name = validate_name(agent_name)
+    keys = store.keys
+    auth = agent_auth(store, slug, name, token, delegate=op == "retire")
+    reply = await store.run(
+        "agent_state", [keys.project(slug), keys.agents(slug), keys.pending(slug)], [name, *auth, op]
+    )
+    if reply[0] != "ok":
+        await store.raise_for(reply, slug, project_key)
+    store.schedule_persist(slug, reply[2])
+    agent = json.loads(reply[1])
+    if auth[0]:
+        store.bindings.bind(slug, agent["name"])
+    return slug, agent
+
+
+async def retire_agent(store: Store, project_key: str, agent_name: str, token: str | None) -> dict[str, Any]:
+    _, agent = await _agent_state(store, project_key, agent_name, token, "retire")
+    return {"status": "retired", "agent_name": agent["name"], "project_key": project_key}
+
+
+async def unretire_agent(store: Store, project_key: str, agent_name: str, token: str | None) -> dict[str, Any]:
+    _, agent = await _agent_state(store, project_key, agent_name, token, "unretire")
+    return {"status": "active", "agent_name": agent["name"], "project_key": project_key}
+
+
+async def deregister_agent(store: Store, project_key: str, agent_name: str, token: str | None) -> dict[str, Any]:
+    _, agent = await _agent_state(store, project_key, agent_name, token, "deregister")
+    return {"status": "deregistered", "agent_name": agent["name"], "project_key": project_key}
+
+
+async def project_state(store: Store, project_key: str, token: str | None, op: str, action: str) -> list[Any]:
+    """Run project_state.lua (archive, unarchive, or "check": admin auth only); returns its reply."""
+    slug = project_slug(project_key)
+    keys = store.keys
+    reply = await store.run(
+        "project_state",
+        [keys.project(slug), keys.agents(slug), keys.pending(slug)],
+        [op, *admin_auth(store, slug, token)],
+    )
+    if reply[0] != "ok":
+        await raise_admin(store, reply, slug, project_key, action)
+    store.schedule_persist(slug, reply[2])
+    return reply
+
+
+async def archive_project(store: Store, project_key: str, token: str | None) -> dict[str, Any]:
+    await project_state(store, project_key, token, "archive", "archive_project")
+    return {"status": "archived", "project_key": project_key, "slug": project_slug(project_key)}
+
+
+async def unarchive_project(store: Store, project_key: str, token: str | None) -> dict[str, Any]:
+    await project_state(store, project_key, token, "unarchive", "unarchive_project")
+    return {"status": "active", "project_key": project_key, "slug": project_slug(project_key)}

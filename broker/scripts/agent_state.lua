@@ -1,0 +1,33 @@
+-- agent_state: retire, unretire or deregister an agent (its record in the agents hash).
+-- retire sets retired_at (kept when already retired); unretire removes the field (absent when
+-- active: cjson cannot store a JSON null); deregister sets contact_policy "block_all" and
+-- prefixes task_description with "[DEREGISTERED at <iso>] " (once).
+-- KEYS[1]  project hash
+-- KEYS[2]  agents hash
+-- KEYS[3]  pending-persistence zset
+-- ARGV[1]  agent name (any case)
+-- ARGV[2]  SHA-256 hex of the token passed, "" for none
+-- ARGV[3]  "1" if a token is required
+-- ARGV[4]  another agent whose session binding may stand in for the token ("" for none)
+-- ARGV[5]  operation: "retire", "unretire" or "deregister"
+-- Returns {"ok", agent JSON, 1 if a persistence drain must be enqueued else 0} or an error
+-- table from resolve_agent.
+local require = delegated_require(KEYS[2], ARGV[1], ARGV[3], ARGV[4])
+local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], require)
+if err then return err end
+local iso, _, ms = now()
+local op = ARGV[5]
+if op == "retire" then
+  if type(agent.retired_at) ~= "string" then agent.retired_at = iso end
+elseif op == "unretire" then
+  agent.retired_at = nil
+else
+  agent.contact_policy = "block_all"
+  local task = type(agent.task_description) == "string" and agent.task_description or ""
+  if string.sub(task, 1, 17) ~= "[DEREGISTERED at " then
+    agent.task_description = "[DEREGISTERED at " .. iso .. "] " .. task
+  end
+end
+local encoded = cjson.encode(agent)
+redis.call("HSET", KEYS[2], string.lower(agent.name), encoded)
+return {"ok", encoded, mark_pending(KEYS[3], ms, "agent:" .. agent.id)}
