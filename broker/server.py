@@ -37,14 +37,17 @@ INSTRUCTIONS = (
 
 
 class BrokerMCP(FastMCP):
-    """FastMCP whose every failure reaches the client as ``CODE: what happened. remedy``:
+    """FastMCP whose every failure (tool or resource) reaches the client as ``CODE: what happened. remedy``:
     argument type errors become INVALID_ARGUMENT, and unexpected exceptions (which FastMCP
-    wraps as "Error calling tool ...") get a code too. An override rather than a middleware,
+    wraps as "Error calling tool ...") get a code too. It also counts tool calls for the
+    tooling metrics and refuses tools a profile removed. An override rather than a middleware,
     because the middleware chain costs every call."""
 
-    usage: ToolUsage
-    # tool -> the profile settings that removed it (for the error a client gets when calling it)
-    filtered_tools: dict[str, str]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.usage = ToolUsage()
+        # tool -> the profile settings that removed it (for the error a client gets when calling it)
+        self.filtered_tools: dict[str, str] = {}
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         # FastMCP calls this twice per client call: from the protocol handler, then (with
@@ -121,8 +124,6 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
     mcp.store = store  # type: ignore[attr-defined]  # for the HTTP layer and tests
     mcp.backend_description = backend  # type: ignore[attr-defined]
 
-    mcp.usage = ToolUsage()
-    mcp.filtered_tools = {}
     for module in TOOL_MODULES:
         module.register(mcp, store, settings, backend)
     apply_profile(mcp, settings)

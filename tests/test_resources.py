@@ -383,7 +383,7 @@ async def test_directory_and_schemas_describe_the_registered_tools(tools: Tools)
     assert send_schema["required"] == ["project_key", "sender_name", "to", "subject", "body_md"]
     assert "format" not in send_schema["optional"] and "sender_token" in send_schema["optional"]
     assert send_schema["shapes"]["to"] == "array<string>"
-    assert send_schema["input_schema"] == listed["send_message"].inputSchema
+    assert send_schema["input_schema"] == listed["send_message"].input_schema
 
 
 async def test_metrics_and_recent_count_this_process_calls(tools: Tools, trio: dict[str, Any]) -> None:
@@ -427,3 +427,11 @@ async def test_file_reservations_resource_takes_format(tools: Tools, trio: dict[
     assert [r["path_pattern"] for r in rows] == ["src/**"]
     error = await read_error(tools.client, f"resource://file_reservations/{SLUG}?format=xml")
     assert error.startswith("INVALID_ARGUMENT: format 'xml' is not supported")
+
+
+async def test_unreachable_redis_is_a_connection_error(tmp_path: Path) -> None:
+    async with Client(build_server(make_settings("redis://127.0.0.1:1/0", tmp_path))) as client:
+        error = await read_error(client, "resource://agents/some-project")
+        assert error.startswith("CONNECTION_ERROR: Redis is unreachable")
+        error = await read_error(client, f"resource://inbox/BlueLake{Q}")
+        assert error.startswith("CONNECTION_ERROR: Redis is unreachable")
