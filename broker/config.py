@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     # The reconciler re-queues projects whose pending entries are older than this.
     persist_reconcile_age_seconds: float = Field(10.0, alias="PERSIST_RECONCILE_AGE_SECONDS", gt=0)
     persist_reconcile_interval_seconds: float = Field(5.0, alias="PERSIST_RECONCILE_INTERVAL_SECONDS", gt=0)
+    # Tool profiles (the reference's TOOLS_FILTER_*; broker/profiles.py checks the names).
+    tools_filter_enabled: bool = Field(False, alias="TOOLS_FILTER_ENABLED")
+    tools_filter_profile: str = Field("full", alias="TOOLS_FILTER_PROFILE")
+    tools_filter_mode: str = Field("include", alias="TOOLS_FILTER_MODE")
+    tools_filter_clusters: str = Field("", alias="TOOLS_FILTER_CLUSTERS")
+    tools_filter_tools: str = Field("", alias="TOOLS_FILTER_TOOLS")
+    # Default age after which resource://views/acks-stale lists an unacknowledged message.
+    ack_ttl_seconds: int = Field(1800, alias="ACK_TTL_SECONDS", ge=0)
 
     # Lifecycle (README "Agent and project lifecycle"): purge_old_messages' default age, and the
     # window identity this process registers under when register_agent gets no name.

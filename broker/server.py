@@ -11,12 +11,15 @@ from typing import Any
 
 import redis.exceptions as redis
 from fastmcp import FastMCP
-from fastmcp.exceptions import ToolError, ValidationError
+from fastmcp.exceptions import ResourceError, ToolError, ValidationError
 
 from broker.config import Settings, get_settings
 from broker.embedded import resolve_redis_url
 from broker.errors import BrokerError
+from broker.profiles import describe, enabled_tools
 from broker.store import Store
+from broker.tool_usage import ToolUsage
+from broker.tooling import registered_tools
 from broker.tools import history as history_tools
 from broker.tools import identity as identity_tools
 from broker.tools import lifecycle as lifecycle_tools
@@ -24,6 +27,7 @@ from broker.tools import macros as macro_tools
 from broker.tools import messaging as messaging_tools
 from broker.tools import realtime as realtime_tools
 from broker.tools import reservations as reservation_tools
+from broker.tools import resources as resource_tools
 
 TOOL_MODULES = (
     identity_tools,
@@ -33,6 +37,7 @@ TOOL_MODULES = (
     history_tools,
     lifecycle_tools,
     macro_tools,
+    resource_tools,
 )
 
 INSTRUCTIONS = (
@@ -43,12 +48,56 @@ INSTRUCTIONS = (
 
 
 class BrokerMCP(FastMCP):
-    """FastMCP whose every failure reaches the client as ``CODE: what happened. remedy``:
+    """FastMCP whose every failure (tool or resource) reaches the client as ``CODE: what happened. remedy``:
     argument type errors become INVALID_ARGUMENT, and unexpected exceptions (which FastMCP
-    wraps as "Error calling tool ...") get a code too. An override rather than a middleware,
+    wraps as "Error calling tool ...") get a code too. It also counts tool calls for the
+    tooling metrics and refuses tools a profile removed. An override rather than a middleware,
     because the middleware chain costs every call."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.usage = ToolUsage()
+        # tool -> the profile settings that removed it (for the error a client gets when calling it)
+        self.filtered_tools: dict[str, str] = {}
+
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        # FastMCP calls this twice per client call: from the protocol handler, then (with
+        # run_middleware=False) from the end of the middleware chain. Count the outer one.
+        if not kwargs.get("run_middleware", True):
+            return await self._call_tool(name, arguments, **kwargs)
+        if name in self.filtered_tools:
+            raise BrokerError(
+                "TOOL_NOT_ENABLED",
+                f"Tool '{name}' is not enabled on this server: the tool profile ({self.filtered_tools[name]}) "
+                "leaves it out. Use the tools this server lists, or ask its operator to set "
+                "TOOLS_FILTER_PROFILE=full (or TOOLS_FILTER_ENABLED=false) and restart it.",
+            )
+        counts = self.usage.started(name)
+        try:
+            result = await self._call_tool(name, arguments, **kwargs)
+        except Exception:
+            if counts is not None:
+                counts[1] += 1
+            raise
+        if counts is not None:
+            self.usage.succeeded(name, arguments)
+        return result
+
+    async def read_resource(self, uri: str, **kwargs: Any) -> Any:
+        """Resource failures reach the client as ``CODE: message`` too: resources raise
+        ResourceError with that text (broker/tools/resources.py); anything unexpected (a bad
+        argument type FastMCP could not coerce, Redis down) gets its code here."""
+        try:
+            return await super().read_resource(uri, **kwargs)
+        except ResourceError as exc:
+            cause = exc.__cause__
+            if cause is None or getattr(exc, "code", None):
+                raise
+            if isinstance(cause, ValueError) and not isinstance(cause, UnicodeError):
+                raise ResourceError(f"INVALID_ARGUMENT: {cause}. Check the resource's query parameters.") from cause
+            raise ResourceError(str(unexpected_error(cause))) from cause
+
+    async def _call_tool(self, name: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         try:
             return await super().call_tool(name, arguments, **kwargs)
         except ValidationError as exc:
@@ -88,4 +137,16 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
 
     for module in TOOL_MODULES:
         module.register(mcp, store, settings, backend)
+    apply_profile(mcp, settings)
+    mcp.usage.track(list(registered_tools(mcp)))
     return mcp
+
+
+def apply_profile(mcp: BrokerMCP, settings: Settings) -> None:
+    """Remove the tools the TOOLS_FILTER_* settings leave out (raises ProfileError, a
+    ValueError, naming an unknown profile, mode, cluster or tool)."""
+    registered = registered_tools(mcp)
+    keep = enabled_tools(settings, registered)
+    for name in sorted(set(registered) - keep):
+        mcp.local_provider.remove_tool(name)
+        mcp.filtered_tools[name] = describe(settings)

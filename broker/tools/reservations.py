@@ -12,6 +12,8 @@ from broker import guard, reservations
 from broker.config import Settings
 from broker.inputs import check_format
 from broker.store import Store
+from broker.tools.resources import guarded
+from broker.views import flag
 
 
 def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> None:
@@ -97,7 +99,14 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         check_format(format)
         return await guard.uninstall(code_repo_path)
 
-    @mcp.resource("resource://file_reservations/{slug}{?active_only}", mime_type="application/json")
-    async def file_reservations_resource(slug: str, active_only: bool = True) -> list[dict[str, Any]]:
+    # security=None: a project may be named by its (URL-encoded) absolute path
+    @mcp.resource(
+        "resource://file_reservations/{slug}{?active_only,format}", mime_type="application/json", security=None
+    )
+    @guarded
+    async def file_reservations_resource(
+        slug: str, active_only: str | None = None, format: str | None = None
+    ) -> list[dict[str, Any]]:
         """A project's file reservations (live ones unless active_only=false), oldest first."""
-        return await reservations.list_reservations(store, slug, active_only)
+        check_format(format)
+        return await reservations.list_reservations(store, slug, flag(active_only, "active_only", True))
