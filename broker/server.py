@@ -17,13 +17,14 @@ from broker.config import Settings, get_settings
 from broker.embedded import resolve_redis_url
 from broker.errors import BrokerError
 from broker.store import Store
+from broker.tools import contacts as contact_tools
 from broker.tools import history as history_tools
 from broker.tools import identity as identity_tools
 from broker.tools import messaging as messaging_tools
 from broker.tools import realtime as realtime_tools
 from broker.tools import reservations as reservation_tools
 
-TOOL_MODULES = (identity_tools, messaging_tools, reservation_tools, realtime_tools, history_tools)
+TOOL_MODULES = (identity_tools, messaging_tools, reservation_tools, realtime_tools, history_tools, contact_tools)
 
 INSTRUCTIONS = (
     "Coordination broker for coding agents sharing a repository: register an identity "
