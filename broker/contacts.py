@@ -241,7 +241,7 @@ async def request_for_held(
     return entry
 
 
-def _target_of(to_agent: str, to_project: str | None, here_key: str) -> tuple[str, str]:
+def target_of(to_agent: str, to_project: str | None, here_key: str) -> tuple[str, str]:
     """(project key, name) of a contact target given as name, project:<key>#Name or Name@<key>."""
     from broker.routing import parse_address
 
@@ -261,7 +261,7 @@ async def request_contact(
 ) -> dict[str, Any]:
     slug = project_slug(project_key)
     requester = validate_name(from_agent, "from_agent")
-    target_key, target = _target_of(to_agent, to_project, project_key)
+    target_key, target = target_of(to_agent, to_project, project_key)
     target_slug = project_slug(target_key)
     if not isinstance(reason, str) or len(reason) > 512:
         raise BrokerError("INVALID_ARGUMENT", "reason must be text of at most 512 characters.")
@@ -296,7 +296,7 @@ async def respond_contact(
 
     slug = project_slug(project_key)
     me = validate_name(to_agent, "to_agent")
-    from_key, requester = _target_of(from_agent, from_project, project_key)
+    from_key, requester = target_of(from_agent, from_project, project_key)
     requester_slug = project_slug(from_key)
     ttl = check_ttl(store, ttl_seconds)
     foreign = await _agent_record(store, requester_slug, from_key, requester) if requester_slug != slug else None

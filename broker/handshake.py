@@ -62,7 +62,7 @@ async def contact_handshake(
     slug = project_slug(project_key)
     welcome = _check_welcome(welcome_subject, welcome_body, auto_accept)
     requester, target_given = await _infer_names(store, slug, requester, target)
-    target_key, target_name = contacts._target_of(target_given, to_project, project_key)
+    target_key, target_name = contacts.target_of(target_given, to_project, project_key)
     target_slug = project_slug(target_key)
     ttl = contacts.check_ttl(store, ttl_seconds)
 

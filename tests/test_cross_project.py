@@ -188,7 +188,11 @@ async def test_cross_project_message_and_link_are_persisted(
 ) -> None:
     await link(tools)
     message = payload(await tools.send("BlueLake", [f"project:{OTHER_SLUG}#RedFox"], subject="Persist me"))
+    await tools.call("set_contact_policy", project_key=OTHER, agent_name="RedFox", policy="contacts_only")
     await run_worker(server, settings)
+
+    [agent] = index_rows(settings, "SELECT contact_policy FROM agents WHERE name = 'RedFox'")
+    assert agent["contact_policy"] == "contacts_only"
 
     [row] = index_rows(settings, "SELECT project_id, sender_id, subject FROM messages WHERE id = ?", (message["id"],))
     assert row == {
