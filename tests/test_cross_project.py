@@ -252,3 +252,23 @@ async def test_rehydrate_restores_links_and_foreign_senders(
         "reply_message", project_key=OTHER, message_id=message["id"], sender_name="RedFox", body_md="back"
     )
     assert reply["deliveries"][0]["project"] == PROJECT and reply["to"] == ["BlueLake"]
+
+
+async def test_handshake_across_projects_with_welcome(tools: Tools, two: dict[str, Any]) -> None:
+    result = await tools.call(
+        "macro_contact_handshake", project_key=PROJECT, requester="BlueLake", target="RedFox", to_project=OTHER,
+        auto_accept=True, welcome_subject="Hello", welcome_body="from the other side",
+    )  # fmt: skip
+    assert (result["request"]["to_project"], result["request"]["status"]) == (OTHER, "pending")
+    assert result["response"]["approved"] is True
+    welcome = result["welcome_message"]
+    assert welcome["deliveries"][0]["project"] == OTHER
+    item, intro = await tools.inbox("RedFox", project_key=OTHER)
+    assert (item["subject"], item["from_project"], intro["subject"]) == (
+        "Hello",
+        PROJECT,
+        "Contact request from BlueLake",
+    )
+    # the fast path is for one project only: across projects the request is made (with its intro)
+    [link] = await tools.call("list_contacts", project_key=PROJECT, agent_name="BlueLake")
+    assert (link["to"], link["status"]) == ("RedFox", "approved")
