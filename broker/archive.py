@@ -99,6 +99,9 @@ class ArchiveMessage:
     importance: str = "normal"
     ack_required: bool = False
     attachments: list[Any] = field(default_factory=list)
+    # from_project, from_project_slug, from_address when the sender belongs to another project
+    # (its front matter carries them, and it has no outbox copy here)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def when(self) -> datetime:
@@ -299,6 +302,7 @@ class Archive:
             "ack_required": msg.ack_required,
             "created": msg.created,
             "attachments": msg.attachments,
+            **msg.extra,
         }
         text = "---json\n" + json.dumps(front, indent=2, sort_keys=True) + "\n---\n\n" + msg.body_md.strip() + "\n"
         return text.encode("utf-8")
@@ -310,9 +314,10 @@ class Archive:
         # Only the sender's and each BCC recipient's copies name BCC recipients.
         public = self._message_text(msg, slug, human_key, [])
         files[canonical] = public
-        files[f"{base}/agents/{msg.sender}/outbox/{msg.month_dir}/{msg.filename}"] = (
-            self._message_text(msg, slug, human_key, msg.bcc) if msg.bcc else public
-        )
+        if not msg.extra.get("from_address"):
+            files[f"{base}/agents/{msg.sender}/outbox/{msg.month_dir}/{msg.filename}"] = (
+                self._message_text(msg, slug, human_key, msg.bcc) if msg.bcc else public
+            )
         for name in dict.fromkeys(msg.to + msg.cc + msg.bcc):
             copy = self._message_text(msg, slug, human_key, [name]) if name in msg.bcc else public
             files[f"{base}/agents/{name}/inbox/{msg.month_dir}/{msg.filename}"] = copy

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     file_reservation_inactivity_seconds: int = Field(1800, alias="FILE_RESERVATION_INACTIVITY_SECONDS", ge=0)
     file_reservation_activity_grace_seconds: int = Field(900, alias="FILE_RESERVATION_ACTIVITY_GRACE_SECONDS", ge=0)
     file_reservation_retention_seconds: int = Field(7 * 86400, alias="FILE_RESERVATION_RETENTION_SECONDS", ge=60)
+    # Contacts: a blocked send asks for contact and holds the message (when the caller does not
+    # say), and the shortest lifetime of a contact request or approval.
+    messaging_auto_handshake_on_block: bool = Field(True, alias="MESSAGING_AUTO_HANDSHAKE_ON_BLOCK")
+    contact_min_ttl_seconds: int = Field(60, alias="CONTACT_MIN_TTL_SECONDS", ge=1)
+    # How long a held message (and the contact request a blocked send makes) waits for approval.
+    contact_hold_ttl_seconds: int = Field(7 * 86400, alias="CONTACT_HOLD_TTL_SECONDS", ge=1)
     # Durability: the Git archive and the persistence worker (README "Durability").
     archive_root: Path | None = Field(None, alias="ARCHIVE_ROOT")
     persist_batch_size: int = Field(2000, alias="PERSIST_BATCH_SIZE", ge=1, le=20000)

@@ -162,10 +162,17 @@ class Batch:
     activity: list[tuple[int, str]] = field(default_factory=list)
     # file_reservations rows (full state of each reservation, upserted by id)
     reservations: list[dict[str, Any]] = field(default_factory=list)
+    # agent_links rows (full state of each link, upserted by its endpoints)
+    links: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
-            len(self.projects) + len(self.agents) + len(self.messages) + len(self.recipients) + len(self.reservations)
+            len(self.projects)
+            + len(self.agents)
+            + len(self.messages)
+            + len(self.recipients)
+            + len(self.reservations)
+            + len(self.links)
         )
 
 
@@ -269,6 +276,15 @@ class Index:
                 "exclusive = excluded.exclusive, reason = excluded.reason, expires_ts = excluded.expires_ts, "
                 "released_ts = coalesce(file_reservations.released_ts, excluded.released_ts)",
                 batch.reservations,
+            )
+            conn.executemany(
+                "INSERT INTO agent_links (a_project_id, a_agent_id, b_project_id, b_agent_id, status, reason, "
+                "created_ts, updated_ts, expires_ts) VALUES (:a_project_id, :a_agent_id, :b_project_id, "
+                ":b_agent_id, :status, :reason, :created_ts, :updated_ts, :expires_ts) "
+                "ON CONFLICT(a_project_id, a_agent_id, b_project_id, b_agent_id) DO UPDATE SET "
+                "status = excluded.status, reason = excluded.reason, updated_ts = excluded.updated_ts, "
+                "expires_ts = excluded.expires_ts WHERE excluded.updated_ts >= agent_links.updated_ts",
+                batch.links,
             )
 
 

@@ -28,6 +28,14 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
     thread:<thread_id>           ZSET message id scored by created_us
     res:<id>, res:index, res:buckets, res:expiry, res:all, res:agent:<lower>
                                  file reservations; documented in broker/scripts/lib/reservations.lua
+    links:<lower>                HASH contact links of that agent: "out:<slug>#<lower>" (it asked to write
+                                 to that agent) and "in:<slug>#<lower>" (that agent asked to write to it)
+                                 -> link JSON; each link is kept in both endpoints' projects
+                                 (documented in broker/scripts/lib/contacts.lua)
+    held:<lower>:<slug>#<lower>  ZSET message ids held for the first agent until it approves the
+                                 sender (second), scored by the hold's deadline in microseconds
+    tpart:<thread_id>            SET of the thread's participants (lower names; "project:<slug>#<lower>"
+                                 for senders of other projects), for contacts_only
     mailact                      HASH lower(name) -> ms of the agent's last read or ack (staleness)
     hookcursor:<lower>           STRING inbox stream id of the newest entry `broker hook check-inbox`
                                  has looked at for that agent (so a hook never shows mail twice)
@@ -136,6 +144,15 @@ class Keys:
 
     def window_seq(self, slug: str) -> str:
         return self.project_prefix(slug) + "windows:seq"
+
+    def links(self, slug: str, name: str) -> str:
+        return f"{self.project_prefix(slug)}links:{name.lower()}"
+
+    def held(self, slug: str, name: str, sender_slug: str, sender: str) -> str:
+        return f"{self.project_prefix(slug)}held:{name.lower()}:{sender_slug}#{sender.lower()}"
+
+    def thread_participants(self, slug: str, thread_id: str) -> str:
+        return f"{self.project_prefix(slug)}tpart:{thread_id}"
 
     def pending(self, slug: str) -> str:
         return self.project_prefix(slug) + "pending"

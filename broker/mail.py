@@ -1,27 +1,25 @@
 """Sending mail: send_message and reply_message.
 
-A send is one Lua script (a reply: two, the first reads the original), so a message is
-stored and delivered to every recipient atomically, or not at all.
+A send into one project is one Lua script (a reply: two, the first reads the original), so a
+message is stored and delivered to every recipient of that project atomically, or not at all.
+Recipients of other projects (broker/routing.py) get one delivery per project, each its own
+script in that project, after the sender was authenticated in its own project.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from broker import contacts
 from broker.errors import BrokerError
 from broker.identity import project_slug
-from broker.inputs import (
-    check_importance,
-    check_recipient_count,
-    check_text,
-    check_thread_id,
-    check_topic,
-    recipient_names,
-)
+from broker.inputs import check_importance, check_recipient_count, check_text, check_thread_id, check_topic
 from broker.names import mistake_hint, validate_name
+from broker.routing import Address, Group, group_by_project, linked_agents, parse_address, parse_recipients
 from broker.store import Store
 
 BROADCAST_ACTIVE_DAYS = 30
@@ -33,28 +31,51 @@ MAX_BROADCAST_RECIPIENTS = 1000
 MAX_SUBJECT_PREFIX_CHARS = 32
 
 
-async def _deliver(
+@dataclass(frozen=True)
+class Outgoing:
+    """What is sent, the same in every target project."""
+
+    subject: str
+    body_md: str
+    importance: str
+    ack_required: bool
+    thread_id: str
+    topic: str
+
+
+@dataclass(frozen=True)
+class Sender:
+    slug: str
+    project_key: str
+    name: str
+    auth: tuple[str, str]
+
+
+class _Unknown(Exception):
+    """Recipients the delivery's project does not have (lower-cased names)."""
+
+    def __init__(self, lowered: list[str]) -> None:
+        super().__init__(lowered)
+        self.lowered = lowered
+
+
+async def _deliver_one(
     store: Store,
-    slug: str,
-    project_key: str,
-    sender: str,
-    auth: tuple[str, str],
-    to: list[str],
-    cc: list[str],
-    bcc: list[str],
-    subject: str,
-    body_md: str,
-    importance: str,
-    ack_required: bool,
-    thread_id: str,
-    topic: str,
+    group: Group,
+    sender: Sender,
+    foreign: dict[str, Any] | None,
+    msg: Outgoing,
     broadcast: bool,
+    hold: bool,
 ) -> dict[str, Any]:
-    keys = store.keys
+    """One delivery into ``group``'s project: its project, payload (None when nobody was left
+    to deliver to), the recipients it is held for, and the recipients a broadcast skipped."""
+    keys, slug = store.keys, group.slug
     cutoff = ""
     if broadcast:
         cutoff = (datetime.now(UTC) - timedelta(days=BROADCAST_ACTIVE_DAYS)).isoformat()
     message_id = await store.next_id("message")
+    auth = ("", "0") if foreign else sender.auth
     reply = await store.run(
         "send_message",
         [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
@@ -63,50 +84,56 @@ async def _deliver(
             keys.doorbell,
             slug,
             message_id,
-            sender,
+            foreign["name"] if foreign else sender.name,
             auth[0],
             auth[1],
-            subject,
-            body_md,
-            importance,
-            "1" if ack_required else "0",
-            thread_id,
-            topic,
+            msg.subject,
+            msg.body_md,
+            msg.importance,
+            "1" if msg.ack_required else "0",
+            msg.thread_id,
+            msg.topic,
             cutoff,
             INLINE_BODY_BYTES,
             MAX_BROADCAST_RECIPIENTS if broadcast else store.settings.max_recipients,
-            len(to),
-            len(cc),
-            *(n.lower() for n in to),
-            *(n.lower() for n in cc),
-            *(n.lower() for n in bcc),
+            len(group.to),
+            len(group.cc),
+            "1" if hold else "0",
+            "0",
+            json.dumps(foreign) if foreign else "",
+            store.settings.contact_hold_ttl_seconds,
+            *(n.lower() for n in group.to),
+            *(n.lower() for n in group.cc),
+            *(n.lower() for n in group.bcc),
         ],
     )
     status = reply[0]
     if status == "ok":
         store.schedule_persist(slug, reply[4])
         if auth[0]:
-            store.bindings.bind(slug, sender)
+            store.bindings.bind(slug, sender.name)
         payload = json.loads(reply[1])
-        payload["body_md"] = body_md
+        payload["body_md"] = msg.body_md
         payload.update(json.loads(reply[2]))
-        return {
-            "deliveries": [{"project": reply[3], "payload": payload}],
-            "count": 1,
-            "verified_sender": True,
-            "attachments": payload["attachments"],  # the reference adds this when there is one delivery
-        }
+        return {"project": reply[3], "payload": payload, "held": json.loads(reply[5]), "skipped": json.loads(reply[6])}
+    if status == "NO_RECIPIENTS":
+        return {"project": None, "payload": None, "held": [], "skipped": json.loads(reply[1])}
     if status == "TOO_MANY_RECIPIENTS":
         raise BrokerError(
             "INVALID_ARGUMENT",
             f"This message would reach {reply[1]} agents; the limit is "
             f"{MAX_BROADCAST_RECIPIENTS if broadcast else store.settings.max_recipients}. Address fewer agents.",
         )
-    if status == "NO_RECIPIENTS":
-        return {"deliveries": [], "count": 0, "verified_sender": True}
     if status == "UNKNOWN_RECIPIENTS":
-        raise await _unknown_recipients(store, slug, reply[1:], to + cc + bcc)
-    await store.raise_for(reply, slug, project_key, "sender_token")
+        raise _Unknown(reply[1:])
+    if status in contacts.REFUSALS:
+        sender_address = sender.name if not foreign else f"project:{sender.slug}#{foreign['name']}"
+        raise await contacts.refusal(store, status, reply[1:], sender, sender_address, group)
+    if status == "PROJECT_ARCHIVED":
+        raise contacts.archived_error(reply[1])
+    if status == "NO_PROJECT" and foreign:
+        raise await store.project_not_found(group.project_key)
+    await store.raise_for(reply, slug, sender.project_key, "sender_token")
     raise AssertionError("unreachable")
 
 
@@ -128,10 +155,108 @@ async def _unknown_recipients(store: Store, slug: str, lowered: list[str], given
     return BrokerError(
         "RECIPIENT_NOT_FOUND",
         f"Unable to send message: recipients {', '.join(described)} are not registered in project "
-        f"'{human_key}'. Nothing was sent. Registered agents: {listing}. Fix the names, or have the "
-        "recipients call register_agent first.",
+        f"'{human_key}'. Nothing was sent. Registered agents: {listing}. Fix the names, have the "
+        "recipients call register_agent first, or address an agent of another project as "
+        "'project:<slug>#Name' (an approved contact link is needed unless its policy is open).",
         {"unknown_local": names},
     )
+
+
+async def deliver(
+    store: Store,
+    sender: Sender,
+    kinds: dict[str, list[Address]],
+    msg: Outgoing,
+    broadcast: bool,
+    hold: bool,
+) -> dict[str, Any]:
+    """Send ``msg`` to every recipient: one delivery per target project, each all or none."""
+    groups = group_by_project(sender.slug, sender.project_key, kinds)
+    if len(groups) == 1:
+        try:
+            done = await _deliver_one(store, groups[sender.slug], sender, None, msg, broadcast, hold)
+            return await _result(store, sender, [(groups[sender.slug], done)], [], msg)
+        except _Unknown as unknown:
+            linked = await linked_agents(store, sender.slug, sender.name)
+            missing = [n for n in unknown.lowered if n not in linked]
+            if missing:
+                given = [a.name for addresses in kinds.values() for a in addresses]
+                raise await _unknown_recipients(store, sender.slug, missing, given) from None
+            kinds = {
+                kind: [
+                    Address(a.name, linked[a.name.lower()][0])
+                    if a.project_key is None and a.name.lower() in unknown.lowered
+                    else a
+                    for a in addresses
+                ]
+                for kind, addresses in kinds.items()
+            }
+            groups = group_by_project(sender.slug, sender.project_key, kinds)
+    foreign = await contacts.authenticated_sender(store, sender)
+    done_list: list[tuple[Group, dict[str, Any]]] = []
+    errors: list[dict[str, Any]] = []
+    for slug, group in groups.items():
+        if slug == sender.slug and not (group.to or group.cc or group.bcc or broadcast):
+            continue
+        try:
+            try:
+                result = await _deliver_one(
+                    store, group, sender, None if slug == sender.slug else foreign, msg, broadcast, hold
+                )
+            except _Unknown as unknown:
+                given = group.to + group.cc + group.bcc
+                raise await _unknown_recipients(store, slug, unknown.lowered, given) from None
+            done_list.append((group, result))
+        except BrokerError as exc:
+            if len(groups) == 1:
+                raise
+            errors.append({"project": group.project_key, "type": exc.code, "message": exc.message, **exc.data})
+    if errors and not any(d["payload"] for _, d in done_list):
+        if len(errors) == 1 and not done_list:
+            raise BrokerError(errors[0]["type"], errors[0]["message"])
+        return {
+            "error": {
+                "type": "DELIVERY_FAILED",
+                "message": "Message delivery failed for all target projects.",
+                "errors": errors,
+            }
+        }
+    return await _result(store, sender, done_list, errors, msg, foreign)
+
+
+async def _result(
+    store: Store,
+    sender: Sender,
+    done: list[tuple[Group, dict[str, Any]]],
+    errors: list[dict[str, Any]],
+    msg: Outgoing,
+    foreign: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    deliveries = [{"project": d["project"], "payload": d["payload"]} for _, d in done if d["payload"]]
+    result: dict[str, Any] = {"deliveries": deliveries, "count": len(deliveries), "verified_sender": True}
+    if errors:
+        result["delivery_errors"] = errors
+    if len(deliveries) == 1:
+        result["attachments"] = deliveries[0]["payload"]["attachments"]  # the reference adds this for one delivery
+    queued: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for group, d in done:
+        skipped.extend(d["skipped"])
+        for held in d["held"]:
+            queued.append(
+                await contacts.request_for_held(store, sender, foreign, group, d["project"], held["name"], msg)
+            )
+    if queued:
+        result["queued"] = queued
+    if skipped:
+        result["skipped"] = skipped
+    return result
+
+
+def _hold_default(store: Store, auto_contact_if_blocked: bool | None) -> bool:
+    if auto_contact_if_blocked is None:
+        return store.settings.messaging_auto_handshake_on_block
+    return bool(auto_contact_if_blocked)
 
 
 async def send_message(
@@ -149,39 +274,24 @@ async def send_message(
     broadcast: bool,
     topic: str | None,
     sender_token: str | None,
+    auto_contact_if_blocked: bool | None = None,
 ) -> dict[str, Any]:
     slug = project_slug(project_key)
     topic = check_topic(topic)
-    sender = validate_name(sender_name, "sender_name")
-    to_names = recipient_names(to, "to")
-    cc_names, bcc_names = recipient_names(cc, "cc"), recipient_names(bcc, "bcc")
-    if broadcast and to_names:
+    name = validate_name(sender_name, "sender_name")
+    kinds = {"to": parse_recipients(to, "to"), "cc": parse_recipients(cc, "cc"), "bcc": parse_recipients(bcc, "bcc")}
+    if broadcast and kinds["to"]:
         raise BrokerError("INVALID_ARGUMENT", "broadcast=True sends to every active agent; pass to=[] with it.")
-    total = len(to_names) + len(cc_names) + len(bcc_names)
+    total = sum(len(v) for v in kinds.values())
     if not broadcast and total == 0:
         raise BrokerError(
             "INVALID_ARGUMENT", "send_message needs at least one recipient in to, cc or bcc (or broadcast=True)."
         )
     check_recipient_count(store, total)
     check_text(store, subject, body_md)
-    auth = store.bindings.args(slug, sender, sender_token)
-    return await _deliver(
-        store,
-        slug,
-        project_key,
-        sender,
-        auth,
-        to_names,
-        cc_names,
-        bcc_names,
-        subject,
-        body_md,
-        check_importance(importance),
-        ack_required,
-        check_thread_id(thread_id),
-        topic,
-        broadcast,
-    )
+    sender = Sender(slug, project_key, name, store.bindings.args(slug, name, sender_token))
+    msg = Outgoing(subject, body_md, check_importance(importance), ack_required, check_thread_id(thread_id), topic)
+    return await deliver(store, sender, kinds, msg, broadcast, _hold_default(store, auto_contact_if_blocked))
 
 
 async def _visible_message(
@@ -211,16 +321,16 @@ async def reply_message(
     sender_token: str | None,
 ) -> dict[str, Any]:
     slug = project_slug(project_key)
-    sender = validate_name(sender_name, "sender_name")
-    to_given = recipient_names(to, "to")
-    cc_names, bcc_names = recipient_names(cc, "cc"), recipient_names(bcc, "bcc")
-    check_recipient_count(store, len(to_given) + len(cc_names) + len(bcc_names))
+    name = validate_name(sender_name, "sender_name")
+    to_given = parse_recipients(to, "to")
+    kinds = {"cc": parse_recipients(cc, "cc"), "bcc": parse_recipients(bcc, "bcc")}
+    check_recipient_count(store, len(to_given) + len(kinds["cc"]) + len(kinds["bcc"]))
     prefix = (subject_prefix or "").strip()
     if len(prefix) > MAX_SUBJECT_PREFIX_CHARS:
         raise BrokerError("INVALID_ARGUMENT", f"subject_prefix is longer than {MAX_SUBJECT_PREFIX_CHARS} characters.")
     check_text(store, "", body_md)
-    auth = store.bindings.args(slug, sender, sender_token)
-    reply = await _visible_message(store, slug, project_key, sender, auth, message_id, "sender_token")
+    auth = store.bindings.args(slug, name, sender_token)
+    reply = await _visible_message(store, slug, project_key, name, auth, message_id, "sender_token")
     original, recipients, me = json.loads(reply[1]), json.loads(reply[2]), reply[4]
     thread_key = original["thread_id"] or str(original["id"])
     subject = original["subject"]
@@ -228,24 +338,19 @@ async def reply_message(
         subject = f"{prefix} {subject}".strip()
     # The subject is derived, not given: a prefix that pushes it past the limit is cut off.
     subject = subject[: store.settings.max_subject_chars]
-    to_names = to_given or (recipients["to"] if reply[3] == me.lower() else [original["from"]])
-    result = await _deliver(
-        store,
-        slug,
-        project_key,
-        me,
-        auth,
-        to_names,
-        cc_names,
-        bcc_names,
-        subject,
-        body_md,
-        original["importance"],
-        original["ack_required"],
-        thread_key,
-        original["topic"] or "",
-        False,
+    if to_given:
+        kinds["to"] = to_given
+    elif reply[3] == me.lower():
+        kinds["to"] = [Address(n) for n in recipients["to"]]
+    else:  # a sender of another project is answered in its project
+        kinds["to"] = [parse_address(original.get("from_address") or original["from"], "to")]
+    sender = Sender(slug, project_key, me, auth)
+    msg = Outgoing(
+        subject, body_md, original["importance"], original["ack_required"], thread_key, original["topic"] or ""
     )
+    result = await deliver(store, sender, kinds, msg, False, False)
+    if "error" in result:
+        return result
     first = result["deliveries"][0]["payload"] if result["deliveries"] else {}
     return {**first, "thread_id": thread_key, "reply_to": message_id, **result}
 

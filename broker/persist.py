@@ -1,7 +1,8 @@
 """Draining a project's pending-persistence set into the Git archive and the SQLite index.
 
 The write scripts add what they changed to ``pending`` (members ``project:<id>``,
-``agent:<id>``, ``msg:<id>``, ``rcpt:<id>:<lower name>``, ``res:<id>``). A drain claims a batch into
+``agent:<id>``, ``msg:<id>``, ``rcpt:<id>:<lower name>``, ``res:<id>``,
+``link:<lower name>|<links field>``). A drain claims a batch into
 ``pending:inflight`` (drain_claim.lua), reads the current state of each entry from Redis in
 one pipeline, writes the batch to Git (one commit) and then to SQLite (one transaction), and
 only then forgets the claimed entries. Git goes first so that a row in SQLite implies its
@@ -285,6 +286,10 @@ def _load_agent(state: ProjectState, member: str, fetched: list[Any], work: Work
     work.profiles.append((state.slug, profile))
 
 
+# Head fields of a message whose sender belongs to another project (archived in front matter).
+FOREIGN_FIELDS = ("from_project", "from_project_slug", "from_address")
+
+
 def _fetch_message(pipe: Pipeline, keys: Keys, slug: str, rest: str) -> int:
     pipe.hgetall(keys.message(slug, int(rest)))
     pipe.hget(keys.bodies(slug), rest)
@@ -343,8 +348,38 @@ def _load_message(state: ProjectState, member: str, fetched: list[Any], work: Wo
         importance=head["importance"],
         ack_required=bool(head["ack_required"]),
         attachments=head.get("attachments") or [],
+        extra={key: head[key] for key in FOREIGN_FIELDS if key in head},
     )
     work.messages.append((state.slug, state.project["human_key"], message))
+
+
+def _fetch_link(pipe: Pipeline, keys: Keys, slug: str, rest: str) -> int:
+    owner, _, field_name = rest.partition("|")
+    pipe.hget(keys.links(slug, owner), field_name)
+    return 1
+
+
+def _load_link(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
+    """A contact link's current state, upserted by its endpoints (both projects persist their
+    copy; the newer update wins)."""
+    raw = fetched[0]
+    if raw is None:
+        log.warning("%s of project %s is gone from Redis; skipped", member, state.slug)
+        return
+    link = json.loads(raw)
+    work.batch.links.append(
+        {
+            "a_project_id": int(link["a_pid"]),
+            "a_agent_id": int(link["a_id"]),
+            "b_project_id": int(link["b_pid"]),
+            "b_agent_id": int(link["b_id"]),
+            "status": link["status"],
+            "reason": link.get("reason") or "",
+            "created_ts": link["created_ts"],
+            "updated_ts": link["updated_ts"],
+            "expires_ts": link.get("expires_ts"),
+        }
+    )
 
 
 def _fetch_receipt(pipe: Pipeline, keys: Keys, slug: str, rest: str) -> int:
@@ -410,11 +445,12 @@ class EntryKind:
     fetch: Callable[[Pipeline, Keys, str, str], int] | None = None
 
 
-# Pending-entry kind -> how to persist it. Contacts will plug in the same way.
+# Pending-entry kind -> how to persist it.
 HANDLERS: dict[str, EntryKind] = {
     "project": EntryKind(_load_project),
     "agent": EntryKind(_load_agent),
     "msg": EntryKind(_load_message, _fetch_message),
     "rcpt": EntryKind(_load_receipt, _fetch_receipt),
     "res": EntryKind(_load_reservation, _fetch_reservation),
+    "link": EntryKind(_load_link, _fetch_link),
 }

@@ -44,11 +44,13 @@ class Report:
     messages: int = 0
     deliveries: int = 0
     reservations: int = 0
+    links: int = 0
 
     def lines(self) -> list[str]:
         out = [
             f"rehydrated {len(self.projects)} project(s): {self.agents} agents, {self.messages} messages, "
-            f"{self.deliveries} inbox entries, {self.reservations} live file reservations"
+            f"{self.deliveries} inbox entries, {self.reservations} live file reservations, "
+            f"{self.links} contact links"
         ]
         if self.skipped:
             out.append(f"left alone (still in Redis; use --force to rebuild): {', '.join(self.skipped)}")
@@ -149,17 +151,26 @@ async def rehydrate_project(
     ):
         recipients[row["message_id"]].append(dict(row))
     streams = _StreamIds()
+    foreign = {
+        row["id"]: dict(row)
+        for row in index.query(
+            "SELECT a.id, a.name, p.slug, p.human_key FROM agents a JOIN projects p ON p.id = a.project_id "
+            "WHERE a.project_id != ?",
+            (pid,),
+        )
+    }
     messages = index.query("SELECT * FROM messages WHERE project_id = ? ORDER BY created_ts, id", (pid,))
     for start in range(0, len(messages), PIPELINE_CHUNK):
         pipe = client.pipeline(transaction=False)
         for message in messages[start : start + PIPELINE_CHUNK]:
             report.deliveries += _restore_message(
-                pipe, keys, slug, dict(message), agents, recipients.get(message["id"], []), streams
+                pipe, keys, slug, dict(message), agents, recipients.get(message["id"], []), streams, foreign
             )
         await pipe.execute()
     report.messages += len(messages)
     report.reservations += await _restore_reservations(client, keys, index, slug, pid, agents)
     await _restore_mail_activity(client, keys, index, slug, pid, agents)
+    report.links += await _restore_links(client, keys, index, pid)
     report.projects.append(slug)
 
 
@@ -171,10 +182,14 @@ def _restore_message(
     agents: dict[int, dict[str, Any]],
     rows: list[dict[str, Any]],
     streams: _StreamIds,
+    foreign: dict[int, dict[str, Any]],
 ) -> int:
-    """Queue the writes of one message; returns how many inbox entries it made."""
-    sender = agents.get(message["sender_id"], {}).get("name") or f"agent-{message['sender_id']}"
+    """Queue the writes of one message; returns how many inbox entries it made. A sender of
+    another project gets the from_project fields and no outbox entry here."""
+    other = foreign.get(message["sender_id"]) if message["sender_id"] not in agents else None
+    sender = (other or agents.get(message["sender_id"], {})).get("name") or f"agent-{message['sender_id']}"
     sender_lower = sender.lower()
+    ident = f"project:{other['slug']}#{sender_lower}" if other else sender_lower
     message_id = message["id"]
     head = {
         "id": message_id,
@@ -189,6 +204,10 @@ def _restore_message(
         "attachments": json.loads(message["attachments"] or "[]"),
         "from": sender,
     }
+    if other:
+        head["from_project"] = other["human_key"]
+        head["from_project_slug"] = other["slug"]
+        head["from_address"] = f"project:{other['slug']}#{sender}"
     us = _micros(message["created_ts"])
     ms = us // 1000
     lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
@@ -207,7 +226,7 @@ def _restore_message(
         keys.message(slug, message_id),
         mapping={
             "head": head_json,
-            "sender": sender_lower,
+            "sender": ident,
             "recipients": json.dumps(lists, separators=(",", ":")),
             "created_us": str(us),
             **fields,
@@ -236,13 +255,49 @@ def _restore_message(
         if topic:
             pipe.zadd(keys.received_topic(slug, name, topic), {str(message_id): us})
         delivered += 1
-    outbox = keys.outbox(slug, sender)
-    pipe.xadd(outbox, {"m": str(message_id), "c": str(us)}, id=streams.next(outbox, ms))
-    if topic:
-        pipe.zadd(keys.sent_topic(slug, sender, topic), {str(message_id): us})
+    if not other:
+        outbox = keys.outbox(slug, sender)
+        pipe.xadd(outbox, {"m": str(message_id), "c": str(us)}, id=streams.next(outbox, ms))
+        if topic:
+            pipe.zadd(keys.sent_topic(slug, sender, topic), {str(message_id): us})
     if message["thread_id"]:
         pipe.zadd(keys.thread(slug, message["thread_id"]), {str(message_id): us})
+        members = [ident] + [n.lower() for kind in lists.values() for n in kind]
+        pipe.sadd(keys.thread_participants(slug, message["thread_id"]), *members)
     return delivered
+
+
+async def _restore_links(client: Redis, keys: Keys, index: Index, pid: int) -> int:
+    """The contact links with an endpoint in this project, each endpoint's copy that lives here
+    (layout in broker/scripts/lib/contacts.lua). Messages held for approval are not restored."""
+    rows = index.query(
+        "SELECT l.*, a.name AS a_name, b.name AS b_name, pa.slug AS a_slug, pa.human_key AS a_hk, "
+        "pb.slug AS b_slug, pb.human_key AS b_hk FROM agent_links l "
+        "JOIN agents a ON a.id = l.a_agent_id JOIN agents b ON b.id = l.b_agent_id "
+        "JOIN projects pa ON pa.id = l.a_project_id JOIN projects pb ON pb.id = l.b_project_id "
+        "WHERE l.a_project_id = ? OR l.b_project_id = ?",
+        (pid, pid),
+    )
+    pipe = client.pipeline(transaction=False)
+    for row in rows:
+        link: dict[str, Any] = {
+            "a": row["a_name"], "a_id": row["a_agent_id"], "a_pid": row["a_project_id"], "a_slug": row["a_slug"],
+            "a_hk": row["a_hk"], "b": row["b_name"], "b_id": row["b_agent_id"], "b_pid": row["b_project_id"],
+            "b_slug": row["b_slug"], "b_hk": row["b_hk"], "status": row["status"], "reason": row["reason"] or "",
+            "created_ts": row["created_ts"], "updated_ts": row["updated_ts"], "upd_us": str(_micros(row["updated_ts"])),
+            "exp_us": str(_micros(row["expires_ts"])) if row["expires_ts"] else "",
+        }  # fmt: skip
+        if row["expires_ts"]:
+            link["expires_ts"] = row["expires_ts"]
+        raw = json.dumps(link)
+        if row["a_project_id"] == pid:
+            field_name = f"out:{row['b_slug']}#{row['b_name'].lower()}"
+            pipe.hset(keys.links(row["a_slug"], row["a_name"]), field_name, raw)
+        if row["b_project_id"] == pid:
+            field_name = f"in:{row['a_slug']}#{row['a_name'].lower()}"
+            pipe.hset(keys.links(row["b_slug"], row["b_name"]), field_name, raw)
+    await pipe.execute()
+    return len(rows)
 
 
 async def _restore_reservations(

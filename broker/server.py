@@ -20,6 +20,7 @@ from broker.profiles import describe, enabled_tools
 from broker.store import Store
 from broker.tool_usage import ToolUsage
 from broker.tooling import registered_tools
+from broker.tools import contacts as contact_tools
 from broker.tools import history as history_tools
 from broker.tools import identity as identity_tools
 from broker.tools import lifecycle as lifecycle_tools
@@ -38,6 +39,7 @@ TOOL_MODULES = (
     lifecycle_tools,
     macro_tools,
     resource_tools,
+    contact_tools,
 )
 
 INSTRUCTIONS = (

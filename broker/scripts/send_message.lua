@@ -1,14 +1,17 @@
 -- send_message: store a message and deliver it to every recipient, all or none.
--- One call: resolve and authenticate the sender, resolve recipients (or expand a broadcast),
--- and only when every check passed: store the message, append to each recipient's inbox
--- stream, index thread, urgency and topic, add the id to the project's pending-persistence
--- set and ring one doorbell per recipient. Every check comes before the first write.
+-- One call: resolve and authenticate the sender (or take a sender of another project, already
+-- authenticated there), resolve recipients (or expand a broadcast), check each recipient's
+-- contact policy (lib/contacts.lua), and only when every check passed: store the message,
+-- append to each recipient's inbox stream, hold it for recipients that only lack a contact
+-- link (when asked to), index thread, urgency and topic, add the id to the project's
+-- pending-persistence set and ring one doorbell per recipient. Every check comes before the
+-- first write.
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
 -- KEYS[3]  active hash (name -> last_active_ts)
 -- KEYS[4]  pending-persistence zset
 -- ARGV[1]  project key prefix "<p>:{slug}:" (bodies, msg:, inbox:, urgent:, rtopic:, stopic:,
---          outbox:, unread:, thread:)
+--          outbox:, unread:, thread:, tpart:, links:, held:)
 -- ARGV[2]  doorbell channel
 -- ARGV[3]  project slug (for the doorbell event)
 -- ARGV[4]  message id
@@ -21,114 +24,116 @@
 -- ARGV[11] ack_required "1" | "0"
 -- ARGV[12] thread_id, "" for none
 -- ARGV[13] topic, "" for none
--- ARGV[14] broadcast cutoff: "" for no broadcast, else the oldest last_active_ts that counts
+-- ARGV[14] broadcast cutoff: "" for no broadcast, else the oldest last_active_ts that counts;
+--          a broadcast skips (and reports) recipients that do not take mail from the sender
 -- ARGV[15] largest body (bytes) copied into inbox entries; larger ones live only in "bodies"
 -- ARGV[16] most recipients one message may reach (bounds a broadcast's work)
 -- ARGV[17] number of `to` names, ARGV[18] number of `cc` names
--- ARGV[19..] lower-cased names: to, then cc, then bcc
+-- ARGV[19] "1": hold the message for recipients that lack only a contact link, "0": refuse
+-- ARGV[20] "1": a contact request's intro mail (no link or thread check)
+-- ARGV[21] sender of another project, JSON {name, id, project_id, slug, human_key}, or ""
+-- ARGV[22] seconds a held message waits for the contact to be approved
+-- ARGV[23..] lower-cased names: to, then cc, then bcc
 -- Returns {"ok", head JSON, recipients JSON {to,cc,bcc}, human_key, 1 if a persistence job
--- must be enqueued (see mark_pending) else 0}, or
+-- must be enqueued (see mark_pending) else 0, held JSON [{name, kind}], skipped JSON
+-- [{recipient, reason}]}, or
 -- {"NO_PROJECT"}, {"NO_AGENT", name}, {"BAD_TOKEN"|"AUTH_REQUIRED", name},
--- {"UNKNOWN_RECIPIENTS", name...}, {"TOO_MANY_RECIPIENTS", count}, {"NO_RECIPIENTS"};
--- on every error nothing is written.
+-- {"PROJECT_ARCHIVED", human_key}, {"UNKNOWN_RECIPIENTS", name...},
+-- {"AGENT_RETIRED"|"CONTACT_BLOCKED"|"CONTACT_REQUIRED", name...},
+-- {"TOO_MANY_RECIPIENTS", count}, {"NO_RECIPIENTS", skipped JSON}; on every error nothing is written.
 local prefix = ARGV[1]
-local project = redis.call("HMGET", KEYS[1], "id", "human_key")
+local project = redis.call("HMGET", KEYS[1], "id", "human_key", "archived_at")
 if not project[1] then return {"NO_PROJECT"} end
-local sender_lower = string.lower(ARGV[5])
-local sender = load_agent(KEYS[2], sender_lower)
-if not sender then return {"NO_AGENT", ARGV[5]} end
-local err = auth_error(sender, ARGV[6], ARGV[7])
-if err then return {err, sender.name} end
+if project[3] then return {"PROJECT_ARCHIVED", project[2]} end
+local s, err = resolve_sender(KEYS[1], KEYS[2], ARGV[3], project[2], project[1], ARGV[5], ARGV[6], ARGV[7], ARGV[21])
+if err then return err end
+local iso, us, ms = now()
+local thread_id, topic = ARGV[12], ARGV[13]
+local broadcast, hold, intro = ARGV[14] ~= "", ARGV[19] == "1", ARGV[20] == "1"
 
 -- Resolve recipients; an agent named twice keeps its strongest kind (to > cc > bcc).
 local lists = {to = {}, cc = {}, bcc = {}}
-local targets = {}
+local targets, held, skipped = {}, {}, {}
+local refused = {}
 local seen = {}
 local unknown = {"UNKNOWN_RECIPIENTS"}
+local function consider(agent, lower, kind)
+  local verdict = contact_verdict(prefix, agent, lower, s, thread_id, us, intro)
+  if not verdict then
+    table.insert(lists[kind], agent.name)
+    table.insert(targets, {lower, kind})
+  elseif broadcast then
+    table.insert(skipped, {recipient = agent.name, reason = verdict})
+  elseif verdict == "CONTACT_REQUIRED" and hold then
+    table.insert(held, {lower, kind, agent.name})
+  else
+    refused[verdict] = refused[verdict] or {verdict}
+    table.insert(refused[verdict], agent.name)
+  end
+end
 local nto, ncc = tonumber(ARGV[17]), tonumber(ARGV[18])
-for i = 19, #ARGV do
-  local idx = i - 18
+for i = 23, #ARGV do
+  local idx = i - 22
   local kind = idx <= nto and "to" or (idx <= nto + ncc and "cc" or "bcc")
   local lower = ARGV[i]
   if not seen[lower] then
     seen[lower] = true
     local agent = load_agent(KEYS[2], lower)
-    if agent then
-      -- Contact policies (a later issue) are checked here, before anything is written.
-      table.insert(lists[kind], agent.name)
-      table.insert(targets, {lower, kind})
-    else
-      table.insert(unknown, lower)
-    end
+    if agent then consider(agent, lower, kind) else table.insert(unknown, lower) end
   end
 end
-if ARGV[14] ~= "" then
+if broadcast then
   local all = redis.call("HGETALL", KEYS[2])
-  local names = {}
+  local found = {}
   for i = 1, #all, 2 do
-    if all[i] ~= sender_lower and not seen[all[i]] then
+    if not (s.same and all[i] == s.lower) and not seen[all[i]] then
       local agent = cjson.decode(all[i + 1])
       local active = redis.call("HGET", KEYS[3], agent.name)
-      if active and active >= ARGV[14] then table.insert(names, agent.name) end
+      if active and active >= ARGV[14] then table.insert(found, agent) end
     end
   end
-  table.sort(names)
-  for _, name in ipairs(names) do
-    table.insert(lists.to, name)
-    table.insert(targets, {string.lower(name), "to"})
-  end
+  table.sort(found, function(x, y) return x.name < y.name end)
+  for _, agent in ipairs(found) do consider(agent, string.lower(agent.name), "to") end
 end
 if #unknown > 1 then return unknown end
-if #targets > tonumber(ARGV[16]) then return {"TOO_MANY_RECIPIENTS", #targets} end
-if #targets == 0 then return {"NO_RECIPIENTS"} end  -- a broadcast with nobody else active
+for _, code in ipairs({"AGENT_RETIRED", "CONTACT_BLOCKED", "CONTACT_REQUIRED"}) do
+  if refused[code] then return refused[code] end
+end
+if #targets + #held > tonumber(ARGV[16]) then return {"TOO_MANY_RECIPIENTS", #targets + #held} end
+local skipped_json = #skipped == 0 and "[]" or cjson.encode(skipped)
+if #targets == 0 and #held == 0 then return {"NO_RECIPIENTS", skipped_json} end
 
-local iso, us, ms = now()
 local id = ARGV[4]
-local thread_id, topic = ARGV[12], ARGV[13]
-local urgent = (ARGV[10] == "high" or ARGV[10] == "urgent") and "1" or "0"
-local topic_lower = string.lower(topic)
-local head = '{"id":' .. id
-  .. ',"project_id":' .. project[1]
-  .. ',"sender_id":' .. string.format("%d", sender.id)
-  .. ',"thread_id":' .. jstr(thread_id)
-  .. ',"topic":' .. jstr(topic)
-  .. ',"subject":' .. cjson.encode(ARGV[8])
-  .. ',"importance":' .. cjson.encode(ARGV[10])
-  .. ',"ack_required":' .. (ARGV[11] == "1" and "true" or "false")
-  .. ',"created_ts":"' .. iso .. '"'
-  .. ',"attachments":[]'
-  .. ',"from":' .. cjson.encode(sender.name) .. '}'
+local head = message_head(id, project[1], s, thread_id, topic, ARGV[8], ARGV[10], ARGV[11] == "1", iso)
 local recipients = '{"to":' .. jlist(lists.to) .. ',"cc":' .. jlist(lists.cc) .. ',"bcc":' .. jlist(lists.bcc) .. '}'
-
 local msg_key = pkey(prefix, "msg:" .. id)
-redis.call("HSET", msg_key, "head", head, "sender", sender_lower, "recipients", recipients, "created_us", us)
+redis.call("HSET", msg_key, "head", head, "sender", s.ident, "recipients", recipients, "created_us", us)
 redis.call("HSET", pkey(prefix, "bodies"), id, ARGV[9])
 
--- Inbox entries carry the item JSON (head plus kind) and, when small, the body, so an inbox
--- page is one XREVRANGE; "f" holds what filters need: "<created_us>|<urgent 0/1>|<lower topic>".
--- Urgent and topic reads use the per-agent sorted sets instead of scanning the inbox.
-local filter = us .. "|" .. urgent .. "|" .. topic_lower
-local inline_body = string.len(ARGV[9]) <= tonumber(ARGV[15]) and ARGV[9] or nil
-local item_prefix = string.sub(head, 1, -2) .. ',"kind":"'
-for _, t in ipairs(targets) do
-  local lower, kind = t[1], t[2]
-  redis.call("HSET", msg_key, "rk:" .. lower, kind)
-  local item = item_prefix .. kind .. '"}'
-  local cursor
-  if inline_body then
-    cursor = redis.call("XADD", pkey(prefix, "inbox:" .. lower), "*", "m", id, "f", filter, "j", item, "b", inline_body)
-  else
-    cursor = redis.call("XADD", pkey(prefix, "inbox:" .. lower), "*", "m", id, "f", filter, "j", item)
+local ctx = delivery_context(prefix, id, head, us, ARGV[10], topic, ARGV[9], ARGV[15], ARGV[2], ARGV[3])
+for _, t in ipairs(targets) do deliver_to(ctx, t[1], t[2]) end
+local held_out = {}
+if #held > 0 then
+  local deadline = tonumber(us) + tonumber(ARGV[22]) * 1000000
+  for _, h in ipairs(held) do
+    local held_key = pkey(prefix, "held:" .. h[1] .. ":" .. s.slug .. "#" .. s.lower)
+    drop_held(prefix, held_key, h[1], us, true)
+    redis.call("ZADD", held_key, string.format("%d", deadline), id)
+    redis.call("HSET", msg_key, "hk:" .. h[1], h[2])
+    table.insert(held_out, {name = h[3], kind = h[2]})
   end
-  redis.call("SADD", pkey(prefix, "unread:" .. lower), id)
-  if urgent == "1" then redis.call("ZADD", pkey(prefix, "urgent:" .. lower), us, id) end
-  if topic ~= "" then redis.call("ZADD", pkey(prefix, "rtopic:" .. lower .. ":" .. topic_lower), us, id) end
-  redis.call("PUBLISH", ARGV[2], '{"project":' .. cjson.encode(ARGV[3]) .. ',"agent":' .. cjson.encode(lower)
-    .. ',"id":' .. id .. ',"cursor":"' .. cursor .. '"}')
 end
-redis.call("XADD", pkey(prefix, "outbox:" .. sender_lower), "*", "m", id, "c", us)
-if topic ~= "" then redis.call("ZADD", pkey(prefix, "stopic:" .. sender_lower .. ":" .. topic_lower), us, id) end
-redis.call("HSET", KEYS[3], sender.name, iso)
-if thread_id ~= "" then redis.call("ZADD", pkey(prefix, "thread:" .. thread_id), us, id) end
+local topic_lower = string.lower(topic)
+if s.same then
+  redis.call("XADD", pkey(prefix, "outbox:" .. s.lower), "*", "m", id, "c", us)
+  if topic ~= "" then redis.call("ZADD", pkey(prefix, "stopic:" .. s.lower .. ":" .. topic_lower), us, id) end
+  redis.call("HSET", KEYS[3], s.name, iso)
+end
+if thread_id ~= "" then
+  redis.call("ZADD", pkey(prefix, "thread:" .. thread_id), us, id)
+  local members = {s.ident}
+  for _, t in ipairs(targets) do members[#members + 1] = t[1] end
+  redis.call("SADD", pkey(prefix, "tpart:" .. thread_id), unpack(members))
+end
 local schedule = mark_pending(KEYS[4], ms, "msg:" .. id)
-return {"ok", head, recipients, project[2], schedule}
+return {"ok", head, recipients, project[2], schedule, #held_out == 0 and "[]" or cjson.encode(held_out), skipped_json}

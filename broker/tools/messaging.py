@@ -57,6 +57,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
             broadcast,
             topic,
             sender_token,
+            auto_contact_if_blocked,
         )
 
     @mcp.tool
