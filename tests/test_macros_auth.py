@@ -15,22 +15,36 @@ from broker.server import build_server
 
 
 # -- tool profiles --------------------------------------------------------------------------
-async def test_macros_work_with_the_single_tools_hidden(tools: Tools, server: FastMCP) -> None:
+@pytest.fixture
+async def macros_only(backend: str, tmp_path: Path) -> AsyncIterator[Tools]:
+    """A server whose profile lists the workflow macros and nothing else."""
+    settings = make_settings(
+        backend,
+        tmp_path,
+        TOOLS_FILTER_ENABLED="true",
+        TOOLS_FILTER_PROFILE="custom",
+        TOOLS_FILTER_MODE="include",
+        TOOLS_FILTER_CLUSTERS="workflow_macros",
+    )
+    mcp = build_server(settings)
+    try:
+        async with Client(mcp) as client:
+            yield Tools(client)
+    finally:
+        await drop_prefix(mcp.store)  # type: ignore[attr-defined]
+
+
+async def test_macros_work_with_the_single_tools_hidden(macros_only: Tools) -> None:
     """A tool profile may hide the tools a macro does the work of; the macros do not call them."""
-    hidden = {
-        "ensure_project",
-        "register_agent",
-        "whois",
-        "file_reservation_paths",
-        "release_file_reservations",
-        "fetch_inbox",
-        "summarize_thread",
-    }
-    server.disable(names=hidden, components={"tool"})
+    tools = macros_only
     listed = {tool.name for tool in await tools.client.list_tools()}
-    assert not hidden & listed
-    assert {"macro_start_session", "macro_prepare_thread", "macro_file_reservation_cycle"} <= listed
-    assert "Unknown tool" in await tools.error("ensure_project", human_key=PROJECT)
+    assert listed == {
+        "macro_start_session",
+        "macro_prepare_thread",
+        "macro_file_reservation_cycle",
+        "macro_contact_handshake",
+    }
+    assert "TOOL_NOT_ENABLED" in await tools.error("ensure_project", human_key=PROJECT)
 
     started = await tools.call(
         "macro_start_session", human_key=PROJECT, agent_name="BlueLake", file_reservation_paths=["a.py"], **PROFILE
