@@ -111,6 +111,8 @@ async def test_identity_results(tools: Tools, trio: dict[str, Any]) -> None:
     created = await call(tools, "create_agent_identity", program="codex", model="gpt-5", name_hint="RedStone")
     keys(created, AGENT_KEYS | {"registration_token"}, AGENT_OPT | WINDOW_OPT)
     keys(await call(tools, "whois", agent_name="BlueLake"), AGENT_KEYS | {"recent_commits"}, AGENT_OPT)
+    unasked = await call(tools, "whois", agent_name="BlueLake", include_recent_commits=False)
+    keys(unasked, AGENT_KEYS | {"recent_commits"}, AGENT_OPT)
     status = {"status", "agent_name", "project_key"}
     keys(await call(tools, "retire_agent", agent_name="RedStone"), status)
     keys(await call(tools, "whois", agent_name="RedStone"), AGENT_KEYS | {"recent_commits", "retired_at"})
