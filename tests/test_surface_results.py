@@ -56,7 +56,9 @@ SUMMARY_ROW = {
 SEND_OURS = {"queued", "skipped"}
 
 
-def keys(result: dict[str, Any], required: Iterable[str], optional: Iterable[str] = (), ours: Iterable[str] = ()) -> None:
+def keys(
+    result: dict[str, Any], required: Iterable[str], optional: Iterable[str] = (), ours: Iterable[str] = ()
+) -> None:
     required, allowed = set(required), set(required) | set(optional) | set(ours)
     assert isinstance(result, dict), result
     missing, extra = required - result.keys(), result.keys() - allowed
@@ -80,8 +82,7 @@ async def call(tools: Tools, tool: str, **args: Any) -> Any:
 
 # -- §3.1 infrastructure -------------------------------------------------------------------------
 async def test_infrastructure_results(tools: Tools, trio: dict[str, Any], tmp_path: Path) -> None:
-    # README "Tools" table: health_check echoes ... "plus `redis` (which backend) and `agent_auth`";
-    # README "Differences from the reference" > Extra result keys.
+    # README "Differences from the reference" > "Extra keys": health_check adds `redis` and `agent_auth`.
     keys(await call(tools, "health_check"), {"status", "environment", "http_host", "http_port", "database_url"},
          ours={"redis", "agent_auth"})  # fmt: skip
     keys(await tools.project(), PROJECT_KEYS, PROJECT_OPT)
@@ -299,6 +300,7 @@ async def test_macro_results(tools: Tools, trio: dict[str, Any]) -> None:
     keys(prepared, {"project", "agent", "registration_token", "thread", "inbox"})
     keys(prepared["thread"], {"thread_id", "summary", "examples", "total_messages"})
     keys(prepared["thread"]["summary"], SUMMARY, SUMMARY_OPT)
+    each(prepared["inbox"], INBOX_ITEM, FOREIGN)
     cycle = await call(tools, "macro_file_reservation_cycle", agent_name="BlueLake", paths=["lib/**"],
                        auto_release=True)  # fmt: skip
     keys(cycle, {"file_reservations", "released"})

@@ -237,3 +237,47 @@ async def test_project_and_agents_resources_read_bare_and_with_format(tools: Too
             assert bare.keys() == formatted.keys(), uri
         else:
             assert bare == formatted, uri
+
+
+# §4's outputs, top level (item keys where the output is a list).
+MAIL = {"project", "agent", "count", "messages"}
+RESERVATION_ROW = {
+    *("id", "agent", "path_pattern", "exclusive", "reason", "created_ts", "expires_ts", "released_ts", "stale"),
+    *("stale_reasons", "last_agent_activity_ts", "last_mail_activity_ts", "last_filesystem_activity_ts"),
+    "last_git_activity_ts",
+}
+RESOURCE_KEYS: dict[str, set[str]] = {
+    "resource://config/environment": {"environment", "database_url", "http"},
+    "resource://tooling/directory": {"generated_at", "metrics_uri", "output_formats", "clusters", "playbooks"},
+    "resource://tooling/schemas": {"generated_at", "global_optional", "output_formats", "tools"},
+    "resource://tooling/metrics": {"generated_at", "tools"},
+    "resource://tooling/locks": {"locks", "summary"},
+    "resource://tooling/capabilities/BlueLake": {"generated_at", "agent", "project", "capabilities"},
+    "resource://tooling/recent/3600": {"generated_at", "window_seconds", "count", "entries"},
+    "resource://tooling/projects": {"id", "slug", "human_key", "created_at"},
+    "resource://project/{slug}": {"id", "slug", "human_key", "created_at", "agents"},
+    "resource://agents/{slug}": {"project", "agents", "retired_agents"},
+    "resource://file_reservations/{slug}": RESERVATION_ROW,
+    "resource://thread/T-1?{q}&agent=BlueLake": {"project", "thread_id", "messages"},
+    "resource://inbox/GreenCastle?{q}": MAIL,
+    "resource://views/urgent-unread/GreenCastle?{q}": MAIL,
+    "resource://views/ack-required/GreenCastle?{q}": MAIL,
+    "resource://views/acks-stale/GreenCastle?{q}": MAIL | {"ttl_seconds"},
+    "resource://views/ack-overdue/GreenCastle?{q}": MAIL,
+    "resource://mailbox/GreenCastle?{q}": MAIL,
+    "resource://mailbox-with-commits/GreenCastle?{q}": MAIL,
+    "resource://outbox/BlueLake?{q}": MAIL,
+}
+
+
+async def test_every_resource_has_the_references_top_level_keys(tools: Tools, trio: dict[str, Any]) -> None:
+    project = trio["project"]
+    await tools.send("BlueLake", ["GreenCastle"], thread_id="T-1", importance="urgent", ack_required=True)
+    await tools.call("file_reservation_paths", project_key=project["human_key"], agent_name="BlueLake", paths=["a.py"])
+    for uri, expected_keys in RESOURCE_KEYS.items():
+        uri = uri.format(slug=project["slug"], q=f"project={project['human_key']}")
+        found = json.loads((await tools.client.read_resource(uri))[0].text)
+        if isinstance(found, list):
+            assert found and all(item.keys() == expected_keys for item in found), uri
+        else:
+            assert found.keys() == expected_keys, uri
