@@ -352,6 +352,9 @@ async def reply_message(
     if "error" in result:
         return result
     first = result["deliveries"][0]["payload"] if result["deliveries"] else {}
+    # The reference's reply result: the first payload + thread_id, reply_to, deliveries, count
+    # (+ delivery_errors, attachments); send_message's verified_sender is not part of it.
+    result.pop("verified_sender", None)
     return {**first, "thread_id": thread_key, "reply_to": message_id, **result}
 
 

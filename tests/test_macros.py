@@ -25,9 +25,12 @@ async def live_reservations(tools: Tools) -> list[tuple[str, str]]:
 
 
 async def profile(tools: Tools, name: str, token: str | None = None) -> dict[str, Any]:
-    return await tools.call(
+    """The agent's profile as whois shows it, without its (empty, not asked for) recent_commits."""
+    found = await tools.call(
         "whois", project_key=PROJECT, agent_name=name, registration_token=token, include_recent_commits=False
     )
+    assert found.pop("recent_commits") == []
+    return found
 
 
 # -- macro_start_session ----------------------------------------------------------------------

@@ -197,3 +197,5 @@ async def test_whois_lists_the_archives_recent_commits(
     assert len(commits) == 1
     assert commits[0]["summary"].startswith("batch: 1 messages") and len(commits[0]["hexsha"]) == 12
     assert commits[0]["hexsha"] == git(settings, "rev-parse", "--short=12", "HEAD").strip()
+    unasked = await tools.call("whois", project_key=PROJECT, agent_name="BlueLake", include_recent_commits=False)
+    assert unasked["recent_commits"] == []  # the key is always there (as in the reference), empty when not asked

@@ -133,7 +133,7 @@ async def test_reply_message_threads_and_defaults(tools: Tools, trio: dict[str, 
     reply = await tools.call(
         "reply_message", project_key=PROJECT, message_id=original["id"], sender_name="greencastle", body_md="ok"
     )
-    assert {"thread_id", "reply_to", "deliveries", "count", "verified_sender"} <= set(reply)
+    assert {"thread_id", "reply_to", "deliveries", "count"} <= set(reply)
     assert set(reply) == HEAD_KEYS | {
         "body_md",
         "to",
@@ -142,7 +142,6 @@ async def test_reply_message_threads_and_defaults(tools: Tools, trio: dict[str, 
         "reply_to",
         "deliveries",
         "count",
-        "verified_sender",
     }
     assert reply["reply_to"] == original["id"]
     assert reply["thread_id"] == str(original["id"])  # unthreaded original: its id is the thread key

@@ -84,6 +84,8 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         """An agent's profile; recent_commits: the Git archive's newest commits (commit_limit 1..50)."""
         check_format(format)
         agent = await identity.whois(store, project_key, agent_name, registration_token)
-        if include_recent_commits:
-            agent["recent_commits"] = await recent_commits(settings, max(1, min(commit_limit, 50)))
+        # The reference always has recent_commits: empty when not asked for.
+        agent["recent_commits"] = (
+            await recent_commits(settings, max(1, min(commit_limit, 50))) if include_recent_commits else []
+        )
         return agent
