@@ -56,6 +56,7 @@ class AgentDeletion:
     reservations: set[int] = field(default_factory=set)
     windows: int = 0
     agent_links: int = 0
+    foreign_links: set[tuple[str, str, str, int]] = field(default_factory=set)  # (slug, owner, field, id)
     archive: tuple[int, int, list[str]] = (0, 0, [])  # files, directories removed; errors
 
 
@@ -106,6 +107,7 @@ def _delete_agent(
             failed = _redis_rounds(run, found)
             if failed:
                 return failed
+            forget_foreign_links(client, keys, found.foreign_links)
             with project_lock(settings.index_path, slug):
                 _index_delete_agent(settings, found)
                 found.archive = _archive_delete_agent(settings, slug, found)
@@ -157,7 +159,29 @@ def _redis_rounds(run: Any, found: AgentDeletion) -> list[Any] | None:
             return reply
         found.reservations.update(int(i) for i in json.loads(reply[2]))
         cursor = str(reply[3])
+    cursor = None
+    while cursor != "0":
+        reply = run("contacts", cursor or "0")
+        if reply[0] != "ok":
+            return reply
+        gone_id = int(found.agent["id"])
+        found.foreign_links.update((c["slug"], c["owner"], c["field"], gone_id) for c in json.loads(reply[2]))
+        cursor = str(reply[3])
     return None
+
+
+def forget_foreign_links(client: Redis, keys: Keys, copies: set[tuple[str, str, str, int]]) -> None:
+    """Remove the copies of links kept in OTHER projects whose endpoint here was deleted (one
+    ``link_forget.lua`` call per project, in batches): an agent there must not keep an approval
+    from, or mail held from, an agent that no longer exists, nor persist a link to it again."""
+    script = client.register_script(script_source("link_forget"))
+    by_slug: dict[str, list[tuple[str, str, int]]] = {}
+    for slug, owner, field_name, gone_id in sorted(copies):
+        by_slug.setdefault(slug, []).append((owner, field_name, gone_id))
+    for slug, items in by_slug.items():
+        for start in range(0, len(items), BATCH):
+            args = [x for item in items[start : start + BATCH] for x in item]
+            script(keys=[keys.pending(slug)], args=[keys.project_prefix(slug), *args])
 
 
 def _index_delete_agent(settings: Settings, found: AgentDeletion) -> None:

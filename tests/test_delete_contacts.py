@@ -55,6 +55,71 @@ async def link_fields(server: FastMCP, slug: str, name: str) -> list[str]:
     return sorted(await store.redis.hkeys(store.keys.links(slug, name)))
 
 
+async def test_hard_delete_agent_removes_its_links_holds_and_thread_membership(
+    tools: Tools, web: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    store = server.store  # type: ignore[attr-defined]
+    await run_worker(server, settings)
+    blue_id = web["agents"]["BlueLake"]["id"]
+    assert index_rows(settings, "SELECT count(*) AS n FROM agent_links")[0]["n"] == 4
+    assert await link_fields(server, OTHER_SLUG, "RedFox") == [f"in:{SLUG}#bluelake"]
+    # a change still pending when the delete runs: RedFox renews its approval
+    await tools.call(
+        "respond_contact", project_key=OTHER, to_agent="RedFox", from_agent=f"project:{SLUG}#BlueLake", accept=True
+    )
+
+    result = await tools.call(
+        "hard_delete_agent", project_key=PROJECT, agent_name="BlueLake", confirmation="I UNDERSTAND"
+    )
+    assert result["deleted_counts"]["agent_links"] == 4
+
+    # nothing in either project's Redis names BlueLake any more
+    for slug in (SLUG, OTHER_SLUG):
+        pattern = f"{store.keys.prefix}:{{{slug}}}:*"
+        for key in [k async for k in store.redis.scan_iter(match=pattern, count=1000)]:
+            assert "bluelake" not in key.lower(), key
+            kind = await store.redis.type(key)
+            if kind == "hash":
+                fields = await store.redis.hkeys(key)
+                assert not [f for f in fields if "bluelake" in f.lower()], (key, fields)
+            elif kind == "set":
+                assert not [m for m in await store.redis.smembers(key) if "bluelake" in m], key
+            elif kind == "zset":
+                assert not [m for m in await store.redis.zrange(key, 0, -1) if "bluelake" in m], key
+    assert await store.redis.smembers(store.keys.thread_participants(SLUG, "T9")) == {"alpha-one"}
+    assert await tools.call("list_contacts", project_key=OTHER, agent_name="RedFox") == []
+    assert await tools.call("list_contacts", project_key=PROJECT, agent_name="GreenCastle") == []
+
+    # a new BlueLake inherits nothing: no approval (in either project), no thread membership
+    await tools.agent("BlueLake")
+    await tools.call("set_contact_policy", project_key=PROJECT, agent_name="alpha-one", policy="contacts_only")
+    for to, extra in (
+        ("GreenCastle", {}),
+        ("alpha-one", {"thread_id": "T9"}),
+        (f"project:{OTHER_SLUG}#RedFox", {}),
+    ):
+        text = await tools.error(
+            "send_message", project_key=PROJECT, sender_name="BlueLake", to=[to], subject="s", body_md="b",
+            auto_contact_if_blocked=False, **extra,
+        )  # fmt: skip
+        assert text.startswith("CONTACT_REQUIRED:"), (to, text)
+    text = await tools.error(
+        "send_message", project_key=PROJECT, sender_name="BlueLake", to=["RedFox"], subject="s", body_md="b"
+    )
+    assert text.startswith("RECIPIENT_NOT_FOUND:"), text  # no approved link makes RedFox a contact
+    # approving the old requester does not deliver the mail once held for the deleted agent
+    await tools.call("set_contact_policy", project_key=PROJECT, agent_name="BlueLake", policy="contacts_only")
+    response = await tools.call(
+        "respond_contact", project_key=PROJECT, to_agent="BlueLake", from_agent="alpha-one", accept=True
+    )
+    assert response["delivered_message_ids"] == []
+
+    # a drain afterwards writes no link of the deleted agent back
+    await run_worker(server, settings)
+    rows = index_rows(settings, "SELECT * FROM agent_links WHERE a_agent_id = ?1 OR b_agent_id = ?1", (blue_id,))
+    assert rows == []
+
+
 async def test_a_link_row_whose_agent_is_gone_is_not_written(
     tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
 ) -> None:
