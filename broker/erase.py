@@ -285,6 +285,7 @@ def _delete_project(settings: Settings, redis_url: str, keys: Keys, slug: str) -
     try:
         with project_lock(settings.index_path, slug):
             counts = _redis_counts(client, keys, slug)
+            forget_foreign_links(client, keys, _foreign_links(client, keys, slug))
             _index_delete_project(settings, slug, counts)
             errors: list[str] = []
             try:
@@ -310,6 +311,23 @@ def _delete_project(settings: Settings, redis_url: str, keys: Keys, slug: str) -
         return counts, errors
     finally:
         client.close()
+
+
+def _foreign_links(client: Redis, keys: Keys, slug: str) -> set[tuple[str, str, str, int]]:
+    """The copies kept in other projects of the links of this project's agents."""
+    agents = {lower: json.loads(raw)["id"] for lower, raw in client.hgetall(keys.agents(slug)).items()}
+    pipe = client.pipeline(transaction=False)
+    for lower in agents:
+        pipe.hkeys(keys.links(slug, lower))
+    copies: set[tuple[str, str, str, int]] = set()
+    for (lower, agent_id), fields in zip(agents.items(), pipe.execute(), strict=True):
+        for field_name in fields:
+            kind, _, rest = field_name.partition(":")
+            other_slug, _, other = rest.rpartition("#")
+            if other_slug != slug:
+                mirror = "out" if kind == "in" else "in"
+                copies.add((other_slug, other, f"{mirror}:{slug}#{lower}", int(agent_id)))
+    return copies
 
 
 def _redis_counts(client: Redis, keys: Keys, slug: str) -> dict[str, Any]:

@@ -139,3 +139,43 @@ async def test_a_link_row_whose_agent_is_gone_is_not_written(
     finally:
         index.close()
     assert index_rows(settings, "SELECT * FROM agent_links") == []
+
+
+async def test_hard_delete_project_removes_links_and_holds_in_other_projects(
+    tools: Tools, web: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    store = server.store  # type: ignore[attr-defined]
+    held = web["held"]["for_orange"]
+    await tools.call("hard_delete_project", project_key=PROJECT, confirmation="I UNDERSTAND")
+    assert await link_fields(server, OTHER_SLUG, "RedFox") == []
+    assert await link_fields(server, OTHER_SLUG, "OrangeOwl") == []
+    assert await tools.call("list_contacts", project_key=OTHER, agent_name="RedFox") == []
+    pattern = f"{store.keys.prefix}:{{{OTHER_SLUG}}}:held:*"
+    assert [k async for k in store.redis.scan_iter(match=pattern, count=1000)] == []
+    assert not [f for f in await store.redis.hkeys(store.keys.message(OTHER_SLUG, held)) if f.startswith("hk:")]
+    pending = await store.redis.zrange(store.keys.pending(OTHER_SLUG), 0, -1)
+    assert not [p for p in pending if p.startswith("link:")], pending
+    # writing to the gone project names it
+    text = await tools.error(
+        "send_message", project_key=OTHER, sender_name="RedFox", to=[f"project:{SLUG}#BlueLake"], subject="s",
+        body_md="b",
+    )  # fmt: skip
+    assert text.startswith("NOT_FOUND:") and SLUG in text, text
+    await run_worker(server, settings)
+    assert index_rows(settings, "SELECT * FROM agent_links") == []
+
+
+async def test_dangling_link_to_a_deleted_project_gives_a_clear_error(
+    tools: Tools, web: dict[str, Any], server: FastMCP
+) -> None:
+    """Even with a mirror left behind (written by a late retry), listing works and sending by
+    the bare name fails with an error naming the missing project."""
+    store = server.store  # type: ignore[attr-defined]
+    stale = await store.redis.hgetall(store.keys.links(OTHER_SLUG, "RedFox"))
+    await tools.call("hard_delete_project", project_key=PROJECT, confirmation="I UNDERSTAND")
+    await store.redis.hset(store.keys.links(OTHER_SLUG, "RedFox"), mapping=stale)
+    assert await tools.call("list_contacts", project_key=OTHER, agent_name="RedFox") == []  # inbound only
+    text = await tools.error(
+        "send_message", project_key=OTHER, sender_name="RedFox", to=["BlueLake"], subject="s", body_md="b"
+    )
+    assert text.startswith("NOT_FOUND:") and (SLUG in text or PROJECT in text), text
