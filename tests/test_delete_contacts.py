@@ -5,7 +5,7 @@ mail, and a persistence drain afterwards writes no link back."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from shapes import payload
 
 from broker.config import Settings
 from broker.index import Batch, Index
+from broker.retention import purge_old_messages
 
 OTHER = "/tmp/other-proj"
 OTHER_SLUG = "tmp-other-proj"
@@ -179,3 +180,25 @@ async def test_dangling_link_to_a_deleted_project_gives_a_clear_error(
         "send_message", project_key=OTHER, sender_name="RedFox", to=["BlueLake"], subject="s", body_md="b"
     )
     assert text.startswith("NOT_FOUND:") and (SLUG in text or PROJECT in text), text
+
+
+async def test_purge_leaves_no_held_entry_pointing_at_a_purged_message(
+    tools: Tools, web: dict[str, Any], server: FastMCP
+) -> None:
+    store = server.store  # type: ignore[attr-defined]
+    later = datetime.now(UTC) + timedelta(days=2)  # every message is old (the tool takes no clock)
+    await purge_old_messages(store, PROJECT, 1, False, None, now=later)
+    await purge_old_messages(store, OTHER, 1, False, None, now=later)
+    for slug in (SLUG, OTHER_SLUG):
+        pattern = f"{store.keys.prefix}:{{{slug}}}:held:*"
+        for key in [k async for k in store.redis.scan_iter(match=pattern, count=1000)]:
+            members = await store.redis.zrange(key, 0, -1)
+            for member in members:
+                assert await store.redis.exists(store.keys.message(slug, int(member))), (key, member)
+    # the message held in OTHER for OrangeOwl was old too: purged, not left waiting for approval
+    assert not await store.redis.exists(store.keys.message(OTHER_SLUG, web["held"]["for_orange"]))
+    response = await tools.call(
+        "respond_contact", project_key=OTHER, to_agent="OrangeOwl", from_agent=f"project:{SLUG}#BlueLake",
+        accept=True,
+    )  # fmt: skip
+    assert response["delivered_message_ids"] == []

@@ -95,6 +95,14 @@ local function delete_message(prefix, pending_key, id)
     if topic ~= "" then redis.call("ZREM", pkey(prefix, "stopic:" .. record.sender .. ":" .. topic), id) end
   end
   if thread ~= "" then redis.call("ZREM", pkey(prefix, "thread:" .. thread), id) end
+  -- held for recipients until they approve the sender (hk:<recipient>): out of those sets too
+  local pair = record.sender and (string.match(record.sender, "^project:(.*)$")
+    or (prefix_slug(prefix) .. "#" .. record.sender))
+  for i = 1, #flat, 2 do
+    if pair and string.sub(flat[i], 1, 3) == "hk:" then
+      redis.call("ZREM", pkey(prefix, "held:" .. string.sub(flat[i], 4) .. ":" .. pair), id)
+    end
+  end
   redis.call("DEL", msg_key)
   redis.call("ZREM", pending_key, unpack(stale))
   return {record.head, record.recipients or "{}", count}
