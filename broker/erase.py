@@ -56,6 +56,7 @@ class AgentDeletion:
     reservations: set[int] = field(default_factory=set)
     windows: int = 0
     agent_links: int = 0
+    foreign_links: set[tuple[str, str, str, int]] = field(default_factory=set)  # (slug, owner, field, id)
     archive: tuple[int, int, list[str]] = (0, 0, [])  # files, directories removed; errors
 
 
@@ -106,6 +107,7 @@ def _delete_agent(
             failed = _redis_rounds(run, found)
             if failed:
                 return failed
+            forget_foreign_links(client, keys, found.foreign_links)
             with project_lock(settings.index_path, slug):
                 _index_delete_agent(settings, found)
                 found.archive = _archive_delete_agent(settings, slug, found)
@@ -157,7 +159,29 @@ def _redis_rounds(run: Any, found: AgentDeletion) -> list[Any] | None:
             return reply
         found.reservations.update(int(i) for i in json.loads(reply[2]))
         cursor = str(reply[3])
+    cursor = None
+    while cursor != "0":
+        reply = run("contacts", cursor or "0")
+        if reply[0] != "ok":
+            return reply
+        gone_id = int(found.agent["id"])
+        found.foreign_links.update((c["slug"], c["owner"], c["field"], gone_id) for c in json.loads(reply[2]))
+        cursor = str(reply[3])
     return None
+
+
+def forget_foreign_links(client: Redis, keys: Keys, copies: set[tuple[str, str, str, int]]) -> None:
+    """Remove the copies of links kept in OTHER projects whose endpoint here was deleted (one
+    ``link_forget.lua`` call per project, in batches): an agent there must not keep an approval
+    from, or mail held from, an agent that no longer exists, nor persist a link to it again."""
+    script = client.register_script(script_source("link_forget"))
+    by_slug: dict[str, list[tuple[str, str, int]]] = {}
+    for slug, owner, field_name, gone_id in sorted(copies):
+        by_slug.setdefault(slug, []).append((owner, field_name, gone_id))
+    for slug, items in by_slug.items():
+        for start in range(0, len(items), BATCH):
+            args = [x for item in items[start : start + BATCH] for x in item]
+            script(keys=[keys.pending(slug)], args=[keys.project_prefix(slug), *args])
 
 
 def _index_delete_agent(settings: Settings, found: AgentDeletion) -> None:
@@ -261,6 +285,7 @@ def _delete_project(settings: Settings, redis_url: str, keys: Keys, slug: str) -
     try:
         with project_lock(settings.index_path, slug):
             counts = _redis_counts(client, keys, slug)
+            forget_foreign_links(client, keys, _foreign_links(client, keys, slug))
             _index_delete_project(settings, slug, counts)
             errors: list[str] = []
             try:
@@ -286,6 +311,23 @@ def _delete_project(settings: Settings, redis_url: str, keys: Keys, slug: str) -
         return counts, errors
     finally:
         client.close()
+
+
+def _foreign_links(client: Redis, keys: Keys, slug: str) -> set[tuple[str, str, str, int]]:
+    """The copies kept in other projects of the links of this project's agents."""
+    agents = {lower: json.loads(raw)["id"] for lower, raw in client.hgetall(keys.agents(slug)).items()}
+    pipe = client.pipeline(transaction=False)
+    for lower in agents:
+        pipe.hkeys(keys.links(slug, lower))
+    copies: set[tuple[str, str, str, int]] = set()
+    for (lower, agent_id), fields in zip(agents.items(), pipe.execute(), strict=True):
+        for field_name in fields:
+            kind, _, rest = field_name.partition(":")
+            other_slug, _, other = rest.rpartition("#")
+            if other_slug != slug:
+                mirror = "out" if kind == "in" else "in"
+                copies.add((other_slug, other, f"{mirror}:{slug}#{lower}", int(agent_id)))
+    return copies
 
 
 def _redis_counts(client: Redis, keys: Keys, slug: str) -> dict[str, Any]:

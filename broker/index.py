@@ -278,9 +278,14 @@ class Index:
                 batch.reservations,
             )
             conn.executemany(
+                # only while both agents are indexed: a batch that read a link before one of
+                # them was hard-deleted (in either project) writes no row for it afterwards;
+                # the endpoint project that drains last, with both agents indexed, writes it
                 "INSERT INTO agent_links (a_project_id, a_agent_id, b_project_id, b_agent_id, status, reason, "
-                "created_ts, updated_ts, expires_ts) VALUES (:a_project_id, :a_agent_id, :b_project_id, "
-                ":b_agent_id, :status, :reason, :created_ts, :updated_ts, :expires_ts) "
+                "created_ts, updated_ts, expires_ts) SELECT :a_project_id, :a_agent_id, :b_project_id, "
+                ":b_agent_id, :status, :reason, :created_ts, :updated_ts, :expires_ts "
+                "WHERE EXISTS (SELECT 1 FROM agents WHERE id = :a_agent_id AND project_id = :a_project_id) "
+                "AND EXISTS (SELECT 1 FROM agents WHERE id = :b_agent_id AND project_id = :b_project_id) "
                 "ON CONFLICT(a_project_id, a_agent_id, b_project_id, b_agent_id) DO UPDATE SET "
                 "status = excluded.status, reason = excluded.reason, updated_ts = excluded.updated_ts, "
                 "expires_ts = excluded.expires_ts WHERE excluded.updated_ts >= agent_links.updated_ts",

@@ -367,6 +367,10 @@ def _load_link(state: ProjectState, member: str, fetched: list[Any], work: Work)
         log.warning("%s of project %s is gone from Redis; skipped", member, state.slug)
         return
     link = json.loads(raw)
+    for side in ("a", "b"):  # an endpoint of this project must still be this very agent
+        if link[f"{side}_slug"] == state.slug and state.agent_id(link[side]) != int(link[f"{side}_id"]):
+            log.warning("%s of project %s names a deleted agent %s; skipped", member, state.slug, link[side])
+            return
     work.batch.links.append(
         {
             "a_project_id": int(link["a_pid"]),

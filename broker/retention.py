@@ -90,7 +90,36 @@ async def _old_messages(store: Store, slug: str, cutoff_us: int) -> tuple[list[s
                 if len(page) < PAGE:
                     break
                 start = "(" + page[-1][0]
+    await _old_held(store, slug, cutoff_us, ids)
     return list(ids), entries
+
+
+async def _old_held(store: Store, slug: str, cutoff_us: int, ids: dict[str, None]) -> None:
+    """Old messages held for an agent until it approves a sender of ANOTHER project: they are in
+    no stream of this project (a held message is in no inbox yet, and a sender of another project
+    has no outbox here). Found through the agent's inbound links (the contact request made for
+    the hold); delete_message then takes them out of their held sets."""
+    keys = store.keys
+    agents = await store.redis.hkeys(keys.agents(slug))
+    pipe = store.redis.pipeline(transaction=False)
+    for lower in agents:
+        pipe.hkeys(keys.links(slug, lower))
+    held_keys = [
+        f"{keys.project_prefix(slug)}held:{lower}:{field_name[3:]}"
+        for lower, fields in zip(agents, await pipe.execute(), strict=True)
+        for field_name in fields
+        if field_name.startswith("in:") and not field_name.startswith(f"in:{slug}#")
+    ]
+    for key in held_keys:
+        members = await store.redis.zrange(key, 0, -1)
+        if not members:
+            continue
+        pipe = store.redis.pipeline(transaction=False)
+        for member in members:
+            pipe.hget(keys.message(slug, int(member)), "created_us")
+        for member, created in zip(members, await pipe.execute(), strict=True):
+            if created is not None and int(created) < cutoff_us:
+                ids.setdefault(member, None)
 
 
 def _index_purge(path: Path, slug: str, cutoff_iso: str, dry_run: bool) -> set[int]:

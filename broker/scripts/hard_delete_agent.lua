@@ -9,9 +9,16 @@
 --                   entry and its topic index go; the message stays for the other recipients
 --   "reservations"  one ZSCAN step (cursor ARGV[8], COUNT ARGV[7]) over res:all: its
 --                   reservations, live or ended, leave every reservation structure
+--   "contacts"      one HSCAN step (cursor ARGV[8], COUNT ARGV[7]) over its links: mail held
+--                   for it, its pending link entries, and the other endpoint's copy when that
+--                   agent is of this project (lib/lifecycle.lua forget_link); copies kept in
+--                   other projects are returned for the caller (link_forget.lua there). Its
+--                   own links hash stays until "final", so a retry finds them again.
 --   "final"         {"MORE"} while its inbox or outbox is not empty (mail arrived meanwhile);
 --                   else its live reservations, its window identities, and the agent itself:
---                   record, activity, mail activity, streams, indexes, hook cursor, pending entry
+--                   record, activity, mail activity, streams, indexes, links, hook cursor,
+--                   pending entry
+-- "sent" and "received" also take it out of the participant sets (tpart:) of their threads.
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
 -- KEYS[3]  active hash
@@ -23,11 +30,12 @@
 -- ARGV[5]  another agent whose session binding may stand in for the token ("" for none)
 -- ARGV[6]  phase
 -- ARGV[7]  batch size
--- ARGV[8]  ZSCAN cursor ("reservations" only)
+-- ARGV[8]  ZSCAN / HSCAN cursor ("reservations", "contacts")
 -- Returns {"ok", agent JSON, phase result JSON, more/cursor}:
 --   sent: [{"head":..,"recipients":{to,cc,bcc}}...], "1" if more may remain else "0"
 --   received: [message id...], "1"|"0"
 --   reservations: [reservation id...], next cursor ("0" when done)
+--   contacts: [{"slug", "owner", "field"}...] copies in other projects, next cursor
 --   final: {"reservations":[id...],"windows":n}, "0"
 -- or {"MORE"} (final only), or an error table from resolve_agent.
 local require = delegated_require(KEYS[2], ARGV[2], ARGV[4], ARGV[5])
@@ -45,12 +53,21 @@ local function drop_reservation(id)
   redis.call("ZREM", KEYS[4], "res:" .. id)
 end
 
+-- It no longer takes part in the thread of a message (head JSON) it sent or received.
+local function leave_thread(head)
+  local thread = json_text(cjson.decode(head).thread_id)
+  if thread ~= "" then redis.call("SREM", pkey(prefix, "tpart:" .. thread), lower) end
+end
+
 if phase == "sent" then
   local entries = redis.call("XRANGE", outbox, "-", "+", "COUNT", batch)
   local items = {}
   for _, entry in ipairs(entries) do
     local gone = delete_message(prefix, KEYS[4], entry_fields(entry).m)
-    if gone then items[#items + 1] = '{"head":' .. gone[1] .. ',"recipients":' .. gone[2] .. '}' end
+    if gone then
+      items[#items + 1] = '{"head":' .. gone[1] .. ',"recipients":' .. gone[2] .. '}'
+      leave_thread(gone[1])
+    end
     redis.call("XDEL", outbox, entry[1])
   end
   return {"ok", raw, "[" .. table.concat(items, ",") .. "]", #entries == batch and "1" or "0"}
@@ -65,7 +82,8 @@ if phase == "received" then
     ids[#ids + 1] = id
     local msg_key = pkey(prefix, "msg:" .. id)
     redis.call("HDEL", msg_key, "rk:" .. lower, "rt:" .. lower, "at:" .. lower)
-    local recipients = redis.call("HGET", msg_key, "recipients")
+    local head, recipients = unpack(redis.call("HMGET", msg_key, "head", "recipients"))
+    if head then leave_thread(head) end
     if recipients then
       local lists = cjson.decode(recipients)
       local parts = {}
@@ -100,6 +118,27 @@ if phase == "reservations" then
   return {"ok", raw, jlist(ids), step[1]}
 end
 
+if phase == "contacts" then
+  local here = prefix_slug(prefix)
+  local step = redis.call("HSCAN", pkey(prefix, "links:" .. lower), ARGV[8], "COUNT", batch)
+  local foreign = {}
+  for i = 1, #step[2], 2 do
+    local field = step[2][i]
+    local kind, slug, other = string.match(field, "^(%a+):(.*)#([^#]*)$")
+    if kind == "in" then
+      drop_held(prefix, pkey(prefix, "held:" .. lower .. ":" .. slug .. "#" .. other), lower, "0", false)
+    end
+    redis.call("ZREM", KEYS[4], "link:" .. lower .. "|" .. field)
+    local mirror = (kind == "in" and "out:" or "in:") .. here .. "#" .. lower
+    if slug == here then
+      forget_link(prefix, KEYS[4], other, mirror, agent.id)
+    elseif kind then
+      foreign[#foreign + 1] = cjson.encode({slug = slug, owner = other, field = mirror})
+    end
+  end
+  return {"ok", raw, "[" .. table.concat(foreign, ",") .. "]", step[1]}
+end
+
 -- final
 if redis.call("XLEN", inbox) > 0 or redis.call("XLEN", outbox) > 0 then return {"MORE"} end
 local map = pkey(prefix, "res:agent:" .. lower)
@@ -118,6 +157,6 @@ redis.call("HDEL", KEYS[2], lower)
 redis.call("HDEL", KEYS[3], agent.name)
 redis.call("HDEL", pkey(prefix, "mailact"), lower)
 redis.call("DEL", inbox, outbox, map, pkey(prefix, "unread:" .. lower), pkey(prefix, "urgent:" .. lower),
-  pkey(prefix, "hookcursor:" .. lower))
+  pkey(prefix, "hookcursor:" .. lower), pkey(prefix, "links:" .. lower))
 redis.call("ZREM", KEYS[4], "agent:" .. string.format("%d", agent.id))
 return {"ok", raw, '{"reservations":' .. jlist(live) .. ',"windows":' .. removed .. '}', "0"}

@@ -50,6 +50,11 @@ local function stream_delete(key, created_ms, id)
   return 0
 end
 
+-- The project's slug, from its key prefix "<p>:{slug}:".
+local function prefix_slug(prefix)
+  return string.match(prefix, "{([^{}]*)}:$")
+end
+
 local function json_text(value)
   if type(value) == "string" then return value end
   return ""
@@ -90,6 +95,14 @@ local function delete_message(prefix, pending_key, id)
     if topic ~= "" then redis.call("ZREM", pkey(prefix, "stopic:" .. record.sender .. ":" .. topic), id) end
   end
   if thread ~= "" then redis.call("ZREM", pkey(prefix, "thread:" .. thread), id) end
+  -- held for recipients until they approve the sender (hk:<recipient>): out of those sets too
+  local pair = record.sender and (string.match(record.sender, "^project:(.*)$")
+    or (prefix_slug(prefix) .. "#" .. record.sender))
+  for i = 1, #flat, 2 do
+    if pair and string.sub(flat[i], 1, 3) == "hk:" then
+      redis.call("ZREM", pkey(prefix, "held:" .. string.sub(flat[i], 4) .. ":" .. pair), id)
+    end
+  end
   redis.call("DEL", msg_key)
   redis.call("ZREM", pending_key, unpack(stale))
   return {record.head, record.recipients or "{}", count}
@@ -100,4 +113,25 @@ local function entry_fields(entry)
   local fields = {}
   for j = 1, #entry[2], 2 do fields[entry[2][j]] = entry[2][j + 1] end
   return fields
+end
+
+-- Forget the copy of a contact link kept in this project by `owner` (field "in:<slug>#<name>"
+-- or "out:<slug>#<name>") whose other endpoint is a deleted agent with id `gone_id`: the field,
+-- its pending entry and, for an "in:" field (the deleted agent asked to write to the owner),
+-- the mail it sent that is held for the owner (the set and the messages' held kinds). A copy
+-- about another agent of that name (a newer one) is left alone. Returns 1 if a copy went.
+local function forget_link(prefix, pending_key, owner, field, gone_id)
+  local links = pkey(prefix, "links:" .. owner)
+  local raw = redis.call("HGET", links, field)
+  local inbound = string.sub(field, 1, 3) == "in:"
+  if raw then
+    local link = cjson.decode(raw)
+    if tonumber(link[inbound and "a_id" or "b_id"]) ~= tonumber(gone_id) then return 0 end
+    redis.call("HDEL", links, field)
+  end
+  redis.call("ZREM", pending_key, "link:" .. owner .. "|" .. field)
+  if inbound then
+    drop_held(prefix, pkey(prefix, "held:" .. owner .. ":" .. string.sub(field, 4)), owner, "0", false)
+  end
+  return raw and 1 or 0
 end
