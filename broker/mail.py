@@ -200,8 +200,9 @@ async def deliver(
             continue
         try:
             try:
+                home = slug == sender.slug  # a broadcast covers the sender's project only
                 result = await _deliver_one(
-                    store, group, sender, None if slug == sender.slug else foreign, msg, broadcast, hold
+                    store, group, sender, None if home else foreign, msg, broadcast and home, hold
                 )
             except _Unknown as unknown:
                 given = group.to + group.cc + group.bcc
