@@ -100,6 +100,26 @@ async def refusal(
     )
 
 
+def hold_full(
+    store: Store, names: list[str], sender: Sender, foreign: dict[str, Any] | None, group: Group
+) -> BrokerError:
+    """The error for recipients that already hold as many messages from the sender as allowed."""
+    requester = foreign["name"] if foreign else sender.name
+    from_project = f", from_project='{sender.slug}'" if foreign else ""
+    calls = "; ".join(
+        f"respond_contact(project_key='{group.project_key}', to_agent='{name}', from_agent='{requester}'"
+        f"{from_project}, accept=True)"
+        for name in names
+    )
+    return BrokerError(
+        "CONTACT_REQUIRED",
+        f"Recipient(s) {', '.join(names)} already have {store.settings.contact_max_held} messages from "
+        f"{requester} held until they approve your contact request (the most one sender may have held for "
+        f"one recipient). Nothing was sent. Wait until they approve ({calls}), or leave them out.",
+        {"recipients_blocked": names},
+    )
+
+
 async def _agent_record(store: Store, slug: str, project_key: str, name: str) -> dict[str, Any]:
     """An agent of ``slug`` with its project's identity (no token check), or NOT_FOUND."""
     pipe = store.redis.pipeline(transaction=False)

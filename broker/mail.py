@@ -102,6 +102,7 @@ async def _deliver_one(
             "0",
             json.dumps(foreign) if foreign else "",
             store.settings.contact_hold_ttl_seconds,
+            store.settings.contact_max_held,
             *(n.lower() for n in group.to),
             *(n.lower() for n in group.cc),
             *(n.lower() for n in group.bcc),
@@ -126,6 +127,8 @@ async def _deliver_one(
         )
     if status == "UNKNOWN_RECIPIENTS":
         raise _Unknown(reply[1:])
+    if status == "HOLD_FULL":
+        raise contacts.hold_full(store, reply[1:], sender, foreign, group)
     if status in contacts.REFUSALS:
         sender_address = sender.name if not foreign else f"project:{sender.slug}#{foreign['name']}"
         raise await contacts.refusal(store, status, reply[1:], sender, sender_address, group)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from helpers import PROJECT, Tools
+import pytest
+from helpers import PROJECT, Tools, make_settings
 from shapes import payload
 from test_contacts import policy, respond
+
+from broker.config import Settings
 
 OTHER = "/tmp/other-proj"
 OTHER_SLUG = "tmp-other-proj"
 SLUG = "tmp-concurrent-test"
+MAX_HELD = 3
+
+
+@pytest.fixture
+def settings(backend: str, tmp_path: Path) -> Settings:
+    return make_settings(backend, tmp_path, CONTACT_MAX_HELD=MAX_HELD)
 
 
 async def other_project(tools: Tools, *names: str, policy_value: str | None = None) -> None:
@@ -33,3 +43,23 @@ async def test_broadcast_does_not_reach_into_another_project(tools: Tools, trio:
     assert "skipped" not in result
     assert await tools.inbox("OrangeOwl", project_key=OTHER) == []
     assert [m["kind"] for m in await tools.inbox("RedFox", project_key=OTHER)] == ["cc"]
+
+
+async def test_held_messages_per_sender_and_recipient_are_bounded(tools: Tools, trio: dict[str, Any]) -> None:
+    """Approving delivers every held message in one script, so a sender may not pile up an unbounded
+    number of them for one recipient: past CONTACT_MAX_HELD the send is refused and stores nothing."""
+    await policy(tools, "GreenCastle", "contacts_only")
+    ids = [payload(await tools.send("BlueLake", ["GreenCastle"], subject=f"n{i}"))["id"] for i in range(MAX_HELD)]
+    text = await tools.error(
+        "send_message", project_key=PROJECT, sender_name="BlueLake", to=["GreenCastle", "alpha-one"],
+        subject="one too many", body_md="b",
+    )  # fmt: skip
+    assert text.startswith(
+        f"CONTACT_REQUIRED: Recipient(s) GreenCastle already have {MAX_HELD} messages from BlueLake held"
+    )
+    assert "Nothing was sent" in text and "respond_contact(project_key='/tmp/concurrent-test', to_agent=" in text
+    assert await tools.inbox("alpha-one") == []
+    # another sender is not affected, and the held ones arrive once approved, oldest first
+    assert payload(await tools.send("alpha-one", ["GreenCastle"]))["to"] == []
+    assert (await respond(tools, "GreenCastle", "BlueLake"))["delivered_message_ids"] == ids
+    assert payload(await tools.send("BlueLake", ["GreenCastle"], subject="now direct"))["to"] == ["GreenCastle"]
