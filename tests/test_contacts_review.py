@@ -63,3 +63,25 @@ async def test_held_messages_per_sender_and_recipient_are_bounded(tools: Tools, 
     assert payload(await tools.send("alpha-one", ["GreenCastle"]))["to"] == []
     assert (await respond(tools, "GreenCastle", "BlueLake"))["delivered_message_ids"] == ids
     assert payload(await tools.send("BlueLake", ["GreenCastle"], subject="now direct"))["to"] == ["GreenCastle"]
+
+
+async def link_to(tools: Tools, frm: str, to: str) -> None:
+    """frm (of PROJECT) asks to write to `to` (of OTHER), which approves."""
+    await tools.call("request_contact", project_key=PROJECT, from_agent=frm, to_agent=to, to_project=OTHER)
+    await tools.call(
+        "respond_contact", project_key=OTHER, to_agent=to, from_agent=frm, from_project=PROJECT, accept=True
+    )
+
+
+async def test_linked_bare_name_next_to_an_explicit_other_project_address(tools: Tools, trio: dict[str, Any]) -> None:
+    """A bare name reaches a linked agent of another project whether or not the same send also
+    names an agent of another project explicitly."""
+    await other_project(tools, "RedFox", "OrangeOwl")
+    await tools.call("set_contact_policy", project_key=OTHER, agent_name="OrangeOwl", policy="open")
+    await link_to(tools, "BlueLake", "RedFox")
+    result = await tools.send("BlueLake", ["RedFox", "GreenCastle"], cc=[f"OrangeOwl@{OTHER}"], subject="both")
+    assert "delivery_errors" not in result, result["delivery_errors"]
+    by_project = {d["project"]: d["payload"] for d in result["deliveries"]}
+    assert (by_project[OTHER]["to"], by_project[OTHER]["cc"]) == (["RedFox"], ["OrangeOwl"])
+    assert by_project[PROJECT]["to"] == ["GreenCastle"]
+    assert [m["subject"] for m in await tools.inbox("RedFox", project_key=OTHER)][0] == "both"
