@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,21 @@ async def test_linked_bare_name_next_to_an_explicit_other_project_address(tools:
     assert (by_project[OTHER]["to"], by_project[OTHER]["cc"]) == (["RedFox"], ["OrangeOwl"])
     assert by_project[PROJECT]["to"] == ["GreenCastle"]
     assert [m["subject"] for m in await tools.inbox("RedFox", project_key=OTHER)][0] == "both"
+
+
+async def test_wait_for_mail_after_a_message_that_was_held(tools: Tools, trio: dict[str, Any]) -> None:
+    """A held message enters the inbox when it is approved, not when it was sent; its id still
+    works as wait_for_mail's after_id."""
+    await policy(tools, "GreenCastle", "contacts_only")
+    held = payload(await tools.send("BlueLake", ["GreenCastle"], subject="held"))["id"]
+    await asyncio.sleep(1.2)
+    assert (await respond(tools, "GreenCastle", "BlueLake"))["delivered_message_ids"] == [held]
+    waited = await tools.call(
+        "wait_for_mail", project_key=PROJECT, agent_name="GreenCastle", after_id=held, timeout_seconds=0
+    )
+    assert (waited["messages"], waited["timed_out"]) == ([], True)
+    later = payload(await tools.send("BlueLake", ["GreenCastle"], subject="later"))["id"]
+    waited = await tools.call(
+        "wait_for_mail", project_key=PROJECT, agent_name="GreenCastle", after_id=held, timeout_seconds=0
+    )
+    assert [m["id"] for m in waited["messages"]] == [later]

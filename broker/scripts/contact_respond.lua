@@ -62,8 +62,9 @@ else
       local head = cjson.decode(m[1])
       local topic = is_set(head.topic) and head.topic or ""
       local body = redis.call("HGET", pkey(prefix, "bodies"), id) or ""
-      deliver_to(delivery_context(prefix, id, m[1], m[3], head.importance, topic, body, ARGV[11], ARGV[2], ARGV[3]),
-        b_lower, m[4])
+      local cursor = deliver_to(delivery_context(prefix, id, m[1], m[3], head.importance, topic, body, ARGV[11],
+        ARGV[2], ARGV[3]), b_lower, m[4])
+      redis.call("HSET", msg_key, "dc:" .. b_lower, cursor)
       local rcpt = cjson.decode(m[2])
       table.insert(rcpt[m[4]], me.name)
       redis.call("HSET", msg_key, "recipients", '{"to":' .. jlist(rcpt.to) .. ',"cc":' .. jlist(rcpt.cc)
