@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastmcp import FastMCP
 from helpers import PROJECT, Tools, make_settings
 from shapes import payload
 from test_contacts import policy, respond
@@ -104,3 +105,17 @@ async def test_wait_for_mail_after_a_message_that_was_held(tools: Tools, trio: d
         "wait_for_mail", project_key=PROJECT, agent_name="GreenCastle", after_id=held, timeout_seconds=0
     )
     assert [m["id"] for m in waited["messages"]] == [later]
+
+
+async def test_held_messages_are_delivered_in_the_order_they_were_sent(
+    tools: Tools, trio: dict[str, Any], server: FastMCP
+) -> None:
+    """Holds are scored by deadline; with CONTACT_HOLD_TTL_SECONDS lowered between two sends (a
+    restart with new settings) the later message has the earlier deadline, yet arrives second."""
+    await policy(tools, "GreenCastle", "contacts_only")
+    first = payload(await tools.send("BlueLake", ["GreenCastle"], subject="first"))["id"]
+    server.store.settings.contact_hold_ttl_seconds = 3600  # type: ignore[attr-defined]
+    second = payload(await tools.send("BlueLake", ["GreenCastle"], subject="second"))["id"]
+    assert (await respond(tools, "GreenCastle", "BlueLake"))["delivered_message_ids"] == [first, second]
+    waited = await tools.call("wait_for_mail", project_key=PROJECT, agent_name="GreenCastle", after_id=first)
+    assert [m["id"] for m in waited["messages"]] == [second]
