@@ -318,6 +318,11 @@ async def respond_contact(
     me = validate_name(to_agent, "to_agent")
     from_key, requester = target_of(from_agent, from_project, project_key)
     requester_slug = project_slug(from_key)
+    if requester_slug == slug and requester.lower() == me.lower():
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            "respond_contact does not allow self-contact within the same project; an agent may always write to itself.",
+        )
     ttl = check_ttl(store, ttl_seconds)
     foreign = await _agent_record(store, requester_slug, from_key, requester) if requester_slug != slug else None
     auth = store.bindings.args(slug, me, registration_token)
@@ -336,7 +341,10 @@ async def respond_contact(
     if auth[0]:
         store.bindings.bind(slug, me)
     if not reply[1]:
-        return {"from": requester, "to": me, "approved": False, "expires_ts": None, "updated": 0}
+        return {
+            "from": requester, "to": me, "approved": False, "expires_ts": None, "updated": 0,
+            "delivered_message_ids": [],
+        }  # fmt: skip
     link = json.loads(reply[1])
     if foreign:
         await mirror_link(store, requester_slug, link)

@@ -119,3 +119,18 @@ async def test_held_messages_are_delivered_in_the_order_they_were_sent(
     assert (await respond(tools, "GreenCastle", "BlueLake"))["delivered_message_ids"] == [first, second]
     waited = await tools.call("wait_for_mail", project_key=PROJECT, agent_name="GreenCastle", after_id=first)
     assert [m["id"] for m in waited["messages"]] == [second]
+
+
+async def test_respond_contact_result_keys_and_self(tools: Tools, trio: dict[str, Any]) -> None:
+    """Refusing a request that does not exist answers with the same keys as every other response,
+    and an agent cannot approve a link to itself (request_contact refuses self-contact too)."""
+    refused = await respond(tools, "GreenCastle", "BlueLake", accept=False)
+    assert refused == {
+        "from": "BlueLake", "to": "GreenCastle", "approved": False, "expires_ts": None, "updated": 0,
+        "delivered_message_ids": [],
+    }  # fmt: skip
+    text = await tools.error(
+        "respond_contact", project_key=PROJECT, to_agent="GreenCastle", from_agent="greencastle", accept=True
+    )
+    assert text.startswith("INVALID_ARGUMENT: respond_contact does not allow self-contact")
+    assert await tools.call("list_contacts", project_key=PROJECT, agent_name="GreenCastle") == []
