@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     contact_min_ttl_seconds: int = Field(60, alias="CONTACT_MIN_TTL_SECONDS", ge=1)
     # How long a held message (and the contact request a blocked send makes) waits for approval.
     contact_hold_ttl_seconds: int = Field(7 * 86400, alias="CONTACT_HOLD_TTL_SECONDS", ge=1)
+    # Most messages one sender may have held for one recipient at a time (bounds the work of the
+    # respond_contact script that delivers them).
+    contact_max_held: int = Field(100, alias="CONTACT_MAX_HELD", ge=1)
     # Durability: the Git archive and the persistence worker (README "Durability").
     archive_root: Path | None = Field(None, alias="ARCHIVE_ROOT")
     persist_batch_size: int = Field(2000, alias="PERSIST_BATCH_SIZE", ge=1, le=20000)

@@ -100,6 +100,26 @@ async def refusal(
     )
 
 
+def hold_full(
+    store: Store, names: list[str], sender: Sender, foreign: dict[str, Any] | None, group: Group
+) -> BrokerError:
+    """The error for recipients that already hold as many messages from the sender as allowed."""
+    requester = foreign["name"] if foreign else sender.name
+    from_project = f", from_project='{sender.slug}'" if foreign else ""
+    calls = "; ".join(
+        f"respond_contact(project_key='{group.project_key}', to_agent='{name}', from_agent='{requester}'"
+        f"{from_project}, accept=True)"
+        for name in names
+    )
+    return BrokerError(
+        "CONTACT_REQUIRED",
+        f"Recipient(s) {', '.join(names)} already have {store.settings.contact_max_held} messages from "
+        f"{requester} held until they approve your contact request (the most one sender may have held for "
+        f"one recipient). Nothing was sent. Wait until they approve ({calls}), or leave them out.",
+        {"recipients_blocked": names},
+    )
+
+
 async def _agent_record(store: Store, slug: str, project_key: str, name: str) -> dict[str, Any]:
     """An agent of ``slug`` with its project's identity (no token check), or NOT_FOUND."""
     pipe = store.redis.pipeline(transaction=False)
@@ -298,6 +318,11 @@ async def respond_contact(
     me = validate_name(to_agent, "to_agent")
     from_key, requester = target_of(from_agent, from_project, project_key)
     requester_slug = project_slug(from_key)
+    if requester_slug == slug and requester.lower() == me.lower():
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            "respond_contact does not allow self-contact within the same project; an agent may always write to itself.",
+        )
     ttl = check_ttl(store, ttl_seconds)
     foreign = await _agent_record(store, requester_slug, from_key, requester) if requester_slug != slug else None
     auth = store.bindings.args(slug, me, registration_token)
@@ -316,7 +341,10 @@ async def respond_contact(
     if auth[0]:
         store.bindings.bind(slug, me)
     if not reply[1]:
-        return {"from": requester, "to": me, "approved": False, "expires_ts": None, "updated": 0}
+        return {
+            "from": requester, "to": me, "approved": False, "expires_ts": None, "updated": 0,
+            "delivered_message_ids": [],
+        }  # fmt: skip
     link = json.loads(reply[1])
     if foreign:
         await mirror_link(store, requester_slug, link)

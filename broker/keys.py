@@ -16,7 +16,9 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
     bodies                       HASH message id -> body_md (one HMGET reads a page of bodies)
     msg:<id>                     HASH head (inbox-item JSON without kind/body),
                                  sender (lower name), recipients (JSON {to,cc,bcc} of names),
-                                 created_us, rk:<lower> kind, rt:<lower> read_ts, at:<lower> ack_ts
+                                 created_us, rk:<lower> kind, rt:<lower> read_ts, at:<lower> ack_ts,
+                                 hk:<lower> kind held for a contact approval, dc:<lower> inbox
+                                 entry id of a held message delivered on approval
     inbox:<lower>                STREAM per recipient: m=id f="<created_us>|<urgent>|<topic>"
                                  j=inbox-item JSON (head + kind), b=body when at most 2 KiB
                                  (so a page of the inbox, bodies included, is one XREVRANGE)

@@ -102,6 +102,7 @@ async def _deliver_one(
             "0",
             json.dumps(foreign) if foreign else "",
             store.settings.contact_hold_ttl_seconds,
+            store.settings.contact_max_held,
             *(n.lower() for n in group.to),
             *(n.lower() for n in group.cc),
             *(n.lower() for n in group.bcc),
@@ -126,6 +127,8 @@ async def _deliver_one(
         )
     if status == "UNKNOWN_RECIPIENTS":
         raise _Unknown(reply[1:])
+    if status == "HOLD_FULL":
+        raise contacts.hold_full(store, reply[1:], sender, foreign, group)
     if status in contacts.REFUSALS:
         sender_address = sender.name if not foreign else f"project:{sender.slug}#{foreign['name']}"
         raise await contacts.refusal(store, status, reply[1:], sender, sender_address, group)
@@ -162,6 +165,25 @@ async def _unknown_recipients(store: Store, slug: str, lowered: list[str], given
     )
 
 
+async def _reroute(
+    store: Store, sender: Sender, kinds: dict[str, list[Address]], lowered: list[str]
+) -> dict[str, list[Address]]:
+    """``kinds`` with the bare names the sender's project does not have addressed to the agent of
+    another project the sender has an approved link with; RECIPIENT_NOT_FOUND for the rest."""
+    linked = await linked_agents(store, sender.slug, sender.name)
+    missing = [n for n in lowered if n not in linked]
+    if missing:
+        given = [a.name for addresses in kinds.values() for a in addresses]
+        raise await _unknown_recipients(store, sender.slug, missing, given)
+    return {
+        kind: [
+            Address(a.name, linked[a.name.lower()][0]) if a.project_key is None and a.name.lower() in lowered else a
+            for a in addresses
+        ]
+        for kind, addresses in kinds.items()
+    }
+
+
 async def deliver(
     store: Store,
     sender: Sender,
@@ -169,6 +191,7 @@ async def deliver(
     msg: Outgoing,
     broadcast: bool,
     hold: bool,
+    rerouted: bool = False,
 ) -> dict[str, Any]:
     """Send ``msg`` to every recipient: one delivery per target project, each all or none."""
     groups = group_by_project(sender.slug, sender.project_key, kinds)
@@ -177,21 +200,10 @@ async def deliver(
             done = await _deliver_one(store, groups[sender.slug], sender, None, msg, broadcast, hold)
             return await _result(store, sender, [(groups[sender.slug], done)], [], msg)
         except _Unknown as unknown:
-            linked = await linked_agents(store, sender.slug, sender.name)
-            missing = [n for n in unknown.lowered if n not in linked]
-            if missing:
-                given = [a.name for addresses in kinds.values() for a in addresses]
-                raise await _unknown_recipients(store, sender.slug, missing, given) from None
-            kinds = {
-                kind: [
-                    Address(a.name, linked[a.name.lower()][0])
-                    if a.project_key is None and a.name.lower() in unknown.lowered
-                    else a
-                    for a in addresses
-                ]
-                for kind, addresses in kinds.items()
-            }
-            groups = group_by_project(sender.slug, sender.project_key, kinds)
+            if rerouted:
+                raise await _unknown_recipients(store, sender.slug, unknown.lowered, []) from None
+            kinds = await _reroute(store, sender, kinds, unknown.lowered)
+            return await deliver(store, sender, kinds, msg, broadcast, hold, True)
     foreign = await contacts.authenticated_sender(store, sender)
     done_list: list[tuple[Group, dict[str, Any]]] = []
     errors: list[dict[str, Any]] = []
@@ -199,11 +211,15 @@ async def deliver(
         if slug == sender.slug and not (group.to or group.cc or group.bcc or broadcast):
             continue
         try:
+            home = slug == sender.slug  # a broadcast covers the sender's project only
             try:
                 result = await _deliver_one(
-                    store, group, sender, None if slug == sender.slug else foreign, msg, broadcast, hold
+                    store, group, sender, None if home else foreign, msg, broadcast and home, hold
                 )
             except _Unknown as unknown:
+                if home and not rerouted:  # the sender's project goes first: nothing was delivered yet
+                    kinds = await _reroute(store, sender, kinds, unknown.lowered)
+                    return await deliver(store, sender, kinds, msg, broadcast, hold, True)
                 given = group.to + group.cc + group.bcc
                 raise await _unknown_recipients(store, slug, unknown.lowered, given) from None
             done_list.append((group, result))

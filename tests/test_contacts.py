@@ -127,7 +127,10 @@ async def test_respond_contact_accept_refuse_and_list(tools: Tools, trio: dict[s
 
     # refusing a request that was never made changes nothing
     missing = await respond(tools, "alpha-one", "BlueLake", accept=False)
-    assert missing == {"from": "BlueLake", "to": "alpha-one", "approved": False, "expires_ts": None, "updated": 0}
+    assert missing == {
+        "from": "BlueLake", "to": "alpha-one", "approved": False, "expires_ts": None, "updated": 0,
+        "delivered_message_ids": [],
+    }  # fmt: skip
 
 
 async def test_contact_tools_check_tokens(tools: Tools, trio: dict[str, Any]) -> None:

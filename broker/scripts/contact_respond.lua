@@ -54,16 +54,27 @@ else
   end
   link = link or {created_ts = iso, reason = ""}
   link.status, link.expires_ts, link.exp_us = "approved", exp_iso, exp_us
-  -- deliver what waited for this approval and is still within its deadline
+  -- deliver what waited for this approval and is still within its deadline, oldest first (the
+  -- set is scored by deadline, which follows sending order only while the hold ttl is unchanged)
+  local waiting = {}
   for _, id in ipairs(redis.call("ZRANGEBYSCORE", held_key, "(" .. us, "+inf")) do
+    local m = redis.call("HMGET", pkey(prefix, "msg:" .. id), "head", "recipients", "created_us", "hk:" .. b_lower)
+    if m[1] and m[4] then waiting[#waiting + 1] = {id = id, m = m} end
+  end
+  table.sort(waiting, function(x, y)
+    if x.m[3] ~= y.m[3] then return tonumber(x.m[3]) < tonumber(y.m[3]) end
+    return tonumber(x.id) < tonumber(y.id)
+  end)
+  for _, w in ipairs(waiting) do
+    local id, m = w.id, w.m
     local msg_key = pkey(prefix, "msg:" .. id)
-    local m = redis.call("HMGET", msg_key, "head", "recipients", "created_us", "hk:" .. b_lower)
-    if m[1] and m[4] then
+    do
       local head = cjson.decode(m[1])
       local topic = is_set(head.topic) and head.topic or ""
       local body = redis.call("HGET", pkey(prefix, "bodies"), id) or ""
-      deliver_to(delivery_context(prefix, id, m[1], m[3], head.importance, topic, body, ARGV[11], ARGV[2], ARGV[3]),
-        b_lower, m[4])
+      local cursor = deliver_to(delivery_context(prefix, id, m[1], m[3], head.importance, topic, body, ARGV[11],
+        ARGV[2], ARGV[3]), b_lower, m[4])
+      redis.call("HSET", msg_key, "dc:" .. b_lower, cursor)
       local rcpt = cjson.decode(m[2])
       table.insert(rcpt[m[4]], me.name)
       redis.call("HSET", msg_key, "recipients", '{"to":' .. jlist(rcpt.to) .. ',"cc":' .. jlist(rcpt.cc)

@@ -33,13 +33,15 @@
 -- ARGV[20] "1": a contact request's intro mail (no link or thread check)
 -- ARGV[21] sender of another project, JSON {name, id, project_id, slug, human_key}, or ""
 -- ARGV[22] seconds a held message waits for the contact to be approved
--- ARGV[23..] lower-cased names: to, then cc, then bcc
+-- ARGV[23] most messages one sender may have held for one recipient
+-- ARGV[24..] lower-cased names: to, then cc, then bcc
 -- Returns {"ok", head JSON, recipients JSON {to,cc,bcc}, human_key, 1 if a persistence job
 -- must be enqueued (see mark_pending) else 0, held JSON [{name, kind}], skipped JSON
 -- [{recipient, reason}]}, or
 -- {"NO_PROJECT"}, {"NO_AGENT", name}, {"BAD_TOKEN"|"AUTH_REQUIRED", name},
 -- {"PROJECT_ARCHIVED", human_key}, {"UNKNOWN_RECIPIENTS", name...},
--- {"AGENT_RETIRED"|"CONTACT_BLOCKED"|"CONTACT_REQUIRED", name...},
+-- {"AGENT_RETIRED"|"CONTACT_BLOCKED"|"CONTACT_REQUIRED"|"HOLD_FULL", name...} (HOLD_FULL: ARGV[23]
+-- messages from this sender are already held for them),
 -- {"TOO_MANY_RECIPIENTS", count}, {"NO_RECIPIENTS", skipped JSON}; on every error nothing is written.
 local prefix = ARGV[1]
 local project = redis.call("HMGET", KEYS[1], "id", "human_key", "archived_at")
@@ -65,15 +67,21 @@ local function consider(agent, lower, kind)
   elseif broadcast then
     table.insert(skipped, {recipient = agent.name, reason = verdict})
   elseif verdict == "CONTACT_REQUIRED" and hold then
-    table.insert(held, {lower, kind, agent.name})
+    local held_key = pkey(prefix, "held:" .. lower .. ":" .. s.slug .. "#" .. s.lower)
+    if redis.call("ZCOUNT", held_key, "(" .. us, "+inf") >= tonumber(ARGV[23]) then
+      refused.HOLD_FULL = refused.HOLD_FULL or {"HOLD_FULL"}
+      table.insert(refused.HOLD_FULL, agent.name)
+    else
+      table.insert(held, {lower, kind, agent.name})
+    end
   else
     refused[verdict] = refused[verdict] or {verdict}
     table.insert(refused[verdict], agent.name)
   end
 end
 local nto, ncc = tonumber(ARGV[17]), tonumber(ARGV[18])
-for i = 23, #ARGV do
-  local idx = i - 22
+for i = 24, #ARGV do
+  local idx = i - 23
   local kind = idx <= nto and "to" or (idx <= nto + ncc and "cc" or "bcc")
   local lower = ARGV[i]
   if not seen[lower] then
@@ -96,7 +104,7 @@ if broadcast then
   for _, agent in ipairs(found) do consider(agent, string.lower(agent.name), "to") end
 end
 if #unknown > 1 then return unknown end
-for _, code in ipairs({"AGENT_RETIRED", "CONTACT_BLOCKED", "CONTACT_REQUIRED"}) do
+for _, code in ipairs({"AGENT_RETIRED", "CONTACT_BLOCKED", "CONTACT_REQUIRED", "HOLD_FULL"}) do
   if refused[code] then return refused[code] end
 end
 if #targets + #held > tonumber(ARGV[16]) then return {"TOO_MANY_RECIPIENTS", #targets + #held} end

@@ -10,6 +10,8 @@
 -- none), exp_us ("" when none)}; *_us are epoch microseconds as decimal text.
 -- Messages held until B approves A: held:<lower B>:<slug A>#<lower A> ZSET message id scored by
 -- the hold's deadline (us); the held recipient's kind is the message hash field hk:<lower B>.
+-- A held message delivered on approval enters the inbox long after created_us, so its inbox
+-- entry id is kept in the message hash field dc:<lower B> (wait_for_mail's after_id finds it).
 -- Thread participants (for contacts_only): tpart:<thread_id> SET of lower names, and
 -- "project:<slug>#<lower>" for senders from other projects.
 
@@ -118,7 +120,7 @@ end
 
 -- Deliver a stored message to one recipient: its kind on the message, an inbox entry (the
 -- item JSON, and the body when small; "f" = "<created_us>|<urgent 0/1>|<lower topic>" for the
--- filters), unread, the urgent and topic indexes, and one doorbell event.
+-- filters), unread, the urgent and topic indexes, and one doorbell event. Returns the entry id.
 local function deliver_to(ctx, lower, kind)
   redis.call("HSET", ctx.msg_key, "rk:" .. lower, kind)
   local item = ctx.item_prefix .. kind .. '"}'
@@ -136,6 +138,7 @@ local function deliver_to(ctx, lower, kind)
   end
   redis.call("PUBLISH", ctx.doorbell, '{"project":' .. cjson.encode(ctx.slug) .. ',"agent":' .. cjson.encode(lower)
     .. ',"id":' .. ctx.id .. ',"cursor":"' .. cursor .. '"}')
+  return cursor
 end
 
 -- Forget held messages of one (recipient, sender) pair: all of them, or (only_expired) those
