@@ -27,13 +27,6 @@ MAX_TTL_SECONDS = 10 * 365 * 86400
 REFUSALS = ("AGENT_RETIRED", "CONTACT_BLOCKED", "CONTACT_REQUIRED")
 
 
-def archived_error(human_key: str) -> BrokerError:
-    return BrokerError(
-        "PROJECT_ARCHIVED",
-        f"Project '{human_key}' is archived; call unarchive_project(project_key='{human_key}') to reopen it.",
-    )
-
-
 def check_ttl(store: Store, ttl_seconds: int, what: str = "ttl_seconds") -> int:
     """A link lifetime: below the minimum it is raised to it (as the reference does)."""
     if not isinstance(ttl_seconds, int) or isinstance(ttl_seconds, bool) or ttl_seconds > MAX_TTL_SECONDS:
@@ -204,7 +197,7 @@ async def _request(
             f"Agent '{reply[1]}' is not accepting contact requests from '{requester}' ({why}); only it can change that.",
         )
     if code == "PROJECT_ARCHIVED":
-        raise archived_error(reply[1])
+        raise store.project_archived(reply[1])
     if code == "NO_PROJECT":
         raise await store.project_not_found(target_project_key)
     await store.raise_for(reply, slug, requester_project_key, "registration_token")

@@ -121,3 +121,27 @@ async def test_start_session_in_an_archived_project_writes_nothing(
         )  # fmt: skip
         assert text.startswith(f"PROJECT_ARCHIVED: Project '{PROJECT}' is archived"), text
     assert await snapshot(store) == before
+
+
+async def test_an_archived_project_approves_no_contact_and_delivers_no_held_mail(
+    tools: Tools, trio: dict[str, Any]
+) -> None:
+    """Approving a contact delivers the mail held for it: new mail, which an archived project
+    takes none of. A refusal only drops mail, so it still works."""
+    await tools.call("set_contact_policy", project_key=PROJECT, agent_name="GreenCastle", policy="contacts_only")
+    held = await tools.send("BlueLake", ["GreenCastle"], subject="held", auto_contact_if_blocked=True)
+    assert [q["recipient"] for q in held["queued"]] == ["GreenCastle"]
+    await tools.call("archive_project", project_key=PROJECT)
+
+    text = await tools.error(
+        "respond_contact", project_key=PROJECT, to_agent="GreenCastle", from_agent="BlueLake", accept=True
+    )
+    assert text.startswith(f"PROJECT_ARCHIVED: Project '{PROJECT}' is archived"), text
+    assert [m["subject"] for m in await tools.inbox("GreenCastle")] == ["Contact request from BlueLake"]
+
+    await tools.call("unarchive_project", project_key=PROJECT)
+    approved = await tools.call(
+        "respond_contact", project_key=PROJECT, to_agent="GreenCastle", from_agent="BlueLake", accept=True
+    )
+    assert approved["approved"] is True and len(approved["delivered_message_ids"]) == 1
+    assert "held" in [m["subject"] for m in await tools.inbox("GreenCastle")]

@@ -20,10 +20,12 @@
 -- ARGV[11] largest body (bytes) copied into inbox entries
 -- Returns {"ok", link JSON or "" (refusal of no link), updated 0|1, delivered ids JSON,
 -- persistence flag}, or {"NO_PROJECT"}, {"NO_AGENT", name}, {"BAD_TOKEN"|"AUTH_REQUIRED", name},
--- {"NO_REQUESTER", name}.
+-- {"NO_REQUESTER", name}, {"PROJECT_ARCHIVED", human_key} (an approval would deliver held mail
+-- into an archived project; a refusal only drops mail and still works).
 local prefix = ARGV[1]
-local project = redis.call("HMGET", KEYS[1], "id", "human_key")
+local project = redis.call("HMGET", KEYS[1], "id", "human_key", "archived_at")
 if not project[1] then return {"NO_PROJECT"} end
+if project[3] and ARGV[9] == "1" then return {"PROJECT_ARCHIVED", project[2]} end
 local me, err = resolve_agent(KEYS[1], KEYS[2], ARGV[4], ARGV[5], ARGV[6])
 if err then return err end
 local a
