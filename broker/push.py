@@ -30,6 +30,8 @@ from broker.store import Store
 
 logger = logging.getLogger(__name__)
 
+SUBSCRIBE_READY_SECONDS = 5.0
+
 
 def inbox_uri(slug: str, agent_name: str) -> str:
     return f"resource://inbox/{agent_name.lower()}?project={slug}"
@@ -95,8 +97,11 @@ class SessionSubscriptions:
         doorbell = self.store.doorbell
         if self._on_doorbell not in doorbell.observers:
             doorbell.observers.append(self._on_doorbell)
-        doorbell.start()
         self._sessions.setdefault(str(params.uri), weakref.WeakSet()).add(_connection(ctx))
+        # Answer once the doorbell is subscribed: an arrival right after the client's subscribe
+        # returned would otherwise go unheard (a notification has no cursor to catch up from).
+        # Redis being down must not hang the request; the doorbell keeps reconnecting.
+        await doorbell.ready(SUBSCRIBE_READY_SECONDS)
         return EmptyResult()
 
     async def unsubscribe(self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:

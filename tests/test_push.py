@@ -79,6 +79,14 @@ async def test_handshake_era_session_subscribed_with_resources_subscribe(server:
         assert await asyncio.wait_for(updates.get(), 5) == alpha
 
 
+async def test_subscribe_answers_once_arrivals_are_heard(server: FastMCP, trio: dict[str, Any]) -> None:
+    """resources/subscribe returns only when the doorbell subscriber is live, so mail sent right
+    after it returns is notified (under load the subscriber's connect lost that race)."""
+    async with Client(server, mode="legacy") as client:
+        await client.session.subscribe_resource(f"resource://inbox/greencastle?project={SLUG}")
+        assert server.store.doorbell.subscriptions >= 1  # type: ignore[attr-defined]
+
+
 class StuckConnection:
     """An SDK session connection whose client stopped reading: every send waits."""
 
