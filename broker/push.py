@@ -48,12 +48,21 @@ class DoorbellBus:
     async def publish(self, event: ServerEvent) -> None:
         self._deliver(event)
 
-    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
-        # Called on the server's loop when a stream opens: make sure the doorbell runs there.
+    def _observe(self) -> None:
         doorbell = self.store.doorbell
         if self._on_doorbell not in doorbell.observers:
             doorbell.observers.append(self._on_doorbell)
         doorbell.start()
+
+    async def live(self) -> None:
+        """Start hearing the doorbell and wait (bounded) until it is subscribed, so a stream that
+        opens after this hears every arrival from then on."""
+        self._observe()
+        await self.store.doorbell.ready(SUBSCRIBE_READY_SECONDS)
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        # Called on the server's loop when a stream opens: make sure the doorbell runs there.
+        self._observe()
         token = object()
         self._listeners[token] = listener
 
@@ -145,9 +154,14 @@ def enable_push(mcp: FastMCP, store: Store) -> None:
     if store.bindings.mode != "open":
         return
     server = mcp._mcp_server
-    server.add_request_handler(
-        "subscriptions/listen", SubscriptionsListenRequestParams, ListenHandler(DoorbellBus(store))
-    )
+    bus = DoorbellBus(store)
+    listen = ListenHandler(bus)
+
+    async def listen_when_live(ctx: ServerRequestContext[Any, Any], params: SubscriptionsListenRequestParams) -> Any:
+        await bus.live()  # the stream's acknowledgement then means arrivals are heard
+        return await listen(ctx, params)
+
+    server.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, listen_when_live)
     sessions = SessionSubscriptions(store)
     server.add_request_handler("resources/subscribe", SubscribeRequestParams, sessions.subscribe)
     server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, sessions.unsubscribe)

@@ -87,6 +87,13 @@ async def test_subscribe_answers_once_arrivals_are_heard(server: FastMCP, trio: 
         assert server.store.doorbell.subscriptions >= 1  # type: ignore[attr-defined]
 
 
+async def test_a_listen_stream_opens_once_arrivals_are_heard(server: FastMCP, tools: Tools) -> None:
+    """The listen stream's acknowledgement comes only when the doorbell subscriber is live."""
+    uri = f"resource://inbox/greencastle?project={SLUG}"
+    async with listen(tools.client.session, resource_subscriptions=[uri]):
+        assert server.store.doorbell.subscriptions >= 1  # type: ignore[attr-defined]
+
+
 class StuckConnection:
     """An SDK session connection whose client stopped reading: every send waits."""
 
