@@ -196,8 +196,6 @@ async def _request(
             code,
             f"Agent '{reply[1]}' is not accepting contact requests from '{requester}' ({why}); only it can change that.",
         )
-    if code == "PROJECT_ARCHIVED":
-        raise store.project_archived(reply[1])
     if code == "NO_PROJECT":
         raise await store.project_not_found(target_project_key)
     await store.raise_for(reply, slug, requester_project_key, "registration_token")
