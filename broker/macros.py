@@ -88,10 +88,7 @@ async def project_record(store: Store, slug: str, project_key: str) -> dict[str,
     fields = await store.redis.hmget(store.keys.project(slug), "id", "slug", "human_key", "created_at", "archived_at")
     if fields[0] is None:
         raise await store.project_not_found(project_key)
-    project = project_dict(fields[:4])
-    if fields[4]:
-        project["archived_at"] = fields[4]
-    return project
+    return project_dict(fields[:4], fields[4])
 
 
 def check_one_thread_id(thread_id: object) -> str:

@@ -7,22 +7,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from broker.identity import agent_dict, project_slug
+from broker.identity import agent_dict, project_dict, project_slug
 from broker.store import Store
 
 
 def project_fields(fields: dict[str, str]) -> dict[str, Any]:
-    """project_dict from the project hash: id, slug, human_key, created_at, and archived_at
-    when the project is archived."""
-    shown: dict[str, Any] = {
-        "id": int(fields["id"]),
-        "slug": fields["slug"],
-        "human_key": fields["human_key"],
-        "created_at": fields["created_at"],
-    }
-    if fields.get("archived_at"):
-        shown["archived_at"] = fields["archived_at"]
-    return shown
+    """project_dict from the project hash (archived_at only while the project is archived)."""
+    return project_dict(
+        [fields["id"], fields["slug"], fields["human_key"], fields["created_at"]], fields.get("archived_at")
+    )
 
 
 async def list_projects(store: Store) -> list[dict[str, Any]]:
