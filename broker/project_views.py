@@ -48,18 +48,10 @@ async def _project_and_agents(store: Store, project_key: str) -> tuple[dict[str,
     return project_fields(fields), rows
 
 
-def _shown(raw: str, last_active: str | None) -> dict[str, Any]:
-    shown = agent_dict(raw, last_active)
-    retired = json.loads(raw).get("retired_at")
-    if retired:
-        shown["retired_at"] = retired
-    return shown
-
-
 async def project_detail(store: Store, project_key: str) -> dict[str, Any]:
     """project_dict plus its agents (retired ones too), in registration order."""
     project, rows = await _project_and_agents(store, project_key)
-    agents = sorted((_shown(raw, last) for raw, last in rows), key=lambda a: a["id"])
+    agents = sorted((agent_dict(raw, last) for raw, last in rows), key=lambda a: a["id"])
     return {**project, "agents": agents}
 
 
@@ -67,7 +59,7 @@ async def project_agents(store: Store, project_key: str) -> dict[str, Any]:
     """The project's agents with their unread_count, most recently active first; retired
     agents are listed apart in retired_agents."""
     project, rows = await _project_and_agents(store, project_key)
-    shown = [_shown(raw, last) for raw, last in rows]
+    shown = [agent_dict(raw, last) for raw, last in rows]
     pipe = store.redis.pipeline(transaction=False)
     for agent in shown:
         pipe.scard(store.keys.unread(project["slug"], agent["name"]))
