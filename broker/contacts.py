@@ -50,9 +50,7 @@ def address_of(slug: str, name: str, here: str) -> str:
     return name if slug == here else f"project:{slug}#{name}"
 
 
-async def refusal(
-    store: Store, code: str, names: list[str], sender: Sender, sender_address: str, group: Group
-) -> BrokerError:
+def refusal(code: str, names: list[str], sender: Sender, sender_address: str, group: Group) -> BrokerError:
     """The error for recipients whose contact policy refused a send (nothing was sent)."""
     listed = ", ".join(names)
     data: dict[str, Any] = {"recipients_blocked": names}
