@@ -50,9 +50,7 @@ def address_of(slug: str, name: str, here: str) -> str:
     return name if slug == here else f"project:{slug}#{name}"
 
 
-async def refusal(
-    store: Store, code: str, names: list[str], sender: Sender, sender_address: str, group: Group
-) -> BrokerError:
+def refusal(code: str, names: list[str], sender: Sender, sender_address: str, group: Group) -> BrokerError:
     """The error for recipients whose contact policy refused a send (nothing was sent)."""
     listed = ", ".join(names)
     data: dict[str, Any] = {"recipients_blocked": names}
@@ -196,8 +194,6 @@ async def _request(
             code,
             f"Agent '{reply[1]}' is not accepting contact requests from '{requester}' ({why}); only it can change that.",
         )
-    if code == "PROJECT_ARCHIVED":
-        raise store.project_archived(reply[1])
     if code == "NO_PROJECT":
         raise await store.project_not_found(target_project_key)
     await store.raise_for(reply, slug, requester_project_key, "registration_token")

@@ -69,15 +69,15 @@ async def contact_handshake(
     if auto_accept and not welcome and target_slug == slug:
         # fast path: both agents authenticated here, the approved link written at once, no intro
         sender = mail.Sender(slug, project_key, requester, store.bindings.args(slug, requester, requester_token))
-        await contacts.authenticated_sender(store, sender)
+        human_key = (await contacts.authenticated_sender(store, sender))["human_key"]
         response = await contacts.respond_contact(
             store, project_key, target_name, requester, True, ttl, None, target_token
         )
         approved = {
             "from": response["from"],
-            "from_project": await store.redis.hget(store.keys.project(slug), "human_key"),
+            "from_project": human_key,
             "to": response["to"],
-            "to_project": await store.redis.hget(store.keys.project(slug), "human_key"),
+            "to_project": human_key,
             "status": "approved",
             "expires_ts": response["expires_ts"],
         }

@@ -29,15 +29,6 @@ from broker.store import Store
 MAX_THREAD_ID_CHARS = 128  # as summarize_thread
 
 
-def _check_reason(reason: str, field: str) -> str:
-    reason = reason or ""
-    if len(reason) > reservations.MAX_REASON_CHARS:
-        raise BrokerError(
-            "INVALID_ARGUMENT", f"{field} is {len(reason)} characters; keep it to {reservations.MAX_REASON_CHARS}."
-        )
-    return reason
-
-
 def _split_agent(registered: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """register_agent's result as (agent_dict, registration_token)."""
     agent = dict(registered)
@@ -63,7 +54,7 @@ async def start_session(
         validate_new_name(agent_name)
     token_hash(registration_token)  # an overlong token fails here, before the project is created
     paths = reservations.check_paths(file_reservation_paths, "file_reservation_paths")
-    reason = _check_reason(file_reservation_reason, "file_reservation_reason")
+    reason = reservations.check_reason(file_reservation_reason, "file_reservation_reason")
     if paths:  # the TTL matters only when something is reserved
         reservations.check_ttl(store, file_reservation_ttl_seconds, "file_reservation_ttl_seconds")
     check_limit(inbox_limit)
@@ -97,10 +88,7 @@ async def project_record(store: Store, slug: str, project_key: str) -> dict[str,
     fields = await store.redis.hmget(store.keys.project(slug), "id", "slug", "human_key", "created_at", "archived_at")
     if fields[0] is None:
         raise await store.project_not_found(project_key)
-    project = project_dict(fields[:4])
-    if fields[4]:
-        project["archived_at"] = fields[4]
-    return project
+    return project_dict(fields[:4], fields[4])
 
 
 def check_one_thread_id(thread_id: object) -> str:

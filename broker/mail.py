@@ -131,12 +131,9 @@ async def _deliver_one(
         raise contacts.hold_full(store, reply[1:], sender, foreign, group)
     if status in contacts.REFUSALS:
         sender_address = sender.name if not foreign else f"project:{sender.slug}#{foreign['name']}"
-        raise await contacts.refusal(store, status, reply[1:], sender, sender_address, group)
-    if status == "PROJECT_ARCHIVED":
-        raise store.project_archived(reply[1])
-    if status == "NO_PROJECT" and foreign:
-        raise await store.project_not_found(group.project_key)
-    await store.raise_for(reply, slug, sender.project_key, "sender_token")
+        raise contacts.refusal(status, reply[1:], sender, sender_address, group)
+    # group.project_key: the sender's own for a delivery into its project
+    await store.raise_for(reply, slug, group.project_key, "sender_token")
     raise AssertionError("unreachable")
 
 

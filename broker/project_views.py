@@ -7,22 +7,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from broker.identity import agent_dict, project_slug
+from broker.identity import agent_dict, project_dict, project_slug
 from broker.store import Store
 
 
 def project_fields(fields: dict[str, str]) -> dict[str, Any]:
-    """project_dict from the project hash: id, slug, human_key, created_at, and archived_at
-    when the project is archived."""
-    shown: dict[str, Any] = {
-        "id": int(fields["id"]),
-        "slug": fields["slug"],
-        "human_key": fields["human_key"],
-        "created_at": fields["created_at"],
-    }
-    if fields.get("archived_at"):
-        shown["archived_at"] = fields["archived_at"]
-    return shown
+    """project_dict from the project hash (archived_at only while the project is archived)."""
+    return project_dict(
+        [fields["id"], fields["slug"], fields["human_key"], fields["created_at"]], fields.get("archived_at")
+    )
 
 
 async def list_projects(store: Store) -> list[dict[str, Any]]:
@@ -55,18 +48,10 @@ async def _project_and_agents(store: Store, project_key: str) -> tuple[dict[str,
     return project_fields(fields), rows
 
 
-def _shown(raw: str, last_active: str | None) -> dict[str, Any]:
-    shown = agent_dict(raw, last_active)
-    retired = json.loads(raw).get("retired_at")
-    if retired:
-        shown["retired_at"] = retired
-    return shown
-
-
 async def project_detail(store: Store, project_key: str) -> dict[str, Any]:
     """project_dict plus its agents (retired ones too), in registration order."""
     project, rows = await _project_and_agents(store, project_key)
-    agents = sorted((_shown(raw, last) for raw, last in rows), key=lambda a: a["id"])
+    agents = sorted((agent_dict(raw, last) for raw, last in rows), key=lambda a: a["id"])
     return {**project, "agents": agents}
 
 
@@ -74,7 +59,7 @@ async def project_agents(store: Store, project_key: str) -> dict[str, Any]:
     """The project's agents with their unread_count, most recently active first; retired
     agents are listed apart in retired_agents."""
     project, rows = await _project_and_agents(store, project_key)
-    shown = [_shown(raw, last) for raw, last in rows]
+    shown = [agent_dict(raw, last) for raw, last in rows]
     pipe = store.redis.pipeline(transaction=False)
     for agent in shown:
         pipe.scard(store.keys.unread(project["slug"], agent["name"]))

@@ -62,6 +62,13 @@ def check_ttl(store: Store, seconds: int, field: str) -> int:
     return seconds
 
 
+def check_reason(reason: str | None, field: str = "reason") -> str:
+    reason = reason or ""
+    if len(reason) > MAX_REASON_CHARS:
+        raise BrokerError("INVALID_ARGUMENT", f"{field} is {len(reason)} characters; keep it to {MAX_REASON_CHARS}.")
+    return reason
+
+
 def check_ids(ids: list[int] | None) -> list[str]:
     if ids is None:
         return []
@@ -140,9 +147,7 @@ async def reserve(
         raise BrokerError("EMPTY_PATHS", "paths is empty: name at least one file, directory ('src/') or glob.")
     patterns = check_paths(paths)
     ttl = check_ttl(store, ttl_seconds, "ttl_seconds")
-    reason = reason or ""
-    if len(reason) > MAX_REASON_CHARS:
-        raise BrokerError("INVALID_ARGUMENT", f"reason is {len(reason)} characters; keep it to {MAX_REASON_CHARS}.")
+    reason = check_reason(reason)
     triples: list[Any] = []
     for pattern in patterns:
         triples += [await store.next_id("reservation"), pattern, globs.index_bucket(pattern)]

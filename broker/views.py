@@ -292,21 +292,13 @@ async def _view(
     return [(json.loads(reply[i]), reply[i + 1] or None) for i in range(1, len(reply), 2)]
 
 
-async def urgent_unread_view(
-    store: Store, agent: str, project: str | None, limit: int, token: str | None, resource: str
+async def unanswered_view(
+    store: Store, mode: str, agent: str, project: str | None, limit: int, token: str | None, resource: str
 ) -> dict[str, Any]:
-    """Received high/urgent messages not read yet, newest first."""
+    """Received messages of one fetch_view ``mode``, newest first: "urgent-unread" (high/urgent
+    not read yet) or "ack" (ack-required not acknowledged yet)."""
     viewer = await authenticate(store, project, agent, token, resource)
-    found = await _view(store, viewer, "urgent-unread", limit)
-    return listing(await human_key_of(store, viewer.slug), viewer, [item for item, _ in found])
-
-
-async def ack_required_view(
-    store: Store, agent: str, project: str | None, limit: int, token: str | None, resource: str
-) -> dict[str, Any]:
-    """Received ack-required messages not acknowledged yet, newest first."""
-    viewer = await authenticate(store, project, agent, token, resource)
-    found = await _view(store, viewer, "ack", limit)
+    found = await _view(store, viewer, mode, limit)
     return listing(await human_key_of(store, viewer.slug), viewer, [item for item, _ in found])
 
 

@@ -189,29 +189,34 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
             flag(include_bodies, "include_bodies", False), limit_of(limit, 20), agent_token, "resource://inbox",
         )  # fmt: skip
 
+    def agent_listing(kind: str, doc: str, view: Callable[..., Awaitable[Any]]) -> None:
+        """``resource://<kind>/{agent}{?project,limit,agent_token,format}``, read by
+        ``view(agent, project, limit, agent_token, resource)``; e.g. kind "views/ack-required"
+        is the resource ack_required_resource."""
+
+        async def read(
+            agent: str,
+            project: str | None = None,
+            limit: str | None = None,
+            agent_token: str | None = None,
+            format: str | None = None,
+        ) -> Any:
+            check_format(format)
+            return await view(agent, project, limit_of(limit, 20), agent_token, f"resource://{kind}")
+
+        read.__name__, read.__doc__ = kind.rpartition("/")[2].replace("-", "_") + "_resource", doc
+        resource(f"resource://{kind}/{{agent}}{{?project,limit,agent_token,format}}")(read)
+
+    async def mailbox(agent: str, project: str | None, limit: int, token: str | None, uri: str, detailed: str) -> Any:
+        return await views.inbox_view(store, agent, project, None, False, False, limit, token, uri, detailed)
+
     for kind, detailed in (("mailbox", "basic"), ("mailbox-with-commits", "detailed")):
-
-        def mailbox(kind: str = kind, detailed: str = detailed) -> Callable[..., Awaitable[Any]]:
-            async def read(
-                agent: str,
-                project: str | None = None,
-                limit: str | None = None,
-                agent_token: str | None = None,
-                format: str | None = None,
-            ) -> Any:
-                check_format(format)
-                return await views.inbox_view(
-                    store, agent, project, None, False, False, limit_of(limit, 20), agent_token,
-                    f"resource://{kind}", detailed,
-                )  # fmt: skip
-
-            read.__name__ = kind.replace("-", "_") + "_resource"
-            read.__doc__ = "The agent's received messages, newest first, with the archive commit of each " + (
-                "(line counts and an excerpt too)." if detailed == "detailed" else "(sha, summary, time)."
-            )
-            return read
-
-        resource(f"resource://{kind}/{{agent}}{{?project,limit,agent_token,format}}")(mailbox())
+        agent_listing(
+            kind,
+            "The agent's received messages, newest first, with the archive commit of each "
+            + ("(line counts and an excerpt too)." if detailed == "detailed" else "(sha, summary, time)."),
+            functools.partial(mailbox, detailed=detailed),
+        )
 
     @resource("resource://outbox/{agent}{?project,limit,include_bodies,since_ts,agent_token,format}")
     async def outbox_resource(
@@ -231,33 +236,11 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         )  # fmt: skip
 
     # -- inbox views -----------------------------------------------------------------------------
-    @resource("resource://views/urgent-unread/{agent}{?project,limit,agent_token,format}")
-    async def urgent_unread_resource(
-        agent: str,
-        project: str | None = None,
-        limit: str | None = None,
-        agent_token: str | None = None,
-        format: str | None = None,
-    ) -> Any:
-        """Received high/urgent messages not read yet, newest first."""
-        check_format(format)
-        return await views.urgent_unread_view(
-            store, agent, project, limit_of(limit, 20), agent_token, "resource://views/urgent-unread"
-        )
-
-    @resource("resource://views/ack-required/{agent}{?project,limit,agent_token,format}")
-    async def ack_required_resource(
-        agent: str,
-        project: str | None = None,
-        limit: str | None = None,
-        agent_token: str | None = None,
-        format: str | None = None,
-    ) -> Any:
-        """Received messages that need an acknowledgement not given yet, newest first."""
-        check_format(format)
-        return await views.ack_required_view(
-            store, agent, project, limit_of(limit, 20), agent_token, "resource://views/ack-required"
-        )
+    for kind, doc, mode in (
+        ("views/urgent-unread", "Received high/urgent messages not read yet, newest first.", "urgent-unread"),
+        ("views/ack-required", "Received messages that need an acknowledgement not given yet, newest first.", "ack"),
+    ):
+        agent_listing(kind, doc, functools.partial(views.unanswered_view, store, mode))
 
     @resource("resource://views/acks-stale/{agent}{?project,ttl_seconds,limit,agent_token,format}")
     async def acks_stale_resource(

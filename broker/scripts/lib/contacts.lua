@@ -107,12 +107,12 @@ end
 
 -- What delivering one message to a recipient needs, computed once per message.
 local function delivery_context(prefix, id, head, us, importance, topic, body, inline_limit, doorbell, slug)
+  local urgent = (importance == "high" or importance == "urgent") and "1" or "0"
   return {
     prefix = prefix, id = id, msg_key = pkey(prefix, "msg:" .. id),
     item_prefix = string.sub(head, 1, -2) .. ',"kind":"',
-    urgent = (importance == "high" or importance == "urgent") and "1" or "0",
-    topic_lower = string.lower(topic), us = us,
-    filter = us .. "|" .. ((importance == "high" or importance == "urgent") and "1" or "0") .. "|" .. string.lower(topic),
+    urgent = urgent, topic_lower = string.lower(topic), us = us,
+    filter = us .. "|" .. urgent .. "|" .. string.lower(topic),
     body = string.len(body) <= tonumber(inline_limit) and body or nil,
     doorbell = doorbell, slug = slug,
   }
@@ -142,7 +142,7 @@ local function deliver_to(ctx, lower, kind)
 end
 
 -- Forget held messages of one (recipient, sender) pair: all of them, or (only_expired) those
--- whose deadline passed. Returns the ids kept (the live ones) when only_expired.
+-- whose deadline passed. Returns how many were dropped.
 local function drop_held(prefix, held_key, r_lower, now_us, only_expired)
   local dropped = only_expired and redis.call("ZRANGEBYSCORE", held_key, "-inf", now_us)
     or redis.call("ZRANGE", held_key, 0, -1)
