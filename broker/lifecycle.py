@@ -76,9 +76,7 @@ async def raise_admin(store: Store, reply: list[Any], slug: str, project_key: st
     await store.raise_for(reply, slug, project_key)
 
 
-async def _agent_state(
-    store: Store, project_key: str, agent_name: str, token: str | None, op: str
-) -> tuple[str, dict[str, Any]]:
+async def _agent_state(store: Store, project_key: str, agent_name: str, token: str | None, op: str) -> dict[str, Any]:
     slug = project_slug(project_key)
     name = validate_name(agent_name)
     keys = store.keys
@@ -92,21 +90,21 @@ async def _agent_state(
     agent = json.loads(reply[1])
     if auth[0]:
         store.bindings.bind(slug, agent["name"])
-    return slug, agent
+    return agent
 
 
 async def retire_agent(store: Store, project_key: str, agent_name: str, token: str | None) -> dict[str, Any]:
-    _, agent = await _agent_state(store, project_key, agent_name, token, "retire")
+    agent = await _agent_state(store, project_key, agent_name, token, "retire")
     return {"status": "retired", "agent_name": agent["name"], "project_key": project_key}
 
 
 async def unretire_agent(store: Store, project_key: str, agent_name: str, token: str | None) -> dict[str, Any]:
-    _, agent = await _agent_state(store, project_key, agent_name, token, "unretire")
+    agent = await _agent_state(store, project_key, agent_name, token, "unretire")
     return {"status": "active", "agent_name": agent["name"], "project_key": project_key}
 
 
 async def deregister_agent(store: Store, project_key: str, agent_name: str, token: str | None) -> dict[str, Any]:
-    _, agent = await _agent_state(store, project_key, agent_name, token, "deregister")
+    agent = await _agent_state(store, project_key, agent_name, token, "deregister")
     return {"status": "deregistered", "agent_name": agent["name"], "project_key": project_key}
 
 
