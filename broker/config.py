@@ -84,6 +84,17 @@ class Settings(BaseSettings):
     window_id: str = Field("", alias="MCP_AGENT_MAIL_WINDOW_ID")
     window_ttl_days: int = Field(30, alias="MCP_AGENT_MAIL_WINDOW_TTL_DAYS", ge=1)
 
+    # Observability (docs/metrics.md): Prometheus /metrics and the per-call log.
+    metrics_enabled: bool = Field(True, alias="METRICS_ENABLED")
+    metrics_path: str = Field("/metrics", alias="METRICS_PATH")
+    # bearer: /metrics needs HTTP_BEARER_TOKEN like every other route; none: open to scrapers.
+    metrics_auth: Literal["bearer", "none"] = Field("bearer", alias="METRICS_AUTH")
+    # Projects with their own pending-backlog series; the rest are summed as project="_other".
+    metrics_max_projects: int = Field(50, alias="METRICS_MAX_PROJECTS", ge=0, le=1000)
+    log_format: Literal["text", "json"] = Field("text", alias="LOG_FORMAT")
+    # errors: one line per failed call; all: every call; off: none.
+    log_calls: Literal["errors", "all", "off"] = Field("errors", alias="LOG_CALLS")
+
     @field_validator("storage_root", mode="after")
     @classmethod
     def _expand_root(cls, value: Path) -> Path:

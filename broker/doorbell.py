@@ -50,6 +50,8 @@ class Doorbell:
         self._waiters: dict[tuple[str, str], set[Waiter]] = {}
         # Called with (project slug, lower agent name) on every doorbell (MCP push, broker/push.py).
         self.observers: list[Callable[[str, str], None]] = []
+        # Called with each event's cursor (its inbox entry id, Redis time) for the lag metric.
+        self.lag_observer: Callable[[str], None] | None = None
         self._live = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -147,6 +149,8 @@ class Doorbell:
             return
         for waiter in self._waiters.get(key, ()):
             waiter.ring.set()
+        if self.lag_observer is not None:
+            self.lag_observer(event.get("cursor", ""))
         for observer in self.observers:
             try:
                 observer(*key)

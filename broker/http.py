@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import time
 from typing import Any
 
 from fastmcp import FastMCP
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.config import Settings
@@ -16,17 +18,23 @@ from broker.events import add_event_routes
 from broker.server import build_server
 
 HEALTH_PREFIX = "/health/"
+SCRAPE_TIMEOUT_SECONDS = 2.0
 
 
 class BearerToken:
     """Require ``Authorization: Bearer <token>`` (constant-time compare) except on health probes."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, open_paths: tuple[str, ...] = ()) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
+        self.open_prefixes = (HEALTH_PREFIX, *open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope["path"].startswith(HEALTH_PREFIX) and scope["method"] != "OPTIONS":
+        if (
+            scope["type"] == "http"
+            and not scope["path"].startswith(self.open_prefixes)
+            and scope["method"] != "OPTIONS"
+        ):
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 response = JSONResponse(
@@ -68,12 +76,40 @@ def add_health_routes(mcp: FastMCP) -> None:
         return JSONResponse({"status": "ready"})
 
 
+def add_metrics_route(mcp: FastMCP, settings: Settings) -> None:
+    """``GET METRICS_PATH``: the Prometheus text format (broker/metrics.py)."""
+    metrics = mcp.metrics  # type: ignore[attr-defined]
+    if metrics is None:
+        return
+    store = mcp.store  # type: ignore[attr-defined]
+
+    @mcp.custom_route(settings.metrics_path, methods=["GET"])
+    async def metrics_endpoint(request: Request) -> Response:
+        await scrape(store, metrics, settings)
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+
+async def scrape(store: Any, metrics: Any, settings: Settings) -> None:
+    """Refresh the figures read at scrape time; Redis being away shows as broker_redis_up 0."""
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(store.redis.ping(), SCRAPE_TIMEOUT_SECONDS)
+    except Exception:  # any failure to reach Redis: report it, keep the in-process figures
+        metrics.redis_up.set(0)
+        return
+    metrics.redis_rtt.set(time.perf_counter() - started)
+    metrics.redis_up.set(1)
+
+
 def build_http_app(settings: Settings, host: str) -> tuple[Any, FastMCP]:
     """The ASGI app for ``broker serve`` and the server behind it."""
     mcp = build_server(settings, agent_auth=settings.effective_agent_auth(host))
     add_health_routes(mcp)
     add_event_routes(mcp)
+    add_metrics_route(mcp, settings)
     middleware = [Middleware(SlashAlias, path=settings.http_path)]
     if settings.http_bearer_token:
-        middleware.append(Middleware(BearerToken, token=settings.http_bearer_token))
+        open_paths = (settings.metrics_path,) if settings.metrics_auth == "none" else ()
+        middleware.append(Middleware(BearerToken, token=settings.http_bearer_token, open_paths=open_paths))
     return mcp.http_app(path=settings.http_path, middleware=middleware), mcp

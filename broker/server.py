@@ -7,15 +7,18 @@ in one process (or in many processes) share it.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis.exceptions as redis
 from fastmcp import FastMCP
 from fastmcp.exceptions import ResourceError, ToolError, ValidationError
 
+from broker.calllog import CallLog, call_log
 from broker.config import Settings, get_settings
 from broker.embedded import resolve_redis_url
 from broker.errors import BrokerError
+from broker.metrics import BrokerMetrics
 from broker.profiles import describe, enabled_tools
 from broker.store import Store
 from broker.tool_usage import ToolUsage
@@ -61,6 +64,8 @@ class BrokerMCP(FastMCP):
         self.usage = ToolUsage()
         # tool -> the profile settings that removed it (for the error a client gets when calling it)
         self.filtered_tools: dict[str, str] = {}
+        self.metrics: BrokerMetrics | None = None
+        self.call_log: CallLog | None = None
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         # FastMCP calls this twice per client call: from the protocol handler, then (with
@@ -75,15 +80,29 @@ class BrokerMCP(FastMCP):
                 "TOOLS_FILTER_PROFILE=full (or TOOLS_FILTER_ENABLED=false) and restart it.",
             )
         counts = self.usage.started(name)
+        started = time.perf_counter()
         try:
             result = await self._call_tool(name, arguments, **kwargs)
-        except Exception:
+        except Exception as exc:
             if counts is not None:
                 counts[1] += 1
+                self._observe(name, arguments, started, exc)
             raise
         if counts is not None:
             self.usage.succeeded(name, arguments)
+            self._observe(name, arguments, started, None)
         return result
+
+    def _observe(self, name: str, arguments: dict[str, Any] | None, started: float, exc: BaseException | None) -> None:
+        """Metrics and the call log (broker/metrics.py, broker/calllog.py); only for tools the
+        server registered, so a stranger's made-up names cannot grow the label set."""
+        seconds = time.perf_counter() - started
+        code = None if exc is None else getattr(exc, "code", None) or "UNHANDLED_EXCEPTION"
+        if self.metrics is not None:
+            self.metrics.observe_call(name, code, seconds)
+        if self.call_log is not None:
+            cause = exc.__cause__ if exc is not None and exc.__cause__ is not None else exc
+            self.call_log.call(name, arguments, code, seconds, cause)
 
     async def read_resource(self, uri: str, **kwargs: Any) -> Any:
         """Resource failures reach the client as ``CODE: message`` too: resources raise
@@ -141,6 +160,11 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
         module.register(mcp, store, settings, backend)
     apply_profile(mcp, settings)
     mcp.usage.track(list(registered_tools(mcp)))
+    if settings.metrics_enabled:
+        mcp.metrics = BrokerMetrics()
+        mcp.metrics.track_live(lambda: store.waiter_count, lambda: getattr(mcp, "push_subscriptions", lambda: 0)())
+        store.on_doorbell = mcp.metrics.observe_doorbell
+    mcp.call_log = call_log(settings.log_format, settings.log_calls)
     return mcp
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -42,6 +43,8 @@ class Store:
         self._scripts: Scripts | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._doorbell: Doorbell | None = None
+        # Called with each doorbell's cursor (the metrics' delivery lag), if set.
+        self.on_doorbell: Callable[[str], None] | None = None
 
     @property
     def redis(self) -> Redis:
@@ -62,7 +65,13 @@ class Store:
         self.redis  # noqa: B018 - notices a new loop (and drops what belonged to the old one)
         if self._doorbell is None:
             self._doorbell = Doorbell(self.redis_url, self.keys.doorbell)
+            self._doorbell.lag_observer = self.on_doorbell
         return self._doorbell
+
+    @property
+    def waiter_count(self) -> int:
+        """Waiters registered with this process's doorbell (0 before the first one)."""
+        return self._doorbell.waiter_count if self._doorbell is not None else 0
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         self.redis  # noqa: B018 - binds client and scripts to the running loop

@@ -20,7 +20,7 @@ RING_SIZE = 4096
 MAX_FIELD_CHARS = 256  # a project key or name kept in the ring is cut to this
 
 
-def _field(arguments: dict[str, Any] | None, *names: str) -> str | None:
+def argument_field(arguments: dict[str, Any] | None, *names: str) -> str | None:
     if not arguments:
         return None
     for name in names:
@@ -57,8 +57,8 @@ class ToolUsage:
             (
                 time.time(),
                 name,
-                _field(arguments, "project_key", "human_key"),
-                _field(arguments, "agent_name", "sender_name", "from_agent", "requester", "name"),
+                argument_field(arguments, "project_key", "human_key"),
+                argument_field(arguments, "agent_name", "sender_name", "from_agent", "requester", "name"),
             )
         )
 
