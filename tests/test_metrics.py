@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from broker.calllog import CallLog
 from broker.http import build_http_app
+from broker.server import build_server
 
 BEARER = "bearer-for-metrics"
 
@@ -126,7 +127,7 @@ async def until_lines(stream: io.StringIO, count: int) -> list[dict[str, Any]]:
 
 
 async def test_a_failed_call_is_one_json_line_with_code_and_no_traceback(backend: str, tmp_path: Path) -> None:
-    app, mcp = build_http_app(make_settings(backend, tmp_path), "127.0.0.1")
+    mcp = build_server(make_settings(backend, tmp_path))
     stream = io.StringIO()
     mcp.call_log = CallLog("json", "errors", stream)  # type: ignore[attr-defined]
     try:
@@ -146,7 +147,7 @@ async def test_a_failed_call_is_one_json_line_with_code_and_no_traceback(backend
 
 
 async def test_log_calls_all_logs_successes_too(redis_url: str, tmp_path: Path) -> None:
-    app, mcp = build_http_app(make_settings(redis_url, tmp_path), "127.0.0.1")
+    mcp = build_server(make_settings(redis_url, tmp_path))
     stream = io.StringIO()
     mcp.call_log = CallLog("json", "all", stream)  # type: ignore[attr-defined]
     try:
@@ -162,7 +163,7 @@ async def test_log_calls_all_logs_successes_too(redis_url: str, tmp_path: Path) 
 async def test_redis_outage_is_one_text_line_per_call_without_traceback(tmp_path: Path) -> None:
     """During an outage every call fails with CONNECTION_ERROR: one short line each, no traceback
     (rendering one per failed call on the event loop is what stalled the broker)."""
-    app, mcp = build_http_app(make_settings("redis://127.0.0.1:1/0", tmp_path), "127.0.0.1")
+    mcp = build_server(make_settings("redis://127.0.0.1:1/0", tmp_path))
     stream = io.StringIO()
     mcp.call_log = CallLog("text", "errors", stream)  # type: ignore[attr-defined]
     fastmcp_records: list[logging.LogRecord] = []
@@ -191,7 +192,7 @@ async def test_redis_outage_is_one_text_line_per_call_without_traceback(tmp_path
 
 async def test_an_unexpected_error_carries_its_traceback(redis_url: str, tmp_path: Path) -> None:
     """UNHANDLED_EXCEPTION is a bug to report: its line has the traceback (formatted off the loop)."""
-    app, mcp = build_http_app(make_settings(redis_url, tmp_path), "127.0.0.1")
+    mcp = build_server(make_settings(redis_url, tmp_path))
     stream = io.StringIO()
     mcp.call_log = CallLog("json", "errors", stream)  # type: ignore[attr-defined]
 
