@@ -100,6 +100,9 @@ async def scrape(store: Any, metrics: Any, settings: Settings) -> None:
         return
     metrics.redis_rtt.set(time.perf_counter() - started)
     metrics.redis_up.set(1)
+    totals = await store.redis.hgetall(store.keys.persist_stats)
+    metrics.persisted_messages.set(int(totals.get("messages", 0)))
+    metrics.persist_commits.set(int(totals.get("commits", 0)))
 
 
 def build_http_app(settings: Settings, host: str) -> tuple[Any, FastMCP]:

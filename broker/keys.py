@@ -7,6 +7,7 @@ Global keys
     <p>:projects                 HASH slug -> human_key (directory used for listing and hints)
     <p>:ids:<kind>               STRING counters for broker-wide integer ids
     <p>:doorbell                 pub/sub channel; one event per delivered recipient
+    <p>:persist:stats            HASH messages, commits written by the persistence workers (metrics)
 
 Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARGV)
     project                      HASH id, slug, human_key, created_at
@@ -92,6 +93,11 @@ class Keys:
     @property
     def doorbell(self) -> str:
         return f"{self.prefix}:doorbell"
+
+    @property
+    def persist_stats(self) -> str:
+        """HASH messages, commits: totals written by every persistence worker (for /metrics)."""
+        return f"{self.prefix}:persist:stats"
 
     @property
     def persist_queue(self) -> str:

@@ -8,12 +8,15 @@ import asyncio
 import io
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from fastmcp import Client
 from helpers import PROJECT, Tools, drop_prefix, make_settings
+from persist_helpers import run_worker
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker.calllog import CallLog
@@ -210,4 +213,46 @@ async def test_an_unexpected_error_carries_its_traceback(redis_url: str, tmp_pat
         assert "RuntimeError: boom" in line["traceback"]
     finally:
         mcp.call_log.stop()  # type: ignore[attr-defined]
+        await drop_prefix(mcp.store)  # type: ignore[attr-defined]
+
+
+async def test_dashboard_and_alert_rules_use_only_series_the_broker_serves(redis_url: str, tmp_path: Path) -> None:
+    app, mcp = build_http_app(make_settings(redis_url, tmp_path), "127.0.0.1")
+    try:
+        text = (await scrape(app)).text
+        served = set()
+        for family in text_string_to_metric_families(text):
+            served.add(family.name)
+            served.update(sample.name for sample in family.samples)
+            if family.type == "counter":
+                served.add(family.name + "_total")
+            if family.type == "histogram":
+                served.add(family.name + "_bucket")
+        docs = Path(__file__).resolve().parent.parent / "docs" / "grafana"
+        rules = yaml.safe_load((docs / "alerts.yml").read_text())
+        expressions = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+        dashboard = json.loads((docs / "dashboard.json").read_text())
+        expressions += [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+        used = {name for expr in expressions for name in re.findall(r"\bbroker_[a-z_]+", expr)}
+        assert used and used <= served, sorted(used - served)
+    finally:
+        await drop_prefix(mcp.store)  # type: ignore[attr-defined]
+
+
+async def test_persisted_messages_and_commits_count_every_worker(backend: str, tmp_path: Path) -> None:
+    settings = make_settings(backend, tmp_path)
+    app, mcp = build_http_app(settings, "127.0.0.1")
+    try:
+        async with Client(mcp) as client:
+            tools = Tools(client)
+            await tools.project()
+            await tools.agent("BlueLake")
+            await tools.agent("GreenCastle")
+            for _ in range(3):
+                await tools.send("BlueLake", ["GreenCastle"])
+        await run_worker(mcp, settings)
+        found = samples((await scrape(app)).text)
+        assert found[("broker_persisted_messages_total", ())] == 3
+        assert found[("broker_persist_commits_total", ())] >= 1
+    finally:
         await drop_prefix(mcp.store)  # type: ignore[attr-defined]

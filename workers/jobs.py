@@ -48,6 +48,12 @@ def drain_project(prefix: str, slug: str) -> dict[str, Any]:
     """Persist everything pending for one project; re-enqueues itself past its time budget."""
     persister = _persister_for(prefix)
     stats = persister.drain(slug)
+    if stats.messages or stats.commits:
+        # broker-wide totals for /metrics (every worker adds to the same hash)
+        pipe = persister.redis.pipeline(transaction=False)
+        pipe.hincrby(persister.keys.persist_stats, "messages", stats.messages)
+        pipe.hincrby(persister.keys.persist_stats, "commits", stats.commits)
+        pipe.execute()
     if stats.requeued:
         from rq import get_current_job
 
