@@ -19,21 +19,29 @@ HEALTH_PREFIX = "/health/"
 
 
 class BearerToken:
-    """Require ``Authorization: Bearer <token>`` (constant-time compare) except on health probes."""
+    """Require ``Authorization: Bearer <token>`` (constant-time compare) except on health probes.
+    The scheme name is case-insensitive (RFC 7235 section 2.1): ``bearer <token>`` passes too."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = token.encode()
+
+    def _authorized(self, header: bytes) -> bool:
+        scheme, _, credentials = header.partition(b" ")
+        # compare the token even when the scheme is wrong, so timing tells nothing about it
+        token_ok = hmac.compare_digest(credentials.lstrip(b" "), self.expected)
+        return scheme.lower() == b"bearer" and token_ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope["path"].startswith(HEALTH_PREFIX) and scope["method"] != "OPTIONS":
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                response = JSONResponse(
-                    {"detail": "Unauthorized: send 'Authorization: Bearer <HTTP_BEARER_TOKEN>'"}, status_code=401
-                )
-                await response(scope, receive, send)
-                return
+        guarded = (
+            scope["type"] == "http" and not scope["path"].startswith(HEALTH_PREFIX) and scope["method"] != "OPTIONS"
+        )
+        if guarded and not self._authorized(dict(scope["headers"]).get(b"authorization", b"")):
+            response = JSONResponse(
+                {"detail": "Unauthorized: send 'Authorization: Bearer <HTTP_BEARER_TOKEN>'"}, status_code=401
+            )
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
