@@ -26,8 +26,8 @@ serve: install
 	$(BIN)/broker serve
 
 lint: install
-	$(BIN)/ruff check broker workers tests benchmarks
-	$(BIN)/ruff format --check broker workers tests benchmarks
+	$(BIN)/ruff check broker workers tests benchmarks examples
+	$(BIN)/ruff format --check broker workers tests benchmarks examples
 
 test: install redis-server lint
 	$(BIN)/pytest -q
