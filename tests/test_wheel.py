@@ -67,7 +67,10 @@ async def test_wheel_installs_and_serves_from_a_fresh_venv(redis_url: str, tmp_p
     bin_dir = tmp_path / "venv" / "bin"
     installed = run([str(bin_dir / "pip"), "install", str(wheel)], outside)
     assert deprecations(installed) == []
-    where = run([str(bin_dir / "python"), "-c", "import broker.tools, workers.jobs; print(broker.__file__)"], outside)
+    where = run(
+        [str(bin_dir / "python"), "-c", "import broker.tools, workers.jobs, workers.alive; print(broker.__file__)"],
+        outside,
+    )
     assert Path(where.strip()).is_relative_to(tmp_path / "venv")
     assert run([str(bin_dir / "broker"), "--version"], outside).strip() == f"agent-broker {broker.__version__}"
 
