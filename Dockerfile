@@ -13,7 +13,7 @@ RUN apt-get update \
 
 WORKDIR /src
 # Only what the package is built from (pyproject.toml names README.md as its readme).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY broker ./broker
 COPY workers ./workers
 RUN pip install . \

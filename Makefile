@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: install serve test lint bench redis-server
+.PHONY: install serve test lint bench redis-server package-check
 
 $(BIN)/broker: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +26,16 @@ serve: install
 	$(BIN)/broker serve
 
 lint: install
-	$(BIN)/ruff check broker workers tests benchmarks
-	$(BIN)/ruff format --check broker workers tests benchmarks
+	$(BIN)/ruff check broker workers tests benchmarks examples
+	$(BIN)/ruff format --check broker workers tests benchmarks examples
 
 test: install redis-server lint
 	$(BIN)/pytest -q
+
+# The wheel as users get it: built from the checkout's files, installed with its dependencies into
+# a fresh venv outside the tree, serving MCP over HTTP (also part of `make test`).
+package-check: install redis-server
+	$(BIN)/pytest -q tests/test_wheel.py
 
 bench: install redis-server
 	$(BIN)/python -m benchmarks.messaging

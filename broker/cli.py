@@ -13,8 +13,20 @@ from broker.config import get_settings, is_loopback
 app = typer.Typer(help="Redis-backed realtime coordination broker for AI coding agents.", no_args_is_help=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from broker import __version__
+
+        print(f"agent-broker {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """Settings come from the environment (REDIS_URL, STORAGE_ROOT, HTTP_*, AGENT_AUTH)."""
 
 

@@ -22,26 +22,32 @@ SCRAPE_TIMEOUT_SECONDS = 2.0
 
 
 class BearerToken:
-    """Require ``Authorization: Bearer <token>`` (constant-time compare) except on health probes."""
+    """Require ``Authorization: Bearer <token>`` (constant-time compare) except on health probes.
+    The scheme name is case-insensitive (RFC 7235 section 2.1): ``bearer <token>`` passes too."""
 
     def __init__(self, app: ASGIApp, token: str, open_paths: tuple[str, ...] = ()) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = token.encode()
         self.open_prefixes = (HEALTH_PREFIX, *open_paths)
 
+    def _authorized(self, header: bytes) -> bool:
+        scheme, _, credentials = header.partition(b" ")
+        # compare the token even when the scheme is wrong, so timing tells nothing about it
+        token_ok = hmac.compare_digest(credentials.lstrip(b" "), self.expected)
+        return scheme.lower() == b"bearer" and token_ok
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
+        guarded = (
             scope["type"] == "http"
             and not scope["path"].startswith(self.open_prefixes)
             and scope["method"] != "OPTIONS"
-        ):
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                response = JSONResponse(
-                    {"detail": "Unauthorized: send 'Authorization: Bearer <HTTP_BEARER_TOKEN>'"}, status_code=401
-                )
-                await response(scope, receive, send)
-                return
+        )
+        if guarded and not self._authorized(dict(scope["headers"]).get(b"authorization", b"")):
+            response = JSONResponse(
+                {"detail": "Unauthorized: send 'Authorization: Bearer <HTTP_BEARER_TOKEN>'"}, status_code=401
+            )
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 

@@ -14,6 +14,7 @@ import redis.exceptions as redis
 from fastmcp import FastMCP
 from fastmcp.exceptions import ResourceError, ToolError, ValidationError
 
+from broker import __version__
 from broker.calllog import CallLog, call_log
 from broker.config import Settings, get_settings
 from broker.embedded import resolve_redis_url
@@ -152,7 +153,8 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
     settings = settings or get_settings()
     redis_url, backend = resolve_redis_url(settings.redis_url, settings.storage_root)
     store = Store(settings, redis_url, agent_auth)
-    mcp = BrokerMCP("agent-broker", instructions=INSTRUCTIONS)
+    # version: the package's own in the MCP server info (FastMCP would report its own)
+    mcp = BrokerMCP("agent-broker", instructions=INSTRUCTIONS, version=__version__)
     mcp.store = store  # type: ignore[attr-defined]  # for the HTTP layer and tests
     mcp.backend_description = backend  # type: ignore[attr-defined]
 

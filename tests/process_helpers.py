@@ -1,0 +1,78 @@
+"""Running ``broker serve`` as a real process from any installed ``broker`` executable (the test
+venv's, or a fresh venv's built from the wheel)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+
+BROKER = str(Path(sys.executable).with_name("broker"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def broker_env(redis_url: str, root: Path, **extra: str) -> dict[str, str]:
+    """The environment minus any broker setting of the caller's, on a key prefix of its own."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HTTP_", "AGENT_AUTH", "REDIS_", "AGENT_BROKER_", "PYTHONPATH"))
+    }
+    env.update(REDIS_URL=redis_url, REDIS_KEY_PREFIX=f"srv{uuid4().hex[:8]}", STORAGE_ROOT=str(root), **extra)
+    return env
+
+
+@dataclass
+class Served:
+    base: str  # http://127.0.0.1:<port>
+    mcp_url: str  # base + /mcp/
+    proc: subprocess.Popen[str]
+
+
+@contextmanager
+def serving(env: dict[str, str], broker: str = BROKER, cwd: Path | None = None) -> Iterator[Served]:
+    """Run ``broker serve`` on a random loopback port; yield once /health/liveness answers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [broker, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health/liveness", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"broker serve did not start:\n{proc.communicate()[0]}")
+            time.sleep(0.1)
+        yield Served(base, f"{base}/mcp/", proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
