@@ -118,7 +118,8 @@ def _start_persistence(mcp: object, settings: Settings) -> None:
     if state is not None:
         from broker.persist_state import summary_line
 
-        _say(f"persistence: {summary_line(state)}")
+        # the in-process worker registers a moment later: its count would read 0
+        _say(f"persistence: {summary_line(state, workers=settings.persistence_worker == 'external')}")
         if settings.persistence_worker == "external" and not state["workers_alive"]:
             _say(
                 "warning: no `broker worker` is alive for this Redis and REDIS_KEY_PREFIX: nothing reaches the Git "

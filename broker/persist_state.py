@@ -133,13 +133,13 @@ def readiness_problems(state: dict[str, Any], settings: Settings) -> list[str]:
     return problems
 
 
-def summary_line(state: dict[str, Any]) -> str:
-    """One line for the start-up output and logs."""
+def summary_line(state: dict[str, Any], workers: bool = True) -> str:
+    """One line for the start-up output and logs (``workers``: include the live-worker count)."""
     age = state["oldest_pending_age_seconds"]
     oldest = "none" if age is None else f"{age:.1f} s ({state['oldest_pending_project']})"
     capped = "" if state["projects_examined"] >= state["projects_total"] else f" (first {state['projects_examined']})"
+    alive = f"{state['workers_alive']} worker(s) alive on queue {state['queue']}; " if workers else ""
     return (
-        f"{state['workers_alive']} worker(s) alive on queue {state['queue']}; "
-        f"pending {state['pending']} + in flight {state['in_flight']}{capped}, oldest {oldest}; "
+        f"{alive}pending {state['pending']} + in flight {state['in_flight']}{capped}, oldest {oldest}; "
         f"dead letters {state['dead_letters']}"
     )
