@@ -77,7 +77,6 @@ class PersistenceWorker:
         self._stop = threading.Event()
         self._worker: SimpleWorker | None = None
         self._reconciler: threading.Thread | None = None
-        self._beater: threading.Thread | None = None
         self._thread: threading.Thread | None = None
 
     def reconcile(self, startup: bool = False) -> list[str]:
@@ -120,19 +119,19 @@ class PersistenceWorker:
         if not burst and self._reconciler is None:
             self._reconciler = threading.Thread(target=self._reconcile_forever, name="persist-reconciler", daemon=True)
             self._reconciler.start()
-        if self._beater is None:
-            self._beater = threading.Thread(target=self._beat_forever, name="persist-heartbeat", daemon=True)
-            self._beater.start()
+        done = threading.Event()
+        threading.Thread(target=self._beat, args=(worker, done), name="persist-heartbeat", daemon=True).start()
         try:
             worker.work(burst=burst, logging_level="WARNING", with_scheduler=False)
         finally:
-            self._worker = None  # deregistered by rq's teardown; the heartbeat must not revive it
+            done.set()  # deregistered by rq's teardown: the heartbeat must not revive it
+            self._worker = None
 
-    def _beat_forever(self) -> None:
+    def _beat(self, worker: SimpleWorker, done: threading.Event) -> None:
+        """Heartbeat ``worker`` until its run ends (or stop())."""
         interval = self.settings.persist_worker_heartbeat_seconds
-        while not self._stop.wait(interval):
-            worker = self._worker
-            if worker is None or worker.birth_date is None:  # not registered yet (or gone)
+        while not done.wait(interval) and not self._stop.is_set():
+            if worker.birth_date is None:  # not registered yet
                 continue
             try:
                 worker.heartbeat()
