@@ -169,3 +169,21 @@ async def test_brokers_leave_no_rq_worker_entry(redis_url: str, tmp_path: Path) 
     with serving(env):  # HTTP, stopped with SIGTERM
         await wait_for(lambda: asyncio.to_thread(registered, redis_url, env), "HTTP broker runs no worker")
     assert not registered(redis_url, env)
+
+
+def test_start_up_says_who_persists(redis_url: str, tmp_path: Path) -> None:
+    """The start-up lines name the persistence mode and, when a separate worker should run but
+    none does, warn that nothing reaches the archive or index (stdio; stdin closed at once)."""
+
+    def start(**extra: str) -> str:
+        env = broker_env(redis_url, tmp_path, **extra)
+        command = [BROKER, "serve", "--transport", "stdio"]
+        return subprocess.run(command, env=env, input="", capture_output=True, text=True, timeout=30).stderr
+
+    external = start(PERSISTENCE_WORKER="external")
+    assert "persistence worker: external" in external
+    assert "0 worker(s) alive on queue" in external
+    assert "warning: no `broker worker` is alive" in external
+    inprocess = start()
+    assert "persistence worker: in-process" in inprocess
+    assert "warning" not in inprocess
