@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import sys
+import threading
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated
 
 import typer
 
-from broker.config import get_settings, is_loopback
+from broker.config import Settings, get_settings, is_loopback
 
 app = typer.Typer(help="Redis-backed realtime coordination broker for AI coding agents.", no_args_is_help=True)
 
@@ -44,16 +47,16 @@ def _say(message: str) -> None:
 def serve(
     transport: Annotated[Transport, typer.Option(help="http (streamable HTTP) or stdio")] = Transport.http,
     host: Annotated[str | None, typer.Option(help="HTTP bind address (default HTTP_HOST)")] = None,
-    port: Annotated[int | None, typer.Option(help="HTTP port (default HTTP_PORT)")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default HTTP_PORT; 0: any free port)")] = None,
 ) -> None:
-    """Run the broker."""
-    settings = get_settings()
-    if transport is Transport.stdio:
-        from broker.server import build_server
+    """Run the broker (and, unless PERSISTENCE_WORKER=external, its persistence worker)."""
+    from broker.server import build_server
 
+    settings = _persistence_settings(get_settings())
+    if transport is Transport.stdio:
         mcp = build_server(settings)
         _say(f"storage: {mcp.backend_description}")  # type: ignore[attr-defined]
-        _start_embedded_worker(mcp)
+        _start_persistence(mcp, settings)
         _say(f"agent auth: {mcp.store.bindings.mode}; serving MCP on stdio")  # type: ignore[attr-defined]
         mcp.run(transport="stdio", show_banner=False)
         return
@@ -63,26 +66,122 @@ def serve(
     from broker.http import build_http_app
 
     host = host or settings.http_host
-    port = port or settings.http_port
+    sock = _bind(host, settings.http_port if port is None else port)  # before anything is announced
+    port = sock.getsockname()[1]
+    # health_check reports what is bound, not HTTP_HOST / HTTP_PORT
+    settings = settings.model_copy(update={"http_host": host, "http_port": port})
     if not is_loopback(host) and not settings.http_bearer_token:
         _say(f"warning: listening on {host} without HTTP_BEARER_TOKEN; agent tokens are required")
     asgi, mcp = build_http_app(settings, host)
     _say(f"storage: {mcp.backend_description}")  # type: ignore[attr-defined]
-    _start_embedded_worker(mcp)
+    _start_persistence(mcp, settings)
     _say(f"agent auth: {mcp.store.bindings.mode}")  # type: ignore[attr-defined]
-    _say(f"serving MCP at http://{host}:{port}{settings.http_path} (health: /health/liveness, /health/readiness)")
-    uvicorn.run(asgi, host=host, port=port, log_level="warning")
+    shown = f"[{host}]" if ":" in host else host
+    _say(f"serving MCP at http://{shown}:{port}{settings.http_path} (health: /health/liveness, /health/readiness)")
+    uvicorn.Server(uvicorn.Config(asgi, log_level="warning")).run(sockets=[sock])
 
 
-def _start_embedded_worker(mcp: object) -> None:
-    """No REDIS_URL: this process also persists (DESIGN decision 9), on a thread."""
-    settings = get_settings()
-    if settings.redis_url:
-        return
-    from workers.runner import PersistenceWorker
+def _bind(host: str, port: int) -> socket.socket:
+    """Listen on host:port, or exit 1 saying why (a busy port, an address not on this machine)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not for a port in use: only TIME_WAIT
+        try:
+            sock.bind(address)
+            sock.listen(2048)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as exc:
+        _say(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Stop what uses it, or pick --host/--port")
+        raise typer.Exit(1) from exc
+    return sock
 
-    PersistenceWorker(settings, mcp.store.redis_url).start_thread()  # type: ignore[attr-defined]
-    _say(f"persistence worker: in-process (archive {settings.archive_path}, index {settings.index_path})")
+
+def _persistence_settings(settings: Settings) -> Settings:
+    """PERSISTENCE_WORKER as it can be honoured: in-process fakeredis is visible to no other
+    process, so a `broker worker` could never drain it."""
+    from broker.embedded import resolve_redis_url
+
+    url, _ = resolve_redis_url(settings.redis_url, settings.storage_root)
+    if settings.persistence_worker == "external" and url.startswith("memory://"):
+        _say(
+            "warning: PERSISTENCE_WORKER=external, but no other process can reach in-process fakeredis: persisting here"
+        )
+        return settings.model_copy(update={"persistence_worker": "inprocess"})
+    return settings
+
+
+def _start_persistence(mcp: object, settings: Settings) -> None:
+    """Run the persistence worker on a thread of this process (PERSISTENCE_WORKER=inprocess, the
+    default), or check that a separate `broker worker` is alive (external); say which either way."""
+    url = mcp.store.redis_url  # type: ignore[attr-defined]
+    state = _state_now(mcp, settings)
+    if settings.persistence_worker == "inprocess":
+        from workers.runner import PersistenceWorker
+
+        worker = PersistenceWorker(settings, url)
+        worker.start_thread()
+        _stop_on_exit(worker.stop)
+        _say(f"persistence worker: in-process (archive {settings.archive_path}, index {settings.index_path})")
+    else:
+        _say("persistence worker: external (PERSISTENCE_WORKER=external; `broker worker` processes persist)")
+    if state is not None:
+        from broker.persist_state import summary_line
+
+        # the in-process worker registers a moment later: its count would read 0
+        _say(f"persistence: {summary_line(state, workers=settings.persistence_worker == 'external')}")
+        if settings.persistence_worker == "external" and not state["workers_alive"]:
+            _say(
+                "warning: no `broker worker` is alive for this Redis and REDIS_KEY_PREFIX: nothing reaches the Git "
+                "archive or the SQLite index (search_messages finds nothing) until one runs"
+            )
+
+
+def _state_now(mcp: object, settings: Settings) -> dict | None:
+    """The persistence state at start-up (None, said, if Redis does not answer within 5 s)."""
+    import asyncio
+
+    from broker.connection import make_client
+    from broker.persist_state import persistence_state
+
+    async def read() -> dict:
+        client = make_client(mcp.store.redis_url)  # type: ignore[attr-defined]
+        try:
+            return await asyncio.wait_for(persistence_state(client, mcp.store.keys, settings), 5)  # type: ignore[attr-defined]
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(read())
+    except Exception as exc:  # the server still starts; readiness reports Redis
+        _say(f"persistence: state unknown ({type(exc).__name__}: {exc})")
+        return None
+
+
+def _stop_on_exit(stop: Callable[[], None]) -> None:
+    """Run ``stop`` once when the process ends: normal exit, Ctrl-C, or SIGTERM/SIGHUP (after
+    which the signal's default action still ends the process, as without this)."""
+    import atexit
+    import os
+    import signal
+
+    done = threading.Event()
+
+    def once() -> None:
+        if not done.is_set():
+            done.set()
+            stop()
+
+    def on_signal(signum: int, frame: object) -> None:
+        once()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    atexit.register(once)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
 
 
 @app.command()

@@ -84,6 +84,15 @@ class Settings(BaseSettings):
     window_id: str = Field("", alias="MCP_AGENT_MAIL_WINDOW_ID")
     window_ttl_days: int = Field(30, alias="MCP_AGENT_MAIL_WINDOW_TTL_DAYS", ge=1)
 
+    # Persistence worker and health (docs/operations.md): whether `serve` persists in-process or a
+    # separate `broker worker` does, how often workers prove they live, how many projects a health
+    # check examines, and when /health/readiness fails (0 / false: never for that reason).
+    persistence_worker: Literal["inprocess", "external"] = Field("inprocess", alias="PERSISTENCE_WORKER")
+    persist_worker_heartbeat_seconds: float = Field(2.0, alias="PERSIST_WORKER_HEARTBEAT_SECONDS", gt=0, le=60)
+    health_max_projects: int = Field(1000, alias="HEALTH_MAX_PROJECTS", ge=1, le=100_000)
+    readiness_max_persist_lag_seconds: float = Field(0.0, alias="READINESS_MAX_PERSIST_LAG_SECONDS", ge=0)
+    readiness_require_persist_worker: bool = Field(False, alias="READINESS_REQUIRE_PERSIST_WORKER")
+
     # Observability (docs/metrics.md): Prometheus /metrics and the per-call log.
     metrics_enabled: bool = Field(True, alias="METRICS_ENABLED")
     metrics_path: str = Field("/metrics", alias="METRICS_PATH")

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.config import Settings
 from broker.events import add_event_routes
+from broker.persist_state import persistence_state, readiness_problems
 from broker.server import build_server
 
 HEALTH_PREFIX = "/health/"
@@ -66,7 +67,7 @@ class SlashAlias:
         await self.app(scope, receive, send)
 
 
-def add_health_routes(mcp: FastMCP) -> None:
+def add_health_routes(mcp: FastMCP, settings: Settings) -> None:
     store = mcp.store  # type: ignore[attr-defined]
 
     @mcp.custom_route(HEALTH_PREFIX + "liveness", methods=["GET"])
@@ -77,9 +78,13 @@ def add_health_routes(mcp: FastMCP) -> None:
     async def readiness(request: Request) -> JSONResponse:
         try:
             await store.redis.ping()
+            state = await persistence_state(store.redis, store.keys, settings)
         except Exception as exc:  # any failure to reach Redis means not ready
             return JSONResponse({"detail": f"Redis unreachable: {exc}"}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        problems = readiness_problems(state, settings)
+        if problems:
+            return JSONResponse({"detail": "; ".join(problems), "persistence": state}, status_code=503)
+        return JSONResponse({"status": "ready", "persistence": state})
 
 
 def add_metrics_route(mcp: FastMCP, settings: Settings) -> None:
@@ -106,15 +111,14 @@ async def scrape(store: Any, metrics: Any, settings: Settings) -> None:
         return
     metrics.redis_rtt.set(time.perf_counter() - started)
     metrics.redis_up.set(1)
-    totals = await store.redis.hgetall(store.keys.persist_stats)
-    metrics.persisted_messages.set(int(totals.get("messages", 0)))
-    metrics.persist_commits.set(int(totals.get("commits", 0)))
+    state = await persistence_state(store.redis, store.keys, settings, per_project=True)
+    metrics.set_persistence(state, settings.metrics_max_projects)
 
 
 def build_http_app(settings: Settings, host: str) -> tuple[Any, FastMCP]:
     """The ASGI app for ``broker serve`` and the server behind it."""
     mcp = build_server(settings, agent_auth=settings.effective_agent_auth(host))
-    add_health_routes(mcp)
+    add_health_routes(mcp, settings)
     add_event_routes(mcp)
     add_metrics_route(mcp, settings)
     middleware = [Middleware(SlashAlias, path=settings.http_path)]

@@ -50,6 +50,8 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
                                  scripts that add to pending; deleted by the job when it starts)
     pending:inflight             ZSET members a drain job claimed, scored by claim time in ms;
                                  removed once in Git and SQLite, re-queued by the reconciler if aged
+    dead                         ZSET dead-lettered pending entries (ones a drain gave up on), read by
+                                 health as a count (ZCARD); the dead-letter code owns what goes in it
 
 Agent names are case-insensitive, so per-agent keys use the lower-cased name.
 The Lua side builds the ``msg:``, ``inbox:``... keys from the project prefix with the same
@@ -186,3 +188,6 @@ class Keys:
 
     def inflight(self, slug: str) -> str:
         return self.pending(slug) + ":inflight"
+
+    def dead(self, slug: str) -> str:
+        return self.project_prefix(slug) + "dead"

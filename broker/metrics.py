@@ -123,7 +123,7 @@ class BrokerMetrics:
         self.persisted_messages.set(state.get("persisted_messages", 0))
         self.persist_commits.set(state.get("commits", 0))
         self.dead_letters.set(state.get("dead_letters", 0))
-        self.dead_letter_age.set(state.get("oldest_dead_letter_seconds", 0))
+        self.dead_letter_age.set(state.get("oldest_dead_letter_age_seconds") or 0)
         self.workers_alive.set(state.get("workers_alive", 0))
 
     def render(self) -> tuple[bytes, str]:

@@ -256,3 +256,25 @@ async def test_persisted_messages_and_commits_count_every_worker(backend: str, t
         assert found[("broker_persist_commits_total", ())] >= 1
     finally:
         await drop_prefix(mcp.store)  # type: ignore[attr-defined]
+
+
+async def test_backlog_series_per_project_are_capped(backend: str, tmp_path: Path) -> None:
+    """Without a worker the backlog grows; past METRICS_MAX_PROJECTS the rest is one _other series."""
+    app, mcp = build_http_app(make_settings(backend, tmp_path, METRICS_MAX_PROJECTS=1), "127.0.0.1")
+    try:
+        async with Client(mcp) as client:
+            tools = Tools(client)
+            for key, sends in (("/tmp/busy-project", 3), ("/tmp/quiet-project", 1)):
+                await tools.project(key)
+                await tools.agent("BlueLake", project_key=key)
+                await tools.agent("GreenCastle", project_key=key)
+                for _ in range(sends):
+                    await tools.send("BlueLake", ["GreenCastle"], project_key=key)
+        found = samples((await scrape(app)).text)
+        backlog = {labels[0][1]: value for (name, labels), value in found.items() if name == "broker_persist_pending"}
+        assert set(backlog) == {"tmp-busy-project", "_other"}
+        assert backlog["tmp-busy-project"] > backlog["_other"] > 0
+        age = found[("broker_persist_oldest_pending_seconds", (("project", "tmp-busy-project"),))]
+        assert 0 <= age < 60
+    finally:
+        await drop_prefix(mcp.store)  # type: ignore[attr-defined]

@@ -68,7 +68,7 @@ def serving(env: dict[str, str], host: str = "127.0.0.1") -> Iterator[str]:
 async def test_http_with_bearer_token(redis_url: str, tmp_path: Path) -> None:
     with serving(broker_env(redis_url, tmp_path, HTTP_BEARER_TOKEN=TOKEN)) as base:
         assert httpx.get(f"{base}/health/liveness").json() == {"status": "alive"}
-        assert httpx.get(f"{base}/health/readiness").json() == {"status": "ready"}
+        assert httpx.get(f"{base}/health/readiness").json()["status"] == "ready"
         # Without the bearer token, or with a wrong one, the MCP endpoint refuses.
         assert httpx.post(f"{base}/mcp/", json={}).status_code == 401
         wrong = httpx.post(f"{base}/mcp/", json={}, headers={"Authorization": "Bearer nope"})

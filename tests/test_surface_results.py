@@ -82,9 +82,10 @@ async def call(tools: Tools, tool: str, **args: Any) -> Any:
 
 # -- §3.1 infrastructure -------------------------------------------------------------------------
 async def test_infrastructure_results(tools: Tools, trio: dict[str, Any], tmp_path: Path) -> None:
-    # README "Differences from the reference" > "Extra keys": health_check adds `redis` and `agent_auth`.
+    # README "Differences from the reference" > "Extra keys": health_check adds `redis`, `agent_auth`
+    # and `persistence`.
     keys(await call(tools, "health_check"), {"status", "environment", "http_host", "http_port", "database_url"},
-         ours={"redis", "agent_auth"})  # fmt: skip
+         ours={"redis", "agent_auth", "persistence"})  # fmt: skip
     keys(await tools.project(), PROJECT_KEYS, PROJECT_OPT)
     repo = tmp_path / "code"
     repo.mkdir()

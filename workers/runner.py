@@ -10,15 +10,23 @@ and enqueues every project with pending entries; then, every
 PERSIST_RECONCILE_INTERVAL_SECONDS, it enqueues projects whose oldest pending entry is older
 than PERSIST_RECONCILE_AGE_SECONDS and re-queues in-flight entries older than the drain time
 limit.
+
+Liveness: besides rq's own heartbeat (once per dequeue timeout), a heartbeat thread refreshes the
+worker's rq hash every PERSIST_WORKER_HEARTBEAT_SECONDS, also while a drain runs, and states that
+interval in the hash, so health (broker/persist_state.py) notices a killed worker within a few
+beats instead of rq's minutes. ``stop()`` deregisters the worker, so a broker that exits leaves no
+stale ``rq:worker`` entry behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
 from typing import Any
 
+import redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
@@ -27,15 +35,28 @@ from broker.config import Settings
 from broker.connection import make_sync_client
 from broker.persist import Persister
 from broker.persist_queue import DRAIN_TIMEOUT_SECONDS, PersistQueue
+from broker.persist_state import BEAT_FIELD
 from workers.jobs import register_persister
 
 log = logging.getLogger(__name__)
 
+# rq blocks on the queue for this minus 15 s between its own heartbeats, and keeps a silent
+# worker's hash for this plus 60 s (rq's default, 420, kept a killed worker listed for 8 minutes).
+WORKER_TTL_SECONDS = 60
+# How long stop() lets a drain in progress finish before deregistering anyway.
+STOP_WAIT_SECONDS = 5.0
 
-class DrainWorker(SimpleWorker):
-    """rq's SimpleWorker, with its command channel (pub/sub) polled every second instead of
-    every 60 s: rq's teardown joins that thread, which otherwise sits out its full 60 s wait
-    when the unsubscribe lands first, so every stop took a minute."""
+
+class BeatingWorker(SimpleWorker):
+    """A SimpleWorker whose rq hash says, from its birth on, how often it beats (health uses it
+    to tell a killed worker from a quiet one), and whose command channel (pub/sub) is polled
+    every second instead of every 60 s: rq's teardown joins that thread, which otherwise sat out
+    its full 60 s wait when the unsubscribe landed first, so a stop could take a minute."""
+
+    beat_interval = 0.0
+
+    def serialize(self) -> dict:
+        return {**super().serialize(), BEAT_FIELD: str(self.beat_interval)}
 
     def subscribe(self) -> None:
         self.pubsub = self.connection.pubsub()
@@ -45,8 +66,8 @@ class DrainWorker(SimpleWorker):
         )
 
 
-class ThreadWorker(DrainWorker):
-    """A DrainWorker that can run off the main thread: no signal handlers, and job time
+class ThreadWorker(BeatingWorker):
+    """A BeatingWorker that can run off the main thread: no signal handlers, and job time
     limits enforced by a timer instead of SIGALRM."""
 
     death_penalty_class = TimerDeathPenalty
@@ -65,6 +86,7 @@ class PersistenceWorker:
         self._stop = threading.Event()
         self._worker: SimpleWorker | None = None
         self._reconciler: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
 
     def reconcile(self, startup: bool = False) -> list[str]:
         """Enqueue a drain for every project that needs one; returns their slugs."""
@@ -97,12 +119,33 @@ class PersistenceWorker:
             rq_log.addHandler(handler)
         self.reconcile(startup=True)
         on_main = threading.current_thread() is threading.main_thread()
-        worker_class: Any = DrainWorker if on_main else ThreadWorker
-        self._worker = worker_class([self.queue.queue], connection=self.rq_connection, serializer=JSONSerializer)
+        worker_class: Any = BeatingWorker if on_main else ThreadWorker
+        worker = worker_class(
+            [self.queue.queue], connection=self.rq_connection, serializer=JSONSerializer, worker_ttl=WORKER_TTL_SECONDS
+        )
+        worker.beat_interval = self.settings.persist_worker_heartbeat_seconds
+        self._worker = worker
         if not burst and self._reconciler is None:
             self._reconciler = threading.Thread(target=self._reconcile_forever, name="persist-reconciler", daemon=True)
             self._reconciler.start()
-        self._worker.work(burst=burst, logging_level="WARNING", with_scheduler=False)
+        done = threading.Event()
+        threading.Thread(target=self._beat, args=(worker, done), name="persist-heartbeat", daemon=True).start()
+        try:
+            worker.work(burst=burst, logging_level="WARNING", with_scheduler=False)
+        finally:
+            done.set()  # deregistered by rq's teardown: the heartbeat must not revive it
+            self._worker = None
+
+    def _beat(self, worker: SimpleWorker, done: threading.Event) -> None:
+        """Heartbeat ``worker`` until its run ends (or stop())."""
+        interval = self.settings.persist_worker_heartbeat_seconds
+        while not done.wait(interval) and not self._stop.is_set():
+            if worker.birth_date is None:  # not registered yet
+                continue
+            try:
+                worker.heartbeat()
+            except Exception as exc:  # Redis away: health reports the worker gone, which is the truth
+                log.debug("heartbeat failed: %s", exc)
 
     def _run_until_stopped(self) -> None:
         # rq's work loop returns when Redis goes away; the server outlives that, so start over.
@@ -118,9 +161,20 @@ class PersistenceWorker:
         it after a Redis outage."""
         thread = threading.Thread(target=self._run_until_stopped, name="persist-worker", daemon=True)
         thread.start()
+        self._thread = thread
         return thread
 
     def stop(self) -> None:
+        """Stop the thread's worker and deregister it from rq's registry (from any thread, at exit
+        too). A drain in progress gets STOP_WAIT_SECONDS to finish; one cut short stays in
+        flight and is re-queued by the next reconciler, so nothing is lost."""
         self._stop.set()
-        if self._worker is not None:
-            self._worker.request_stop(None, None)
+        worker = self._worker
+        if worker is None:
+            return
+        worker._stop_requested = True  # rq's loop leaves after the current job, deregistering itself
+        if self._thread is not None and worker.get_state() == "busy":
+            self._thread.join(STOP_WAIT_SECONDS)
+        if self._worker is worker:  # still idle in its blocking dequeue: deregister it here
+            with contextlib.suppress(redis.RedisError):
+                worker.register_death()

@@ -11,13 +11,15 @@ from broker import identity
 from broker.archive import recent_commits
 from broker.config import Settings
 from broker.inputs import check_format
+from broker.persist_state import persistence_state
 from broker.store import Store
 
 
 def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> None:
     @mcp.tool
     async def health_check(format: str | None = None) -> dict[str, Any]:
-        """Broker status and configuration echo (round-trips to Redis)."""
+        """Broker status and configuration echo (round-trips to Redis). persistence: who persists
+        (mode), workers alive, pending changes and the oldest one's age, dead letters."""
         check_format(format)
         await store.redis.ping()
         return {
@@ -28,6 +30,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
             "database_url": f"sqlite:///{settings.index_path}",
             "redis": backend,
             "agent_auth": store.bindings.mode,
+            "persistence": await persistence_state(store.redis, store.keys, settings),
         }
 
     @mcp.tool
