@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     window_id: str = Field("", alias="MCP_AGENT_MAIL_WINDOW_ID")
     window_ttl_days: int = Field(30, alias="MCP_AGENT_MAIL_WINDOW_TTL_DAYS", ge=1)
 
+    # Idempotent sends (broker/idempotency.py): how long a send's idempotency_key is remembered.
+    idempotency_window_seconds: int = Field(86400, alias="IDEMPOTENCY_WINDOW_SECONDS", ge=1, le=30 * 86400)
+
     @field_validator("storage_root", mode="after")
     @classmethod
     def _expand_root(cls, value: Path) -> Path:

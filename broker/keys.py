@@ -36,6 +36,9 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
                                  (documented in broker/scripts/lib/contacts.lua)
     held:<lower>:<slug>#<lower>  ZSET message ids held for the first agent until it approves the
                                  sender (second), scored by the hold's deadline in microseconds
+    idem:<slug>#<lower>:<key>    STRING a send's idempotency record: the SHA-256 hex of what was sent, then
+                                 the send script's reply JSON; one per (sender, key) in each target
+                                 project, expiring after IDEMPOTENCY_WINDOW_SECONDS (send_message.lua)
     tpart:<thread_id>            SET of the thread's participants (lower names; "project:<slug>#<lower>"
                                  for senders of other projects), for contacts_only
     mailact                      HASH lower(name) -> ms of the agent's last read or ack (staleness)
@@ -152,6 +155,11 @@ class Keys:
 
     def held(self, slug: str, name: str, sender_slug: str, sender: str) -> str:
         return f"{self.project_prefix(slug)}held:{name.lower()}:{sender_slug}#{sender.lower()}"
+
+    def idempotency(self, slug: str, sender_slug: str, sender: str, key: str) -> str:
+        """The record of a send with ``key`` from ``sender`` (of ``sender_slug``) into project
+        ``slug``; the sender part has no ':' (slugs and names never do), so keys cannot collide."""
+        return f"{self.project_prefix(slug)}idem:{sender_slug}#{sender.lower()}:{key}"
 
     def thread_participants(self, slug: str, thread_id: str) -> str:
         return f"{self.project_prefix(slug)}tpart:{thread_id}"
