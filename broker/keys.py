@@ -28,7 +28,7 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
     outbox:<lower>               STREAM per sender: m=id c=created_us
     unread:<lower>               SET of message ids not yet read by that agent
     thread:<thread_id>           ZSET message id scored by created_us
-    res:<id>, res:index, res:buckets, res:expiry, res:all, res:agent:<lower>
+    res:<id>, res:index, res:buckets, res:expiry, res:all, res:ended, res:agent:<lower>
                                  file reservations; documented in broker/scripts/lib/reservations.lua
     links:<lower>                HASH contact links of that agent: "out:<slug>#<lower>" (it asked to write
                                  to that agent) and "in:<slug>#<lower>" (that agent asked to write to it)
@@ -175,6 +175,9 @@ class Keys:
 
     def reservation_all(self, slug: str) -> str:
         return self.project_prefix(slug) + "res:all"
+
+    def reservation_ended(self, slug: str) -> str:
+        return self.project_prefix(slug) + "res:ended"
 
     def reservation_index(self, slug: str) -> str:
         return self.project_prefix(slug) + "res:index"

@@ -142,7 +142,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "resource://tooling/recent/{window_seconds}": ("agent", "project", "format"),
     "resource://project/{slug}": ("format",),
     "resource://agents/{project_key}": ("format",),
-    "resource://file_reservations/{slug}": ("active_only", "format"),
+    "resource://file_reservations/{slug}": ("active_only", "limit", "format"),
     "resource://message/{message_id}": ("project", "agent", "agent_token", "format"),
     "resource://thread/{thread_id}": ("project", "agent", "agent_token", "include_bodies", "format"),
     "resource://inbox/{agent}": (
