@@ -37,7 +37,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         format: str | None = None,
     ) -> dict[str, Any]:
         """Send a Markdown message to agents of the project; delivered to all recipients or none.
-        A retry with the same idempotency_key (e.g. a UUID, within 24 h) returns the first result
+        A retry with the same idempotency_key (a UUID, say) within 24 h returns the first result
         and delivers nothing twice."""
         check_format(format)
         if attachment_paths:
