@@ -36,9 +36,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         idempotency_key: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Send a Markdown message to agents of the project; delivered to all recipients or none.
-        A retry with the same idempotency_key (a UUID, say) within 24 h returns the first result
-        and delivers nothing twice."""
+        """Send a Markdown message to agents of the project; delivered to all recipients or none, once per idempotency_key."""
         check_format(format)
         if attachment_paths:
             raise BrokerError(
@@ -78,8 +76,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         idempotency_key: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Reply in the message's thread; by default to its sender. A retry with the same
-        idempotency_key returns the first result and delivers nothing twice."""
+        """Reply in the message's thread; by default to its sender (at most once per idempotency_key)."""
         check_format(format)
         return await mail.reply_message(
             store, project_key, message_id, sender_name, body_md, to, cc, bcc, subject_prefix, sender_token,
