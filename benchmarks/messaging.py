@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ def floor_server() -> FastMCP:
         project_key: str, sender_name: str, to: list[str], subject: str, body_md: str,
         cc: list[str] | None = None, bcc: list[str] | None = None, importance: str = "normal",
         ack_required: bool = False, thread_id: str | None = None, topic: str | None = None,
-        sender_token: str | None = None,
+        sender_token: str | None = None, idempotency_key: str | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         return {}
 
@@ -83,6 +84,11 @@ async def run(rounds: int, in_flight: int, waves: int) -> None:
             sends = await interleaved(
                 {"ours": lambda: ours.call_tool("send_message", send_args),
                  "floor": lambda: floor.call_tool("send_message", send_args)}, rounds)  # fmt: skip
+            keys = itertools.count()  # a new key per call: a first send with a key, never a replay
+            keyed = await interleaved(
+                {"ours": lambda: ours.call_tool("send_message", {**send_args, "idempotency_key": f"k{next(keys)}"}),
+                 "floor": lambda: floor.call_tool("send_message", {**send_args, "idempotency_key": "k"})},
+                max(rounds // 3, 50))  # fmt: skip
             fetches = await interleaved(
                 {"ours": lambda: ours.call_tool("fetch_inbox", fetch_args),
                  "floor": lambda: floor.call_tool("fetch_inbox", fetch_args)}, max(rounds // 3, 50))  # fmt: skip
@@ -103,6 +109,7 @@ async def run(rounds: int, in_flight: int, waves: int) -> None:
 
         print(f"Redis: {source}; {rounds} sends and {max(rounds // 3, 50)} fetches per tool, interleaved")
         print(row("send_message (512 B, 1 recipient)", sends["ours"], sends["floor"], target=2.0))
+        print(row("send_message with idempotency_key", keyed["ours"], keyed["floor"], target=2.0))
         print(row("fetch_inbox (100, with bodies)", fetches["ours"], fetches["floor"], target=1.3))
         ratio = ours_rate / floor_rate
         verdict = "ok" if ratio >= 0.5 and errors == 0 else "BELOW TARGET"

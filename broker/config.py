@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # errors: one line per failed call; all: every call; off: none.
     log_calls: Literal["errors", "all", "off"] = Field("errors", alias="LOG_CALLS")
 
+    # Idempotent sends (broker/idempotency.py): how long a send's idempotency_key is remembered.
+    idempotency_window_seconds: int = Field(86400, alias="IDEMPOTENCY_WINDOW_SECONDS", ge=1, le=30 * 86400)
+
     @field_validator("storage_root", mode="after")
     @classmethod
     def _expand_root(cls, value: Path) -> Path:

@@ -29,7 +29,7 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
     outbox:<lower>               STREAM per sender: m=id c=created_us
     unread:<lower>               SET of message ids not yet read by that agent
     thread:<thread_id>           ZSET message id scored by created_us
-    res:<id>, res:index, res:buckets, res:expiry, res:all, res:agent:<lower>
+    res:<id>, res:index, res:buckets, res:expiry, res:all, res:ended, res:agent:<lower>
                                  file reservations; documented in broker/scripts/lib/reservations.lua
     links:<lower>                HASH contact links of that agent: "out:<slug>#<lower>" (it asked to write
                                  to that agent) and "in:<slug>#<lower>" (that agent asked to write to it)
@@ -37,6 +37,9 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
                                  (documented in broker/scripts/lib/contacts.lua)
     held:<lower>:<slug>#<lower>  ZSET message ids held for the first agent until it approves the
                                  sender (second), scored by the hold's deadline in microseconds
+    idem:<slug>#<lower>:<key>    STRING a send's idempotency record: the SHA-256 hex of what was sent, then
+                                 the send script's reply JSON; one per (sender, key) in each target
+                                 project, expiring after IDEMPOTENCY_WINDOW_SECONDS (send_message.lua)
     tpart:<thread_id>            SET of the thread's participants (lower names; "project:<slug>#<lower>"
                                  for senders of other projects), for contacts_only
     mailact                      HASH lower(name) -> ms of the agent's last read or ack (staleness)
@@ -161,6 +164,11 @@ class Keys:
     def held(self, slug: str, name: str, sender_slug: str, sender: str) -> str:
         return f"{self.project_prefix(slug)}held:{name.lower()}:{sender_slug}#{sender.lower()}"
 
+    def idempotency(self, slug: str, sender_slug: str, sender: str, key: str) -> str:
+        """The record of a send with ``key`` from ``sender`` (of ``sender_slug``) into project
+        ``slug``; the sender part has no ':' (slugs and names never do), so keys cannot collide."""
+        return f"{self.project_prefix(slug)}idem:{sender_slug}#{sender.lower()}:{key}"
+
     def thread_participants(self, slug: str, thread_id: str) -> str:
         return f"{self.project_prefix(slug)}tpart:{thread_id}"
 
@@ -175,6 +183,9 @@ class Keys:
 
     def reservation_all(self, slug: str) -> str:
         return self.project_prefix(slug) + "res:all"
+
+    def reservation_ended(self, slug: str) -> str:
+        return self.project_prefix(slug) + "res:ended"
 
     def reservation_index(self, slug: str) -> str:
         return self.project_prefix(slug) + "res:index"

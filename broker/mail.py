@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from broker import contacts
+from broker import contacts, idempotency
 from broker.errors import BrokerError
+from broker.idempotency import Idempotency
 from broker.identity import project_slug
 from broker.inputs import check_importance, check_recipient_count, check_text, check_thread_id, check_topic
 from broker.names import mistake_hint, validate_name
@@ -67,10 +68,16 @@ async def _deliver_one(
     msg: Outgoing,
     broadcast: bool,
     hold: bool,
+    idem: Idempotency | None,
 ) -> dict[str, Any]:
     """One delivery into ``group``'s project: its project, payload (None when nobody was left
     to deliver to), the recipients it is held for, and the recipients a broadcast skipped."""
     keys, slug = store.keys, group.slug
+    script_keys = [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)]
+    idem_args: list[Any] = []
+    if idem:
+        script_keys.append(keys.idempotency(slug, sender.slug, sender.name, idem.key))
+        idem_args = [store.settings.idempotency_window_seconds * 1000, idem.fingerprint]
     cutoff = ""
     if broadcast:
         cutoff = (datetime.now(UTC) - timedelta(days=BROADCAST_ACTIVE_DAYS)).isoformat()
@@ -78,7 +85,7 @@ async def _deliver_one(
     auth = ("", "0") if foreign else sender.auth
     reply = await store.run(
         "send_message",
-        [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
+        script_keys,
         [
             keys.project_prefix(slug),
             keys.doorbell,
@@ -106,6 +113,7 @@ async def _deliver_one(
             *(n.lower() for n in group.to),
             *(n.lower() for n in group.cc),
             *(n.lower() for n in group.bcc),
+            *idem_args,
         ],
     )
     status = reply[0]
@@ -127,6 +135,8 @@ async def _deliver_one(
         )
     if status == "UNKNOWN_RECIPIENTS":
         raise _Unknown(reply[1:])
+    if status == "IDEMPOTENCY_CONFLICT" and idem:
+        raise idempotency.conflict(idem.key, sender.name)
     if status == "HOLD_FULL":
         raise contacts.hold_full(store, reply[1:], sender, foreign, group)
     if status in contacts.REFUSALS:
@@ -188,19 +198,21 @@ async def deliver(
     msg: Outgoing,
     broadcast: bool,
     hold: bool,
+    idem: Idempotency | None = None,
     rerouted: bool = False,
 ) -> dict[str, Any]:
-    """Send ``msg`` to every recipient: one delivery per target project, each all or none."""
+    """Send ``msg`` to every recipient: one delivery per target project, each all or none (and,
+    with ``idem``, each at most once per key: see broker/idempotency.py)."""
     groups = group_by_project(sender.slug, sender.project_key, kinds)
     if len(groups) == 1:
         try:
-            done = await _deliver_one(store, groups[sender.slug], sender, None, msg, broadcast, hold)
+            done = await _deliver_one(store, groups[sender.slug], sender, None, msg, broadcast, hold, idem)
             return await _result(store, sender, [(groups[sender.slug], done)], [], msg)
         except _Unknown as unknown:
             if rerouted:
                 raise await _unknown_recipients(store, sender.slug, unknown.lowered, []) from None
             kinds = await _reroute(store, sender, kinds, unknown.lowered)
-            return await deliver(store, sender, kinds, msg, broadcast, hold, True)
+            return await deliver(store, sender, kinds, msg, broadcast, hold, idem, True)
     foreign = await contacts.authenticated_sender(store, sender)
     done_list: list[tuple[Group, dict[str, Any]]] = []
     errors: list[dict[str, Any]] = []
@@ -211,17 +223,18 @@ async def deliver(
             home = slug == sender.slug  # a broadcast covers the sender's project only
             try:
                 result = await _deliver_one(
-                    store, group, sender, None if home else foreign, msg, broadcast and home, hold
+                    store, group, sender, None if home else foreign, msg, broadcast and home, hold, idem
                 )
             except _Unknown as unknown:
                 if home and not rerouted:  # the sender's project goes first: nothing was delivered yet
                     kinds = await _reroute(store, sender, kinds, unknown.lowered)
-                    return await deliver(store, sender, kinds, msg, broadcast, hold, True)
+                    return await deliver(store, sender, kinds, msg, broadcast, hold, idem, True)
                 given = group.to + group.cc + group.bcc
                 raise await _unknown_recipients(store, slug, unknown.lowered, given) from None
             done_list.append((group, result))
         except BrokerError as exc:
-            if len(groups) == 1:
+            # a reused key stops the send: the projects after this one must not get the new content
+            if len(groups) == 1 or exc.code == "IDEMPOTENCY_CONFLICT":
                 raise
             errors.append({"project": group.project_key, "type": exc.code, "message": exc.message, **exc.data})
     if errors and not any(d["payload"] for _, d in done_list):
@@ -288,8 +301,10 @@ async def send_message(
     topic: str | None,
     sender_token: str | None,
     auto_contact_if_blocked: bool | None = None,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     slug = project_slug(project_key)
+    key = idempotency.check_key(idempotency_key)
     topic = check_topic(topic)
     name = validate_name(sender_name, "sender_name")
     kinds = {"to": parse_recipients(to, "to"), "cc": parse_recipients(cc, "cc"), "bcc": parse_recipients(bcc, "bcc")}
@@ -304,7 +319,13 @@ async def send_message(
     check_text(store, subject, body_md)
     sender = Sender(slug, project_key, name, store.bindings.args(slug, name, sender_token))
     msg = Outgoing(subject, body_md, check_importance(importance), ack_required, check_thread_id(thread_id), topic)
-    return await deliver(store, sender, kinds, msg, broadcast, _hold_default(store, auto_contact_if_blocked))
+    idem = idempotency.make(key, "send", msg, broadcast, _fingerprint_kinds(kinds))
+    return await deliver(store, sender, kinds, msg, broadcast, _hold_default(store, auto_contact_if_blocked), idem)
+
+
+def _fingerprint_kinds(kinds: dict[str, list[Address]]) -> dict[str, list[tuple[str, str | None]]]:
+    """Recipients as given (names are case-insensitive), for an idempotency fingerprint."""
+    return {kind: [(a.name.lower(), a.project_key) for a in addresses] for kind, addresses in kinds.items()}
 
 
 async def _visible_message(
@@ -332,8 +353,10 @@ async def reply_message(
     bcc: list[str] | None,
     subject_prefix: str,
     sender_token: str | None,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     slug = project_slug(project_key)
+    key = idempotency.check_key(idempotency_key)
     name = validate_name(sender_name, "sender_name")
     to_given = parse_recipients(to, "to")
     kinds = {"cc": parse_recipients(cc, "cc"), "bcc": parse_recipients(bcc, "bcc")}
@@ -361,7 +384,15 @@ async def reply_message(
     msg = Outgoing(
         subject, body_md, original["importance"], original["ack_required"], thread_key, original["topic"] or ""
     )
-    result = await deliver(store, sender, kinds, msg, False, False)
+    idem = idempotency.make(
+        key,
+        "reply",
+        message_id,
+        body_md,
+        prefix,
+        _fingerprint_kinds({"to": to_given, "cc": kinds["cc"], "bcc": kinds["bcc"]}),
+    )
+    result = await deliver(store, sender, kinds, msg, False, False, idem)
     if "error" in result:
         return result
     first = result["deliveries"][0]["payload"] if result["deliveries"] else {}

@@ -26,6 +26,7 @@ MAX_PATHS_PER_CALL = 100
 MAX_IDS_PER_CALL = 1000
 MAX_REASON_CHARS = 512
 MAX_HOLDERS_LISTED = 50  # per conflicting path; more_holders says when there were more
+ENDED_LISTED = 100  # ended reservations a listing shows by default (limit, at most MAX_LIMIT)
 GLOB_STEP_BUDGET = 2_000_000  # overlap-test work of one reserve call (GLOB_STEP_BUDGET in lib/globs.lua)
 
 
@@ -200,6 +201,14 @@ async def renew(
     return {"renewed": len(renewed), "file_reservations": renewed}
 
 
+def _is_live(record: dict[str, str], now_us: int) -> bool:
+    return not record.get("released_us") and int(record["expires_us"]) > now_us
+
+
+def _ended_us(record: dict[str, str]) -> int:
+    return int(record.get("released_us") or record["expires_us"])
+
+
 async def load_records(store: Store, slug: str, ids: list[str]) -> list[dict[str, str]]:
     pipe = store.redis.pipeline(transaction=False)
     for reservation_id in ids:
@@ -207,8 +216,12 @@ async def load_records(store: Store, slug: str, ids: list[str]) -> list[dict[str
     return [r for r in await pipe.execute() if r.get("id")]
 
 
-async def list_reservations(store: Store, project: str, active_only: bool = True) -> list[dict[str, Any]]:
-    """Reservations of a project (by slug or human key), oldest first, with staleness evidence."""
+async def list_reservations(
+    store: Store, project: str, active_only: bool = True, limit: int = ENDED_LISTED
+) -> list[dict[str, Any]]:
+    """Reservations of a project (by slug or human key), oldest first, with staleness evidence:
+    the live ones and, unless ``active_only``, the ``limit`` most recently ended ones that are
+    still retained (their number grows with the retention, so it is bounded here)."""
     slug = project_slug(project)
     keys = store.keys
     human_key = await store.redis.hget(keys.project(slug), "human_key")
@@ -217,12 +230,18 @@ async def list_reservations(store: Store, project: str, active_only: bool = True
     now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
     if active_only:
         ids = await store.redis.zrangebyscore(keys.reservation_expiry(slug), f"({now_us}", "+inf")
+        records = await load_records(store, slug, ids)
     else:
-        ids = await store.redis.zrange(keys.reservation_all(slug), 0, -1)
-    records = await load_records(store, slug, ids)
-    if not active_only and len(records) < len(ids):  # records past their retention: forget the ids
-        present = {r["id"] for r in records}
-        await store.redis.zrem(keys.reservation_all(slug), *(i for i in ids if i not in present))
+        pipe = store.redis.pipeline(transaction=False)
+        pipe.zrangebyscore(keys.reservation_expiry(slug), f"({now_us}", "+inf")
+        # ended: expired ones not yet retired (still in res:expiry) and retired ones (res:ended)
+        pipe.zrevrangebyscore(keys.reservation_expiry(slug), now_us, "-inf", start=0, num=limit)
+        pipe.zrevrange(keys.reservation_ended(slug), 0, limit - 1)
+        live, expired, ended = await pipe.execute()
+        records = await load_records(store, slug, list(dict.fromkeys([*live, *expired, *ended])))
+        gone = sorted((r for r in records if not _is_live(r, now_us)), key=_ended_us, reverse=True)
+        kept = {r["id"] for r in gone[:limit]}
+        records = [r for r in records if _is_live(r, now_us) or r["id"] in kept]
     records.sort(key=lambda r: (int(r["created_us"]), int(r["id"])))
     activity: dict[str, Activity] = {}
     result = []
@@ -231,7 +250,7 @@ async def list_reservations(store: Store, project: str, active_only: bool = True
         holder = record["agent"]
         if holder not in activity:
             activity[holder] = await holder_activity(store, slug, holder)
-        live = not record.get("released_us") and int(record["expires_us"]) > now_us
+        live = _is_live(record, now_us)
         verdict = activity[holder].verdict(store.settings)
         entry["stale"] = live and verdict.stale
         entry["stale_reasons"] = verdict.reasons if live else []

@@ -5,6 +5,7 @@ arrival for that agent, and only for it."""
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -87,7 +88,9 @@ async def test_subscribe_answers_once_arrivals_are_heard(server: FastMCP, trio: 
         assert server.store.doorbell.subscriptions >= 1  # type: ignore[attr-defined]
 
 
-async def test_a_listen_stream_opens_once_arrivals_are_heard(server: FastMCP, tools: Tools) -> None:
+async def test_a_listen_stream_opens_once_arrivals_are_heard(
+    server: FastMCP, tools: Tools, trio: dict[str, Any]
+) -> None:
     """The listen stream's acknowledgement comes only when the doorbell subscriber is live."""
     uri = f"resource://inbox/greencastle?project={SLUG}"
     async with listen(tools.client.session, resource_subscriptions=[uri]):
@@ -100,13 +103,14 @@ class StuckConnection:
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.sent = 0
+        self.exit_stack = AsyncExitStack()
 
     async def send_resource_updated(self, uri: str) -> None:
         await self.release.wait()
         self.sent += 1
 
 
-async def test_a_stuck_session_holds_one_pending_notification_per_uri(server: FastMCP) -> None:
+async def test_a_stuck_session_holds_one_pending_notification_per_uri(server: FastMCP, trio: dict[str, Any]) -> None:
     """Arrivals for a session that does not read coalesce: one pending send per (session, URI),
     not one task per arrival piling up in memory; once it reads again it is notified."""
     sessions = SessionSubscriptions(server.store)  # type: ignore[attr-defined]
@@ -124,3 +128,71 @@ async def test_a_stuck_session_holds_one_pending_notification_per_uri(server: Fa
     assert stuck.sent == 2  # the send under way, then one more for the arrivals during it
     sessions._on_doorbell(SLUG, "greencastle")  # later arrivals are notified again
     await until(lambda: stuck.sent == 3)
+
+
+# -- only URIs that can fire; bounded; dropped with their session ------------------------------
+BAD_URIS = {
+    "resource://project/tmp-concurrent-test": "INVALID_SUBSCRIPTION",
+    "resource://inbox/GreenCastle": "INVALID_SUBSCRIPTION",  # no project
+    "resource://inbox/Nobody?project=tmp-concurrent-test": "NOT_FOUND",
+    "resource://inbox/GreenCastle?project=no-such-project": "NOT_FOUND",
+    "resource://inbox/GreenCastle?project=rel/path": "INVALID_ARGUMENT",
+    "https://example.com/anything": "INVALID_SUBSCRIPTION",
+}
+
+
+@pytest.mark.filterwarnings("ignore:resources/")
+async def test_uris_that_cannot_fire_are_refused(server: FastMCP, trio: dict[str, Any]) -> None:
+    async with Client(server, mode="legacy") as client:
+        for uri, code in BAD_URIS.items():
+            with pytest.raises(MCPError, match=f"^{code}: "):
+                await client.session.subscribe_resource(uri)
+        assert server.push_sessions.count == 0  # type: ignore[attr-defined]
+    async with Client(server) as client:
+        for uri, code in BAD_URIS.items():
+            with pytest.raises(MCPError, match=f"^{code}: "):
+                async with listen(client.session, resource_subscriptions=[uri]):
+                    pass
+
+
+@pytest.mark.filterwarnings("ignore:resources/")
+async def test_agent_in_any_case_and_project_by_path_or_slug(server: FastMCP, trio: dict[str, Any]) -> None:
+    by_path = "resource://inbox/GREENCASTLE?project=/tmp/concurrent-test"
+    updates: asyncio.Queue[str] = asyncio.Queue()
+
+    class Updates(MessageHandler):
+        async def on_resource_updated(self, message: ResourceUpdatedNotification) -> None:
+            updates.put_nowait(str(message.params.uri))
+
+    async with Client(server, mode="legacy", message_handler=Updates()) as client:
+        await client.session.subscribe_resource(by_path)
+        await Tools(client).send("BlueLake", ["GreenCastle"])
+        assert await asyncio.wait_for(updates.get(), 5) == by_path  # notified with the URI it gave
+    async with Client(server) as client:
+        by_slug = f"resource://inbox/greenCastle?project={SLUG}"
+        async with listen(client.session, resource_subscriptions=[by_path, by_slug]) as subscription:
+            green = f"resource://inbox/greencastle?project={SLUG}"
+            assert subscription.honored.resource_subscriptions == [green]  # acknowledged canonical
+            await Tools(client).send("BlueLake", ["GreenCastle"])
+            assert await asyncio.wait_for(anext(subscription), 5) == ResourceUpdated(uri=green)
+
+
+@pytest.mark.filterwarnings("ignore:resources/")
+async def test_a_sessions_subscriptions_are_bounded_and_go_with_it(server: FastMCP, trio: dict[str, Any]) -> None:
+    sessions = server.push_sessions  # type: ignore[attr-defined]
+    many = [f"resource://inbox/GreenCastle?project={SLUG}&limit={n}" for n in range(65)]
+    async with Client(server, mode="legacy") as client:
+        for uri in many[:64]:
+            await client.session.subscribe_resource(uri)
+        with pytest.raises(MCPError, match=r"^TOO_MANY_SUBSCRIPTIONS: "):
+            await client.session.subscribe_resource(many[64])
+        async with Client(server, mode="legacy") as other:
+            await other.session.subscribe_resource(f"resource://inbox/alpha-one?project={SLUG}")
+            assert sessions.count == 65
+        # the other session closed without unsubscribing: its subscription is gone
+        assert sessions.count == 64 and f"resource://inbox/alpha-one?project={SLUG}" not in sessions._watchers
+    assert sessions.count == 0 and sessions._watchers == {}
+    async with Client(server) as client:
+        with pytest.raises(MCPError, match=r"^TOO_MANY_SUBSCRIPTIONS: "):
+            async with listen(client.session, resource_subscriptions=many):
+                pass

@@ -114,6 +114,9 @@ OUR_PARAMS = {
     # README "Agent and project lifecycle" > Differences: "purge_old_messages ... needs project admin
     # auth under AGENT_AUTH=required (it takes an extra registration_token argument ...)"
     "purge_old_messages": "registration_token:?str=None",
+    # README "Differences from the reference": "send_message and reply_message take an optional idempotency_key"
+    "send_message": "idempotency_key:?str=None",
+    "reply_message": "idempotency_key:?str=None",
 }
 
 # Tools of ours (README "Realtime delivery" > Differences: "wait_for_mail ... do not exist in the reference").
@@ -139,7 +142,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "resource://tooling/recent/{window_seconds}": ("agent", "project", "format"),
     "resource://project/{slug}": ("format",),
     "resource://agents/{project_key}": ("format",),
-    "resource://file_reservations/{slug}": ("active_only", "format"),
+    "resource://file_reservations/{slug}": ("active_only", "limit", "format"),
     "resource://message/{message_id}": ("project", "agent", "agent_token", "format"),
     "resource://thread/{thread_id}": ("project", "agent", "agent_token", "include_bodies", "format"),
     "resource://inbox/{agent}": (

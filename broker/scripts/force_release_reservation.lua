@@ -22,4 +22,5 @@ local state = redis.call("HMGET", record_key, "expires_us", "released_us")
 if state[1] ~= ARGV[6] or state[2] ~= "" then return {"CHANGED"} end
 redis.call("HSET", record_key, "released_us", now_us)
 res_retire(prefix, id, record_key, ARGV[7])
+res_gc(prefix, now_us, 8)  -- forget a few ended reservations past their retention
 return {"ok", iso, now_us, mark_pending(KEYS[3], ms, "res:" .. id)}

@@ -50,6 +50,7 @@ local function drop_reservation(id)
   res_retire(prefix, id, record_key, 1)
   redis.call("DEL", record_key)
   redis.call("ZREM", pkey(prefix, "res:all"), id)
+  redis.call("ZREM", pkey(prefix, "res:ended"), id)
   redis.call("ZREM", KEYS[4], "res:" .. id)
 end
 

@@ -1,5 +1,6 @@
 -- release_reservations: end the agent's live reservations (all, or those with the given exact
--- patterns or ids). Idempotent: ended ones are not counted again.
+-- patterns or ids). Idempotent: ended ones are not counted again. Also forgets up to twice as
+-- many (+8) ended reservations past their retention (res_gc), so releases never outpace it.
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
 -- KEYS[3]  pending-persistence zset
@@ -25,5 +26,6 @@ for _, id in ipairs(chosen) do
   res_retire(prefix, id, record_key, ARGV[6])
   changed[#changed + 1] = "res:" .. id
 end
+res_gc(prefix, now_us, 2 * #chosen + 8)
 local schedule = mark_pending_all(KEYS[3], ms, changed)
 return {"ok", #chosen, iso, schedule}

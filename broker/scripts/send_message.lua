@@ -10,6 +10,8 @@
 -- KEYS[2]  agents hash
 -- KEYS[3]  active hash (name -> last_active_ts)
 -- KEYS[4]  pending-persistence zset
+-- KEYS[5]  optional: the idempotency record of this (sender, key) (see broker/idempotency.py);
+--          when given, the last two ARGV are the window in ms and the request's fingerprint
 -- ARGV[1]  project key prefix "<p>:{slug}:" (bodies, msg:, inbox:, urgent:, rtopic:, stopic:,
 --          outbox:, unread:, thread:, tpart:, links:, held:)
 -- ARGV[2]  doorbell channel
@@ -34,7 +36,7 @@
 -- ARGV[21] sender of another project, JSON {name, id, project_id, slug, human_key}, or ""
 -- ARGV[22] seconds a held message waits for the contact to be approved
 -- ARGV[23] most messages one sender may have held for one recipient
--- ARGV[24..] lower-cased names: to, then cc, then bcc
+-- ARGV[24..] lower-cased names: to, then cc, then bcc (then the idempotency pair, with KEYS[5])
 -- Returns {"ok", head JSON, recipients JSON {to,cc,bcc}, human_key, 1 if a persistence job
 -- must be enqueued (see mark_pending) else 0, held JSON [{name, kind}], skipped JSON
 -- [{recipient, reason}]}, or
@@ -42,13 +44,26 @@
 -- {"PROJECT_ARCHIVED", human_key}, {"UNKNOWN_RECIPIENTS", name...},
 -- {"AGENT_RETIRED"|"CONTACT_BLOCKED"|"CONTACT_REQUIRED"|"HOLD_FULL", name...} (HOLD_FULL: ARGV[23]
 -- messages from this sender are already held for them),
--- {"TOO_MANY_RECIPIENTS", count}, {"NO_RECIPIENTS", skipped JSON}; on every error nothing is written.
+-- {"TOO_MANY_RECIPIENTS", count}, {"NO_RECIPIENTS", skipped JSON}, {"IDEMPOTENCY_CONFLICT"} (the key
+-- was used for other content); on every error nothing is written. A key already used for the same
+-- content returns the first "ok" reply (persistence flag 0) and writes nothing.
 local prefix = ARGV[1]
 local project = redis.call("HMGET", KEYS[1], "id", "human_key", "archived_at")
 if not project[1] then return {"NO_PROJECT"} end
 if project[3] then return {"PROJECT_ARCHIVED", project[2]} end
 local s, err = resolve_sender(KEYS[1], KEYS[2], ARGV[3], project[2], project[1], ARGV[5], ARGV[6], ARGV[7], ARGV[21])
 if err then return err end
+-- Idempotency: checked after the sender proved who it is, recorded below with the delivery.
+local last, idem = #ARGV, KEYS[5]
+if idem then
+  last = last - 2
+  local first = redis.call("GET", idem)
+  if first then
+    if string.sub(first, 1, 64) ~= ARGV[#ARGV] then return {"IDEMPOTENCY_CONFLICT"} end
+    local r = cjson.decode(string.sub(first, 65))
+    return {"ok", r[1], r[2], r[3], 0, r[4], r[5]}
+  end
+end
 local iso, us, ms = now()
 local thread_id, topic = ARGV[12], ARGV[13]
 local broadcast, hold, intro = ARGV[14] ~= "", ARGV[19] == "1", ARGV[20] == "1"
@@ -80,7 +95,7 @@ local function consider(agent, lower, kind)
   end
 end
 local nto, ncc = tonumber(ARGV[17]), tonumber(ARGV[18])
-for i = 24, #ARGV do
+for i = 24, last do
   local idx = i - 23
   local kind = idx <= nto and "to" or (idx <= nto + ncc and "cc" or "bcc")
   local lower = ARGV[i]
@@ -144,4 +159,9 @@ if thread_id ~= "" then
   redis.call("SADD", pkey(prefix, "tpart:" .. thread_id), unpack(members))
 end
 local schedule = mark_pending(KEYS[4], ms, "msg:" .. id)
-return {"ok", head, recipients, project[2], schedule, #held_out == 0 and "[]" or cjson.encode(held_out), skipped_json}
+local held_json = #held_out == 0 and "[]" or cjson.encode(held_out)
+if idem then
+  redis.call("SET", idem, ARGV[#ARGV] .. cjson.encode({head, recipients, project[2], held_json, skipped_json}),
+    "PX", ARGV[#ARGV - 1])
+end
+return {"ok", head, recipients, project[2], schedule, held_json, skipped_json}

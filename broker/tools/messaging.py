@@ -33,9 +33,10 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         topic: str | None = None,
         auto_contact_if_blocked: bool | None = None,
         sender_token: str | None = None,
+        idempotency_key: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Send a Markdown message to agents of the project; delivered to all recipients or none."""
+        """Send a Markdown message to agents of the project; delivered to all recipients or none, once per idempotency_key."""
         check_format(format)
         if attachment_paths:
             raise BrokerError(
@@ -58,6 +59,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
             topic,
             sender_token,
             auto_contact_if_blocked,
+            idempotency_key,
         )
 
     @mcp.tool
@@ -71,13 +73,15 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         bcc: list[str] | None = None,
         subject_prefix: str = "Re:",
         sender_token: str | None = None,
+        idempotency_key: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Reply in the message's thread; by default to its sender."""
+        """Reply in the message's thread; by default to its sender (at most once per idempotency_key)."""
         check_format(format)
         return await mail.reply_message(
-            store, project_key, message_id, sender_name, body_md, to, cc, bcc, subject_prefix, sender_token
-        )
+            store, project_key, message_id, sender_name, body_md, to, cc, bcc, subject_prefix, sender_token,
+            idempotency_key,
+        )  # fmt: skip
 
     @mcp.tool
     async def fetch_inbox(

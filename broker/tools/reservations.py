@@ -13,7 +13,7 @@ from broker.config import Settings
 from broker.inputs import check_format
 from broker.store import Store
 from broker.tools.resources import guarded
-from broker.views import flag
+from broker.views import flag, limit_of
 
 
 def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> None:
@@ -101,12 +101,15 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
 
     # security=None: a project may be named by its (URL-encoded) absolute path
     @mcp.resource(
-        "resource://file_reservations/{slug}{?active_only,format}", mime_type="application/json", security=None
+        "resource://file_reservations/{slug}{?active_only,limit,format}", mime_type="application/json", security=None
     )
     @guarded
     async def file_reservations_resource(
-        slug: str, active_only: str | None = None, format: str | None = None
+        slug: str, active_only: str | None = None, limit: str | None = None, format: str | None = None
     ) -> list[dict[str, Any]]:
-        """A project's file reservations (live ones unless active_only=false), oldest first."""
+        """A project's file reservations (live ones; with active_only=false also the `limit` most
+        recently ended, default 100), oldest first."""
         check_format(format)
-        return await reservations.list_reservations(store, slug, flag(active_only, "active_only", True))
+        return await reservations.list_reservations(
+            store, slug, flag(active_only, "active_only", True), limit_of(limit, reservations.ENDED_LISTED)
+        )

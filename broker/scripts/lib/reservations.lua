@@ -11,6 +11,9 @@
 --                       only buckets that exist (one HMGET for all its prefixes)
 --   res:expiry          ZSET id by expires_us of live reservations (pruning and listings)
 --   res:all             ZSET id by created_us of every reservation still retained
+--   res:ended           ZSET id by the microsecond from which an ended reservation may be forgotten
+--                       (its end + FILE_RESERVATION_RETENTION_SECONDS); res_gc forgets it then,
+--                       once persisted, so ended reservations do not pile up in res:all
 --   res:agent:<lower>   HASH pattern -> id of the agent's live reservations (renew in place)
 -- A reservation counts while released_us == "" and now < expires_us: every script compares
 -- expiry with its own TIME, so an expired entry stops counting at its instant even before it
@@ -42,7 +45,7 @@ local function iso_from_us(us)
 end
 
 -- Take a reservation out of the live structures (index, expiry, agent map); the record stays
--- for `retention` seconds so listings and the persistence worker can still read it.
+-- at least `retention` seconds (res:ended) so listings and the persistence worker can read it.
 local function res_retire(prefix, id, record_key, retention)
   local fields = redis.call("HMGET", record_key, "member", "agent", "path_pattern")
   if fields[1] and redis.call("ZREM", pkey(prefix, "res:index"), fields[1]) == 1 then
@@ -56,15 +59,38 @@ local function res_retire(prefix, id, record_key, retention)
     local map = pkey(prefix, "res:agent:" .. string.lower(fields[2]))
     if redis.call("HGET", map, fields[3]) == id then redis.call("HDEL", map, fields[3]) end
   end
-  redis.call("EXPIRE", record_key, retention)
+  local t = redis.call("TIME")
+  local forget_us = (tonumber(t[1]) + tonumber(retention)) * 1000000 + tonumber(t[2])
+  redis.call("ZADD", pkey(prefix, "res:ended"), string.format("%d", forget_us), id)
 end
 
--- Retire at most `limit` reservations whose expiry has passed (bounded work per call).
+-- Forget at most `limit` ended reservations past their retention (record, res:all, res:ended),
+-- skipping those the persistence worker has not stored yet (still in pending or in flight:
+-- the worker reads the record). Bounded work; callers run it on every reserve and release.
+local function res_gc(prefix, now_us, limit)
+  local ended = pkey(prefix, "res:ended")
+  local pending, inflight = pkey(prefix, "pending"), pkey(prefix, "pending:inflight")
+  local forgotten = 0
+  for _, id in ipairs(redis.call("ZRANGEBYSCORE", ended, "-inf", now_us, "LIMIT", 0, limit)) do
+    local member = "res:" .. id
+    if not redis.call("ZSCORE", pending, member) and not redis.call("ZSCORE", inflight, member) then
+      redis.call("DEL", pkey(prefix, member))
+      redis.call("ZREM", pkey(prefix, "res:all"), id)
+      redis.call("ZREM", ended, id)
+      forgotten = forgotten + 1
+    end
+  end
+  return forgotten
+end
+
+-- Retire at most `limit` reservations whose expiry has passed, and forget at most `limit`
+-- ended ones past their retention (bounded work per call).
 local function res_prune(prefix, now_us, retention, limit)
   local due = redis.call("ZRANGEBYSCORE", pkey(prefix, "res:expiry"), "-inf", now_us, "LIMIT", 0, limit)
   for _, id in ipairs(due) do
     res_retire(prefix, id, pkey(prefix, "res:" .. id), retention)
   end
+  res_gc(prefix, now_us, limit)
 end
 
 -- The agent's live reservation ids, filtered by mode "all", "paths" (exact patterns) or "ids".
