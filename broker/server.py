@@ -17,6 +17,7 @@ from broker.config import Settings, get_settings
 from broker.embedded import resolve_redis_url
 from broker.errors import BrokerError
 from broker.profiles import describe, enabled_tools
+from broker.ratelimit import ClientLimiter
 from broker.store import Store
 from broker.tool_usage import ToolUsage
 from broker.tooling import registered_tools
@@ -61,6 +62,7 @@ class BrokerMCP(FastMCP):
         self.usage = ToolUsage()
         # tool -> the profile settings that removed it (for the error a client gets when calling it)
         self.filtered_tools: dict[str, str] = {}
+        self.client_limiter = ClientLimiter(0, 0)  # build_server sets it from the settings
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         # FastMCP calls this twice per client call: from the protocol handler, then (with
@@ -74,6 +76,7 @@ class BrokerMCP(FastMCP):
                 "leaves it out. Use the tools this server lists, or ask its operator to set "
                 "TOOLS_FILTER_PROFILE=full (or TOOLS_FILTER_ENABLED=false) and restart it.",
             )
+        self.client_limiter.check()
         counts = self.usage.started(name)
         try:
             result = await self._call_tool(name, arguments, **kwargs)
@@ -136,6 +139,7 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
     mcp = BrokerMCP("agent-broker", instructions=INSTRUCTIONS)
     mcp.store = store  # type: ignore[attr-defined]  # for the HTTP layer and tests
     mcp.backend_description = backend  # type: ignore[attr-defined]
+    mcp.client_limiter = ClientLimiter(settings.client_rate_limit_per_second, settings.client_rate_limit_burst)
 
     for module in TOOL_MODULES:
         module.register(mcp, store, settings, backend)
