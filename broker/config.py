@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     # Idempotent sends (broker/idempotency.py): how long a send's idempotency_key is remembered.
     idempotency_window_seconds: int = Field(86400, alias="IDEMPOTENCY_WINDOW_SECONDS", ge=1, le=30 * 86400)
 
+    # Rate limits (docs/limits.md): per agent, a token bucket in Redis run by the scripts that
+    # act for it (send, reserve); per client (remote address of an HTTP call), in this process.
+    # Tokens per second and bucket size; 0 disables either.
+    agent_rate_limit_per_second: float = Field(100.0, alias="AGENT_RATE_LIMIT_PER_SECOND", ge=0)
+    agent_rate_limit_burst: int = Field(2000, alias="AGENT_RATE_LIMIT_BURST", ge=0)
+    client_rate_limit_per_second: float = Field(500.0, alias="CLIENT_RATE_LIMIT_PER_SECOND", ge=0)
+    client_rate_limit_burst: int = Field(5000, alias="CLIENT_RATE_LIMIT_BURST", ge=0)
+
     @field_validator("storage_root", mode="after")
     @classmethod
     def _expand_root(cls, value: Path) -> Path:

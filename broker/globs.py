@@ -33,6 +33,12 @@ MAX_PATTERN_CHARS = 512
 MAX_SEGMENTS = 32
 MAX_WILDCARDS = 16  # '*', '?' and '[...]' tokens in one pattern
 MAX_GLOBSTARS = 4  # '**' segments in one pattern
+# Caps that bound the cost of comparing two patterns (see pair_steps): a pattern with wildcards
+# is at most MAX_GLOB_CHARS long, and its wildcard segments' characters (plus one per such
+# segment) are at most MAX_GLOB_WEIGHT. Any two patterns within the caps then compare in at
+# most about 21,000 matching steps (~3 ms of Redis), under reserve's per-call step budget.
+MAX_GLOB_CHARS = 128
+MAX_GLOB_WEIGHT = 40
 
 GLOBSTAR = "**"
 STAR = ("*",)
@@ -101,6 +107,13 @@ def normalize_text(raw: str) -> str:
     pattern = "/".join(segments)
     if not has_wildcards(pattern):
         return pattern
+    if len(pattern) > MAX_GLOB_CHARS:  # a plain path compares as text, a glob by the table
+        raise invalid(
+            raw,
+            f"is {len(pattern)} characters long with wildcards",
+            f"Keep a pattern with '*', '?' or '[...]' to {MAX_GLOB_CHARS} characters (a plain path may have "
+            f"{MAX_PATTERN_CHARS}), e.g. reserve its directory with 'dir/'.",
+        )
     globstars = segments.count(GLOBSTAR)
     if globstars > MAX_GLOBSTARS:
         raise invalid(raw, f"has {globstars} '**' segments", f"Use at most {MAX_GLOBSTARS}.")
@@ -108,6 +121,14 @@ def normalize_text(raw: str) -> str:
     if wildcards > MAX_WILDCARDS:
         raise invalid(
             raw, f"has {wildcards} wildcards", f"Use at most {MAX_WILDCARDS} '*', '?' and '[...]' in one pattern."
+        )
+    weight = glob_weight(pattern)
+    if weight > MAX_GLOB_WEIGHT:
+        raise invalid(
+            raw,
+            f"has {weight} characters in its wildcard segments",
+            f"Keep the segments holding '*', '?' or '[...]' to {MAX_GLOB_WEIGHT} characters in all (one more is "
+            "counted per such segment), e.g. '*.py' instead of a long '*...*' segment.",
         )
     return pattern
 
@@ -284,6 +305,32 @@ def matches(pattern: str, path: str) -> bool:
         return False
     literal_path = tuple(tuple((False, ((ord(c), ord(c)),)) for c in p) for p in parts)
     return any(paths_meet(reading, literal_path) for reading in readings(cp))
+
+
+# -- work of an overlap test ---------------------------------------------------------------------
+# The twin of pattern_weights / pair_steps in lib/globs.lua, which reserve.lua uses to refuse a
+# call before matching when the pairs it would compare cost more than its step budget.
+
+
+def glob_weight(pattern: str) -> int:
+    """Characters plus one of each segment that holds a wildcard ('**' segments excluded)."""
+    return sum(len(p) + 1 for p in pattern.split("/") if p != GLOBSTAR and has_wildcards(p))
+
+
+def total_weight(pattern: str) -> int:
+    """Characters plus one of each segment ('**' too: the literal reading compares it as text)."""
+    return sum(len(p) + 1 for p in pattern.split("/"))
+
+
+def pair_steps(a: str, b: str) -> int:
+    """An upper bound on the table cells segments_meet fills when overlaps(a, b) runs (both
+    readings of each): a cell for every character pair of two segments of which one holds a
+    wildcard, over every pair of readings. Equal, virtual and plain-path pairs cost none."""
+    if a == b or is_virtual(a) or is_virtual(b):
+        return 0
+    # one reading of a pattern without wildcards, two (glob and literal) of one with any
+    wa, wb = int(has_wildcards(a)), int(has_wildcards(b))
+    return (1 + wb) * glob_weight(a) * total_weight(b) + (1 + wa) * total_weight(a) * glob_weight(b)
 
 
 def literal_prefix(pattern: str) -> str:

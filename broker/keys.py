@@ -178,6 +178,10 @@ class Keys:
     def reservation(self, slug: str, reservation_id: int | str) -> str:
         return f"{self.project_prefix(slug)}res:{reservation_id}"
 
+    def rate_bucket(self, slug: str, name: str) -> str:
+        """An agent's token bucket (lib/ratelimit.lua builds it as pkey(prefix, "rate:" .. lower))."""
+        return f"{self.project_prefix(slug)}rate:{name.lower()}"
+
     def reservation_expiry(self, slug: str) -> str:
         return self.project_prefix(slug) + "res:expiry"
 

@@ -20,6 +20,7 @@ from broker.idempotency import Idempotency
 from broker.identity import project_slug
 from broker.inputs import check_importance, check_recipient_count, check_text, check_thread_id, check_topic
 from broker.names import mistake_hint, validate_name
+from broker.ratelimit import agent_limited, agent_spec
 from broker.routing import Address, Group, group_by_project, linked_agents, parse_address, parse_recipients
 from broker.store import Store
 
@@ -110,6 +111,7 @@ async def _deliver_one(
             json.dumps(foreign) if foreign else "",
             store.settings.contact_hold_ttl_seconds,
             store.settings.contact_max_held,
+            agent_spec(store.settings),
             *(n.lower() for n in group.to),
             *(n.lower() for n in group.cc),
             *(n.lower() for n in group.bcc),
@@ -137,6 +139,8 @@ async def _deliver_one(
         raise _Unknown(reply[1:])
     if status == "IDEMPOTENCY_CONFLICT" and idem:
         raise idempotency.conflict(idem.key, sender.name)
+    if status == "RATE_LIMITED":
+        raise agent_limited(store.settings, sender.name, int(reply[1]))
     if status == "HOLD_FULL":
         raise contacts.hold_full(store, reply[1:], sender, foreign, group)
     if status in contacts.REFUSALS:

@@ -17,6 +17,7 @@ from broker.errors import BrokerError
 from broker.identity import project_slug
 from broker.inbox import check_reader
 from broker.names import validate_name
+from broker.ratelimit import agent_limited, agent_spec
 from broker.reservation_record import iso_from_us, record_dict
 from broker.staleness import Activity, full_verdict, holder_activity
 from broker.store import Store
@@ -27,7 +28,10 @@ MAX_IDS_PER_CALL = 1000
 MAX_REASON_CHARS = 512
 MAX_HOLDERS_LISTED = 50  # per conflicting path; more_holders says when there were more
 ENDED_LISTED = 100  # ended reservations a listing shows by default (limit, at most MAX_LIMIT)
-GLOB_STEP_BUDGET = 2_000_000  # overlap-test work of one reserve call (GLOB_STEP_BUDGET in lib/globs.lua)
+# Work of one reserve call, in matcher steps (one table cell, about 0.15 us of Redis; an index
+# entry read counts 8, a pair compared 32 besides its cells): about 3-4 ms at most. reserve.lua
+# prices a call before matching and refuses it past this (docs/limits.md).
+STEP_BUDGET = 24_000
 
 
 def check_paths(paths: list[str] | None, field: str = "paths") -> list[str]:
@@ -118,18 +122,31 @@ async def run_for_agent(
         [keys.project_prefix(slug), name, *auth, *args],
     )
     if reply[0] == "TOO_COMPLEX":  # only reserve.lua, before it writes anything
-        raise BrokerError(
-            "RESERVATION_TOO_COMPLEX",
-            "Comparing these patterns with the live reservations they could meet would take over "
-            f"{GLOB_STEP_BUDGET:,} matching steps, and Redis serves no one meanwhile. Reserve shorter "
-            "patterns (long runs of characters around '*' cost the most) or fewer per call.",
-        )
+        raise too_complex(reply[1], int(reply[2]), int(reply[3]))
+    if reply[0] == "RATE_LIMITED":
+        raise agent_limited(store.settings, name, int(reply[1]))
     if reply[0] != "ok":
         await store.raise_for(reply, slug, project_key)
     store.schedule_persist(slug, reply[-1])
     if auth[0]:
         store.bindings.bind(slug, name)
     return reply
+
+
+def too_complex(what: str, count: int, steps: int) -> BrokerError:
+    found = {
+        "entries": f"would read {count:,} index entries of live reservations",
+        "pairs": f"would compare {count:,} pairs of patterns with other agents' live reservations",
+        "matching": f"compared {count:,} pairs of patterns",
+    }[what]
+    return BrokerError(
+        "RESERVATION_TOO_COMPLEX",
+        f"This call {found}, about {steps:,} matching steps; the limit per call is {STEP_BUDGET:,} "
+        "(a few milliseconds of Redis, which serves no one else meanwhile). Nothing was reserved. "
+        "Reserve narrower patterns that start with a directory (e.g. 'src/api/**' rather than '**/*.py'), "
+        "shorter wildcard segments, or fewer paths per call.",
+        {"steps": steps, "limit": STEP_BUDGET},
+    )
 
 
 async def reserve(
@@ -154,7 +171,10 @@ async def reserve(
         triples += [await store.next_id("reservation"), pattern, globs.index_bucket(pattern)]
     retention = store.settings.file_reservation_retention_seconds
     exclusive_flag = "1" if exclusive else "0"
-    args = [ttl * 1_000_000, exclusive_flag, reason, retention, MAX_HOLDERS_LISTED, *triples]
+    args = [
+        ttl * 1_000_000, exclusive_flag, reason, retention, MAX_HOLDERS_LISTED, STEP_BUDGET,
+        agent_spec(store.settings), *triples,
+    ]  # fmt: skip
     reply = await run_for_agent(store, project_key, agent_name, token, "reserve", args)
     granted = as_list(json.loads(reply[1]))
     for entry in granted:

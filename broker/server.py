@@ -21,6 +21,7 @@ from broker.embedded import resolve_redis_url
 from broker.errors import BrokerError
 from broker.metrics import BrokerMetrics
 from broker.profiles import describe, enabled_tools
+from broker.ratelimit import ClientLimiter
 from broker.store import Store
 from broker.tool_usage import ToolUsage
 from broker.tooling import registered_tools
@@ -67,6 +68,7 @@ class BrokerMCP(FastMCP):
         self.filtered_tools: dict[str, str] = {}
         self.metrics: BrokerMetrics | None = None
         self.call_log: CallLog | None = None
+        self.client_limiter = ClientLimiter(0, 0)  # build_server sets it from the settings
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         # FastMCP calls this twice per client call: from the protocol handler, then (with
@@ -83,6 +85,7 @@ class BrokerMCP(FastMCP):
         counts = self.usage.started(name)
         started = time.perf_counter()
         try:
+            self.client_limiter.check()
             result = await self._call_tool(name, arguments, **kwargs)
         except Exception as exc:
             if counts is not None:
@@ -157,6 +160,7 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
     mcp = BrokerMCP("agent-broker", instructions=INSTRUCTIONS, version=__version__)
     mcp.store = store  # type: ignore[attr-defined]  # for the HTTP layer and tests
     mcp.backend_description = backend  # type: ignore[attr-defined]
+    mcp.client_limiter = ClientLimiter(settings.client_rate_limit_per_second, settings.client_rate_limit_burst)
 
     for module in TOOL_MODULES:
         module.register(mcp, store, settings, backend)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from fnmatch import fnmatchcase
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -125,6 +126,9 @@ def test_normalize(raw: str, normal: str) -> None:
         ("src/[é]", "non-ASCII"),
         ("src/\x00", "control character"),
         ("x" * 513, "characters long"),
+        ("src/" + "x" * 120 + "/*.py", "128 characters"),  # a glob is shorter than a plain path
+        ("*" + "a" * 40, "characters in its wildcard segments"),
+        ("src/*" + "a" * 20 + "/*" + "b" * 20, "characters in its wildcard segments"),
         ("/".join(["a"] * 33), "segments"),
         ("/".join(["**", "a"] * 5), "'**' segments"),
         ("*?" * 9, "wildcards"),
@@ -150,9 +154,12 @@ async def lua_overlap(request: pytest.FixtureRequest):
     client = make_client(url, 4)
     scripts = Scripts(client)
 
-    async def overlap(pairs: list[tuple[str, str]]) -> list[bool]:
+    async def overlap(pairs: list[tuple[str, str]], costs: bool = False) -> Any:
         flat = [p for pair in pairs for p in pair]
-        return [bool(x) for x in await scripts.run("glob_overlap", [], flat)]
+        answers, steps, bounds = await scripts.run("glob_overlap", [], flat)
+        if costs:
+            return [bool(x) for x in answers], steps, bounds
+        return [bool(x) for x in answers]
 
     yield overlap
     await client.aclose()
@@ -178,13 +185,17 @@ async def test_lua_twin_equals_python(lua_overlap) -> None:
 KNOWN_PAIRS = test_known_pairs.pytestmark[0].args[1]
 
 
-# Patterns at the length cap whose segments keep both matchers busy: a long run of literal
-# characters after a '*' on each side, differing only at the very end (or not at all).
-LONG_SEGMENT = "*" + "a" * 254 + "*" + "a" * 254
+# Patterns at the caps whose segments keep both matchers busy: a long run of literal characters
+# after a '*' on each side, differing only at the very end (or not at all). A pattern with
+# wildcards is at most 128 characters with 40 in its wildcard segments; a plain path 512.
+LONG_SEGMENT = "*" + "a" * 18 + "*" + "a" * 18  # 38 characters: weight 39 with 'b' (or 'c')
 LONG_PAIRS = [
     (LONG_SEGMENT + "b", LONG_SEGMENT + "c", False),
     (LONG_SEGMENT + "b", LONG_SEGMENT + "b", True),
-    ("**/" + "?" * 15 + "a" * 490 + "/**", "**/*" + "a" * 504 + "b/**", True),  # in different segments
+    (LONG_SEGMENT + "b", "a" * 511 + "b", True),  # against the longest plain path
+    ("**/" + "?" * 15 + "a" * 24 + "/**", "**/*" + "a" * 38 + "/**", True),  # weight 40 each
+    ("x" * 80 + "/**/" + "?" * 15 + "a" * 24 + "/**", "x" * 80 + "/*" + "a" * 38 + "/y", True),  # 128 long
+    ("x" * 80 + "/**/" + "?" * 15 + "a" * 24 + "/**", "x" * 80 + "/" + "a" * 429 + "/y", False),
 ]
 
 
@@ -200,3 +211,30 @@ async def test_lua_long_patterns_agree(lua_overlap) -> None:
     """The Lua twin gives the same answers on patterns at the caps."""
     pairs = [(globs.normalize(a), globs.normalize(b)) for a, b, _ in LONG_PAIRS]
     assert await lua_overlap(pairs) == [expected for _a, _b, expected in LONG_PAIRS]
+
+
+async def test_work_estimate_bounds_the_matcher_and_twins_agree(lua_overlap) -> None:
+    """reserve.lua prices a pair before matching it (pair_steps): the price is never below the
+    cells the Lua matcher then fills, and the Python twin prices every pair alike. Patterns at
+    the caps price within one call's budget, so no single pair can be refused."""
+    from broker.reservations import STEP_BUDGET
+
+    examples: list[tuple[str, str]] = []
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.tuples(patterns, patterns))
+    def collect(pair: tuple[str, str]) -> None:
+        examples.append(pair)
+
+    collect()
+    examples += [(globs.normalize(a), globs.normalize(b)) for a, b, _ in LONG_PAIRS]
+    examples += [(b, a) for a, b in examples[-len(LONG_PAIRS) :]]
+    examples += [(globs.normalize("src/café-*.py"), globs.normalize("src/cafés-été.py"))]  # characters, not bytes
+    answers, steps, bounds = await lua_overlap(examples, costs=True)
+    assert answers == [globs.overlaps(a, b) for a, b in examples]
+    assert bounds == [globs.pair_steps(a, b) for a, b in examples]
+    assert all(used <= bound for used, bound in zip(steps, bounds, strict=True)), [
+        (pair, used, bound) for pair, used, bound in zip(examples, steps, bounds, strict=True) if used > bound
+    ]
+    assert max(steps) > 10_000  # the caps' pairs were costly ones
+    assert max(bounds) + 32 <= STEP_BUDGET

@@ -340,23 +340,23 @@ async def test_bad_input_is_rejected_and_changes_nothing(
 async def test_a_request_too_costly_to_match_is_refused_and_changes_nothing(
     tools: Tools, server: FastMCP, five: list[str]
 ) -> None:
-    """Patterns within every cap can still be costly to compare (about 0.1 s of Redis per pair at
-    512 characters): a call whose overlap tests would exceed the script's budget is refused
-    before it writes, instead of holding Redis for seconds (100 paths x many holdings)."""
-    long = "*" + "a" * 254 + "*" + "a" * 254
-    await reserve(tools, five[1], [long + c for c in "bcde"])
+    """Patterns within every cap are cheap to compare one pair at a time, but a request that would
+    compare many of them is priced before matching: over the step budget it is refused, and
+    nothing changes."""
+    held = [f"*{i:03}x" for i in range(60)]  # root-bucket globs every request must compare
+    await reserve(tools, five[1], held)
     store = server.store  # type: ignore[attr-defined]
     before = await snapshot(store)
     error = await tools.error(
-        "file_reservation_paths", project_key=P, agent_name=five[0], paths=[long + c for c in "fghi"]
+        "file_reservation_paths", project_key=P, agent_name=five[0], paths=[f"**/*{c}*.py" for c in "abcdefgh"]
     )
     assert error.startswith("RESERVATION_TOO_COMPLEX: "), error
-    lua = (Path(reservations.__file__).parent / "scripts" / "lib" / "globs.lua").read_text()
-    assert f"GLOB_STEP_BUDGET = {reservations.GLOB_STEP_BUDGET}\n" in lua  # the message states Lua's budget
+    assert f"the limit per call is {reservations.STEP_BUDGET:,}" in error, error
+    assert "start with a directory" in error, error
     assert await snapshot(store) == before
     # The same holdings against an ordinary request: answered as usual.
-    result = await reserve(tools, five[0], ["src/app.py", "*b"])
-    assert holders(result) == {"*b": [five[1]]}  # the one ending in b
+    result = await reserve(tools, five[0], ["src/app.py", "*007x"])
+    assert holders(result) == {"*007x": [five[1]]}
 
 
 async def test_unknown_project_in_resource(tools: Tools) -> None:

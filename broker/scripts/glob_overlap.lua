@@ -1,12 +1,17 @@
 -- glob_overlap: whether pairs of normalised reservation patterns overlap (some path matches
--- both). The reservation scripts use the same matcher; this entry point lets the test suite
--- hold the Lua matcher equal to its Python twin (broker/globs.py) on a real Redis.
+-- both), and what each test cost. The reservation scripts use the same matcher; this entry
+-- point lets the test suite hold the Lua matcher (and its work estimate) equal to its Python
+-- twin (broker/globs.py) on a real Redis.
 -- KEYS     none
 -- ARGV     pattern a1, pattern b1, pattern a2, pattern b2, ...
--- Returns  a list with 1 (overlap) or 0 per pair.
-local compiled = {}
-local answers = {}
+-- Returns  {answers, steps, bounds}: per pair, 1 (overlap) or 0; the matcher table cells it
+--          filled (glob_steps); and pair_steps, the bound reserve.lua prices it at beforehand.
+local answers, steps, bounds = {}, {}, {}
+local weights = {}
 for i = 1, #ARGV, 2 do
-  answers[#answers + 1] = patterns_overlap(ARGV[i], ARGV[i + 1], compiled) and 1 or 0
+  local before = glob_steps
+  answers[#answers + 1] = patterns_overlap(ARGV[i], ARGV[i + 1], {}) and 1 or 0
+  steps[#steps + 1] = glob_steps - before
+  bounds[#bounds + 1] = pair_steps(ARGV[i], ARGV[i + 1], weights)
 end
-return answers
+return {answers, steps, bounds}

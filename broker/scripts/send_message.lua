@@ -36,7 +36,9 @@
 -- ARGV[21] sender of another project, JSON {name, id, project_id, slug, human_key}, or ""
 -- ARGV[22] seconds a held message waits for the contact to be approved
 -- ARGV[23] most messages one sender may have held for one recipient
--- ARGV[24..] lower-cased names: to, then cc, then bcc (then the idempotency pair, with KEYS[5])
+-- ARGV[24] the sender's rate-limit spec "<per second>:<burst>", "" for none (lib/ratelimit.lua);
+--          applies to a sender of this project (one of another project is limited in its own)
+-- ARGV[25..] lower-cased names: to, then cc, then bcc (then the idempotency pair, with KEYS[5])
 -- Returns {"ok", head JSON, recipients JSON {to,cc,bcc}, human_key, 1 if a persistence job
 -- must be enqueued (see mark_pending) else 0, held JSON [{name, kind}], skipped JSON
 -- [{recipient, reason}]}, or
@@ -45,8 +47,9 @@
 -- {"AGENT_RETIRED"|"CONTACT_BLOCKED"|"CONTACT_REQUIRED"|"HOLD_FULL", name...} (HOLD_FULL: ARGV[23]
 -- messages from this sender are already held for them),
 -- {"TOO_MANY_RECIPIENTS", count}, {"NO_RECIPIENTS", skipped JSON}, {"IDEMPOTENCY_CONFLICT"} (the key
--- was used for other content); on every error nothing is written. A key already used for the same
--- content returns the first "ok" reply (persistence flag 0) and writes nothing.
+-- was used for other content), {"RATE_LIMITED", milliseconds to wait}; on every error nothing is
+-- written. A key already used for the same content returns the first "ok" reply (persistence flag 0)
+-- and writes nothing.
 local prefix = ARGV[1]
 local project = redis.call("HMGET", KEYS[1], "id", "human_key", "archived_at")
 if not project[1] then return {"NO_PROJECT"} end
@@ -65,6 +68,10 @@ if idem then
   end
 end
 local iso, us, ms = now()
+-- Admitted by the sender's bucket before any work; it pays one token plus one per ten deliveries.
+local bucket_state = s.same and rate_open(pkey(prefix, "rate:" .. s.lower), ARGV[24], ms) or nil
+local wait = rate_wait(bucket_state)
+if wait then return {"RATE_LIMITED", wait} end
 local thread_id, topic = ARGV[12], ARGV[13]
 local broadcast, hold, intro = ARGV[14] ~= "", ARGV[19] == "1", ARGV[20] == "1"
 
@@ -95,8 +102,8 @@ local function consider(agent, lower, kind)
   end
 end
 local nto, ncc = tonumber(ARGV[17]), tonumber(ARGV[18])
-for i = 24, last do
-  local idx = i - 23
+for i = 25, last do
+  local idx = i - 24
   local kind = idx <= nto and "to" or (idx <= nto + ncc and "cc" or "bcc")
   local lower = ARGV[i]
   if not seen[lower] then
@@ -164,4 +171,5 @@ if idem then
   redis.call("SET", idem, ARGV[#ARGV] .. cjson.encode({head, recipients, project[2], held_json, skipped_json}),
     "PX", ARGV[#ARGV - 1])
 end
+rate_pay(bucket_state, 1 + math.floor((#targets + #held) / 10))
 return {"ok", head, recipients, project[2], schedule, held_json, skipped_json}

@@ -7,9 +7,8 @@
 local GLOBSTAR = "**"
 local STAR = 0
 -- Table cells filled by segments_meet so far in this script: the work of its overlap tests.
--- reserve.lua refuses a call (before writing) once they pass GLOB_STEP_BUDGET (~0.25 s).
+-- reserve.lua estimates them before matching (pair_steps) and stops past its step budget.
 local glob_steps = 0
-local GLOB_STEP_BUDGET = 2000000
 
 local function has_wildcards(text)
   return string.find(text, "[%*%?%[]") ~= nil
@@ -240,4 +239,28 @@ local function patterns_overlap(a, b, compiled)
     end
   end
   return false
+end
+
+-- The work of an overlap test, before running it (twin of broker/globs.py pair_steps):
+-- {glob, total, readings - 1} per pattern, where glob counts characters plus one of each
+-- segment that holds a wildcard ("**" aside) and total of every segment ("**" too: the literal
+-- reading compares it as text); characters, not bytes, as in Python.
+local function pattern_weights(pattern)
+  local glob, total = 0, 0
+  for part in string.gmatch(pattern, "[^/]+") do
+    local _, continuation = string.gsub(part, "[\128-\191]", "")
+    local size = #part - continuation + 1
+    total = total + size
+    if part ~= GLOBSTAR and has_wildcards(part) then glob = glob + size end
+  end
+  return {glob, total, has_wildcards(pattern) and 1 or 0}
+end
+
+-- An upper bound on the cells patterns_overlap(a, b) fills; `weights` caches pattern_weights.
+local function pair_steps(a, b, weights)
+  if a == b or is_virtual(a) or is_virtual(b) then return 0 end
+  local wa, wb = weights[a], weights[b]
+  if wa == nil then wa = pattern_weights(a); weights[a] = wa end
+  if wb == nil then wb = pattern_weights(b); weights[b] = wb end
+  return (1 + wb[3]) * wa[1] * wb[2] + (1 + wa[3]) * wa[2] * wb[1]
 end
