@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     window_id: str = Field("", alias="MCP_AGENT_MAIL_WINDOW_ID")
     window_ttl_days: int = Field(30, alias="MCP_AGENT_MAIL_WINDOW_TTL_DAYS", ge=1)
 
+    # Access (docs/security.md): the operator token the destructive project-wide tools need under
+    # AGENT_AUTH=required; empty = a generated one in <STORAGE_ROOT>/admin-token.
+    broker_admin_token: str = Field("", alias="BROKER_ADMIN_TOKEN", max_length=256)
+
     @field_validator("storage_root", mode="after")
     @classmethod
     def _expand_root(cls, value: Path) -> Path:
@@ -94,6 +98,14 @@ class Settings(BaseSettings):
     def _check_prefix(cls, value: str) -> str:
         if not value or any(c in value for c in "{}: \t\n"):
             raise ValueError("REDIS_KEY_PREFIX must be non-empty without braces, colons or spaces")
+        return value
+
+    @field_validator("broker_admin_token")
+    @classmethod
+    def _check_admin_token(cls, value: str) -> str:
+        value = value.strip()
+        if value and len(value) < 32:
+            raise ValueError("BROKER_ADMIN_TOKEN must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         return value
 
     @field_validator("http_path")
