@@ -143,6 +143,30 @@ def test_an_index_made_before_viewers_gets_the_column(settings: Settings) -> Non
     assert index_rows(settings, "SELECT id, agent_id FROM message_summaries") == [{"id": 1, "agent_id": None}]
 
 
+async def test_whois_commits_name_only_the_agents_own_mail(required: FastMCP, settings: Settings) -> None:
+    """An archive commit's summary names a message's sender, recipients and subject; under
+    `required` whois lists only the commits of the agent's own folder."""
+    async with Client(required) as client:
+        tools = Tools(client)
+        tokens = await team(tools)
+        await run_worker(required, settings)
+        await tools.call(
+            "send_message", project_key=PROJECT, sender_name="alpha-one", sender_token=tokens["alpha-one"],
+            to=["GreenCastle"], subject="secret subject", body_md="x",
+        )  # fmt: skip
+        await run_worker(required, settings)
+
+        async def summaries(name: str) -> list[str]:
+            found = await tools.call(
+                "whois", project_key=PROJECT, agent_name=name, registration_token=tokens[name], commit_limit=50
+            )
+            return [c["summary"] for c in found["recent_commits"]]
+
+        assert any("secret subject" in line for line in await summaries("GreenCastle"))
+        blue = await summaries("BlueLake")
+        assert blue and not any("secret subject" in line for line in blue)  # its profile's commit only
+
+
 # -- item 2: the operator credential -------------------------------------------------------------
 async def test_an_agents_token_cannot_delete_the_project_the_operators_can(
     required: FastMCP, settings: Settings
