@@ -89,7 +89,9 @@ async def test_summaries_show_only_the_viewers_mail(required: FastMCP, settings:
         assert [s["id"] for s in await tools.call("fetch_summary", **as_("GreenCastle"))] == [green["id"]]
 
 
-async def test_summaries_under_open_auth(tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings) -> None:
+async def test_summaries_under_open_auth(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
     """Under `open` an agent_name narrows the summary to that agent's mail; without one the
     whole project is summarised (the reference's behaviour), stored apart from agents' ones."""
     await tools.send("alpha-one", ["GreenCastle"], body_md="- private point")
@@ -197,7 +199,11 @@ async def test_an_agents_token_cannot_delete_the_project_the_operators_can(
             assert error.split(":")[0] in ("OPERATOR_REQUIRED", "AUTHENTICATION_FAILED"), (tool, error)
         # even an agent of long standing deleting itself: it would take its mail out of others' inboxes
         error = await tools.error(
-            "hard_delete_agent", project_key=PROJECT, agent_name="BlueLake", registration_token=tokens["BlueLake"], **confirm
+            "hard_delete_agent",
+            project_key=PROJECT,
+            agent_name="BlueLake",
+            registration_token=tokens["BlueLake"],
+            **confirm,
         )
         assert error.startswith("OPERATOR_REQUIRED:")
         error = await tools.error("hard_delete_project", project_key=PROJECT, operator_token=theirs, **confirm)
@@ -223,7 +229,9 @@ async def test_an_agents_token_cannot_delete_the_project_the_operators_can(
         assert not [f for f in committed_files(settings) if f.startswith(f"projects/{SLUG}/")]
 
 
-async def test_open_auth_keeps_single_user_setups_working(tools: Tools, trio: dict[str, Any], settings: Settings) -> None:
+async def test_open_auth_keeps_single_user_setups_working(
+    tools: Tools, trio: dict[str, Any], settings: Settings
+) -> None:
     """Under `open` (stdio, loopback on a single-user machine) no credential is needed, the
     operator token also works, and a wrong one is refused."""
     await tools.call("archive_project", project_key=PROJECT)
