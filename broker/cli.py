@@ -58,6 +58,8 @@ def serve(
     _say(f"storage: {mcp.backend_description}")  # type: ignore[attr-defined]
     _start_embedded_worker(mcp)
     _say(f"agent auth: {mcp.store.bindings.mode}")  # type: ignore[attr-defined]
+    if mcp.store.bindings.mode == "required":  # type: ignore[attr-defined]
+        _say("hard deletes, purges and archiving need the operator token: run `broker admin-token` here")
     _say(f"serving MCP at http://{host}:{port}{settings.http_path} (health: /health/liveness, /health/readiness)")
     uvicorn.run(asgi, host=host, port=port, log_level="warning")
 

@@ -3,9 +3,11 @@
 
 Joining a project (register_agent, create_agent_identity) needs no credential, so an agent's
 token cannot be what allows deleting a project. The operator token is ``BROKER_ADMIN_TOKEN``
-when set, else a random token the broker keeps in ``<STORAGE_ROOT>/admin-token`` (mode 0600,
-created on first use; ``broker admin-token`` prints it). Every broker process that shares the
+when set, else a random token the broker keeps in ``<STORAGE_ROOT>/admin-token`` (mode 0600;
+``broker admin-token`` creates and prints it). Every broker process that shares the
 STORAGE_ROOT reads the same file; brokers on other hosts need ``BROKER_ADMIN_TOKEN``.
+The file is created by ``broker admin-token`` (a check never creates it: while it does not exist
+nobody can know a token that would match).
 
 The file is read on every check (a destructive call is rare), so replacing it (``broker
 admin-token --rotate``) takes effect without a restart. Tokens are compared in constant time.
@@ -83,7 +85,8 @@ def is_operator(settings: Settings, given: str | None) -> bool:
     """True when ``given`` is the operator token (constant-time comparison)."""
     if not given or len(given) > MAX_CHARS:
         return False
-    expected = operator_token(settings)
+    # never created here: while no file exists nobody can know a token to match
+    expected = operator_token(settings, create=False)
     return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())  # type: ignore[union-attr]
 
 

@@ -259,6 +259,8 @@ def admin_token_cli(settings: Settings, *args: str, env: dict[str, str] | None =
 
 def test_admin_token_file_is_owner_only_and_rotates(tmp_path: Path) -> None:
     settings = Settings(STORAGE_ROOT=tmp_path / "root")
+    assert not operator.is_operator(settings, "x" * 43)
+    assert not operator.token_path(settings).exists()  # a check never creates the file
     first = admin_token_cli(settings)
     assert len(first) >= 43 and admin_token_cli(settings) == first
     path = operator.token_path(settings)
