@@ -396,14 +396,16 @@ def archive_root(settings: Settings) -> Path:
     return settings.archive_path
 
 
-async def recent_commits(settings: Settings, limit: int) -> list[dict[str, str]]:
-    """The archive's newest commits (whois ``recent_commits``, repository-wide as in the
-    reference): ``[{hexsha (12 chars), summary, authored_ts}]``; [] before the first batch."""
+async def recent_commits(settings: Settings, limit: int, path: str | None = None) -> list[dict[str, str]]:
+    """The archive's newest commits (whois ``recent_commits``; repository-wide as in the
+    reference, or only those touching ``path``): ``[{hexsha (12 chars), summary, authored_ts}]``;
+    [] before the first batch."""
     root = archive_root(settings)
     if not (root / "HEAD").exists():
         return []
+    only = ["--", path] if path else []
     done = await asyncio.create_subprocess_exec(
-        "git", "--git-dir", str(root), "log", f"-{limit}", "--format=%H%x00%s%x00%aI", BRANCH,
+        "git", "--git-dir", str(root), "log", f"-{limit}", "--format=%H%x00%s%x00%aI", BRANCH, *only,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     out, _ = await done.communicate()

@@ -76,6 +76,8 @@ def serve(
     _say(f"storage: {mcp.backend_description}")  # type: ignore[attr-defined]
     _start_persistence(mcp, settings)
     _say(f"agent auth: {mcp.store.bindings.mode}")  # type: ignore[attr-defined]
+    if mcp.store.bindings.mode == "required":  # type: ignore[attr-defined]
+        _say("hard deletes, purges and archiving need the operator token: run `broker admin-token` here")
     shown = f"[{host}]" if ":" in host else host
     _say(f"serving MCP at http://{shown}:{port}{settings.http_path} (health: /health/liveness, /health/readiness)")
     uvicorn.Server(uvicorn.Config(asgi, log_level="warning")).run(sockets=[sock])
@@ -231,6 +233,26 @@ def redis_stop() -> None:
     url = stop_shared_redis_server(data_dir)
     where = url.split("@")[-1] if url else ""
     _say(f"stopped the embedded redis-server at {where}" if url else f"no embedded redis-server runs for {data_dir}")
+
+
+@app.command("admin-token")
+def admin_token(
+    rotate: Annotated[bool, typer.Option(help="replace the token file's token with a new one")] = False,
+) -> None:
+    """Print the operator token (BROKER_ADMIN_TOKEN, else <STORAGE_ROOT>/admin-token, created 0600
+    if missing): the credential hard deletes, purges and archiving need under AGENT_AUTH=required."""
+    from broker import operator
+
+    settings = get_settings()
+    if rotate:
+        if settings.broker_admin_token:
+            _say("BROKER_ADMIN_TOKEN is set, so it is the operator token; change it in the environment instead")
+            raise typer.Exit(1)
+        token = operator.rotate(settings)
+        _say(f"new operator token written to {operator.token_path(settings)}")
+    else:
+        token = operator.operator_token(settings)
+    print(token)  # stdout: the token only, for $(broker admin-token)
 
 
 guard_app = typer.Typer(help="The git pre-commit guard for exclusive file reservations.", no_args_is_help=True)

@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     client_rate_limit_per_second: float = Field(500.0, alias="CLIENT_RATE_LIMIT_PER_SECOND", ge=0)
     client_rate_limit_burst: int = Field(5000, alias="CLIENT_RATE_LIMIT_BURST", ge=0)
 
+    # Access (docs/security.md): the operator token the destructive project-wide tools need under
+    # AGENT_AUTH=required; empty = a generated one in <STORAGE_ROOT>/admin-token.
+    broker_admin_token: str = Field("", alias="BROKER_ADMIN_TOKEN", max_length=256)
+
     @field_validator("storage_root", mode="after")
     @classmethod
     def _expand_root(cls, value: Path) -> Path:
@@ -125,6 +129,14 @@ class Settings(BaseSettings):
     def _check_prefix(cls, value: str) -> str:
         if not value or any(c in value for c in "{}: \t\n"):
             raise ValueError("REDIS_KEY_PREFIX must be non-empty without braces, colons or spaces")
+        return value
+
+    @field_validator("broker_admin_token")
+    @classmethod
+    def _check_admin_token(cls, value: str) -> str:
+        value = value.strip()
+        if value and len(value) < 32:
+            raise ValueError("BROKER_ADMIN_TOKEN must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         return value
 
     @field_validator("http_path")

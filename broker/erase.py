@@ -32,7 +32,7 @@ from broker.errors import BrokerError
 from broker.identity import project_slug
 from broker.index import Index
 from broker.keys import Keys
-from broker.lifecycle import agent_auth, check_confirmation, project_state
+from broker.lifecycle import agent_or_operator, check_confirmation, project_state
 from broker.names import validate_name
 from broker.persist import project_lock
 from broker.scripts import script_source
@@ -61,12 +61,18 @@ class AgentDeletion:
 
 
 async def hard_delete_agent(
-    store: Store, project_key: str, agent_name: str, confirmation: object, token: str | None
+    store: Store,
+    project_key: str,
+    agent_name: str,
+    confirmation: object,
+    token: str | None,
+    operator_token: str | None = None,
 ) -> dict[str, Any]:
     slug = project_slug(project_key)
     name = validate_name(agent_name)
     check_confirmation(confirmation, "hard_delete_agent")
-    auth = agent_auth(store, slug, name, token, delegate=True)
+    # It removes mail from other agents' inboxes: under `required` only the operator may do it.
+    auth = agent_or_operator(store, slug, name, token, operator_token, "hard_delete_agent", operator_only=True)
     done = await asyncio.to_thread(_delete_agent, store.settings, store.redis_url, store.keys, slug, [name, *auth])
     if isinstance(done, list):  # the script's error reply: no such agent or project, or auth
         await store.raise_for(done, slug, project_key)
@@ -186,7 +192,8 @@ def forget_foreign_links(client: Redis, keys: Keys, copies: set[tuple[str, str, 
 
 def _index_delete_agent(settings: Settings, found: AgentDeletion) -> None:
     """The agent's rows in the index: its recipient rows, the messages it sent (with their
-    recipient rows), its reservations, links touching it, and the agent row."""
+    recipient rows), the summaries made for it, its reservations, links touching it, and the
+    agent row."""
     agent_id, project_id = int(found.agent["id"]), int(found.agent["project_id"])
     index = Index(settings.index_path)
     try:
@@ -222,6 +229,8 @@ def _index_delete_agent(settings: Settings, found: AgentDeletion) -> None:
                         "recipients": {"to": names.get(row["id"], []), "cc": [], "bcc": []},
                     },
                 )
+            # summaries made for it hold key points of its mail (not counted: not a reference key)
+            conn.execute("DELETE FROM message_summaries WHERE agent_id = ?", (agent_id,))
             held = conn.execute("DELETE FROM file_reservations WHERE agent_id = ? RETURNING id", (agent_id,))
             found.reservations.update(row[0] for row in held.fetchall())
             links = conn.execute(
@@ -263,13 +272,13 @@ def _archive_delete_agent(settings: Settings, slug: str, found: AgentDeletion) -
 
 # -- projects ------------------------------------------------------------------------------
 async def hard_delete_project(
-    store: Store, project_key: str, confirmation: object, token: str | None
+    store: Store, project_key: str, confirmation: object, token: str | None, operator_token: str | None = None
 ) -> dict[str, Any]:
     slug = project_slug(project_key)
     check_confirmation(confirmation, "hard_delete_project")
-    # Archiving first (with the admin auth check) stops new agents, mail and reservations while
+    # Archiving first (with the operator check) stops new agents, mail and reservations while
     # the keys go; the project hash itself goes last, so a repeated call finishes the job.
-    await project_state(store, project_key, token, "archive", "hard_delete_project")
+    await project_state(store, project_key, token, operator_token, "archive", "hard_delete_project")
     counts, errors = await asyncio.to_thread(_delete_project, store.settings, store.redis_url, store.keys, slug)
     return {
         "status": "hard_deleted",

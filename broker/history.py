@@ -201,24 +201,45 @@ class History:
         return rows[::-1]
 
     # -- recent activity ----------------------------------------------------------------
-    async def summarize_recent(self, project_key: str, since_hours: float, max_messages: int) -> dict[str, Any]:
+    async def recent_viewer(
+        self, project_key: str, agent_name: str | None, token: str | None, action: str
+    ) -> tuple[int, int | None]:
+        """(project id, viewing agent's id) for summarize_recent / fetch_summary. The viewer is
+        resolved as for search (agent_name with its token, else this session's agent) and is
+        mandatory under AGENT_AUTH=required. Under ``open`` without agent_name the whole
+        project is read (the reference's behaviour; anyone may act as any agent there): id None."""
+        if agent_name or self.store.bindings.mode == "required":
+            viewer = await self.viewer(project_key, agent_name, token, action)
+            return int(viewer["project_id"]), int(viewer["id"])
+        return await self.project_id(project_key), None
+
+    async def summarize_recent(
+        self,
+        project_key: str,
+        since_hours: float,
+        max_messages: int,
+        agent_name: str | None = None,
+        token: str | None = None,
+    ) -> dict[str, Any]:
         if not 0 < since_hours <= 24 * 366:
             raise BrokerError("INVALID_ARGUMENT", "since_hours must be more than 0 and at most 8784 (a year).")
         if not 1 <= max_messages <= MAX_RECENT_MESSAGES:
             raise BrokerError("INVALID_LIMIT", f"max_messages must be between 1 and {MAX_RECENT_MESSAGES}.")
-        pid = await self.project_id(project_key)
-        return await self._run(self._summarize_recent, pid, since_hours, max_messages)
+        pid, viewer = await self.recent_viewer(project_key, agent_name, token, "summarize_recent")
+        return await self._run(self._summarize_recent, pid, viewer, since_hours, max_messages)
 
-    def _summarize_recent(self, pid: int, since_hours: float, max_messages: int) -> dict[str, Any]:
+    def _summarize_recent(self, pid: int, viewer: int | None, since_hours: float, max_messages: int) -> dict[str, Any]:
         end = datetime.now(UTC)
         start = end - timedelta(hours=since_hours)
         start_ts, end_ts = start.isoformat(), end.isoformat()
-        # The newest max_messages of the window (the reference takes the oldest ones).
+        # The newest max_messages of the window (the reference takes the oldest ones), of the
+        # messages the viewer sent or received (BCC included) when there is a viewer.
+        visible = f"AND {VISIBLE} " if viewer is not None else ""
         rows = self.index.query(
             'SELECT m.id, m.thread_id, m.body_md, a.name AS "from" FROM messages m '
-            "LEFT JOIN agents a ON a.id = m.sender_id WHERE m.project_id = ? AND m.created_ts >= ? "
-            "ORDER BY m.created_ts DESC, m.id DESC LIMIT ?",
-            (pid, start_ts, max_messages + 1),
+            f"LEFT JOIN agents a ON a.id = m.sender_id WHERE m.project_id = :pid AND m.created_ts >= :start {visible}"
+            "ORDER BY m.created_ts DESC, m.id DESC LIMIT :limit",
+            {"pid": pid, "start": start_ts, "viewer": viewer, "limit": max_messages + 1},
         )
         truncated = len(rows) > max_messages
         rows = rows[:max_messages][::-1]
@@ -229,7 +250,7 @@ class History:
         }  # fmt: skip
         if not rows:
             return empty
-        cached = self._cached_summary(pid, start, end)
+        cached = self._cached_summary(pid, viewer, start, end)
         if cached is not None:
             return {**cached, "cached": True}
         digest = digest_of(rows)
@@ -249,8 +270,9 @@ class History:
         with self.index.transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO message_summaries (project_id, summary_text, start_ts, end_ts, source_message_count, "
-                "source_thread_ids, llm_model, cost_usd, created_ts) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
-                (pid, json.dumps(text), start_ts, end_ts, len(rows), json.dumps(thread_ids), end_ts),
+                "source_thread_ids, llm_model, cost_usd, created_ts, agent_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+                (pid, json.dumps(text), start_ts, end_ts, len(rows), json.dumps(thread_ids), end_ts, viewer),
             )
             summary_id = cursor.lastrowid
         return {
@@ -259,12 +281,15 @@ class History:
             "llm_model": None, "cost_usd": None, "created_ts": end_ts,
         }  # fmt: skip
 
-    def _cached_summary(self, pid: int, start: datetime, end: datetime) -> dict[str, Any] | None:
+    def _cached_summary(self, pid: int, viewer: int | None, start: datetime, end: datetime) -> dict[str, Any] | None:
+        """A stored summary made for the same viewer (``IS``: NULL, project-wide, matches only
+        NULL) whose window is within CACHE_SLACK of this one."""
         rows = self.index.query(
-            "SELECT * FROM message_summaries WHERE project_id = ? AND start_ts BETWEEN ? AND ? "
+            "SELECT * FROM message_summaries WHERE project_id = ? AND agent_id IS ? AND start_ts BETWEEN ? AND ? "
             "AND end_ts BETWEEN ? AND ? ORDER BY end_ts DESC LIMIT 1",
             (
                 pid,
+                viewer,
                 (start - CACHE_SLACK).isoformat(),
                 (start + CACHE_SLACK).isoformat(),
                 (end - CACHE_SLACK).isoformat(),
@@ -273,18 +298,27 @@ class History:
         )
         return _summary_row(rows[0]) if rows else None
 
-    async def fetch_summary(self, project_key: str, since_hours: float, limit: int) -> list[dict[str, Any]]:
+    async def fetch_summary(
+        self,
+        project_key: str,
+        since_hours: float,
+        limit: int,
+        agent_name: str | None = None,
+        token: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Stored summaries made for the viewer (or, under ``open`` without one, the project-wide
+        ones): a summary holds key points of the viewer's own mail, so it is shown only to it."""
         if not 0 < since_hours <= 24 * 366:
             raise BrokerError("INVALID_ARGUMENT", "since_hours must be more than 0 and at most 8784 (a year).")
         if not 1 <= limit <= 1000:
             raise BrokerError("INVALID_LIMIT", f"limit must be between 1 and 1000, got {limit}.")
-        pid = await self.project_id(project_key)
+        pid, viewer = await self.recent_viewer(project_key, agent_name, token, "fetch_summary")
         cutoff = (datetime.now(UTC) - timedelta(hours=since_hours)).isoformat()
         rows = await self._run(
             self.index.query,
-            "SELECT * FROM message_summaries WHERE project_id = ? AND end_ts >= ? ORDER BY end_ts DESC, id DESC "
-            "LIMIT ?",
-            (pid, cutoff, limit),
+            "SELECT * FROM message_summaries WHERE project_id = ? AND agent_id IS ? AND end_ts >= ? "
+            "ORDER BY end_ts DESC, id DESC LIMIT ?",
+            (pid, viewer, cutoff, limit),
         )
         return [_summary_row(row) for row in rows]
 

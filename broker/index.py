@@ -129,7 +129,8 @@ CREATE TABLE IF NOT EXISTS message_summaries (
   source_thread_ids TEXT NOT NULL DEFAULT '[]',
   llm_model VARCHAR(128),
   cost_usd REAL,
-  created_ts TEXT NOT NULL
+  created_ts TEXT NOT NULL,
+  agent_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS idx_summaries_project_end ON message_summaries(project_id, end_ts);
 
@@ -226,6 +227,15 @@ class Index:
         with self.transaction():
             for statement in _statements(SCHEMA):
                 conn.execute(statement)
+            # message_summaries.agent_id (not in the reference): the agent a summary was made for,
+            # NULL for a project-wide one (AGENT_AUTH=open without an agent). Added to older files.
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(message_summaries)")}
+            if "agent_id" not in columns:
+                conn.execute("ALTER TABLE message_summaries ADD COLUMN agent_id INTEGER")
+            conn.execute(
+                "CREATE INDEX IF NOT EXISTS idx_summaries_project_agent_end ON message_summaries(project_id, "
+                "agent_id, end_ts)"
+            )
 
     def query(self, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         return self.connect().execute(sql, params).fetchall()

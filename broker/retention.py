@@ -44,12 +44,16 @@ async def purge_old_messages(
     dry_run: bool,
     token: str | None,
     now: datetime | None = None,
+    operator_token: str | None = None,
 ) -> dict[str, Any]:
     """``now`` is the clock (tests pass one to age messages honestly instead of waiting)."""
     slug = project_slug(project_key)
     days = check_age(store, max_age_days)
-    # project admin auth, read-only ("check"): refuses a wrong token, and no token under `required`
-    await project_state(store, project_key, token, "check", "purge_old_messages")
+    # auth only ("check"): a real purge is the operator's under `required`; counting (dry_run) is
+    # open to any agent of the project. A wrong token is refused either way.
+    await project_state(
+        store, project_key, token, operator_token, "check", "purge_old_messages", operator_only=not dry_run
+    )
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
     cutoff_us = int(cutoff.timestamp()) * 1_000_000 + cutoff.microsecond
     ids, entries = await _old_messages(store, slug, cutoff_us)

@@ -13,7 +13,7 @@ from helpers import PROJECT, Tools, drop_prefix, snapshot
 from persist_helpers import committed_files, index_rows, run_worker, show
 from shapes import payload
 
-from broker import retention
+from broker import operator, retention
 from broker.config import Settings
 from broker.server import build_server
 
@@ -156,33 +156,42 @@ async def required_server(settings: Settings) -> AsyncIterator[FastMCP]:
     await drop_prefix(mcp.store)  # type: ignore[attr-defined]
 
 
-async def test_required_auth_for_lifecycle_tools(required_server: FastMCP) -> None:
+async def test_required_auth_for_lifecycle_tools(required_server: FastMCP, settings: Settings) -> None:
+    """Under `required` an agent acts on itself; another agent's session is not enough (the
+    reference lets it retire or hard-delete others: here that is the operator's, see
+    tests/test_access.py); archiving and deleting are the operator's only."""
+    operator_token = operator.operator_token(settings)
     async with Client(required_server, mode="legacy") as first, Client(required_server, mode="legacy") as second:
         owner, stranger = Tools(first), Tools(second)
         await owner.project()
         blue = await owner.agent("BlueLake")
         green = await stranger.agent("GreenCastle")  # binds the second session to GreenCastle
-        for tool in ("unretire_agent", "deregister_agent"):
+        for tool in ("retire_agent", "unretire_agent", "deregister_agent"):
             error = await stranger.error(tool, project_key=PROJECT, agent_name="BlueLake")
             assert error.startswith("AUTHENTICATION_REQUIRED:"), (tool, error)
-        # the reference lets a session bound to another agent of the project retire an agent
-        await stranger.call("retire_agent", project_key=PROJECT, agent_name="BlueLake")
-        await owner.call("unretire_agent", project_key=PROJECT, agent_name="BlueLake")  # its own session
+        await owner.call("retire_agent", project_key=PROJECT, agent_name="BlueLake")  # its own session
+        await owner.call("unretire_agent", project_key=PROJECT, agent_name="BlueLake")
         async with Client(required_server) as third:
             nobody = Tools(third)
             error = await nobody.error("retire_agent", project_key=PROJECT, agent_name="BlueLake")
             assert error.startswith("AUTHENTICATION_REQUIRED:"), error
             error = await nobody.error("archive_project", project_key=PROJECT)
-            assert error.startswith("AUTHENTICATION_REQUIRED:") and "registration_token of an agent" in error
+            assert error.startswith("AUTHENTICATION_REQUIRED:") and "operator token" in error
             await nobody.call(
                 "retire_agent",
                 project_key=PROJECT,
                 agent_name="BlueLake",
                 registration_token=blue["registration_token"],
             )
-            # project admin: any agent's token of the project
-            await nobody.call("archive_project", project_key=PROJECT, registration_token=green["registration_token"])
-        await owner.call("unarchive_project", project_key=PROJECT)  # a session bound to an agent of it
+            # an agent's token is not the operator's
+            error = await nobody.error(
+                "archive_project", project_key=PROJECT, registration_token=green["registration_token"]
+            )
+            assert error.startswith("OPERATOR_REQUIRED:"), error
+            await nobody.call("archive_project", project_key=PROJECT, operator_token=operator_token)
+        error = await owner.error("unarchive_project", project_key=PROJECT)  # a session bound to an agent
+        assert error.startswith("OPERATOR_REQUIRED:"), error
+        await owner.call("unarchive_project", project_key=PROJECT, operator_token=operator_token)
 
         await owner.agent("alpha-one")
         async with Client(required_server) as fourth:
@@ -190,9 +199,16 @@ async def test_required_auth_for_lifecycle_tools(required_server: FastMCP) -> No
             for tool, extra in (("hard_delete_agent", {"agent_name": "alpha-one"}), ("hard_delete_project", {})):
                 error = await nobody.error(tool, project_key=PROJECT, confirmation="I UNDERSTAND", **extra)
                 assert error.startswith("AUTHENTICATION_REQUIRED:"), (tool, error)
-        # like retire, a session bound to another agent of the project may hard-delete an agent
-        deleted = await stranger.call(
+        error = await stranger.error(
             "hard_delete_agent", project_key=PROJECT, agent_name="alpha-one", confirmation="I UNDERSTAND"
+        )
+        assert error.startswith("OPERATOR_REQUIRED:"), error
+        deleted = await stranger.call(
+            "hard_delete_agent",
+            project_key=PROJECT,
+            agent_name="alpha-one",
+            confirmation="I UNDERSTAND",
+            operator_token=operator_token,
         )
         assert deleted["deleted_counts"]["agent"] == 1
 

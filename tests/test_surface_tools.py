@@ -110,10 +110,29 @@ NO_FORMAT = {
 }
 
 # Parameters of ours appended after the reference's (README bullet named in each comment).
+OPERATOR = "operator_token:?str=None"
 OUR_PARAMS = {
-    # README "Agent and project lifecycle" > Differences: "purge_old_messages ... needs project admin
-    # auth under AGENT_AUTH=required (it takes an extra registration_token argument ...)"
-    "purge_old_messages": "registration_token:?str=None",
+    # README "Agent and project lifecycle" > Differences: "purge_old_messages ... takes extra
+    # registration_token and operator_token arguments ..."
+    "purge_old_messages": f"registration_token:?str=None, {OPERATOR}",
+    # README "Differences from the reference": "Operator credential ... an extra operator_token
+    # argument" (docs/security.md)
+    **{
+        name: OPERATOR
+        for name in (
+            "archive_project",
+            "unarchive_project",
+            "hard_delete_project",
+            "hard_delete_agent",
+            "retire_agent",
+            "unretire_agent",
+            "deregister_agent",
+        )
+    },
+    # README "Differences from the reference": "summarize_recent and fetch_summary show only the
+    # viewer's mail ... extra agent_name and registration_token arguments"
+    "summarize_recent": "agent_name:?str=None, registration_token:?str=None",
+    "fetch_summary": "agent_name:?str=None, registration_token:?str=None",
     # README "Differences from the reference": "send_message and reply_message take an optional idempotency_key"
     "send_message": "idempotency_key:?str=None",
     "reply_message": "idempotency_key:?str=None",

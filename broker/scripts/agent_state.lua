@@ -7,16 +7,14 @@
 -- KEYS[3]  pending-persistence zset
 -- ARGV[1]  agent name (any case)
 -- ARGV[2]  SHA-256 hex of the token passed, "" for none
--- ARGV[3]  "1" if a token is required
--- ARGV[4]  another agent whose session binding may stand in for the token ("" for none)
--- ARGV[5]  operation: "retire", "unretire" or "deregister"
+-- ARGV[3]  "1" if a token is required ("0" also when the caller is the operator)
+-- ARGV[4]  operation: "retire", "unretire" or "deregister"
 -- Returns {"ok", agent JSON, 1 if a persistence drain must be enqueued else 0} or an error
 -- table from resolve_agent.
-local require = delegated_require(KEYS[2], ARGV[1], ARGV[3], ARGV[4])
-local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], require)
+local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 if err then return err end
 local iso, _, ms = now()
-local op = ARGV[5]
+local op = ARGV[4]
 if op == "retire" then
   if type(agent.retired_at) ~= "string" then agent.retired_at = iso end
 elseif op == "unretire" then

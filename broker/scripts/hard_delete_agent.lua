@@ -1,15 +1,15 @@
 -- hard_delete_agent: delete an agent and everything that is its own, one bounded phase per call
 -- (the caller loops; every call is atomic and idempotent, and the agent record goes last, so an
 -- interrupted delete is finished by calling again).
---   "sent"          up to ARGV[7] messages from the head of its outbox, deleted everywhere
+--   "sent"          up to ARGV[6] messages from the head of its outbox, deleted everywhere
 --                   (lib/lifecycle.lua delete_message: hash, body, every recipient's inbox
 --                   entry and indexes, thread index, pending entries)
---   "received"      up to ARGV[7] entries from the head of its inbox: its recipient fields leave
+--   "received"      up to ARGV[6] entries from the head of its inbox: its recipient fields leave
 --                   the message (read/ack times, kind, the name in the recipients JSON), the
 --                   entry and its topic index go; the message stays for the other recipients
---   "reservations"  one ZSCAN step (cursor ARGV[8], COUNT ARGV[7]) over res:all: its
+--   "reservations"  one ZSCAN step (cursor ARGV[7], COUNT ARGV[6]) over res:all: its
 --                   reservations, live or ended, leave every reservation structure
---   "contacts"      one HSCAN step (cursor ARGV[8], COUNT ARGV[7]) over its links: mail held
+--   "contacts"      one HSCAN step (cursor ARGV[7], COUNT ARGV[6]) over its links: mail held
 --                   for it, its pending link entries, and the other endpoint's copy when that
 --                   agent is of this project (lib/lifecycle.lua forget_link); copies kept in
 --                   other projects are returned for the caller (link_forget.lua there). Its
@@ -26,11 +26,10 @@
 -- ARGV[1]  project key prefix "<p>:{slug}:"
 -- ARGV[2]  agent name (any case)
 -- ARGV[3]  SHA-256 hex of the token passed, "" for none
--- ARGV[4]  "1" if a token is required
--- ARGV[5]  another agent whose session binding may stand in for the token ("" for none)
--- ARGV[6]  phase
--- ARGV[7]  batch size
--- ARGV[8]  ZSCAN / HSCAN cursor ("reservations", "contacts")
+-- ARGV[4]  "1" if a token is required ("0" also when the caller is the operator)
+-- ARGV[5]  phase
+-- ARGV[6]  batch size
+-- ARGV[7]  ZSCAN / HSCAN cursor ("reservations", "contacts")
 -- Returns {"ok", agent JSON, phase result JSON, more/cursor}:
 --   sent: [{"head":..,"recipients":{to,cc,bcc}}...], "1" if more may remain else "0"
 --   received: [message id...], "1"|"0"
@@ -38,11 +37,10 @@
 --   contacts: [{"slug", "owner", "field"}...] copies in other projects, next cursor
 --   final: {"reservations":[id...],"windows":n}, "0"
 -- or {"MORE"} (final only), or an error table from resolve_agent.
-local require = delegated_require(KEYS[2], ARGV[2], ARGV[4], ARGV[5])
-local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], require)
+local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local raw = redis.call("HGET", KEYS[2], string.lower(agent.name))
-local prefix, lower, phase, batch = ARGV[1], string.lower(agent.name), ARGV[6], tonumber(ARGV[7])
+local prefix, lower, phase, batch = ARGV[1], string.lower(agent.name), ARGV[5], tonumber(ARGV[6])
 local inbox, outbox = pkey(prefix, "inbox:" .. lower), pkey(prefix, "outbox:" .. lower)
 
 local function drop_reservation(id)
@@ -106,7 +104,7 @@ if phase == "received" then
 end
 
 if phase == "reservations" then
-  local step = redis.call("ZSCAN", pkey(prefix, "res:all"), ARGV[8], "COUNT", batch)
+  local step = redis.call("ZSCAN", pkey(prefix, "res:all"), ARGV[7], "COUNT", batch)
   local ids = {}
   for i = 1, #step[2], 2 do
     local id = step[2][i]
@@ -121,7 +119,7 @@ end
 
 if phase == "contacts" then
   local here = prefix_slug(prefix)
-  local step = redis.call("HSCAN", pkey(prefix, "links:" .. lower), ARGV[8], "COUNT", batch)
+  local step = redis.call("HSCAN", pkey(prefix, "links:" .. lower), ARGV[7], "COUNT", batch)
   local foreign = {}
   for i = 1, #step[2], 2 do
     local field = step[2][i]

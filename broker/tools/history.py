@@ -59,16 +59,26 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         llm_mode: bool = True,
         llm_model: str | None = None,
         max_messages: int = 500,
+        agent_name: str | None = None,
+        registration_token: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Summary of the project's messages of the last since_hours (stored; reused for 5 minutes)."""
+        """Summary of the messages of the last since_hours that agent_name sent or received
+        (stored; reused for 5 minutes). Needs an authenticated agent under AGENT_AUTH=required;
+        under open, without agent_name, the whole project's messages."""
         check_format(format)
-        return await history.summarize_recent(project_key, since_hours, max_messages)
+        return await history.summarize_recent(project_key, since_hours, max_messages, agent_name, registration_token)
 
     @mcp.tool
     async def fetch_summary(
-        project_key: str, since_hours: float = 24.0, limit: int = 5, format: str | None = None
+        project_key: str,
+        since_hours: float = 24.0,
+        limit: int = 5,
+        agent_name: str | None = None,
+        registration_token: str | None = None,
+        format: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Stored summaries whose window ends within the last since_hours, newest first."""
+        """Stored summaries made for agent_name whose window ends within the last since_hours,
+        newest first (under open without agent_name: the project-wide ones)."""
         check_format(format)
-        return await history.fetch_summary(project_key, since_hours, limit)
+        return await history.fetch_summary(project_key, since_hours, limit, agent_name, registration_token)

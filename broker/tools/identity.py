@@ -10,6 +10,7 @@ from fastmcp import FastMCP
 from broker import identity
 from broker.archive import recent_commits
 from broker.config import Settings
+from broker.identity import project_slug
 from broker.inputs import check_format
 from broker.persist_state import persistence_state
 from broker.store import Store
@@ -84,11 +85,18 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         commit_limit: int = 5,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """An agent's profile; recent_commits: the Git archive's newest commits (commit_limit 1..50)."""
+        """An agent's profile; recent_commits: the Git archive's newest commits (commit_limit 1..50);
+        under AGENT_AUTH=required only those touching the agent's own archive folder."""
         check_format(format)
         agent = await identity.whois(store, project_key, agent_name, registration_token)
+        # A commit's summary names a message's sender, recipients and subject: under `required`
+        # the agent sees only commits of its own folder (its profile, its mail), not the
+        # repository-wide list of the reference, which spans every agent and project.
+        own = None
+        if store.bindings.mode == "required":
+            own = f"projects/{project_slug(project_key)}/agents/{agent['name']}/"
         # The reference always has recent_commits: empty when not asked for.
         agent["recent_commits"] = (
-            await recent_commits(settings, max(1, min(commit_limit, 50))) if include_recent_commits else []
+            await recent_commits(settings, max(1, min(commit_limit, 50)), own) if include_recent_commits else []
         )
         return agent

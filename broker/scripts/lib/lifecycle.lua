@@ -1,18 +1,8 @@
 -- Lifecycle helpers (retire, archive, hard delete, purge); prepended after common.lua.
 
--- Under `required` auth, retire_agent and hard_delete_agent may also be called by a session
--- bound to ANOTHER agent of the project (the reference allows it). actor = that agent's name
--- ("" for none); it must still exist. Returns the require flag to use for the target agent.
-local function delegated_require(agents_key, name, require, actor)
-  if require == "1" and actor ~= "" and string.lower(actor) ~= string.lower(name)
-      and redis.call("HEXISTS", agents_key, string.lower(actor)) == 1 then
-    return "0"
-  end
-  return require
-end
-
--- Project admin auth (archive, unarchive, hard_delete_project, purge): a token that belongs to
--- any agent of the project, or (require = "1" only) a session bound to an agent of it (actor).
+-- Project member auth (project_state.lua; the caller passes "" / "0" when the operator
+-- credential was presented, broker/lifecycle.py): a token that belongs to any agent of the
+-- project, or (require = "1" only) a session bound to an agent of it (actor).
 -- Returns nil when allowed, else "BAD_ADMIN_TOKEN" or "ADMIN_AUTH_REQUIRED".
 local function admin_error(agents_key, given_hash, require, actor)
   if given_hash ~= "" then
