@@ -39,10 +39,13 @@ async def reserve_durations(store: Any) -> list[int]:
     return [e["duration"] for e in await store.redis.slowlog_get(10_000) if sha in str(e.get("command", ""))]
 
 
+# SLOWLOG exists only on a real redis-server: these run on that backend alone (not skipped on fakeredis).
+REAL_REDIS_ONLY = pytest.mark.parametrize("backend", ["redis"], indirect=True)
+
+
 @pytest.fixture
 async def slowlog(server: FastMCP, backend: str) -> Any:
-    if backend.startswith("memory://"):
-        pytest.skip("SLOWLOG needs a real redis-server")
+    assert not backend.startswith("memory://"), "SLOWLOG needs a real redis-server: mark the test REAL_REDIS_ONLY"
     store = server.store  # type: ignore[attr-defined]
     await store.redis.config_set("slowlog-log-slower-than", 0)
     await store.redis.config_set("slowlog-max-len", 10_000)
@@ -51,6 +54,7 @@ async def slowlog(server: FastMCP, backend: str) -> Any:
     await store.redis.config_set("slowlog-log-slower-than", 10_000)
 
 
+@REAL_REDIS_ONLY
 async def test_the_costliest_pattern_shape_is_refused_before_redis(tools: Tools, slowlog: Any) -> None:
     """Two agents holding and requesting long '*...*' globs held Redis ~100 ms per refused call;
     such a pattern is now refused by its shape in Python, and reserve.lua never runs."""
@@ -64,6 +68,7 @@ async def test_the_costliest_pattern_shape_is_refused_before_redis(tools: Tools,
     assert await reserve_durations(slowlog) == []
 
 
+@REAL_REDIS_ONLY
 async def test_worst_allowed_requests_hold_redis_a_few_ms(tools: Tools, slowlog: Any) -> None:
     """The costliest shapes the caps allow, held and requested in bulk: every reserve.lua run,
     granted or refused as too complex, stays within a few milliseconds of Redis."""
@@ -92,6 +97,7 @@ async def test_worst_allowed_requests_hold_redis_a_few_ms(tools: Tools, slowlog:
     assert max(durations) < FEW_MS_US, (durations, outcomes)
 
 
+@REAL_REDIS_ONLY
 async def test_a_costly_reservation_is_refused_before_matching(tools: Tools, server: FastMCP, slowlog: Any) -> None:
     """Many cheap pairs cost as much as one dear one: a call that would compare 100 '**' globs
     with 300 holdings is refused on its price, cheaply, and changes nothing."""
