@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from redis.client import Pipeline
 
 from broker.archive import Archive, ArchiveMessage
 from broker.config import Settings
+from broker.ids import KINDS, largest_indexed_ids, raise_past_index
 from broker.index import Batch, Index
 from broker.keys import Keys
 from broker.reservation_record import record_dict
@@ -80,6 +82,7 @@ class ProjectState:
     project: dict[str, str]
     agents: dict[str, dict[str, Any]]  # lower name -> stored agent JSON
     active: dict[str, str]  # name -> last_active_ts
+    counters: dict[str, int] = field(default_factory=dict)  # id kind -> its counter, read with the batch
 
     def agent_id(self, name: str) -> int | None:
         agent = self.agents.get(name.lower())
@@ -94,6 +97,9 @@ class Work:
     profiles: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     messages: list[tuple[str, str, ArchiveMessage]] = field(default_factory=list)
     reservations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # message id -> its creation time (µs), for every message the batch writes rows of: what
+    # tells a message from another one that got the same id (see _drop_clashes)
+    created_us: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -187,11 +193,51 @@ class Persister:
                 continue
             handler.load(state, member, fetched.get(member, []), work)
             done.append(member)
+        self._drop_clashes(slug, work)
         commit = self.archive.write_batch(
             profiles=work.profiles, messages=work.messages, reservations=work.reservations
         )
         self.index.write_batch(work.batch)
+        self._guard_counters(state.counters)
         return done, commit, len(work.messages)
+
+    def _guard_counters(self, counters: dict[str, int]) -> None:
+        """Raise the id counters past the index's largest ids when one is below (Redis lost
+        its last writes, or was replaced by a replica or an empty server): the second guard
+        behind allocate_ids.lua's clock floor, for a Redis whose clock is behind. The
+        counters were read before this batch was written, and every id in it was handed out
+        before they were read, so a counter below an indexed id has gone back."""
+        largest = largest_indexed_ids(self.index)
+        if all(counters.get(kind, 0) >= top for kind, top in largest.items()):
+            return
+        raised = raise_past_index(self.redis, self.keys, self.index)
+        if raised:
+            log.warning("id counters were behind the index (Redis lost writes); raised: %s", raised)
+
+    def _drop_clashes(self, slug: str, work: Work) -> None:
+        """Leave out of the batch every message and reservation whose id the index already
+        holds for another record (ids handed out again after Redis lost its last writes, by a
+        broker without broker/ids.py's floor): the persisted record stays, no second canonical
+        file is written, and the rest of the batch persists instead of the project stalling.
+        A replay of the same record is not a clash: its rows and files are written again,
+        unchanged."""
+        indexed = self.index.indexed_values("messages", list(work.created_us), ("created_ts",))
+        clashes = {mid for mid, (created_ts,) in indexed.items() if _micros(created_ts) != work.created_us[mid]}
+        reservations = {r["id"]: (r["created_ts"], r["path_pattern"]) for r in work.batch.reservations}
+        held = self.index.indexed_values("file_reservations", list(reservations), ("created_ts", "path_pattern"))
+        taken = {rid for rid, values in held.items() if values != reservations[rid]}
+        if not clashes and not taken:
+            return
+        log.error(
+            "project %s: ids already indexed for other records, left as indexed: messages %s, reservations %s",
+            slug, sorted(clashes), sorted(taken),
+        )  # fmt: skip
+        batch = work.batch
+        batch.messages = [m for m in batch.messages if m["id"] not in clashes]
+        batch.recipients = [r for r in batch.recipients if r["message_id"] not in clashes]
+        work.messages = [m for m in work.messages if m[2].id not in clashes]
+        batch.reservations = [r for r in batch.reservations if r["id"] not in taken]
+        work.reservations = [r for r in work.reservations if r[1]["id"] not in taken]
 
     def _fetch(self, slug: str, members: list[str]) -> tuple[ProjectState, dict[str, Any]]:
         """The project's records and every entry's Redis state, in one round trip."""
@@ -200,6 +246,7 @@ class Persister:
         pipe.hgetall(keys.project(slug))
         pipe.hgetall(keys.agents(slug))
         pipe.hgetall(keys.active(slug))
+        pipe.mget([keys.ids(kind) for kind in KINDS])
         counts: list[tuple[str, int]] = []
         for member in members:
             kind, _, rest = member.partition(":")
@@ -209,8 +256,9 @@ class Persister:
         replies = pipe.execute()
         project, agents, active = replies[0], replies[1], replies[2]
         state = ProjectState(slug, project, {k: json.loads(v) for k, v in agents.items()}, active)
+        state.counters = {kind: int(value or 0) for kind, value in zip(KINDS, replies[3], strict=True)}
         fetched: dict[str, Any] = {}
-        position = 3
+        position = 4
         for member, count in counts:
             fetched[member] = replies[position : position + count]
             position += count
@@ -243,6 +291,14 @@ class Persister:
             elif oldest_pending and oldest_pending[0][1] <= now_ms - min_age_seconds * 1000:
                 stale.append(slug)
         return stale
+
+
+def _micros(iso: str) -> int:
+    """An ISO-8601 time as µs since 1970 (what a message's ``created_us`` holds)."""
+    moment = datetime.fromisoformat(iso)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
 # -- handlers: one per pending-entry kind ------------------------------------------------
@@ -319,6 +375,7 @@ def _load_message(state: ProjectState, member: str, fetched: list[Any], work: Wo
             "attachments": json.dumps(head.get("attachments") or []),
         }
     )
+    work.created_us[message_id] = int(record.get("created_us") or _micros(head["created_ts"]))
     work.batch.activity.append((int(head["sender_id"]), head["created_ts"]))
     for kind in ("to", "cc", "bcc"):
         for name in recipients[kind]:
@@ -388,17 +445,19 @@ def _load_link(state: ProjectState, member: str, fetched: list[Any], work: Work)
 
 def _fetch_receipt(pipe: Pipeline, keys: Keys, slug: str, rest: str) -> int:
     message_id, _, name = rest.partition(":")
-    pipe.hmget(keys.message(slug, int(message_id)), f"rk:{name}", f"rt:{name}", f"at:{name}")
+    pipe.hmget(keys.message(slug, int(message_id)), f"rk:{name}", f"rt:{name}", f"at:{name}", "created_us")
     return 1
 
 
 def _load_receipt(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
     _, message_id, name = member.split(":", 2)
-    kind, read_ts, ack_ts = fetched[0]
+    kind, read_ts, ack_ts, created_us = fetched[0]
     agent_id = state.agent_id(name)
     if kind is None or agent_id is None:
         log.warning("%s of project %s is gone from Redis; skipped", member, state.slug)
         return
+    if created_us:
+        work.created_us[int(message_id)] = int(created_us)
     work.batch.recipients.append(
         {"message_id": int(message_id), "agent_id": agent_id, "kind": kind, "read_ts": read_ts, "ack_ts": ack_ts}
     )

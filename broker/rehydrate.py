@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from broker import globs
 from broker.config import Settings
 from broker.connection import make_client
+from broker.ids import KINDS, largest_indexed_ids
 from broker.index import Index
 from broker.keys import Keys
 from broker.mail import INLINE_BODY_BYTES
@@ -347,19 +348,10 @@ async def _restore_mail_activity(
 
 
 async def _raise_counters(client: Redis, keys: Keys, index: Index) -> None:
-    """Id counters past the largest id in the index, so new ids never reuse one. A counter
-    below it went back with Redis's data: it is raised by a further gap, because ids above the
-    index's were handed out before the loss (changes not persisted yet, whose ids clients may
-    still hold) or still are (the block of ids each running broker reserved, broker/ids.py)."""
+    """Id counters past the largest id in the index, so new ids never reuse one (the async
+    twin of broker.ids.raise_past_index, which says why by a margin)."""
     raise_counter = client.register_script(script_source("raise_counter"))
-    kinds = (
-        ("message", "messages", 1_000_000),
-        ("agent", "agents", 10_000),
-        ("project", "projects", 1_000),
-        ("reservation", "file_reservations", 1_000_000),
-    )
-    for kind, table, gap in kinds:
-        top = index.query(f"SELECT coalesce(max(id), 0) FROM {table}")[0][0]
+    for kind, top in largest_indexed_ids(index).items():
         current = int(await client.get(keys.ids(kind)) or 0)
         if current < top:
-            await raise_counter(keys=[keys.ids(kind)], args=[top + gap])
+            await raise_counter(keys=[keys.ids(kind)], args=[top + KINDS[kind][1]])
