@@ -115,12 +115,3 @@ async def test_a_second_message_under_a_persisted_id_is_not_written_twice(
     assert rows == [{"subject": "original"}]
     receipt = index_rows(settings, "SELECT read_ts FROM message_recipients WHERE message_id = ?", (message_id,))
     assert receipt == [{"read_ts": None}]
-
-
-async def test_sends_from_two_brokers_after_a_loss_never_share_an_id(server: FastMCP, settings: Settings) -> None:
-    """Many allocators at once (brokers restarted after the loss) stay unique."""
-    store = server.store  # type: ignore[attr-defined]
-    key = store.keys.ids("message")
-    allocators = [IdAllocator(key, block=8) for _ in range(4)]
-    ids = await asyncio.gather(*(allocators[i % 4].next_id(store.redis) for i in range(400)))
-    assert len(set(ids)) == 400
