@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,10 @@ from redis.client import Pipeline
 
 from broker.archive import Archive, ArchiveMessage
 from broker.config import Settings
-from broker.ids import KINDS, largest_indexed_ids, raise_past_index
+from broker.ids import KINDS
 from broker.index import Batch, Index
 from broker.keys import Keys
+from broker.persist_guards import drop_clashes, guard_counters, micros
 from broker.reservation_record import record_dict
 from broker.scripts import script_source
 
@@ -98,7 +98,7 @@ class Work:
     messages: list[tuple[str, str, ArchiveMessage]] = field(default_factory=list)
     reservations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     # message id -> its creation time (µs), for every message the batch writes rows of: what
-    # tells a message from another one that got the same id (see _drop_clashes)
+    # tells a message from another one that got the same id (see persist_guards.drop_clashes)
     created_us: dict[int, int] = field(default_factory=dict)
 
 
@@ -193,51 +193,13 @@ class Persister:
                 continue
             handler.load(state, member, fetched.get(member, []), work)
             done.append(member)
-        self._drop_clashes(slug, work)
+        drop_clashes(self.index, slug, work)
         commit = self.archive.write_batch(
             profiles=work.profiles, messages=work.messages, reservations=work.reservations
         )
         self.index.write_batch(work.batch)
-        self._guard_counters(state.counters)
+        guard_counters(self.redis, self.keys, self.index, state.counters)
         return done, commit, len(work.messages)
-
-    def _guard_counters(self, counters: dict[str, int]) -> None:
-        """Raise the id counters past the index's largest ids when one is below (Redis lost
-        its last writes, or was replaced by a replica or an empty server): the second guard
-        behind allocate_ids.lua's clock floor, for a Redis whose clock is behind. The
-        counters were read before this batch was written, and every id in it was handed out
-        before they were read, so a counter below an indexed id has gone back."""
-        largest = largest_indexed_ids(self.index)
-        if all(counters.get(kind, 0) >= top for kind, top in largest.items()):
-            return
-        raised = raise_past_index(self.redis, self.keys, self.index)
-        if raised:
-            log.warning("id counters were behind the index (Redis lost writes); raised: %s", raised)
-
-    def _drop_clashes(self, slug: str, work: Work) -> None:
-        """Leave out of the batch every message and reservation whose id the index already
-        holds for another record (ids handed out again after Redis lost its last writes, by a
-        broker without broker/ids.py's floor): the persisted record stays, no second canonical
-        file is written, and the rest of the batch persists instead of the project stalling.
-        A replay of the same record is not a clash: its rows and files are written again,
-        unchanged."""
-        indexed = self.index.indexed_values("messages", list(work.created_us), ("created_ts",))
-        clashes = {mid for mid, (created_ts,) in indexed.items() if _micros(created_ts) != work.created_us[mid]}
-        reservations = {r["id"]: (r["created_ts"], r["path_pattern"]) for r in work.batch.reservations}
-        held = self.index.indexed_values("file_reservations", list(reservations), ("created_ts", "path_pattern"))
-        taken = {rid for rid, values in held.items() if values != reservations[rid]}
-        if not clashes and not taken:
-            return
-        log.error(
-            "project %s: ids already indexed for other records, left as indexed: messages %s, reservations %s",
-            slug, sorted(clashes), sorted(taken),
-        )  # fmt: skip
-        batch = work.batch
-        batch.messages = [m for m in batch.messages if m["id"] not in clashes]
-        batch.recipients = [r for r in batch.recipients if r["message_id"] not in clashes]
-        work.messages = [m for m in work.messages if m[2].id not in clashes]
-        batch.reservations = [r for r in batch.reservations if r["id"] not in taken]
-        work.reservations = [r for r in work.reservations if r[1]["id"] not in taken]
 
     def _fetch(self, slug: str, members: list[str]) -> tuple[ProjectState, dict[str, Any]]:
         """The project's records and every entry's Redis state, in one round trip."""
@@ -291,14 +253,6 @@ class Persister:
             elif oldest_pending and oldest_pending[0][1] <= now_ms - min_age_seconds * 1000:
                 stale.append(slug)
         return stale
-
-
-def _micros(iso: str) -> int:
-    """An ISO-8601 time as µs since 1970 (what a message's ``created_us`` holds)."""
-    moment = datetime.fromisoformat(iso)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
 # -- handlers: one per pending-entry kind ------------------------------------------------
@@ -375,7 +329,7 @@ def _load_message(state: ProjectState, member: str, fetched: list[Any], work: Wo
             "attachments": json.dumps(head.get("attachments") or []),
         }
     )
-    work.created_us[message_id] = int(record.get("created_us") or _micros(head["created_ts"]))
+    work.created_us[message_id] = int(record.get("created_us") or micros(head["created_ts"]))
     work.batch.activity.append((int(head["sender_id"]), head["created_ts"]))
     for kind in ("to", "cc", "bcc"):
         for name in recipients[kind]:
