@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from redis import Redis
+from redis import Redis, RedisError
 from redis.client import Pipeline
 
 from broker.archive import Archive, ArchiveMessage
@@ -127,6 +127,12 @@ class Persister:
         self.archive = Archive(settings.archive_path, "")
         self._claim = redis.register_script(script_source("drain_claim"))
         self._requeue = redis.register_script(script_source("drain_requeue"))
+        # A worker starting after Redis came back from a loss raises the id counters before
+        # its first batch (each batch checks again: docs/durability-ids.md).
+        try:
+            guard_counters(redis, self.keys, self.index, {})
+        except RedisError as exc:  # Redis not up yet: the first batch checks
+            log.warning("could not check the id counters against the index: %s", exc)
 
     # -- draining -----------------------------------------------------------------------
     def drain(self, slug: str, budget_seconds: float = DRAIN_BUDGET_SECONDS) -> DrainStats:

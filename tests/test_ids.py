@@ -12,7 +12,10 @@ from helpers import Tools
 from persist_helpers import committed_files, index_rows, run_worker
 
 from broker.config import Settings
+from broker.connection import make_sync_client
 from broker.ids import ID_LIMIT, IdAllocator
+from broker.index import Batch, Index
+from broker.persist import Persister
 
 SLUG = "tmp-concurrent-test"
 
@@ -115,3 +118,39 @@ async def test_a_second_message_under_a_persisted_id_is_not_written_twice(
     assert rows == [{"subject": "original"}]
     receipt = index_rows(settings, "SELECT read_ts FROM message_recipients WHERE message_id = ?", (message_id,))
     assert receipt == [{"read_ts": None}]
+
+
+async def test_a_worker_starting_after_a_loss_raises_counters_past_the_index(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    """Redis came back with counters below persisted ids (an old backup, or a promoted replica
+    whose clock is behind, so the clock floor gives nothing): the worker raises them at start,
+    before any batch, past every indexed id."""
+    store = server.store  # type: ignore[attr-defined]
+    sent = await tools.send("BlueLake", ["GreenCastle"])
+    await run_worker(server, settings)
+    for kind in ("message", "agent", "project"):
+        await store.redis.set(store.keys.ids(kind), "7")
+
+    Persister(settings, make_sync_client(store.redis_url)).redis.close()
+    assert int(await store.redis.get(store.keys.ids("message"))) > sent["deliveries"][0]["payload"]["id"]
+    assert int(await store.redis.get(store.keys.ids("agent"))) > max(a["id"] for a in trio["agents"].values())
+    assert int(await store.redis.get(store.keys.ids("project"))) > trio["project"]["id"]
+
+
+def test_a_project_created_again_under_its_slug_takes_its_history_along(settings: Settings) -> None:
+    """The index's half of a project re-created with a new id: its agents and mail move to the
+    new id instead of the batch failing on UNIQUE(slug)."""
+    index = Index(settings.index_path)
+    index.ensure_schema()
+    project = {"slug": "p", "human_key": "/p", "created_at": "2026-01-01T00:00:00+00:00", "archived_at": None}
+    agent = {
+        "project_id": 1, "name": "BlueLake", "program": "x", "model": "y", "task_description": "",
+        "inception_ts": "2026-01-01T00:00:00+00:00", "last_active_ts": "2026-01-01T00:00:00+00:00",
+        "attachments_policy": "auto", "contact_policy": "auto", "registration_token": None, "retired_at": None,
+    }  # fmt: skip
+    index.write_batch(Batch(projects=[{"id": 1, **project}], agents=[{"id": 10, **agent}]))
+    index.write_batch(Batch(projects=[{"id": 2, **project}], agents=[{"id": 20, **agent, "project_id": 2}]))
+    assert [dict(r) for r in index.query("SELECT id, slug FROM projects")] == [{"id": 2, "slug": "p"}]
+    assert [dict(r) for r in index.query("SELECT id, project_id FROM agents")] == [{"id": 20, "project_id": 2}]
+    index.close()
