@@ -234,7 +234,9 @@ class Index:
 
     def write_batch(self, batch: Batch) -> None:
         """Upsert a drained batch in one transaction. Idempotent: a replayed batch changes nothing
-        (messages are immutable, read/ack times are set once, profiles are last-writer-wins)."""
+        (messages are immutable, read/ack times are set once, profiles are last-writer-wins).
+        An agent or project that Redis lost and that came back under its name with a new id
+        re-keys the indexed one instead of failing (docs/durability-ids.md)."""
         with self.transaction() as conn:
             projects = _settle_projects(conn, batch.projects)
             agents = _settle_agents(conn, batch.agents)
