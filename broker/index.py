@@ -13,6 +13,7 @@ needs the digest to restore authentication.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -148,6 +149,7 @@ END;
 """
 
 BUSY_TIMEOUT_MS = 60_000
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -242,25 +244,30 @@ class Index:
 
     def write_batch(self, batch: Batch) -> None:
         """Upsert a drained batch in one transaction. Idempotent: a replayed batch changes nothing
-        (messages are immutable, read/ack times are set once, profiles are last-writer-wins)."""
+        (messages are immutable, read/ack times are set once, profiles are last-writer-wins).
+        An agent or project that Redis lost and that came back under its name with a new id
+        re-keys the indexed one instead of failing (docs/durability-ids.md)."""
         with self.transaction() as conn:
+            projects = _settle_projects(conn, batch.projects)
+            agents = _settle_agents(conn, batch.agents)
             conn.executemany(
                 "INSERT INTO projects (id, slug, human_key, created_at, archived_at) VALUES (:id, :slug, :human_key, "
                 ":created_at, :archived_at) ON CONFLICT(id) DO UPDATE SET human_key = excluded.human_key, "
                 "archived_at = excluded.archived_at",
-                batch.projects,
+                projects,
             )
             conn.executemany(
                 "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, "
                 "last_active_ts, attachments_policy, contact_policy, registration_token, retired_at) VALUES (:id, "
                 ":project_id, :name, :program, :model, :task_description, :inception_ts, :last_active_ts, "
                 ":attachments_policy, :contact_policy, :registration_token, :retired_at) "
-                "ON CONFLICT(id) DO UPDATE SET program = excluded.program, retired_at = excluded.retired_at, "
+                "ON CONFLICT(id) DO UPDATE SET name = excluded.name, inception_ts = excluded.inception_ts, "
+                "program = excluded.program, retired_at = excluded.retired_at, "
                 "model = excluded.model, task_description = excluded.task_description, "
                 "attachments_policy = excluded.attachments_policy, contact_policy = excluded.contact_policy, "
                 "registration_token = excluded.registration_token, "
                 "last_active_ts = max(agents.last_active_ts, excluded.last_active_ts)",
-                batch.agents,
+                agents,
             )
             conn.executemany(
                 "INSERT OR IGNORE INTO messages (id, project_id, sender_id, thread_id, topic, subject, body_md, "
@@ -301,6 +308,86 @@ class Index:
                 "expires_ts = excluded.expires_ts WHERE excluded.updated_ts >= agent_links.updated_ts",
                 batch.links,
             )
+
+    def indexed_values(self, table: str, ids: list[int], columns: tuple[str, ...]) -> dict[int, tuple[Any, ...]]:
+        """id -> the ``columns`` of each of these ids that ``table`` holds (read in chunks)."""
+        found: dict[int, tuple[Any, ...]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.query(f"SELECT id, {', '.join(columns)} FROM {table} WHERE id IN ({marks})", chunk):
+                found[int(row["id"])] = tuple(row[c] for c in columns)
+        return found
+
+
+# Rows that name an agent or a project by id: (table, column) pairs moved by a re-key.
+AGENT_REFERENCES = (
+    ("messages", "sender_id"),
+    ("message_recipients", "agent_id"),
+    ("file_reservations", "agent_id"),
+    ("agent_links", "a_agent_id"),
+    ("agent_links", "b_agent_id"),
+)
+PROJECT_REFERENCES = (
+    ("agents", "project_id"),
+    ("messages", "project_id"),
+    ("file_reservations", "project_id"),
+    ("agent_links", "a_project_id"),
+    ("agent_links", "b_project_id"),
+    ("message_summaries", "project_id"),
+)
+
+
+def _rekey(conn: sqlite3.Connection, table: str, old: int, new: int, references: tuple[tuple[str, str], ...]) -> None:
+    """Give the row ``old`` of ``table`` the id ``new``, and every row naming it too. A
+    reference that would collide with one already naming ``new`` (a unique key) is a
+    duplicate of it and is dropped."""
+    for ref_table, column in references:
+        conn.execute(f"UPDATE OR IGNORE {ref_table} SET {column} = ?2 WHERE {column} = ?1", (old, new))
+        conn.execute(f"DELETE FROM {ref_table} WHERE {column} = ?1", (old,))
+    if conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (new,)).fetchone():
+        conn.execute(f"DELETE FROM {table} WHERE id = ?", (old,))
+    else:
+        conn.execute(f"UPDATE {table} SET id = ?2 WHERE id = ?1", (old, new))
+
+
+def _settle_projects(conn: sqlite3.Connection, projects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The project rows to upsert. A project created again under its slug with a new id (Redis
+    lost it after it was indexed) is the live one: the indexed row and its history take its id,
+    instead of failing every batch on ``UNIQUE(slug)``. A row whose id the index holds for
+    another slug is left out (logged): it would overwrite that project."""
+    kept = []
+    for row in projects:
+        held = conn.execute("SELECT slug FROM projects WHERE id = ?", (row["id"],)).fetchone()
+        if held and held[0] != row["slug"]:
+            log.error("project id %s is indexed for %r, not %r: left as indexed", row["id"], held[0], row["slug"])
+            continue
+        for (old,) in conn.execute("SELECT id FROM projects WHERE slug = ? AND id != ?", (row["slug"], row["id"])):
+            _rekey(conn, "projects", old, row["id"], PROJECT_REFERENCES)
+        kept.append(row)
+    return kept
+
+
+def _settle_agents(conn: sqlite3.Connection, agents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The agent rows to upsert. An agent registered again under its name with a new id (Redis
+    lost its record after it was indexed): names are what agents are addressed by, so the
+    indexed agent and its mail, reservations and links take the live id, instead of failing
+    every batch on ``UNIQUE(project_id, name)``. A row whose id the index holds for another
+    agent is left out (logged)."""
+    kept = []
+    for row in agents:
+        held = conn.execute("SELECT project_id, lower(name) FROM agents WHERE id = ?", (row["id"],)).fetchone()
+        if held and tuple(held) != (row["project_id"], row["name"].lower()):
+            log.error("agent id %s is indexed for another agent, not %r: left as indexed", row["id"], row["name"])
+            continue
+        found = conn.execute(
+            "SELECT id FROM agents WHERE project_id = ? AND lower(name) = lower(?) AND id != ?",
+            (row["project_id"], row["name"], row["id"]),
+        ).fetchall()
+        for (old,) in found:
+            _rekey(conn, "agents", old, row["id"], AGENT_REFERENCES)
+        kept.append(row)
+    return kept
 
 
 def indexed_project_id(path: Path, slug: str) -> int | None:

@@ -29,13 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from redis import Redis
+from redis import Redis, RedisError
 from redis.client import Pipeline
 
 from broker.archive import Archive, ArchiveMessage
 from broker.config import Settings
+from broker.ids import KINDS
 from broker.index import Batch, Index
 from broker.keys import Keys
+from broker.persist_guards import drop_clashes, guard_counters, micros
 from broker.reservation_record import record_dict
 from broker.scripts import script_source
 
@@ -80,6 +82,7 @@ class ProjectState:
     project: dict[str, str]
     agents: dict[str, dict[str, Any]]  # lower name -> stored agent JSON
     active: dict[str, str]  # name -> last_active_ts
+    counters: dict[str, int] = field(default_factory=dict)  # id kind -> its counter, read with the batch
 
     def agent_id(self, name: str) -> int | None:
         agent = self.agents.get(name.lower())
@@ -94,6 +97,9 @@ class Work:
     profiles: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     messages: list[tuple[str, str, ArchiveMessage]] = field(default_factory=list)
     reservations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # message id -> its creation time (µs), for every message the batch writes rows of: what
+    # tells a message from another one that got the same id (see persist_guards.drop_clashes)
+    created_us: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -121,6 +127,12 @@ class Persister:
         self.archive = Archive(settings.archive_path, "")
         self._claim = redis.register_script(script_source("drain_claim"))
         self._requeue = redis.register_script(script_source("drain_requeue"))
+        # A worker starting after Redis came back from a loss raises the id counters before
+        # its first batch (each batch checks again: docs/durability-ids.md).
+        try:
+            guard_counters(redis, self.keys, self.index, {})
+        except RedisError as exc:  # Redis not up yet: the first batch checks
+            log.warning("could not check the id counters against the index: %s", exc)
 
     # -- draining -----------------------------------------------------------------------
     def drain(self, slug: str, budget_seconds: float = DRAIN_BUDGET_SECONDS) -> DrainStats:
@@ -187,10 +199,12 @@ class Persister:
                 continue
             handler.load(state, member, fetched.get(member, []), work)
             done.append(member)
+        drop_clashes(self.index, slug, work)
         commit = self.archive.write_batch(
             profiles=work.profiles, messages=work.messages, reservations=work.reservations
         )
         self.index.write_batch(work.batch)
+        guard_counters(self.redis, self.keys, self.index, state.counters)
         return done, commit, len(work.messages)
 
     def _fetch(self, slug: str, members: list[str]) -> tuple[ProjectState, dict[str, Any]]:
@@ -200,6 +214,7 @@ class Persister:
         pipe.hgetall(keys.project(slug))
         pipe.hgetall(keys.agents(slug))
         pipe.hgetall(keys.active(slug))
+        pipe.mget([keys.ids(kind) for kind in KINDS])
         counts: list[tuple[str, int]] = []
         for member in members:
             kind, _, rest = member.partition(":")
@@ -209,8 +224,9 @@ class Persister:
         replies = pipe.execute()
         project, agents, active = replies[0], replies[1], replies[2]
         state = ProjectState(slug, project, {k: json.loads(v) for k, v in agents.items()}, active)
+        state.counters = {kind: int(value or 0) for kind, value in zip(KINDS, replies[3], strict=True)}
         fetched: dict[str, Any] = {}
-        position = 3
+        position = 4
         for member, count in counts:
             fetched[member] = replies[position : position + count]
             position += count
@@ -319,6 +335,7 @@ def _load_message(state: ProjectState, member: str, fetched: list[Any], work: Wo
             "attachments": json.dumps(head.get("attachments") or []),
         }
     )
+    work.created_us[message_id] = int(record.get("created_us") or micros(head["created_ts"]))
     work.batch.activity.append((int(head["sender_id"]), head["created_ts"]))
     for kind in ("to", "cc", "bcc"):
         for name in recipients[kind]:
@@ -388,17 +405,19 @@ def _load_link(state: ProjectState, member: str, fetched: list[Any], work: Work)
 
 def _fetch_receipt(pipe: Pipeline, keys: Keys, slug: str, rest: str) -> int:
     message_id, _, name = rest.partition(":")
-    pipe.hmget(keys.message(slug, int(message_id)), f"rk:{name}", f"rt:{name}", f"at:{name}")
+    pipe.hmget(keys.message(slug, int(message_id)), f"rk:{name}", f"rt:{name}", f"at:{name}", "created_us")
     return 1
 
 
 def _load_receipt(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
     _, message_id, name = member.split(":", 2)
-    kind, read_ts, ack_ts = fetched[0]
+    kind, read_ts, ack_ts, created_us = fetched[0]
     agent_id = state.agent_id(name)
     if kind is None or agent_id is None:
         log.warning("%s of project %s is gone from Redis; skipped", member, state.slug)
         return
+    if created_us:
+        work.created_us[int(message_id)] = int(created_us)
     work.batch.recipients.append(
         {"message_id": int(message_id), "agent_id": agent_id, "kind": kind, "read_ts": read_ts, "ack_ts": ack_ts}
     )

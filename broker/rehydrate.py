@@ -24,9 +24,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from broker import globs
+from broker import globs, luajson
 from broker.config import Settings
 from broker.connection import make_client
+from broker.ids import KINDS, largest_indexed_ids
 from broker.index import Index
 from broker.keys import Keys
 from broker.mail import INLINE_BODY_BYTES
@@ -87,7 +88,10 @@ async def rehydrate_all(settings: Settings, redis_url: str, force: bool = False)
     report = Report()
     try:
         for project in index.query("SELECT * FROM projects ORDER BY id"):
-            await rehydrate_project(client, Keys(settings.redis_key_prefix), index, dict(project), report, force)
+            await rehydrate_project(
+                client, Keys(settings.redis_key_prefix), index, dict(project), report, force,
+                settings.file_reservation_retention_seconds,
+            )  # fmt: skip
         await _raise_counters(client, Keys(settings.redis_key_prefix), index)
     finally:
         await client.aclose()
@@ -96,7 +100,13 @@ async def rehydrate_all(settings: Settings, redis_url: str, force: bool = False)
 
 
 async def rehydrate_project(
-    client: Redis, keys: Keys, index: Index, project: dict[str, Any], report: Report, force: bool
+    client: Redis,
+    keys: Keys,
+    index: Index,
+    project: dict[str, Any],
+    report: Report,
+    force: bool,
+    retention: int,
 ) -> None:
     slug = project["slug"]
     if await client.exists(keys.project(slug)):
@@ -168,7 +178,7 @@ async def rehydrate_project(
             )
         await pipe.execute()
     report.messages += len(messages)
-    report.reservations += await _restore_reservations(client, keys, index, slug, pid, agents)
+    report.reservations += await _restore_reservations(client, keys, index, slug, pid, agents, retention)
     await _restore_mail_activity(client, keys, index, slug, pid, agents)
     report.links += await _restore_links(client, keys, index, pid)
     report.projects.append(slug)
@@ -191,23 +201,8 @@ def _restore_message(
     sender_lower = sender.lower()
     ident = f"project:{other['slug']}#{sender_lower}" if other else sender_lower
     message_id = message["id"]
-    head = {
-        "id": message_id,
-        "project_id": message["project_id"],
-        "sender_id": message["sender_id"],
-        "thread_id": message["thread_id"],
-        "topic": message["topic"],
-        "subject": message["subject"],
-        "importance": message["importance"],
-        "ack_required": bool(message["ack_required"]),
-        "created_ts": message["created_ts"],
-        "attachments": json.loads(message["attachments"] or "[]"),
-        "from": sender,
-    }
-    if other:
-        head["from_project"] = other["human_key"]
-        head["from_project_slug"] = other["slug"]
-        head["from_address"] = f"project:{other['slug']}#{sender}"
+    # the very bytes the send script writes (scripts match inside them: fetch_view.lua)
+    head_json = luajson.message_head(message, sender, other, json.loads(message["attachments"] or "[]"))
     us = _micros(message["created_ts"])
     ms = us // 1000
     lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
@@ -221,13 +216,12 @@ def _restore_message(
                 fields[f"rt:{name.lower()}"] = row["read_ts"]
             if row["ack_ts"]:
                 fields[f"at:{name.lower()}"] = row["ack_ts"]
-    head_json = json.dumps(head, separators=(",", ":"))
     pipe.hset(
         keys.message(slug, message_id),
         mapping={
             "head": head_json,
             "sender": ident,
-            "recipients": json.dumps(lists, separators=(",", ":")),
+            "recipients": luajson.recipients(lists),
             "created_us": str(us),
             **fields,
         },
@@ -244,7 +238,7 @@ def _restore_message(
         if not name:
             continue
         inbox = keys.inbox(slug, name)
-        entry = {"m": str(message_id), "f": filter_text, "j": json.dumps({**head, "kind": row["kind"]})}
+        entry = {"m": str(message_id), "f": filter_text, "j": luajson.inbox_item(head_json, row["kind"])}
         if inline:
             entry["b"] = body
         pipe.xadd(inbox, entry, id=streams.next(inbox, ms))
@@ -301,29 +295,44 @@ async def _restore_links(client: Redis, keys: Keys, index: Index, pid: int) -> i
 
 
 async def _restore_reservations(
-    client: Redis, keys: Keys, index: Index, slug: str, pid: int, agents: dict[int, dict[str, Any]]
+    client: Redis,
+    keys: Keys,
+    index: Index,
+    slug: str,
+    pid: int,
+    agents: dict[int, dict[str, Any]],
+    retention: int,
 ) -> int:
-    """Put back the project's live reservations (unreleased, unexpired); ended ones stay in the
-    index only, as they would have left Redis after their retention."""
+    """Put back the project's reservations: live ones (unreleased, unexpired) with their index
+    entries, ended ones whose record is still within its retention (released, or expired,
+    ``retention`` seconds after the end) as the record that release and pruning leave, so
+    listings of ended reservations read as before. Returns how many live ones."""
     restore = client.register_script(script_source("restore_reservation"))
-    now = datetime.now(UTC).isoformat()
-    rows = index.query(
-        "SELECT * FROM file_reservations WHERE project_id = ? AND released_ts IS NULL AND expires_ts > ? ORDER BY id",
-        (pid, now),
-    )
+    now = datetime.now(UTC)
+    rows = index.query("SELECT * FROM file_reservations WHERE project_id = ? ORDER BY id", (pid,))
     restored = 0
     for row in rows:
         agent = agents.get(row["agent_id"], {}).get("name")
         if agent is None:
             continue
+        ended = row["released_ts"] or (row["expires_ts"] if row["expires_ts"] <= now.isoformat() else None)
+        left = ""
+        if ended:
+            seconds = int((datetime.fromisoformat(ended) - now).total_seconds()) + retention
+            if seconds <= 0:
+                continue  # gone from Redis after its retention, as it would have been
+            left = str(seconds)
         pattern = row["path_pattern"]
-        restored += await restore(
+        released = str(_micros(row["released_ts"])) if row["released_ts"] else ""
+        added = await restore(
             keys=[],
             args=[
                 keys.project_prefix(slug), row["id"], agent, pattern, "1" if row["exclusive"] else "0",
                 row["reason"] or "", _micros(row["created_ts"]), _micros(row["expires_ts"]), globs.index_bucket(pattern),
+                left, released,
             ],
         )  # fmt: skip
+        restored += added if not ended else 0
     return restored
 
 
@@ -347,19 +356,10 @@ async def _restore_mail_activity(
 
 
 async def _raise_counters(client: Redis, keys: Keys, index: Index) -> None:
-    """Id counters past the largest id in the index, so new ids never reuse one. A counter
-    below it went back with Redis's data: it is raised by a further gap, because ids above the
-    index's were handed out before the loss (changes not persisted yet, whose ids clients may
-    still hold) or still are (the block of ids each running broker reserved, broker/ids.py)."""
+    """Id counters past the largest id in the index, so new ids never reuse one (the async
+    twin of broker.ids.raise_past_index, which says why by a margin)."""
     raise_counter = client.register_script(script_source("raise_counter"))
-    kinds = (
-        ("message", "messages", 1_000_000),
-        ("agent", "agents", 10_000),
-        ("project", "projects", 1_000),
-        ("reservation", "file_reservations", 1_000_000),
-    )
-    for kind, table, gap in kinds:
-        top = index.query(f"SELECT coalesce(max(id), 0) FROM {table}")[0][0]
+    for kind, top in largest_indexed_ids(index).items():
         current = int(await client.get(keys.ids(kind)) or 0)
         if current < top:
-            await raise_counter(keys=[keys.ids(kind)], args=[top + gap])
+            await raise_counter(keys=[keys.ids(kind)], args=[top + KINDS[kind][1]])

@@ -273,8 +273,7 @@ async def test_id_allocators_hand_out_unique_ids_under_concurrency(redis_client:
         ids = await asyncio.gather(*(take(allocators[i % 3]) for i in range(900)))
         assert len(set(ids)) == 900
         top = int(await redis_client.get(key))
-        assert top % 16 == 0 and max(ids) <= top
-        assert min(ids) >= 1
+        assert max(ids) <= top and min(ids) >= 1
         # After a reset (new loop or Redis) an allocator takes a fresh block: no id comes twice.
         allocators[0].reset()
         more = await asyncio.gather(*(take(allocators[0]) for _ in range(40)))
