@@ -316,12 +316,11 @@ async def _restore_reservations(
         if agent is None:
             continue
         ended = row["released_ts"] or (row["expires_ts"] if row["expires_ts"] <= now.isoformat() else None)
-        left = ""
+        forget_us = ""
         if ended:
-            seconds = int((datetime.fromisoformat(ended) - now).total_seconds()) + retention
-            if seconds <= 0:
+            if (datetime.fromisoformat(ended) - now).total_seconds() + retention <= 0:
                 continue  # gone from Redis after its retention, as it would have been
-            left = str(seconds)
+            forget_us = str(_micros(ended) + retention * 1_000_000)
         pattern = row["path_pattern"]
         released = str(_micros(row["released_ts"])) if row["released_ts"] else ""
         added = await restore(
@@ -329,7 +328,7 @@ async def _restore_reservations(
             args=[
                 keys.project_prefix(slug), row["id"], agent, pattern, "1" if row["exclusive"] else "0",
                 row["reason"] or "", _micros(row["created_ts"]), _micros(row["expires_ts"]), globs.index_bucket(pattern),
-                left, released,
+                forget_us, released,
             ],
         )  # fmt: skip
         restored += added if not ended else 0

@@ -87,13 +87,14 @@ async def snapshot(store: Store) -> dict[str, tuple[str, Any]]:
     The id counters (``<p>:ids:*``) are left out: ids are reserved in blocks per process
     before a script runs (DESIGN decision 11), so a rejected call may legitimately use one.
     So are the agents' rate-limit buckets (``rate:<agent>``, docs/limits.md): accounting that
-    expires about a second after a call, and that a refused reservation pays into.
+    expires about a second after a call, and that a refused reservation pays into. And the
+    persistence workers' totals (``persist:stats``, for /metrics): a count of work done, not state.
     """
     client = store.redis
     prefix = store.keys.prefix
     state: dict[str, tuple[str, Any]] = {}
     async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        if key.startswith(f"{prefix}:ids:") or "}:rate:" in key:
+        if key.startswith(f"{prefix}:ids:") or "}:rate:" in key or key == f"{prefix}:persist:stats":
             continue
         kind = await client.type(key)
         if kind == "hash":

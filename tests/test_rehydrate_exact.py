@@ -109,7 +109,7 @@ async def test_rehydrated_state_is_the_live_state(
     report = await rehydrate_all(settings, store.redis_url)
     assert report.projects == [SLUG]
     after = comparable(await snapshot(store), prefix)
-    assert sorted(after) == sorted(before)
+    assert sorted(after) == sorted(before), (set(before) - set(after), set(after) - set(before))
     differ = {k: (before[k], v) for k, v in after.items() if before[k] != v}
     assert {k: v for k, v in differ.items() if not (v[1][0] == "stream" and same_stream(v[0][1], v[1][1]))} == {}
     assert await views(tools) == seen

@@ -12,7 +12,7 @@
 --   res:expiry          ZSET id by expires_us of live reservations (pruning and listings)
 --   res:all             ZSET id by created_us of every reservation still retained
 --   res:ended           ZSET id by the microsecond from which an ended reservation may be forgotten
---                       (its end + FILE_RESERVATION_RETENTION_SECONDS); res_gc forgets it then,
+--                       (its end, release or expiry, + FILE_RESERVATION_RETENTION_SECONDS); res_gc forgets it then,
 --                       once persisted, so ended reservations do not pile up in res:all
 --   res:agent:<lower>   HASH pattern -> id of the agent's live reservations (renew in place)
 -- A reservation counts while released_us == "" and now < expires_us: every script compares
@@ -47,7 +47,7 @@ end
 -- Take a reservation out of the live structures (index, expiry, agent map); the record stays
 -- at least `retention` seconds (res:ended) so listings and the persistence worker can read it.
 local function res_retire(prefix, id, record_key, retention)
-  local fields = redis.call("HMGET", record_key, "member", "agent", "path_pattern")
+  local fields = redis.call("HMGET", record_key, "member", "agent", "path_pattern", "released_us", "expires_us")
   if fields[1] and redis.call("ZREM", pkey(prefix, "res:index"), fields[1]) == 1 then
     local bucket = string.sub(fields[1], 1, string.find(fields[1], RES_SEP, 1, true) - 1)
     if redis.call("HINCRBY", pkey(prefix, "res:buckets"), bucket, -1) <= 0 then
@@ -59,8 +59,14 @@ local function res_retire(prefix, id, record_key, retention)
     local map = pkey(prefix, "res:agent:" .. string.lower(fields[2]))
     if redis.call("HGET", map, fields[3]) == id then redis.call("HDEL", map, fields[3]) end
   end
-  local t = redis.call("TIME")
-  local forget_us = (tonumber(t[1]) + tonumber(retention)) * 1000000 + tonumber(t[2])
+  -- retention counts from its end (release, else expiry), which the index keeps too, so a
+  -- rehydrated record gets the same score
+  local ended_us = tonumber(fields[4] ~= "" and fields[4] or fields[5])
+  if not ended_us then
+    local t = redis.call("TIME")
+    ended_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  local forget_us = ended_us + tonumber(retention) * 1000000
   redis.call("ZADD", pkey(prefix, "res:ended"), string.format("%d", forget_us), id)
 end
 
