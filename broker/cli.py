@@ -90,7 +90,11 @@ def worker(
         _say("no Redis to share: set REDIS_URL, or install redis-server for the embedded default")
         raise typer.Exit(2)
     _say(f"storage: {backend}; archive {settings.archive_path}; index {settings.index_path}")
-    PersistenceWorker(settings, url).run(burst=burst)
+    runner = PersistenceWorker(settings, url)
+    if burst:
+        runner.run(burst=True)
+    else:
+        runner.run_forever()  # rides out Redis outages: reconnects with back-off
 
 
 @app.command()

@@ -15,8 +15,10 @@ limit.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from rq import SimpleWorker
@@ -27,9 +29,17 @@ from broker.config import Settings
 from broker.connection import make_sync_client
 from broker.persist import Persister
 from broker.persist_queue import DRAIN_TIMEOUT_SECONDS, PersistQueue
+from broker.ratelog import RateLimitedLog
 from workers.jobs import register_persister
 
 log = logging.getLogger(__name__)
+_ratelog = RateLimitedLog(log, interval=30.0)
+
+# Back-off between restarts of the work loop while Redis is away (capped by
+# WORKER_RECONNECT_MAX_SECONDS), and how long a run must last for the next outage to start
+# the back-off afresh.
+RECONNECT_FIRST_SECONDS = 0.5
+RECONNECT_RESET_SECONDS = 30.0
 
 
 class ThreadWorker(SimpleWorker):
@@ -70,9 +80,10 @@ class PersistenceWorker:
     def _reconcile_forever(self) -> None:
         while not self._stop.wait(self.settings.persist_reconcile_interval_seconds):
             try:
+                self.persister.release_leftovers()
                 self.reconcile()
             except Exception as exc:  # keep the safety net running through Redis hiccups
-                log.warning("reconciler pass failed: %s", exc)
+                _ratelog.warning("reconcile", "reconciler pass failed: %s", exc)
 
     def run(self, *, burst: bool = False) -> None:
         """Reconcile, then work the queue until stopped (or, with ``burst``, until it is empty)."""
@@ -86,24 +97,48 @@ class PersistenceWorker:
         on_main = threading.current_thread() is threading.main_thread()
         worker_class: Any = SimpleWorker if on_main else ThreadWorker
         self._worker = worker_class([self.queue.queue], connection=self.rq_connection, serializer=JSONSerializer)
+        # rq's own reconnect wait while dequeueing grows to 60 s; resume as soon as ours would
+        self._worker.max_connection_wait_time = self.settings.worker_reconnect_max_seconds
         if not burst and self._reconciler is None:
             self._reconciler = threading.Thread(target=self._reconcile_forever, name="persist-reconciler", daemon=True)
             self._reconciler.start()
         self._worker.work(burst=burst, logging_level="WARNING", with_scheduler=False)
 
-    def _run_until_stopped(self) -> None:
-        # rq's work loop returns when Redis goes away; the server outlives that, so start over.
-        while not self._stop.is_set():
+    def run_forever(self) -> None:
+        """``run`` until stopped, riding out Redis outages: whenever the work loop ends or fails
+        without a stop request (rq quits when Redis goes away), wait and start again, the wait
+        doubling from 0.5 s up to WORKER_RECONNECT_MAX_SECONDS. Each start reconciles, so the
+        claims an outage interrupted are written without waiting for the in-flight timeout."""
+        delay = RECONNECT_FIRST_SECONDS
+        while not self._stopping():
+            started = time.monotonic()
             try:
                 self.run()
+                reason = "its work loop ended"
             except Exception as exc:
-                log.warning("persistence worker stopped (%s); restarting in 5 s", exc)
-            self._stop.wait(5)
+                reason = f"{type(exc).__name__}: {exc}"
+            if self._stopping():
+                return
+            if time.monotonic() - started > RECONNECT_RESET_SECONDS:
+                delay = RECONNECT_FIRST_SECONDS  # it ran a while: a new outage starts afresh
+            _ratelog.warning("restart", "persistence worker stopped (%s); restarting in %.1f s", reason, delay)
+            if threading.current_thread() is threading.main_thread():
+                # rq's signal handlers are gone with its loop: stop on SIGTERM/SIGINT meanwhile
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(signum, lambda *_: self._stop.set())
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.settings.worker_reconnect_max_seconds)
+
+    def _stopping(self) -> bool:
+        """stop() was called, or rq's handlers (on the main thread) got SIGTERM/SIGINT."""
+        worker = self._worker
+        asked = worker is not None and (worker._stop_requested or worker._shutdown_requested_date is not None)
+        return self._stop.is_set() or bool(asked)
 
     def start_thread(self) -> threading.Thread:
         """Run the worker on a daemon thread of this process (the embedded default), restarting
         it after a Redis outage."""
-        thread = threading.Thread(target=self._run_until_stopped, name="persist-worker", daemon=True)
+        thread = threading.Thread(target=self.run_forever, name="persist-worker", daemon=True)
         thread.start()
         return thread
 

@@ -8,11 +8,13 @@
 -- KEYS[2]  in-flight zset
 -- KEYS[3]  "drain job scheduled" flag
 -- ARGV[1]  most entries to claim
--- Returns the claimed members, oldest first (empty when nothing is pending).
+-- Claims only entries scored up to now: an entry whose write failed waits in pending, scored
+-- by the time of its next try (drain_fail.lua), so it cannot hold back the rest.
+-- Returns the claimed members, oldest first (empty when nothing is due).
 redis.call("DEL", KEYS[3])
-local members = redis.call("ZRANGE", KEYS[1], 0, tonumber(ARGV[1]) - 1)
-if #members == 0 then return {} end
 local _, _, ms = now()
+local members = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ms, "LIMIT", 0, tonumber(ARGV[1]))
+if #members == 0 then return {} end
 for i = 1, #members, 500 do
   local chunk = {}
   local args = {}
