@@ -173,7 +173,9 @@ def isolate(
     until the entries that fail alone are known. ``write`` persists a sub-batch and returns the
     entries it wrote (or raises). Returns (written, failed entry -> error text, untried): after
     ISOLATE_MAX_FAILURES failures the rest is left untried. Errors ``transient`` (see
-    ``is_transient``) end the isolation at once: they are re-raised."""
+    ``is_transient``) end the isolation at once: they are re-raised. So is ``first_error`` when
+    two entries failed alone and nothing was written: every part failed, so the environment
+    did, and no try is counted. (A lone failing entry cannot be told apart: it is counted.)"""
     written: list[str] = []
     failed: dict[str, str] = {}
     stack: list[tuple[list[str], Exception]] = [(members, first_error)]  # groups known to fail
@@ -181,6 +183,10 @@ def isolate(
         group, error = stack.pop()
         if len(group) == 1:
             failed[group[0]] = _error_text(error)
+            if not written and len(failed) >= 2:
+                # every part tried failed, singles included: the cause is not these entries
+                # (the archive or index is broken), so count nothing against them
+                raise first_error
             if len(failed) >= ISOLATE_MAX_FAILURES:
                 untried = [m for g, _ in stack for m in g]
                 return written, failed, untried
