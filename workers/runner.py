@@ -14,6 +14,7 @@ limit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -117,6 +118,7 @@ class PersistenceWorker:
                 reason = "its work loop ended"
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+            self._drop_pubsub()
             if self._stopping():
                 return
             if time.monotonic() - started > RECONNECT_RESET_SECONDS:
@@ -128,6 +130,17 @@ class PersistenceWorker:
                     signal.signal(signum, lambda *_: self._stop.set())
             self._stop.wait(delay)
             delay = min(delay * 2, self.settings.worker_reconnect_max_seconds)
+
+    def _drop_pubsub(self) -> None:
+        """Stop the ended rq worker's pub/sub thread: rq's teardown leaves it running (retrying
+        every 2 s, a log line each) when Redis is away, one more per restart."""
+        worker = self._worker
+        thread = getattr(worker, "pubsub_thread", None)
+        if worker is not None and thread is not None:
+            thread.stop()
+            with contextlib.suppress(Exception):
+                worker.pubsub.close()
+            worker.pubsub_thread = None
 
     def _stopping(self) -> bool:
         """stop() was called, or rq's handlers (on the main thread) got SIGTERM/SIGINT."""
