@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from rq import SimpleWorker
+from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
@@ -158,4 +159,6 @@ class PersistenceWorker:
     def stop(self) -> None:
         self._stop.set()
         if self._worker is not None:
-            self._worker.request_stop(None, None)
+            # an idle rq worker answers a stop request by raising StopRequested in the caller
+            with contextlib.suppress(StopRequested):
+                self._worker.request_stop(None, None)
