@@ -342,8 +342,9 @@ async def test_poison_entry_is_dead_lettered_the_rest_persists_and_retry_writes_
         assert "poisoned row" in listed.stdout
         await asyncio.sleep(1)  # parked: tried no more, nothing piles up meanwhile
         assert len(FailedJobRegistry(keys.persist_queue, connection=redis.Redis.from_url(env["REDIS_URL"]))) == 0
-        log_lines = (tmp_path / "worker.log").read_text().splitlines()
-        assert len(log_lines) < 20, "\n".join(log_lines[-20:])
+        # no flood: a few warnings for the tries and the dead letter, no traceback per try
+        log_lines = [line for line in (tmp_path / "worker.log").read_text().splitlines() if " INFO " not in line]
+        assert len(log_lines) < 10, "\n".join(log_lines[-20:])
 
         with sqlite3.connect(settings.index_path) as db:  # the cause fixed
             db.execute("DROP TRIGGER poison")
