@@ -11,6 +11,7 @@ import sqlite3
 import time
 from typing import Any
 
+import pytest
 from fastmcp import FastMCP
 from helpers import Tools
 from persist_helpers import committed_files, git, index_rows
@@ -127,3 +128,22 @@ async def test_a_batch_of_many_with_one_poison_costs_few_commits(
     assert len(persisted_ids(settings)) == len(ids) - 1 and stats.failed == 1
     # taken apart by halves: one commit per level (about log2 of the batch), not one per entry
     assert len(git(settings, "log", "--format=%H").splitlines()) <= 1 + 8
+
+
+async def test_a_broken_archive_counts_no_try_against_the_entries(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    store = server.store  # type: ignore[attr-defined]
+    ids = await send_ids(tools, ["a", "b"])
+    persister = persister_for(server, settings, persist_max_attempts=1)
+    settings.archive_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.archive_path.write_text("not a repository")  # every write fails, whatever the entry
+    for _ in range(2):
+        with pytest.raises(OSError):
+            await asyncio.to_thread(persister.drain, SLUG)
+    assert not await store.redis.exists(store.keys.attempts(SLUG))
+    assert (await dead_letter_summary(store.redis, store.keys)).count == 0
+    assert await store.redis.zcard(store.keys.inflight(SLUG)) == 0
+    settings.archive_path.unlink()
+    await asyncio.to_thread(persister.drain, SLUG)
+    assert persisted_ids(settings) == sorted(ids)

@@ -124,12 +124,14 @@ class Worker:
         self.proc.wait()
 
     def stop(self) -> None:
+        """SIGTERM, as a service manager stops it: it must exit promptly, outage or not."""
         if self.alive():
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(8)
             except subprocess.TimeoutExpired:
                 self.kill()
+                raise AssertionError("broker worker did not exit within 8 s of SIGTERM") from None
 
 
 class Senders:

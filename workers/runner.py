@@ -44,9 +44,26 @@ RECONNECT_FIRST_SECONDS = 0.5
 RECONNECT_RESET_SECONDS = 30.0
 
 
-class ThreadWorker(SimpleWorker):
-    """A SimpleWorker that can run off the main thread: no signal handlers, and job time
-    limits enforced by a timer instead of SIGALRM."""
+class PromptWorker(SimpleWorker):
+    """rq's SimpleWorker, but its teardown does not wait for the pub/sub thread: rq joins it,
+    and redis-py's join lasts until the thread's read ends (up to 60 s), so a SIGTERM, or a
+    restart after a Redis outage, stalled that long."""
+
+    def unsubscribe(self) -> None:
+        thread, self.pubsub_thread = self.pubsub_thread, None
+        if thread is None:
+            return
+        with contextlib.suppress(Exception):  # Redis may be away; the thread closes the pubsub
+            self.pubsub.unsubscribe()
+        try:
+            thread.stop(timeout=0.5)
+        except TypeError:  # redis-py before 8 neither takes a timeout nor joins
+            thread.stop()
+
+
+class ThreadWorker(PromptWorker):
+    """A worker that can run off the main thread: no signal handlers, and job time limits
+    enforced by a timer instead of SIGALRM."""
 
     death_penalty_class = TimerDeathPenalty
 
@@ -62,7 +79,7 @@ class PersistenceWorker:
         self.rq_connection = make_sync_client(redis_url, decode_responses=False)
         self.queue = PersistQueue.for_connection(self.rq_connection, self.persister.keys)
         self._stop = threading.Event()
-        self._worker: SimpleWorker | None = None
+        self._worker: PromptWorker | None = None
         self._reconciler: threading.Thread | None = None
 
     def reconcile(self, startup: bool = False) -> list[str]:
@@ -97,7 +114,7 @@ class PersistenceWorker:
             rq_log.addHandler(handler)
         self.reconcile(startup=True)
         on_main = threading.current_thread() is threading.main_thread()
-        worker_class: Any = SimpleWorker if on_main else ThreadWorker
+        worker_class: Any = PromptWorker if on_main else ThreadWorker
         self._worker = worker_class([self.queue.queue], connection=self.rq_connection, serializer=JSONSerializer)
         # rq's own reconnect wait while dequeueing grows to 60 s; resume as soon as ours would
         self._worker.max_connection_wait_time = self.settings.worker_reconnect_max_seconds
@@ -133,15 +150,10 @@ class PersistenceWorker:
             delay = min(delay * 2, self.settings.worker_reconnect_max_seconds)
 
     def _drop_pubsub(self) -> None:
-        """Stop the ended rq worker's pub/sub thread: rq's teardown leaves it running (retrying
-        every 2 s, a log line each) when Redis is away, one more per restart."""
-        worker = self._worker
-        thread = getattr(worker, "pubsub_thread", None)
-        if worker is not None and thread is not None:
-            thread.stop()
-            with contextlib.suppress(Exception):
-                worker.pubsub.close()
-            worker.pubsub_thread = None
+        """Stop the ended rq worker's pub/sub thread: rq's teardown skips it when Redis is away
+        (the thread then retries every 2 s, a log line each), one more per restart."""
+        if self._worker is not None:
+            self._worker.unsubscribe()
 
     def _stopping(self) -> bool:
         """stop() was called, or rq's handlers (on the main thread) got SIGTERM/SIGINT."""
