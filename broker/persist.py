@@ -129,13 +129,12 @@ class Persister:
         self._fail = redis.register_script(script_source("drain_fail"))
         # claims a Redis outage kept us from releasing, per project (see _release)
         self._leftovers: dict[str, set[str]] = {}
+        self._leftovers_lock = threading.Lock()  # the reconciler's thread releases them too
 
     # -- draining -----------------------------------------------------------------------
     def drain(self, slug: str, budget_seconds: float = DRAIN_BUDGET_SECONDS) -> DrainStats:
-        """Persist everything pending (and due) for the project, batch by batch. A batch that
-        fails is taken apart so that only the entries that fail alone wait for a retry (or end
-        in the dead-letter set); the rest is written. A transient failure (Redis, SQLite locked,
-        disk full) returns the batch to pending and is raised."""
+        """Persist everything pending (and due) for the project, batch by batch; a failed batch
+        is written in parts around the entries that fail alone (broker/dead_letters.py)."""
         keys, stats = self.keys, DrainStats()
         deadline = time.monotonic() + budget_seconds
         failed: set[str] = set()
@@ -146,8 +145,7 @@ class Persister:
                     keys=[keys.pending(slug), keys.inflight(slug), keys.pending_flag(slug)],
                     args=[self.settings.persist_batch_size],
                 )
-                # an entry that failed in this drain is due again only with no back-off: its next
-                # try belongs to a later drain, not to this loop
+                # (with no back-off) an entry that failed in this drain is tried by a later one
                 again = [m for m in members if m in failed]
                 if again:
                     self._release(slug, again)
@@ -188,29 +186,33 @@ class Persister:
             pipe.zrem(keys.dead_letters(slug), *done)
             pipe.hdel(keys.dead_letter_info(slug), *done)
             pipe.execute()
-        except Exception:
-            # written but still claimed: give them back once Redis answers (writing them again
-            # is idempotent) instead of leaving them to the reconciler's in-flight timeout
-            self._leftovers.setdefault(slug, set()).update(done)
+        except Exception:  # written, still claimed: released once Redis answers (idempotent)
+            self._keep(slug, done)
             raise
 
     def _release(self, slug: str, members: list[str]) -> None:
         """Give a batch's entries back to pending, due now, so the next drain (rather than the
-        reconciler, minutes later) writes them. If Redis is away, keep them to give back once
-        it answers (``release_leftovers``)."""
+        reconciler, minutes later) writes them; kept for ``release_leftovers`` if Redis is away."""
         try:
             pipe = self.redis.pipeline(transaction=True)
             pipe.zadd(self.keys.pending(slug), dict.fromkeys(members, int(time.time() * 1000)), nx=True)
             pipe.zrem(self.keys.inflight(slug), *members)
             pipe.execute()
         except Exception as exc:
-            self._leftovers.setdefault(slug, set()).update(members)
+            self._keep(slug, members)
             _ratelog.warning("release", "could not return a batch of %s to pending (kept to retry): %s", slug, exc)
+
+    def _keep(self, slug: str, members: list[str]) -> None:
+        with self._leftovers_lock:
+            self._leftovers.setdefault(slug, set()).update(members)
 
     def release_leftovers(self) -> None:
         """Return to pending the claims a Redis outage kept this process from releasing."""
         while self._leftovers:
-            slug, members = self._leftovers.popitem()
+            with self._leftovers_lock:
+                if not self._leftovers:
+                    return
+                slug, members = self._leftovers.popitem()
             self._release(slug, sorted(members))
             if slug in self._leftovers:  # Redis is still away: try again later
                 return
