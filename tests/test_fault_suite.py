@@ -178,7 +178,8 @@ def redis_ids(env: dict[str, str]) -> list[int]:
     """Messages Redis holds (records), checked against the recipient's inbox: once each."""
     client = redis.Redis.from_url(env["REDIS_URL"], decode_responses=True)
     keys = Keys(env["REDIS_KEY_PREFIX"])
-    records = sorted(int(k.rsplit(":", 1)[1]) for k in client.scan_iter(match=keys.message(SLUG, 0)[:-1] + "*"))
+    # a set: SCAN may return a key twice
+    records = sorted({int(k.rsplit(":", 1)[1]) for k in client.scan_iter(match=keys.message(SLUG, 0)[:-1] + "*")})
     inbox = sorted(int(fields["m"]) for _, fields in client.xrange(keys.inbox(SLUG, "GreenCastle")))
     assert inbox == records  # every message in the inbox exactly once
     return records
@@ -305,6 +306,9 @@ async def test_redis_down_five_seconds_the_worker_resumes_by_itself(
         assert worker.alive() if where == "broker worker" else thread.is_alive()
     finally:
         worker.stop()
+    if where == "in-process":  # and it stops when asked (a server shutting down)
+        await asyncio.to_thread(thread.join, 15)
+        assert not thread.is_alive()
     assert_exactly_once(env, senders.accepted)
 
 
