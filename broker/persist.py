@@ -105,6 +105,7 @@ class DrainStats:
     entries: int = 0
     messages: int = 0
     commits: int = 0
+    claims: int = 0
     failed: int = 0  # entries that failed alone: back in pending for a later try
     dead_lettered: int = 0
     requeued: bool = False
@@ -143,8 +144,9 @@ class Persister:
             with self._project_lock(slug):
                 members = self._claim(
                     keys=[keys.pending(slug), keys.inflight(slug), keys.pending_flag(slug)],
-                    args=[self.settings.persist_batch_size],
+                    args=[self.settings.persist_batch_size, "0" if stats.claims else "1"],
                 )
+                stats.claims += 1
                 # (with no back-off) an entry that failed in this drain is tried by a later one
                 again = [m for m in members if m in failed]
                 if again:

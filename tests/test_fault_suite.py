@@ -362,3 +362,28 @@ async def test_poison_entry_is_dead_lettered_the_rest_persists_and_retry_writes_
         worker.stop()
     assert dead_letter_summary_sync(client, keys).count == 0
     assert_exactly_once(env, [*senders.accepted, bad_id])
+
+
+async def test_steady_sends_keep_the_drain_queue_short(tools: Tools, env: dict[str, str], tmp_path: Path) -> None:
+    """Not a fault, but what made rq's keys grow without bound: under steady sends each drain
+    ran several batches and each batch's claim let the next send enqueue one more job."""
+    queue_len = redis.Redis.from_url(env["REDIS_URL"]).llen
+    queue_key = f"rq:queue:{Keys(env['REDIS_KEY_PREFIX']).persist_queue}"
+    worker = Worker({**env, "PERSIST_BATCH_SIZE": "5"}, tmp_path / "worker.log")
+    senders = Senders(tools)
+    senders.start(lanes=6)
+    longest = 0
+    try:
+        await senders.until(50)
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            longest = max(longest, queue_len(queue_key))
+            await asyncio.sleep(0.05)
+    finally:
+        await senders.stop()
+    try:
+        await wait_persisted(env)
+    finally:
+        worker.stop()
+    assert longest <= 3, f"{longest} drain jobs queued for one project"
+    assert_exactly_once(env, senders.accepted)

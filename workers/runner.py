@@ -43,6 +43,8 @@ _ratelog = RateLimitedLog(log, interval=30.0)
 # the back-off afresh.
 RECONNECT_FIRST_SECONDS = 0.5
 RECONNECT_RESET_SECONDS = 30.0
+# How long a "drain job scheduled" flag lives (PENDING_FLAG_TTL_MS in scripts/lib/common.lua).
+PENDING_FLAG_TTL_MS = 5000
 # Longest a worker waits for a job before it looks again (and notices a stop request).
 IDLE_WAKE_SECONDS = 5
 
@@ -105,6 +107,14 @@ class PersistenceWorker:
             slugs = self.persister.stale_projects(
                 self.settings.persist_reconcile_age_seconds, DRAIN_TIMEOUT_SECONDS + 60
             )
+        if not startup:
+            # only where no drain is scheduled (its flag has expired: the enqueue was lost, or
+            # a drain outlived it): a job per pass for a project that is merely behind would
+            # pile up in the queue while its drain runs
+            flags = self.persister.redis.pipeline(transaction=False)
+            for slug in slugs:
+                flags.set(self.persister.keys.pending_flag(slug), "1", nx=True, px=PENDING_FLAG_TTL_MS)
+            slugs = [slug for slug, claimed in zip(slugs, flags.execute(), strict=True) if claimed]
         for slug in slugs:
             self.queue.enqueue(slug)
         if slugs:
