@@ -50,9 +50,10 @@ IDLE_WAKE_SECONDS = 5
 
 
 class PromptWorker(SimpleWorker):
-    """rq's SimpleWorker, but its teardown does not wait for the pub/sub thread: rq joins it,
-    and redis-py's join lasts until the thread's read ends (up to 60 s), so a SIGTERM, or a
-    restart after a Redis outage, stalled that long."""
+    """rq's SimpleWorker that stops promptly: a stop request ends an idle (or reconnecting)
+    dequeue loop within IDLE_WAKE_SECONDS, and its teardown does not wait for the pub/sub
+    thread (rq joins it, and redis-py's join lasts until the thread's read ends, up to 60 s,
+    so a SIGTERM, or a restart after a Redis outage, stalled that long)."""
 
     @property
     def dequeue_timeout(self) -> int:
