@@ -369,13 +369,13 @@ async def test_steady_sends_keep_the_drain_queue_short(tools: Tools, env: dict[s
     ran several batches and each batch's claim let the next send enqueue one more job."""
     queue_len = redis.Redis.from_url(env["REDIS_URL"]).llen
     queue_key = f"rq:queue:{Keys(env['REDIS_KEY_PREFIX']).persist_queue}"
-    worker = Worker({**env, "PERSIST_BATCH_SIZE": "5"}, tmp_path / "worker.log")
+    worker = Worker({**env, "PERSIST_BATCH_SIZE": "10"}, tmp_path / "worker.log")
     senders = Senders(tools)
     senders.start(lanes=6)
     longest = 0
     try:
         await senders.until(50)
-        deadline = time.monotonic() + 4
+        deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             longest = max(longest, queue_len(queue_key))
             await asyncio.sleep(0.05)
