@@ -35,9 +35,9 @@ from broker.ratelog import RateLimitedLog
 log = logging.getLogger(__name__)
 _ratelog = RateLimitedLog(log)
 
-# Most isolated failures counted per failed batch: a batch that fails for a reason that is not
-# its entries' (a broken archive) would otherwise cost two tries per entry to take apart. The
-# entries not reached go back to pending uncounted and are taken apart by a later drain.
+# Most failing entries isolated per failed batch: each costs a few writes to find, so a batch
+# with many bounds its cost; the entries not reached go back to pending uncounted and are taken
+# apart by a later drain.
 ISOLATE_MAX_FAILURES = 16
 ERROR_TEXT_CHARS = 500
 RETRY_CHUNK = 1000
