@@ -7,7 +7,7 @@ import sys
 import threading
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -203,7 +203,11 @@ def worker(
         _say("no Redis to share: set REDIS_URL, or install redis-server for the embedded default")
         raise typer.Exit(2)
     _say(f"storage: {backend}; archive {settings.archive_path}; index {settings.index_path}")
-    PersistenceWorker(settings, url).run(burst=burst)
+    runner = PersistenceWorker(settings, url)
+    if burst:
+        runner.run(burst=True)
+    else:
+        runner.run_forever()  # rides out Redis outages: reconnects with back-off
 
 
 @app.command()
@@ -253,6 +257,82 @@ def admin_token(
     else:
         token = operator.operator_token(settings)
     print(token)  # stdout: the token only, for $(broker admin-token)
+
+
+dead_app = typer.Typer(help="Pending entries that kept failing to persist (docs/durability.md).", no_args_is_help=True)
+app.add_typer(dead_app, name="dead-letters")
+ProjectOption = Annotated[str, typer.Option(help="project key (absolute path) or slug; default: every project")]
+
+
+def _dead_letter_client() -> tuple[Any, Any, str]:
+    """A client on the broker's Redis, its keys, and its URL (for the drain queue)."""
+    from broker.connection import make_sync_client
+    from broker.embedded import resolve_redis_url
+    from broker.keys import Keys
+
+    settings = get_settings()
+    url, _ = resolve_redis_url(settings.redis_url, settings.storage_root)
+    if url.startswith("memory://"):
+        _say("no Redis to share: set REDIS_URL, or install redis-server for the embedded default")
+        raise typer.Exit(2)
+    return make_sync_client(url, timeout=10), Keys(settings.redis_key_prefix), url
+
+
+def _project_slug(client: Any, keys: Any, project: str) -> str | None:
+    from broker.dead_letters import resolve_slug
+    from broker.errors import BrokerError
+
+    if not project:
+        return None
+    try:
+        return resolve_slug(client, keys, project)
+    except BrokerError as exc:
+        _say(str(exc))
+        raise typer.Exit(1) from exc
+
+
+@dead_app.command("list")
+def dead_letters_list(
+    project: ProjectOption = "",
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Show dead-lettered entries, oldest first: project, entry, when, tries, last error."""
+    import json
+
+    from broker.dead_letters import list_dead_letters
+
+    client, keys, _ = _dead_letter_client()
+    found = list_dead_letters(client, keys, _project_slug(client, keys, project))
+    for dead in found:
+        if as_json:
+            print(json.dumps(dead.as_dict()))
+        else:
+            print(f"{dead.slug}\t{dead.entry}\t{dead.dead_at}\t{dead.attempts} tries\t{dead.error}")
+    _say(f"{len(found)} dead letter(s)")
+
+
+@dead_app.command("retry")
+def dead_letters_retry(
+    project: ProjectOption = "",
+    entry: Annotated[list[str] | None, typer.Option(help="only this entry (e.g. msg:42); repeatable")] = None,
+) -> None:
+    """Put dead letters back in pending with fresh tries (fix their cause first) and enqueue a
+    drain of their project; a running worker persists them."""
+    from broker.connection import make_sync_client
+    from broker.dead_letters import dead_letter_summary_sync, retry_dead_letters
+    from broker.persist_queue import PersistQueue
+
+    client, keys, url = _dead_letter_client()
+    slug = _project_slug(client, keys, project)
+    slugs = [slug] if slug else sorted(dead_letter_summary_sync(client, keys).projects)
+    queue = PersistQueue.for_connection(make_sync_client(url, decode_responses=False, timeout=10), keys)
+    total = 0
+    for each in slugs:
+        moved = retry_dead_letters(client, keys, each, entry or ())
+        if moved:
+            queue.enqueue(each)
+        total += len(moved)
+    _say(f"{total} dead letter(s) back in pending")
 
 
 guard_app = typer.Typer(help="The git pre-commit guard for exclusive file reservations.", no_args_is_help=True)

@@ -119,6 +119,14 @@ class Settings(BaseSettings):
     # AGENT_AUTH=required; empty = a generated one in <STORAGE_ROOT>/admin-token.
     broker_admin_token: str = Field("", alias="BROKER_ADMIN_TOKEN", max_length=256)
 
+    # Persistence failures (docs/durability.md): tries before a pending entry that keeps failing
+    # is dead-lettered, the back-off between its tries (doubling up to the max), and the longest
+    # wait of a worker between reconnects while Redis is unreachable.
+    persist_max_attempts: int = Field(5, alias="PERSIST_MAX_ATTEMPTS", ge=1, le=1000)
+    persist_retry_base_seconds: float = Field(2.0, alias="PERSIST_RETRY_BASE_SECONDS", ge=0)
+    persist_retry_max_seconds: float = Field(300.0, alias="PERSIST_RETRY_MAX_SECONDS", ge=0)
+    worker_reconnect_max_seconds: float = Field(10.0, alias="WORKER_RECONNECT_MAX_SECONDS", gt=0)
+
     @field_validator("storage_root", mode="after")
     @classmethod
     def _expand_root(cls, value: Path) -> Path:

@@ -53,8 +53,12 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
                                  scripts that add to pending; deleted by the job when it starts)
     pending:inflight             ZSET members a drain job claimed, scored by claim time in ms;
                                  removed once in Git and SQLite, re-queued by the reconciler if aged
-    dead                         ZSET dead-lettered pending entries (ones a drain gave up on), read by
-                                 health as a count (ZCARD); the dead-letter code owns what goes in it
+                                 (an entry whose write failed is back in pending scored by the time of
+                                 its next try, so a drain claims only members scored up to now)
+    pending:attempts             HASH member -> failed tries so far (deleted once it is written)
+    deadletter                   ZSET members that failed PERSIST_MAX_ATTEMPTS tries, scored by ms
+                                 when dead-lettered; `broker dead-letters retry` puts them back
+    deadletter:info              HASH member -> JSON {attempts, error, dead_at} of its last failure
 
 Agent names are case-insensitive, so per-agent keys use the lower-cased name.
 The Lua side builds the ``msg:``, ``inbox:``... keys from the project prefix with the same
@@ -204,5 +208,11 @@ class Keys:
     def inflight(self, slug: str) -> str:
         return self.pending(slug) + ":inflight"
 
-    def dead(self, slug: str) -> str:
-        return self.project_prefix(slug) + "dead"
+    def attempts(self, slug: str) -> str:
+        return self.pending(slug) + ":attempts"
+
+    def dead_letters(self, slug: str) -> str:
+        return self.project_prefix(slug) + "deadletter"
+
+    def dead_letter_info(self, slug: str) -> str:
+        return self.dead_letters(slug) + ":info"

@@ -34,14 +34,17 @@ from redis.client import Pipeline
 
 from broker.archive import Archive, ArchiveMessage
 from broker.config import Settings
+from broker.dead_letters import is_transient, write_isolated
 from broker.ids import KINDS
 from broker.index import Batch, Index
 from broker.keys import Keys
 from broker.persist_guards import drop_clashes, guard_counters, micros
+from broker.ratelog import RateLimitedLog
 from broker.reservation_record import record_dict
 from broker.scripts import script_source
 
 log = logging.getLogger(__name__)
+_ratelog = RateLimitedLog(log)
 
 # A drain stops claiming after this long and re-enqueues itself, so one busy project cannot
 # hold a worker forever while others wait.
@@ -108,6 +111,9 @@ class DrainStats:
     entries: int = 0
     messages: int = 0
     commits: int = 0
+    claims: int = 0
+    failed: int = 0  # entries that failed alone: back in pending for a later try
+    dead_lettered: int = 0
     requeued: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -127,6 +133,10 @@ class Persister:
         self.archive = Archive(settings.archive_path, "")
         self._claim = redis.register_script(script_source("drain_claim"))
         self._requeue = redis.register_script(script_source("drain_requeue"))
+        self._fail = redis.register_script(script_source("drain_fail"))
+        # claims a Redis outage kept us from releasing, per project (see _release)
+        self._leftovers: dict[str, set[str]] = {}
+        self._leftovers_lock = threading.Lock()  # the reconciler's thread releases them too
         # A worker starting after Redis came back from a loss raises the id counters before
         # its first batch (each batch checks again: docs/durability-ids.md).
         try:
@@ -136,28 +146,40 @@ class Persister:
 
     # -- draining -----------------------------------------------------------------------
     def drain(self, slug: str, budget_seconds: float = DRAIN_BUDGET_SECONDS) -> DrainStats:
-        """Persist everything pending for the project, batch by batch."""
+        """Persist everything pending (and due) for the project, batch by batch; a failed batch
+        is written in parts around the entries that fail alone (broker/dead_letters.py)."""
         keys, stats = self.keys, DrainStats()
         deadline = time.monotonic() + budget_seconds
+        failed: set[str] = set()
+        self.release_leftovers()
         while True:
             with self._project_lock(slug):
                 members = self._claim(
                     keys=[keys.pending(slug), keys.inflight(slug), keys.pending_flag(slug)],
-                    args=[self.settings.persist_batch_size],
+                    args=[self.settings.persist_batch_size, "0" if stats.claims else "1"],
                 )
+                stats.claims += 1
+                # (with no back-off) an entry that failed in this drain is tried by a later one
+                again = [m for m in members if m in failed]
+                if again:
+                    self._release(slug, again)
+                    members = [m for m in members if m not in failed]
                 if not members:
                     return stats
                 try:
                     done, commit, messages = self.persist_batch(slug, members)
-                except Exception:
-                    self._release(slug, members)
-                    raise
-                if done:
-                    self.redis.zrem(keys.inflight(slug), *done)
+                    self._forget(slug, done)
+                    commits = commit is not None
+                except Exception as exc:
+                    if is_transient(exc):
+                        self._release(slug, members)
+                        raise
+                    done, commits, messages, now_failed = write_isolated(self, slug, members, exc, stats)
+                    failed.update(now_failed)
             stats.batches += 1
             stats.entries += len(done)
             stats.messages += messages
-            stats.commits += commit is not None
+            stats.commits += commits
             if time.monotonic() > deadline:
                 stats.requeued = True
                 return stats
@@ -165,16 +187,49 @@ class Persister:
     def _project_lock(self, slug: str) -> contextlib.AbstractContextManager[None]:
         return project_lock(self.index.path, slug)
 
-    def _release(self, slug: str, members: list[str]) -> None:
-        """Give a failed batch's entries back to pending at once, so the job's retry (rather
-        than the reconciler, minutes later) writes them."""
+    def _forget(self, slug: str, done: list[str]) -> None:
+        """Entries written: out of in-flight, their failed tries and any dead letter of theirs
+        (an entry changed again after it was dead-lettered, and now written) forgotten."""
+        if not done:
+            return
+        keys = self.keys
         try:
             pipe = self.redis.pipeline(transaction=True)
-            pipe.zadd(self.keys.pending(slug), dict.fromkeys(members, 0), nx=True)
+            pipe.zrem(keys.inflight(slug), *done)
+            pipe.hdel(keys.attempts(slug), *done)
+            pipe.zrem(keys.dead_letters(slug), *done)
+            pipe.hdel(keys.dead_letter_info(slug), *done)
+            pipe.execute()
+        except Exception:  # written, still claimed: released once Redis answers (idempotent)
+            self._keep(slug, done)
+            raise
+
+    def _release(self, slug: str, members: list[str]) -> None:
+        """Give a batch's entries back to pending, due now, so the next drain (rather than the
+        reconciler, minutes later) writes them; kept for ``release_leftovers`` if Redis is away."""
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zadd(self.keys.pending(slug), dict.fromkeys(members, int(time.time() * 1000)), nx=True)
             pipe.zrem(self.keys.inflight(slug), *members)
             pipe.execute()
-        except Exception as exc:  # Redis itself failed: the reconciler re-queues them later
-            log.warning("could not return a failed batch of %s to pending: %s", slug, exc)
+        except Exception as exc:
+            self._keep(slug, members)
+            _ratelog.warning("release", "could not return a batch of %s to pending (kept to retry): %s", slug, exc)
+
+    def _keep(self, slug: str, members: list[str]) -> None:
+        with self._leftovers_lock:
+            self._leftovers.setdefault(slug, set()).update(members)
+
+    def release_leftovers(self) -> None:
+        """Return to pending the claims a Redis outage kept this process from releasing."""
+        while self._leftovers:
+            with self._leftovers_lock:
+                if not self._leftovers:
+                    return
+                slug, members = self._leftovers.popitem()
+            self._release(slug, sorted(members))
+            if slug in self._leftovers:  # Redis is still away: try again later
+                return
 
     def persist_batch(self, slug: str, members: list[str]) -> tuple[list[str], str | None, int]:
         """Write one claimed batch; returns the members written, the commit sha (None if the

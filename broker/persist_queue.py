@@ -60,7 +60,9 @@ class PersistQueue:
             job_timeout=DRAIN_TIMEOUT_SECONDS,
             retry=DRAIN_RETRY,
             result_ttl=0,
-            failure_ttl=7 * 86400,
+            # a job fails only if killed or timed out (drain_project returns its errors): keep
+            # those a day, so rq's failed registry stays small even if that repeats
+            failure_ttl=86400,
             description=f"drain {slug}",
         )
 

@@ -3,7 +3,8 @@
 Bounded: two or three round trips whatever the keyspace holds. The projects come from the
 projects directory HASH (HSCAN, at most HEALTH_MAX_PROJECTS of them, never a keyspace SCAN);
 the workers from rq's registry set of the drain queue. Per project it reads the pending and
-in-flight sets' sizes and oldest scores, and the dead-letter count (``Keys.dead``, a ZSET).
+in-flight sets' sizes and oldest scores, and the dead letters (``Keys.dead_letters``, a ZSET
+written by broker/dead_letters.py).
 
 A worker counts as alive when its rq hash has no ``death`` field and, if it says how often it
 beats (``beat_interval``, written by ``workers.runner``), its last heartbeat is younger than
@@ -63,8 +64,8 @@ async def persistence_state(
         pipe.zrange(keys.pending(slug), 0, 0, withscores=True)
         pipe.zcard(keys.inflight(slug))
         pipe.zrange(keys.inflight(slug), 0, 0, withscores=True)
-        pipe.zcard(keys.dead(slug))
-        pipe.zrange(keys.dead(slug), 0, 0, withscores=True)
+        pipe.zcard(keys.dead_letters(slug))
+        pipe.zrange(keys.dead_letters(slug), 0, 0, withscores=True)
     for key in worker_keys:
         pipe.hmget(key, list(_WORKER_FIELDS))
     replies = await pipe.execute() if slugs or worker_keys else []

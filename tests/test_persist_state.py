@@ -25,7 +25,7 @@ async def test_pending_age_dead_letters_and_the_project_cap(tools: Tools, server
     minute_ago = int(time.time() * 1000) - 60_000
     pending = await store.redis.zrange(store.keys.pending("srv-b"), 0, -1)
     await store.redis.zadd(store.keys.pending("srv-b"), dict.fromkeys(pending, minute_ago))
-    await store.redis.zadd(store.keys.dead("srv-c"), {"msg:1": minute_ago, "msg:2": minute_ago})
+    await store.redis.zadd(store.keys.dead_letters("srv-c"), {"msg:1": minute_ago, "msg:2": minute_ago})
 
     state: dict[str, Any] = await persistence_state(store.redis, store.keys, settings)
     assert state["projects_total"] == state["projects_examined"] == 3

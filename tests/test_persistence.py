@@ -162,6 +162,7 @@ async def test_periodic_reconcile_enqueues_only_aged_projects(
     assert await asyncio.to_thread(worker.reconcile) == []  # younger than PERSIST_RECONCILE_AGE_SECONDS
     pending = await store.redis.zrange(store.keys.pending(slug), 0, -1)
     await store.redis.zadd(store.keys.pending(slug), dict.fromkeys(pending, 1))  # as if enqueued long ago
+    await store.redis.delete(store.keys.pending_flag(slug))  # and its "drain scheduled" flag expired
     await asyncio.to_thread(store.persist_queue.wait_idle)  # the send's own enqueue has landed
     before = await asyncio.to_thread(lambda: store.persist_queue.queue.count)
     assert await asyncio.to_thread(worker.reconcile) == [slug]

@@ -12,8 +12,10 @@ import threading
 from typing import Any
 
 from broker.persist import Persister
+from broker.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
+_ratelog = RateLimitedLog(log)
 
 _persisters: dict[str, Persister] = {}
 _guard = threading.Lock()
@@ -45,15 +47,25 @@ def _persister_for(prefix: str) -> Persister:
 
 
 def drain_project(prefix: str, slug: str) -> dict[str, Any]:
-    """Persist everything pending for one project; re-enqueues itself past its time budget."""
+    """Persist everything pending for one project; re-enqueues itself past its time budget.
+
+    A failure is logged (rate-limited) and returned, never raised: what failed is back in
+    pending (or dead-lettered) and the reconciler enqueues it again, so rq's retries and its
+    failed-job registry (a traceback per failure, kept for days) would only add load."""
     persister = _persister_for(prefix)
-    stats = persister.drain(slug)
-    if stats.messages or stats.commits:
-        # broker-wide totals for /metrics (every worker adds to the same hash)
-        pipe = persister.redis.pipeline(transaction=False)
-        pipe.hincrby(persister.keys.persist_stats, "messages", stats.messages)
-        pipe.hincrby(persister.keys.persist_stats, "commits", stats.commits)
-        pipe.execute()
+    try:
+        stats = persister.drain(slug)
+        if stats.messages or stats.commits:
+            # broker-wide totals for /metrics (every worker adds to the same hash)
+            pipe = persister.redis.pipeline(transaction=False)
+            pipe.hincrby(persister.keys.persist_stats, "messages", stats.messages)
+            pipe.hincrby(persister.keys.persist_stats, "commits", stats.commits)
+            pipe.execute()
+    except Exception as exc:
+        _ratelog.warning(
+            f"drain:{type(exc).__name__}", "drain of %s failed, will retry: %s: %s", slug, type(exc).__name__, exc
+        )
+        return {"error": f"{type(exc).__name__}: {exc}"}
     if stats.requeued:
         from rq import get_current_job
 
@@ -62,5 +74,5 @@ def drain_project(prefix: str, slug: str) -> dict[str, Any]:
             from broker.persist_queue import PersistQueue
 
             PersistQueue.for_connection(job.connection, persister.keys).enqueue(slug)
-    log.info("drained %s: %s", slug, stats.as_dict())
+    log.debug("drained %s: %s", slug, stats.as_dict())
     return stats.as_dict()

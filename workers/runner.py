@@ -22,23 +22,39 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import threading
+import time
 from typing import Any
 
 import redis
 from rq import SimpleWorker
+from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
+from rq.worker import WorkerStatus
 
 from broker.config import Settings
 from broker.connection import make_sync_client
 from broker.persist import Persister
 from broker.persist_queue import DRAIN_TIMEOUT_SECONDS, PersistQueue
 from broker.persist_state import BEAT_FIELD
+from broker.ratelog import RateLimitedLog
 from workers.jobs import register_persister
 
 log = logging.getLogger(__name__)
+_ratelog = RateLimitedLog(log, interval=30.0)
+
+# Back-off between restarts of the work loop while Redis is away (capped by
+# WORKER_RECONNECT_MAX_SECONDS), and how long a run must last for the next outage to start
+# the back-off afresh.
+RECONNECT_FIRST_SECONDS = 0.5
+RECONNECT_RESET_SECONDS = 30.0
+# How long a "drain job scheduled" flag lives (PENDING_FLAG_TTL_MS in scripts/lib/common.lua).
+PENDING_FLAG_TTL_MS = 5000
+# Longest a worker waits for a job before it looks again (and notices a stop request).
+IDLE_WAKE_SECONDS = 5
 
 # rq blocks on the queue for this minus 15 s between its own heartbeats, and keeps a silent
 # worker's hash for this plus 60 s (rq's default, 420, kept a killed worker listed for 8 minutes).
@@ -47,28 +63,45 @@ WORKER_TTL_SECONDS = 60
 STOP_WAIT_SECONDS = 5.0
 
 
-class BeatingWorker(SimpleWorker):
-    """A SimpleWorker whose rq hash says, from its birth on, how often it beats (health uses it
-    to tell a killed worker from a quiet one), and whose command channel (pub/sub) is polled
-    every second instead of every 60 s: rq's teardown joins that thread, which otherwise sat out
-    its full 60 s wait when the unsubscribe landed first, so a stop could take a minute."""
+class PromptWorker(SimpleWorker):
+    """rq's SimpleWorker that stops promptly: a stop request ends an idle (or reconnecting)
+    dequeue loop within IDLE_WAKE_SECONDS, and its teardown does not wait for the pub/sub
+    thread (rq joins it, and redis-py's join lasts until the thread's read ends, up to 60 s,
+    so a SIGTERM, or a restart after a Redis outage, stalled that long). Its rq hash says, from
+    its birth on, how often it beats (health tells a killed worker from a quiet one by it)."""
 
     beat_interval = 0.0
 
     def serialize(self) -> dict:
         return {**super().serialize(), BEAT_FIELD: str(self.beat_interval)}
 
-    def subscribe(self) -> None:
-        self.pubsub = self.connection.pubsub()
-        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-        self.pubsub_thread = self.pubsub.run_in_thread(
-            sleep_time=1, daemon=True, exception_handler=self._pubsub_exception_handler
-        )
+    @property
+    def dequeue_timeout(self) -> int:
+        # rq's is 405 s; wake up sooner so that stop() (checked in heartbeat) ends an idle loop
+        return IDLE_WAKE_SECONDS
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        # rq looks at a stop request only between jobs: the idle dequeue loop (which also retries
+        # through Redis outages for ever) beats here on every turn, so stop there too
+        if self._stop_requested and self.get_state() == WorkerStatus.IDLE:
+            raise StopRequested()
+        super().heartbeat(*args, **kwargs)
+
+    def unsubscribe(self) -> None:
+        thread, self.pubsub_thread = self.pubsub_thread, None
+        if thread is None:
+            return
+        with contextlib.suppress(Exception):  # Redis may be away; the thread closes the pubsub
+            self.pubsub.unsubscribe()
+        try:
+            thread.stop(timeout=0.5)
+        except TypeError:  # redis-py before 8 neither takes a timeout nor joins
+            thread.stop()
 
 
-class ThreadWorker(BeatingWorker):
-    """A BeatingWorker that can run off the main thread: no signal handlers, and job time
-    limits enforced by a timer instead of SIGALRM."""
+class ThreadWorker(PromptWorker):
+    """A worker that can run off the main thread: no signal handlers, and job time limits
+    enforced by a timer instead of SIGALRM."""
 
     death_penalty_class = TimerDeathPenalty
 
@@ -84,9 +117,10 @@ class PersistenceWorker:
         self.rq_connection = make_sync_client(redis_url, decode_responses=False)
         self.queue = PersistQueue.for_connection(self.rq_connection, self.persister.keys)
         self._stop = threading.Event()
-        self._worker: SimpleWorker | None = None
+        self._worker: PromptWorker | None = None
         self._reconciler: threading.Thread | None = None
         self._thread: threading.Thread | None = None
+        self._running: PromptWorker | None = None  # the worker while its work loop runs
 
     def reconcile(self, startup: bool = False) -> list[str]:
         """Enqueue a drain for every project that needs one; returns their slugs."""
@@ -96,6 +130,14 @@ class PersistenceWorker:
             slugs = self.persister.stale_projects(
                 self.settings.persist_reconcile_age_seconds, DRAIN_TIMEOUT_SECONDS + 60
             )
+        if not startup:
+            # only where no drain is scheduled (its flag has expired: the enqueue was lost, or
+            # a drain outlived it): a job per pass for a project that is merely behind would
+            # pile up in the queue while its drain runs
+            flags = self.persister.redis.pipeline(transaction=False)
+            for slug in slugs:
+                flags.set(self.persister.keys.pending_flag(slug), "1", nx=True, px=PENDING_FLAG_TTL_MS)
+            slugs = [slug for slug, claimed in zip(slugs, flags.execute(), strict=True) if claimed]
         for slug in slugs:
             self.queue.enqueue(slug)
         if slugs:
@@ -105,9 +147,10 @@ class PersistenceWorker:
     def _reconcile_forever(self) -> None:
         while not self._stop.wait(self.settings.persist_reconcile_interval_seconds):
             try:
+                self.persister.release_leftovers()
                 self.reconcile()
             except Exception as exc:  # keep the safety net running through Redis hiccups
-                log.warning("reconciler pass failed: %s", exc)
+                _ratelog.warning("reconcile", "reconciler pass failed: %s", exc)
 
     def run(self, *, burst: bool = False) -> None:
         """Reconcile, then work the queue until stopped (or, with ``burst``, until it is empty)."""
@@ -119,12 +162,14 @@ class PersistenceWorker:
             rq_log.addHandler(handler)
         self.reconcile(startup=True)
         on_main = threading.current_thread() is threading.main_thread()
-        worker_class: Any = BeatingWorker if on_main else ThreadWorker
+        worker_class: Any = PromptWorker if on_main else ThreadWorker
         worker = worker_class(
             [self.queue.queue], connection=self.rq_connection, serializer=JSONSerializer, worker_ttl=WORKER_TTL_SECONDS
         )
         worker.beat_interval = self.settings.persist_worker_heartbeat_seconds
-        self._worker = worker
+        # rq's own reconnect wait while dequeueing grows to 60 s; resume as soon as ours would
+        worker.max_connection_wait_time = self.settings.worker_reconnect_max_seconds
+        self._worker = self._running = worker
         if not burst and self._reconciler is None:
             self._reconciler = threading.Thread(target=self._reconcile_forever, name="persist-reconciler", daemon=True)
             self._reconciler.start()
@@ -134,7 +179,7 @@ class PersistenceWorker:
             worker.work(burst=burst, logging_level="WARNING", with_scheduler=False)
         finally:
             done.set()  # deregistered by rq's teardown: the heartbeat must not revive it
-            self._worker = None
+            self._running = None
 
     def _beat(self, worker: SimpleWorker, done: threading.Event) -> None:
         """Heartbeat ``worker`` until its run ends (or stop())."""
@@ -147,19 +192,48 @@ class PersistenceWorker:
             except Exception as exc:  # Redis away: health reports the worker gone, which is the truth
                 log.debug("heartbeat failed: %s", exc)
 
-    def _run_until_stopped(self) -> None:
-        # rq's work loop returns when Redis goes away; the server outlives that, so start over.
-        while not self._stop.is_set():
+    def run_forever(self) -> None:
+        """``run`` until stopped, riding out Redis outages: whenever the work loop ends or fails
+        without a stop request (rq quits when Redis goes away), wait and start again, the wait
+        doubling from 0.5 s up to WORKER_RECONNECT_MAX_SECONDS. Each start reconciles, so the
+        claims an outage interrupted are written without waiting for the in-flight timeout."""
+        delay = RECONNECT_FIRST_SECONDS
+        while not self._stopping():
+            started = time.monotonic()
             try:
                 self.run()
+                reason = "its work loop ended"
             except Exception as exc:
-                log.warning("persistence worker stopped (%s); restarting in 5 s", exc)
-            self._stop.wait(5)
+                reason = f"{type(exc).__name__}: {exc}"
+            self._drop_pubsub()
+            if self._stopping():
+                return
+            if time.monotonic() - started > RECONNECT_RESET_SECONDS:
+                delay = RECONNECT_FIRST_SECONDS  # it ran a while: a new outage starts afresh
+            _ratelog.warning("restart", "persistence worker stopped (%s); restarting in %.1f s", reason, delay)
+            if threading.current_thread() is threading.main_thread():
+                # rq's signal handlers are gone with its loop: stop on SIGTERM/SIGINT meanwhile
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(signum, lambda *_: self._stop.set())
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.settings.worker_reconnect_max_seconds)
+
+    def _drop_pubsub(self) -> None:
+        """Stop the ended rq worker's pub/sub thread: rq's teardown skips it when Redis is away
+        (the thread then retries every 2 s, a log line each), one more per restart."""
+        if self._worker is not None:
+            self._worker.unsubscribe()
+
+    def _stopping(self) -> bool:
+        """stop() was called, or rq's handlers (on the main thread) got SIGTERM/SIGINT."""
+        worker = self._worker
+        asked = worker is not None and (worker._stop_requested or worker._shutdown_requested_date is not None)
+        return self._stop.is_set() or bool(asked)
 
     def start_thread(self) -> threading.Thread:
         """Run the worker on a daemon thread of this process (the embedded default), restarting
         it after a Redis outage."""
-        thread = threading.Thread(target=self._run_until_stopped, name="persist-worker", daemon=True)
+        thread = threading.Thread(target=self.run_forever, name="persist-worker", daemon=True)
         thread.start()
         self._thread = thread
         return thread
@@ -169,12 +243,15 @@ class PersistenceWorker:
         too). A drain in progress gets STOP_WAIT_SECONDS to finish; one cut short stays in
         flight and is re-queued by the next reconciler, so nothing is lost."""
         self._stop.set()
-        worker = self._worker
+        worker = self._running
         if worker is None:
             return
-        worker._stop_requested = True  # rq's loop leaves after the current job, deregistering itself
+        # not rq's request_stop: it raises in the caller when idle and takes over the process's
+        # SIGTERM/SIGINT handlers (the server's, under `broker serve`); the loop leaves after the
+        # current job, deregistering itself
+        worker._stop_requested = True
         if self._thread is not None and worker.get_state() == "busy":
             self._thread.join(STOP_WAIT_SECONDS)
-        if self._worker is worker:  # still idle in its blocking dequeue: deregister it here
+        if self._running is worker:  # still idle in its dequeue: deregister it here
             with contextlib.suppress(redis.RedisError):
                 worker.register_death()

@@ -1,0 +1,149 @@
+"""A pending entry that always fails to persist: its batch is taken apart so the rest of the
+project persists, it is tried a bounded number of times with back-off, then parked in the
+project's dead-letter set, reported by the summary health reads, and written once retried after
+the cause is fixed. The failure is a SQLite trigger refusing one message (as a constraint the
+row breaks would), on fakeredis and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from typing import Any
+
+import pytest
+from fastmcp import FastMCP
+from helpers import Tools
+from persist_helpers import committed_files, git, index_rows
+
+from broker.config import Settings
+from broker.connection import make_sync_client
+from broker.dead_letters import dead_letter_summary, list_dead_letters, retry_dead_letters
+from broker.index import Index
+from broker.persist import Persister
+
+SLUG = "tmp-concurrent-test"
+
+
+def poison_subject(settings: Settings, subject: str) -> None:
+    """Make SQLite refuse any message with this subject (the cause a user would then fix)."""
+    Index(settings.index_path).ensure_schema()
+    with sqlite3.connect(settings.index_path) as db:
+        db.execute(
+            f"CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.subject = '{subject}' "
+            "BEGIN SELECT RAISE(ABORT, 'poisoned row'); END"
+        )
+
+
+def cure(settings: Settings) -> None:
+    with sqlite3.connect(settings.index_path) as db:
+        db.execute("DROP TRIGGER poison")
+
+
+def persisted_ids(settings: Settings) -> list[int]:
+    return sorted(r["id"] for r in index_rows(settings, "SELECT id FROM messages"))
+
+
+def canonical_ids(settings: Settings) -> list[int]:
+    files = [f for f in committed_files(settings) if f.startswith(f"projects/{SLUG}/messages/2")]
+    return sorted(int(f.rsplit("__", 1)[1][:-3]) for f in files)
+
+
+async def send_ids(tools: Tools, subjects: list[str]) -> list[int]:
+    sent = [await tools.send("BlueLake", ["GreenCastle"], subject=s) for s in subjects]
+    return [s["deliveries"][0]["payload"]["id"] for s in sent]
+
+
+def persister_for(server: FastMCP, settings: Settings, **overrides: Any) -> Persister:
+    tuned = settings.model_copy(update=overrides)
+    return Persister(tuned, make_sync_client(server.store.redis_url))  # type: ignore[attr-defined]
+
+
+async def test_poison_entry_is_isolated_tried_then_dead_lettered_and_retried_once_fixed(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    store = server.store  # type: ignore[attr-defined]
+    keys = store.keys
+    poison_subject(settings, "poison")
+    ids = await send_ids(tools, ["a", "b", "poison", "c", "d"])
+    bad = ids[2]
+    persister = persister_for(
+        server, settings, persist_max_attempts=3, persist_retry_base_seconds=0, persist_retry_max_seconds=0
+    )
+
+    stats = await asyncio.to_thread(persister.drain, SLUG)
+    assert persisted_ids(settings) == sorted(set(ids) - {bad})  # the rest of its batch persisted
+    assert stats.failed == 1 and stats.dead_lettered == 0
+    assert await store.redis.hget(keys.attempts(SLUG), f"msg:{bad}") == "1"
+    assert await store.redis.zrange(keys.pending(SLUG), 0, -1) == [f"msg:{bad}"]
+    assert await store.redis.zcard(keys.inflight(SLUG)) == 0
+
+    for _ in range(2):  # no back-off here: each drain is one more try
+        stats = await asyncio.to_thread(persister.drain, SLUG)
+    assert stats.dead_lettered == 1
+    assert await store.redis.zcard(keys.pending(SLUG)) == 0
+    assert await store.redis.zcard(keys.inflight(SLUG)) == 0
+    assert not await store.redis.exists(keys.attempts(SLUG))
+    summary = await dead_letter_summary(store.redis, keys)
+    assert summary.count == 1 and summary.projects == {SLUG: 1}
+    assert summary.oldest_age_seconds is not None and 0 <= summary.oldest_age_seconds < 60
+    assert summary.as_dict()["oldest_ts"].endswith("+00:00")
+    [dead] = await asyncio.to_thread(list_dead_letters, persister.redis, keys, SLUG)
+    assert dead.entry == f"msg:{bad}" and dead.attempts == 3 and "poisoned row" in dead.error
+    # parked: further drains leave it alone (no endless retry, no log or registry growth)
+    assert (await asyncio.to_thread(persister.drain, SLUG)).batches == 0
+
+    cure(settings)
+    assert await asyncio.to_thread(retry_dead_letters, persister.redis, keys, SLUG) == [f"msg:{bad}"]
+    await asyncio.to_thread(persister.drain, SLUG)
+    assert persisted_ids(settings) == sorted(ids)
+    assert canonical_ids(settings) == sorted(ids)
+    assert (await dead_letter_summary(store.redis, keys)).count == 0
+    assert not await store.redis.exists(keys.dead_letter_info(SLUG))
+
+
+async def test_a_failed_entry_waits_out_its_back_off_while_later_mail_persists(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    store = server.store  # type: ignore[attr-defined]
+    poison_subject(settings, "poison")
+    [bad] = await send_ids(tools, ["poison"])
+    persister = persister_for(server, settings, persist_retry_base_seconds=60)
+    await asyncio.to_thread(persister.drain, SLUG)
+    score = await store.redis.zscore(store.keys.pending(SLUG), f"msg:{bad}")
+    assert score > time.time() * 1000 + 50_000  # next try in about a minute, not first in line
+
+    later = await send_ids(tools, ["after"])
+    stats = await asyncio.to_thread(persister.drain, SLUG)
+    assert persisted_ids(settings) == later and stats.failed == 0  # not claimed again meanwhile
+    assert await store.redis.hget(store.keys.attempts(SLUG), f"msg:{bad}") == "1"
+
+
+async def test_a_batch_of_many_with_one_poison_costs_few_commits(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    poison_subject(settings, "poison")
+    ids = await send_ids(tools, [f"m{i}" for i in range(40)] + ["poison"] + [f"n{i}" for i in range(39)])
+    stats = await asyncio.to_thread(persister_for(server, settings).drain, SLUG)
+    assert len(persisted_ids(settings)) == len(ids) - 1 and stats.failed == 1
+    # taken apart by halves: one commit per level (about log2 of the batch), not one per entry
+    assert len(git(settings, "log", "--format=%H").splitlines()) <= 1 + 8
+
+
+async def test_a_broken_archive_counts_no_try_against_the_entries(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    store = server.store  # type: ignore[attr-defined]
+    ids = await send_ids(tools, ["a", "b"])
+    persister = persister_for(server, settings, persist_max_attempts=1)
+    settings.archive_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.archive_path.write_text("not a repository")  # every write fails, whatever the entry
+    for _ in range(2):
+        with pytest.raises(OSError):
+            await asyncio.to_thread(persister.drain, SLUG)
+    assert not await store.redis.exists(store.keys.attempts(SLUG))
+    assert (await dead_letter_summary(store.redis, store.keys)).count == 0
+    assert await store.redis.zcard(store.keys.inflight(SLUG)) == 0
+    settings.archive_path.unlink()
+    await asyncio.to_thread(persister.drain, SLUG)
+    assert persisted_ids(settings) == sorted(ids)
