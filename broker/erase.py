@@ -63,7 +63,7 @@ class AgentDeletion:
 async def hard_delete_agent(
     store: Store, project_key: str, agent_name: str, confirmation: object, token: str | None
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     check_confirmation(confirmation, "hard_delete_agent")
     auth = agent_auth(store, slug, name, token, delegate=True)
@@ -265,7 +265,7 @@ def _archive_delete_agent(settings: Settings, slug: str, found: AgentDeletion) -
 async def hard_delete_project(
     store: Store, project_key: str, confirmation: object, token: str | None
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     check_confirmation(confirmation, "hard_delete_project")
     # Archiving first (with the admin auth check) stops new agents, mail and reservations while
     # the keys go; the project hash itself goes last, so a repeated call finishes the job.

@@ -28,7 +28,8 @@ import redis
 
 from broker import globs
 from broker.config import Settings, get_settings
-from broker.keys import Keys, slug_of
+from broker.keys import Keys
+from broker.slugs import resolve_sync
 
 if TYPE_CHECKING:
     from broker.store import Store
@@ -123,7 +124,7 @@ def uninstall_sync(repo_path: str) -> dict[str, bool]:
 async def install_for_project(store: Store, project_key: str, repo_path: str) -> dict[str, str]:
     from broker.identity import project_slug
 
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     human_key = await store.redis.hget(store.keys.project(slug), "human_key")
     if human_key is None:
         raise await store.project_not_found(project_key)
@@ -161,9 +162,12 @@ def live_exclusive(settings: Settings, project_key: str) -> list[dict[str, Any]]
     url = redis_url_for(settings)
     if url is None:
         raise redis.ConnectionError(f"no REDIS_URL and no embedded broker Redis under {settings.storage_root}")
-    keys, slug = Keys(settings.redis_key_prefix), slug_of(project_key)
+    keys = Keys(settings.redis_key_prefix)
     client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=3, socket_connect_timeout=3)
     try:
+        slug = resolve_sync(client, keys, project_key)
+        if slug is None:
+            return []
         now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
         ids = client.zrangebyscore(keys.reservation_expiry(slug), f"({now_us}", "+inf")
         pipe = client.pipeline(transaction=False)

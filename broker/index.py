@@ -293,14 +293,15 @@ class Index:
             )
 
 
-def indexed_project_id(path: Path, slug: str) -> int | None:
-    """The project's id in the index at ``path``, or None (no index file, no schema yet, or
-    no such project). Opens and closes its own connection; never creates the file."""
+def indexed_project_id(path: Path, slug: str, human_key: str = "") -> int | None:
+    """The id in the index at ``path`` of the project with that slug (or that human_key), or
+    None (no index file, no schema yet, or no such project). Opens and closes its own
+    connection; never creates the file."""
     if not Path(path).exists():
         return None
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
-        row = conn.execute("SELECT id FROM projects WHERE slug = ?", (slug,)).fetchone()
+        row = conn.execute("SELECT id FROM projects WHERE slug = ? OR human_key = ?", (slug, human_key)).fetchone()
     except sqlite3.OperationalError:
         return None
     finally:

@@ -77,7 +77,7 @@ async def raise_admin(store: Store, reply: list[Any], slug: str, project_key: st
 
 
 async def _agent_state(store: Store, project_key: str, agent_name: str, token: str | None, op: str) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     keys = store.keys
     auth = agent_auth(store, slug, name, token, delegate=op == "retire")
@@ -110,7 +110,7 @@ async def deregister_agent(store: Store, project_key: str, agent_name: str, toke
 
 async def project_state(store: Store, project_key: str, token: str | None, op: str, action: str) -> list[Any]:
     """Run project_state.lua (archive, unarchive, or "check": admin auth only); returns its reply."""
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     keys = store.keys
     reply = await store.run(
         "project_state",
@@ -125,9 +125,9 @@ async def project_state(store: Store, project_key: str, token: str | None, op: s
 
 async def archive_project(store: Store, project_key: str, token: str | None) -> dict[str, Any]:
     await project_state(store, project_key, token, "archive", "archive_project")
-    return {"status": "archived", "project_key": project_key, "slug": project_slug(project_key)}
+    return {"status": "archived", "project_key": project_key, "slug": await project_slug(store, project_key)}
 
 
 async def unarchive_project(store: Store, project_key: str, token: str | None) -> dict[str, Any]:
     await project_state(store, project_key, token, "unarchive", "unarchive_project")
-    return {"status": "active", "project_key": project_key, "slug": project_slug(project_key)}
+    return {"status": "active", "project_key": project_key, "slug": await project_slug(store, project_key)}

@@ -191,7 +191,7 @@ async def deliver(
     rerouted: bool = False,
 ) -> dict[str, Any]:
     """Send ``msg`` to every recipient: one delivery per target project, each all or none."""
-    groups = group_by_project(sender.slug, sender.project_key, kinds)
+    groups = await group_by_project(store, sender.slug, sender.project_key, kinds)
     if len(groups) == 1:
         try:
             done = await _deliver_one(store, groups[sender.slug], sender, None, msg, broadcast, hold)
@@ -289,7 +289,7 @@ async def send_message(
     sender_token: str | None,
     auto_contact_if_blocked: bool | None = None,
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     topic = check_topic(topic)
     name = validate_name(sender_name, "sender_name")
     kinds = {"to": parse_recipients(to, "to"), "cc": parse_recipients(cc, "cc"), "bcc": parse_recipients(bcc, "bcc")}
@@ -333,7 +333,7 @@ async def reply_message(
     subject_prefix: str,
     sender_token: str | None,
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(sender_name, "sender_name")
     to_given = parse_recipients(to, "to")
     kinds = {"cc": parse_recipients(cc, "cc"), "bcc": parse_recipients(bcc, "bcc")}

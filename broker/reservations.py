@@ -14,7 +14,7 @@ from typing import Any
 
 from broker import globs, mail
 from broker.errors import BrokerError
-from broker.identity import project_slug
+from broker.identity import check_project_key, project_slug
 from broker.inbox import check_reader
 from broker.names import validate_name
 from broker.reservation_record import iso_from_us, record_dict
@@ -107,7 +107,7 @@ async def run_for_agent(
 ) -> list[Any]:
     """Run a reservation script that acts for one agent (reserve, release, renew): it returns
     {"ok", ..., schedule flag last}; errors are raised, a drain is scheduled, the session bound."""
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     keys = store.keys
     auth = store.bindings.args(slug, name, token)
@@ -141,7 +141,7 @@ async def reserve(
     reason: str,
     token: str | None,
 ) -> dict[str, Any]:
-    project_slug(project_key)  # argument errors first, in the order the other tools report them
+    check_project_key(project_key)  # argument errors first, in the order the other tools report them
     validate_name(agent_name)
     if not paths:
         raise BrokerError("EMPTY_PATHS", "paths is empty: name at least one file, directory ('src/') or glob.")
@@ -209,7 +209,7 @@ async def load_records(store: Store, slug: str, ids: list[str]) -> list[dict[str
 
 async def list_reservations(store: Store, project: str, active_only: bool = True) -> list[dict[str, Any]]:
     """Reservations of a project (by slug or human key), oldest first, with staleness evidence."""
-    slug = project_slug(project)
+    slug = await project_slug(store, project)
     keys = store.keys
     human_key = await store.redis.hget(keys.project(slug), "human_key")
     if human_key is None:
@@ -252,7 +252,7 @@ async def force_release(
     token: str | None,
 ) -> dict[str, Any]:
     """Release another agent's reservation when its holder looks stale (see broker/staleness.py)."""
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     if isinstance(reservation_id, bool) or not isinstance(reservation_id, int) or reservation_id < 1:
         raise BrokerError(

@@ -46,7 +46,7 @@ async def purge_old_messages(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """``now`` is the clock (tests pass one to age messages honestly instead of waiting)."""
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     days = check_age(store, max_age_days)
     # project admin auth, read-only ("check"): refuses a wrong token, and no token under `required`
     await project_state(store, project_key, token, "check", "purge_old_messages")
