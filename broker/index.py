@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broker.private import private_dir, private_file
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
   id INTEGER PRIMARY KEY,
@@ -186,7 +188,10 @@ class Index:
     def connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # 0600 before SQLite opens it: the -wal and -shm files take the database file's mode
+            if not self.path.parent.exists():
+                private_dir(self.path.parent)
+            private_file(self.path)
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE for writes, so a
             # writer waits for the lock up front instead of failing on upgrade).
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
