@@ -46,6 +46,8 @@ def check_project_key(project_key: object) -> str:
 
 
 def _check_key_length(value: str, what: str) -> None:
+    if "\0" in value:  # no path holds one; the git guard and the filesystem would fail on it
+        raise BrokerError("INVALID_ARGUMENT", f"{what} contains a NUL character; pass the repository's absolute path.")
     if len(value) > MAX_PROJECT_KEY_CHARS:
         raise BrokerError(
             "INVALID_ARGUMENT",
