@@ -114,6 +114,9 @@ OUR_PARAMS = {
     # README "Agent and project lifecycle" > Differences: "purge_old_messages ... needs project admin
     # auth under AGENT_AUTH=required (it takes an extra registration_token argument ...)"
     "purge_old_messages": "registration_token:?str=None",
+    # README "Differences from the reference": "The guard tools need the agent's token ..."
+    "install_precommit_guard": "agent_name:?str=None, registration_token:?str=None",
+    "uninstall_precommit_guard": "project_key:?str=None, agent_name:?str=None, registration_token:?str=None",
 }
 
 # Tools of ours (README "Realtime delivery" > Differences: "wait_for_mail ... do not exist in the reference").
