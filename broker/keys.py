@@ -60,7 +60,6 @@ suffixes (``pkey()`` in ``broker/scripts/lib/common.lua``); change both together
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 
@@ -72,12 +71,6 @@ def slugify(value: str) -> str:
 
 def looks_like_path(value: str) -> bool:
     return value.startswith(("/", "~", ".")) or "/" in value or "\\" in value
-
-
-def slug_of(project_key: str) -> str:
-    """The slug of a project key already checked: an absolute path (a human_key) or a slug."""
-    key = project_key.strip()
-    return slugify(os.path.normpath(key) if looks_like_path(key) else key)
 
 
 def slug_candidates(human_key: str) -> list[str]:
