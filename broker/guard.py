@@ -315,6 +315,7 @@ def live_exclusive(settings: Settings, project_key: str) -> list[dict[str, Any]]
     try:
         slug = resolve_sync(client, keys, project_key)
         if slug is None:
+            print(f"agent-broker guard: the broker has no project '{project_key}'; nothing to check.", file=sys.stderr)
             return []
         now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
         ids = client.zrangebyscore(keys.reservation_expiry(slug), f"({now_us}", "+inf")
