@@ -126,3 +126,25 @@ async def test_rehydrate_restores_suffixed_slugs(tools: Tools, server: FastMCP, 
             assert (await again.project(key))["slug"] == made[key]["slug"]
             assert [m["subject"] for m in await again.inbox("GreenCastle", project_key=key)] == [f"for {key}"]
     await fresh.store.close()  # type: ignore[attr-defined]
+
+
+async def test_a_path_costs_no_extra_round_trip_once_seen(tools: Tools, redis_url: str, server: FastMCP) -> None:
+    """Hot paths: after the first call, a path-form project_key is resolved from this process's
+    cache; a send by path runs the same Redis commands as a send by slug."""
+    store = server.store  # type: ignore[attr-defined]
+    if store.redis_url != redis_url:
+        return  # commandstats: the real redis-server only (fakeredis has no INFO commandstats)
+    project = await tools.project(ALIKE[1])
+    for name in ("BlueLake", "GreenCastle"):
+        await tools.agent(name, project_key=ALIKE[1])
+
+    async def commands(key: str) -> dict[str, int]:
+        before = await store.redis.info("commandstats")
+        for _ in range(10):
+            await tools.send("BlueLake", ["GreenCastle"], project_key=key)
+        after = await store.redis.info("commandstats")
+        return {k: after[k]["calls"] - before.get(k, {"calls": 0})["calls"] for k in after}
+
+    await commands(project["slug"])  # warm-up: scripts loaded, id blocks reserved
+    by_slug, by_path = await commands(project["slug"]), await commands(ALIKE[1])
+    assert by_path == by_slug
