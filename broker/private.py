@@ -5,10 +5,22 @@ read them, whatever the umask (the embedded Redis is locked the same way, broker
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 DIR_MODE, FILE_MODE = 0o700, 0o600
+
+
+def _tighten(change: Callable[[], None], path: Path) -> None:
+    """Apply a mode change; one that is not ours to make (another user's file) is reported."""
+    try:
+        change()
+    except PermissionError:
+        log.warning("%s is readable by other users and not ours to change; restrict it", path)
 
 
 def private_dir(path: Path) -> Path:
@@ -25,7 +37,7 @@ def private_dir(path: Path) -> Path:
             directory.mkdir(mode=DIR_MODE)
         os.chmod(directory, DIR_MODE)  # mkdir's mode is filtered by the umask
     if path.stat().st_mode & 0o077:
-        os.chmod(path, DIR_MODE)
+        _tighten(lambda: os.chmod(path, DIR_MODE), path)
     return path
 
 
@@ -35,7 +47,7 @@ def private_file(path: Path) -> Path:
     fd = os.open(path, os.O_RDONLY | os.O_CREAT, FILE_MODE)
     try:
         if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, FILE_MODE)
+            _tighten(lambda: os.fchmod(fd, FILE_MODE), path)
     finally:
         os.close(fd)
     return path
