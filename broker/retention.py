@@ -34,7 +34,7 @@ def check_age(store: Store, max_age_days: object) -> int:
     if isinstance(max_age_days, bool) or not isinstance(max_age_days, int) or not 1 <= max_age_days <= MAX_AGE_DAYS:
         raise BrokerError(
             "INVALID_ARGUMENT",
-            f"max_age_days must be a whole number of days from 1 to {MAX_AGE_DAYS} (100 years), "
+            f"max_age_days must be a whole number of days, at least 1 and at most {MAX_AGE_DAYS} (100 years), "
             f"got {str(max_age_days)[:40]}.",
         )
     return max_age_days

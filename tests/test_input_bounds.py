@@ -24,7 +24,7 @@ async def test_purge_with_an_age_out_of_range(tools: Tools, server: FastMCP, tri
     await tools.send("BlueLake", ["GreenCastle"])
     args = {"project_key": PROJECT, "max_age_days": days, "dry_run": False}
     error = await rejected(tools, server, "purge_old_messages", args, "INVALID_ARGUMENT")
-    assert "from 1 to 36500" in error
+    assert "at least 1 and at most 36500" in error
 
 
 async def test_purge_with_a_cutoff_before_1970_purges_nothing(tools: Tools, trio: Any) -> None:
