@@ -43,10 +43,12 @@ from typing import Any
 import git
 
 from broker.config import Settings
+from broker.private import private_dir, private_file
 
 log = logging.getLogger(__name__)
 
 BRANCH = "main"
+SHARED = "0600"  # core.sharedRepository: files 0600, directories 0700
 # fast-import builds each commit on this ref; the branch moves to it only if the tree changed
 STAGING_REF = "refs/broker/staging"
 DIGEST_LINK = re.compile(r"\[View canonical\]\(([^)]+)\)")
@@ -134,8 +136,8 @@ class Archive:
         with _repo_locks_guard:
             lock = _repo_locks.setdefault(self.root.resolve(), threading.Lock())
         with lock:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with open(self.root / "broker-archive.lock", "a") as handle:
+            private_dir(self.root)  # the archive holds every message: owner-only, like Redis
+            with open(private_file(self.root / "broker-archive.lock"), "a") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 try:
                     yield
@@ -153,8 +155,13 @@ class Archive:
             return self.repo
         if (self.root / "HEAD").exists():
             repo = git.Repo(self.root)
+            if repo.config_reader().get_value("core", "sharedRepository", "") != SHARED:
+                with repo.config_writer() as config:  # archives made before it was set
+                    config.set_value("core", "sharedRepository", SHARED)
         else:
-            repo = git.Repo.init(self.root, bare=True, initial_branch=BRANCH)
+            # core.sharedRepository=0600: git makes every file it writes later (objects, packs,
+            # refs, by any writer and whatever its umask) 0600, and directories 0700
+            repo = git.Repo.init(self.root, bare=True, initial_branch=BRANCH, shared=SHARED)
             with repo.config_writer() as config:
                 config.set_value("commit", "gpgsign", "false")
                 config.set_value("user", "name", AUTHOR_NAME)

@@ -76,7 +76,7 @@ async def authenticate(
 ) -> tuple[str, str]:
     """(project slug, agent name) once the agent exists and the token (if any, or if required)
     matches; one HGET of the agent record."""
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     digest, require = store.bindings.args(slug, name, registration_token)
     record = await store.redis.hget(store.keys.agents(slug), name.lower())

@@ -344,12 +344,19 @@ def guard_install(
     project: Annotated[str, typer.Option(help="project key (the repository's absolute path)")],
     repo: Annotated[str, typer.Option(help="git working tree to guard (default: the project path)")] = "",
 ) -> None:
-    """Install the pre-commit hook (an existing hook is kept and chained)."""
+    """Install the pre-commit hook (an existing hook is kept and chained).
+
+    No agent token: this runs as the local user, who can write the hook with their own rights
+    anyway, so a token would prove nothing the operating system does not. The hook still holds
+    no secret, and core.hooksPath must point inside the repository."""
+    import os
+
     from broker import guard
     from broker.errors import BrokerError
 
     try:
-        hook = guard.install(get_settings(), project, repo or project)["hook"]
+        path = os.path.abspath(guard.check_repo_path(repo or project, relative_ok=True))
+        hook = guard.install(get_settings(), project, path)["hook"]
     except BrokerError as exc:
         _say(str(exc))
         raise typer.Exit(1) from exc
@@ -359,11 +366,13 @@ def guard_install(
 @guard_app.command("uninstall")
 def guard_uninstall(repo: Annotated[str, typer.Option(help="git working tree")] = ".") -> None:
     """Remove the broker's hook and restore the one it chained."""
+    import os
+
     from broker import guard
     from broker.errors import BrokerError
 
     try:
-        removed = guard.uninstall_sync(repo)["removed"]
+        removed = guard.uninstall_sync(os.path.abspath(guard.check_repo_path(repo, relative_ok=True)))["removed"]
     except BrokerError as exc:
         _say(str(exc))
         raise typer.Exit(1) from exc

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
 
     # Lifecycle (README "Agent and project lifecycle"): purge_old_messages' default age, and the
     # window identity this process registers under when register_agent gets no name.
-    retention_max_age_days: int = Field(180, alias="RETENTION_MAX_AGE_DAYS", ge=1)
+    retention_max_age_days: int = Field(180, alias="RETENTION_MAX_AGE_DAYS", ge=1, le=36_500)
     window_id: str = Field("", alias="MCP_AGENT_MAIL_WINDOW_ID")
     window_ttl_days: int = Field(30, alias="MCP_AGENT_MAIL_WINDOW_TTL_DAYS", ge=1)
 

@@ -268,10 +268,10 @@ async def request_contact(
     ttl_seconds: int,
     registration_token: str | None,
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     requester = validate_name(from_agent, "from_agent")
     target_key, target = target_of(to_agent, to_project, project_key)
-    target_slug = project_slug(target_key)
+    target_slug = await project_slug(store, target_key)
     if not isinstance(reason, str) or len(reason) > 512:
         raise BrokerError("INVALID_ARGUMENT", "reason must be text of at most 512 characters.")
     ttl = check_ttl(store, ttl_seconds)
@@ -303,10 +303,10 @@ async def respond_contact(
 ) -> dict[str, Any]:
     from broker.mail import INLINE_BODY_BYTES
 
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     me = validate_name(to_agent, "to_agent")
     from_key, requester = target_of(from_agent, from_project, project_key)
-    requester_slug = project_slug(from_key)
+    requester_slug = await project_slug(store, from_key)
     if requester_slug == slug and requester.lower() == me.lower():
         raise BrokerError(
             "INVALID_ARGUMENT",
@@ -350,7 +350,7 @@ async def respond_contact(
 async def list_contacts(
     store: Store, project_key: str, agent_name: str, registration_token: str | None
 ) -> list[dict[str, Any]]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     auth = store.bindings.args(slug, name, registration_token)
     keys = store.keys
@@ -390,7 +390,7 @@ async def list_contacts(
 async def set_contact_policy(
     store: Store, project_key: str, agent_name: str, policy: str, registration_token: str | None
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     value = check_policy(policy)
     auth = store.bindings.args(slug, name, registration_token)

@@ -68,7 +68,7 @@ async def hard_delete_agent(
     token: str | None,
     operator_token: str | None = None,
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     check_confirmation(confirmation, "hard_delete_agent")
     # It removes mail from other agents' inboxes: under `required` only the operator may do it.
@@ -274,7 +274,7 @@ def _archive_delete_agent(settings: Settings, slug: str, found: AgentDeletion) -
 async def hard_delete_project(
     store: Store, project_key: str, confirmation: object, token: str | None, operator_token: str | None = None
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     check_confirmation(confirmation, "hard_delete_project")
     # Archiving first (with the operator check) stops new agents, mail and reservations while
     # the keys go; the project hash itself goes last, so a repeated call finishes the job.

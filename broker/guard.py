@@ -1,8 +1,10 @@
 """The git pre-commit guard: refuse a commit that touches files another agent holds exclusively.
 
 ``install`` writes a small ``pre-commit`` shell hook that runs ``python -m broker.guard check``
-with the broker's settings baked in (project, STORAGE_ROOT, key prefix, and REDIS_URL when the
-broker was given one); an existing hook is kept as ``pre-commit.orig`` and run after the check.
+with the broker's settings baked in (project, STORAGE_ROOT, key prefix; never REDIS_URL, which
+may hold a password: the hook takes it from the environment or from an owner-only file);
+an existing hook is kept as ``pre-commit.orig`` and run after the check. The tools write only
+into the project's own repository, for an authenticated agent (see ``hooks_dir``).
 The check reads live reservations straight from Redis (read-only) and matches the staged paths
 with ``broker.globs`` (the twin of the Lua matcher). Environment at commit time:
 
@@ -28,7 +30,8 @@ import redis
 
 from broker import globs
 from broker.config import Settings, get_settings
-from broker.keys import Keys, slug_of
+from broker.keys import Keys
+from broker.slugs import resolve_sync
 
 if TYPE_CHECKING:
     from broker.store import Store
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
 # install side imports BrokerError and the identity module where it needs them.
 
 MARKER = "# agent-broker pre-commit guard"
+MAX_PATH_CHARS = 4096  # PATH_MAX on Linux
+GUARD_DIR, URL_FILE = "guard", "redis.url"
 WARN_MODES = {"warn", "advisory", "adv"}
 
 
@@ -44,41 +49,103 @@ def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
 
 
-def hooks_dir(repo_path: str) -> Path:
-    """The repository's hooks directory (core.hooksPath when set), or NOT_A_GIT_REPOSITORY."""
+def _error(code: str, message: str) -> Exception:
     from broker.errors import BrokerError
 
-    repo = Path(repo_path).expanduser()
-    found = git(repo, "rev-parse", "--git-path", "hooks") if repo.is_dir() else None
-    if found is None or found.returncode != 0:
-        raise BrokerError(
-            "NOT_A_GIT_REPOSITORY",
-            f"'{repo_path}' is not a git repository on the broker's machine. Pass the absolute path of "
-            "the working tree, e.g. code_repo_path='/home/me/project'.",
+    return BrokerError(code, message)
+
+
+def check_repo_path(repo_path: object, relative_ok: bool = False) -> str:
+    """code_repo_path once it can name a directory: text, no NUL, at most PATH_MAX, absolute
+    (the broker's working directory means nothing to a remote agent; the CLI passes its own)."""
+    if not isinstance(repo_path, str) or not repo_path.strip():
+        raise _error("INVALID_ARGUMENT", "code_repo_path is empty. Pass the absolute path of the git working tree.")
+    if "\0" in repo_path:
+        raise _error("INVALID_ARGUMENT", "code_repo_path contains a NUL character; pass the working tree's path.")
+    if len(repo_path) > MAX_PATH_CHARS:
+        raise _error(
+            "INVALID_ARGUMENT",
+            f"code_repo_path has {len(repo_path)} characters; the limit is {MAX_PATH_CHARS}. Pass the working tree's path.",
         )
-    path = Path(found.stdout.strip())
-    return path if path.is_absolute() else (repo / path).resolve()
+    if not relative_ok and not os.path.isabs(repo_path):
+        raise _error(
+            "INVALID_ARGUMENT",
+            f"code_repo_path '{repo_path}' is relative. Pass the absolute path of the project's working tree, "
+            "e.g. code_repo_path='/home/me/project'.",
+        )
+    return repo_path
+
+
+def _not_a_repository(repo_path: str) -> Exception:
+    return _error(
+        "NOT_A_GIT_REPOSITORY",
+        f"'{repo_path}' is not a git working tree on the broker's machine. Pass the absolute path of the "
+        "working tree, e.g. code_repo_path='/home/me/project'.",
+    )
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or os.path.commonpath([path, root]) == root
+
+
+def hooks_dir(repo_path: str, project_root: str | None = None) -> Path:
+    """The repository's hooks directory (core.hooksPath when set). With ``project_root`` (the
+    project's human_key), the repository must be that path or a working tree inside it. Either
+    way the hooks directory must be inside the repository (its working tree or its git
+    directory): a core.hooksPath pointing elsewhere is refused, since the hook would be written
+    there."""
+    repo = Path(repo_path).expanduser()
+    try:
+        found = (
+            git(repo, "rev-parse", "--show-toplevel", "--git-common-dir", "--git-path", "hooks")
+            if repo.is_dir()
+            else None
+        )
+    except (OSError, ValueError):  # e.g. a path component longer than NAME_MAX
+        found = None
+    lines = found.stdout.splitlines() if found is not None and found.returncode == 0 else []
+    if len(lines) != 3:
+        raise _not_a_repository(repo_path)
+    top, common, hooks = (Path(line) if Path(line).is_absolute() else repo / line for line in lines)
+    real_repo, real_top = os.path.realpath(repo), os.path.realpath(top)
+    if project_root is not None:
+        root = os.path.realpath(project_root)
+        if not (real_repo == root or _inside(real_top, root)):
+            raise _error(
+                "REPOSITORY_OUTSIDE_PROJECT",
+                f"'{repo_path}' is not the project's repository: pass the project's path '{project_root}' or a "
+                "git working tree inside it.",
+            )
+    real_hooks = os.path.realpath(hooks)
+    if not (_inside(real_hooks, real_top) or _inside(real_hooks, os.path.realpath(common))):
+        raise _error(
+            "HOOKS_PATH_OUTSIDE_REPOSITORY",
+            f"core.hooksPath of '{repo_path}' points at '{real_hooks}', outside the repository; the guard "
+            "writes only inside it. Point core.hooksPath inside the repository (or unset it), then install again.",
+        )
+    return Path(real_hooks)
 
 
 def is_ours(hook: Path) -> bool:
     try:
-        return MARKER in hook.read_text(errors="replace")
+        return not hook.is_symlink() and MARKER in hook.read_text(errors="replace")
     except OSError:
         return False
 
 
 def hook_script(settings: Settings, project_key: str) -> str:
+    """The hook. It holds no secret: the Redis URL (which may carry a password) comes at commit
+    time from REDIS_URL, else from the owner-only file ``install`` wrote (see redis_url_for)."""
     exports = {
         "BROKER_GUARD_PROJECT": project_key,
         "STORAGE_ROOT": str(settings.storage_root),
         "REDIS_KEY_PREFIX": settings.redis_key_prefix,
     }
-    if settings.redis_url:
-        exports["REDIS_URL"] = settings.redis_url
     lines = [
         "#!/bin/sh",
         MARKER + " (remove with uninstall_precommit_guard or `broker guard uninstall`)",
         "# Bypass once: AGENT_MAIL_BYPASS=1 git commit ...; report only: AGENT_MAIL_GUARD_MODE=warn",
+        "# Redis: $REDIS_URL, else the owner-only file $STORAGE_ROOT/guard/redis.url (no secret is kept here)",
     ]
     for name, value in exports.items():
         lines.append(f': "${{{name}:={shlex.quote(value)}}}"; export {name}')
@@ -91,47 +158,126 @@ def hook_script(settings: Settings, project_key: str) -> str:
     return "\n".join(lines)
 
 
-def install(settings: Settings, project_key: str, repo_path: str) -> dict[str, str]:
-    directory = hooks_dir(repo_path)
-    directory.mkdir(parents=True, exist_ok=True)
-    hook, chained = directory / "pre-commit", directory / "pre-commit.orig"
-    if hook.exists() and not is_ours(hook):
-        if chained.exists():
-            from broker.errors import BrokerError
+def _write(path: Path, text: str, mode: int) -> None:
+    """Write through a new file renamed into place: a symlink planted at ``path`` is replaced,
+    never followed, and no reader sees half a hook."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(temp, mode)  # whatever the umask
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
-            raise BrokerError(
-                "HOOK_EXISTS",
-                f"{hook} and {chained} both exist and neither is the broker's; merge them into one hook, then install again.",
-            )
-        hook.rename(chained)  # kept and run after the check
-    hook.write_text(hook_script(settings, project_key))
-    hook.chmod(0o755)
+
+def save_redis_url(settings: Settings) -> None:
+    """Keep REDIS_URL for the hook in an owner-only file (dir 0700, file 0600): the hook reads it
+    when the committing shell has no REDIS_URL; other local users cannot."""
+    directory = settings.storage_root / GUARD_DIR
+    if not settings.redis_url or settings.redis_url.startswith("memory://"):
+        (directory / URL_FILE).unlink(missing_ok=True)  # a stale URL must not beat the embedded one
+        return
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    _write(directory / URL_FILE, settings.redis_url + "\n", 0o600)
+
+
+def install(settings: Settings, project_key: str, repo_path: str, project_root: str | None = None) -> dict[str, str]:
+    """Write the hook. ``project_key`` is baked in (a slug from the tools, whatever the CLI was
+    given); ``project_root`` confines the repository to the project's path (the tools)."""
+    directory = hooks_dir(repo_path, project_root)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        hook, chained = directory / "pre-commit", directory / "pre-commit.orig"
+        if (hook.exists() or hook.is_symlink()) and not is_ours(hook):
+            if chained.exists() or chained.is_symlink():
+                raise _error(
+                    "HOOK_EXISTS",
+                    f"{hook} and {chained} both exist and neither is the broker's; merge them into one hook, then install again.",
+                )
+            hook.rename(chained)  # kept and run after the check
+        save_redis_url(settings)
+        _write(hook, hook_script(settings, project_key), 0o755)
+    except OSError as exc:
+        raise _error(
+            "HOOK_WRITE_FAILED", f"Could not write the hook in {directory}: {exc.strerror}. Check its permissions."
+        ) from None
     return {"hook": str(hook)}
 
 
-def uninstall_sync(repo_path: str) -> dict[str, bool]:
-    directory = hooks_dir(repo_path)
+def uninstall_sync(repo_path: str, project_root: str | None = None) -> dict[str, bool]:
+    directory = hooks_dir(repo_path, project_root)
     hook, chained = directory / "pre-commit", directory / "pre-commit.orig"
     if not is_ours(hook):
         return {"removed": False}
-    hook.unlink()
-    if chained.exists():
-        chained.rename(hook)
+    try:
+        hook.unlink()
+        if chained.exists() or chained.is_symlink():
+            chained.rename(hook)
+    except OSError as exc:
+        raise _error("HOOK_WRITE_FAILED", f"Could not remove the hook in {directory}: {exc.strerror}.") from None
     return {"removed": True}
 
 
-async def install_for_project(store: Store, project_key: str, repo_path: str) -> dict[str, str]:
+async def _authorized_root(
+    store: Store, project_key: str, agent_name: str | None, token: str | None, tool: str
+) -> tuple[str, str]:
+    """(slug, human_key) of the project once the caller proved it is one of its agents: a
+    hook runs code on every commit, so writing one is an agent's act, never an anonymous one.
+    Under AGENT_AUTH=open a call without agent_name is let through, as in the reference."""
     from broker.identity import project_slug
+    from broker.names import validate_name
 
-    slug = project_slug(project_key)
-    human_key = await store.redis.hget(store.keys.project(slug), "human_key")
+    slug = await project_slug(store, project_key)
+    keys = store.keys
+    name = agent_name if agent_name and agent_name.strip() else store.bindings.current_agent(slug)
+    if name is None:
+        if store.bindings.mode != "open":
+            raise _error(
+                "AUTHENTICATION_REQUIRED",
+                f"{tool} writes a git hook, so it needs agent_name and registration_token of an agent of "
+                "this project (the token register_agent returned).",
+            )
+    else:
+        name = validate_name(name)
+        digest, require = store.bindings.args(slug, name, token)
+        reply = await store.run(
+            "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, digest, require]
+        )
+        if reply[0] != "ok":
+            await store.raise_for(reply, slug, project_key)
+    human_key = await store.redis.hget(keys.project(slug), "human_key")
     if human_key is None:
         raise await store.project_not_found(project_key)
-    return await asyncio.to_thread(install, store.settings, human_key, repo_path)
+    return slug, human_key
 
 
-async def uninstall(repo_path: str) -> dict[str, bool]:
-    return await asyncio.to_thread(uninstall_sync, repo_path)
+async def install_for_project(
+    store: Store, project_key: str, repo_path: object, agent_name: str | None, token: str | None
+) -> dict[str, str]:
+    path = check_repo_path(repo_path)
+    slug, human_key = await _authorized_root(store, project_key, agent_name, token, "install_precommit_guard")
+    # the slug, not the path: it never changes owner, so the hook cannot come to check another project
+    return await asyncio.to_thread(install, store.settings, slug, path, human_key)
+
+
+async def uninstall(
+    store: Store, repo_path: object, project_key: str | None, agent_name: str | None, token: str | None
+) -> dict[str, bool]:
+    path = check_repo_path(repo_path)
+    if project_key is None:
+        if store.bindings.mode != "open":
+            raise _error(
+                "AUTHENTICATION_REQUIRED",
+                "uninstall_precommit_guard changes a git hook, so it needs project_key, agent_name and "
+                "registration_token of an agent of the project whose repository it is.",
+            )
+        return await asyncio.to_thread(uninstall_sync, path)  # open auth: only a hook that is ours
+    _slug, human_key = await _authorized_root(store, project_key, agent_name, token, "uninstall_precommit_guard")
+    return await asyncio.to_thread(uninstall_sync, path, human_key)
 
 
 # -- the check the hook runs ---------------------------------------------------------------
@@ -150,20 +296,27 @@ def staged_paths(repo: Path) -> list[str]:
 
 
 def redis_url_for(settings: Settings) -> str | None:
-    """REDIS_URL, else the embedded server's URL when one runs; never starts a server."""
+    """REDIS_URL, else the URL ``install`` kept in an owner-only file, else the embedded
+    server's URL when one runs; never starts a server."""
     if settings.redis_url:
         return settings.redis_url
-    url_file = settings.storage_root / "redis" / "server.url"
-    return url_file.read_text().strip() if url_file.exists() else None
+    for url_file in (settings.storage_root / GUARD_DIR / URL_FILE, settings.storage_root / "redis" / "server.url"):
+        if url_file.exists():
+            return url_file.read_text().strip()
+    return None
 
 
 def live_exclusive(settings: Settings, project_key: str) -> list[dict[str, Any]]:
     url = redis_url_for(settings)
     if url is None:
         raise redis.ConnectionError(f"no REDIS_URL and no embedded broker Redis under {settings.storage_root}")
-    keys, slug = Keys(settings.redis_key_prefix), slug_of(project_key)
+    keys = Keys(settings.redis_key_prefix)
     client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=3, socket_connect_timeout=3)
     try:
+        slug = resolve_sync(client, keys, project_key)
+        if slug is None:
+            print(f"agent-broker guard: the broker has no project '{project_key}'; nothing to check.", file=sys.stderr)
+            return []
         now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
         ids = client.zrangebyscore(keys.reservation_expiry(slug), f"({now_us}", "+inf")
         pipe = client.pipeline(transaction=False)

@@ -59,11 +59,11 @@ async def contact_handshake(
     target_token: str | None,
     thread_id: str | None,
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     welcome = _check_welcome(welcome_subject, welcome_body, auto_accept)
     requester, target_given = await _infer_names(store, slug, requester, target)
     target_key, target_name = contacts.target_of(target_given, to_project, project_key)
-    target_slug = project_slug(target_key)
+    target_slug = await project_slug(store, target_key)
     ttl = contacts.check_ttl(store, ttl_seconds)
 
     if auto_accept and not welcome and target_slug == slug:

@@ -61,7 +61,7 @@ class History:
     async def viewer(self, project_key: str, agent_name: str | None, token: str | None, action: str) -> dict[str, Any]:
         """The authenticated viewing agent's record: ``agent_name`` (with its token when auth
         requires one), else the agent this MCP session last authenticated as."""
-        slug = project_slug(project_key)
+        slug = await project_slug(self.store, project_key)
         name = agent_name if agent_name else self.store.bindings.current_agent(slug)
         if not name:
             raise BrokerError(
@@ -82,7 +82,7 @@ class History:
         return json.loads(reply[1])
 
     async def project_id(self, project_key: str) -> int:
-        slug = project_slug(project_key)
+        slug = await project_slug(self.store, project_key)
         found = await self.store.redis.hget(self.store.keys.project(slug), "id")
         if found is None:
             raise await self.store.project_not_found(project_key)

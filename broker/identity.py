@@ -10,8 +10,9 @@ from typing import Any
 from broker.auth import new_token, token_hash
 from broker.errors import BrokerError
 from broker.index import indexed_project_id
-from broker.keys import looks_like_path, slug_of, slugify
+from broker.keys import looks_like_path
 from broker.names import check_placeholder, generate_candidates, validate_name, validate_new_name
+from broker.slugs import assign, remember, resolve
 from broker.store import Store
 
 ATTACHMENT_POLICIES = ("auto", "inline", "file")
@@ -20,8 +21,13 @@ MAX_PROGRAM_CHARS = 128
 MAX_PROJECT_KEY_CHARS = 4096  # PATH_MAX on Linux; longer keys are refused before any Redis work
 
 
-def project_slug(project_key: object) -> str:
+async def project_slug(store: Store, project_key: object) -> str:
     """The slug a project key names: an absolute path (its human_key) or a slug."""
+    return await resolve(store, check_project_key(project_key))
+
+
+def check_project_key(project_key: object) -> str:
+    """A project key, stripped, once it is an absolute path or a slug (else a coded error)."""
     if not isinstance(project_key, str) or not project_key.strip():
         raise BrokerError(
             "INVALID_ARGUMENT",
@@ -36,10 +42,12 @@ def project_slug(project_key: object) -> str:
             f"project_key '{key}' is a relative path. Pass the absolute path you gave "
             "ensure_project (e.g. '/home/me/repo') or the project's slug.",
         )
-    return slug_of(key)
+    return key
 
 
 def _check_key_length(value: str, what: str) -> None:
+    if "\0" in value:  # no path holds one; the git guard and the filesystem would fail on it
+        raise BrokerError("INVALID_ARGUMENT", f"{what} contains a NUL character; pass the repository's absolute path.")
     if len(value) > MAX_PROJECT_KEY_CHARS:
         raise BrokerError(
             "INVALID_ARGUMENT",
@@ -89,15 +97,22 @@ async def ensure_project(store: Store, human_key: object) -> dict[str, Any]:
             "absolute path (e.g. from `pwd`).",
         )
     canonical = os.path.normpath(human_key.strip())
-    slug = slugify(canonical)
+    # A project is its full path: the slug comes from <p>:slugs (broker/slugs.py), never from
+    # slugify alone, so paths that slugify alike are different projects.
+    slug = await resolve(store, canonical)
     keys = store.keys
     if not await store.redis.exists(keys.project(slug)):
         await _refuse_if_lost(store, slug, canonical)
+        claimed = await assign(store, canonical)
+        if claimed != slug:  # another path took that slug meanwhile
+            await _refuse_if_lost(store, claimed, canonical)
+            slug = claimed
     new_id = await store.next_id("project")
     fields = await store.run("ensure_project", [keys.project(slug), keys.pending(slug)], [new_id, slug, canonical])
     if fields[4] == 1:
         await store.redis.hset(keys.projects, slug, canonical)
     store.schedule_persist(slug, fields[5])
+    remember(store, canonical, slug)
     return project_dict(fields, fields[6] if len(fields) > 6 else None)
 
 
@@ -105,7 +120,7 @@ async def _refuse_if_lost(store: Store, slug: str, human_key: str) -> None:
     """A project the index holds but Redis does not: Redis lost its data. Creating it afresh
     would restart the id counters, so new messages would reuse persisted ids (and be dropped
     by the index) and new agents would take old agents' ids; `broker rehydrate` must run first."""
-    if await asyncio.to_thread(indexed_project_id, store.settings.index_path, slug) is not None:
+    if await asyncio.to_thread(indexed_project_id, store.settings.index_path, slug, human_key) is not None:
         raise BrokerError(
             "REHYDRATE_REQUIRED",
             f"Project '{human_key}' is in the persisted index but not in Redis (Redis lost its data). "
@@ -179,7 +194,7 @@ async def register_agent(
     attachments_policy: str,
     registration_token: str | None,
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     profile = _checked_profile(program, model, task_description, attachments_policy)
     if name is not None and name.strip():
         return await _claim(store, slug, project_key, "upsert", [validate_new_name(name)], profile, registration_token)
@@ -207,7 +222,7 @@ async def create_agent_identity(
     task_description: str,
     attachments_policy: str,
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     profile = _checked_profile(program, model, task_description, attachments_policy)
     names = None
     if name_hint and name_hint.strip():
@@ -220,7 +235,7 @@ async def create_agent_identity(
 
 
 async def whois(store: Store, project_key: str, agent_name: str, registration_token: str | None) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     digest, require = store.bindings.args(slug, name, registration_token)
     keys = store.keys

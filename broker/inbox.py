@@ -33,7 +33,7 @@ async def fetch_inbox(
     The agent record is read in the same round trip only when a token must be checked;
     otherwise only an empty page needs it (to tell "no mail" from "no such agent").
     Urgent and topic filters read the per-agent indexes in one script instead."""
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     check_limit(limit)
     since = since_micros(since_ts)
@@ -128,7 +128,7 @@ async def fetch_topic(
     agent_name: str | None,
     registration_token: str | None,
 ) -> list[dict[str, Any]]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     if not topic_name or not topic_name.strip():
         raise BrokerError("INVALID_ARGUMENT", "topic_name is empty. Pass the topic to read, e.g. 'build-status'.")
     topic = check_topic(topic_name)
@@ -165,7 +165,7 @@ async def mark_message(
     registration_token: str | None,
     mode: str,
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     keys = store.keys
     auth = store.bindings.args(slug, name, registration_token)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broker.private import private_dir, private_file
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
   id INTEGER PRIMARY KEY,
@@ -189,7 +191,10 @@ class Index:
     def connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # 0600 before SQLite opens it: the -wal and -shm files take the database file's mode
+            if not self.path.parent.exists():
+                private_dir(self.path.parent)
+            private_file(self.path)
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE for writes, so a
             # writer waits for the lock up front instead of failing on upgrade).
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
@@ -390,14 +395,15 @@ def _settle_agents(conn: sqlite3.Connection, agents: list[dict[str, Any]]) -> li
     return kept
 
 
-def indexed_project_id(path: Path, slug: str) -> int | None:
-    """The project's id in the index at ``path``, or None (no index file, no schema yet, or
-    no such project). Opens and closes its own connection; never creates the file."""
+def indexed_project_id(path: Path, slug: str, human_key: str = "") -> int | None:
+    """The id in the index at ``path`` of the project with that slug (or that human_key), or
+    None (no index file, no schema yet, or no such project). Opens and closes its own
+    connection; never creates the file."""
     if not Path(path).exists():
         return None
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
-        row = conn.execute("SELECT id FROM projects WHERE slug = ?", (slug,)).fetchone()
+        row = conn.execute("SELECT id FROM projects WHERE slug = ? OR human_key = ?", (slug, human_key)).fetchone()
     except sqlite3.OperationalError:
         return None
     finally:

@@ -5,6 +5,8 @@ single cluster slot (DESIGN decision 1). ``<p>`` is the configurable key prefix.
 
 Global keys
     <p>:projects                 HASH slug -> human_key (directory used for listing and hints)
+    <p>:slugs                    HASH slug -> human_key of every slug ever assigned (its owner never
+                                 changes, even after hard_delete_project: slugs never collide)
     <p>:ids:<kind>               STRING counters for broker-wide integer ids
     <p>:doorbell                 pub/sub channel; one event per delivered recipient
     <p>:persist:stats            HASH messages, commits written by the persistence workers (metrics)
@@ -67,7 +69,7 @@ suffixes (``pkey()`` in ``broker/scripts/lib/common.lua``); change both together
 
 from __future__ import annotations
 
-import os
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -81,10 +83,13 @@ def looks_like_path(value: str) -> bool:
     return value.startswith(("/", "~", ".")) or "/" in value or "\\" in value
 
 
-def slug_of(project_key: str) -> str:
-    """The slug of a project key already checked: an absolute path (a human_key) or a slug."""
-    key = project_key.strip()
-    return slugify(os.path.normpath(key) if looks_like_path(key) else key)
+def slug_candidates(human_key: str) -> list[str]:
+    """The slugs a project's human_key (an absolute, normalized path) may get, in order: the
+    plain slug, then the plain slug with a short, then a long, hash of the full key. Paths that
+    slugify alike (/x/my-repo, /x/my/repo, /x/My_Repo) get distinct slugs (broker/slugs.py)."""
+    plain = slugify(human_key)
+    digest = hashlib.sha256(human_key.encode("utf-8", "surrogatepass")).hexdigest()
+    return [plain, f"{plain}-{digest[:8]}", f"{plain}-{digest[:32]}"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,10 @@ class Keys:
     @property
     def projects(self) -> str:
         return f"{self.prefix}:projects"
+
+    @property
+    def slug_owners(self) -> str:
+        return f"{self.prefix}:slugs"
 
     def ids(self, kind: str) -> str:
         return f"{self.prefix}:ids:{kind}"

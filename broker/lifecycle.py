@@ -105,7 +105,7 @@ async def raise_admin(store: Store, reply: list[Any], slug: str, project_key: st
 async def _agent_state(
     store: Store, project_key: str, agent_name: str, token: str | None, operator_token: str | None, op: str
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     keys = store.keys
     # the agent itself (token or session), or the operator: another agent's session is not enough
@@ -153,7 +153,7 @@ async def project_state(
     operator_only: bool = True,
 ) -> list[Any]:
     """Run project_state.lua (archive, unarchive, or "check": auth only); returns its reply."""
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     keys = store.keys
     auth = operator_or_member(store, slug, token, operator_token, action, operator_only)
     reply = await store.run("project_state", [keys.project(slug), keys.agents(slug), keys.pending(slug)], [op, *auth])
@@ -167,11 +167,11 @@ async def archive_project(
     store: Store, project_key: str, token: str | None, operator_token: str | None = None
 ) -> dict[str, Any]:
     await project_state(store, project_key, token, operator_token, "archive", "archive_project")
-    return {"status": "archived", "project_key": project_key, "slug": project_slug(project_key)}
+    return {"status": "archived", "project_key": project_key, "slug": await project_slug(store, project_key)}
 
 
 async def unarchive_project(
     store: Store, project_key: str, token: str | None, operator_token: str | None = None
 ) -> dict[str, Any]:
     await project_state(store, project_key, token, operator_token, "unarchive", "unarchive_project")
-    return {"status": "active", "project_key": project_key, "slug": project_slug(project_key)}
+    return {"status": "active", "project_key": project_key, "slug": await project_slug(store, project_key)}

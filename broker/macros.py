@@ -124,7 +124,7 @@ async def prepare_thread(
 ) -> dict[str, Any]:
     """register_agent (or whois when register_if_missing=False), the thread's summary as that
     agent may see it (summarize_thread's visibility rule), and fetch_inbox."""
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     thread = check_one_thread_id(thread_id)
     named = agent_name is not None and bool(agent_name.strip())
     if register_if_missing:

@@ -207,7 +207,7 @@ async def deliver(
 ) -> dict[str, Any]:
     """Send ``msg`` to every recipient: one delivery per target project, each all or none (and,
     with ``idem``, each at most once per key: see broker/idempotency.py)."""
-    groups = group_by_project(sender.slug, sender.project_key, kinds)
+    groups = await group_by_project(store, sender.slug, sender.project_key, kinds)
     if len(groups) == 1:
         try:
             done = await _deliver_one(store, groups[sender.slug], sender, None, msg, broadcast, hold, idem)
@@ -307,7 +307,7 @@ async def send_message(
     auto_contact_if_blocked: bool | None = None,
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     key = idempotency.check_key(idempotency_key)
     topic = check_topic(topic)
     name = validate_name(sender_name, "sender_name")
@@ -359,7 +359,7 @@ async def reply_message(
     sender_token: str | None,
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     key = idempotency.check_key(idempotency_key)
     name = validate_name(sender_name, "sender_name")
     to_given = parse_recipients(to, "to")

@@ -33,7 +33,7 @@ async def list_projects(store: Store) -> list[dict[str, Any]]:
 
 
 async def _project_and_agents(store: Store, project_key: str) -> tuple[dict[str, Any], list[tuple[str, str | None]]]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     keys = store.keys
     pipe = store.redis.pipeline(transaction=False)
     pipe.hgetall(keys.project(slug))

@@ -75,7 +75,7 @@ async def canonical_inbox_uris(store: Store, uris: list[str]) -> list[str]:
     """The canonical inbox URI of each URI (agent name in any case, project by path or slug),
     or the coded error of the first one whose agent or project does not exist."""
     addresses = [_inbox_address(uri) for uri in uris]
-    slugs = [project_slug(project) for _, project in addresses]
+    slugs = [await project_slug(store, project) for _, project in addresses]
     pipe = store.redis.pipeline(transaction=False)
     for (name, _), slug in zip(addresses, slugs, strict=True):
         pipe.hexists(store.keys.agents(slug), name.lower())

@@ -132,6 +132,7 @@ async def rehydrate_project(
     if project["archived_at"]:
         pipe.hset(keys.project(slug), "archived_at", project["archived_at"])
     pipe.hset(keys.projects, slug, project["human_key"])
+    pipe.hset(keys.slug_owners, slug, project["human_key"])  # the index's slug, never recomputed
     for agent in agents.values():
         token = agent["registration_token"] or ""
         record = {

@@ -14,7 +14,7 @@ from typing import Any
 
 from broker import globs, mail
 from broker.errors import BrokerError
-from broker.identity import project_slug
+from broker.identity import check_project_key, project_slug
 from broker.inbox import check_reader
 from broker.names import validate_name
 from broker.ratelimit import agent_limited, agent_spec
@@ -112,7 +112,7 @@ async def run_for_agent(
 ) -> list[Any]:
     """Run a reservation script that acts for one agent (reserve, release, renew): it returns
     {"ok", ..., schedule flag last}; errors are raised, a drain is scheduled, the session bound."""
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     keys = store.keys
     auth = store.bindings.args(slug, name, token)
@@ -159,7 +159,7 @@ async def reserve(
     reason: str,
     token: str | None,
 ) -> dict[str, Any]:
-    project_slug(project_key)  # argument errors first, in the order the other tools report them
+    check_project_key(project_key)  # argument errors first, in the order the other tools report them
     validate_name(agent_name)
     if not paths:
         raise BrokerError("EMPTY_PATHS", "paths is empty: name at least one file, directory ('src/') or glob.")
@@ -242,7 +242,7 @@ async def list_reservations(
     """Reservations of a project (by slug or human key), oldest first, with staleness evidence:
     the live ones and, unless ``active_only``, the ``limit`` most recently ended ones that are
     still retained (their number grows with the retention, so it is bounded here)."""
-    slug = project_slug(project)
+    slug = await project_slug(store, project)
     keys = store.keys
     human_key = await store.redis.hget(keys.project(slug), "human_key")
     if human_key is None:
@@ -291,7 +291,7 @@ async def force_release(
     token: str | None,
 ) -> dict[str, Any]:
     """Release another agent's reservation when its holder looks stale (see broker/staleness.py)."""
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     if isinstance(reservation_id, bool) or not isinstance(reservation_id, int) or reservation_id < 1:
         raise BrokerError(

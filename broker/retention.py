@@ -25,14 +25,17 @@ from broker.store import Store
 
 PAGE = 1000
 BATCH = 200
+MAX_AGE_DAYS = 36_500  # a date arithmetic can hold (timedelta stops near 2.7 million years)
 
 
 def check_age(store: Store, max_age_days: object) -> int:
     if max_age_days is None:
         return store.settings.retention_max_age_days
-    if isinstance(max_age_days, bool) or not isinstance(max_age_days, int) or max_age_days < 1:
+    if isinstance(max_age_days, bool) or not isinstance(max_age_days, int) or not 1 <= max_age_days <= MAX_AGE_DAYS:
         raise BrokerError(
-            "INVALID_ARGUMENT", f"max_age_days must be a whole number of days, at least 1 (got {max_age_days!r})."
+            "INVALID_ARGUMENT",
+            f"max_age_days must be a whole number of days, at least 1 and at most {MAX_AGE_DAYS} (100 years), "
+            f"got {str(max_age_days)[:40]}.",
         )
     return max_age_days
 
@@ -47,7 +50,7 @@ async def purge_old_messages(
     operator_token: str | None = None,
 ) -> dict[str, Any]:
     """``now`` is the clock (tests pass one to age messages honestly instead of waiting)."""
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     days = check_age(store, max_age_days)
     # auth only ("check"): a real purge is the operator's under `required`; counting (dry_run) is
     # open to any agent of the project. A wrong token is refused either way.
@@ -56,7 +59,8 @@ async def purge_old_messages(
     )
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
     cutoff_us = int(cutoff.timestamp()) * 1_000_000 + cutoff.microsecond
-    ids, entries = await _old_messages(store, slug, cutoff_us)
+    # a cutoff before 1970 is older than every message (and than any stream id can say)
+    ids, entries = await _old_messages(store, slug, cutoff_us) if cutoff_us > 0 else ([], [])
     if not dry_run:
         for start in range(0, max(len(ids), len(entries)), BATCH):
             chunk_ids, chunk_entries = ids[start : start + BATCH], entries[start : start + BATCH]

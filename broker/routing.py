@@ -60,12 +60,14 @@ def parse_recipients(value: list[str] | None, where: str) -> list[Address]:
     return [parse_address(raw, where) for raw in value or []]
 
 
-def group_by_project(sender_slug: str, project_key: str, kinds: dict[str, list[Address]]) -> dict[str, Group]:
+async def group_by_project(
+    store: Store, sender_slug: str, project_key: str, kinds: dict[str, list[Address]]
+) -> dict[str, Group]:
     """Recipients grouped by target project; the sender's project first."""
     groups: dict[str, Group] = {sender_slug: Group(sender_slug, project_key)}
     for kind, addresses in kinds.items():
         for address in addresses:
-            slug = sender_slug if address.project_key is None else project_slug(address.project_key)
+            slug = sender_slug if address.project_key is None else await project_slug(store, address.project_key)
             group = groups.setdefault(slug, Group(slug, address.project_key or project_key))
             group.add(kind, address.name)
     return groups

@@ -39,6 +39,8 @@ class Store:
             "reservation": IdAllocator(self.keys.ids("reservation"), 256),
         }
         self.persist_queue = PersistQueue(redis_url, self.keys)
+        # human_key -> slug of projects seen in this process (broker/slugs.py says why it is safe)
+        self.slug_cache: dict[str, str] = {}
         self._client: Redis | None = None
         self._scripts: Scripts | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

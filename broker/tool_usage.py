@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.keys import slug_of
 from broker.tool_catalog import cluster_of
 
 RING_SIZE = 4096
@@ -80,12 +80,18 @@ class ToolUsage:
             )
         return rows
 
-    def recent_entries(self, window_seconds: float, agent: str | None, project: str | None) -> list[dict[str, Any]]:
+    def recent_entries(
+        self,
+        window_seconds: float,
+        agent: str | None,
+        want_project: str | None,
+        slug_of: Callable[[str], str | None],
+    ) -> list[dict[str, Any]]:
         """Calls within the window, newest first; ``agent`` matches case-insensitively and
-        ``project`` by slug (a path and its slug name the same project)."""
+        ``want_project`` is a slug that each entry's project key (a path or a slug) is mapped
+        to by ``slug_of`` (paths that slugify alike are different projects)."""
         cutoff = time.time() - window_seconds
         want_agent = agent.lower() if agent else None
-        want_project = slug_of(project) if project else None
         entries = []
         for timestamp, tool, entry_project, entry_agent in reversed(self.recent):
             if timestamp < cutoff:

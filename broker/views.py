@@ -95,7 +95,7 @@ async def authenticate(
     """Check project, agent and token (one script call) and bind the session like tools do.
     Without ``agent`` the agent this MCP session last authenticated as in the project is used."""
     project_key = require_project(project, resource)
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     name = agent.strip() if agent and agent.strip() else store.bindings.current_agent(slug)
     if not name:
         human_key = await store.redis.hget(store.keys.project(slug), "human_key")

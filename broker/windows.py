@@ -59,7 +59,7 @@ def _shown(raw: str) -> dict[str, Any]:
 
 
 async def list_window_identities(store: Store, project_key: str) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     reply = await _run(store, slug, project_key, "list")
     now = datetime.now(UTC)
     identities = []
@@ -71,7 +71,7 @@ async def list_window_identities(store: Store, project_key: str) -> dict[str, An
 
 
 async def rename_window(store: Store, project_key: str, window_uuid: str, new_display_name: str) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     window = check_uuid(window_uuid)
     name = (new_display_name or "").strip()
     if not is_generated_shape(name):
@@ -91,7 +91,7 @@ async def rename_window(store: Store, project_key: str, window_uuid: str, new_di
 
 
 async def expire_window(store: Store, project_key: str, window_uuid: str) -> dict[str, Any]:
-    slug = project_slug(project_key)
+    slug = await project_slug(store, project_key)
     window = check_uuid(window_uuid)
     reply = await _run(store, slug, project_key, "expire", window)
     shown = _shown(reply[1])

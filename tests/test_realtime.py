@@ -111,7 +111,7 @@ async def test_many_waiters_on_one_process(server: FastMCP, tools: Tools, trio: 
     """A thousand waiters share one subscriber connection; each wakes with its own agent's mail."""
     store = store_of(server)
     names = [(await tools.agent())["name"] for _ in range(10)]
-    slug = project_slug(PROJECT)
+    slug = await project_slug(store, PROJECT)
     connections_before = await client_count(store)
     waiters = [
         asyncio.create_task(arrivals.wait_for_mail(store, PROJECT, names[i % 10], 30, "0-0", False, 20, None))

@@ -83,7 +83,9 @@ async def test_follow_loses_and_repeats_nothing_across_reconnects(own_server: Fa
     all_arrived = asyncio.Event()
 
     async def consume() -> None:
-        async for _cursor, item in arrivals.follow(store, project_slug(PROJECT), "greencastle", "0-0", False):
+        async for _cursor, item in arrivals.follow(
+            store, await project_slug(store, PROJECT), "greencastle", "0-0", False
+        ):
             received.append(item["id"])
             if len(received) == 40:
                 all_arrived.set()

@@ -90,7 +90,9 @@ async def test_infrastructure_results(tools: Tools, trio: dict[str, Any], tmp_pa
     repo = tmp_path / "code"
     repo.mkdir()
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    keys(await call(tools, "install_precommit_guard", code_repo_path=str(repo)), {"hook"})
+    await tools.project(str(repo))  # the guard writes only into its project's repository
+    guarded = {"project_key": str(repo), "code_repo_path": str(repo)}
+    keys(await call(tools, "install_precommit_guard", **guarded), {"hook"})
     keys(await call(tools, "uninstall_precommit_guard", code_repo_path=str(repo)), {"removed"})
     archived = await call(tools, "archive_project")
     keys(archived, {"status", "project_key", "slug"})

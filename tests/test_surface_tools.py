@@ -136,6 +136,9 @@ OUR_PARAMS = {
     # README "Differences from the reference": "send_message and reply_message take an optional idempotency_key"
     "send_message": "idempotency_key:?str=None",
     "reply_message": "idempotency_key:?str=None",
+    # README "Differences from the reference": "The guard tools need the agent's token ..."
+    "install_precommit_guard": "agent_name:?str=None, registration_token:?str=None",
+    "uninstall_precommit_guard": "project_key:?str=None, agent_name:?str=None, registration_token:?str=None",
 }
 
 # Tools of ours (README "Realtime delivery" > Differences: "wait_for_mail ... do not exist in the reference").

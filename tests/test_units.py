@@ -16,9 +16,10 @@ from broker import embedded
 from broker.config import Settings, get_settings
 from broker.connection import make_client
 from broker.errors import BrokerError
-from broker.identity import project_slug, slugify
+from broker.identity import check_project_key
 from broker.ids import IdAllocator
 from broker.inputs import check_limit, check_thread_id, check_topic, since_micros
+from broker.keys import slug_candidates, slugify
 from broker.names import (
     ADJECTIVES,
     NOUNS,
@@ -30,6 +31,7 @@ from broker.names import (
     validate_new_name,
 )
 from broker.scripts import SCRIPT_DIR, script_names, script_source
+from broker.slugs import human_key_of
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -63,8 +65,11 @@ def test_slugify(value: str, slug: str) -> None:
         ("Backend", "backend"),
     ],
 )
-def test_project_slug(key: str, slug: str) -> None:
-    assert project_slug(key) == slug
+def test_plain_slug(key: str, slug: str) -> None:
+    """The slug a key names when no other path took it first (the first candidate)."""
+    checked = check_project_key(key)
+    human_key = human_key_of(checked)
+    assert (slugify(checked) if human_key is None else slug_candidates(human_key)[0]) == slug
 
 
 @pytest.mark.parametrize(
@@ -80,7 +85,7 @@ def test_project_slug(key: str, slug: str) -> None:
 )
 def test_project_slug_rejects(key: str, code: str) -> None:
     with pytest.raises(BrokerError) as caught:
-        project_slug(key)
+        check_project_key(key)
     assert caught.value.code == code
     assert str(caught.value).startswith(f"{code}: ")
 

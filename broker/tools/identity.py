@@ -94,7 +94,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         # repository-wide list of the reference, which spans every agent and project.
         own = None
         if store.bindings.mode == "required":
-            own = f"projects/{project_slug(project_key)}/agents/{agent['name']}/"
+            own = f"projects/{await project_slug(store, project_key)}/agents/{agent['name']}/"
         # The reference always has recent_commits: empty when not asked for.
         agent["recent_commits"] = (
             await recent_commits(settings, max(1, min(commit_limit, 50)), own) if include_recent_commits else []

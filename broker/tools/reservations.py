@@ -86,18 +86,31 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
 
     @mcp.tool
     async def install_precommit_guard(
-        project_key: str, code_repo_path: str, format: str | None = None
+        project_key: str,
+        code_repo_path: str,
+        agent_name: str | None = None,
+        registration_token: str | None = None,
+        format: str | None = None,
     ) -> dict[str, Any]:
-        """Install a git pre-commit hook in code_repo_path that refuses commits touching files
-        another agent (AGENT_NAME) holds exclusively; an existing hook is kept and chained."""
+        """Install a git pre-commit hook in code_repo_path (the project's path or a git working
+        tree inside it) that refuses commits touching files another agent (AGENT_NAME) holds
+        exclusively; an existing hook is kept and chained. Needs agent_name and
+        registration_token of an agent of the project under AGENT_AUTH=required."""
         check_format(format)
-        return await guard.install_for_project(store, project_key, code_repo_path)
+        return await guard.install_for_project(store, project_key, code_repo_path, agent_name, registration_token)
 
     @mcp.tool
-    async def uninstall_precommit_guard(code_repo_path: str, format: str | None = None) -> dict[str, Any]:
-        """Remove the broker's pre-commit hook and restore the hook it chained, if any."""
+    async def uninstall_precommit_guard(
+        code_repo_path: str,
+        project_key: str | None = None,
+        agent_name: str | None = None,
+        registration_token: str | None = None,
+        format: str | None = None,
+    ) -> dict[str, Any]:
+        """Remove the broker's pre-commit hook and restore the hook it chained, if any. Needs
+        project_key, agent_name and registration_token under AGENT_AUTH=required."""
         check_format(format)
-        return await guard.uninstall(code_repo_path)
+        return await guard.uninstall(store, code_repo_path, project_key, agent_name, registration_token)
 
     # security=None: a project may be named by its (URL-encoded) absolute path
     @mcp.resource(

@@ -21,7 +21,9 @@ from fastmcp.exceptions import ResourceError
 from broker import project_views, tooling, views
 from broker.config import Settings
 from broker.errors import BrokerError
+from broker.identity import project_slug
 from broker.inputs import check_format
+from broker.slugs import known_slug
 from broker.store import Store
 from broker.views import flag, limit_of, number
 
@@ -128,7 +130,8 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         (from a ring of the last 4096 calls); filter by agent and project."""
         check_format(format)
         window = number(window_seconds, "window_seconds", 0, 0, 366 * 86400)
-        entries = mcp.usage.recent_entries(window, agent, project)  # type: ignore[attr-defined]
+        want = await project_slug(store, project) if project else None
+        entries = mcp.usage.recent_entries(window, agent, want, functools.partial(known_slug, store))  # type: ignore[attr-defined]
         return {"generated_at": tooling.now_iso(), "window_seconds": window, "count": len(entries), "entries": entries}
 
     # -- projects and agents -------------------------------------------------------------------
