@@ -42,12 +42,17 @@ def private_dir(path: Path) -> Path:
 
 
 def private_file(path: Path) -> Path:
-    """Create ``path`` empty as 0600 if missing, or take away other users' access if not."""
+    """Create ``path`` empty as 0600 if missing, or take away other users' access if not.
+
+    An existing file is never opened here: closing any descriptor of a file drops every POSIX
+    lock this process holds on it, and SQLite's locks are POSIX locks, so opening the index
+    while another thread's connection is live made SQLite believe it had no readers left (a
+    reader elsewhere then checkpointed and deleted the WAL under the writer, and its commits
+    were lost)."""
     path = Path(path)
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT, FILE_MODE)
     try:
-        if os.fstat(fd).st_mode & 0o077:
-            _tighten(lambda: os.fchmod(fd, FILE_MODE), path)
-    finally:
-        os.close(fd)
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    except FileExistsError:
+        if os.stat(path).st_mode & 0o077:
+            _tighten(lambda: os.chmod(path, FILE_MODE), path)
     return path

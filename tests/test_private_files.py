@@ -65,3 +65,30 @@ def test_existing_world_readable_index_is_tightened(tmp_path: Path, loose_umask:
     finally:
         index.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_opening_the_index_again_keeps_another_connections_writes(tmp_path: Path) -> None:
+    """A second connection in the process (another thread's) must not cost the first its SQLite
+    locks: a reader in another process would then checkpoint and delete the WAL under the
+    writer, and the writer's later commits would vanish."""
+    import subprocess
+    import sys
+    import threading
+
+    path = tmp_path / "index.sqlite3"
+    index = Index(path)
+    index.ensure_schema()
+    writer = index.connect()
+    writer.execute("CREATE TABLE IF NOT EXISTS notes (n INTEGER)")
+    writer.execute("INSERT INTO notes VALUES (1)")
+    opened = threading.Thread(target=lambda: Index(path).connect())  # another thread's connection
+    opened.start()
+    opened.join()
+    read = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT count(*) FROM notes'); c.close()"
+    subprocess.run([sys.executable, "-c", read, str(path)], check=True)
+    writer.execute("INSERT INTO notes VALUES (2)")
+    count = (
+        "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM notes').fetchone()[0])"
+    )
+    seen = subprocess.run([sys.executable, "-c", count, str(path)], check=True, capture_output=True, text=True)
+    assert seen.stdout.strip() == "2"
