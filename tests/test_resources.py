@@ -331,7 +331,8 @@ async def test_agent_token_under_required_auth(backend: str, tmp_path: Path) -> 
             await Tools(owner).project()
             blue = await Tools(owner).agent("BlueLake")
             green = await Tools(owner).agent("GreenCastle")
-            await Tools(owner).send("BlueLake", ["GreenCastle"], sender_token=blue["registration_token"])
+            sent = await Tools(owner).send("BlueLake", ["GreenCastle"], sender_token=blue["registration_token"])
+        message_id = sent["deliveries"][0]["payload"]["id"]
         token = green["registration_token"]
         # the handshake-era protocol keeps a session, which a successful token check binds
         async with Client(mcp, mode="legacy") as stranger:
@@ -347,8 +348,8 @@ async def test_agent_token_under_required_auth(backend: str, tmp_path: Path) -> 
             # the session is now bound to GreenCastle: no token needed, and it is the default viewer
             listed = json.loads((await stranger.read_resource(f"resource://views/ack-required/GreenCastle{Q}"))[0].text)
             assert listed["count"] == 0
-            message = json.loads((await stranger.read_resource(f"resource://message/1{Q}"))[0].text)
-            assert (message["id"], message["kind"]) == (1, "to")
+            message = json.loads((await stranger.read_resource(f"resource://message/{message_id}{Q}"))[0].text)
+            assert (message["id"], message["kind"]) == (message_id, "to")
             # another agent's mail still needs that agent's token
             error = await read_error(stranger, f"resource://outbox/BlueLake{Q}")
             assert error.startswith("AUTHENTICATION_REQUIRED:")
