@@ -10,8 +10,9 @@ newest-first order behave as before. Id counters are raised past the largest id 
 so new ids never collide. Nothing is added to the pending set: it is all persisted already.
 
 A project that still exists in Redis is left alone unless ``force`` is given (then its keys
-are deleted and rebuilt). Even with ``force``, a project with pending or in-flight entries is
-left alone: they are not in the index yet, and rebuilding would delete them.
+are deleted and rebuilt). Even with ``force``, a project with pending, in-flight or
+dead-lettered entries is left alone: they are not in the index yet, and rebuilding would
+delete them.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class Report:
             out.append(f"left alone (still in Redis; use --force to rebuild): {', '.join(self.skipped)}")
         if self.unpersisted:
             out.append(
-                f"left alone (changes not persisted yet; run `broker worker --burst`, then again): "
+                f"left alone (changes not persisted yet; run `broker worker --burst`, and for dead letters "
+                "`broker dead-letters retry`, then again): "
                 f"{', '.join(self.unpersisted)}"
             )
         return out
@@ -115,7 +117,8 @@ async def rehydrate_project(
             return
         # Rebuilding deletes the pending and in-flight sets: changes not in the index yet would
         # be lost from Redis and never persisted.
-        if await client.zcard(keys.pending(slug)) or await client.zcard(keys.inflight(slug)):
+        unwritten = (keys.pending(slug), keys.inflight(slug), keys.dead_letters(slug))
+        if any([await client.zcard(key) for key in unwritten]):
             report.unpersisted.append(slug)
             return
         stale = [key async for key in client.scan_iter(match=keys.project_prefix(slug) + "*", count=1000)]

@@ -21,6 +21,7 @@ from broker.connection import make_sync_client
 from broker.dead_letters import dead_letter_summary, list_dead_letters, retry_dead_letters
 from broker.index import Index
 from broker.persist import Persister
+from broker.rehydrate import rehydrate_all
 
 SLUG = "tmp-concurrent-test"
 
@@ -147,3 +148,23 @@ async def test_a_broken_archive_counts_no_try_against_the_entries(
     settings.archive_path.unlink()
     await asyncio.to_thread(persister.drain, SLUG)
     assert persisted_ids(settings) == sorted(ids)
+
+
+async def test_rehydrate_force_leaves_a_project_with_dead_letters_alone(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    """A dead letter's record is in Redis only: rebuilding the project from the index would
+    delete it for good, so `rehydrate --force` skips the project until it is retried."""
+    store = server.store  # type: ignore[attr-defined]
+    poison_subject(settings, "poison")
+    ids = await send_ids(tools, ["kept", "poison"])
+    persister = persister_for(
+        server, settings, persist_max_attempts=1, persist_retry_base_seconds=0, persist_retry_max_seconds=0
+    )
+    await asyncio.to_thread(persister.drain, SLUG)
+    assert (await dead_letter_summary(store.redis, store.keys)).count == 1
+
+    report = await rehydrate_all(settings, store.redis_url, force=True)
+    assert report.projects == [] and report.unpersisted == [SLUG]
+    assert "dead-letters retry" in " ".join(report.lines())
+    assert sorted(m["id"] for m in await tools.inbox("GreenCastle")) == sorted(ids)
