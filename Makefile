@@ -29,8 +29,10 @@ lint: install
 	$(BIN)/ruff check broker workers tests benchmarks examples
 	$(BIN)/ruff format --check broker workers tests benchmarks examples
 
+# Three test processes: most tests wait on Redis, subprocesses and sockets, not on the CPU,
+# so even two cores run the suite in about half the time of one process.
 test: install redis-server lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3
 
 # The wheel as users get it: built from the checkout's files, installed with its dependencies into
 # a fresh venv outside the tree, serving MCP over HTTP (also part of `make test`).
@@ -42,3 +44,5 @@ bench: install redis-server
 	$(BIN)/python -m benchmarks.reservations
 	$(BIN)/python -m benchmarks.realtime
 	$(BIN)/python -m benchmarks.durability
+	$(BIN)/python -m benchmarks.fairness
+	$(BIN)/python -m benchmarks.observability
