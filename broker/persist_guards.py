@@ -15,7 +15,7 @@ from broker.index import Index
 from broker.keys import Keys
 
 if TYPE_CHECKING:
-    from broker.persist import Work
+    from broker.persist_entries import Work
 
 log = logging.getLogger(__name__)
 
