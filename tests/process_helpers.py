@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,34 +42,42 @@ class Served:
     base: str  # http://127.0.0.1:<port>
     mcp_url: str  # base + /mcp/
     proc: subprocess.Popen[str]
+    log: Path  # what the process printed (a file, not a pipe: a full pipe would block the broker)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
 
 
 @contextmanager
-def serving(env: dict[str, str], broker: str = BROKER, cwd: Path | None = None) -> Iterator[Served]:
-    """Run ``broker serve`` on a random loopback port; yield once /health/liveness answers."""
+def serving(
+    env: dict[str, str], broker: str = BROKER, cwd: Path | None = None, host: str = "127.0.0.1"
+) -> Iterator[Served]:
+    """Run ``broker serve`` on a random port of ``host``; yield once /health/liveness answers."""
     port = free_port()
-    proc = subprocess.Popen(
-        [broker, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    with tempfile.NamedTemporaryFile("w+", prefix="broker-serve-", suffix=".log", delete=False) as log:
+        proc = subprocess.Popen(
+            [broker, "serve", "--host", host, "--port", str(port)],
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    served = Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/mcp/", proc, Path(log.name))
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{base}/health/liveness", timeout=1).status_code == 200:
+                if httpx.get(f"{served.base}/health/liveness", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise AssertionError(f"broker serve did not start:\n{proc.communicate()[0]}")
+                proc.wait()
+                raise AssertionError(f"broker serve did not start:\n{served.output()}")
             time.sleep(0.1)
-        yield Served(base, f"{base}/mcp/", proc)
+        yield served
     finally:
         proc.terminate()
         try:
@@ -76,3 +85,11 @@ def serving(env: dict[str, str], broker: str = BROKER, cwd: Path | None = None) 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        served.log.unlink(missing_ok=True)
+
+
+@contextmanager
+def serving_at(env: dict[str, str], host: str = "127.0.0.1") -> Iterator[str]:
+    """``serving``, yielding just the base URL."""
+    with serving(env, host=host) as served:
+        yield served.base

@@ -13,7 +13,7 @@ import pytest
 from fastmcp import Client, FastMCP
 from fastmcp.client.transports import StreamableHttpTransport
 from helpers import PROJECT, Tools, drop_prefix, make_settings, snapshot
-from test_serve import broker_env, serving
+from process_helpers import broker_env, serving_at
 
 from broker import reservations
 from broker.server import build_server
@@ -189,7 +189,7 @@ async def test_an_http_client_past_its_burst_is_rate_limited(redis_url: str, tmp
     """Per client (remote address), before any tool runs: even calls that never name a valid
     agent count, and a new MCP session does not reset the bucket."""
     env = broker_env(redis_url, tmp_path, CLIENT_RATE_LIMIT_PER_SECOND="1", CLIENT_RATE_LIMIT_BURST="5")
-    with serving(env) as base:
+    with serving_at(env) as base:
         errors = []
         for _ in range(2):  # two sessions, one address
             async with Client(StreamableHttpTransport(f"{base}/mcp/")) as client:

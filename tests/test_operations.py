@@ -22,7 +22,7 @@ from fastmcp import Client
 from fastmcp.client.transports import StdioTransport, StreamableHttpTransport
 from helpers import make_settings
 from persist_helpers import index_rows, persisted_count
-from test_serve import BROKER, broker_env, serving
+from process_helpers import BROKER, broker_env, serving_at
 
 from broker.keys import Keys
 from broker.persist_state import workers_key
@@ -72,7 +72,7 @@ def worker_process(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
 async def test_serve_with_redis_url_persists_in_process(redis_url: str, tmp_path: Path) -> None:
     env = broker_env(redis_url, tmp_path)
     settings = make_settings(redis_url, tmp_path)
-    with serving(env) as base:
+    with serving_at(env) as base:
         await mail(base, "/srv/ops", "reaches the index")
         await wait_for(lambda: asyncio.to_thread(persisted_count, settings), "serve did not persist the message")
         found = await call(
@@ -94,7 +94,7 @@ async def test_external_worker_death_shows_in_health_within_seconds(redis_url: s
         READINESS_MAX_PERSIST_LAG_SECONDS="2", PERSIST_WORKER_HEARTBEAT_SECONDS="1",
     )  # fmt: skip
     settings = make_settings(redis_url, tmp_path)
-    with serving(env) as base:
+    with serving_at(env) as base:
         # No worker: nothing is persisted, readiness says so, and so does health.
         await mail(base, "/srv/ext", "waits for a worker")
         await asyncio.sleep(2.5)
@@ -149,7 +149,7 @@ def test_busy_port_fails_before_announcing(redis_url: str, tmp_path: Path) -> No
 
 async def test_health_check_reports_the_bound_address(redis_url: str, tmp_path: Path) -> None:
     env = broker_env(redis_url, tmp_path, HTTP_HOST="localhost", HTTP_PORT="1")
-    with serving(env) as base:
+    with serving_at(env) as base:
         health = await call(base, "health_check")
     assert (health["http_host"], health["http_port"]) == ("127.0.0.1", int(base.rsplit(":", 1)[1]))
 
@@ -166,7 +166,7 @@ async def test_brokers_leave_no_rq_worker_entry(redis_url: str, tmp_path: Path) 
         assert (await client.call_tool("health_check", {})).data["persistence"]["workers_alive"] == 1
     await wait_for(lambda: asyncio.to_thread(lambda: not registered(redis_url, env)), "stdio left an entry", 10)
 
-    with serving(env):  # HTTP, stopped with SIGTERM
+    with serving_at(env):  # HTTP, stopped with SIGTERM
         await wait_for(lambda: asyncio.to_thread(registered, redis_url, env), "HTTP broker runs no worker")
     assert not registered(redis_url, env)
 

@@ -3,70 +3,22 @@ and agent auth forced on beyond loopback. Runs against the session's real Redis.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from uuid import uuid4
 
 import httpx
 import pytest
 import redis
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport, StreamableHttpTransport
+from process_helpers import BROKER, broker_env, free_port, serving_at
 
 pytestmark = pytest.mark.integration
-BROKER = str(Path(sys.executable).with_name("broker"))
 TOKEN = "s3cret-bearer"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def broker_env(redis_url: str, root: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HTTP_", "AGENT_AUTH", "REDIS_"))}
-    env.update(REDIS_URL=redis_url, REDIS_KEY_PREFIX=f"srv{uuid4().hex[:8]}", STORAGE_ROOT=str(root), **extra)
-    return env
-
-
-@contextmanager
-def serving(env: dict[str, str], host: str = "127.0.0.1") -> Iterator[str]:
-    """Run `broker serve` and yield its base URL once /health/liveness answers."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [BROKER, "serve", "--host", host, "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health/liveness", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"broker serve did not start:\n{proc.stdout.read() if proc.stdout else ''}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 async def test_http_with_bearer_token(redis_url: str, tmp_path: Path) -> None:
-    with serving(broker_env(redis_url, tmp_path, HTTP_BEARER_TOKEN=TOKEN)) as base:
+    with serving_at(broker_env(redis_url, tmp_path, HTTP_BEARER_TOKEN=TOKEN)) as base:
         assert httpx.get(f"{base}/health/liveness").json() == {"status": "alive"}
         assert httpx.get(f"{base}/health/readiness").json()["status"] == "ready"
         # Without the bearer token, or with a wrong one, the MCP endpoint refuses.
@@ -100,7 +52,7 @@ async def test_http_with_bearer_token(redis_url: str, tmp_path: Path) -> None:
 
 
 async def test_readiness_fails_when_redis_is_unreachable(tmp_path: Path) -> None:
-    with serving(broker_env(f"redis://127.0.0.1:{free_port()}/0", tmp_path)) as base:
+    with serving_at(broker_env(f"redis://127.0.0.1:{free_port()}/0", tmp_path)) as base:
         assert httpx.get(f"{base}/health/liveness").status_code == 200
         ready = httpx.get(f"{base}/health/readiness")
         assert ready.status_code == 503
@@ -108,7 +60,7 @@ async def test_readiness_fails_when_redis_is_unreachable(tmp_path: Path) -> None
 
 
 async def test_beyond_loopback_agent_tokens_are_required(redis_url: str, tmp_path: Path) -> None:
-    with serving(broker_env(redis_url, tmp_path, HTTP_BEARER_TOKEN=TOKEN), host="0.0.0.0") as base:
+    with serving_at(broker_env(redis_url, tmp_path, HTTP_BEARER_TOKEN=TOKEN), host="0.0.0.0") as base:
         transport = StreamableHttpTransport(f"{base}/mcp/", headers={"Authorization": f"Bearer {TOKEN}"})
         async with Client(transport) as client:
             health = (await client.call_tool("health_check", {})).data
