@@ -10,9 +10,9 @@ newest-first order behave as before. Id counters are raised past the largest id 
 so new ids never collide. Nothing is added to the pending set: it is all persisted already.
 
 A project that still exists in Redis is left alone unless ``force`` is given (then its keys
-are deleted and rebuilt). Even with ``force``, a project with pending, in-flight or
-dead-lettered entries is left alone: they are not in the index yet, and rebuilding would
-delete them.
+are deleted and rebuilt, but for the few only Redis holds: ``KEPT_BY_FORCE``). Even with
+``force``, a project with pending, in-flight or dead-lettered entries is left alone: they are
+not in the index yet, and rebuilding would delete them.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from broker.mail import INLINE_BODY_BYTES
 from broker.scripts import script_source
 
 PIPELINE_CHUNK = 500
+# Per-project key suffixes (broker/keys.py) that only Redis holds and `rehydrate --force` keeps.
+KEPT_BY_FORCE = ("idem:", "hookcursor:", "windows", "rate:")
 
 
 @dataclass
@@ -121,7 +123,13 @@ async def rehydrate_project(
         if any([await client.zcard(key) for key in unwritten]):
             report.unpersisted.append(slug)
             return
-        stale = [key async for key in client.scan_iter(match=keys.project_prefix(slug) + "*", count=1000)]
+        # Keys the index cannot rebuild stay: a retry's idempotency record (deleting it
+        # delivered the retried send twice), hook cursors, window identities, rate buckets.
+        stale = [
+            key
+            async for key in client.scan_iter(match=keys.project_prefix(slug) + "*", count=1000)
+            if not key.removeprefix(keys.project_prefix(slug)).startswith(KEPT_BY_FORCE)
+        ]
         for start in range(0, len(stale), PIPELINE_CHUNK):
             await client.delete(*stale[start : start + PIPELINE_CHUNK])
     pid = project["id"]

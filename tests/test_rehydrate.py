@@ -169,3 +169,19 @@ async def test_ids_handed_out_after_rehydrate_never_repeat_ones_a_running_broker
     assert len(set(ids)) == 3, ids
     subjects = {m["id"]: m["subject"] for m in await tools.inbox("GreenCastle")}
     assert subjects == {ids[0]: "persisted", ids[1]: "from the other broker", ids[2]: "from this broker"}
+
+
+async def test_a_send_retried_with_its_key_after_rehydrate_force_is_not_delivered_again(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    """The operator's recovery (`rehydrate --force` after Redis lost its tail) comes during an
+    outage, when clients retry the sends that timed out: their idempotency records must stay."""
+    args = {"subject": "deploy", "body_md": "at 5", "idempotency_key": "retry-me"}
+    first = await tools.send("BlueLake", ["GreenCastle"], **args)
+    await run_worker(server, settings)
+    store = server.store  # type: ignore[attr-defined]
+    assert (await rehydrate_all(settings, store.redis_url, force=True)).projects == ["tmp-concurrent-test"]
+
+    again = await tools.send("BlueLake", ["GreenCastle"], **args)
+    assert again["deliveries"][0]["payload"]["id"] == first["deliveries"][0]["payload"]["id"]
+    assert [m["subject"] for m in await tools.inbox("GreenCastle")] == ["deploy"]
