@@ -12,7 +12,8 @@ so new ids never collide. Nothing is added to the pending set: it is all persist
 A project that still exists in Redis is left alone unless ``force`` is given (then its keys
 are deleted and rebuilt, but for the few only Redis holds: ``KEPT_BY_FORCE``). Even with
 ``force``, a project with pending, in-flight or dead-lettered entries is left alone: they are
-not in the index yet, and rebuilding would delete them.
+not in the index yet, and rebuilding would delete them; so is one with mail held for a
+contact approval (in Redis only).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Report:
     projects: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     unpersisted: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
     agents: int = 0
     messages: int = 0
     deliveries: int = 0
@@ -63,6 +65,11 @@ class Report:
                 f"left alone (changes not persisted yet; run `broker worker --burst`, and for dead letters "
                 "`broker dead-letters retry`, then again): "
                 f"{', '.join(self.unpersisted)}"
+            )
+        if self.held:
+            out.append(
+                "left alone (mail held for a contact approval, which the index cannot restore; "
+                f"rebuild once it is approved, refused or expired): {', '.join(self.held)}"
             )
         return out
 
@@ -130,6 +137,13 @@ async def rehydrate_project(
             async for key in client.scan_iter(match=keys.project_prefix(slug) + "*", count=1000)
             if not key.removeprefix(keys.project_prefix(slug)).startswith(KEPT_BY_FORCE)
         ]
+        # Mail held for a contact approval has no recipient rows in the index: rebuilding
+        # would drop it while its sender was told it is queued.
+        held = [key for key in stale if key.removeprefix(keys.project_prefix(slug)).startswith("held:")]
+        now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+        if held and any([await client.zcount(key, now_us, "+inf") for key in held]):
+            report.held.append(slug)
+            return
         for start in range(0, len(stale), PIPELINE_CHUNK):
             await client.delete(*stale[start : start + PIPELINE_CHUNK])
     pid = project["id"]

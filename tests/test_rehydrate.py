@@ -185,3 +185,20 @@ async def test_a_send_retried_with_its_key_after_rehydrate_force_is_not_delivere
     again = await tools.send("BlueLake", ["GreenCastle"], **args)
     assert again["deliveries"][0]["payload"]["id"] == first["deliveries"][0]["payload"]["id"]
     assert [m["subject"] for m in await tools.inbox("GreenCastle")] == ["deploy"]
+
+
+async def test_rehydrate_force_does_not_drop_mail_held_for_a_contact_approval(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    """Held mail lives in Redis only (the index has no recipient rows for it until approval):
+    rebuilding the project from the index deleted it, though its sender was told it is queued."""
+    await tools.call("set_contact_policy", project_key=PROJECT, agent_name="GreenCastle", policy="contacts_only")
+    sent = await tools.send("BlueLake", ["GreenCastle"], subject="held", auto_contact_if_blocked=True)
+    assert [q["recipient"] for q in sent["queued"]] == ["GreenCastle"]
+    await run_worker(server, settings)
+    store = server.store  # type: ignore[attr-defined]
+    report = await rehydrate_all(settings, store.redis_url, force=True)
+
+    await tools.call("respond_contact", project_key=PROJECT, to_agent="GreenCastle", from_agent="BlueLake", accept=True)
+    assert [m["subject"] for m in await tools.inbox("GreenCastle")].count("held") == 1
+    assert "held" in " ".join(report.lines())
