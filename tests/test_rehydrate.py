@@ -3,6 +3,7 @@ and topic as before (on fakeredis and a real Redis; the FLUSHALL variant is in t
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastmcp import Client, FastMCP
@@ -202,3 +203,42 @@ async def test_rehydrate_force_does_not_drop_mail_held_for_a_contact_approval(
     await tools.call("respond_contact", project_key=PROJECT, to_agent="GreenCastle", from_agent="BlueLake", accept=True)
     assert [m["subject"] for m in await tools.inbox("GreenCastle")].count("held") == 1
     assert "held" in " ".join(report.lines())
+
+
+async def test_sends_during_a_rehydrate_wait_for_it_and_it_restores_every_message(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    """Brokers keep serving while the operator rehydrates after a loss. A send accepted while the
+    project was half rebuilt put a live entry in an inbox stream ahead of the older ones still
+    to restore: the rebuild failed there (XADD of an older id), leaving inboxes without mail."""
+    import threading
+
+    for i in range(600):  # more than one pipeline chunk of messages
+        await tools.send("BlueLake", ["GreenCastle"], subject=f"old {i}")
+    await run_worker(server, settings)
+    store = server.store  # type: ignore[attr-defined]
+    await store.redis.delete(*[key async for key in store.redis.scan_iter(match=f"{store.keys.prefix}:*")])
+    outcome: list[Any] = []
+
+    def rebuild() -> None:
+        try:
+            outcome.append(asyncio.run(rehydrate_all(settings, store.redis_url)))
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=rebuild)
+    thread.start()
+    refused = live = 0
+    while thread.is_alive():
+        try:
+            await tools.send("BlueLake", ["GreenCastle"], subject=f"live {live}")
+            live += 1
+        except Exception:  # refused until the project is back
+            refused += 1
+            await asyncio.sleep(0.002)
+    thread.join()
+    assert not isinstance(outcome[0], Exception), outcome
+    await tools.send("BlueLake", ["GreenCastle"], subject="after")
+    subjects = [m["subject"] for m in await tools.inbox("GreenCastle", limit=1000)]
+    assert sum(s.startswith("old ") for s in subjects) == 600
+    assert sum(s.startswith("live ") for s in subjects) == live and "after" in subjects
