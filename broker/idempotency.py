@@ -9,7 +9,8 @@ send that stopped half-way delivers, on retry, only to the projects it had not r
 
 The same key with different content is refused (IDEMPOTENCY_CONFLICT) rather than answered
 with the first result: a key reused for another message is a client bug (a restarted counter,
-a copied key), and answering "sent" would silently drop the new message.
+a copied key), and answering "sent" would silently drop the new message. A send to several projects reads
+the key in all of them first (broker.mail), so such a refusal delivers nowhere.
 """
 
 from __future__ import annotations

@@ -218,6 +218,8 @@ async def deliver(
             kinds = await _reroute(store, sender, kinds, unknown.lowered)
             return await deliver(store, sender, kinds, msg, broadcast, hold, idem, True)
     foreign = await contacts.authenticated_sender(store, sender)
+    if idem:
+        await _check_key_everywhere(store, sender, list(groups), idem)
     done_list: list[tuple[Group, dict[str, Any]]] = []
     errors: list[dict[str, Any]] = []
     for slug, group in groups.items():
@@ -237,10 +239,14 @@ async def deliver(
                 raise await _unknown_recipients(store, slug, unknown.lowered, given) from None
             done_list.append((group, result))
         except BrokerError as exc:
-            # a reused key stops the send: the projects after this one must not get the new content
-            if len(groups) == 1 or exc.code == "IDEMPOTENCY_CONFLICT":
+            # a reused key stops the send: the projects after this one must not get the new
+            # content; when earlier ones got it (the key was taken meanwhile), say so
+            conflict = exc.code == "IDEMPOTENCY_CONFLICT"
+            if len(groups) == 1 or (conflict and not done_list):
                 raise
             errors.append({"project": group.project_key, "type": exc.code, "message": exc.message, **exc.data})
+            if conflict:
+                break
     if errors and not any(d["payload"] for _, d in done_list):
         if len(errors) == 1 and not done_list:
             raise BrokerError(errors[0]["type"], errors[0]["message"])
@@ -252,6 +258,19 @@ async def deliver(
             }
         }
     return await _result(store, sender, done_list, errors, msg, foreign)
+
+
+async def _check_key_everywhere(store: Store, sender: Sender, slugs: list[str], idem: Idempotency) -> None:
+    """IDEMPOTENCY_CONFLICT before any delivery when a target project holds the key for other
+    content: each send script checks only its own project, so a conflict found in the second
+    project came after the first had delivered. One pipelined read, only for keyed sends to
+    several projects."""
+    pipe = store.redis.pipeline(transaction=False)
+    for slug in slugs:
+        pipe.getrange(store.keys.idempotency(slug, sender.slug, sender.name, idem.key), 0, 63)
+    for first in await pipe.execute():
+        if first and first != idem.fingerprint:
+            raise idempotency.conflict(idem.key, sender.name)
 
 
 async def _result(

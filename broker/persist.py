@@ -106,6 +106,9 @@ class Persister:
         # claims a Redis outage kept us from releasing, per project (see _release)
         self._leftovers: dict[str, set[str]] = {}
         self._leftovers_lock = threading.Lock()  # the reconciler's thread releases them too
+        # pending scores of the batch being written, per project (one drain per project at a
+        # time: project_lock), so a batch given back keeps its age (see _release)
+        self._scores: dict[str, dict[str, float]] = {}
         # A worker starting after Redis came back from a loss raises the id counters before
         # its first batch (each batch checks again: docs/durability-ids.md).
         try:
@@ -123,10 +126,12 @@ class Persister:
         self.release_leftovers()
         while True:
             with self._project_lock(slug):
-                members = self._claim(
+                scored = self._claim(
                     keys=[keys.pending(slug), keys.inflight(slug), keys.pending_flag(slug)],
                     args=[self.settings.persist_batch_size, "0" if stats.claims else "1"],
                 )
+                members = scored[0::2]
+                self._scores[slug] = dict(zip(members, map(float, scored[1::2]), strict=True))
                 stats.claims += 1
                 # (with no back-off) an entry that failed in this drain is tried by a later one
                 again = [m for m in members if m in failed]
@@ -174,11 +179,16 @@ class Persister:
             raise
 
     def _release(self, slug: str, members: list[str]) -> None:
-        """Give a batch's entries back to pending, due now, so the next drain (rather than the
-        reconciler, minutes later) writes them; kept for ``release_leftovers`` if Redis is away."""
+        """Give a batch's entries back to pending, due at once, so the next drain (rather than the
+        reconciler, minutes later) writes them; kept for ``release_leftovers`` if Redis is away.
+        Each keeps the score it was claimed with: scored now, a batch that fails on every try
+        (a full disk) looked fresh after each one, and the oldest-pending age (readiness, the
+        lag alert) never showed that nothing persisted."""
+        now_ms = int(time.time() * 1000)
+        claimed = self._scores.get(slug, {})
         try:
             pipe = self.redis.pipeline(transaction=True)
-            pipe.zadd(self.keys.pending(slug), dict.fromkeys(members, int(time.time() * 1000)), nx=True)
+            pipe.zadd(self.keys.pending(slug), {m: min(claimed.get(m, now_ms), now_ms) for m in members}, nx=True)
             pipe.zrem(self.keys.inflight(slug), *members)
             pipe.execute()
         except Exception as exc:

@@ -10,9 +10,10 @@ newest-first order behave as before. Id counters are raised past the largest id 
 so new ids never collide. Nothing is added to the pending set: it is all persisted already.
 
 A project that still exists in Redis is left alone unless ``force`` is given (then its keys
-are deleted and rebuilt). Even with ``force``, a project with pending, in-flight or
-dead-lettered entries is left alone: they are not in the index yet, and rebuilding would
-delete them.
+are deleted and rebuilt, but for the few only Redis holds: ``KEPT_BY_FORCE``). Even with
+``force``, a project with pending, in-flight or dead-lettered entries is left alone: they are
+not in the index yet, and rebuilding would delete them; so is one with mail held for a
+contact approval (in Redis only).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from broker.mail import INLINE_BODY_BYTES
 from broker.scripts import script_source
 
 PIPELINE_CHUNK = 500
+# Per-project key suffixes (broker/keys.py) that only Redis holds and `rehydrate --force` keeps.
+KEPT_BY_FORCE = ("idem:", "hookcursor:", "windows", "rate:")
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Report:
     projects: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     unpersisted: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
     agents: int = 0
     messages: int = 0
     deliveries: int = 0
@@ -61,6 +65,11 @@ class Report:
                 f"left alone (changes not persisted yet; run `broker worker --burst`, and for dead letters "
                 "`broker dead-letters retry`, then again): "
                 f"{', '.join(self.unpersisted)}"
+            )
+        if self.held:
+            out.append(
+                "left alone (mail held for a contact approval, which the index cannot restore; "
+                f"rebuild once it is approved, refused or expired): {', '.join(self.held)}"
             )
         return out
 
@@ -111,31 +120,45 @@ async def rehydrate_project(
     retention: int,
 ) -> None:
     slug = project["slug"]
-    if await client.exists(keys.project(slug)):
-        if not force:
-            report.skipped.append(slug)
-            return
+    prefix = keys.project_prefix(slug)
+    exists = await client.exists(keys.project(slug))
+    if exists and not force:
+        report.skipped.append(slug)
+        return
+    if exists:
         # Rebuilding deletes the pending and in-flight sets: changes not in the index yet would
         # be lost from Redis and never persisted.
         unwritten = (keys.pending(slug), keys.inflight(slug), keys.dead_letters(slug))
         if any([await client.zcard(key) for key in unwritten]):
             report.unpersisted.append(slug)
             return
-        stale = [key async for key in client.scan_iter(match=keys.project_prefix(slug) + "*", count=1000)]
-        for start in range(0, len(stale), PIPELINE_CHUNK):
-            await client.delete(*stale[start : start + PIPELINE_CHUNK])
+    # Keys the index cannot rebuild stay: a retry's idempotency record (deleting it delivered
+    # the retried send twice), hook cursors, window identities, rate buckets. Without the
+    # project hash, what is left is a rebuild cut short (every write script needs the hash):
+    # cleared, but the pending sets, which a drain writes once the project is back.
+    kept = KEPT_BY_FORCE if exists else (*KEPT_BY_FORCE, "pending", "deadletter")
+    stale = [
+        key
+        async for key in client.scan_iter(match=prefix + "*", count=1000)
+        if not key.removeprefix(prefix).startswith(kept)
+    ]
+    # Mail held for a contact approval has no recipient rows in the index: rebuilding would
+    # drop it while its sender was told it is queued.
+    held = [key for key in stale if key.removeprefix(prefix).startswith("held:")]
+    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    if exists and held and any([await client.zcount(key, now_us, "+inf") for key in held]):
+        report.held.append(slug)
+        return
+    for start in range(0, len(stale), PIPELINE_CHUNK):
+        await client.delete(*stale[start : start + PIPELINE_CHUNK])
+    # The project hash (deleted above) is written last: until then every call into the
+    # project is refused (NO_PROJECT, ensure_project's REHYDRATE_REQUIRED), so a send during the
+    # rebuild cannot append a live stream entry ahead of the older ones restored after it
+    # (which failed the rebuild half-way, leaving inboxes without their older mail).
     pid = project["id"]
     agents = {row["id"]: dict(row) for row in index.query("SELECT * FROM agents WHERE project_id = ?", (pid,))}
 
     pipe = client.pipeline(transaction=False)
-    pipe.hset(
-        keys.project(slug),
-        mapping={"id": pid, "slug": slug, "human_key": project["human_key"], "created_at": project["created_at"]},
-    )
-    if project["archived_at"]:
-        pipe.hset(keys.project(slug), "archived_at", project["archived_at"])
-    pipe.hset(keys.projects, slug, project["human_key"])
-    pipe.hset(keys.slug_owners, slug, project["human_key"])  # the index's slug, never recomputed
     for agent in agents.values():
         token = agent["registration_token"] or ""
         record = {
@@ -185,6 +208,16 @@ async def rehydrate_project(
     report.reservations += await _restore_reservations(client, keys, index, slug, pid, agents, retention)
     await _restore_mail_activity(client, keys, index, slug, pid, agents)
     report.links += await _restore_links(client, keys, index, pid)
+    pipe = client.pipeline(transaction=True)
+    if project["archived_at"]:
+        pipe.hset(keys.project(slug), "archived_at", project["archived_at"])
+    pipe.hset(keys.slug_owners, slug, project["human_key"])  # the index's slug, never recomputed
+    pipe.hset(keys.projects, slug, project["human_key"])
+    pipe.hset(
+        keys.project(slug),
+        mapping={"id": pid, "slug": slug, "human_key": project["human_key"], "created_at": project["created_at"]},
+    )
+    await pipe.execute()
     report.projects.append(slug)
 
 

@@ -168,3 +168,25 @@ async def test_rehydrate_force_leaves_a_project_with_dead_letters_alone(
     assert report.projects == [] and report.unpersisted == [SLUG]
     assert "dead-letters retry" in " ".join(report.lines())
     assert sorted(m["id"] for m in await tools.inbox("GreenCastle")) == sorted(ids)
+
+
+async def test_a_batch_failing_for_the_environment_keeps_its_age_for_readiness(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    """While the index cannot be written (a full disk, a broken file: failures that count no
+    try), every drain gives the batch back; it must come back as old as it was, or the oldest
+    pending age (readiness, the lag alert) restarts at 0 on each try and never reports the lag."""
+    from broker.persist_state import persistence_state, readiness_problems
+
+    store = server.store  # type: ignore[attr-defined]
+    await send_ids(tools, ["stuck"])
+    persister = persister_for(server, settings)
+    with sqlite3.connect(settings.index_path) as db:  # every message insert fails as "operational"
+        db.execute("CREATE TRIGGER broken BEFORE INSERT ON messages BEGIN SELECT no_such_function(); END")
+    await asyncio.sleep(1.5)
+    with pytest.raises(sqlite3.OperationalError):
+        await asyncio.to_thread(persister.drain, SLUG)
+    state = await persistence_state(store.redis, store.keys, settings)
+    assert state["pending"] >= 1 and state["oldest_pending_age_seconds"] >= 1.5
+    lagging = settings.model_copy(update={"readiness_max_persist_lag_seconds": 1.0})
+    assert readiness_problems(state, lagging), state

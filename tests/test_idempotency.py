@@ -203,3 +203,26 @@ async def test_a_retry_after_a_client_timeout_does_not_double_the_send(tmp_path:
             assert [m["subject"] for m in await tools.inbox("GreenCastle")].count("keyed") == 1
     finally:
         await drop_prefix(server.store)  # type: ignore[attr-defined]
+
+
+async def test_a_key_reused_for_other_content_across_projects_delivers_nowhere(
+    tools: Tools, trio: dict[str, Any]
+) -> None:
+    """The refusal says "Nothing was sent": it must be true for every target project, not only
+    the one holding the key, or the caller resends (with a new key) what was already delivered."""
+    await tools.project(OTHER)
+    await tools.agent("RedFox", project_key=OTHER)
+    await tools.call("request_contact", project_key=PROJECT, from_agent="BlueLake", to_agent="RedFox", to_project=OTHER)
+    await tools.call(
+        "respond_contact", project_key=OTHER, to_agent="RedFox", from_agent="BlueLake", from_project=PROJECT,
+        accept=True,
+    )  # fmt: skip
+    red = f"project:{OTHER_SLUG}#RedFox"
+    await tools.send("BlueLake", [red], subject="first", idempotency_key="k-9")
+    text = await tools.error(
+        "send_message", project_key=PROJECT, sender_name="BlueLake", to=["GreenCastle", red], subject="second",
+        body_md="b", idempotency_key="k-9",
+    )  # fmt: skip
+    assert text.startswith("IDEMPOTENCY_CONFLICT: ") and "Nothing was sent" in text
+    assert await tools.inbox("GreenCastle") == []
+    assert "second" not in [m["subject"] for m in await tools.inbox("RedFox", project_key=OTHER)]

@@ -3,6 +3,7 @@ and topic as before (on fakeredis and a real Redis; the FLUSHALL variant is in t
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastmcp import Client, FastMCP
@@ -169,3 +170,75 @@ async def test_ids_handed_out_after_rehydrate_never_repeat_ones_a_running_broker
     assert len(set(ids)) == 3, ids
     subjects = {m["id"]: m["subject"] for m in await tools.inbox("GreenCastle")}
     assert subjects == {ids[0]: "persisted", ids[1]: "from the other broker", ids[2]: "from this broker"}
+
+
+async def test_a_send_retried_with_its_key_after_rehydrate_force_is_not_delivered_again(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    """The operator's recovery (`rehydrate --force` after Redis lost its tail) comes during an
+    outage, when clients retry the sends that timed out: their idempotency records must stay."""
+    args = {"subject": "deploy", "body_md": "at 5", "idempotency_key": "retry-me"}
+    first = await tools.send("BlueLake", ["GreenCastle"], **args)
+    await run_worker(server, settings)
+    store = server.store  # type: ignore[attr-defined]
+    assert (await rehydrate_all(settings, store.redis_url, force=True)).projects == ["tmp-concurrent-test"]
+
+    again = await tools.send("BlueLake", ["GreenCastle"], **args)
+    assert again["deliveries"][0]["payload"]["id"] == first["deliveries"][0]["payload"]["id"]
+    assert [m["subject"] for m in await tools.inbox("GreenCastle")] == ["deploy"]
+
+
+async def test_rehydrate_force_does_not_drop_mail_held_for_a_contact_approval(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    """Held mail lives in Redis only (the index has no recipient rows for it until approval):
+    rebuilding the project from the index deleted it, though its sender was told it is queued."""
+    await tools.call("set_contact_policy", project_key=PROJECT, agent_name="GreenCastle", policy="contacts_only")
+    sent = await tools.send("BlueLake", ["GreenCastle"], subject="held", auto_contact_if_blocked=True)
+    assert [q["recipient"] for q in sent["queued"]] == ["GreenCastle"]
+    await run_worker(server, settings)
+    store = server.store  # type: ignore[attr-defined]
+    report = await rehydrate_all(settings, store.redis_url, force=True)
+
+    await tools.call("respond_contact", project_key=PROJECT, to_agent="GreenCastle", from_agent="BlueLake", accept=True)
+    assert [m["subject"] for m in await tools.inbox("GreenCastle")].count("held") == 1
+    assert "held" in " ".join(report.lines())
+
+
+async def test_sends_during_a_rehydrate_wait_for_it_and_it_restores_every_message(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    """Brokers keep serving while the operator rehydrates after a loss. A send accepted while the
+    project was half rebuilt put a live entry in an inbox stream ahead of the older ones still
+    to restore: the rebuild failed there (XADD of an older id), leaving inboxes without mail."""
+    import threading
+
+    for i in range(600):  # more than one pipeline chunk of messages
+        await tools.send("BlueLake", ["GreenCastle"], subject=f"old {i}")
+    await run_worker(server, settings)
+    store = server.store  # type: ignore[attr-defined]
+    await store.redis.delete(*[key async for key in store.redis.scan_iter(match=f"{store.keys.prefix}:*")])
+    outcome: list[Any] = []
+
+    def rebuild() -> None:
+        try:
+            outcome.append(asyncio.run(rehydrate_all(settings, store.redis_url)))
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=rebuild)
+    thread.start()
+    refused = live = 0
+    while thread.is_alive():
+        try:
+            await tools.send("BlueLake", ["GreenCastle"], subject=f"live {live}")
+            live += 1
+        except Exception:  # refused until the project is back
+            refused += 1
+            await asyncio.sleep(0.002)
+    thread.join()
+    assert not isinstance(outcome[0], Exception), outcome
+    await tools.send("BlueLake", ["GreenCastle"], subject="after")
+    subjects = [m["subject"] for m in await tools.inbox("GreenCastle", limit=1000)]
+    assert sum(s.startswith("old ") for s in subjects) == 600
+    assert sum(s.startswith("live ") for s in subjects) == live and "after" in subjects

@@ -105,3 +105,37 @@ async def test_listing_ended_reservations_is_bounded_by_limit(retained: Any) -> 
     for bad in ("0", "1001", "x"):
         with pytest.raises(Exception, match="INVALID_LIMIT"):
             await listed(f"?active_only=false&limit={bad}")
+
+
+async def test_a_dead_lettered_reservation_is_not_forgotten_before_it_is_persisted(retained: Any) -> None:
+    """Pruning skipped entries waiting in pending or in flight, not dead letters: a reservation
+    whose write failed until it was dead-lettered was forgotten once past its retention, and the
+    retry after the fix found no record to write: it never reached SQLite or Git."""
+    import sqlite3
+
+    from broker.dead_letters import retry_dead_letters
+    from broker.index import Index
+
+    tools, mcp, settings = retained
+    keys = mcp.store.keys
+    Index(settings.index_path).ensure_schema()
+    with sqlite3.connect(settings.index_path) as db:
+        db.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON file_reservations WHEN NEW.path_pattern = 'poison.py' "
+            "BEGIN SELECT RAISE(ABORT, 'poisoned row'); END"
+        )
+    [granted] = (await reserve(tools, "BlueLake", ["poison.py"], ttl_seconds=1))["granted"]
+    tuned = settings.model_copy(update={"persist_max_attempts": 1})
+    persister = Persister(tuned, make_sync_client(mcp.store.redis_url))
+    assert (await asyncio.to_thread(persister.drain, SLUG)).dead_lettered == 1
+
+    await asyncio.sleep(2.2)  # expired, and past its retention
+    await reserve(tools, "GreenCastle", ["a.py"])
+    await reserve(tools, "GreenCastle", ["b.py"])
+
+    with sqlite3.connect(settings.index_path) as db:
+        db.execute("DROP TRIGGER poison")
+    assert await asyncio.to_thread(retry_dead_letters, persister.redis, keys, SLUG) == [f"res:{granted['id']}"]
+    await asyncio.to_thread(persister.drain, SLUG)
+    rows = index_rows(settings, "SELECT path_pattern FROM file_reservations WHERE id = ?", (granted["id"],))
+    assert rows == [{"path_pattern": "poison.py"}]

@@ -15,11 +15,15 @@
 -- ARGV[2]  "1" on the drain's first claim (delete the flag), "0" on later ones
 -- Claims only entries scored up to now: an entry whose write failed waits in pending, scored
 -- by the time of its next try (drain_fail.lua), so it cannot hold back the rest.
--- Returns the claimed members, oldest first (empty when nothing is due).
+-- Returns the claimed members, oldest first, each followed by its pending score (so a batch
+-- given back unwritten returns as old as it was: the oldest-pending age health reports), as a
+-- flat list {member, score, ...} (empty when nothing is due).
 if ARGV[2] == "1" then redis.call("DEL", KEYS[3]) end
 local _, _, ms = now()
-local members = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ms, "LIMIT", 0, tonumber(ARGV[1]))
-if #members == 0 then return {} end
+local scored = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ms, "WITHSCORES", "LIMIT", 0, tonumber(ARGV[1]))
+if #scored == 0 then return {} end
+local members = {}
+for i = 1, #scored, 2 do members[#members + 1] = scored[i] end
 for i = 1, #members, 500 do
   local chunk = {}
   local args = {}
@@ -31,4 +35,4 @@ for i = 1, #members, 500 do
   redis.call("ZADD", KEYS[2], unpack(args))
   redis.call("ZREM", KEYS[1], unpack(chunk))
 end
-return members
+return scored

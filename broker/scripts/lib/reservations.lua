@@ -71,15 +71,18 @@ local function res_retire(prefix, id, record_key, retention)
 end
 
 -- Forget at most `limit` ended reservations past their retention (record, res:all, res:ended),
--- skipping those the persistence worker has not stored yet (still in pending or in flight:
--- the worker reads the record). Bounded work; callers run it on every reserve and release.
+-- skipping those the persistence worker has not stored yet (still in pending, in flight or
+-- dead-lettered: the worker reads the record, also when a dead letter is retried). Bounded
+-- work; callers run it on every reserve and release.
 local function res_gc(prefix, now_us, limit)
   local ended = pkey(prefix, "res:ended")
   local pending, inflight = pkey(prefix, "pending"), pkey(prefix, "pending:inflight")
+  local dead = pkey(prefix, "deadletter")
   local forgotten = 0
   for _, id in ipairs(redis.call("ZRANGEBYSCORE", ended, "-inf", now_us, "LIMIT", 0, limit)) do
     local member = "res:" .. id
-    if not redis.call("ZSCORE", pending, member) and not redis.call("ZSCORE", inflight, member) then
+    if not redis.call("ZSCORE", pending, member) and not redis.call("ZSCORE", inflight, member)
+      and not redis.call("ZSCORE", dead, member) then
       redis.call("DEL", pkey(prefix, member))
       redis.call("ZREM", pkey(prefix, "res:all"), id)
       redis.call("ZREM", ended, id)
