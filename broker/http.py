@@ -19,7 +19,8 @@ from broker.persist_state import persistence_state, readiness_problems
 from broker.server import build_server
 
 HEALTH_PREFIX = "/health/"
-SCRAPE_TIMEOUT_SECONDS = 2.0
+# Longest a health probe or a scrape waits for Redis (a frozen Redis must not hold them).
+PROBE_TIMEOUT_SECONDS = 2.0
 
 
 class BearerToken:
@@ -77,8 +78,11 @@ def add_health_routes(mcp: FastMCP, settings: Settings) -> None:
     @mcp.custom_route(HEALTH_PREFIX + "readiness", methods=["GET"])
     async def readiness(request: Request) -> JSONResponse:
         try:
-            await store.redis.ping()
-            state = await persistence_state(store.redis, store.keys, settings)
+            # bounded: a frozen Redis would otherwise hold the probe for the client's socket timeout
+            await asyncio.wait_for(store.redis.ping(), PROBE_TIMEOUT_SECONDS)
+            state = await asyncio.wait_for(persistence_state(store.redis, store.keys, settings), PROBE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return JSONResponse({"detail": f"Redis did not answer within {PROBE_TIMEOUT_SECONDS:g} s"}, status_code=503)
         except Exception as exc:  # any failure to reach Redis means not ready
             return JSONResponse({"detail": f"Redis unreachable: {exc}"}, status_code=503)
         problems = readiness_problems(state, settings)
@@ -105,13 +109,16 @@ async def scrape(store: Any, metrics: Any, settings: Settings) -> None:
     """Refresh the figures read at scrape time; Redis being away shows as broker_redis_up 0."""
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(store.redis.ping(), SCRAPE_TIMEOUT_SECONDS)
+        await asyncio.wait_for(store.redis.ping(), PROBE_TIMEOUT_SECONDS)
+        rtt = time.perf_counter() - started
+        state = await asyncio.wait_for(
+            persistence_state(store.redis, store.keys, settings, per_project=True), PROBE_TIMEOUT_SECONDS
+        )
     except Exception:  # any failure to reach Redis: report it, keep the in-process figures
         metrics.redis_up.set(0)
         return
-    metrics.redis_rtt.set(time.perf_counter() - started)
+    metrics.redis_rtt.set(rtt)
     metrics.redis_up.set(1)
-    state = await persistence_state(store.redis, store.keys, settings, per_project=True)
     metrics.set_persistence(state, settings.metrics_max_projects)
 
 

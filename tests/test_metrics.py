@@ -9,6 +9,8 @@ import io
 import json
 import logging
 import re
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from persist_helpers import run_worker
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker.calllog import CallLog
+from broker.embedded import start_redis_server
 from broker.http import build_http_app
 from broker.server import build_server
 
@@ -278,3 +281,23 @@ async def test_backlog_series_per_project_are_capped(backend: str, tmp_path: Pat
         assert 0 <= age < 60
     finally:
         await drop_prefix(mcp.store)  # type: ignore[attr-defined]
+
+
+async def test_readiness_and_scrape_answer_while_redis_is_frozen(tmp_path: Path) -> None:
+    """A Redis that stops answering (SIGSTOP: a stalled host) makes readiness 503 and the scrape
+    report broker_redis_up 0 within the probe timeout, not after the client's socket timeout."""
+    proc, url = start_redis_server(tmp_path / "redis", appendonly=False)
+    app, _mcp = build_http_app(make_settings(url, tmp_path), "127.0.0.1")
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://broker") as http:
+            assert (await http.get("/health/readiness")).status_code == 200
+            proc.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            response = await http.get("/health/readiness")
+            assert response.status_code == 503 and "did not answer" in response.json()["detail"]
+            assert samples((await http.get("/metrics")).text)[("broker_redis_up", ())] == 0
+            assert time.monotonic() - started < 10  # the socket timeout alone is 20 s
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+        proc.wait()
