@@ -88,12 +88,17 @@ def _inside(path: str, root: str) -> bool:
     return path == root or os.path.commonpath([path, root]) == root
 
 
+def _in_a_repository(path: str) -> bool:
+    found = git(Path(path), "rev-parse", "--show-toplevel") if os.path.isdir(path) else None
+    return found is not None and found.returncode == 0 and bool(found.stdout.strip())
+
+
 def hooks_dir(repo_path: str, project_root: str | None = None) -> Path:
     """The repository's hooks directory (core.hooksPath when set). With ``project_root`` (the
-    project's human_key), the repository must be that path or a working tree inside it. Either
-    way the hooks directory must be inside the repository (its working tree or its git
-    directory): a core.hooksPath pointing elsewhere is refused, since the hook would be written
-    there."""
+    project's human_key), the repository must be that path, or a working tree inside it when
+    that path is itself in a repository. Either way the hooks directory must be inside the
+    repository (its working tree or its git directory): a core.hooksPath pointing elsewhere is
+    refused, since the hook would be written there."""
     repo = Path(repo_path).expanduser()
     try:
         found = (
@@ -110,11 +115,14 @@ def hooks_dir(repo_path: str, project_root: str | None = None) -> Path:
     real_repo, real_top = os.path.realpath(repo), os.path.realpath(top)
     if project_root is not None:
         root = os.path.realpath(project_root)
-        if not (real_repo == root or _inside(real_top, root)):
+        # A working tree below the project's path counts only when that path is itself in a
+        # repository (a nested one, e.g. vendor/lib): joining a project is free, so a project
+        # made of '/' or of any non-repository directory must not reach the repositories below it.
+        if not (real_repo == root or (_inside(real_top, root) and _in_a_repository(root))):
             raise _error(
                 "REPOSITORY_OUTSIDE_PROJECT",
                 f"'{repo_path}' is not the project's repository: pass the project's path '{project_root}' or a "
-                "git working tree inside it.",
+                "git working tree inside it (when that path is itself in a repository).",
             )
     real_hooks = os.path.realpath(hooks)
     if not (_inside(real_hooks, real_top) or _inside(real_hooks, os.path.realpath(common))):
