@@ -54,3 +54,28 @@ async def test_a_project_at_an_ancestor_directory_reaches_no_repository_below_it
         error = await tools.error(tool, code_repo_path=str(victim), **stranger)
         assert error.startswith("REPOSITORY_OUTSIDE_PROJECT: "), (tool, error)
     assert hook.read_text() == guard  # still the team's guard, checking the team's project
+
+
+async def test_a_project_inside_a_teams_repository_leaves_the_teams_guard_alone(tools: Tools, tmp_path: Path) -> None:
+    """A stranger makes a project of a directory inside the team's repository (its path is the
+    'project's own repository' too): the stranger must not take out the team's guard, nor
+    replace it with one that checks the stranger's project."""
+    victim = make_repo(tmp_path / "code")
+    (victim / "docs").mkdir()
+    team = await join(tools, str(victim), "BlueLake")
+    hook = victim / ".git" / "hooks" / "pre-commit"
+    await tools.call("install_precommit_guard", code_repo_path=str(victim), **team)
+    guard = hook.read_text()
+
+    inner = str(victim / "docs")
+    stranger = await join(tools, inner, "RedFox")
+    for tool in ("install_precommit_guard", "uninstall_precommit_guard"):
+        error = await tools.error(tool, code_repo_path=inner, **stranger)
+        assert error.startswith("GUARD_OF_ANOTHER_PROJECT: "), (tool, error)
+        assert hook.read_text() == guard
+
+    # the team itself still re-installs and removes its own guard
+    await tools.call("install_precommit_guard", code_repo_path=str(victim), **team)
+    assert hook.read_text() == guard
+    assert await tools.call("uninstall_precommit_guard", code_repo_path=str(victim), **team) == {"removed": True}
+    assert not hook.exists()
