@@ -135,6 +135,13 @@ async def _deliver_one(
             f"This message would reach {reply[1]} agents; the limit is "
             f"{MAX_BROADCAST_RECIPIENTS if broadcast else store.settings.max_recipients}. Address fewer agents.",
         )
+    if status == "BROADCAST_TOO_LARGE":
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"This project has {reply[1]} registered agents; a broadcast looks through at most "
+            f"{2 * MAX_BROADCAST_RECIPIENTS + 1} (it would hold Redis for everyone meanwhile). Nothing was sent. "
+            "Address the agents by name (to, cc, bcc), or ask the operator to hard_delete_agent agents no longer used.",
+        )
     if status == "UNKNOWN_RECIPIENTS":
         raise _Unknown(reply[1:])
     if status == "IDEMPOTENCY_CONFLICT" and idem:
