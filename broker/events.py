@@ -38,6 +38,7 @@ STATUS = {
     "AUTHENTICATION_FAILED": 401,
     "NOT_FOUND": 404,
     "TOO_MANY_STREAMS": 429,
+    "RATE_LIMITED": 429,
     "CONNECTION_ERROR": 503,
 }
 TRUE = {"1", "true", "yes", "on"}
@@ -54,6 +55,8 @@ def add_event_routes(mcp: FastMCP) -> None:
         resume = request.headers.get("last-event-id") or request.query_params.get("after_id")
         include_bodies = request.query_params.get("include_bodies", "").lower() in TRUE
         try:
+            # a request like a tool call (Redis reads, even with a wrong token): the client's bucket
+            mcp.client_limiter.check_client(request.client.host if request.client else "unknown")  # type: ignore[attr-defined]
             slug, name = await arrivals.authenticate(store, project, agent, token)
             cursor = await arrivals.start_cursor(store, slug, name, resume)
         except BrokerError as exc:

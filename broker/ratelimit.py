@@ -83,7 +83,12 @@ class ClientLimiter:
             request = get_http_request()
         except RuntimeError:
             return  # stdio or in-process: one client
-        client = request.client.host if request.client else "unknown"
+        self.check_client(request.client.host if request.client else "unknown")
+
+    def check_client(self, client: str) -> None:
+        """Refuse with RATE_LIMITED if ``client`` (a remote address) is over its limit."""
+        if not self.enabled:
+            return
         wait = self.take(client)
         if wait:
             raise rate_limited(

@@ -34,3 +34,19 @@ async def test_an_agent_cannot_hold_unbounded_sse_streams(backend: str, tmp_path
         # closed streams are given back
         async with httpx.AsyncClient(timeout=10) as http, http.stream("GET", url, headers=headers) as again:
             assert again.status_code == 200
+
+
+async def test_event_stream_requests_draw_on_the_client_bucket(backend: str, tmp_path: Path) -> None:
+    """Opening a stream (even with a wrong token) is a request like a tool call: it costs Redis
+    reads, so it draws on CLIENT_RATE_LIMIT too."""
+    settings = make_settings(
+        backend, tmp_path, AGENT_AUTH="required", CLIENT_RATE_LIMIT_PER_SECOND="1", CLIENT_RATE_LIMIT_BURST="3"
+    )
+    async with http_broker(settings) as (base, _store), local_tools(settings) as tools:
+        await tools.project()
+        await tools.agent("GreenCastle")
+        async with httpx.AsyncClient(timeout=10) as http:
+            url = f"{base}/events/{SLUG}/GreenCastle"
+            answers = [await http.get(url, headers={"X-Registration-Token": "wrong"}) for _ in range(5)]
+        assert [a.status_code for a in answers] == [401, 401, 401, 429, 429]
+        assert answers[-1].json()["error"] == "RATE_LIMITED"
