@@ -168,6 +168,7 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
     mcp.store = store  # type: ignore[attr-defined]  # for the HTTP layer and tests
     mcp.backend_description = backend  # type: ignore[attr-defined]
     mcp.client_limiter = ClientLimiter(settings.client_rate_limit_per_second, settings.client_rate_limit_burst)
+    store.charge_client = mcp.client_limiter.pay
 
     for module in TOOL_MODULES:
         module.register(mcp, store, settings, backend)
