@@ -23,6 +23,7 @@ from broker.inputs import check_limit
 from broker.names import validate_name
 from broker.store import Store
 
+MAX_WAITS_PER_AGENT = 16  # wait_for_mail calls waiting at once per agent, in one broker process
 MAX_WAIT_SECONDS = 120  # one call (well under MCP clients' 300 s HTTP read timeout); loop for longer
 STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")  # ASCII digits only (\d takes any script's)
 MAX_STREAM_PART = 2**64 - 1
@@ -175,6 +176,14 @@ async def wait_for_mail(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     doorbell = store.doorbell
+    # Each open wait re-reads the inbox on every arrival: bound them, or an agent holding
+    # thousands open makes each message it receives cost as many reads.
+    if timeout > 0 and doorbell.waiting(slug, lower) >= MAX_WAITS_PER_AGENT:
+        raise BrokerError(
+            "TOO_MANY_WAITS",
+            f"Agent '{name}' already has {MAX_WAITS_PER_AGENT} wait_for_mail calls waiting on this broker; "
+            "one at a time is enough (pass the cursor it returns as after_id next). Retry when one returns.",
+        )
     with doorbell.waiter(slug, lower) as waiter:
         if timeout > 0:
             await doorbell.ready(timeout)  # if it is not up in time, the reads below still answer

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from broker.errors import BrokerError
 from broker.identity import project_slug
 from broker.names import validate_name
+from broker.ratelimit import agent_limited, agent_spec
 from broker.store import Store
 
 if TYPE_CHECKING:
@@ -125,12 +126,21 @@ async def _agent_record(store: Store, slug: str, project_key: str, name: str) ->
     return {"name": agent["name"], "id": agent["id"], "project_id": int(pid), "slug": slug, "human_key": human_key}
 
 
-async def authenticated_sender(store: Store, sender: Sender) -> dict[str, Any]:
-    """The sender, authenticated in its own project, as the identity other projects' scripts take."""
+async def authenticated_sender(store: Store, sender: Sender, cost: int = 0) -> dict[str, Any]:
+    """The sender, authenticated in its own project, as the identity other projects' scripts take.
+    With ``cost`` the sender's own rate bucket admits it and is charged that many tokens first
+    (the other projects' scripts cannot reach that bucket)."""
     keys, slug = store.keys, sender.slug
-    reply = await store.run(
-        "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [sender.name, *sender.auth]
-    )
+    script_keys = [keys.project(slug), keys.agents(slug), keys.active(slug)]
+    if cost:
+        spec = agent_spec(store.settings)
+        reply = await store.run(
+            "sender_pass", script_keys, [sender.name, *sender.auth, keys.project_prefix(slug), spec, cost]
+        )
+    else:
+        reply = await store.run("get_agent", script_keys, [sender.name, *sender.auth])
+    if reply[0] == "RATE_LIMITED":
+        raise agent_limited(store.settings, sender.name, int(reply[1]))
     if reply[0] != "ok":
         await store.raise_for(reply, slug, sender.project_key, "sender_token")
     if sender.auth[0]:
@@ -280,7 +290,7 @@ async def request_contact(
     if target_slug != slug:
         from broker.mail import Sender
 
-        foreign = await authenticated_sender(store, Sender(slug, project_key, requester, auth))
+        foreign = await authenticated_sender(store, Sender(slug, project_key, requester, auth), cost=1)
     link, intro = await _request(
         store, target_slug, target_key, requester, auth, foreign, target, reason, ttl, reason, project_key
     )

@@ -59,6 +59,10 @@ class Doorbell:
     def waiter_count(self) -> int:
         return sum(len(group) for group in self._waiters.values())
 
+    def waiting(self, slug: str, lower_name: str) -> int:
+        """Waiters registered for one agent."""
+        return len(self._waiters.get((slug, lower_name), ()))
+
     @contextlib.contextmanager
     def waiter(self, slug: str, lower_name: str) -> Iterator[Waiter]:
         """Register a waiter for the block's duration; it is removed however the block exits

@@ -293,6 +293,12 @@ def _delete_project(settings: Settings, redis_url: str, keys: Keys, slug: str) -
     client = make_sync_client(redis_url)
     try:
         with project_lock(settings.index_path, slug):
+            # A project made before <p>:slugs existed owns its slug only through its directory
+            # entry, which goes below: claim the slug for its path first, so that no other path
+            # can take it (another process may still have this path cached under this slug).
+            human_key = client.hget(keys.project(slug), "human_key") or client.hget(keys.projects, slug)
+            if human_key:
+                client.hsetnx(keys.slug_owners, slug, human_key)
             counts = _redis_counts(client, keys, slug)
             forget_foreign_links(client, keys, _foreign_links(client, keys, slug))
             _index_delete_project(settings, slug, counts)

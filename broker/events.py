@@ -12,6 +12,7 @@ header or the ``registration_token`` query parameter (EventSource cannot set hea
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 
 from fastmcp import FastMCP
@@ -29,12 +30,23 @@ EVENTS_ROUTE = "/events/{project:path}/{agent}"
 TOKEN_HEADER = "x-registration-token"
 TOKEN_PARAM = "registration_token"
 PING_SECONDS = 15  # a comment line now and then keeps proxies from closing an idle stream
-STATUS = {"AUTHENTICATION_REQUIRED": 401, "AUTHENTICATION_FAILED": 401, "NOT_FOUND": 404, "CONNECTION_ERROR": 503}
+# Open streams per agent in this process: each re-reads the agent's inbox on every arrival, so
+# streams without a bound turned one received message into as many reads as streams were open.
+MAX_STREAMS_PER_AGENT = 8
+STATUS = {
+    "AUTHENTICATION_REQUIRED": 401,
+    "AUTHENTICATION_FAILED": 401,
+    "NOT_FOUND": 404,
+    "TOO_MANY_STREAMS": 429,
+    "RATE_LIMITED": 429,
+    "CONNECTION_ERROR": 503,
+}
 TRUE = {"1", "true", "yes", "on"}
 
 
 def add_event_routes(mcp: FastMCP) -> None:
     store: Store = mcp.store  # type: ignore[attr-defined]
+    open_streams: dict[tuple[str, str], int] = {}
 
     @mcp.custom_route(EVENTS_ROUTE, methods=["GET"])
     async def agent_events(request: Request) -> Response:
@@ -43,18 +55,42 @@ def add_event_routes(mcp: FastMCP) -> None:
         resume = request.headers.get("last-event-id") or request.query_params.get("after_id")
         include_bodies = request.query_params.get("include_bodies", "").lower() in TRUE
         try:
+            # a request like a tool call (Redis reads, even with a wrong token): the client's bucket
+            mcp.client_limiter.check_client(request.client.host if request.client else "unknown")  # type: ignore[attr-defined]
             slug, name = await arrivals.authenticate(store, project, agent, token)
             cursor = await arrivals.start_cursor(store, slug, name, resume)
         except BrokerError as exc:
             return error_response(exc)
         except RedisError as exc:
             return error_response(unexpected_error(exc))
+        held = (slug, name.lower())
+        if open_streams.get(held, 0) >= MAX_STREAMS_PER_AGENT:
+            return error_response(
+                BrokerError(
+                    "TOO_MANY_STREAMS",
+                    f"Agent '{name}' already has {MAX_STREAMS_PER_AGENT} event streams open on this broker; "
+                    "close one (one stream per agent is enough: it resumes with Last-Event-ID) and retry.",
+                )
+            )
+        open_streams[held] = open_streams.get(held, 0) + 1
 
         async def stream() -> AsyncIterator[ServerSentEvent]:
-            async for entry_id, item in arrivals.follow(store, slug, name.lower(), cursor, include_bodies):
-                yield ServerSentEvent(arrivals.item_json(item), event="message", id=entry_id)
+            try:
+                async for entry_id, item in arrivals.follow(store, slug, name.lower(), cursor, include_bodies):
+                    yield ServerSentEvent(arrivals.item_json(item), event="message", id=entry_id)
+            finally:
+                release()
 
-        return EventSourceResponse(stream(), ping=PING_SECONDS)
+        events = stream()
+        # given back once: when the stream ends, or when a stream that never started is collected
+        release = weakref.finalize(events, _give_back, open_streams, held)
+        return EventSourceResponse(events, ping=PING_SECONDS)
+
+
+def _give_back(open_streams: dict[tuple[str, str], int], held: tuple[str, str]) -> None:
+    left = open_streams.pop(held, 1) - 1
+    if left > 0:
+        open_streams[held] = left
 
 
 def error_response(exc: BrokerError) -> JSONResponse:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -30,7 +31,7 @@ import redis
 
 from broker import globs
 from broker.config import Settings, get_settings
-from broker.keys import Keys
+from broker.keys import Keys, looks_like_path, slugify
 from broker.slugs import resolve_sync
 
 if TYPE_CHECKING:
@@ -88,12 +89,17 @@ def _inside(path: str, root: str) -> bool:
     return path == root or os.path.commonpath([path, root]) == root
 
 
+def _in_a_repository(path: str) -> bool:
+    found = git(Path(path), "rev-parse", "--show-toplevel") if os.path.isdir(path) else None
+    return found is not None and found.returncode == 0 and bool(found.stdout.strip())
+
+
 def hooks_dir(repo_path: str, project_root: str | None = None) -> Path:
     """The repository's hooks directory (core.hooksPath when set). With ``project_root`` (the
-    project's human_key), the repository must be that path or a working tree inside it. Either
-    way the hooks directory must be inside the repository (its working tree or its git
-    directory): a core.hooksPath pointing elsewhere is refused, since the hook would be written
-    there."""
+    project's human_key), the repository must be that path, or a working tree inside it when
+    that path is itself in a repository. Either way the hooks directory must be inside the
+    repository (its working tree or its git directory): a core.hooksPath pointing elsewhere is
+    refused, since the hook would be written there."""
     repo = Path(repo_path).expanduser()
     try:
         found = (
@@ -110,11 +116,14 @@ def hooks_dir(repo_path: str, project_root: str | None = None) -> Path:
     real_repo, real_top = os.path.realpath(repo), os.path.realpath(top)
     if project_root is not None:
         root = os.path.realpath(project_root)
-        if not (real_repo == root or _inside(real_top, root)):
+        # A working tree below the project's path counts only when that path is itself in a
+        # repository (a nested one, e.g. vendor/lib): joining a project is free, so a project
+        # made of '/' or of any non-repository directory must not reach the repositories below it.
+        if not (real_repo == root or (_inside(real_top, root) and _in_a_repository(root))):
             raise _error(
                 "REPOSITORY_OUTSIDE_PROJECT",
                 f"'{repo_path}' is not the project's repository: pass the project's path '{project_root}' or a "
-                "git working tree inside it.",
+                "git working tree inside it (when that path is itself in a repository).",
             )
     real_hooks = os.path.realpath(hooks)
     if not (_inside(real_hooks, real_top) or _inside(real_hooks, os.path.realpath(common))):
@@ -131,6 +140,31 @@ def is_ours(hook: Path) -> bool:
         return not hook.is_symlink() and MARKER in hook.read_text(errors="replace")
     except OSError:
         return False
+
+
+def _checks_project(hook: Path, slug: str, human_key: str) -> bool:
+    """Whether our hook at ``hook`` checks this project (the tools bake its slug; the CLI bakes
+    the key it was given, a slug or a path)."""
+    found = re.search(r'^: "\$\{BROKER_GUARD_PROJECT:=(.*)\}"; export', hook.read_text(errors="replace"), re.M)
+    if found is None:
+        return False
+    try:
+        words = shlex.split(found.group(1))
+    except ValueError:
+        return False
+    baked = words[0] if len(words) == 1 else ""
+    return baked == slug or (os.path.normpath(baked) == human_key if looks_like_path(baked) else slugify(baked) == slug)
+
+
+def _refuse_foreign(hook: Path, owner: tuple[str, str] | None) -> None:
+    """A hook of ours that checks another project is that project's: joining a project is free,
+    so one project's agent must not take out or replace another project's guard."""
+    if owner is not None and is_ours(hook) and not _checks_project(hook, *owner):
+        raise _error(
+            "GUARD_OF_ANOTHER_PROJECT",
+            f"{hook} is the guard of another project of this broker; only that project's agents (or the "
+            "repository's owner, with `broker guard uninstall`) may change it.",
+        )
 
 
 def hook_script(settings: Settings, project_key: str) -> str:
@@ -192,6 +226,7 @@ def install(settings: Settings, project_key: str, repo_path: str, project_root: 
     try:
         directory.mkdir(parents=True, exist_ok=True)
         hook, chained = directory / "pre-commit", directory / "pre-commit.orig"
+        _refuse_foreign(hook, (project_key, project_root) if project_root is not None else None)
         if (hook.exists() or hook.is_symlink()) and not is_ours(hook):
             if chained.exists() or chained.is_symlink():
                 raise _error(
@@ -208,11 +243,13 @@ def install(settings: Settings, project_key: str, repo_path: str, project_root: 
     return {"hook": str(hook)}
 
 
-def uninstall_sync(repo_path: str, project_root: str | None = None) -> dict[str, bool]:
+def uninstall_sync(repo_path: str, project_root: str | None = None, slug: str | None = None) -> dict[str, bool]:
+    """Remove our hook; with ``project_root`` and ``slug`` (the tools), only this project's."""
     directory = hooks_dir(repo_path, project_root)
     hook, chained = directory / "pre-commit", directory / "pre-commit.orig"
     if not is_ours(hook):
         return {"removed": False}
+    _refuse_foreign(hook, (slug, project_root) if project_root is not None and slug is not None else None)
     try:
         hook.unlink()
         if chained.exists() or chained.is_symlink():
@@ -276,8 +313,8 @@ async def uninstall(
                 "registration_token of an agent of the project whose repository it is.",
             )
         return await asyncio.to_thread(uninstall_sync, path)  # open auth: only a hook that is ours
-    _slug, human_key = await _authorized_root(store, project_key, agent_name, token, "uninstall_precommit_guard")
-    return await asyncio.to_thread(uninstall_sync, path, human_key)
+    slug, human_key = await _authorized_root(store, project_key, agent_name, token, "uninstall_precommit_guard")
+    return await asyncio.to_thread(uninstall_sync, path, human_key, slug)
 
 
 # -- the check the hook runs ---------------------------------------------------------------

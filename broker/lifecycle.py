@@ -85,6 +85,12 @@ def agent_or_operator(
 
 async def raise_admin(store: Store, reply: list[Any], slug: str, project_key: str, action: str) -> None:
     code = reply[0]
+    if code == "TOO_MANY_AGENTS":
+        raise BrokerError(
+            "OPERATOR_REQUIRED",
+            f"{action}: project '{project_key}' has more than 2000 agents, too many to search for the agent a "
+            "registration_token belongs to. Pass the broker's operator token as operator_token instead.",
+        )
     if code in ("BAD_ADMIN_TOKEN", "ADMIN_AUTH_REQUIRED"):
         human_key = await store.redis.hget(store.keys.project(slug), "human_key") or project_key
         if code == "BAD_ADMIN_TOKEN":

@@ -135,6 +135,13 @@ async def _deliver_one(
             f"This message would reach {reply[1]} agents; the limit is "
             f"{MAX_BROADCAST_RECIPIENTS if broadcast else store.settings.max_recipients}. Address fewer agents.",
         )
+    if status == "BROADCAST_TOO_LARGE":
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"This project has {reply[1]} registered agents; a broadcast looks through at most "
+            f"{2 * MAX_BROADCAST_RECIPIENTS + 1} (it would hold Redis for everyone meanwhile). Nothing was sent. "
+            "Address the agents by name (to, cc, bcc), or ask the operator to hard_delete_agent agents no longer used.",
+        )
     if status == "UNKNOWN_RECIPIENTS":
         raise _Unknown(reply[1:])
     if status == "IDEMPOTENCY_CONFLICT" and idem:
@@ -217,7 +224,10 @@ async def deliver(
                 raise await _unknown_recipients(store, sender.slug, unknown.lowered, []) from None
             kinds = await _reroute(store, sender, kinds, unknown.lowered)
             return await deliver(store, sender, kinds, msg, broadcast, hold, idem, True)
-    foreign = await contacts.authenticated_sender(store, sender)
+    # Deliveries elsewhere are paid here, in the sender's own bucket, as send_message.lua pays
+    # for those of its project: 1 token plus 1 per 10 recipients.
+    elsewhere = sum(len(g.to) + len(g.cc) + len(g.bcc) for s, g in groups.items() if s != sender.slug)
+    foreign = await contacts.authenticated_sender(store, sender, cost=1 + elsewhere // 10)
     if idem:
         await _check_key_everywhere(store, sender, list(groups), idem)
     done_list: list[tuple[Group, dict[str, Any]]] = []

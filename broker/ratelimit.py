@@ -75,6 +75,21 @@ class ClientLimiter:
             self._buckets.popitem(last=False)
         return wait
 
+    def pay(self, tokens: int) -> None:
+        """Charge the current HTTP client ``tokens`` more for work its call did (debt bounded by
+        one burst): the next calls wait until it is refilled. Nothing without an HTTP request."""
+        if not self.enabled or tokens <= 0:
+            return
+        try:
+            request = get_http_request()
+        except RuntimeError:
+            return
+        client = request.client.host if request.client else "unknown"
+        now = time.monotonic()
+        held, at = self._buckets.pop(client, (float(self.burst), now))
+        held = min(float(self.burst), held + (now - at) * self.rate)
+        self._buckets[client] = (max(held - tokens, -float(self.burst)), now)
+
     def check(self) -> None:
         """Refuse the current tool call with RATE_LIMITED if its HTTP client is over its limit."""
         if not self.enabled:
@@ -83,7 +98,12 @@ class ClientLimiter:
             request = get_http_request()
         except RuntimeError:
             return  # stdio or in-process: one client
-        client = request.client.host if request.client else "unknown"
+        self.check_client(request.client.host if request.client else "unknown")
+
+    def check_client(self, client: str) -> None:
+        """Refuse with RATE_LIMITED if ``client`` (a remote address) is over its limit."""
+        if not self.enabled:
+            return
         wait = self.take(client)
         if wait:
             raise rate_limited(

@@ -28,6 +28,7 @@ MAX_IDS_PER_CALL = 1000
 MAX_REASON_CHARS = 512
 MAX_HOLDERS_LISTED = 50  # per conflicting path; more_holders says when there were more
 ENDED_LISTED = 100  # ended reservations a listing shows by default (limit, at most MAX_LIMIT)
+STEPS_PER_TOKEN = 1000  # as in reserve.lua: a rate token per this many steps of work
 # Work of one reserve call, in matcher steps (one table cell, about 0.15 us of Redis; an index
 # entry read counts 8, a pair compared 32 besides its cells): about 3-4 ms at most. reserve.lua
 # prices a call before matching and refuses it past this (docs/limits.md).
@@ -122,11 +123,14 @@ async def run_for_agent(
         [keys.project_prefix(slug), name, *auth, *args],
     )
     if reply[0] == "TOO_COMPLEX":  # only reserve.lua, before it writes anything
+        store.charge_client(int(reply[3]) // STEPS_PER_TOKEN)
         raise too_complex(reply[1], int(reply[2]), int(reply[3]))
     if reply[0] == "RATE_LIMITED":
         raise agent_limited(store.settings, name, int(reply[1]))
     if reply[0] != "ok":
         await store.raise_for(reply, slug, project_key)
+    if script == "reserve":  # the agent's bucket paid for the work in the script; the client's here
+        store.charge_client(int(reply[3]) // STEPS_PER_TOKEN)
     store.schedule_persist(slug, reply[-1])
     if auth[0]:
         store.bindings.bind(slug, name)

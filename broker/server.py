@@ -111,7 +111,14 @@ class BrokerMCP(FastMCP):
     async def read_resource(self, uri: str, **kwargs: Any) -> Any:
         """Resource failures reach the client as ``CODE: message`` too: resources raise
         ResourceError with that text (broker/tools/resources.py); anything unexpected (a bad
-        argument type FastMCP could not coerce, Redis down) gets its code here."""
+        argument type FastMCP could not coerce, Redis down) gets its code here. A read costs
+        the broker work as a tool call does (resource://agents/... reads every agent of a
+        project), so it draws on the same per-client bucket, once per client read."""
+        if kwargs.get("run_middleware", True):
+            try:
+                self.client_limiter.check()
+            except BrokerError as exc:
+                raise resource_tools.ResourceFailure(exc) from exc
         try:
             return await super().read_resource(uri, **kwargs)
         except ResourceError as exc:
@@ -161,6 +168,7 @@ def build_server(settings: Settings | None = None, *, agent_auth: str | None = N
     mcp.store = store  # type: ignore[attr-defined]  # for the HTTP layer and tests
     mcp.backend_description = backend  # type: ignore[attr-defined]
     mcp.client_limiter = ClientLimiter(settings.client_rate_limit_per_second, settings.client_rate_limit_burst)
+    store.charge_client = mcp.client_limiter.pay
 
     for module in TOOL_MODULES:
         module.register(mcp, store, settings, backend)

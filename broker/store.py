@@ -31,6 +31,8 @@ class Store:
         self.settings = settings
         self.redis_url = redis_url
         self.keys = Keys(settings.redis_key_prefix)
+        # charge the current HTTP client's rate bucket this many tokens (build_server sets it)
+        self.charge_client: Callable[[int], None] = lambda tokens: None
         self.bindings = SessionBindings(agent_auth or settings.agent_auth, settings.session_binding_ttl_seconds)
         self.ids = {
             "message": IdAllocator(self.keys.ids("message"), 256),

@@ -202,3 +202,23 @@ async def test_an_http_client_past_its_burst_is_rate_limited(redis_url: str, tmp
         assert codes[:5] == ["NOT_FOUND"] * 5, errors
         assert set(codes[5:]) == {"RATE_LIMITED"}, errors
         assert "CLIENT_RATE_LIMIT_PER_SECOND=1" in errors[-1] and retry_after(errors[-1]) <= 1.0
+
+
+@pytest.mark.integration
+async def test_an_http_client_reading_resources_is_rate_limited_too(redis_url: str, tmp_path: Path) -> None:
+    """Resource reads cost the broker work as tool calls do (resource://agents/... reads every
+    agent of a project), so a client that reads resources in a loop is limited by the same
+    bucket instead of going around it."""
+    env = broker_env(redis_url, tmp_path, CLIENT_RATE_LIMIT_PER_SECOND="1", CLIENT_RATE_LIMIT_BURST="5")
+    with serving(env) as base:
+        outcomes = []
+        async with Client(StreamableHttpTransport(f"{base}/mcp/")) as client:
+            for _ in range(8):
+                try:
+                    await client.read_resource("resource://tooling/projects")
+                    outcomes.append("ok")
+                except Exception as exc:  # the client raises the server's error text
+                    outcomes.append(str(exc))
+        assert outcomes[:5] == ["ok"] * 5, outcomes
+        assert all("RATE_LIMITED: " in o for o in outcomes[5:]), outcomes
+        assert "CLIENT_RATE_LIMIT_PER_SECOND=1" in outcomes[-1]

@@ -108,23 +108,24 @@ async def test_cancelled_wait_leaves_no_waiter(server: FastMCP, tools: Tools, tr
 
 
 async def test_many_waiters_on_one_process(server: FastMCP, tools: Tools, trio: dict[str, Any]) -> None:
-    """A thousand waiters share one subscriber connection; each wakes with its own agent's mail."""
+    """A thousand waiters share one subscriber connection; each wakes with its own agent's mail.
+    (100 agents with 10 each: an agent may have at most 16 waits open, docs/limits.md.)"""
     store = store_of(server)
-    names = [(await tools.agent())["name"] for _ in range(10)]
+    names = [(await tools.agent())["name"] for _ in range(100)]
     slug = await project_slug(store, PROJECT)
     connections_before = await client_count(store)
     waiters = [
-        asyncio.create_task(arrivals.wait_for_mail(store, PROJECT, names[i % 10], 30, "0-0", False, 20, None))
+        asyncio.create_task(arrivals.wait_for_mail(store, PROJECT, names[i % 100], 30, "0-0", False, 20, None))
         for i in range(1000)
     ]
     await until(lambda: store.doorbell.waiter_count == 1000, timeout=20)
-    assert len(store.doorbell._waiters) == 10 and all(key[0] == slug for key in store.doorbell._waiters)
+    assert len(store.doorbell._waiters) == 100 and all(key[0] == slug for key in store.doorbell._waiters)
     # Waiting costs no connection per waiter (at most the subscriber's one plus the pool's).
     assert await client_count(store) <= connections_before + 1 + store.settings.redis_max_connections
     sent = {name: payload(await tools.send("BlueLake", [name], subject=name))["id"] for name in names}
     results = await asyncio.wait_for(asyncio.gather(*waiters), 20)
     for i, result in enumerate(results):
-        assert [m["id"] for m in result["messages"]] == [sent[names[i % 10]]]
+        assert [m["id"] for m in result["messages"]] == [sent[names[i % 100]]]
     assert store.doorbell.waiter_count == 0
 
 

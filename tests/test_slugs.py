@@ -148,3 +148,30 @@ async def test_a_path_costs_no_extra_round_trip_once_seen(tools: Tools, redis_ur
     await commands(project["slug"])  # warm-up: scripts loaded, id blocks reserved
     by_slug, by_path = await commands(project["slug"]), await commands(ALIKE[1])
     assert by_path == by_slug
+
+
+async def test_hard_deleted_legacy_slug_is_not_handed_to_another_path(
+    tools: Tools, server: FastMCP, settings: Settings
+) -> None:
+    """The same for a project made before <p>:slugs existed (directory entry only, never adopted):
+    its slug must stay its path's after a hard delete, or another process that still has the
+    path cached would put that path's agents and mail into the other repository's project."""
+    store = server.store  # type: ignore[attr-defined]
+    keys = store.keys
+    await store.run(
+        "ensure_project", [keys.project("x-my-repo"), keys.pending("x-my-repo")], [9001, "x-my-repo", "/x/my/repo"]
+    )
+    await store.redis.hset(keys.projects, "x-my-repo", "/x/my/repo")
+    await tools.agent("BlueLake", project_key="/x/my/repo")  # this process now has the path cached
+
+    await asyncio.to_thread(_delete_project, settings, store.redis_url, store.keys, "x-my-repo")  # Redis part
+    other = build_server(settings)  # another broker process sharing the Redis
+    async with Client(other) as client:
+        taken = await Tools(client).project("/x/my-repo")
+    await other.store.close()  # type: ignore[attr-defined]
+    assert taken["slug"] != "x-my-repo"
+
+    # back in the first process: the old path is not a project any more, and never the other one
+    error = await tools.error("register_agent", project_key="/x/my/repo", program="p", model="m", name="GreenCastle")
+    assert error.startswith("NOT_FOUND: "), error
+    assert (await tools.project("/x/my/repo"))["slug"] == "x-my-repo"  # re-created under its old slug

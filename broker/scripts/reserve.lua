@@ -23,7 +23,8 @@
 -- ARGV[10] step budget of this call (broker/reservations.py STEP_BUDGET)
 -- ARGV[11] rate-limit spec "<per second>:<burst>", "" for none (lib/ratelimit.lua)
 -- ARGV[12..] triples: new id, normalised pattern, bucket (see lib/reservations.lua)
--- Returns {"ok", granted JSON, conflicts JSON, 1 if a persistence drain must be enqueued else 0}
+-- Returns {"ok", granted JSON, conflicts JSON, steps of work done (the HTTP client's bucket pays
+-- for them too, broker/ratelimit.py), 1 if a persistence drain must be enqueued else 0}
 -- (times as expires_us strings, which the caller formats),
 -- {"TOO_COMPLEX", what ("entries" read, "pairs" priced, "matching" done), count, steps}
 -- (nothing written), {"RATE_LIMITED", milliseconds to wait} (nothing written),
@@ -230,4 +231,4 @@ if #index_new > 0 then redis.call("ZADD", index, unpack(index_new)) end
 redis.call("ZADD", pkey(prefix, "res:expiry"), unpack(expiry_new))
 local schedule = mark_pending_all(KEYS[3], ms, pending_new)
 rate_pay(bucket_state, 1 + math.floor((spent + glob_steps) / STEPS_PER_TOKEN))
-return {"ok", cjson.encode(granted), cjson.encode(conflicts), schedule}
+return {"ok", cjson.encode(granted), cjson.encode(conflicts), spent + glob_steps, schedule}

@@ -29,7 +29,8 @@
 -- ARGV[14] broadcast cutoff: "" for no broadcast, else the oldest last_active_ts that counts;
 --          a broadcast skips (and reports) recipients that do not take mail from the sender
 -- ARGV[15] largest body (bytes) copied into inbox entries; larger ones live only in "bodies"
--- ARGV[16] most recipients one message may reach (bounds a broadcast's work)
+-- ARGV[16] most recipients one message may reach; a broadcast also reads the project's agents
+--          only while they number at most twice this plus the sender (bounds the scan before it starts)
 -- ARGV[17] number of `to` names, ARGV[18] number of `cc` names
 -- ARGV[19] "1": hold the message for recipients that lack only a contact link, "0": refuse
 -- ARGV[20] "1": a contact request's intro mail (no link or thread check)
@@ -46,7 +47,8 @@
 -- {"PROJECT_ARCHIVED", human_key}, {"UNKNOWN_RECIPIENTS", name...},
 -- {"AGENT_RETIRED"|"CONTACT_BLOCKED"|"CONTACT_REQUIRED"|"HOLD_FULL", name...} (HOLD_FULL: ARGV[23]
 -- messages from this sender are already held for them),
--- {"TOO_MANY_RECIPIENTS", count}, {"NO_RECIPIENTS", skipped JSON}, {"IDEMPOTENCY_CONFLICT"} (the key
+-- {"TOO_MANY_RECIPIENTS", count}, {"BROADCAST_TOO_LARGE", agents registered},
+-- {"NO_RECIPIENTS", skipped JSON}, {"IDEMPOTENCY_CONFLICT"} (the key
 -- was used for other content), {"RATE_LIMITED", milliseconds to wait}; on every error nothing is
 -- written. A key already used for the same content returns the first "ok" reply (persistence flag 0)
 -- and writes nothing.
@@ -113,6 +115,10 @@ for i = 25, last do
   end
 end
 if broadcast then
+  -- Joining is free, so the project's agents are counted before they are read: each costs a
+  -- decode and a lookup, and a crowded project must not hold Redis for every broadcast.
+  local registered = redis.call("HLEN", KEYS[2])
+  if registered > 2 * tonumber(ARGV[16]) + 1 then return {"BROADCAST_TOO_LARGE", registered} end
   local all = redis.call("HGETALL", KEYS[2])
   local found = {}
   for i = 1, #all, 2 do
@@ -123,7 +129,10 @@ if broadcast then
     end
   end
   table.sort(found, function(x, y) return x.name < y.name end)
-  for _, agent in ipairs(found) do consider(agent, string.lower(agent.name), "to") end
+  for _, agent in ipairs(found) do
+    if #targets > tonumber(ARGV[16]) then break end -- refused below whatever the rest would be
+    consider(agent, string.lower(agent.name), "to")
+  end
 end
 if #unknown > 1 then return unknown end
 for _, code in ipairs({"AGENT_RETIRED", "CONTACT_BLOCKED", "CONTACT_REQUIRED", "HOLD_FULL"}) do
