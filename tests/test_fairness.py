@@ -210,7 +210,7 @@ async def test_an_http_client_reading_resources_is_rate_limited_too(redis_url: s
     agent of a project), so a client that reads resources in a loop is limited by the same
     bucket instead of going around it."""
     env = broker_env(redis_url, tmp_path, CLIENT_RATE_LIMIT_PER_SECOND="1", CLIENT_RATE_LIMIT_BURST="5")
-    with serving(env) as base:
+    with serving_at(env) as base:
         outcomes = []
         async with Client(StreamableHttpTransport(f"{base}/mcp/")) as client:
             for _ in range(8):
