@@ -319,12 +319,12 @@ def dead_letters_retry(
     """Put dead letters back in pending with fresh tries (fix their cause first) and enqueue a
     drain of their project; a running worker persists them."""
     from broker.connection import make_sync_client
-    from broker.dead_letters import dead_letter_summary_sync, retry_dead_letters
+    from broker.dead_letters import dead_letter_summary, retry_dead_letters
     from broker.persist_queue import PersistQueue
 
     client, keys, url = _dead_letter_client()
     slug = _project_slug(client, keys, project)
-    slugs = [slug] if slug else sorted(dead_letter_summary_sync(client, keys).projects)
+    slugs = [slug] if slug else sorted(dead_letter_summary(client, keys).projects)
     queue = PersistQueue.for_connection(make_sync_client(url, decode_responses=False, timeout=10), keys)
     total = 0
     for each in slugs:

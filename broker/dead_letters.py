@@ -9,8 +9,8 @@ PERSIST_MAX_ATTEMPTS tries it moves to the project's dead-letter set (``deadlett
 ``broker dead-letters list`` shows them and ``broker dead-letters retry`` (once the cause is
 fixed) puts them back in pending.
 
-``dead_letter_summary`` (async client) and ``dead_letter_summary_sync`` are what health checks
-and metrics call: the count and the oldest dead letter, overall and per project.
+``dead_letter_summary`` gives the count and the oldest dead letter, overall and per project
+(health and metrics read them in broker.persist_state's pass over every project).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 
 from broker.config import Settings
 from broker.errors import BrokerError
@@ -82,19 +81,10 @@ def _summarize(slugs: Sequence[str], replies: Sequence[Any]) -> DeadLetterSummar
     return DeadLetterSummary(count, oldest, projects)
 
 
-async def dead_letter_summary(redis: AsyncRedis, keys: Keys, slugs: Iterable[str] | None = None) -> DeadLetterSummary:
+def dead_letter_summary(redis: Redis, keys: Keys, slugs: Iterable[str] | None = None) -> DeadLetterSummary:
     """Count and oldest dead letter of the given projects (all projects when None), read in
-    two round trips on an async client."""
-    chosen = list(slugs) if slugs is not None else list(await redis.hkeys(keys.projects))
-    pipe = redis.pipeline(transaction=False)
-    for slug in chosen:
-        pipe.zcard(keys.dead_letters(slug))
-        pipe.zrange(keys.dead_letters(slug), 0, 0, withscores=True)
-    return _summarize(chosen, await pipe.execute() if chosen else [])
-
-
-def dead_letter_summary_sync(redis: Redis, keys: Keys, slugs: Iterable[str] | None = None) -> DeadLetterSummary:
-    """``dead_letter_summary`` on a synchronous client (the worker and the CLI)."""
+    two round trips (a synchronous client: the CLI; health and metrics read the same keys within
+    broker.persist_state's one pass)."""
     chosen = list(slugs) if slugs is not None else list(redis.hkeys(keys.projects))
     pipe = redis.pipeline(transaction=False)
     for slug in chosen:

@@ -55,6 +55,10 @@ async def send_ids(tools: Tools, subjects: list[str]) -> list[int]:
     return [s["deliveries"][0]["payload"]["id"] for s in sent]
 
 
+def sync_client(store: Any) -> Any:
+    return make_sync_client(store.redis_url)
+
+
 def persister_for(server: FastMCP, settings: Settings, **overrides: Any) -> Persister:
     tuned = settings.model_copy(update=overrides)
     return Persister(tuned, make_sync_client(server.store.redis_url))  # type: ignore[attr-defined]
@@ -85,7 +89,7 @@ async def test_poison_entry_is_isolated_tried_then_dead_lettered_and_retried_onc
     assert await store.redis.zcard(keys.pending(SLUG)) == 0
     assert await store.redis.zcard(keys.inflight(SLUG)) == 0
     assert not await store.redis.exists(keys.attempts(SLUG))
-    summary = await dead_letter_summary(store.redis, keys)
+    summary = await asyncio.to_thread(dead_letter_summary, sync_client(store), keys)
     assert summary.count == 1 and summary.projects == {SLUG: 1}
     assert summary.oldest_age_seconds is not None and 0 <= summary.oldest_age_seconds < 60
     assert summary.as_dict()["oldest_ts"].endswith("+00:00")
@@ -99,7 +103,7 @@ async def test_poison_entry_is_isolated_tried_then_dead_lettered_and_retried_onc
     await asyncio.to_thread(persister.drain, SLUG)
     assert persisted_ids(settings) == sorted(ids)
     assert canonical_ids(settings) == sorted(ids)
-    assert (await dead_letter_summary(store.redis, keys)).count == 0
+    assert (await asyncio.to_thread(dead_letter_summary, sync_client(store), keys)).count == 0
     assert not await store.redis.exists(keys.dead_letter_info(SLUG))
 
 
@@ -143,7 +147,7 @@ async def test_a_broken_archive_counts_no_try_against_the_entries(
         with pytest.raises(OSError):
             await asyncio.to_thread(persister.drain, SLUG)
     assert not await store.redis.exists(store.keys.attempts(SLUG))
-    assert (await dead_letter_summary(store.redis, store.keys)).count == 0
+    assert (await asyncio.to_thread(dead_letter_summary, sync_client(store), store.keys)).count == 0
     assert await store.redis.zcard(store.keys.inflight(SLUG)) == 0
     settings.archive_path.unlink()
     await asyncio.to_thread(persister.drain, SLUG)
@@ -162,7 +166,7 @@ async def test_rehydrate_force_leaves_a_project_with_dead_letters_alone(
         server, settings, persist_max_attempts=1, persist_retry_base_seconds=0, persist_retry_max_seconds=0
     )
     await asyncio.to_thread(persister.drain, SLUG)
-    assert (await dead_letter_summary(store.redis, store.keys)).count == 1
+    assert (await asyncio.to_thread(dead_letter_summary, sync_client(store), store.keys)).count == 1
 
     report = await rehydrate_all(settings, store.redis_url, force=True)
     assert report.projects == [] and report.unpersisted == [SLUG]

@@ -28,7 +28,7 @@ from persist_helpers import committed_files, git, index_rows, show
 from rq.registry import FailedJobRegistry
 
 from broker.config import Settings
-from broker.dead_letters import dead_letter_summary_sync
+from broker.dead_letters import dead_letter_summary
 from broker.embedded import start_redis_server
 from broker.index import Index
 from broker.keys import Keys
@@ -335,10 +335,10 @@ async def test_poison_entry_is_dead_lettered_the_rest_persists_and_retry_writes_
         await senders.stop()
         await wait_persisted(env, excluding={bad_id})  # the rest of the project persisted
         deadline = time.monotonic() + DEADLINE
-        while dead_letter_summary_sync(client, keys).count < 1:
+        while dead_letter_summary(client, keys).count < 1:
             assert time.monotonic() < deadline, "never dead-lettered"
             await asyncio.sleep(0.1)
-        summary = dead_letter_summary_sync(client, keys)
+        summary = dead_letter_summary(client, keys)
         assert summary.count == 1 and summary.projects == {SLUG: 1}
 
         cli = [sys.executable, "-m", "broker.cli", "dead-letters"]
@@ -360,7 +360,7 @@ async def test_poison_entry_is_dead_lettered_the_rest_persists_and_retry_writes_
     finally:
         await senders.stop()
         worker.stop()
-    assert dead_letter_summary_sync(client, keys).count == 0
+    assert dead_letter_summary(client, keys).count == 0
     assert_exactly_once(env, [*senders.accepted, bad_id])
 
 
