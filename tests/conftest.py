@@ -9,7 +9,6 @@ Redis never see each other's keys and nothing needs FLUSHALL.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from uuid import uuid4
 import pytest
 from fastmcp import Client, FastMCP
 from helpers import Tools, drop_prefix, make_settings
+from process_helpers import stop_process
 
 from broker.config import Settings
 from broker.embedded import start_redis_server
@@ -35,12 +35,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 5)
 
 
 @pytest.fixture(

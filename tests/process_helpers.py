@@ -79,13 +79,19 @@ def serving(
             time.sleep(0.1)
         yield served
     finally:
+        stop_process(proc)
+        served.log.unlink(missing_ok=True)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        served.log.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ import redis
 from fastmcp import Client
 from helpers import PROJECT, Tools
 from persist_helpers import committed_files, git, hold_some, index_rows, listing, persisted_count, show
+from process_helpers import stop_process
 from test_rehydrate import mailbox_state, write_mail
 
 from broker.config import Settings
@@ -70,16 +71,6 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "broker.cli", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def message_count(settings: Settings) -> int:
@@ -146,7 +137,7 @@ async def test_worker_killed_mid_batch_loses_and_duplicates_nothing(tools: Tools
             os.kill(worker.pid, signal.SIGKILL)
             worker.wait()
         finally:
-            stop(worker)
+            stop_process(worker)
         if client.zcard(inflight) > 0:
             killed_mid_batch = True
             break
@@ -157,7 +148,7 @@ async def test_worker_killed_mid_batch_loses_and_duplicates_nothing(tools: Tools
         await wait_persisted(settings, len(ids))
         await asyncio.sleep(0.5)  # let the last batch finish its ZREM
     finally:
-        stop(worker)
+        stop_process(worker)
     assert_exactly_once(settings, ids)
     assert client.zcard(inflight) == 0
 
@@ -171,7 +162,7 @@ async def test_backlog_built_while_worker_is_down_all_persists(tools: Tools, env
     try:
         await wait_persisted(settings, len(ids))
     finally:
-        stop(worker)
+        stop_process(worker)
     assert_exactly_once(settings, ids)
 
 
@@ -187,7 +178,7 @@ async def test_flushall_then_rehydrate_restores_every_inbox(tools: Tools, env: d
         await wait_persisted(settings, 8)
         await asyncio.sleep(0.5)
     finally:
-        stop(worker)
+        stop_process(worker)
     assert index_rows(settings, "SELECT count(*) AS n FROM message_recipients WHERE ack_ts IS NOT NULL")[0]["n"] == 2
     assert index_rows(settings, "SELECT count(*) AS n FROM file_reservations")[0]["n"] == 4
 
@@ -220,5 +211,5 @@ async def test_two_workers_share_the_work_and_write_each_message_once(tools: Too
         await asyncio.sleep(0.5)
     finally:
         for worker in workers:
-            stop(worker)
+            stop_process(worker)
     assert_exactly_once(settings, ids)
