@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.config import Settings
-from broker.embedded import start_redis_server
+from broker.store.embedded import start_redis_server
 
 
 @contextmanager

@@ -3,7 +3,7 @@
 * Persistence lag: time from a send returning to its row being in SQLite. The worker commits a
   batch to Git before it writes the batch to SQLite, so a visible row implies its Git commit;
   the run also checks at the end that every message's canonical file is in the archive's HEAD.
-  Sends are paced at a fixed rate for a fixed time, through ``broker.mail.send_message`` (the
+  Sends are paced at a fixed rate for a fixed time, through ``broker.mail.send.send_message`` (the
   function behind the tool: the same Lua script, without the MCP layer, which alone could not
   offer 1000+ sends/s from one process here). The worker is a real ``broker worker`` process.
 * Highest sustained rate: rates are raised until one no longer keeps up (every message
@@ -31,10 +31,10 @@ from typing import Any
 from fastmcp import Client, FastMCP
 
 from benchmarks.common import bench_settings, interleaved, percentile, redis_url, row
-from broker import mail
 from broker.config import Settings
-from broker.index import Index
-from broker.server import build_server
+from broker.mail import send as mail
+from broker.mcp.server import build_server
+from broker.persistence.index import Index
 
 PROJECT = "/bench/durability"
 AGENTS = ("BlueLake", "GreenCastle")

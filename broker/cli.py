@@ -50,7 +50,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="HTTP port (default HTTP_PORT; 0: any free port)")] = None,
 ) -> None:
     """Run the broker (and, unless PERSISTENCE_WORKER=external, its persistence worker)."""
-    from broker.server import build_server
+    from broker.mcp.server import build_server
 
     settings = _persistence_settings(get_settings())
     if transport is Transport.stdio:
@@ -63,7 +63,7 @@ def serve(
 
     import uvicorn
 
-    from broker.http import build_http_app
+    from broker.mcp.http import build_http_app
 
     host = host or settings.http_host
     sock = _bind(host, settings.http_port if port is None else port)  # before anything is announced
@@ -104,7 +104,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def _persistence_settings(settings: Settings) -> Settings:
     """PERSISTENCE_WORKER as it can be honoured: in-process fakeredis is visible to no other
     process, so a `broker worker` could never drain it."""
-    from broker.embedded import resolve_redis_url
+    from broker.store.embedded import resolve_redis_url
 
     url, _ = resolve_redis_url(settings.redis_url, settings.storage_root)
     if settings.persistence_worker == "external" and url.startswith("memory://"):
@@ -130,7 +130,7 @@ def _start_persistence(mcp: object, settings: Settings) -> None:
     else:
         _say("persistence worker: external (PERSISTENCE_WORKER=external; `broker worker` processes persist)")
     if state is not None:
-        from broker.persist_state import summary_line
+        from broker.persistence.state import summary_line
 
         # the in-process worker registers a moment later: its count would read 0
         _say(f"persistence: {summary_line(state, workers=settings.persistence_worker == 'external')}")
@@ -145,8 +145,8 @@ def _state_now(mcp: object, settings: Settings) -> dict | None:
     """The persistence state at start-up (None, said, if Redis does not answer within 5 s)."""
     import asyncio
 
-    from broker.connection import make_client
-    from broker.persist_state import persistence_state
+    from broker.persistence.state import persistence_state
+    from broker.store.clients import make_client
 
     async def read() -> dict:
         client = make_client(mcp.store.redis_url)  # type: ignore[attr-defined]
@@ -193,7 +193,7 @@ def worker(
     """Run the persistence worker: drains pending changes into the Git archive and SQLite index."""
     import logging
 
-    from broker.embedded import resolve_redis_url
+    from broker.store.embedded import resolve_redis_url
     from workers.runner import PersistenceWorker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -217,8 +217,8 @@ def rehydrate(
     """Rebuild Redis (projects, agents, messages, inboxes, read/ack state, threads) from the index."""
     import asyncio
 
-    from broker.embedded import resolve_redis_url
-    from broker.rehydrate import rehydrate_all
+    from broker.persistence.rehydrate import rehydrate_all
+    from broker.store.embedded import resolve_redis_url
 
     settings = get_settings()
     url, backend = resolve_redis_url(settings.redis_url, settings.storage_root)
@@ -231,7 +231,7 @@ def rehydrate(
 @app.command("redis-stop")
 def redis_stop() -> None:
     """Stop the embedded redis-server that brokers share when REDIS_URL is unset."""
-    from broker.embedded import stop_shared_redis_server
+    from broker.store.embedded import stop_shared_redis_server
 
     data_dir = get_settings().storage_root / "redis"
     url = stop_shared_redis_server(data_dir)
@@ -245,7 +245,7 @@ def admin_token(
 ) -> None:
     """Print the operator token (BROKER_ADMIN_TOKEN, else <STORAGE_ROOT>/admin-token, created 0600
     if missing): the credential hard deletes, purges and archiving need under AGENT_AUTH=required."""
-    from broker import operator
+    from broker.identity import operator
 
     settings = get_settings()
     if rotate:
@@ -266,9 +266,9 @@ ProjectOption = Annotated[str, typer.Option(help="project key (absolute path) or
 
 def _dead_letter_client() -> tuple[Any, Any, str]:
     """A client on the broker's Redis, its keys, and its URL (for the drain queue)."""
-    from broker.connection import make_sync_client
-    from broker.embedded import resolve_redis_url
-    from broker.keys import Keys
+    from broker.store.clients import make_sync_client
+    from broker.store.embedded import resolve_redis_url
+    from broker.store.keys import Keys
 
     settings = get_settings()
     url, _ = resolve_redis_url(settings.redis_url, settings.storage_root)
@@ -279,8 +279,8 @@ def _dead_letter_client() -> tuple[Any, Any, str]:
 
 
 def _project_slug(client: Any, keys: Any, project: str) -> str | None:
-    from broker.dead_letters import resolve_slug
     from broker.errors import BrokerError
+    from broker.persistence.dead_letters import resolve_slug
 
     if not project:
         return None
@@ -299,7 +299,7 @@ def dead_letters_list(
     """Show dead-lettered entries, oldest first: project, entry, when, tries, last error."""
     import json
 
-    from broker.dead_letters import list_dead_letters
+    from broker.persistence.dead_letters import list_dead_letters
 
     client, keys, _ = _dead_letter_client()
     found = list_dead_letters(client, keys, _project_slug(client, keys, project))
@@ -318,9 +318,9 @@ def dead_letters_retry(
 ) -> None:
     """Put dead letters back in pending with fresh tries (fix their cause first) and enqueue a
     drain of their project; a running worker persists them."""
-    from broker.connection import make_sync_client
-    from broker.dead_letters import dead_letter_summary, retry_dead_letters
-    from broker.persist_queue import PersistQueue
+    from broker.persistence.dead_letters import dead_letter_summary, retry_dead_letters
+    from broker.persistence.queue import PersistQueue
+    from broker.store.clients import make_sync_client
 
     client, keys, url = _dead_letter_client()
     slug = _project_slug(client, keys, project)
@@ -351,8 +351,8 @@ def guard_install(
     no secret, and core.hooksPath must point inside the repository."""
     import os
 
-    from broker import guard
     from broker.errors import BrokerError
+    from broker.reservations import guard
 
     try:
         path = os.path.abspath(guard.check_repo_path(repo or project, relative_ok=True))
@@ -368,8 +368,8 @@ def guard_uninstall(repo: Annotated[str, typer.Option(help="git working tree")] 
     """Remove the broker's hook and restore the one it chained."""
     import os
 
-    from broker import guard
     from broker.errors import BrokerError
+    from broker.reservations import guard
 
     try:
         removed = guard.uninstall_sync(os.path.abspath(guard.check_repo_path(repo, relative_ok=True)))["removed"]
@@ -388,13 +388,13 @@ def guard_check(
     import os
     from pathlib import Path
 
-    from broker import guard
+    from broker.reservations import guard
 
     raise typer.Exit(guard.check(project, Path(repo), dict(os.environ)))
 
 
 def _add_realtime_commands() -> None:
-    from broker.watch import hook_app, watch
+    from broker.realtime.watch import hook_app, watch
 
     app.command()(watch)
     app.add_typer(hook_app, name="hook")

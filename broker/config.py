@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     # The reconciler re-queues projects whose pending entries are older than this.
     persist_reconcile_age_seconds: float = Field(10.0, alias="PERSIST_RECONCILE_AGE_SECONDS", gt=0)
     persist_reconcile_interval_seconds: float = Field(5.0, alias="PERSIST_RECONCILE_INTERVAL_SECONDS", gt=0)
-    # Tool profiles (the reference's TOOLS_FILTER_*; broker/profiles.py checks the names).
+    # Tool profiles (the reference's TOOLS_FILTER_*; broker/mcp/profiles.py checks the names).
     tools_filter_enabled: bool = Field(False, alias="TOOLS_FILTER_ENABLED")
     tools_filter_profile: str = Field("full", alias="TOOLS_FILTER_PROFILE")
     tools_filter_mode: str = Field("include", alias="TOOLS_FILTER_MODE")
@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     # errors: one line per failed call; all: every call; off: none.
     log_calls: Literal["errors", "all", "off"] = Field("errors", alias="LOG_CALLS")
 
-    # Idempotent sends (broker/idempotency.py): how long a send's idempotency_key is remembered.
+    # Idempotent sends (broker/mail/idempotency.py): how long a send's idempotency_key is remembered.
     idempotency_window_seconds: int = Field(86400, alias="IDEMPOTENCY_WINDOW_SECONDS", ge=1, le=30 * 86400)
 
     # Rate limits (docs/limits.md): per agent, a token bucket in Redis run by the scripts that

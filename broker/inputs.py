@@ -6,8 +6,8 @@ import re
 from datetime import UTC, datetime
 
 from broker.errors import BrokerError
-from broker.names import validate_name
-from broker.store import Store
+from broker.identity.names import validate_name
+from broker.store.store import Store
 
 THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -9,7 +9,7 @@ from uuid import uuid4
 from fastmcp import Client
 
 from broker.config import Settings
-from broker.store import Store
+from broker.store.store import Store
 
 PROJECT = "/tmp/concurrent-test"
 

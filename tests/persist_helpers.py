@@ -12,7 +12,7 @@ from fastmcp import FastMCP
 from helpers import PROJECT, Tools
 
 from broker.config import Settings
-from broker.index import Index
+from broker.persistence.index import Index
 from workers.runner import PersistenceWorker
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastmcp import FastMCP
 from helpers import PROJECT, Tools
 
-from broker.store import Store
+from broker.store.store import Store
 
 
 async def until(condition: Any, timeout: float = 5.0) -> None:

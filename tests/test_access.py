@@ -18,9 +18,9 @@ from fastmcp import Client, FastMCP
 from helpers import PROJECT, Tools, drop_prefix
 from persist_helpers import committed_files, index_rows, run_worker
 
-from broker import operator
 from broker.config import Settings
-from broker.server import build_server
+from broker.identity import operator
+from broker.mcp.server import build_server
 
 SLUG = "tmp-concurrent-test"
 
@@ -136,7 +136,7 @@ def test_an_index_made_before_viewers_gets_the_column(settings: Settings) -> Non
     conn.execute("INSERT INTO message_summaries VALUES (1, 1, '{}', 'a', 'b', 0, '[]', NULL, NULL, 'c')")
     conn.commit()
     conn.close()
-    from broker.index import Index
+    from broker.persistence.index import Index
 
     index = Index(path)
     index.ensure_schema()

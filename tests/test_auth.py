@@ -11,8 +11,8 @@ from helpers import PROJECT, Tools, drop_prefix, snapshot
 from shapes import payload
 
 from broker.config import Settings
-from broker.names import is_generated_shape
-from broker.server import build_server
+from broker.identity.names import is_generated_shape
+from broker.mcp.server import build_server
 
 
 # -- registration tokens -----------------------------------------------------------------------

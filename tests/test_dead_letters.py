@@ -17,11 +17,11 @@ from helpers import Tools
 from persist_helpers import committed_files, git, index_rows
 
 from broker.config import Settings
-from broker.connection import make_sync_client
-from broker.dead_letters import dead_letter_summary, list_dead_letters, retry_dead_letters
-from broker.index import Index
-from broker.persist import Persister
-from broker.rehydrate import rehydrate_all
+from broker.persistence.dead_letters import dead_letter_summary, list_dead_letters, retry_dead_letters
+from broker.persistence.drain import Persister
+from broker.persistence.index import Index
+from broker.persistence.rehydrate import rehydrate_all
+from broker.store.clients import make_sync_client
 
 SLUG = "tmp-concurrent-test"
 
@@ -180,7 +180,7 @@ async def test_a_batch_failing_for_the_environment_keeps_its_age_for_readiness(
     """While the index cannot be written (a full disk, a broken file: failures that count no
     try), every drain gives the batch back; it must come back as old as it was, or the oldest
     pending age (readiness, the lag alert) restarts at 0 on each try and never reports the lag."""
-    from broker.persist_state import persistence_state, readiness_problems
+    from broker.persistence.state import persistence_state, readiness_problems
 
     store = server.store  # type: ignore[attr-defined]
     await send_ids(tools, ["stuck"])

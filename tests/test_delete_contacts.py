@@ -15,8 +15,8 @@ from persist_helpers import index_rows, run_worker
 from shapes import payload
 
 from broker.config import Settings
-from broker.index import Batch, Index
-from broker.retention import purge_old_messages
+from broker.lifecycle.retention import purge_old_messages
+from broker.persistence.index import Batch, Index
 
 OTHER = "/tmp/other-proj"
 OTHER_SLUG = "tmp-other-proj"

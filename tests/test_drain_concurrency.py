@@ -14,8 +14,8 @@ from helpers import PROJECT, Tools
 from persist_helpers import SLUG, index_rows, listing, reserve, show
 
 from broker.config import Settings
-from broker.connection import make_sync_client
-from broker.persist import Persister
+from broker.persistence.drain import Persister
+from broker.store.clients import make_sync_client
 
 
 async def _until(check: Any, timeout: float = 10) -> None:

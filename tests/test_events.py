@@ -27,9 +27,9 @@ from realtime_helpers import until
 from shapes import payload
 
 from broker.config import Settings
-from broker.http import build_http_app
-from broker.server import build_server
-from broker.store import Store
+from broker.mcp.http import build_http_app
+from broker.mcp.server import build_server
+from broker.store.store import Store
 
 BEARER = "bearer-for-events"
 SLUG = "tmp-concurrent-test"

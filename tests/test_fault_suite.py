@@ -28,11 +28,11 @@ from persist_helpers import committed_files, git, index_rows, show
 from rq.registry import FailedJobRegistry
 
 from broker.config import Settings
-from broker.dead_letters import dead_letter_summary
-from broker.embedded import start_redis_server
-from broker.index import Index
-from broker.keys import Keys
-from broker.server import build_server
+from broker.mcp.server import build_server
+from broker.persistence.dead_letters import dead_letter_summary
+from broker.persistence.index import Index
+from broker.store.embedded import start_redis_server
+from broker.store.keys import Keys
 from workers.runner import PersistenceWorker
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker import globs
-from broker.connection import make_client
-from broker.scripts import Scripts
+from broker.reservations import globs
+from broker.store.clients import make_client
+from broker.store.scripts import Scripts
 
 # Patterns use the letters a, b and c only inside classes; "d" stands for every other letter,
 # which a pair of negated classes may need.
@@ -217,7 +217,7 @@ async def test_work_estimate_bounds_the_matcher_and_twins_agree(lua_overlap) -> 
     """reserve.lua prices a pair before matching it (pair_steps): the price is never below the
     cells the Lua matcher then fills, and the Python twin prices every pair alike. Patterns at
     the caps price within one call's budget, so no single pair can be refused."""
-    from broker.reservations import STEP_BUDGET
+    from broker.reservations.service import STEP_BUDGET
 
     examples: list[tuple[str, str]] = []
 

@@ -10,7 +10,7 @@ from helpers import PROJECT, Tools
 from persist_helpers import run_worker
 
 from broker.config import Settings
-from broker.history import like_tokens, sanitize_fts_query
+from broker.history.search import like_tokens, sanitize_fts_query
 
 
 async def _mail(tools: Tools, server: FastMCP, settings: Settings) -> dict[str, int]:

@@ -11,7 +11,7 @@ from helpers import PROJECT, Tools, snapshot
 from shapes import AGENT_KEYS, PROJECT_KEYS, assert_iso_utc, payload
 
 from broker.config import Settings
-from broker.names import is_generated_shape
+from broker.identity.names import is_generated_shape
 
 
 # -- infrastructure ------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from helpers import Tools
 from persist_helpers import committed_files, index_rows, run_worker
 
 from broker.config import Settings
-from broker.connection import make_sync_client
-from broker.ids import ID_LIMIT, IdAllocator
-from broker.index import Batch, Index
-from broker.persist import Persister
+from broker.persistence.drain import Persister
+from broker.persistence.index import Batch, Index
+from broker.store.clients import make_sync_client
+from broker.store.ids import ID_LIMIT, IdAllocator
 
 SLUG = "tmp-concurrent-test"
 

@@ -13,9 +13,10 @@ from helpers import PROJECT, Tools, drop_prefix, snapshot
 from persist_helpers import committed_files, index_rows, run_worker, show
 from shapes import payload
 
-from broker import operator, retention
 from broker.config import Settings
-from broker.server import build_server
+from broker.identity import operator
+from broker.lifecycle import retention
+from broker.mcp.server import build_server
 
 SLUG = "tmp-concurrent-test"
 

@@ -10,8 +10,8 @@ import pytest
 from fastmcp import Client, FastMCP
 from helpers import PROJECT, Tools, make_settings, snapshot
 
-from broker import mail
-from broker.server import build_server
+from broker.mail import send as mail
+from broker.mcp.server import build_server
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from persist_helpers import run_worker
 from shapes import AGENT_KEYS, PROJECT_KEYS
 
 from broker.config import Settings
-from broker.names import is_generated_shape
+from broker.identity.names import is_generated_shape
 
 SLUG = "tmp-concurrent-test"
 PROFILE = {"program": "claude-code", "model": "opus-4"}

@@ -24,8 +24,8 @@ from helpers import make_settings
 from persist_helpers import index_rows, persisted_count
 from process_helpers import BROKER, broker_env, serving_at
 
-from broker.keys import Keys
-from broker.persist_state import workers_key
+from broker.persistence.state import workers_key
+from broker.store.keys import Keys
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from fastmcp import FastMCP
 from helpers import Tools
 
 from broker.config import Settings
-from broker.persist_state import persistence_state, readiness_problems
+from broker.persistence.state import persistence_state, readiness_problems
 
 
 async def test_pending_age_dead_letters_and_the_project_cap(tools: Tools, server: FastMCP, settings: Settings) -> None:

@@ -12,8 +12,8 @@ from helpers import PROJECT, Tools
 from persist_helpers import committed_files, front_matter, git, index_rows, run_worker, show
 
 from broker.config import Settings
-from broker.connection import make_sync_client
-from broker.persist import Persister
+from broker.persistence.drain import Persister
+from broker.store.clients import make_sync_client
 
 
 async def test_messages_profiles_and_receipts_reach_git_and_sqlite_once(

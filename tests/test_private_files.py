@@ -15,7 +15,7 @@ from helpers import Tools
 from persist_helpers import run_worker
 
 from broker.config import Settings
-from broker.index import Index
+from broker.persistence.index import Index
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from helpers import PROJECT, Tools
 from realtime_helpers import store_of, until, waiting
 from shapes import HEAD_KEYS, payload
 
-from broker import arrivals
-from broker.identity import project_slug
-from broker.store import Store
+from broker.identity.agents import project_slug
+from broker.realtime import arrivals
+from broker.store.store import Store
 
 
 async def test_waiter_wakes_on_arrival(server: FastMCP, tools: Tools, trio: dict[str, Any]) -> None:

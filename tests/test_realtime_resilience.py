@@ -14,10 +14,10 @@ from helpers import PROJECT, Tools, make_settings
 from realtime_helpers import store_of, until, waiting
 from shapes import payload
 
-from broker import arrivals
-from broker.embedded import start_redis_server
-from broker.identity import project_slug
-from broker.server import build_server
+from broker.identity.agents import project_slug
+from broker.mcp.server import build_server
+from broker.realtime import arrivals
+from broker.store.embedded import start_redis_server
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from helpers import PROJECT, Tools, drop_prefix, make_settings
 from persist_helpers import index_rows, reserve
 
 from broker.config import Settings
-from broker.connection import make_sync_client
-from broker.persist import Persister
-from broker.server import build_server
+from broker.mcp.server import build_server
+from broker.persistence.drain import Persister
+from broker.store.clients import make_sync_client
 
 SLUG = "tmp-concurrent-test"
 
@@ -113,8 +113,8 @@ async def test_a_dead_lettered_reservation_is_not_forgotten_before_it_is_persist
     retry after the fix found no record to write: it never reached SQLite or Git."""
     import sqlite3
 
-    from broker.dead_letters import retry_dead_letters
-    from broker.index import Index
+    from broker.persistence.dead_letters import retry_dead_letters
+    from broker.persistence.index import Index
 
     tools, mcp, settings = retained
     keys = mcp.store.keys

@@ -13,8 +13,8 @@ import pytest
 from fastmcp import Client, FastMCP
 from helpers import PROJECT, Tools, make_settings, snapshot
 
-from broker import reservations
-from broker.server import build_server
+from broker.mcp.server import build_server
+from broker.reservations import service as reservations
 
 P = PROJECT
 
@@ -367,11 +367,11 @@ async def test_unknown_project_in_resource(tools: Tools) -> None:
 # -- the index never hides a conflict -----------------------------------------------------------
 async def test_index_finds_every_overlap_the_matcher_knows(tools: Tools, five: list[str]) -> None:
     """Random holdings and requests over a small tree: the conflicts the server reports (through
-    its bucket index) are exactly the holdings that overlap each request by broker.globs."""
+    its bucket index) are exactly the holdings that overlap each request by broker.reservations.globs."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from broker import globs
+    from broker.reservations import globs
 
     literal = st.sampled_from(["a", "b", "ab", "x.py"])
     wild = st.sampled_from(["*", "a*", "?", "[ab]", "**", "*.py"])

@@ -12,9 +12,9 @@ import pytest
 from helpers import make_settings
 from persist_helpers import committed_files, front_matter, git, show
 
-from broker.archive import ensure_archive, write_agent_profile, write_message_bundle
 from broker.config import Settings
-from broker.index import Index
+from broker.persistence.archive import ensure_archive, write_agent_profile, write_message_bundle
+from broker.persistence.index import Index
 
 
 @pytest.fixture

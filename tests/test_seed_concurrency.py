@@ -16,7 +16,7 @@ from typing import Any
 from fastmcp import Client, FastMCP
 from helpers import PROJECT, Tools
 
-from broker.names import is_generated_shape
+from broker.identity.names import is_generated_shape
 
 
 async def _setup_project_and_agents(tools: Tools) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from helpers import Tools
 from persist_helpers import run_worker
 
 from broker.config import Settings
-from broker.erase import _delete_project
-from broker.rehydrate import rehydrate_all
-from broker.server import build_server
+from broker.lifecycle.erase import _delete_project
+from broker.mcp.server import build_server
+from broker.persistence.rehydrate import rehydrate_all
 
 ALIKE = ["/x/my-repo", "/x/my/repo", "/x/My_Repo", "/x/my.repo"]
 

@@ -12,15 +12,10 @@ import pytest
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from broker import embedded
 from broker.config import Settings, get_settings
-from broker.connection import make_client
 from broker.errors import BrokerError
-from broker.identity import check_project_key
-from broker.ids import IdAllocator
-from broker.inputs import check_limit, check_thread_id, check_topic, since_micros
-from broker.keys import slug_candidates, slugify
-from broker.names import (
+from broker.identity.agents import check_project_key
+from broker.identity.names import (
     ADJECTIVES,
     NOUNS,
     generate_candidates,
@@ -30,8 +25,13 @@ from broker.names import (
     validate_name,
     validate_new_name,
 )
-from broker.scripts import SCRIPT_DIR, script_names, script_source
-from broker.slugs import human_key_of
+from broker.identity.slugs import human_key_of
+from broker.inputs import check_limit, check_thread_id, check_topic, since_micros
+from broker.store import embedded
+from broker.store.clients import make_client
+from broker.store.ids import IdAllocator
+from broker.store.keys import slug_candidates, slugify
+from broker.store.scripts import SCRIPT_DIR, script_names, script_source
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -92,7 +92,7 @@ def test_project_slug_rejects(key: str, code: str) -> None:
 
 # -- the Lua ISO timestamp helper ---------------------------------------------------------------
 def lua_helpers() -> str:
-    """The helpers every script is built from (broker.scripts joins them the same way)."""
+    """The helpers every script is built from (broker.store.scripts joins them the same way)."""
     return "\n".join(p.read_text() for p in sorted((SCRIPT_DIR / "lib").glob("*.lua")))
 
 
@@ -360,7 +360,7 @@ def test_session_bindings_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Clients on the 2026-07-28 protocol (fastmcp 4's default) get a new session id on every
     request, so under `required` auth every call that passes a token creates a binding that is
     never used again. Those must not pile up: memory has to stay bounded."""
-    from broker import auth
+    from broker.identity import auth
 
     bindings = auth.SessionBindings("required", ttl_seconds=86400)
     counter = iter(range(10**9))

@@ -68,7 +68,7 @@ async def test_wheel_installs_and_serves_from_a_fresh_venv(redis_url: str, tmp_p
     installed = run([str(bin_dir / "pip"), "install", str(wheel)], outside)
     assert deprecations(installed) == []
     where = run(
-        [str(bin_dir / "python"), "-c", "import broker.tools, workers.jobs, workers.alive; print(broker.__file__)"],
+        [str(bin_dir / "python"), "-c", "import broker.mcp.tools, workers.jobs, workers.alive; print(broker.__file__)"],
         outside,
     )
     assert Path(where.strip()).is_relative_to(tmp_path / "venv")

@@ -13,8 +13,8 @@ import pytest
 from fastmcp import Client, FastMCP
 from helpers import PROJECT, Tools, drop_prefix, make_settings
 
-from broker.names import is_generated_shape
-from broker.server import build_server
+from broker.identity.names import is_generated_shape
+from broker.mcp.server import build_server
 
 WINDOW = str(uuid4())
 

@@ -16,8 +16,8 @@ from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
 from broker.config import get_settings
-from broker.connection import make_sync_client
-from broker.keys import Keys
+from broker.store.clients import make_sync_client
+from broker.store.keys import Keys
 
 
 def live_workers_here() -> list[str]:

@@ -11,8 +11,8 @@ import logging
 import threading
 from typing import Any
 
-from broker.persist import Persister
-from broker.ratelog import RateLimitedLog
+from broker.persistence.drain import Persister
+from broker.persistence.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 _ratelog = RateLimitedLog(log)
@@ -32,8 +32,8 @@ def _persister_for(prefix: str) -> Persister:
     if found is not None:
         return found
     from broker.config import get_settings
-    from broker.connection import make_sync_client
-    from broker.embedded import resolve_redis_url
+    from broker.store.clients import make_sync_client
+    from broker.store.embedded import resolve_redis_url
 
     settings = get_settings()
     if settings.redis_key_prefix != prefix:
@@ -71,7 +71,7 @@ def drain_project(prefix: str, slug: str) -> dict[str, Any]:
 
         job = get_current_job()
         if job is not None and job.origin:
-            from broker.persist_queue import PersistQueue
+            from broker.persistence.queue import PersistQueue
 
             PersistQueue.for_connection(job.connection, persister.keys).enqueue(slug)
     log.debug("drained %s: %s", slug, stats.as_dict())

@@ -13,7 +13,7 @@ limit.
 
 Liveness: besides rq's own heartbeat (once per dequeue timeout), a heartbeat thread refreshes the
 worker's rq hash every PERSIST_WORKER_HEARTBEAT_SECONDS, also while a drain runs, and states that
-interval in the hash, so health (broker/persist_state.py) notices a killed worker within a few
+interval in the hash, so health (broker/persistence/state.py) notices a killed worker within a few
 beats instead of rq's minutes. ``stop()`` deregisters the worker, so a broker that exits leaves no
 stale ``rq:worker`` entry behind.
 """
@@ -36,11 +36,11 @@ from rq.timeouts import TimerDeathPenalty
 from rq.worker import WorkerStatus
 
 from broker.config import Settings
-from broker.connection import make_sync_client
-from broker.persist import Persister
-from broker.persist_queue import DRAIN_TIMEOUT_SECONDS, PersistQueue
-from broker.persist_state import BEAT_FIELD
-from broker.ratelog import RateLimitedLog
+from broker.persistence.drain import Persister
+from broker.persistence.queue import DRAIN_TIMEOUT_SECONDS, PersistQueue
+from broker.persistence.ratelog import RateLimitedLog
+from broker.persistence.state import BEAT_FIELD
+from broker.store.clients import make_sync_client
 from workers.jobs import register_persister
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@
 -- KEYS[2]  agents hash
 -- KEYS[3]  active hash (name -> last_active_ts)
 -- KEYS[4]  pending-persistence zset
--- KEYS[5]  optional: the idempotency record of this (sender, key) (see broker/idempotency.py);
+-- KEYS[5]  optional: the idempotency record of this (sender, key) (see broker/mail/idempotency.py);
 --          when given, the last two ARGV are the window in ms and the request's fingerprint
 -- ARGV[1]  project key prefix "<p>:{slug}:" (bodies, msg:, inbox:, urgent:, rtopic:, stopic:,
 --          outbox:, unread:, thread:, tpart:, links:, held:)

@@ -1,6 +1,6 @@
--- Shared helpers, prepended to every script by broker/scripts.py (Redis Lua has no require).
+-- Shared helpers, prepended to every script by broker/store/scripts.py (Redis Lua has no require).
 -- Per-project keys are built here from the project prefix ("<p>:{<slug>}:") with the same
--- suffixes as broker/keys.py; change both together.
+-- suffixes as broker/store/keys.py; change both together.
 
 local function pkey(prefix, suffix)
   return prefix .. suffix
@@ -82,7 +82,7 @@ local function resolve_agent(project_key, agents_key, name, given_hash, require)
 end
 
 -- Record a change for the persistence worker: add the member to the project's pending set and
--- claim the "drain job scheduled" flag (<pending>:flag, see broker/keys.py). Returns 1 when
+-- claim the "drain job scheduled" flag (<pending>:flag, see broker/store/keys.py). Returns 1 when
 -- this call set the flag, so the caller enqueues one job; a burst of writes enqueues once.
 -- The flag expires on its own, so a lost enqueue delays persistence by at most its TTL.
 local PENDING_FLAG_TTL_MS = 5000

@@ -1,5 +1,5 @@
 -- Contact links, contact policies, and the pieces of a delivery that several scripts share
--- (send_message, contact_request, contact_respond). See broker/contacts.py.
+-- (send_message, contact_request, contact_respond). See broker/mail/contacts.py.
 --
 -- A link A->B ("A asked to write to B") is kept twice, once in each endpoint's project, so a
 -- script running in either project reads it locally:

@@ -1,0 +1,361 @@
+"""Reading history from the SQLite index: search_messages, summarize_thread, summarize_recent,
+fetch_summary.
+
+The index is written behind the hot path by the persistence worker, so these tools see a
+message once its batch is persisted (the persistence lag, measured by
+``benchmarks/durability.py``), not the moment send_message returns. The viewer is
+authenticated against Redis (one script call); the query runs on a worker thread so a slow
+query never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from broker.errors import BrokerError
+from broker.history.summaries import Digest, digest_of
+from broker.identity.agents import project_slug
+from broker.identity.names import validate_name
+from broker.persistence.index import Index
+from broker.store.store import Store
+
+MAX_QUERY_CHARS = 1000
+MAX_THREAD_IDS = 50
+MAX_THREAD_MESSAGES = 10_000
+MAX_RECENT_MESSAGES = 5000
+MAX_SQLITE_INT = 2**63 - 1
+EMPTY_QUERIES = {"*", "**", "***", ".", "..", "...", "?", "??", "???", "AND", "OR", "NOT"}
+HYPHENATED = re.compile(r'("[^"]*")|\b([A-Za-z0-9]+(?:-[A-Za-z0-9]+)+)\b')
+LIKE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
+FTS_WORDS = {"AND", "OR", "NOT", "NEAR"}
+CACHE_SLACK = timedelta(minutes=5)
+
+VISIBLE = (
+    "(m.sender_id = :viewer OR EXISTS (SELECT 1 FROM message_recipients r "
+    "WHERE r.message_id = m.id AND r.agent_id = :viewer))"
+)
+
+
+class History:
+    """History reads for one server: the Redis store (viewers, projects) and the index."""
+
+    def __init__(self, store: Store, index: Index) -> None:
+        self.store = store
+        self.index = index
+        self._schema_ready = False
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        def call() -> Any:
+            if not self._schema_ready:
+                self.index.ensure_schema()
+                self._schema_ready = True
+            return fn(*args)
+
+        return await asyncio.to_thread(call)
+
+    async def viewer(self, project_key: str, agent_name: str | None, token: str | None, action: str) -> dict[str, Any]:
+        """The authenticated viewing agent's record: ``agent_name`` (with its token when auth
+        requires one), else the agent this MCP session last authenticated as."""
+        slug = await project_slug(self.store, project_key)
+        name = agent_name if agent_name else self.store.bindings.current_agent(slug)
+        if not name:
+            raise BrokerError(
+                "AUTHENTICATION_REQUIRED",
+                f"{action} requires an authenticated agent for project '{project_key}'. Provide agent_name "
+                "plus registration_token, or authenticate in this session first.",
+            )
+        name = validate_name(name, "agent_name")
+        digest, require = self.store.bindings.args(slug, name, token)
+        keys = self.store.keys
+        reply = await self.store.run(
+            "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, digest, require]
+        )
+        if reply[0] != "ok":
+            await self.store.raise_for(reply, slug, project_key)
+        if digest:
+            self.store.bindings.bind(slug, name)
+        return json.loads(reply[1])
+
+    async def project_id(self, project_key: str) -> int:
+        slug = await project_slug(self.store, project_key)
+        found = await self.store.redis.hget(self.store.keys.project(slug), "id")
+        if found is None:
+            raise await self.store.project_not_found(project_key)
+        return int(found)
+
+    # -- search -------------------------------------------------------------------------
+    async def search(
+        self, project_key: str, query: str, limit: int, agent_name: str | None, token: str | None
+    ) -> list[dict[str, Any]]:
+        if not isinstance(query, str) or len(query) > MAX_QUERY_CHARS:
+            raise BrokerError("INVALID_ARGUMENT", f"query must be text of at most {MAX_QUERY_CHARS} characters.")
+        if not 1 <= limit <= 1000:
+            raise BrokerError("INVALID_LIMIT", f"limit must be between 1 and 1000, got {limit}.")
+        viewer = await self.viewer(project_key, agent_name, token, "search_messages")
+        fts = sanitize_fts_query(query)
+        if not fts:
+            return []
+        params = {"q": fts, "pid": int(viewer["project_id"]), "viewer": int(viewer["id"]), "limit": limit}
+        return await self._run(self._search, params, query)
+
+    def _search(self, params: dict[str, Any], raw: str) -> list[dict[str, Any]]:
+        columns = (
+            'm.id, m.subject, m.importance, m.ack_required, m.created_ts, m.thread_id, a.name AS "from" '
+            "FROM messages m LEFT JOIN agents a ON a.id = m.sender_id"
+        )
+        try:
+            rows = self.index.query(
+                f"SELECT {columns} JOIN fts_messages ON fts_messages.rowid = m.id WHERE fts_messages MATCH :q "
+                f"AND m.project_id = :pid AND {VISIBLE} ORDER BY bm25(fts_messages) ASC LIMIT :limit",
+                params,
+            )
+        except sqlite3.OperationalError:
+            # Not valid FTS5 syntax even after sanitising: every plain token must appear.
+            tokens = like_tokens(raw)
+            if not tokens:
+                return []
+            clauses, like_params = [], dict(params)
+            for i, token in enumerate(tokens):
+                escaped = token.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+                like_params[f"t{i}"] = f"%{escaped}%"
+                clauses.append(f"(m.subject LIKE :t{i} ESCAPE '!' OR m.body_md LIKE :t{i} ESCAPE '!')")
+            rows = self.index.query(
+                f"SELECT {columns} WHERE m.project_id = :pid AND {VISIBLE} AND {' AND '.join(clauses)} "
+                "ORDER BY m.created_ts DESC LIMIT :limit",
+                like_params,
+            )
+        return [dict(row) for row in rows]
+
+    # -- threads ------------------------------------------------------------------------
+    async def summarize_thread(
+        self,
+        project_key: str,
+        thread_id: str,
+        include_examples: bool,
+        per_thread_limit: int,
+        agent_name: str | None,
+        token: str | None,
+    ) -> dict[str, Any]:
+        ids = [t.strip() for t in (thread_id or "").split(",") if t.strip()]
+        if not ids:
+            raise BrokerError(
+                "INVALID_ARGUMENT", "thread_id is empty. Pass a thread id, or several separated by commas."
+            )
+        if len(ids) > MAX_THREAD_IDS:
+            raise BrokerError("INVALID_ARGUMENT", f"At most {MAX_THREAD_IDS} thread ids per call; pass fewer.")
+        if any(len(t) > 128 for t in ids):
+            raise BrokerError("INVALID_THREAD_ID", "A thread id is longer than 128 characters; check the value.")
+        if not 1 <= per_thread_limit <= 1000:
+            raise BrokerError("INVALID_LIMIT", f"per_thread_limit must be between 1 and 1000, got {per_thread_limit}.")
+        viewer = await self.viewer(project_key, agent_name, token, "summarize_thread")
+        pid, me = int(viewer["project_id"]), int(viewer["id"])
+        if len(ids) == 1:
+            return await self.one_thread(viewer, ids[0], include_examples)
+        threads, overall = [], Digest()
+        for tid in ids:
+            rows = await self._run(self._thread_rows, pid, me, tid, per_thread_limit)
+            digest = digest_of(rows)
+            threads.append({"thread_id": tid, "summary": digest.thread_summary()})
+            overall.mentions.update(digest.mentions)
+            overall.action_items += digest.action_items
+            overall.key_points += digest.key_points
+        aggregate = {
+            "top_mentions": overall.top_mentions(),
+            "action_items": overall.action_items[:25],
+            "key_points": overall.key_points[:25],
+        }
+        return {"threads": threads, "aggregate": aggregate}
+
+    async def one_thread(self, viewer: dict[str, Any], thread_id: str, include_examples: bool) -> dict[str, Any]:
+        """``{thread_id, summary, examples}`` of one thread as ``viewer`` (an authenticated agent's
+        record or agent_dict: its id and project_id) may see it; examples are its first three."""
+        pid, me = int(viewer["project_id"]), int(viewer["id"])
+        rows = await self._run(self._thread_rows, pid, me, thread_id, MAX_THREAD_MESSAGES)
+        result: dict[str, Any] = {"thread_id": thread_id, "summary": digest_of(rows).thread_summary(), "examples": []}
+        if include_examples:
+            result["examples"] = [
+                {"id": r["id"], "subject": r["subject"], "from": r["from"], "created_ts": r["created_ts"]}
+                for r in rows[:3]
+            ]
+        return result
+
+    def _thread_rows(self, pid: int, viewer: int, thread_id: str, limit: int) -> list[sqlite3.Row]:
+        # Membership as in the reference: thread_id == T, or the message whose id is T.
+        # ASCII digits only (int() rejects "²"), and within SQLite's integers (a 20-digit
+        # thread id is valid but is no message's id).
+        as_id = int(thread_id) if thread_id.isascii() and thread_id.isdigit() else -1
+        if as_id > MAX_SQLITE_INT:
+            as_id = -1
+        rows = self.index.query(
+            'SELECT m.id, m.subject, m.body_md, m.created_ts, a.name AS "from" FROM messages m '
+            "LEFT JOIN agents a ON a.id = m.sender_id WHERE m.project_id = :pid "
+            f"AND (m.thread_id = :tid OR m.id = :as_id) AND {VISIBLE} ORDER BY m.created_ts DESC, m.id DESC "
+            "LIMIT :limit",
+            {"pid": pid, "viewer": viewer, "tid": thread_id, "as_id": as_id, "limit": limit},
+        )
+        return rows[::-1]
+
+    # -- recent activity ----------------------------------------------------------------
+    async def recent_viewer(
+        self, project_key: str, agent_name: str | None, token: str | None, action: str
+    ) -> tuple[int, int | None]:
+        """(project id, viewing agent's id) for summarize_recent / fetch_summary. The viewer is
+        resolved as for search (agent_name with its token, else this session's agent) and is
+        mandatory under AGENT_AUTH=required. Under ``open`` without agent_name the whole
+        project is read (the reference's behaviour; anyone may act as any agent there): id None."""
+        if agent_name or self.store.bindings.mode == "required":
+            viewer = await self.viewer(project_key, agent_name, token, action)
+            return int(viewer["project_id"]), int(viewer["id"])
+        return await self.project_id(project_key), None
+
+    async def summarize_recent(
+        self,
+        project_key: str,
+        since_hours: float,
+        max_messages: int,
+        agent_name: str | None = None,
+        token: str | None = None,
+    ) -> dict[str, Any]:
+        if not 0 < since_hours <= 24 * 366:
+            raise BrokerError("INVALID_ARGUMENT", "since_hours must be more than 0 and at most 8784 (a year).")
+        if not 1 <= max_messages <= MAX_RECENT_MESSAGES:
+            raise BrokerError("INVALID_LIMIT", f"max_messages must be between 1 and {MAX_RECENT_MESSAGES}.")
+        pid, viewer = await self.recent_viewer(project_key, agent_name, token, "summarize_recent")
+        return await self._run(self._summarize_recent, pid, viewer, since_hours, max_messages)
+
+    def _summarize_recent(self, pid: int, viewer: int | None, since_hours: float, max_messages: int) -> dict[str, Any]:
+        end = datetime.now(UTC)
+        start = end - timedelta(hours=since_hours)
+        start_ts, end_ts = start.isoformat(), end.isoformat()
+        # The newest max_messages of the window (the reference takes the oldest ones), of the
+        # messages the viewer sent or received (BCC included) when there is a viewer.
+        visible = f"AND {VISIBLE} " if viewer is not None else ""
+        rows = self.index.query(
+            'SELECT m.id, m.thread_id, m.body_md, a.name AS "from" FROM messages m '
+            f"LEFT JOIN agents a ON a.id = m.sender_id WHERE m.project_id = :pid AND m.created_ts >= :start {visible}"
+            "ORDER BY m.created_ts DESC, m.id DESC LIMIT :limit",
+            {"pid": pid, "start": start_ts, "viewer": viewer, "limit": max_messages + 1},
+        )
+        truncated = len(rows) > max_messages
+        rows = rows[:max_messages][::-1]
+        empty = {
+            "id": None, "cached": False, "summary_text": f"No activity in the last {since_hours:g} hours.",
+            "start_ts": start_ts, "end_ts": end_ts, "source_message_count": 0, "source_thread_ids": [],
+            "llm_model": None, "cost_usd": None, "created_ts": end_ts,
+        }  # fmt: skip
+        if not rows:
+            return empty
+        cached = self._cached_summary(pid, viewer, start, end)
+        if cached is not None:
+            return {**cached, "cached": True}
+        digest = digest_of(rows)
+        thread_ids = sorted({r["thread_id"] or f"msg-{r['id']}" for r in rows})
+        text: dict[str, Any] = {
+            "participants": sorted(digest.participants),
+            "key_points": digest.key_points[:20],
+            "action_items": digest.action_items[:20],
+            "total_messages": digest.total_messages,
+            "total_threads": len(thread_ids),
+            "open_actions": digest.open_actions,
+            "done_actions": digest.done_actions,
+        }
+        if truncated:
+            text["truncated"] = True
+            text["truncation_note"] = f"Only the newest {max_messages} messages of the window were summarised."
+        with self.index.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO message_summaries (project_id, summary_text, start_ts, end_ts, source_message_count, "
+                "source_thread_ids, llm_model, cost_usd, created_ts, agent_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+                (pid, json.dumps(text), start_ts, end_ts, len(rows), json.dumps(thread_ids), end_ts, viewer),
+            )
+            summary_id = cursor.lastrowid
+        return {
+            "id": summary_id, "cached": False, "summary_text": json.dumps(text), "start_ts": start_ts,
+            "end_ts": end_ts, "source_message_count": len(rows), "source_thread_ids": thread_ids,
+            "llm_model": None, "cost_usd": None, "created_ts": end_ts,
+        }  # fmt: skip
+
+    def _cached_summary(self, pid: int, viewer: int | None, start: datetime, end: datetime) -> dict[str, Any] | None:
+        """A stored summary made for the same viewer (``IS``: NULL, project-wide, matches only
+        NULL) whose window is within CACHE_SLACK of this one."""
+        rows = self.index.query(
+            "SELECT * FROM message_summaries WHERE project_id = ? AND agent_id IS ? AND start_ts BETWEEN ? AND ? "
+            "AND end_ts BETWEEN ? AND ? ORDER BY end_ts DESC LIMIT 1",
+            (
+                pid,
+                viewer,
+                (start - CACHE_SLACK).isoformat(),
+                (start + CACHE_SLACK).isoformat(),
+                (end - CACHE_SLACK).isoformat(),
+                (end + CACHE_SLACK).isoformat(),
+            ),
+        )
+        return _summary_row(rows[0]) if rows else None
+
+    async def fetch_summary(
+        self,
+        project_key: str,
+        since_hours: float,
+        limit: int,
+        agent_name: str | None = None,
+        token: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Stored summaries made for the viewer (or, under ``open`` without one, the project-wide
+        ones): a summary holds key points of the viewer's own mail, so it is shown only to it."""
+        if not 0 < since_hours <= 24 * 366:
+            raise BrokerError("INVALID_ARGUMENT", "since_hours must be more than 0 and at most 8784 (a year).")
+        if not 1 <= limit <= 1000:
+            raise BrokerError("INVALID_LIMIT", f"limit must be between 1 and 1000, got {limit}.")
+        pid, viewer = await self.recent_viewer(project_key, agent_name, token, "fetch_summary")
+        cutoff = (datetime.now(UTC) - timedelta(hours=since_hours)).isoformat()
+        rows = await self._run(
+            self.index.query,
+            "SELECT * FROM message_summaries WHERE project_id = ? AND agent_id IS ? AND end_ts >= ? "
+            "ORDER BY end_ts DESC, id DESC LIMIT ?",
+            (pid, viewer, cutoff, limit),
+        )
+        return [_summary_row(row) for row in rows]
+
+
+def _summary_row(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "summary_text": row["summary_text"],
+        "start_ts": row["start_ts"],
+        "end_ts": row["end_ts"],
+        "source_message_count": row["source_message_count"],
+        "source_thread_ids": json.loads(row["source_thread_ids"]),
+        "llm_model": row["llm_model"],
+        "cost_usd": row["cost_usd"],
+        "created_ts": row["created_ts"],
+    }
+
+
+def sanitize_fts_query(query: str) -> str:
+    """The reference's FTS5 sanitising: "" means "no results"."""
+    text = " ".join(query.split())
+    if not text or text.upper() in EMPTY_QUERIES:
+        return ""
+    text = text.lstrip("*").strip()
+    if text.endswith(" *"):
+        text = text[:-2].strip()
+    if not text:
+        return ""
+    if text.startswith('"') and text.endswith('"') and text.count('"') == 2:
+        return text  # one quoted phrase: left as it is
+    # Quote hyphenated tokens (POL-358) so FTS5 does not read '-' as an operator.
+    return HYPHENATED.sub(lambda m: m.group(1) or f'"{m.group(2)}"', text)
+
+
+def like_tokens(query: str) -> list[str]:
+    tokens: list[str] = []
+    for token in LIKE_TOKEN.findall(query):
+        if len(token) >= 2 and token.upper() not in FTS_WORDS and token not in tokens:
+            tokens.append(token)
+    return tokens[:5]

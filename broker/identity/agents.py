@@ -1,0 +1,249 @@
+"""Projects and agent identities: ensure_project, register_agent, create_agent_identity, whois."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from broker.errors import BrokerError
+from broker.identity.auth import new_token, token_hash
+from broker.identity.names import check_placeholder, generate_candidates, validate_name, validate_new_name
+from broker.identity.slugs import assign, remember, resolve
+from broker.persistence.index import indexed_project_id
+from broker.store.keys import looks_like_path
+from broker.store.store import Store
+
+ATTACHMENT_POLICIES = ("auto", "inline", "file")
+MAX_TASK_CHARS = 2048
+MAX_PROGRAM_CHARS = 128
+MAX_PROJECT_KEY_CHARS = 4096  # PATH_MAX on Linux; longer keys are refused before any Redis work
+
+
+async def project_slug(store: Store, project_key: object) -> str:
+    """The slug a project key names: an absolute path (its human_key) or a slug."""
+    return await resolve(store, check_project_key(project_key))
+
+
+def check_project_key(project_key: object) -> str:
+    """A project key, stripped, once it is an absolute path or a slug (else a coded error)."""
+    if not isinstance(project_key, str) or not project_key.strip():
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            "project_key is empty. Pass the project's absolute path (its human_key) or its slug.",
+        )
+    key = project_key.strip()
+    _check_key_length(key, "project_key")
+    check_placeholder(key, "project_key")
+    if looks_like_path(key) and (not os.path.isabs(os.path.expanduser(key)) or key.startswith("~")):
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"project_key '{key}' is a relative path. Pass the absolute path you gave "
+            "ensure_project (e.g. '/home/me/repo') or the project's slug.",
+        )
+    return key
+
+
+def _check_key_length(value: str, what: str) -> None:
+    if "\0" in value:  # no path holds one; the git guard and the filesystem would fail on it
+        raise BrokerError("INVALID_ARGUMENT", f"{what} contains a NUL character; pass the repository's absolute path.")
+    if len(value) > MAX_PROJECT_KEY_CHARS:
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"{what} has {len(value)} characters; the limit is {MAX_PROJECT_KEY_CHARS}. Pass the "
+            "repository's absolute path or the project's slug.",
+        )
+
+
+def project_dict(fields: list[Any], archived_at: str | None = None) -> dict[str, Any]:
+    """The reference's project_dict; ``archived_at`` only while the project is archived."""
+    project = {"id": int(fields[0]), "slug": fields[1], "human_key": fields[2], "created_at": fields[3]}
+    if archived_at:
+        project["archived_at"] = archived_at
+    return project
+
+
+def agent_dict(raw: str, last_active_ts: str | None) -> dict[str, Any]:
+    """The reference's agent_dict; ``retired_at`` only while the agent is retired."""
+    stored = json.loads(raw)
+    agent = {
+        "id": stored["id"],
+        "name": stored["name"],
+        "program": stored["program"],
+        "model": stored["model"],
+        "task_description": stored["task_description"],
+        "inception_ts": stored["inception_ts"],
+        "last_active_ts": last_active_ts or stored["inception_ts"],
+        "project_id": stored["project_id"],
+        "attachments_policy": stored["attachments_policy"],
+    }
+    if stored.get("retired_at"):
+        agent["retired_at"] = stored["retired_at"]
+    return agent
+
+
+async def ensure_project(store: Store, human_key: object) -> dict[str, Any]:
+    if not isinstance(human_key, str) or not human_key.strip():
+        raise BrokerError(
+            "INVALID_ARGUMENT", "human_key is empty. Pass the absolute path of the repository, e.g. '/home/me/repo'."
+        )
+    _check_key_length(human_key, "human_key")
+    check_placeholder(human_key, "human_key")
+    if not os.path.isabs(human_key.strip()):
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"human_key must be an absolute directory path, got: '{human_key}'. Use the repository's "
+            "absolute path (e.g. from `pwd`).",
+        )
+    canonical = os.path.normpath(human_key.strip())
+    # A project is its full path: the slug comes from <p>:slugs (broker/identity/slugs.py), never from
+    # slugify alone, so paths that slugify alike are different projects.
+    slug = await resolve(store, canonical)
+    keys = store.keys
+    if not await store.redis.exists(keys.project(slug)):
+        await _refuse_if_lost(store, slug, canonical)
+        claimed = await assign(store, canonical)
+        if claimed != slug:  # another path took that slug meanwhile
+            await _refuse_if_lost(store, claimed, canonical)
+            slug = claimed
+    new_id = await store.next_id("project")
+    fields = await store.run("ensure_project", [keys.project(slug), keys.pending(slug)], [new_id, slug, canonical])
+    if fields[4] == 1:
+        await store.redis.hset(keys.projects, slug, canonical)
+    store.schedule_persist(slug, fields[5])
+    remember(store, canonical, slug)
+    return project_dict(fields, fields[6] if len(fields) > 6 else None)
+
+
+async def _refuse_if_lost(store: Store, slug: str, human_key: str) -> None:
+    """A project the index holds but Redis does not: Redis lost its data. Creating it afresh
+    would restart the id counters, so new messages would reuse persisted ids (and be dropped
+    by the index) and new agents would take old agents' ids; `broker rehydrate` must run first."""
+    if await asyncio.to_thread(indexed_project_id, store.settings.index_path, slug, human_key) is not None:
+        raise BrokerError(
+            "REHYDRATE_REQUIRED",
+            f"Project '{human_key}' is in the persisted index but not in Redis (Redis lost its data). "
+            "Run `broker rehydrate` on the server to restore it with its agents and mail, then call "
+            "ensure_project again.",
+        )
+
+
+def _checked_profile(program: str, model: str, task_description: str, attachments_policy: str) -> list[str]:
+    """The profile fields register_agent.lua takes, after checking each."""
+    for value, code, what in ((program, "EMPTY_PROGRAM", "program"), (model, "EMPTY_MODEL", "model")):
+        if not isinstance(value, str) or not value.strip():
+            raise BrokerError(
+                code, f"{what} is empty. Pass the agent's {what}, e.g. program='claude-code', model='opus-4'."
+            )
+        if len(value) > MAX_PROGRAM_CHARS:
+            raise BrokerError("INVALID_ARGUMENT", f"{what} is longer than {MAX_PROGRAM_CHARS} characters; shorten it.")
+    if not isinstance(task_description, str) or len(task_description) > MAX_TASK_CHARS:
+        raise BrokerError("INVALID_ARGUMENT", f"task_description must be text of at most {MAX_TASK_CHARS} characters.")
+    if attachments_policy not in ATTACHMENT_POLICIES:
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"attachments_policy '{attachments_policy}' is not one of {', '.join(ATTACHMENT_POLICIES)}.",
+        )
+    return [program.strip(), model.strip(), task_description, attachments_policy]
+
+
+async def _claim(
+    store: Store,
+    slug: str,
+    project_key: str,
+    mode: str,
+    names: list[str] | None,
+    profile: list[str],
+    token: str | None,
+) -> dict[str, Any]:
+    """Run register_agent.lua until a name is claimed; returns the agent dict and token."""
+    keys = store.keys
+    # Only an upsert can meet an existing agent, so only it carries the caller's credentials.
+    digest, require = store.bindings.args(slug, names[0], token) if mode == "upsert" and names else ("", "0")
+    for attempt in range(32):
+        candidates = names if names and attempt == 0 else generate_candidates(8)
+        fresh = new_token()
+        reply = await store.run(
+            "register_agent",
+            [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
+            [mode, await store.next_id("agent"), *profile, token_hash(fresh), digest, require, *candidates],
+        )
+        if reply[0] == "ok":
+            store.schedule_persist(slug, reply[4])
+            agent = agent_dict(reply[1], reply[2])
+            store.bindings.bind(slug, agent["name"])
+            # Only a digest is stored, so the token is returned when minted, or echoed when the
+            # caller proved it; an unauthenticated re-registration (open auth) does not reveal it.
+            return {**agent, "registration_token": fresh if reply[3] == 1 else (token if digest else None)}
+        if reply[0] == "TAKEN":  # only in create mode: every candidate was taken; draw again
+            continue
+        await store.raise_for(reply, slug, project_key)
+    raise BrokerError(
+        "NAME_SPACE_EXHAUSTED", "No free generated agent name was found; pass an explicit name such as 'alpha-one'."
+    )
+
+
+async def register_agent(
+    store: Store,
+    project_key: str,
+    program: str,
+    model: str,
+    name: str | None,
+    task_description: str,
+    attachments_policy: str,
+    registration_token: str | None,
+) -> dict[str, Any]:
+    slug = await project_slug(store, project_key)
+    profile = _checked_profile(program, model, task_description, attachments_policy)
+    if name is not None and name.strip():
+        return await _claim(store, slug, project_key, "upsert", [validate_new_name(name)], profile, registration_token)
+    from broker.identity import windows  # windows imports this module
+
+    window = windows.configured_window(store.settings.window_id)
+    if window is None:
+        return await _claim(store, slug, project_key, "create", None, profile, None)
+    # MCP_AGENT_MAIL_WINDOW_ID: this window registers under the name it had before (§5.2).
+    held = await windows.window_name(store, slug, project_key, window)
+    if held is not None:
+        agent = await _claim(store, slug, project_key, "upsert", [held], profile, registration_token)
+    else:
+        agent = await _claim(store, slug, project_key, "create", None, profile, None)
+        held = await windows.bind_window(store, slug, project_key, window, agent["name"])
+    return {**agent, "window_id": window, "window_display_name": held}
+
+
+async def create_agent_identity(
+    store: Store,
+    project_key: str,
+    program: str,
+    model: str,
+    name_hint: str | None,
+    task_description: str,
+    attachments_policy: str,
+) -> dict[str, Any]:
+    slug = await project_slug(store, project_key)
+    profile = _checked_profile(program, model, task_description, attachments_policy)
+    names = None
+    if name_hint and name_hint.strip():
+        # A hint is used when it is a valid name and free; otherwise a name is generated.
+        try:
+            names = [validate_new_name(name_hint), *generate_candidates(8)]
+        except BrokerError:
+            names = None
+    return await _claim(store, slug, project_key, "create", names, profile, None)
+
+
+async def whois(store: Store, project_key: str, agent_name: str, registration_token: str | None) -> dict[str, Any]:
+    slug = await project_slug(store, project_key)
+    name = validate_name(agent_name)
+    digest, require = store.bindings.args(slug, name, registration_token)
+    keys = store.keys
+    reply = await store.run(
+        "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, digest, require]
+    )
+    if reply[0] != "ok":
+        await store.raise_for(reply, slug, project_key)
+    if digest:
+        store.bindings.bind(slug, name)
+    return agent_dict(reply[1], reply[2])

@@ -1,0 +1,410 @@
+"""Hard deletes: hard_delete_agent and hard_delete_project, in Redis, the SQLite index and the
+Git archive.
+
+Redis goes first, in bounded atomic script calls (``hard_delete_agent.lua``; for a project,
+SCAN + UNLINK in batches), each safe to repeat. The index and archive part runs under the
+project's drain lock (``broker.persistence.drain.project_lock``), the lock a persistence batch holds from
+claim to ack, so no batch that read the data before it was deleted can write it back after:
+a batch either finished before (its rows are deleted here) or reads Redis after (and finds
+nothing). Pending entries of deleted things are dropped by the scripts; a drain that still
+meets one skips it (persist.py logs "gone from Redis").
+
+The agent record (for a project: the project and agents hashes) is deleted last and only
+after the index and archive, so an interrupted delete is finished by calling it again.
+
+Runs on a thread with a synchronous Redis client (the drain lock is a file lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import Redis
+
+from broker.config import Settings
+from broker.errors import BrokerError
+from broker.identity.agents import project_slug
+from broker.identity.names import validate_name
+from broker.lifecycle.state import agent_or_operator, check_confirmation, project_state
+from broker.persistence.archive import Archive, ArchiveMessage
+from broker.persistence.drain import project_lock
+from broker.persistence.index import Index
+from broker.store.clients import make_sync_client
+from broker.store.keys import Keys
+from broker.store.scripts import script_source
+from broker.store.store import Store
+
+log = logging.getLogger(__name__)
+
+BATCH = 200  # messages, inbox entries or reservations per script call
+UNLINK_BATCH = 500
+MAX_ROUNDS = 5  # "final" finding new mail sends the delete round again, at most this often
+
+
+@dataclass
+class AgentDeletion:
+    """What one hard_delete_agent removed, by store, so counts are of distinct things."""
+
+    agent: dict[str, Any] = field(default_factory=dict)
+    sent: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> {head, recipients}
+    sent_pairs: set[tuple[int, str]] = field(default_factory=set)  # (message id, lower recipient)
+    received: set[int] = field(default_factory=set)
+    reservations: set[int] = field(default_factory=set)
+    windows: int = 0
+    agent_links: int = 0
+    foreign_links: set[tuple[str, str, str, int]] = field(default_factory=set)  # (slug, owner, field, id)
+    archive: tuple[int, int, list[str]] = (0, 0, [])  # files, directories removed; errors
+
+
+async def hard_delete_agent(
+    store: Store,
+    project_key: str,
+    agent_name: str,
+    confirmation: object,
+    token: str | None,
+    operator_token: str | None = None,
+) -> dict[str, Any]:
+    slug = await project_slug(store, project_key)
+    name = validate_name(agent_name)
+    check_confirmation(confirmation, "hard_delete_agent")
+    # It removes mail from other agents' inboxes: under `required` only the operator may do it.
+    auth = agent_or_operator(store, slug, name, token, operator_token, "hard_delete_agent", operator_only=True)
+    done = await asyncio.to_thread(_delete_agent, store.settings, store.redis_url, store.keys, slug, [name, *auth])
+    if isinstance(done, list):  # the script's error reply: no such agent or project, or auth
+        await store.raise_for(done, slug, project_key)
+        raise AssertionError("unreachable")
+    archive_files, archive_dirs, errors = done.archive
+    return {
+        "status": "hard_deleted",
+        "agent_name": done.agent["name"],
+        "project_key": project_key,
+        "deleted_counts": {
+            "message_recipients": len(done.received),
+            "sent_message_recipients": len(done.sent_pairs),
+            "messages_sent": len(done.sent),
+            "file_reservations": len(done.reservations),
+            "agent_links": done.agent_links,
+            "window_identities": done.windows,
+            "agent": 1,
+            "archive_files_removed": archive_files,
+            "archive_dirs_removed": archive_dirs,
+        },
+        "filesystem_errors": errors,
+    }
+
+
+def _delete_agent(
+    settings: Settings, redis_url: str, keys: Keys, slug: str, who: list[str]
+) -> AgentDeletion | list[Any]:
+    client = make_sync_client(redis_url)
+    try:
+        script = client.register_script(script_source("hard_delete_agent"))
+        script_keys = [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)]
+
+        def run(phase: str, cursor: str = "0") -> list[Any]:
+            return script(keys=script_keys, args=[keys.project_prefix(slug), *who, phase, BATCH, cursor])
+
+        found = AgentDeletion()
+        for _ in range(MAX_ROUNDS):
+            failed = _redis_rounds(run, found)
+            if failed:
+                return failed
+            forget_foreign_links(client, keys, found.foreign_links)
+            with project_lock(settings.index_path, slug):
+                _index_delete_agent(settings, found)
+                found.archive = _archive_delete_agent(settings, slug, found)
+                final = run("final")
+            if final[0] == "ok":
+                result = json.loads(final[2])
+                found.reservations.update(int(i) for i in result["reservations"])
+                found.windows += result["windows"]
+                return found
+            if final[0] != "MORE":
+                return final
+        raise BrokerError(
+            "RESOURCE_BUSY", "The agent kept receiving or sending mail while it was being deleted; call again."
+        )
+    finally:
+        client.close()
+
+
+def _redis_rounds(run: Any, found: AgentDeletion) -> list[Any] | None:
+    """The bounded phases before "final"; a script's error reply (no such agent, auth) or None."""
+    more = "1"
+    while more == "1":
+        reply = run("sent")
+        if reply[0] != "ok":
+            return reply
+        found.agent = json.loads(reply[1])
+        for item in json.loads(reply[2]):
+            head = item["head"]
+            recipients = item["recipients"] if isinstance(item["recipients"], dict) else {}
+            message_id = int(head["id"])
+            found.sent[message_id] = {"head": head, "recipients": recipients}
+            for kind in ("to", "cc", "bcc"):
+                for name in recipients.get(kind) or []:
+                    found.sent_pairs.add((message_id, name.lower()))
+                    if name.lower() == found.agent["name"].lower():
+                        found.received.add(message_id)  # its copy of a message to itself
+        more = reply[3]
+    more = "1"
+    while more == "1":
+        reply = run("received")
+        if reply[0] != "ok":
+            return reply
+        found.received.update(int(i) for i in json.loads(reply[2]))
+        more = reply[3]
+    cursor = None
+    while cursor != "0":
+        reply = run("reservations", cursor or "0")
+        if reply[0] != "ok":
+            return reply
+        found.reservations.update(int(i) for i in json.loads(reply[2]))
+        cursor = str(reply[3])
+    cursor = None
+    while cursor != "0":
+        reply = run("contacts", cursor or "0")
+        if reply[0] != "ok":
+            return reply
+        gone_id = int(found.agent["id"])
+        found.foreign_links.update((c["slug"], c["owner"], c["field"], gone_id) for c in json.loads(reply[2]))
+        cursor = str(reply[3])
+    return None
+
+
+def forget_foreign_links(client: Redis, keys: Keys, copies: set[tuple[str, str, str, int]]) -> None:
+    """Remove the copies of links kept in OTHER projects whose endpoint here was deleted (one
+    ``link_forget.lua`` call per project, in batches): an agent there must not keep an approval
+    from, or mail held from, an agent that no longer exists, nor persist a link to it again."""
+    script = client.register_script(script_source("link_forget"))
+    by_slug: dict[str, list[tuple[str, str, int]]] = {}
+    for slug, owner, field_name, gone_id in sorted(copies):
+        by_slug.setdefault(slug, []).append((owner, field_name, gone_id))
+    for slug, items in by_slug.items():
+        for start in range(0, len(items), BATCH):
+            args = [x for item in items[start : start + BATCH] for x in item]
+            script(keys=[keys.pending(slug)], args=[keys.project_prefix(slug), *args])
+
+
+def _index_delete_agent(settings: Settings, found: AgentDeletion) -> None:
+    """The agent's rows in the index: its recipient rows, the messages it sent (with their
+    recipient rows), the summaries made for it, its reservations, links touching it, and the
+    agent row."""
+    agent_id, project_id = int(found.agent["id"]), int(found.agent["project_id"])
+    index = Index(settings.index_path)
+    try:
+        index.ensure_schema()
+        with index.transaction() as conn:
+            received = conn.execute(
+                "DELETE FROM message_recipients WHERE agent_id = ? RETURNING message_id", (agent_id,)
+            ).fetchall()
+            found.received.update(row[0] for row in received)
+            sent = conn.execute(
+                "SELECT id, subject, created_ts FROM messages WHERE project_id = ? AND sender_id = ?",
+                (project_id, agent_id),
+            ).fetchall()
+            sent_ids = [row["id"] for row in sent]
+            names: dict[int, list[str]] = {}
+            for start in range(0, len(sent_ids), 500):
+                chunk = sent_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(
+                    f"SELECT r.message_id, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id "
+                    f"WHERE r.message_id IN ({marks})",
+                    chunk,
+                ):
+                    names.setdefault(row["message_id"], []).append(row["name"])
+                    found.sent_pairs.add((row["message_id"], row["name"].lower()))
+                conn.execute(f"DELETE FROM message_recipients WHERE message_id IN ({marks})", chunk)
+                conn.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
+            for row in sent:
+                found.sent.setdefault(
+                    row["id"],
+                    {
+                        "head": {"id": row["id"], "subject": row["subject"], "created_ts": row["created_ts"]},
+                        "recipients": {"to": names.get(row["id"], []), "cc": [], "bcc": []},
+                    },
+                )
+            # summaries made for it hold key points of its mail (not counted: not a reference key)
+            conn.execute("DELETE FROM message_summaries WHERE agent_id = ?", (agent_id,))
+            held = conn.execute("DELETE FROM file_reservations WHERE agent_id = ? RETURNING id", (agent_id,))
+            found.reservations.update(row[0] for row in held.fetchall())
+            links = conn.execute(
+                "DELETE FROM agent_links WHERE (a_project_id = ?1 AND a_agent_id = ?2) "
+                "OR (b_project_id = ?1 AND b_agent_id = ?2)",
+                (project_id, agent_id),
+            )
+            found.agent_links = links.rowcount
+            conn.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
+    finally:
+        index.close()
+
+
+def _archive_delete_agent(settings: Settings, slug: str, found: AgentDeletion) -> tuple[int, int, list[str]]:
+    """agents/<Name>/ and, for each message it sent, the canonical copy and the recipients'
+    inbox copies (thread digests keep their entries: they are history, not the message)."""
+    base = f"projects/{slug}"
+    name = found.agent["name"]
+    paths = [f"{base}/agents/{name}"]
+    for item in found.sent.values():
+        head = item["head"]
+        message = ArchiveMessage(
+            id=int(head["id"]), subject=head.get("subject") or "", body_md="", sender=name, created=head["created_ts"]
+        )
+        where = f"{message.month_dir}/{message.filename}"
+        paths.append(f"{base}/messages/{where}")
+        recipients = item["recipients"]
+        for recipient in {*recipients.get("to", []), *recipients.get("cc", []), *recipients.get("bcc", [])}:
+            paths.append(f"{base}/agents/{recipient}/inbox/{where}")
+    try:
+        files, dirs = Archive(settings.archive_path, slug).remove_paths(
+            sorted(set(paths)), f"hard_delete_agent: {name}", keep=base
+        )
+        return files, dirs, []
+    except Exception as exc:  # the data is gone from Redis and the index; report, do not fail
+        log.warning("archive cleanup of agent %s in %s failed: %s", name, slug, exc)
+        return 0, 0, [f"{type(exc).__name__}: {exc}"]
+
+
+# -- projects ------------------------------------------------------------------------------
+async def hard_delete_project(
+    store: Store, project_key: str, confirmation: object, token: str | None, operator_token: str | None = None
+) -> dict[str, Any]:
+    slug = await project_slug(store, project_key)
+    check_confirmation(confirmation, "hard_delete_project")
+    # Archiving first (with the operator check) stops new agents, mail and reservations while
+    # the keys go; the project hash itself goes last, so a repeated call finishes the job.
+    await project_state(store, project_key, token, operator_token, "archive", "hard_delete_project")
+    counts, errors = await asyncio.to_thread(_delete_project, store.settings, store.redis_url, store.keys, slug)
+    return {
+        "status": "hard_deleted",
+        "project_key": project_key,
+        "slug": slug,
+        "deleted_counts": counts,
+        "filesystem_errors": errors,
+    }
+
+
+def _delete_project(settings: Settings, redis_url: str, keys: Keys, slug: str) -> tuple[dict[str, int], list[str]]:
+    client = make_sync_client(redis_url)
+    try:
+        with project_lock(settings.index_path, slug):
+            # A project made before <p>:slugs existed owns its slug only through its directory
+            # entry, which goes below: claim the slug for its path first, so that no other path
+            # can take it (another process may still have this path cached under this slug).
+            human_key = client.hget(keys.project(slug), "human_key") or client.hget(keys.projects, slug)
+            if human_key:
+                client.hsetnx(keys.slug_owners, slug, human_key)
+            counts = _redis_counts(client, keys, slug)
+            forget_foreign_links(client, keys, _foreign_links(client, keys, slug))
+            _index_delete_project(settings, slug, counts)
+            errors: list[str] = []
+            try:
+                files, dirs = Archive(settings.archive_path, slug).remove_paths(
+                    [f"projects/{slug}"], f"hard_delete_project: {slug}"
+                )
+            except Exception as exc:
+                log.warning("archive cleanup of project %s failed: %s", slug, exc)
+                files, dirs, errors = 0, 0, [f"{type(exc).__name__}: {exc}"]
+            counts["archive_files_removed"], counts["archive_dirs_removed"] = files, dirs
+            last = {keys.project(slug), keys.agents(slug)}
+            batch: list[str] = []
+            for key in client.scan_iter(match=keys.project_prefix(slug) + "*", count=1000):
+                if key not in last:
+                    batch.append(key)
+                if len(batch) >= UNLINK_BATCH:
+                    client.unlink(*batch)
+                    batch = []
+            if batch:
+                client.unlink(*batch)
+            client.hdel(keys.projects, slug)
+            client.unlink(*last)
+        return counts, errors
+    finally:
+        client.close()
+
+
+def _foreign_links(client: Redis, keys: Keys, slug: str) -> set[tuple[str, str, str, int]]:
+    """The copies kept in other projects of the links of this project's agents."""
+    agents = {lower: json.loads(raw)["id"] for lower, raw in client.hgetall(keys.agents(slug)).items()}
+    pipe = client.pipeline(transaction=False)
+    for lower in agents:
+        pipe.hkeys(keys.links(slug, lower))
+    copies: set[tuple[str, str, str, int]] = set()
+    for (lower, agent_id), fields in zip(agents.items(), pipe.execute(), strict=True):
+        for field_name in fields:
+            kind, _, rest = field_name.partition(":")
+            other_slug, _, other = rest.rpartition("#")
+            if other_slug != slug:
+                mirror = "out" if kind == "in" else "in"
+                copies.add((other_slug, other, f"{mirror}:{slug}#{lower}", int(agent_id)))
+    return copies
+
+
+def _redis_counts(client: Redis, keys: Keys, slug: str) -> dict[str, Any]:
+    """What Redis holds (every indexed message, agent and recipient row is also in Redis, until
+    purged or deleted from both); reservation ids are merged with the index's below."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hget(keys.project(slug), "id")
+    pipe.hlen(keys.agents(slug))
+    pipe.hlen(keys.bodies(slug))
+    pipe.hlen(keys.windows(slug))
+    pipe.zrange(keys.reservation_all(slug), 0, -1)
+    project_id, agents, messages, windows, reservations = pipe.execute()
+    recipients = 0
+    for key in client.scan_iter(match=keys.project_prefix(slug) + "inbox:*", count=1000):
+        recipients += client.xlen(key)
+    return {
+        "project_id": int(project_id or 0),
+        "agents": agents,
+        "messages": messages,
+        "message_recipients": recipients,
+        "file_reservations": {int(r) for r in reservations},
+        "window_identities": windows,
+    }
+
+
+def _index_delete_project(settings: Settings, slug: str, counts: dict[str, Any]) -> None:
+    index = Index(settings.index_path)
+    try:
+        index.ensure_schema()
+        with index.transaction() as conn:
+            row = conn.execute("SELECT id FROM projects WHERE slug = ?", (slug,)).fetchone()
+            indexed: dict[str, int] = {}
+            held: set[int] = set()
+            if row is not None:
+                pid = row["id"]
+                agents = "SELECT id FROM agents WHERE project_id = ?1"
+                indexed["message_recipients"] = conn.execute(
+                    "DELETE FROM message_recipients WHERE message_id IN (SELECT id FROM messages WHERE project_id = ?1) "
+                    f"OR agent_id IN ({agents})",
+                    (pid,),
+                ).rowcount
+                indexed["messages"] = conn.execute("DELETE FROM messages WHERE project_id = ?", (pid,)).rowcount
+                held = {
+                    r[0]
+                    for r in conn.execute("DELETE FROM file_reservations WHERE project_id = ? RETURNING id", (pid,))
+                }
+                indexed["agent_links"] = conn.execute(
+                    "DELETE FROM agent_links WHERE a_project_id = ?1 OR b_project_id = ?1", (pid,)
+                ).rowcount
+                indexed["message_summaries"] = conn.execute(
+                    "DELETE FROM message_summaries WHERE project_id = ?", (pid,)
+                ).rowcount
+                indexed["agents"] = conn.execute("DELETE FROM agents WHERE project_id = ?", (pid,)).rowcount
+                conn.execute("DELETE FROM projects WHERE id = ?", (pid,))
+    finally:
+        index.close()
+    counts.pop("project_id")
+    counts["file_reservations"] = len(counts["file_reservations"] | held)
+    for key in ("agents", "messages", "message_recipients"):
+        counts[key] = max(counts[key], indexed.get(key, 0))
+    counts["agent_links"] = indexed.get("agent_links", 0)
+    counts["message_summaries"] = indexed.get("message_summaries", 0)
+    counts["sibling_suggestions"] = 0
+    counts["product_links"] = 0
+    counts["project"] = 1

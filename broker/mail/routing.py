@@ -1,0 +1,96 @@
+"""Recipient addresses and which project each recipient lives in.
+
+A recipient is a bare agent name (an agent of the sender's project, or one of another project
+the sender has an approved, unexpired contact link with), ``project:<slug-or-human_key>#Name``
+or ``Name@<slug-or-human_key>``. A send becomes one delivery per target project.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.errors import BrokerError
+from broker.identity.agents import project_slug
+from broker.identity.names import validate_name
+from broker.store.store import Store
+
+
+@dataclass(frozen=True)
+class Address:
+    name: str
+    project_key: str | None = None  # None: the sender's project
+
+
+@dataclass
+class Group:
+    """The recipients of one target project, by kind."""
+
+    slug: str
+    project_key: str
+    to: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    bcc: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, name: str) -> None:
+        getattr(self, kind).append(name)
+
+
+def parse_address(raw: object, where: str) -> Address:
+    """A recipient as given: bare name, ``project:<key>#Name`` or ``Name@<key>``."""
+    if not isinstance(raw, str):
+        validate_name(raw, f"recipient in '{where}'")
+    text = str(raw).strip()
+    project = None
+    if text.lower().startswith("project:") and "#" in text:
+        project, _, text = text[len("project:") :].rpartition("#")
+    elif "@" in text:
+        text, _, project = text.partition("@")
+    if project is not None and not project.strip():
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"Recipient '{raw}' in '{where}' names no project; write 'project:<slug>#Name' or 'Name@<slug>'.",
+        )
+    name = validate_name(text, f"recipient in '{where}'")
+    return Address(name, project.strip() if project else None)
+
+
+def parse_recipients(value: list[str] | None, where: str) -> list[Address]:
+    return [parse_address(raw, where) for raw in value or []]
+
+
+async def group_by_project(
+    store: Store, sender_slug: str, project_key: str, kinds: dict[str, list[Address]]
+) -> dict[str, Group]:
+    """Recipients grouped by target project; the sender's project first."""
+    groups: dict[str, Group] = {sender_slug: Group(sender_slug, project_key)}
+    for kind, addresses in kinds.items():
+        for address in addresses:
+            slug = sender_slug if address.project_key is None else await project_slug(store, address.project_key)
+            group = groups.setdefault(slug, Group(slug, address.project_key or project_key))
+            group.add(kind, address.name)
+    return groups
+
+
+async def linked_agents(store: Store, slug: str, name: str) -> dict[str, tuple[str, str]]:
+    """Agents of other projects that ``name`` has an approved, unexpired link with (either
+    direction): lower name -> (slug, name), the most recently updated link winning."""
+    pipe = store.redis.pipeline(transaction=False)
+    pipe.hgetall(store.keys.links(slug, name))
+    pipe.time()
+    links, (sec, usec) = await pipe.execute()
+    now_us = sec * 1_000_000 + usec
+    found: dict[str, tuple[str, str, int]] = {}
+    for raw in links.values():
+        link: dict[str, Any] = json.loads(raw)
+        if link["status"] != "approved" or not link["exp_us"] or int(link["exp_us"]) <= now_us:
+            continue
+        other = "b" if link["a_slug"] == slug and link["a"].lower() == name.lower() else "a"
+        other_slug, other_name = link[f"{other}_slug"], link[other]
+        if other_slug == slug:
+            continue
+        lower = other_name.lower()
+        if lower not in found or found[lower][2] < int(link["upd_us"]):
+            found[lower] = (other_slug, other_name, int(link["upd_us"]))
+    return {lower: (s, n) for lower, (s, n, _) in found.items()}

@@ -1,0 +1,320 @@
+"""Reads behind the mail resources: inbox, mailbox, outbox, message, thread and the inbox views
+(urgent-unread, ack-required, acks-stale, ack-overdue).
+
+Every one of them names its project with ``?project=`` (required) and authenticates the
+viewing agent with ``agent_token`` exactly as tools do with ``registration_token``. They read
+Redis only (the hot store), reusing the tools' reads where one exists (fetch_inbox, the
+get_message script); ``commit`` fields come from the Git archive (broker/persistence/commits.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from broker.errors import BrokerError
+from broker.identity.agents import project_slug
+from broker.identity.names import validate_name
+from broker.inputs import check_limit, check_thread_id, since_micros
+from broker.mail import inbox
+from broker.persistence.commits import message_commits
+from broker.store.store import Store
+
+TOKEN_PARAM = "agent_token"
+# The inbox views look at no more than this many of the agent's newest inbox (or urgent index)
+# entries, so a read stays bounded however large the inbox grows.
+VIEW_SCAN_ENTRIES = 10_000
+MAX_THREAD_MESSAGES = 1000
+TRUE_WORDS = {"1", "true", "t", "yes", "y"}
+FALSE_WORDS = {"0", "false", "f", "no", "n"}
+
+
+# -- query parameters (they arrive as text) --------------------------------------------------
+def flag(value: str | None, name: str, default: bool) -> bool:
+    if value is None or not value.strip():
+        return default
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise BrokerError("INVALID_ARGUMENT", f"{name}='{value}' is not a boolean; use true or false.")
+
+
+def number(value: str | None, name: str, default: int, low: int = 0, high: int | None = None) -> int:
+    if value is None or not value.strip():
+        return default
+    try:
+        parsed = int(value.strip())
+    except ValueError:
+        raise BrokerError("INVALID_ARGUMENT", f"{name}='{value}' is not an integer.") from None
+    if parsed < low or (high is not None and parsed > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise BrokerError("INVALID_ARGUMENT", f"{name} must be {bounds}, got {parsed}.")
+    return parsed
+
+
+def limit_of(value: str | None, default: int) -> int:
+    if value is None or not value.strip():
+        return default
+    try:
+        parsed = int(value.strip())
+    except ValueError:
+        raise BrokerError("INVALID_LIMIT", f"limit='{value}' is not an integer between 1 and 1000.") from None
+    return check_limit(parsed)
+
+
+def require_project(project: str | None, resource: str) -> str:
+    if project is None or not project.strip():
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"project parameter is required for {resource}: add ?project=<the project's absolute path "
+            "or slug> to the URI.",
+        )
+    return project.strip()
+
+
+# -- the viewer ---------------------------------------------------------------------------------
+class Viewer:
+    """An authenticated agent reading its own mail in one project."""
+
+    def __init__(self, slug: str, project_key: str, name: str, record: dict[str, Any], token: str | None) -> None:
+        self.slug = slug
+        self.project_key = project_key
+        self.name = name  # as registered
+        self.lower = name.lower()
+        self.record = record
+        self.token = token
+
+
+async def authenticate(
+    store: Store, project: str | None, agent: str | None, token: str | None, resource: str
+) -> Viewer:
+    """Check project, agent and token (one script call) and bind the session like tools do.
+    Without ``agent`` the agent this MCP session last authenticated as in the project is used."""
+    project_key = require_project(project, resource)
+    slug = await project_slug(store, project_key)
+    name = agent.strip() if agent and agent.strip() else store.bindings.current_agent(slug)
+    if not name:
+        human_key = await store.redis.hget(store.keys.project(slug), "human_key")
+        if human_key is None:
+            raise await store.project_not_found(project_key)
+        raise BrokerError(
+            "AUTHENTICATION_REQUIRED",
+            f"{resource} requires an authenticated agent for project '{human_key}'. Provide agent plus "
+            "agent_token, or authenticate in this session first.",
+        )
+    name = validate_name(name, "agent")
+    digest, require = store.bindings.args(slug, name, token)
+    keys = store.keys
+    reply = await store.run(
+        "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, digest, require]
+    )
+    if reply[0] != "ok":
+        await store.raise_for(reply, slug, project_key, TOKEN_PARAM)
+    record = json.loads(reply[1])
+    if digest:
+        store.bindings.bind(slug, record["name"])
+    return Viewer(slug, project_key, record["name"], record, token)
+
+
+async def human_key_of(store: Store, slug: str) -> str:
+    return await store.redis.hget(store.keys.project(slug), "human_key") or slug
+
+
+def listing(human_key: str, viewer: Viewer, messages: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"project": human_key, "agent": viewer.name, **extra, "count": len(messages), "messages": messages}
+
+
+async def attach_commits(store: Store, slug: str, items: list[dict[str, Any]], detailed: bool) -> None:
+    commits = await asyncio.to_thread(message_commits, store.settings.archive_path, slug, items, detailed)
+    for item in items:
+        item["commit"] = commits.get(int(item["id"]))
+
+
+# -- inbox, mailbox, outbox -------------------------------------------------------------------
+async def inbox_view(
+    store: Store,
+    agent: str,
+    project: str | None,
+    since_ts: str | None,
+    urgent_only: bool,
+    include_bodies: bool,
+    limit: int,
+    token: str | None,
+    resource: str,
+    commits: str | None = "basic",
+) -> dict[str, Any]:
+    """The agent's received messages, newest first (fetch_inbox's read), each with its archive
+    ``commit`` (None while not archived yet); ``commits="detailed"`` adds line counts and an excerpt."""
+    since_micros(since_ts)  # a bad timestamp fails before any read
+    viewer = await authenticate(store, project, agent, token, resource)
+    items = await inbox.fetch_inbox(
+        store, viewer.project_key, viewer.name, limit, urgent_only, include_bodies, since_ts, None, token
+    )
+    if commits:
+        await attach_commits(store, viewer.slug, items, commits == "detailed")
+    return listing(await human_key_of(store, viewer.slug), viewer, items)
+
+
+async def outbox_view(
+    store: Store,
+    agent: str,
+    project: str | None,
+    limit: int,
+    include_bodies: bool,
+    since_ts: str | None,
+    token: str | None,
+    resource: str,
+) -> dict[str, Any]:
+    """Messages the agent sent, newest first, with all their recipients (bcc too: the viewer
+    is their sender) and archive ``commit``."""
+    since = since_micros(since_ts)
+    viewer = await authenticate(store, project, agent, token, resource)
+    keys, slug = store.keys, viewer.slug
+    oldest = str(int(since) // 1000) if since else "-"
+    entries = await store.redis.xrevrange(keys.outbox(slug, viewer.lower), min=oldest, count=limit)
+    ids = [fields["m"] for _entry, fields in entries if not since or int(fields["c"]) > int(since)]
+    pipe = store.redis.pipeline(transaction=False)
+    pipe.hget(keys.project(slug), "human_key")
+    for message_id in ids:
+        pipe.hmget(keys.message(slug, int(message_id)), "head", "recipients")
+    if include_bodies and ids:
+        pipe.hmget(keys.bodies(slug), ids)
+    replies = await pipe.execute()
+    human_key, records = replies[0], replies[1 : 1 + len(ids)]
+    bodies = replies[-1] if include_bodies and ids else [None] * len(ids)
+    items = []
+    for (head, recipients), body in zip(records, bodies, strict=True):
+        if head is None:
+            continue  # purged since
+        item = json.loads(head)
+        item.update(json.loads(recipients))
+        if include_bodies:
+            item["body_md"] = body or ""
+        items.append(item)
+    await attach_commits(store, slug, items, False)
+    return listing(human_key or slug, viewer, items)
+
+
+# -- one message, one thread ------------------------------------------------------------------
+def _visible_recipients(recipients: dict[str, list[str]], sender_lower: str, viewer: Viewer) -> dict[str, Any]:
+    """to and cc as stored; bcc in full for the sender, else only the viewer if it is one."""
+    bcc = (
+        recipients["bcc"]
+        if sender_lower == viewer.lower
+        else [n for n in recipients["bcc"] if n.lower() == viewer.lower]
+    )
+    return {"to": recipients["to"], "cc": recipients["cc"], "bcc": bcc}
+
+
+async def message_view(
+    store: Store, message_id: str, project: str | None, agent: str | None, token: str | None, resource: str
+) -> dict[str, Any]:
+    """One message its viewer sent or received: head, body_md, to/cc/bcc (see _visible_recipients)."""
+    ident = number(message_id, "message_id", 0, 1, 2**63 - 1)
+    viewer = await authenticate(store, project, agent, token, resource)
+    keys, slug = store.keys, viewer.slug
+    reply = await store.run(
+        "get_message",
+        [keys.project(slug), keys.agents(slug)],
+        [keys.project_prefix(slug), viewer.name, "", "0", ident],  # authenticated above
+    )
+    if reply[0] != "ok":
+        raise await store.message_not_found(slug, ident, viewer.name)
+    item = json.loads(reply[1])
+    item["body_md"] = await store.redis.hget(keys.bodies(slug), str(ident)) or ""
+    item.update(_visible_recipients(json.loads(reply[2]), reply[3], viewer))
+    if reply[5]:
+        item["kind"] = reply[5]
+    return item
+
+
+async def thread_view(
+    store: Store,
+    thread_id: str,
+    project: str | None,
+    agent: str | None,
+    include_bodies: bool,
+    token: str | None,
+    resource: str,
+) -> dict[str, Any]:
+    """The thread's messages the viewer sent or received, oldest first: those with this
+    thread_id, and the message whose id it is (a thread started by an unthreaded message).
+    At most the newest MAX_THREAD_MESSAGES."""
+    tid = check_thread_id(thread_id)
+    if not tid:
+        raise BrokerError("INVALID_THREAD_ID", "thread_id is empty; pass a thread id such as 'FEAT-123'.")
+    viewer = await authenticate(store, project, agent, token, resource)
+    keys, slug, me = store.keys, viewer.slug, viewer.lower
+    members = await store.redis.zrange(keys.thread(slug, tid), -MAX_THREAD_MESSAGES, -1)
+    ids = list(dict.fromkeys(members))
+    if tid.isascii() and tid.isdigit() and tid not in ids and int(tid) < 2**63:
+        ids.insert(0, tid)
+    pipe = store.redis.pipeline(transaction=False)
+    pipe.hget(keys.project(slug), "human_key")
+    for message_id in ids:
+        pipe.hmget(keys.message(slug, int(message_id)), "head", "sender", f"rk:{me}", "created_us")
+    if include_bodies and ids:
+        pipe.hmget(keys.bodies(slug), ids)
+    replies = await pipe.execute()
+    human_key, records = replies[0], replies[1 : 1 + len(ids)]
+    bodies = replies[-1] if include_bodies and ids else [None] * len(ids)
+    found = []
+    for (head, sender, kind, created_us), body in zip(records, bodies, strict=True):
+        if head is None or (sender != me and kind is None):
+            continue
+        item = json.loads(head)
+        if item["thread_id"] != tid and str(item["id"]) != tid:
+            continue
+        if include_bodies:
+            item["body_md"] = body or ""
+        found.append((int(created_us), int(item["id"]), item))
+    found.sort(key=lambda entry: entry[:2])
+    return {"project": human_key or slug, "thread_id": tid, "messages": [item for _, _, item in found]}
+
+
+# -- views --------------------------------------------------------------------------------------
+async def _view(
+    store: Store, viewer: Viewer, mode: str, limit: int, cutoff_ms: str = "+", order: str = "newest"
+) -> list[tuple[dict[str, Any], str | None]]:
+    keys, slug = store.keys, viewer.slug
+    reply = await store.run(
+        "fetch_view",
+        [keys.project(slug), keys.agents(slug)],
+        # the viewer is authenticated already: no token check again
+        [keys.project_prefix(slug), viewer.name, "", "0", mode, limit, VIEW_SCAN_ENTRIES, cutoff_ms, order],
+    )
+    if reply[0] != "ok":
+        await store.raise_for(reply, slug, viewer.project_key, TOKEN_PARAM)
+    return [(json.loads(reply[i]), reply[i + 1] or None) for i in range(1, len(reply), 2)]
+
+
+async def unanswered_view(
+    store: Store, mode: str, agent: str, project: str | None, limit: int, token: str | None, resource: str
+) -> dict[str, Any]:
+    """Received messages of one fetch_view ``mode``, newest first: "urgent-unread" (high/urgent
+    not read yet) or "ack" (ack-required not acknowledged yet)."""
+    viewer = await authenticate(store, project, agent, token, resource)
+    found = await _view(store, viewer, mode, limit)
+    return listing(await human_key_of(store, viewer.slug), viewer, [item for item, _ in found])
+
+
+async def overdue_acks(
+    store: Store, agent: str, project: str | None, age_seconds: int, limit: int, token: str | None, resource: str
+) -> tuple[Viewer, str, list[dict[str, Any]]]:
+    """Unacknowledged ack-required messages created at least ``age_seconds`` ago, oldest first,
+    each with ``read_at`` and ``age_seconds`` (whole seconds since created_ts)."""
+    viewer = await authenticate(store, project, agent, token, resource)
+    now = datetime.now(UTC)
+    cutoff_ms = str(int(now.timestamp() * 1000) - age_seconds * 1000)
+    found = await _view(store, viewer, "ack", limit, cutoff_ms, "oldest")
+    items = []
+    for item, read_at in found:
+        age = int((now - datetime.fromisoformat(item["created_ts"])).total_seconds())
+        if age < age_seconds:
+            continue  # created within the boundary millisecond's rounding
+        items.append({**item, "read_at": read_at, "age_seconds": age})
+    return viewer, await human_key_of(store, viewer.slug), items

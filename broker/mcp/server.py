@@ -1,0 +1,192 @@
+"""The MCP facade: FastMCP tools with the reference's names, arguments and result keys.
+
+Thin by design: each tool validates through its domain module and shapes the result.
+``build_server()`` returns a new server each call; all state is in Redis, so servers built
+in one process (or in many processes) share it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis.exceptions as redis
+from fastmcp import FastMCP
+from fastmcp.exceptions import ResourceError, ToolError, ValidationError
+
+from broker import __version__
+from broker.config import Settings, get_settings
+from broker.errors import BrokerError
+from broker.mcp import resources as resource_tools
+from broker.mcp.calllog import CallLog, call_log
+from broker.mcp.limits import ClientLimiter
+from broker.mcp.metrics import BrokerMetrics
+from broker.mcp.profiles import describe, enabled_tools
+from broker.mcp.tooling import registered_tools
+from broker.mcp.tools import contacts as contact_tools
+from broker.mcp.tools import history as history_tools
+from broker.mcp.tools import identity as identity_tools
+from broker.mcp.tools import lifecycle as lifecycle_tools
+from broker.mcp.tools import macros as macro_tools
+from broker.mcp.tools import messaging as messaging_tools
+from broker.mcp.tools import realtime as realtime_tools
+from broker.mcp.tools import reservations as reservation_tools
+from broker.mcp.usage import ToolUsage
+from broker.store.embedded import resolve_redis_url
+from broker.store.store import Store
+
+TOOL_MODULES = (
+    identity_tools,
+    messaging_tools,
+    reservation_tools,
+    realtime_tools,
+    history_tools,
+    lifecycle_tools,
+    macro_tools,
+    resource_tools,
+    contact_tools,
+)
+
+INSTRUCTIONS = (
+    "Coordination broker for coding agents sharing a repository: register an identity "
+    "(register_agent), exchange threaded mail (send_message, reply_message, fetch_inbox), "
+    "and acknowledge requests. Project keys are absolute repository paths."
+)
+
+
+class BrokerMCP(FastMCP):
+    """FastMCP whose every failure (tool or resource) reaches the client as ``CODE: what happened. remedy``:
+    argument type errors become INVALID_ARGUMENT, and unexpected exceptions (which FastMCP
+    wraps as "Error calling tool ...") get a code too. It also counts tool calls for the
+    tooling metrics and refuses tools a profile removed. An override rather than a middleware,
+    because the middleware chain costs every call."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.usage = ToolUsage()
+        # tool -> the profile settings that removed it (for the error a client gets when calling it)
+        self.filtered_tools: dict[str, str] = {}
+        self.metrics: BrokerMetrics | None = None
+        self.call_log: CallLog | None = None
+        self.client_limiter = ClientLimiter(0, 0)  # build_server sets it from the settings
+
+    async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        # FastMCP calls this twice per client call: from the protocol handler, then (with
+        # run_middleware=False) from the end of the middleware chain. Count the outer one.
+        if not kwargs.get("run_middleware", True):
+            return await self._call_tool(name, arguments, **kwargs)
+        if name in self.filtered_tools:
+            raise BrokerError(
+                "TOOL_NOT_ENABLED",
+                f"Tool '{name}' is not enabled on this server: the tool profile ({self.filtered_tools[name]}) "
+                "leaves it out. Use the tools this server lists, or ask its operator to set "
+                "TOOLS_FILTER_PROFILE=full (or TOOLS_FILTER_ENABLED=false) and restart it.",
+            )
+        counts = self.usage.started(name)
+        started = time.perf_counter()
+        try:
+            self.client_limiter.check()
+            result = await self._call_tool(name, arguments, **kwargs)
+        except Exception as exc:
+            if counts is not None:
+                counts[1] += 1
+                self._observe(name, arguments, started, exc)
+            raise
+        if counts is not None:
+            self.usage.succeeded(name, arguments)
+            self._observe(name, arguments, started, None)
+        return result
+
+    def _observe(self, name: str, arguments: dict[str, Any] | None, started: float, exc: BaseException | None) -> None:
+        """Metrics and the call log (broker/mcp/metrics.py, broker/mcp/calllog.py); only for tools the
+        server registered, so a stranger's made-up names cannot grow the label set."""
+        seconds = time.perf_counter() - started
+        code = None if exc is None else getattr(exc, "code", None) or "UNHANDLED_EXCEPTION"
+        if self.metrics is not None:
+            self.metrics.observe_call(name, code, seconds)
+        if self.call_log is not None:
+            cause = exc.__cause__ if exc is not None and exc.__cause__ is not None else exc
+            self.call_log.call(name, arguments, code, seconds, cause)
+
+    async def read_resource(self, uri: str, **kwargs: Any) -> Any:
+        """Resource failures reach the client as ``CODE: message`` too: resources raise
+        ResourceError with that text (broker/mcp/resources.py); anything unexpected (a bad
+        argument type FastMCP could not coerce, Redis down) gets its code here. A read costs
+        the broker work as a tool call does (resource://agents/... reads every agent of a
+        project), so it draws on the same per-client bucket, once per client read."""
+        if kwargs.get("run_middleware", True):
+            try:
+                self.client_limiter.check()
+            except BrokerError as exc:
+                raise resource_tools.ResourceFailure(exc) from exc
+        try:
+            return await super().read_resource(uri, **kwargs)
+        except ResourceError as exc:
+            cause = exc.__cause__
+            if cause is None or getattr(exc, "code", None):
+                raise
+            if isinstance(cause, ValueError) and not isinstance(cause, UnicodeError):
+                raise ResourceError(f"INVALID_ARGUMENT: {cause}. Check the resource's query parameters.") from cause
+            raise ResourceError(str(unexpected_error(cause))) from cause
+
+    async def _call_tool(self, name: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        try:
+            return await super().call_tool(name, arguments, **kwargs)
+        except ValidationError as exc:
+            cause = exc.__cause__
+            detail = str(exc)
+            if cause is not None and hasattr(cause, "errors"):
+                detail = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in cause.errors())
+            raise BrokerError(
+                "INVALID_ARGUMENT",
+                f"{detail}. Check the argument names and types in the tool's schema.",
+            ) from exc
+        except ToolError as exc:
+            if isinstance(exc, BrokerError) or exc.__cause__ is None:
+                raise
+            raise unexpected_error(exc.__cause__) from exc
+
+
+def unexpected_error(exc: BaseException) -> BrokerError:
+    if isinstance(exc, UnicodeError):
+        return BrokerError("INVALID_ARGUMENT", f"Text is not valid Unicode ({exc.reason}); send UTF-8 text.")
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return BrokerError(
+            "CONNECTION_ERROR", f"Redis is unreachable ({exc}). Check REDIS_URL and that the Redis server runs."
+        )
+    if isinstance(exc, redis.RedisError):
+        return BrokerError("INTERNAL_ERROR", f"Redis refused an operation ({exc}). Please report this.")
+    return BrokerError("UNHANDLED_EXCEPTION", f"Unexpected error ({type(exc).__name__}): {exc}. Please report this.")
+
+
+def build_server(settings: Settings | None = None, *, agent_auth: str | None = None) -> FastMCP:
+    settings = settings or get_settings()
+    redis_url, backend = resolve_redis_url(settings.redis_url, settings.storage_root)
+    store = Store(settings, redis_url, agent_auth)
+    # version: the package's own in the MCP server info (FastMCP would report its own)
+    mcp = BrokerMCP("agent-broker", instructions=INSTRUCTIONS, version=__version__)
+    mcp.store = store  # type: ignore[attr-defined]  # for the HTTP layer and tests
+    mcp.backend_description = backend  # type: ignore[attr-defined]
+    mcp.client_limiter = ClientLimiter(settings.client_rate_limit_per_second, settings.client_rate_limit_burst)
+    store.charge_client = mcp.client_limiter.pay
+
+    for module in TOOL_MODULES:
+        module.register(mcp, store, settings, backend)
+    apply_profile(mcp, settings)
+    mcp.usage.track(list(registered_tools(mcp)))
+    if settings.metrics_enabled:
+        mcp.metrics = BrokerMetrics()
+        mcp.metrics.track_live(lambda: store.waiter_count, lambda: getattr(mcp, "push_subscriptions", lambda: 0)())
+        store.on_doorbell = mcp.metrics.observe_doorbell
+    mcp.call_log = call_log(settings.log_format, settings.log_calls)
+    return mcp
+
+
+def apply_profile(mcp: BrokerMCP, settings: Settings) -> None:
+    """Remove the tools the TOOLS_FILTER_* settings leave out (raises ProfileError, a
+    ValueError, naming an unknown profile, mode, cluster or tool)."""
+    registered = registered_tools(mcp)
+    keep = enabled_tools(settings, registered)
+    for name in sorted(set(registered) - keep):
+        mcp.local_provider.remove_tool(name)
+        mcp.filtered_tools[name] = describe(settings)

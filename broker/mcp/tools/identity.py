@@ -1,0 +1,102 @@
+"""Tools for projects and agent identities: health_check, ensure_project, register_agent,
+create_agent_identity, whois."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastmcp import FastMCP
+
+from broker.config import Settings
+from broker.identity import agents as identity
+from broker.identity.agents import project_slug
+from broker.inputs import check_format
+from broker.persistence.archive import recent_commits
+from broker.persistence.state import persistence_state
+from broker.store.store import Store
+
+
+def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> None:
+    @mcp.tool
+    async def health_check(format: str | None = None) -> dict[str, Any]:
+        """Broker status and configuration echo (round-trips to Redis). persistence: who persists
+        (mode), workers alive, pending changes and the oldest one's age, dead letters."""
+        check_format(format)
+        await store.redis.ping()
+        return {
+            "status": "ok",
+            "environment": settings.environment,
+            "http_host": settings.http_host,
+            "http_port": settings.http_port,
+            "database_url": f"sqlite:///{settings.index_path}",
+            "redis": backend,
+            "agent_auth": store.bindings.mode,
+            "persistence": await persistence_state(store.redis, store.keys, settings),
+        }
+
+    @mcp.tool
+    async def ensure_project(
+        human_key: str, identity_mode: str | None = None, format: str | None = None
+    ) -> dict[str, Any]:
+        """Create the project for a repository (idempotent). human_key: its absolute path."""
+        check_format(format)
+        return await identity.ensure_project(store, human_key)
+
+    @mcp.tool
+    async def register_agent(
+        project_key: str,
+        program: str,
+        model: str,
+        name: str | None = None,
+        task_description: str = "",
+        attachments_policy: str = "auto",
+        registration_token: str | None = None,
+        format: str | None = None,
+    ) -> dict[str, Any]:
+        """Register (or update) an agent identity; returns its profile and registration_token.
+        Omit name to get a generated adjective+noun name such as 'BlueLake'."""
+        check_format(format)
+        return await identity.register_agent(
+            store, project_key, program, model, name, task_description, attachments_policy, registration_token
+        )
+
+    @mcp.tool
+    async def create_agent_identity(
+        project_key: str,
+        program: str,
+        model: str,
+        name_hint: str | None = None,
+        task_description: str = "",
+        attachments_policy: str = "auto",
+        format: str | None = None,
+    ) -> dict[str, Any]:
+        """Always create a new agent identity (name_hint used when valid and free)."""
+        check_format(format)
+        return await identity.create_agent_identity(
+            store, project_key, program, model, name_hint, task_description, attachments_policy
+        )
+
+    @mcp.tool
+    async def whois(
+        project_key: str,
+        agent_name: str,
+        registration_token: str | None = None,
+        include_recent_commits: bool = True,
+        commit_limit: int = 5,
+        format: str | None = None,
+    ) -> dict[str, Any]:
+        """An agent's profile; recent_commits: the Git archive's newest commits (commit_limit 1..50);
+        under AGENT_AUTH=required only those touching the agent's own archive folder."""
+        check_format(format)
+        agent = await identity.whois(store, project_key, agent_name, registration_token)
+        # A commit's summary names a message's sender, recipients and subject: under `required`
+        # the agent sees only commits of its own folder (its profile, its mail), not the
+        # repository-wide list of the reference, which spans every agent and project.
+        own = None
+        if store.bindings.mode == "required":
+            own = f"projects/{await project_slug(store, project_key)}/agents/{agent['name']}/"
+        # The reference always has recent_commits: empty when not asked for.
+        agent["recent_commits"] = (
+            await recent_commits(settings, max(1, min(commit_limit, 50)), own) if include_recent_commits else []
+        )
+        return agent

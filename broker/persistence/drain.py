@@ -1,0 +1,298 @@
+"""Draining a project's pending-persistence set into the Git archive and the SQLite index.
+
+The write scripts add what they changed to ``pending`` (members ``project:<id>``,
+``agent:<id>``, ``msg:<id>``, ``rcpt:<id>:<lower name>``, ``res:<id>``,
+``link:<lower name>|<links field>``). A drain claims a batch into
+``pending:inflight`` (drain_claim.lua), reads the current state of each entry from Redis in
+one pipeline, writes the batch to Git (one commit) and then to SQLite (one transaction), and
+only then forgets the claimed entries. Git goes first so that a row in SQLite implies its
+commit exists. Both writes are idempotent, so a retried, duplicated or re-claimed batch
+(after a worker died mid-batch) writes nothing twice.
+
+What each kind of entry reads and writes is in broker/persistence/entries.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redis import Redis, RedisError
+
+from broker.config import Settings
+from broker.persistence.archive import Archive
+from broker.persistence.dead_letters import is_transient, write_isolated
+from broker.persistence.entries import HANDLERS, ProjectState, Work
+from broker.persistence.guards import drop_clashes, guard_counters
+from broker.persistence.index import Index
+from broker.persistence.ratelog import RateLimitedLog
+from broker.store.ids import KINDS
+from broker.store.keys import Keys
+from broker.store.scripts import script_source
+
+log = logging.getLogger(__name__)
+_ratelog = RateLimitedLog(log)
+
+# A drain stops claiming after this long and re-enqueues itself, so one busy project cannot
+# hold a worker forever while others wait.
+DRAIN_BUDGET_SECONDS = 60.0
+INFLIGHT_REQUEUE_CHUNK = 5000
+
+_drain_locks: dict[str, threading.Lock] = {}
+_drain_locks_guard = threading.Lock()
+
+
+@contextmanager
+def project_lock(index_path: Path, slug: str) -> Iterator[None]:
+    """One batch of a project at a time, across threads and worker processes (a thread lock
+    plus ``flock`` on a file next to the index, released by the OS if the worker dies). Without it a
+    second drain claims a change made while the first batch is being written, and the
+    first batch, holding the older state it read, can commit after it (a renewal's expiry
+    or a profile overwritten by the one before), and its ack drops the second's claim from
+    in-flight. The hard deletes and purge hold it too, so no batch that read data before it
+    was deleted writes it back after."""
+    path = Path(index_path).parent / ".drain-locks" / f"{hashlib.sha1(slug.encode()).hexdigest()[:20]}.lock"
+    with _drain_locks_guard:
+        lock = _drain_locks.setdefault(str(path.resolve()), threading.Lock())
+    with lock:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class DrainStats:
+    batches: int = 0
+    entries: int = 0
+    messages: int = 0
+    commits: int = 0
+    claims: int = 0
+    failed: int = 0  # entries that failed alone: back in pending for a later try
+    dead_lettered: int = 0
+    requeued: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Persister:
+    """Writes projects' pending changes to the archive and index. Synchronous (runs in the
+    rq worker); ``redis`` must decode responses."""
+
+    def __init__(self, settings: Settings, redis: Redis, index: Index | None = None) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys = Keys(settings.redis_key_prefix)
+        self.index = index or Index(settings.index_path)
+        self.index.ensure_schema()
+        self.archive = Archive(settings.archive_path, "")
+        self._claim = redis.register_script(script_source("drain_claim"))
+        self._requeue = redis.register_script(script_source("drain_requeue"))
+        self._fail = redis.register_script(script_source("drain_fail"))
+        # claims a Redis outage kept us from releasing, per project (see _release)
+        self._leftovers: dict[str, set[str]] = {}
+        self._leftovers_lock = threading.Lock()  # the reconciler's thread releases them too
+        # pending scores of the batch being written, per project (one drain per project at a
+        # time: project_lock), so a batch given back keeps its age (see _release)
+        self._scores: dict[str, dict[str, float]] = {}
+        # A worker starting after Redis came back from a loss raises the id counters before
+        # its first batch (each batch checks again: docs/durability-ids.md).
+        try:
+            guard_counters(redis, self.keys, self.index, {})
+        except RedisError as exc:  # Redis not up yet: the first batch checks
+            log.warning("could not check the id counters against the index: %s", exc)
+
+    # -- draining -----------------------------------------------------------------------
+    def drain(self, slug: str, budget_seconds: float = DRAIN_BUDGET_SECONDS) -> DrainStats:
+        """Persist everything pending (and due) for the project, batch by batch; a failed batch
+        is written in parts around the entries that fail alone (broker/persistence/dead_letters.py)."""
+        keys, stats = self.keys, DrainStats()
+        deadline = time.monotonic() + budget_seconds
+        failed: set[str] = set()
+        self.release_leftovers()
+        while True:
+            with self._project_lock(slug):
+                scored = self._claim(
+                    keys=[keys.pending(slug), keys.inflight(slug), keys.pending_flag(slug)],
+                    args=[self.settings.persist_batch_size, "0" if stats.claims else "1"],
+                )
+                members = scored[0::2]
+                self._scores[slug] = dict(zip(members, map(float, scored[1::2]), strict=True))
+                stats.claims += 1
+                # (with no back-off) an entry that failed in this drain is tried by a later one
+                again = [m for m in members if m in failed]
+                if again:
+                    self._release(slug, again)
+                    members = [m for m in members if m not in failed]
+                if not members:
+                    return stats
+                try:
+                    done, commit, messages = self.persist_batch(slug, members)
+                    self._forget(slug, done)
+                    commits = commit is not None
+                except Exception as exc:
+                    if is_transient(exc):
+                        self._release(slug, members)
+                        raise
+                    done, commits, messages, now_failed = write_isolated(self, slug, members, exc, stats)
+                    failed.update(now_failed)
+            stats.batches += 1
+            stats.entries += len(done)
+            stats.messages += messages
+            stats.commits += commits
+            if time.monotonic() > deadline:
+                stats.requeued = True
+                return stats
+
+    def _project_lock(self, slug: str) -> contextlib.AbstractContextManager[None]:
+        return project_lock(self.index.path, slug)
+
+    def _forget(self, slug: str, done: list[str]) -> None:
+        """Entries written: out of in-flight, their failed tries and any dead letter of theirs
+        (an entry changed again after it was dead-lettered, and now written) forgotten."""
+        if not done:
+            return
+        keys = self.keys
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zrem(keys.inflight(slug), *done)
+            pipe.hdel(keys.attempts(slug), *done)
+            pipe.zrem(keys.dead_letters(slug), *done)
+            pipe.hdel(keys.dead_letter_info(slug), *done)
+            pipe.execute()
+        except Exception:  # written, still claimed: released once Redis answers (idempotent)
+            self._keep(slug, done)
+            raise
+
+    def _release(self, slug: str, members: list[str]) -> None:
+        """Give a batch's entries back to pending, due at once, so the next drain (rather than the
+        reconciler, minutes later) writes them; kept for ``release_leftovers`` if Redis is away.
+        Each keeps the score it was claimed with: scored now, a batch that fails on every try
+        (a full disk) looked fresh after each one, and the oldest-pending age (readiness, the
+        lag alert) never showed that nothing persisted."""
+        now_ms = int(time.time() * 1000)
+        claimed = self._scores.get(slug, {})
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zadd(self.keys.pending(slug), {m: min(claimed.get(m, now_ms), now_ms) for m in members}, nx=True)
+            pipe.zrem(self.keys.inflight(slug), *members)
+            pipe.execute()
+        except Exception as exc:
+            self._keep(slug, members)
+            _ratelog.warning("release", "could not return a batch of %s to pending (kept to retry): %s", slug, exc)
+
+    def _keep(self, slug: str, members: list[str]) -> None:
+        with self._leftovers_lock:
+            self._leftovers.setdefault(slug, set()).update(members)
+
+    def release_leftovers(self) -> None:
+        """Return to pending the claims a Redis outage kept this process from releasing."""
+        while self._leftovers:
+            with self._leftovers_lock:
+                if not self._leftovers:
+                    return
+                slug, members = self._leftovers.popitem()
+            self._release(slug, sorted(members))
+            if slug in self._leftovers:  # Redis is still away: try again later
+                return
+
+    def persist_batch(self, slug: str, members: list[str]) -> tuple[list[str], str | None, int]:
+        """Write one claimed batch; returns the members written, the commit sha (None if the
+        archive had it all) and the number of messages."""
+        state, fetched = self._fetch(slug, members)
+        work = Work()
+        work.batch.projects.append(
+            {
+                "id": int(state.project["id"]),
+                "slug": slug,
+                "human_key": state.project["human_key"],
+                "created_at": state.project["created_at"],
+                "archived_at": state.project.get("archived_at"),
+            }
+        )
+        done: list[str] = []
+        for member in members:
+            kind = member.split(":", 1)[0]
+            handler = HANDLERS.get(kind)
+            if handler is None:
+                log.warning("no persistence handler for %r in project %s; left in flight", member, slug)
+                continue
+            handler.load(state, member, fetched.get(member, []), work)
+            done.append(member)
+        drop_clashes(self.index, slug, work)
+        commit = self.archive.write_batch(
+            profiles=work.profiles, messages=work.messages, reservations=work.reservations
+        )
+        self.index.write_batch(work.batch)
+        guard_counters(self.redis, self.keys, self.index, state.counters)
+        return done, commit, len(work.messages)
+
+    def _fetch(self, slug: str, members: list[str]) -> tuple[ProjectState, dict[str, Any]]:
+        """The project's records and every entry's Redis state, in one round trip."""
+        keys = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.project(slug))
+        pipe.hgetall(keys.agents(slug))
+        pipe.hgetall(keys.active(slug))
+        pipe.mget([keys.ids(kind) for kind in KINDS])
+        counts: list[tuple[str, int]] = []
+        for member in members:
+            kind, _, rest = member.partition(":")
+            handler = HANDLERS.get(kind)
+            if handler is not None and handler.fetch is not None:
+                counts.append((member, handler.fetch(pipe, keys, slug, rest)))
+        replies = pipe.execute()
+        project, agents, active = replies[0], replies[1], replies[2]
+        state = ProjectState(slug, project, {k: json.loads(v) for k, v in agents.items()}, active)
+        state.counters = {kind: int(value or 0) for kind, value in zip(KINDS, replies[3], strict=True)}
+        fetched: dict[str, Any] = {}
+        position = 4
+        for member, count in counts:
+            fetched[member] = replies[position : position + count]
+            position += count
+        if not project:
+            raise RuntimeError(f"project {slug!r} is gone from Redis; run `broker rehydrate` before draining it")
+        return state, fetched
+
+    # -- the reconciler -----------------------------------------------------------------
+    def stale_projects(self, min_age_seconds: float, inflight_age_seconds: float) -> list[str]:
+        """Projects that need a drain: their oldest pending entry is older than
+        ``min_age_seconds``, or in-flight entries were claimed more than
+        ``inflight_age_seconds`` ago (these are moved back to pending first)."""
+        now_ms = int(time.time() * 1000)
+        slugs = list(self.redis.hkeys(self.keys.projects))
+        pipe = self.redis.pipeline(transaction=False)
+        for slug in slugs:
+            pipe.zrange(self.keys.pending(slug), 0, 0, withscores=True)
+            pipe.zrange(self.keys.inflight(slug), 0, 0, withscores=True)
+        replies = pipe.execute()
+        stale = []
+        for i, slug in enumerate(slugs):
+            oldest_pending, oldest_inflight = replies[2 * i], replies[2 * i + 1]
+            if oldest_inflight and oldest_inflight[0][1] <= now_ms - inflight_age_seconds * 1000:
+                cutoff = now_ms - int(inflight_age_seconds * 1000)
+                while self._requeue(
+                    keys=[self.keys.inflight(slug), self.keys.pending(slug)], args=[cutoff, INFLIGHT_REQUEUE_CHUNK]
+                ):
+                    pass
+                stale.append(slug)
+            elif oldest_pending and oldest_pending[0][1] <= now_ms - min_age_seconds * 1000:
+                stale.append(slug)
+        return stale
+
+
+# -- handlers: one per pending-entry kind ------------------------------------------------

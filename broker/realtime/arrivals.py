@@ -1,0 +1,262 @@
+"""Reading mail as it arrives: the long-poll ``wait_for_mail``, the endless ``follow`` behind the
+SSE stream and ``broker watch``, and the unseen-unread check behind ``broker hook check-inbox``.
+
+Everything reads the agent's inbox STREAM by cursor (a stream entry id such as
+``1732712345678-0``); the doorbell (broker/realtime/doorbell.py) only says when to read again. Readers
+register their waiter *before* they read, so an arrival between the read and the wait still
+rings it, and a cursor read never skips or repeats an entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from broker.errors import BrokerError
+from broker.identity.agents import project_slug
+from broker.identity.names import validate_name
+from broker.inputs import check_limit
+from broker.mail.inbox import check_reader, items_from_entries
+from broker.store.store import Store
+
+MAX_WAITS_PER_AGENT = 16  # wait_for_mail calls waiting at once per agent, in one broker process
+MAX_WAIT_SECONDS = 120  # one call (well under MCP clients' 300 s HTTP read timeout); loop for longer
+STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")  # ASCII digits only (\d takes any script's)
+MAX_STREAM_PART = 2**64 - 1
+MAX_UNREAD_SCAN = 2000  # inbox entries examined for unread mail, newest first
+SCAN_PAGE = 200
+FOLLOW_PAGE = 100
+START = "0-0"  # the cursor before the first entry of any inbox
+
+Entry = tuple[str, dict[str, str]]
+
+
+# -- arguments ----------------------------------------------------------------------------------
+def check_timeout(timeout_seconds: float) -> float:
+    if not 0 <= timeout_seconds <= MAX_WAIT_SECONDS:
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            f"timeout_seconds must be between 0 and {MAX_WAIT_SECONDS}, got {timeout_seconds}. "
+            "To wait longer, call again with after_id set to the cursor returned.",
+        )
+    return float(timeout_seconds)
+
+
+def parse_after_id(after_id: str | int | None) -> str | int | None:
+    """A stream cursor (``"<ms>-<seq>"``, returned as ``cursor``), or an integer message id
+    (an int, or a string of digits) meaning "after that message". ``"0"`` and ``"0-0"`` mean
+    the start of the inbox. None or blank means "no cursor"."""
+    if after_id is None or isinstance(after_id, bool):
+        if after_id is None:
+            return None
+        raise BrokerError("INVALID_ARGUMENT", "after_id must be a cursor string or a message id, not a boolean.")
+    if isinstance(after_id, int):
+        if after_id < 0:
+            raise BrokerError("INVALID_ARGUMENT", f"after_id {after_id} is negative; pass a message id or a cursor.")
+        return START if after_id == 0 else after_id
+    text = after_id.strip()
+    if not text:
+        return None
+    if text.isascii() and text.isdigit() and len(text) <= 19:
+        return START if int(text) == 0 else int(text)
+    if STREAM_ID.fullmatch(text) and all(int(part) <= MAX_STREAM_PART for part in text.split("-")):
+        return text
+    raise BrokerError(
+        "INVALID_ARGUMENT",
+        f"after_id '{after_id[:64]}' is not a cursor: pass the 'cursor' a previous wait_for_mail "
+        "returned (like '1732712345678-0'), a message id, or omit it.",
+    )
+
+
+async def authenticate(
+    store: Store, project_key: str, agent_name: str, registration_token: str | None
+) -> tuple[str, str]:
+    """(project slug, agent name) once the agent exists and the token (if any, or if required)
+    matches; one HGET of the agent record."""
+    slug = await project_slug(store, project_key)
+    name = validate_name(agent_name)
+    digest, require = store.bindings.args(slug, name, registration_token)
+    record = await store.redis.hget(store.keys.agents(slug), name.lower())
+    await check_reader(store, slug, project_key, name, record, digest, require)
+    if digest:
+        store.bindings.bind(slug, name)
+    return slug, name
+
+
+async def cursor_of_message(store: Store, slug: str, name: str, message_id: int) -> str:
+    """The inbox cursor of a received message: its entry's id, found near its creation time."""
+    lower = name.lower()
+    created_us, kind, cursor = await store.redis.hmget(
+        store.keys.message(slug, message_id), ["created_us", f"rk:{lower}", f"dc:{lower}"]
+    )
+    if created_us is None or kind is None:
+        raise BrokerError(
+            "NOT_FOUND",
+            f"Message '{message_id}' is not in the inbox of agent '{name}'. Pass a message id that "
+            "fetch_inbox lists for this agent, or the cursor a previous wait_for_mail returned.",
+        )
+    if cursor:  # held until a contact approval delivered it (broker/scripts/lib/contacts.lua)
+        return cursor
+    inbox = store.keys.inbox(slug, lower)
+    created_ms = int(created_us) // 1000
+    # The entry is written in the same script that read the clock, so within a few ms of it.
+    for slack, count in ((5, 1000), (1000, 20000)):
+        entries = await store.redis.xrange(inbox, min=str(created_ms - slack), max=str(created_ms + slack), count=count)
+        for entry_id, fields in entries:
+            if fields.get("m") == str(message_id):
+                return entry_id
+    raise BrokerError("NOT_FOUND", f"Message '{message_id}' has no entry in the inbox of agent '{name}'.")
+
+
+# -- reads ----------------------------------------------------------------------------------
+async def entries_after(store: Store, slug: str, lower: str, cursor: str, count: int) -> list[Entry]:
+    return await store.redis.xrange(store.keys.inbox(slug, lower), min="(" + cursor, count=count)
+
+
+async def recent_unread(
+    store: Store, slug: str, lower: str, limit: int, after: str | None = None
+) -> tuple[list[Entry], str]:
+    """The newest ``limit`` unread entries (oldest first) newer than ``after``, and the cursor of
+    the inbox's newest entry (``after`` or the start when the inbox is empty). Looks at most
+    MAX_UNREAD_SCAN entries back, so an agent with a long unread backlog still gets an answer."""
+    keys = store.keys
+    inbox, unread = keys.inbox(slug, lower), keys.unread(slug, lower)
+    floor = "(" + after if after else "-"
+    # One snapshot (MULTI): mail delivered between the two reads would become the cursor
+    # without being counted unread, and so be neither returned nor waited for.
+    pipe = store.redis.pipeline(transaction=True)
+    pipe.scard(unread)
+    pipe.xrevrange(inbox, max="+", min=floor, count=SCAN_PAGE)
+    unread_count, entries = await pipe.execute()
+    tail = entries[0][0] if entries else (after or START)
+    found: list[Entry] = []
+    scanned = 0
+    while unread_count and entries and len(found) < limit and scanned < MAX_UNREAD_SCAN:
+        flags = await store.redis.smismember(unread, [fields["m"] for _id, fields in entries])
+        found.extend(entry for entry, flag in zip(entries, flags, strict=True) if flag)
+        scanned += len(entries)
+        if len(entries) < SCAN_PAGE:
+            break
+        entries = await store.redis.xrevrange(inbox, max="(" + entries[-1][0], min=floor, count=SCAN_PAGE)
+    found = found[:limit]
+    found.reverse()
+    return found, tail
+
+
+async def _result(store: Store, slug: str, entries: list[Entry], include_bodies: bool) -> list[dict[str, Any]]:
+    return await items_from_entries(store, slug, [fields for _id, fields in entries], include_bodies)
+
+
+# -- wait_for_mail --------------------------------------------------------------------------
+async def wait_for_mail(
+    store: Store,
+    project_key: str,
+    agent_name: str,
+    timeout_seconds: float,
+    after_id: str | int | None,
+    include_bodies: bool,
+    limit: int,
+    registration_token: str | None,
+) -> dict[str, Any]:
+    """Inbox items (oldest first) that arrived after ``after_id``, or the agent's unread mail when
+    there is no cursor; waits up to ``timeout_seconds`` for the first one. ``cursor`` is the id
+    of the last entry returned (or of the inbox's newest entry), to pass as ``after_id`` next."""
+    check_limit(limit)
+    timeout = check_timeout(timeout_seconds)
+    after = parse_after_id(after_id)
+    slug, name = await authenticate(store, project_key, agent_name, registration_token)
+    lower = name.lower()
+    if isinstance(after, int):
+        after = await cursor_of_message(store, slug, name, after)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    doorbell = store.doorbell
+    # Each open wait re-reads the inbox on every arrival: bound them, or an agent holding
+    # thousands open makes each message it receives cost as many reads.
+    if timeout > 0 and doorbell.waiting(slug, lower) >= MAX_WAITS_PER_AGENT:
+        raise BrokerError(
+            "TOO_MANY_WAITS",
+            f"Agent '{name}' already has {MAX_WAITS_PER_AGENT} wait_for_mail calls waiting on this broker; "
+            "one at a time is enough (pass the cursor it returns as after_id next). Retry when one returns.",
+        )
+    with doorbell.waiter(slug, lower) as waiter:
+        if timeout > 0:
+            await doorbell.ready(timeout)  # if it is not up in time, the reads below still answer
+        if after is None:
+            unread, after = await recent_unread(store, slug, lower, limit)
+            if unread:
+                return {"messages": await _result(store, slug, unread, include_bodies), "cursor": after,
+                        "timed_out": False}  # fmt: skip
+        while True:
+            waiter.ring.clear()
+            entries = await entries_after(store, slug, lower, after, limit)
+            if entries:
+                messages = await _result(store, slug, entries, include_bodies)
+                return {"messages": messages, "cursor": entries[-1][0], "timed_out": False}
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return {"messages": [], "cursor": after, "timed_out": True}
+            # On timeout, one last read above, in case the doorbell was lost.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.ring.wait(), remaining)
+
+
+# -- follow (SSE, watch) ----------------------------------------------------------------------
+async def tail_cursor(store: Store, slug: str, lower: str) -> str:
+    newest = await store.redis.xrevrange(store.keys.inbox(slug, lower), count=1)
+    return newest[0][0] if newest else START
+
+
+async def start_cursor(store: Store, slug: str, name: str, after_id: str | None) -> str:
+    """Where a stream of arrivals starts: after ``after_id`` (a cursor or a message id), else
+    after the newest entry (only mail still to come)."""
+    after = parse_after_id(after_id)
+    if isinstance(after, int):
+        after = await cursor_of_message(store, slug, name, after)
+    return after if after is not None else await tail_cursor(store, slug, name.lower())
+
+
+async def follow(
+    store: Store, slug: str, lower: str, cursor: str, include_bodies: bool
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """(cursor, inbox item) for every entry after ``cursor``: the backlog first, then each
+    arrival, forever. Redis errors propagate; resume with the last cursor yielded."""
+    doorbell = store.doorbell
+    with doorbell.waiter(slug, lower) as waiter:
+        while not await doorbell.ready(5.0):
+            pass  # the subscriber keeps reconnecting with back-off; reading before it is up could miss a ring
+        while True:
+            waiter.ring.clear()
+            entries = await entries_after(store, slug, lower, cursor, FOLLOW_PAGE)
+            if not entries:
+                await waiter.ring.wait()
+                continue
+            items = await _result(store, slug, entries, include_bodies)
+            for (entry_id, _fields), item in zip(entries, items, strict=True):
+                yield entry_id, item
+                cursor = entry_id
+
+
+# -- hook check-inbox ---------------------------------------------------------------------------
+async def unseen_unread(store: Store, slug: str, name: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """The newest ``limit`` unread messages the hook has not shown yet (oldest first), and
+    whether there were more, remembering what it showed: the cursor of the newest inbox entry
+    seen is kept per agent, so old mail is never shown twice."""
+    lower = name.lower()
+    key = store.keys.hook_cursor(slug, lower)
+    seen = await store.redis.get(key)
+    entries, tail = await recent_unread(store, slug, lower, limit + 1, after=seen)
+    more = len(entries) > limit
+    items = await _result(store, slug, entries[-limit:], False)
+    if tail != seen and tail != START:
+        await store.redis.set(key, tail)
+    return items, more
+
+
+def item_json(item: dict[str, Any]) -> str:
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=False)

@@ -1,2 +1,0 @@
-"""The MCP tools, one module per domain. Each module's ``register(mcp, store, settings, backend)``
-adds its tools to a server; ``broker.server.build_server`` calls them in order."""
