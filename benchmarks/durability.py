@@ -33,8 +33,8 @@ from fastmcp import Client, FastMCP
 from benchmarks.common import bench_settings, interleaved, percentile, redis_url, row
 from broker.config import Settings
 from broker.mail import send as mail
-from broker.mcp.server import build_server
 from broker.persistence.index import Index
+from broker.server import build_server
 
 PROJECT = "/bench/durability"
 AGENTS = ("BlueLake", "GreenCastle")

@@ -28,7 +28,7 @@ from fastmcp import Client
 
 from benchmarks.common import percentile, redis_url
 from broker.config import Settings
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 VICTIM = "/bench/fairness/victim"
 ARENA = "/bench/fairness/arena"

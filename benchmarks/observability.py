@@ -19,7 +19,7 @@ from fastmcp import Client
 from benchmarks.common import bench_settings, interleaved, percentile, redis_url
 from benchmarks.messaging import BODY, PROJECT
 from broker.mcp.calllog import CallLog
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 
 async def run(rounds: int) -> None:

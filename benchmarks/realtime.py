@@ -30,7 +30,7 @@ from fastmcp.client.transports import StreamableHttpTransport
 
 from benchmarks.common import bench_settings, percentile, redis_url
 from broker.config import Settings
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 PROJECT = "/bench/realtime"
 TARGET_P99_MS = 20.0

@@ -21,7 +21,7 @@ from typing import Any
 from fastmcp import Client, FastMCP
 
 from benchmarks.common import bench_settings, interleaved, redis_url, row
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 PROJECT = "/bench/reservations"
 DIRECTORIES = 100

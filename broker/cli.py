@@ -50,7 +50,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="HTTP port (default HTTP_PORT; 0: any free port)")] = None,
 ) -> None:
     """Run the broker (and, unless PERSISTENCE_WORKER=external, its persistence worker)."""
-    from broker.mcp.server import build_server
+    from broker.server import build_server
 
     settings = _persistence_settings(get_settings())
     if transport is Transport.stdio:
@@ -63,7 +63,7 @@ def serve(
 
     import uvicorn
 
-    from broker.mcp.http import build_http_app
+    from broker.server import build_http_app
 
     host = host or settings.http_host
     sock = _bind(host, settings.http_port if port is None else port)  # before anything is announced
@@ -217,7 +217,7 @@ def rehydrate(
     """Rebuild Redis (projects, agents, messages, inboxes, read/ack state, threads) from the index."""
     import asyncio
 
-    from broker.persistence.rehydrate import rehydrate_all
+    from broker.lifecycle.rehydrate import rehydrate_all
     from broker.store.embedded import resolve_redis_url
 
     settings = get_settings()

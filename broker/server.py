@@ -1,5 +1,53 @@
-"""The documented entry point: ``broker.server.build_server()`` returns the FastMCP server."""
+"""The documented entry point and composition root: ``broker.server.build_server()``.
 
-from broker.mcp.server import build_server
+It wires the parts that must not know each other: the Store (the connection to Redis, which
+knows no domain), the MCP sessions' agent bindings (broker/identity/auth.py) and the
+persistence queue (broker/persistence/queue.py), then hands the store to the FastMCP facade.
+"""
 
-__all__ = ["build_server"]
+from __future__ import annotations
+
+from typing import Any
+
+from fastmcp import FastMCP
+from starlette.middleware import Middleware
+
+from broker.config import Settings, get_settings
+from broker.identity.auth import SessionBindings
+from broker.mcp.http import BearerToken, SlashAlias, add_health_routes, add_metrics_route
+from broker.mcp.server import assemble
+from broker.persistence.queue import PersistQueue
+from broker.realtime.sse import add_event_routes
+from broker.store.embedded import resolve_redis_url
+from broker.store.keys import Keys
+from broker.store.store import Store
+
+
+def wire_store(settings: Settings, redis_url: str, agent_auth: str | None = None) -> tuple[Store, PersistQueue]:
+    """A Store with this process's session bindings and persistence queue wired in."""
+    queue = PersistQueue(redis_url, Keys(settings.redis_key_prefix))
+    bindings = SessionBindings(agent_auth or settings.agent_auth, settings.session_binding_ttl_seconds)
+    return Store(settings, redis_url, bindings, on_write=queue.enqueue_soon, on_close=queue.close), queue
+
+
+def build_server(settings: Settings | None = None, *, agent_auth: str | None = None) -> FastMCP:
+    """The broker's MCP server: tools, resources and HTTP routes over one Store."""
+    settings = settings or get_settings()
+    redis_url, backend = resolve_redis_url(settings.redis_url, settings.storage_root)
+    store, queue = wire_store(settings, redis_url, agent_auth)
+    mcp = assemble(settings, store, backend)
+    mcp.persist_queue = queue  # type: ignore[attr-defined]  # for tests that wait for the queue
+    return mcp
+
+
+def build_http_app(settings: Settings, host: str) -> tuple[Any, FastMCP]:
+    """The ASGI app for ``broker serve`` and the server behind it."""
+    mcp = build_server(settings, agent_auth=settings.effective_agent_auth(host))
+    add_health_routes(mcp, settings)
+    add_event_routes(mcp)
+    add_metrics_route(mcp, settings)
+    middleware = [Middleware(SlashAlias, path=settings.http_path)]
+    if settings.http_bearer_token:
+        open_paths = (settings.metrics_path,) if settings.metrics_auth == "none" else ()
+        middleware.append(Middleware(BearerToken, token=settings.http_bearer_token, open_paths=open_paths))
+    return mcp.http_app(path=settings.http_path, middleware=middleware), mcp

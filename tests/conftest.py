@@ -20,7 +20,7 @@ from helpers import Tools, drop_prefix, make_settings
 from process_helpers import stop_process
 
 from broker.config import Settings
-from broker.mcp.server import build_server
+from broker.server import build_server
 from broker.store.embedded import start_redis_server
 
 

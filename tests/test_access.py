@@ -20,7 +20,7 @@ from persist_helpers import committed_files, index_rows, run_worker
 
 from broker.config import Settings
 from broker.identity import operator
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 SLUG = "tmp-concurrent-test"
 

@@ -12,7 +12,7 @@ from shapes import payload
 
 from broker.config import Settings
 from broker.identity.names import is_generated_shape
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 
 # -- registration tokens -----------------------------------------------------------------------

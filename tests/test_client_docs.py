@@ -20,7 +20,7 @@ from fastmcp import Client
 from helpers import drop_prefix, make_settings
 
 from broker.cli import app
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = ROOT / "docs" / "clients.md"

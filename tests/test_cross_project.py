@@ -227,7 +227,7 @@ async def test_cross_project_message_and_link_are_persisted(
 async def test_rehydrate_restores_links_and_foreign_senders(
     tools: Tools, two: dict[str, Any], server: FastMCP, settings: Settings
 ) -> None:
-    from broker.persistence.rehydrate import rehydrate_all
+    from broker.lifecycle.rehydrate import rehydrate_all
 
     await link(tools)
     message = payload(await tools.send("BlueLake", [f"project:{OTHER_SLUG}#RedFox"], thread_id="X-1"))

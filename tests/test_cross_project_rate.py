@@ -10,7 +10,7 @@ import pytest
 from fastmcp import Client
 from helpers import Tools, drop_prefix, make_settings
 
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from helpers import Tools
 from persist_helpers import committed_files, git, index_rows
 
 from broker.config import Settings
+from broker.lifecycle.rehydrate import rehydrate_all
 from broker.persistence.dead_letters import dead_letter_summary, list_dead_letters, retry_dead_letters
 from broker.persistence.drain import Persister
 from broker.persistence.index import Index
-from broker.persistence.rehydrate import rehydrate_all
 from broker.store.clients import make_sync_client
 
 SLUG = "tmp-concurrent-test"

@@ -28,7 +28,7 @@ from shapes import payload
 
 from broker.config import Settings
 from broker.mcp.http import build_http_app
-from broker.mcp.server import build_server
+from broker.server import build_server
 from broker.store.store import Store
 
 BEARER = "bearer-for-events"

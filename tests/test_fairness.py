@@ -15,8 +15,8 @@ from fastmcp.client.transports import StreamableHttpTransport
 from helpers import PROJECT, Tools, drop_prefix, make_settings, snapshot
 from process_helpers import broker_env, serving_at
 
-from broker.mcp.server import build_server
 from broker.reservations import service as reservations
+from broker.server import build_server
 
 P = PROJECT
 # "A few milliseconds": the budget prices ~3.6 ms of the costliest steps; the margin is for a

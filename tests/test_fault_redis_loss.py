@@ -27,7 +27,7 @@ from helpers import PROJECT, Tools
 from persist_helpers import committed_files, git, index_rows, persisted_count
 
 from broker.config import Settings
-from broker.mcp.server import build_server
+from broker.server import build_server
 from broker.store.embedded import start_redis_server
 
 pytestmark = pytest.mark.integration

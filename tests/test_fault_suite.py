@@ -28,9 +28,9 @@ from persist_helpers import committed_files, git, index_rows, show
 from rq.registry import FailedJobRegistry
 
 from broker.config import Settings
-from broker.mcp.server import build_server
 from broker.persistence.dead_letters import dead_letter_summary
 from broker.persistence.index import Index
+from broker.server import build_server
 from broker.store.embedded import start_redis_server
 from broker.store.keys import Keys
 from workers.runner import PersistenceWorker

@@ -25,7 +25,7 @@ from process_helpers import stop_process
 from test_rehydrate import mailbox_state, write_mail
 
 from broker.config import Settings
-from broker.mcp.server import build_server
+from broker.server import build_server
 from broker.store.embedded import start_redis_server
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import pytest
 from fastmcp import Client
 from helpers import Tools, make_settings
 
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 pytestmark = pytest.mark.integration
 

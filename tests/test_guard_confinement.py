@@ -14,7 +14,7 @@ from fastmcp import Client
 from helpers import Tools, make_settings
 from test_guard_safety import make_repo
 
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 pytestmark = pytest.mark.integration
 

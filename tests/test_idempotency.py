@@ -16,7 +16,7 @@ from fastmcp import Client
 from helpers import PROJECT, Tools, drop_prefix, make_settings
 from shapes import payload
 
-from broker.mcp.server import build_server
+from broker.server import build_server
 from broker.store.embedded import start_redis_server
 
 OTHER = "/tmp/other-proj"

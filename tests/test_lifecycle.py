@@ -16,7 +16,7 @@ from shapes import payload
 from broker.config import Settings
 from broker.identity import operator
 from broker.lifecycle import retention
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 SLUG = "tmp-concurrent-test"
 

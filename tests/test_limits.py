@@ -11,7 +11,8 @@ from fastmcp import Client, FastMCP
 from helpers import PROJECT, Tools, make_settings, snapshot
 
 from broker.mail import send as mail
-from broker.mcp.server import build_server
+from broker.server import build_server
+from broker.store.luajson import INLINE_BODY_BYTES
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ async def test_urgent_and_topic_filters_skip_other_mail(tools: Tools, pair: dict
 
 
 async def test_large_bodies_are_read_from_the_bodies_hash(tools: Tools, pair: dict[str, Any]) -> None:
-    big = "y" * (mail.INLINE_BODY_BYTES + 1)
+    big = "y" * (INLINE_BODY_BYTES + 1)
     await tools.send("BlueLake", ["GreenCastle"], body_md=big, subject="big")
     await tools.send("BlueLake", ["GreenCastle"], body_md="small", subject="small")
     inbox = await tools.inbox("GreenCastle", include_bodies=True)

@@ -11,7 +11,7 @@ from fastmcp import Client, FastMCP
 from helpers import PROJECT, Tools, drop_prefix, make_settings, snapshot
 from test_macros import PROFILE, live_reservations
 
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 
 # -- tool profiles --------------------------------------------------------------------------

@@ -22,8 +22,7 @@ from persist_helpers import run_worker
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker.mcp.calllog import CallLog
-from broker.mcp.http import build_http_app
-from broker.mcp.server import build_server
+from broker.server import build_http_app, build_server
 from broker.store.embedded import start_redis_server
 
 BEARER = "bearer-for-metrics"

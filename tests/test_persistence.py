@@ -109,11 +109,11 @@ async def test_a_burst_of_sends_enqueues_one_job_and_drains_empty(
     store = server.store  # type: ignore[attr-defined]
     keys = store.keys
     await tools.send("BlueLake", ["GreenCastle"])  # the flag may already be set by setup; settle it
-    await asyncio.to_thread(store.persist_queue.wait_idle)
-    queue = store.persist_queue.queue
+    await asyncio.to_thread(server.persist_queue.wait_idle)
+    queue = server.persist_queue.queue
     before = await asyncio.to_thread(lambda: queue.count)
     await asyncio.gather(*(tools.send("BlueLake", ["GreenCastle"], subject=f"B{i}") for i in range(30)))
-    await asyncio.to_thread(store.persist_queue.wait_idle)
+    await asyncio.to_thread(server.persist_queue.wait_idle)
     assert await asyncio.to_thread(lambda: queue.count) == before  # the flag was already claimed: no new job
     assert await store.redis.exists(keys.pending_flag("tmp-concurrent-test"))
 
@@ -125,7 +125,7 @@ async def test_a_burst_of_sends_enqueues_one_job_and_drains_empty(
 
     # The flag was cleared by the drain, so the next send enqueues a job of its own.
     await tools.send("BlueLake", ["GreenCastle"], subject="after")
-    await asyncio.to_thread(store.persist_queue.wait_idle)
+    await asyncio.to_thread(server.persist_queue.wait_idle)
     assert await asyncio.to_thread(lambda: queue.count) == 1
 
 
@@ -139,8 +139,8 @@ async def test_reconciler_requeues_a_lost_enqueue_and_a_dead_batch(
     # A job that died after claiming its batch: the entries sit in in-flight, no job is queued.
     await store.redis.zadd(keys.inflight(slug), {f"msg:{sent['deliveries'][0]['payload']['id']}": 1})
     await store.redis.zrem(keys.pending(slug), f"msg:{sent['deliveries'][0]['payload']['id']}")
-    await asyncio.to_thread(store.persist_queue.wait_idle)
-    await asyncio.to_thread(store.persist_queue.queue.empty)
+    await asyncio.to_thread(server.persist_queue.wait_idle)
+    await asyncio.to_thread(server.persist_queue.queue.empty)
     await store.redis.delete(keys.pending_flag(slug))
 
     worker = await run_worker(server, settings)  # start-up reconcile finds both
@@ -163,10 +163,10 @@ async def test_periodic_reconcile_enqueues_only_aged_projects(
     pending = await store.redis.zrange(store.keys.pending(slug), 0, -1)
     await store.redis.zadd(store.keys.pending(slug), dict.fromkeys(pending, 1))  # as if enqueued long ago
     await store.redis.delete(store.keys.pending_flag(slug))  # and its "drain scheduled" flag expired
-    await asyncio.to_thread(store.persist_queue.wait_idle)  # the send's own enqueue has landed
-    before = await asyncio.to_thread(lambda: store.persist_queue.queue.count)
+    await asyncio.to_thread(server.persist_queue.wait_idle)  # the send's own enqueue has landed
+    before = await asyncio.to_thread(lambda: server.persist_queue.queue.count)
     assert await asyncio.to_thread(worker.reconcile) == [slug]
-    assert await asyncio.to_thread(lambda: store.persist_queue.queue.count) == before + 1
+    assert await asyncio.to_thread(lambda: server.persist_queue.queue.count) == before + 1
 
 
 async def test_a_failed_batch_goes_back_to_pending(

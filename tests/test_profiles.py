@@ -13,7 +13,7 @@ from helpers import PROJECT, Tools, drop_prefix, make_settings
 
 from broker.mcp.catalog import CLUSTERS
 from broker.mcp.profiles import ProfileError
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 # The brief's map, written out again so a change to the catalog is a deliberate one.
 EXPECTED_CLUSTERS = {

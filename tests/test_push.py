@@ -21,8 +21,8 @@ from mcp_types import ResourceUpdatedNotification, SubscribeRequestParams
 from realtime_helpers import until
 from shapes import payload
 
-from broker.mcp.server import build_server
 from broker.realtime.push import SessionSubscriptions
+from broker.server import build_server
 
 SLUG = "tmp-concurrent-test"
 

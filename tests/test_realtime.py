@@ -12,7 +12,7 @@ from helpers import PROJECT, Tools
 from realtime_helpers import store_of, until, waiting
 from shapes import HEAD_KEYS, payload
 
-from broker.identity.agents import project_slug
+from broker.identity.projects import project_slug
 from broker.realtime import arrivals
 from broker.store.store import Store
 

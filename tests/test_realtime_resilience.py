@@ -14,9 +14,9 @@ from helpers import PROJECT, Tools, make_settings
 from realtime_helpers import store_of, until, waiting
 from shapes import payload
 
-from broker.identity.agents import project_slug
-from broker.mcp.server import build_server
+from broker.identity.projects import project_slug
 from broker.realtime import arrivals
+from broker.server import build_server
 from broker.store.embedded import start_redis_server
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ from helpers import PROJECT, Tools
 from persist_helpers import index_rows, run_worker
 
 from broker.config import Settings
-from broker.mcp.server import build_server
-from broker.persistence.rehydrate import rehydrate_all
+from broker.lifecycle.rehydrate import rehydrate_all
+from broker.server import build_server
 
 AGENTS = ("BlueLake", "GreenCastle", "alpha-one")
 

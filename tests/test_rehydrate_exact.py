@@ -30,7 +30,7 @@ from persist_helpers import hold_some, listing, run_worker
 from test_rehydrate import write_mail
 
 from broker.config import Settings
-from broker.persistence.rehydrate import rehydrate_all
+from broker.lifecycle.rehydrate import rehydrate_all
 
 pytestmark = pytest.mark.integration
 SLUG = "tmp-concurrent-test"

@@ -11,7 +11,7 @@ from helpers import PROJECT, Tools
 from persist_helpers import SLUG, committed_files, hold_some, index_rows, listing, reserve, run_worker, show
 
 from broker.config import Settings
-from broker.persistence.rehydrate import rehydrate_all
+from broker.lifecycle.rehydrate import rehydrate_all
 
 
 async def test_reservations_reach_sqlite_and_git(

@@ -16,8 +16,8 @@ from helpers import PROJECT, Tools, drop_prefix, make_settings
 from persist_helpers import index_rows, reserve
 
 from broker.config import Settings
-from broker.mcp.server import build_server
 from broker.persistence.drain import Persister
+from broker.server import build_server
 from broker.store.clients import make_sync_client
 
 SLUG = "tmp-concurrent-test"

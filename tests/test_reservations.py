@@ -13,8 +13,8 @@ import pytest
 from fastmcp import Client, FastMCP
 from helpers import PROJECT, Tools, make_settings, snapshot
 
-from broker.mcp.server import build_server
 from broker.reservations import service as reservations
+from broker.server import build_server
 
 P = PROJECT
 

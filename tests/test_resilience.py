@@ -9,7 +9,7 @@ import pytest
 from fastmcp import Client
 from helpers import make_settings
 
-from broker.mcp.server import build_server
+from broker.server import build_server
 from broker.store.embedded import start_redis_server
 
 pytestmark = pytest.mark.integration

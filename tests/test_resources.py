@@ -14,7 +14,7 @@ from helpers import PROJECT, Tools, drop_prefix, make_settings
 from persist_helpers import git, run_worker
 
 from broker.config import Settings
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 SLUG = "tmp-concurrent-test"
 Q = f"?project={PROJECT}"

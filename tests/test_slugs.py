@@ -13,8 +13,8 @@ from persist_helpers import run_worker
 
 from broker.config import Settings
 from broker.lifecycle.erase import _delete_project
-from broker.mcp.server import build_server
-from broker.persistence.rehydrate import rehydrate_all
+from broker.lifecycle.rehydrate import rehydrate_all
+from broker.server import build_server
 
 ALIKE = ["/x/my-repo", "/x/my/repo", "/x/My_Repo", "/x/my.repo"]
 

@@ -21,7 +21,7 @@ from persist_helpers import run_worker
 from shapes import AGENT_KEYS, HEAD_KEYS, PROJECT_KEYS
 
 from broker.config import Settings
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 OTHER = "/tmp/surface-other"
 PROJECT_OPT = {"archived_at"}

@@ -14,7 +14,6 @@ from redis.asyncio import Redis
 
 from broker.config import Settings, get_settings
 from broker.errors import BrokerError
-from broker.identity.agents import check_project_key
 from broker.identity.names import (
     ADJECTIVES,
     NOUNS,
@@ -25,8 +24,9 @@ from broker.identity.names import (
     validate_name,
     validate_new_name,
 )
+from broker.identity.projects import check_project_key
 from broker.identity.slugs import human_key_of
-from broker.inputs import check_limit, check_thread_id, check_topic, since_micros
+from broker.mail.inputs import check_limit, check_thread_id, check_topic, since_micros
 from broker.store import embedded
 from broker.store.clients import make_client
 from broker.store.ids import IdAllocator

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from broker.cli import app
 from broker.config import Settings, get_settings
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 BROKER = str(Path(sys.executable).with_name("broker"))
 

@@ -14,7 +14,7 @@ from fastmcp import Client, FastMCP
 from helpers import PROJECT, Tools, drop_prefix, make_settings
 
 from broker.identity.names import is_generated_shape
-from broker.mcp.server import build_server
+from broker.server import build_server
 
 WINDOW = str(uuid4())
 

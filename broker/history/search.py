@@ -19,8 +19,9 @@ from typing import Any
 
 from broker.errors import BrokerError
 from broker.history.summaries import Digest, digest_of
-from broker.identity.agents import project_slug
+from broker.identity import refusals
 from broker.identity.names import validate_name
+from broker.identity.projects import project_slug
 from broker.persistence.index import Index
 from broker.store.store import Store
 
@@ -76,7 +77,7 @@ class History:
             "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, digest, require]
         )
         if reply[0] != "ok":
-            await self.store.raise_for(reply, slug, project_key)
+            await refusals.raise_for(self.store, reply, slug, project_key)
         if digest:
             self.store.bindings.bind(slug, name)
         return json.loads(reply[1])
@@ -85,7 +86,7 @@ class History:
         slug = await project_slug(self.store, project_key)
         found = await self.store.redis.hget(self.store.keys.project(slug), "id")
         if found is None:
-            raise await self.store.project_not_found(project_key)
+            raise await refusals.project_not_found(self.store, project_key)
         return int(found)
 
     # -- search -------------------------------------------------------------------------

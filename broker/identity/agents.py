@@ -8,60 +8,17 @@ import os
 from typing import Any
 
 from broker.errors import BrokerError
+from broker.identity import refusals
 from broker.identity.auth import new_token, token_hash
 from broker.identity.names import check_placeholder, generate_candidates, validate_name, validate_new_name
+from broker.identity.projects import _check_key_length, project_dict, project_slug
 from broker.identity.slugs import assign, remember, resolve
 from broker.persistence.index import indexed_project_id
-from broker.store.keys import looks_like_path
 from broker.store.store import Store
 
 ATTACHMENT_POLICIES = ("auto", "inline", "file")
 MAX_TASK_CHARS = 2048
 MAX_PROGRAM_CHARS = 128
-MAX_PROJECT_KEY_CHARS = 4096  # PATH_MAX on Linux; longer keys are refused before any Redis work
-
-
-async def project_slug(store: Store, project_key: object) -> str:
-    """The slug a project key names: an absolute path (its human_key) or a slug."""
-    return await resolve(store, check_project_key(project_key))
-
-
-def check_project_key(project_key: object) -> str:
-    """A project key, stripped, once it is an absolute path or a slug (else a coded error)."""
-    if not isinstance(project_key, str) or not project_key.strip():
-        raise BrokerError(
-            "INVALID_ARGUMENT",
-            "project_key is empty. Pass the project's absolute path (its human_key) or its slug.",
-        )
-    key = project_key.strip()
-    _check_key_length(key, "project_key")
-    check_placeholder(key, "project_key")
-    if looks_like_path(key) and (not os.path.isabs(os.path.expanduser(key)) or key.startswith("~")):
-        raise BrokerError(
-            "INVALID_ARGUMENT",
-            f"project_key '{key}' is a relative path. Pass the absolute path you gave "
-            "ensure_project (e.g. '/home/me/repo') or the project's slug.",
-        )
-    return key
-
-
-def _check_key_length(value: str, what: str) -> None:
-    if "\0" in value:  # no path holds one; the git guard and the filesystem would fail on it
-        raise BrokerError("INVALID_ARGUMENT", f"{what} contains a NUL character; pass the repository's absolute path.")
-    if len(value) > MAX_PROJECT_KEY_CHARS:
-        raise BrokerError(
-            "INVALID_ARGUMENT",
-            f"{what} has {len(value)} characters; the limit is {MAX_PROJECT_KEY_CHARS}. Pass the "
-            "repository's absolute path or the project's slug.",
-        )
-
-
-def project_dict(fields: list[Any], archived_at: str | None = None) -> dict[str, Any]:
-    """The reference's project_dict; ``archived_at`` only while the project is archived."""
-    project = {"id": int(fields[0]), "slug": fields[1], "human_key": fields[2], "created_at": fields[3]}
-    if archived_at:
-        project["archived_at"] = archived_at
-    return project
 
 
 def agent_dict(raw: str, last_active_ts: str | None) -> dict[str, Any]:
@@ -178,7 +135,7 @@ async def _claim(
             return {**agent, "registration_token": fresh if reply[3] == 1 else (token if digest else None)}
         if reply[0] == "TAKEN":  # only in create mode: every candidate was taken; draw again
             continue
-        await store.raise_for(reply, slug, project_key)
+        await refusals.raise_for(store, reply, slug, project_key)
     raise BrokerError(
         "NAME_SPACE_EXHAUSTED", "No free generated agent name was found; pass an explicit name such as 'alpha-one'."
     )
@@ -243,7 +200,7 @@ async def whois(store: Store, project_key: str, agent_name: str, registration_to
         "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, digest, require]
     )
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
+        await refusals.raise_for(store, reply, slug, project_key)
     if digest:
         store.bindings.bind(slug, name)
     return agent_dict(reply[1], reply[2])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from broker.identity import refusals
 from broker.store.keys import Keys, looks_like_path, slug_candidates, slugify
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ async def resolve(store: Store, project_key: str) -> str:
     if owned:
         remember(store, human_key, slug)
     elif not slug:
-        raise await store.project_not_found(project_key)
+        raise await refusals.project_not_found(store, project_key)
     return slug
 
 

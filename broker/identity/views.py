@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from broker.identity.agents import agent_dict, project_dict, project_slug
+from broker.identity import refusals
+from broker.identity.agents import agent_dict
+from broker.identity.projects import project_dict, project_slug
 from broker.store.store import Store
 
 
@@ -41,7 +43,7 @@ async def _project_and_agents(store: Store, project_key: str) -> tuple[dict[str,
     pipe.hgetall(keys.active(slug))
     fields, agents, active = await pipe.execute()
     if not fields:
-        raise await store.project_not_found(project_key)
+        raise await refusals.project_not_found(store, project_key)
     rows = []
     for raw in agents.values():
         rows.append((raw, active.get(json.loads(raw)["name"])))

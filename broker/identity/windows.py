@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker.errors import BrokerError
-from broker.identity.agents import project_slug
+from broker.identity import refusals
 from broker.identity.names import is_generated_shape
+from broker.identity.projects import project_slug
 from broker.store.store import Store
 
 PUBLIC = ("id", "window_uuid", "display_name", "created_ts", "last_active_ts", "expires_ts")
@@ -49,7 +50,7 @@ async def _run(store: Store, slug: str, project_key: str, op: str, window: str =
             f"No live window identity '{window}' in project '{project_key}'; list_window_identities shows them.",
         )
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
+        await refusals.raise_for(store, reply, slug, project_key)
     return reply
 
 

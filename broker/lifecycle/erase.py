@@ -27,8 +27,9 @@ from redis import Redis
 
 from broker.config import Settings
 from broker.errors import BrokerError
-from broker.identity.agents import project_slug
+from broker.identity import refusals
 from broker.identity.names import validate_name
+from broker.identity.projects import project_slug
 from broker.lifecycle.state import agent_or_operator, check_confirmation, project_state
 from broker.persistence.archive import Archive, ArchiveMessage
 from broker.persistence.drain import project_lock
@@ -75,7 +76,7 @@ async def hard_delete_agent(
     auth = agent_or_operator(store, slug, name, token, operator_token, "hard_delete_agent", operator_only=True)
     done = await asyncio.to_thread(_delete_agent, store.settings, store.redis_url, store.keys, slug, [name, *auth])
     if isinstance(done, list):  # the script's error reply: no such agent or project, or auth
-        await store.raise_for(done, slug, project_key)
+        await refusals.raise_for(store, done, slug, project_key)
         raise AssertionError("unreachable")
     archive_files, archive_dirs, errors = done.archive
     return {

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from broker.errors import BrokerError
-from broker.identity.agents import project_slug
+from broker.identity import refusals
+from broker.identity.projects import project_slug
 from broker.lifecycle.state import project_state
 from broker.persistence.drain import project_lock
 from broker.persistence.index import Index
@@ -70,7 +71,7 @@ async def purge_old_messages(
                 [store.keys.project_prefix(slug), len(chunk_ids), *chunk_ids, *(x for e in chunk_entries for x in e)],
             )
             if reply[0] != "ok":
-                await store.raise_for(reply, slug, project_key)
+                await refusals.raise_for(store, reply, slug, project_key)
     indexed = await asyncio.to_thread(_index_purge, store.settings.index_path, slug, cutoff.isoformat(), dry_run)
     return {
         "status": "dry_run" if dry_run else "purged",

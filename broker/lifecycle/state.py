@@ -13,10 +13,11 @@ import json
 from typing import Any
 
 from broker.errors import BrokerError
-from broker.identity.agents import project_slug
+from broker.identity import refusals
 from broker.identity.auth import token_hash
 from broker.identity.names import validate_name
 from broker.identity.operator import presented, refusal
+from broker.identity.projects import project_slug
 from broker.store.store import Store
 
 CONFIRMATION_PHRASE = "I UNDERSTAND"
@@ -105,7 +106,7 @@ async def raise_admin(store: Store, reply: list[Any], slug: str, project_key: st
             f"{action} requires the registration_token of an agent of project '{human_key}', unless this "
             "MCP session has already authenticated as one of its agents.",
         )
-    await store.raise_for(reply, slug, project_key)
+    await refusals.raise_for(store, reply, slug, project_key)
 
 
 async def _agent_state(
@@ -120,7 +121,7 @@ async def _agent_state(
         "agent_state", [keys.project(slug), keys.agents(slug), keys.pending(slug)], [name, *auth, op]
     )
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
+        await refusals.raise_for(store, reply, slug, project_key)
     store.schedule_persist(slug, reply[2])
     agent = json.loads(reply[1])
     if auth[0]:

@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from broker.errors import BrokerError
-from broker.identity.agents import project_slug
 from broker.identity.names import validate_name
+from broker.identity.projects import project_slug
 from broker.mail import contacts
 from broker.mail import send as mail
+from broker.mail.outgoing import Sender
+from broker.store import projects
 from broker.store.store import Store
 
 
@@ -18,7 +20,7 @@ async def _infer_names(store: Store, slug: str, requester: str | None, target: s
     exactly two agents, to the other one."""
     requester = requester or store.bindings.current_agent(slug)
     if requester and not target:
-        _, names = await store.project_agents(slug)
+        _, names = await projects.agent_names(store, slug)
         others = [n for n in names if n.lower() != requester.lower()]
         if len(names) == 2 and len(others) == 1:
             target = others[0]
@@ -69,7 +71,7 @@ async def contact_handshake(
 
     if auto_accept and not welcome and target_slug == slug:
         # fast path: both agents authenticated here, the approved link written at once, no intro
-        sender = mail.Sender(slug, project_key, requester, store.bindings.args(slug, requester, requester_token))
+        sender = Sender(slug, project_key, requester, store.bindings.args(slug, requester, requester_token))
         human_key = (await contacts.authenticated_sender(store, sender))["human_key"]
         response = await contacts.respond_contact(
             store, project_key, target_name, requester, True, ttl, None, target_token

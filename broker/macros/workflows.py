@@ -20,11 +20,12 @@ from typing import Any
 from broker.errors import BrokerError
 from broker.history.search import History
 from broker.identity import agents as identity
-from broker.identity.agents import project_dict, project_slug
+from broker.identity import refusals
 from broker.identity.auth import token_hash
 from broker.identity.names import validate_name, validate_new_name
-from broker.inputs import check_limit
+from broker.identity.projects import project_dict, project_slug
 from broker.mail import inbox
+from broker.mail.inputs import check_limit
 from broker.reservations import service as reservations
 from broker.store.store import Store
 
@@ -89,7 +90,7 @@ async def project_record(store: Store, slug: str, project_key: str) -> dict[str,
     """An existing project's project_dict (with archived_at when set); NOT_FOUND names it."""
     fields = await store.redis.hmget(store.keys.project(slug), "id", "slug", "human_key", "created_at", "archived_at")
     if fields[0] is None:
-        raise await store.project_not_found(project_key)
+        raise await refusals.project_not_found(store, project_key)
     return project_dict(fields[:4], fields[4])
 
 

@@ -12,14 +12,15 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from broker.errors import BrokerError
-from broker.identity.agents import project_slug
+from broker.identity import refusals
+from broker.identity.limits import agent_limited, agent_spec
 from broker.identity.names import validate_name
-from broker.mcp.limits import agent_limited, agent_spec
+from broker.identity.projects import project_slug
 from broker.store.store import Store
 
 if TYPE_CHECKING:
+    from broker.mail.outgoing import Outgoing, Sender
     from broker.mail.routing import Group
-    from broker.mail.send import Outgoing, Sender
 
 POLICIES = ("open", "auto", "contacts_only", "block_all")
 REQUEST_TTL_SECONDS = 7 * 86400
@@ -119,9 +120,9 @@ async def _agent_record(store: Store, slug: str, project_key: str, name: str) ->
     pipe.hget(store.keys.agents(slug), name.lower())
     (pid, human_key), raw = await pipe.execute()
     if pid is None:
-        raise await store.project_not_found(project_key)
+        raise await refusals.project_not_found(store, project_key)
     if raw is None:
-        raise await store.agent_not_found(slug, name)
+        raise await refusals.agent_not_found(store, slug, name)
     agent = json.loads(raw)
     return {"name": agent["name"], "id": agent["id"], "project_id": int(pid), "slug": slug, "human_key": human_key}
 
@@ -142,7 +143,7 @@ async def authenticated_sender(store: Store, sender: Sender, cost: int = 0) -> d
     if reply[0] == "RATE_LIMITED":
         raise agent_limited(store.settings, sender.name, int(reply[1]))
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, sender.project_key, "sender_token")
+        await refusals.raise_for(store, reply, slug, sender.project_key, "sender_token")
     if sender.auth[0]:
         store.bindings.bind(slug, sender.name)
     agent = json.loads(reply[1])
@@ -166,7 +167,7 @@ async def _request(
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Create or renew the link in the target's project (with its intro mail), then the
     requester's copy; returns the link and the intro head (None when none was sent)."""
-    from broker.mail.send import INLINE_BODY_BYTES
+    from broker.store.luajson import INLINE_BODY_BYTES
 
     keys, slug = store.keys, target_slug
     reply = await store.run(
@@ -188,7 +189,7 @@ async def _request(
             store.bindings.bind(slug, requester)
         return link, (json.loads(reply[2]) if reply[2] else None)
     if code == "NO_TARGET":
-        raise await store.agent_not_found(slug, reply[1])
+        raise await refusals.agent_not_found(store, slug, reply[1])
     if code == "SELF":
         raise BrokerError(
             "INVALID_ARGUMENT",
@@ -205,8 +206,8 @@ async def _request(
             f"Agent '{reply[1]}' is not accepting contact requests from '{requester}' ({why}); only it can change that.",
         )
     if code == "NO_PROJECT":
-        raise await store.project_not_found(target_project_key)
-    await store.raise_for(reply, slug, requester_project_key, "registration_token")
+        raise await refusals.project_not_found(store, target_project_key)
+    await refusals.raise_for(store, reply, slug, requester_project_key, "registration_token")
     raise AssertionError("unreachable")
 
 
@@ -288,7 +289,7 @@ async def request_contact(
     auth = store.bindings.args(slug, requester, registration_token)
     foreign = None
     if target_slug != slug:
-        from broker.mail.send import Sender
+        from broker.mail.outgoing import Sender
 
         foreign = await authenticated_sender(store, Sender(slug, project_key, requester, auth), cost=1)
     link, intro = await _request(
@@ -311,7 +312,7 @@ async def respond_contact(
     from_project: str | None,
     registration_token: str | None,
 ) -> dict[str, Any]:
-    from broker.mail.send import INLINE_BODY_BYTES
+    from broker.store.luajson import INLINE_BODY_BYTES
 
     slug = await project_slug(store, project_key)
     me = validate_name(to_agent, "to_agent")
@@ -333,9 +334,9 @@ async def respond_contact(
          requester, "1" if accept else "0", ttl, INLINE_BODY_BYTES],
     )  # fmt: skip
     if reply[0] == "NO_REQUESTER":
-        raise await store.agent_not_found(slug, reply[1])
+        raise await refusals.agent_not_found(store, slug, reply[1])
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
+        await refusals.raise_for(store, reply, slug, project_key)
     store.schedule_persist(slug, reply[4])
     if auth[0]:
         store.bindings.bind(slug, me)
@@ -368,7 +369,7 @@ async def list_contacts(
         "list_links", [keys.project(slug), keys.agents(slug)], [keys.project_prefix(slug), name, *auth]
     )
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
+        await refusals.raise_for(store, reply, slug, project_key)
     if auth[0]:
         store.bindings.bind(slug, name)
     now_us = int(reply[2])
@@ -409,7 +410,7 @@ async def set_contact_policy(
         "set_contact_policy", [keys.project(slug), keys.agents(slug), keys.pending(slug)], [name, *auth, value]
     )
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
+        await refusals.raise_for(store, reply, slug, project_key)
     store.schedule_persist(slug, reply[3])
     if auth[0]:
         store.bindings.bind(slug, name)

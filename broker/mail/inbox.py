@@ -6,10 +6,11 @@ import json
 from typing import Any
 
 from broker.errors import BrokerError
-from broker.identity.agents import project_slug
+from broker.identity import refusals
 from broker.identity.auth import check_token
 from broker.identity.names import validate_name
-from broker.inputs import check_limit, check_topic, since_micros
+from broker.identity.projects import project_slug
+from broker.mail.inputs import check_limit, check_topic, since_micros
 from broker.store.store import Store
 
 
@@ -48,7 +49,7 @@ async def fetch_inbox(
              "1" if include_bodies else "0"],
         )  # fmt: skip
         if reply[0] != "ok":
-            await store.raise_for(reply, slug, project_key)
+            await refusals.raise_for(store, reply, slug, project_key)
         if digest:
             store.bindings.bind(slug, name)
         return json.loads(reply[1])
@@ -99,10 +100,10 @@ async def check_reader(
     store: Store, slug: str, project_key: str, name: str, record: str | None, digest: str, require: str
 ) -> None:
     if record is None:
-        await store.raise_for(await store.missing_agent_reply(slug, name), slug, project_key)
+        await refusals.raise_for(store, await refusals.missing_agent_reply(store, slug, name), slug, project_key)
     failure = check_token(json.loads(record), digest, require)
     if failure:
-        await store.raise_for([failure, name], slug, project_key)
+        await refusals.raise_for(store, [failure, name], slug, project_key)
 
 
 def _viewer(store: Store, slug: str, agent_name: str | None, action: str, project_key: str) -> str:
@@ -151,7 +152,7 @@ async def fetch_topic(
         ],
     )
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
+        await refusals.raise_for(store, reply, slug, project_key)
     if auth[0]:
         store.bindings.bind(slug, viewer)
     return json.loads(reply[1])
@@ -175,9 +176,9 @@ async def mark_message(
         [keys.project_prefix(slug), name, *auth, message_id, mode],
     )
     if reply[0] == "NO_MESSAGE":
-        raise await store.message_not_found(slug, message_id, name)
+        raise await refusals.message_not_found(store, slug, message_id, name)
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
+        await refusals.raise_for(store, reply, slug, project_key)
     store.schedule_persist(slug, reply[4])
     if auth[0]:
         store.bindings.bind(slug, name)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.errors import BrokerError
-from broker.identity.agents import project_slug
 from broker.identity.names import validate_name
+from broker.identity.projects import project_slug
 from broker.store.store import Store
 
 

@@ -10,47 +10,27 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from broker.errors import BrokerError
-from broker.identity.agents import project_slug
+from broker.identity import refusals
+from broker.identity.limits import agent_limited, agent_spec
 from broker.identity.names import mistake_hint, validate_name
-from broker.inputs import check_importance, check_recipient_count, check_text, check_thread_id, check_topic
+from broker.identity.projects import project_slug
 from broker.mail import contacts, idempotency
 from broker.mail.idempotency import Idempotency
+from broker.mail.inputs import check_importance, check_recipient_count, check_text, check_thread_id, check_topic
+from broker.mail.outgoing import Outgoing, Sender
 from broker.mail.routing import Address, Group, group_by_project, linked_agents, parse_address, parse_recipients
-from broker.mcp.limits import agent_limited, agent_spec
+from broker.store import projects
+from broker.store.luajson import INLINE_BODY_BYTES
 from broker.store.store import Store
 
 BROADCAST_ACTIVE_DAYS = 30
-# Bodies up to this size are copied into each inbox entry so a page with bodies is one read;
-# larger ones are read from the project's bodies hash.
-INLINE_BODY_BYTES = 2048
 # A broadcast reaches at most this many agents (it bounds the send script's work).
 MAX_BROADCAST_RECIPIENTS = 1000
 MAX_SUBJECT_PREFIX_CHARS = 32
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """What is sent, the same in every target project."""
-
-    subject: str
-    body_md: str
-    importance: str
-    ack_required: bool
-    thread_id: str
-    topic: str
-
-
-@dataclass(frozen=True)
-class Sender:
-    slug: str
-    project_key: str
-    name: str
-    auth: tuple[str, str]
 
 
 class _Unknown(Exception):
@@ -154,14 +134,14 @@ async def _deliver_one(
         sender_address = sender.name if not foreign else f"project:{sender.slug}#{foreign['name']}"
         raise contacts.refusal(status, reply[1:], sender, sender_address, group)
     # group.project_key: the sender's own for a delivery into its project
-    await store.raise_for(reply, slug, group.project_key, "sender_token")
+    await refusals.raise_for(store, reply, slug, group.project_key, "sender_token")
     raise AssertionError("unreachable")
 
 
 async def _unknown_recipients(store: Store, slug: str, lowered: list[str], given: list[str]) -> BrokerError:
     by_lower = {name.lower(): name for name in given}
     names = [by_lower.get(n, n) for n in lowered]
-    human_key, registered = await store.project_agents(slug)
+    human_key, registered = await projects.agent_names(store, slug)
     described = []
     for name in names:
         close = difflib.get_close_matches(name.lower(), [r.lower() for r in registered], n=1, cutoff=0.6)
@@ -369,9 +349,9 @@ async def _visible_message(
         "get_message", [keys.project(slug), keys.agents(slug)], [keys.project_prefix(slug), viewer, *auth, message_id]
     )
     if reply[0] == "NO_MESSAGE":
-        raise await store.message_not_found(slug, message_id, viewer)
+        raise await refusals.message_not_found(store, slug, message_id, viewer)
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key, token_param)
+        await refusals.raise_for(store, reply, slug, project_key, token_param)
     return reply
 
 

@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker.errors import BrokerError
-from broker.identity.agents import project_slug
+from broker.identity import refusals
 from broker.identity.names import validate_name
-from broker.inputs import check_limit, check_thread_id, since_micros
+from broker.identity.projects import project_slug
 from broker.mail import inbox
+from broker.mail.inputs import check_limit, check_thread_id, since_micros
 from broker.persistence.commits import message_commits
 from broker.store.store import Store
 
@@ -100,7 +101,7 @@ async def authenticate(
     if not name:
         human_key = await store.redis.hget(store.keys.project(slug), "human_key")
         if human_key is None:
-            raise await store.project_not_found(project_key)
+            raise await refusals.project_not_found(store, project_key)
         raise BrokerError(
             "AUTHENTICATION_REQUIRED",
             f"{resource} requires an authenticated agent for project '{human_key}'. Provide agent plus "
@@ -113,7 +114,7 @@ async def authenticate(
         "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, digest, require]
     )
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key, TOKEN_PARAM)
+        await refusals.raise_for(store, reply, slug, project_key, TOKEN_PARAM)
     record = json.loads(reply[1])
     if digest:
         store.bindings.bind(slug, record["name"])
@@ -223,7 +224,7 @@ async def message_view(
         [keys.project_prefix(slug), viewer.name, "", "0", ident],  # authenticated above
     )
     if reply[0] != "ok":
-        raise await store.message_not_found(slug, ident, viewer.name)
+        raise await refusals.message_not_found(store, slug, ident, viewer.name)
     item = json.loads(reply[1])
     item["body_md"] = await store.redis.hget(keys.bodies(slug), str(ident)) or ""
     item.update(_visible_recipients(json.loads(reply[2]), reply[3], viewer))
@@ -288,7 +289,7 @@ async def _view(
         [keys.project_prefix(slug), viewer.name, "", "0", mode, limit, VIEW_SCAN_ENTRIES, cutoff_ms, order],
     )
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, viewer.project_key, TOKEN_PARAM)
+        await refusals.raise_for(store, reply, slug, viewer.project_key, TOKEN_PARAM)
     return [(json.loads(reply[i]), reply[i + 1] or None) for i in range(1, len(reply), 2)]
 
 

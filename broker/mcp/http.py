@@ -8,15 +8,12 @@ import time
 from typing import Any
 
 from fastmcp import FastMCP
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.config import Settings
-from broker.mcp.server import build_server
 from broker.persistence.state import persistence_state, readiness_problems
-from broker.realtime.sse import add_event_routes
 
 HEALTH_PREFIX = "/health/"
 # Longest a health probe or a scrape waits for Redis (a frozen Redis must not hold them).
@@ -120,16 +117,3 @@ async def scrape(store: Any, metrics: Any, settings: Settings) -> None:
     metrics.redis_rtt.set(rtt)
     metrics.redis_up.set(1)
     metrics.set_persistence(state, settings.metrics_max_projects)
-
-
-def build_http_app(settings: Settings, host: str) -> tuple[Any, FastMCP]:
-    """The ASGI app for ``broker serve`` and the server behind it."""
-    mcp = build_server(settings, agent_auth=settings.effective_agent_auth(host))
-    add_health_routes(mcp, settings)
-    add_event_routes(mcp)
-    add_metrics_route(mcp, settings)
-    middleware = [Middleware(SlashAlias, path=settings.http_path)]
-    if settings.http_bearer_token:
-        open_paths = (settings.metrics_path,) if settings.metrics_auth == "none" else ()
-        middleware.append(Middleware(BearerToken, token=settings.http_bearer_token, open_paths=open_paths))
-    return mcp.http_app(path=settings.http_path, middleware=middleware), mcp

@@ -21,10 +21,10 @@ from fastmcp.exceptions import ResourceError
 from broker.config import Settings
 from broker.errors import BrokerError
 from broker.identity import views as project_views
-from broker.identity.agents import project_slug
+from broker.identity.projects import project_slug
 from broker.identity.slugs import known_slug
-from broker.inputs import check_format
 from broker.mail import views
+from broker.mail.inputs import check_format
 from broker.mail.views import flag, limit_of, number
 from broker.mcp import tooling
 from broker.store.store import Store

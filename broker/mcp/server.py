@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import redis.exceptions as redis
 from fastmcp import FastMCP
 from fastmcp.exceptions import ResourceError, ToolError, ValidationError
 
 from broker import __version__
-from broker.config import Settings, get_settings
+from broker.config import Settings
 from broker.errors import BrokerError
 from broker.mcp import resources as resource_tools
 from broker.mcp.calllog import CallLog, call_log
@@ -32,7 +31,7 @@ from broker.mcp.tools import messaging as messaging_tools
 from broker.mcp.tools import realtime as realtime_tools
 from broker.mcp.tools import reservations as reservation_tools
 from broker.mcp.usage import ToolUsage
-from broker.store.embedded import resolve_redis_url
+from broker.store.errors import unexpected_error
 from broker.store.store import Store
 
 TOOL_MODULES = (
@@ -147,22 +146,8 @@ class BrokerMCP(FastMCP):
             raise unexpected_error(exc.__cause__) from exc
 
 
-def unexpected_error(exc: BaseException) -> BrokerError:
-    if isinstance(exc, UnicodeError):
-        return BrokerError("INVALID_ARGUMENT", f"Text is not valid Unicode ({exc.reason}); send UTF-8 text.")
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        return BrokerError(
-            "CONNECTION_ERROR", f"Redis is unreachable ({exc}). Check REDIS_URL and that the Redis server runs."
-        )
-    if isinstance(exc, redis.RedisError):
-        return BrokerError("INTERNAL_ERROR", f"Redis refused an operation ({exc}). Please report this.")
-    return BrokerError("UNHANDLED_EXCEPTION", f"Unexpected error ({type(exc).__name__}): {exc}. Please report this.")
-
-
-def build_server(settings: Settings | None = None, *, agent_auth: str | None = None) -> FastMCP:
-    settings = settings or get_settings()
-    redis_url, backend = resolve_redis_url(settings.redis_url, settings.storage_root)
-    store = Store(settings, redis_url, agent_auth)
+def assemble(settings: Settings, store: Store, backend: str) -> FastMCP:
+    """The FastMCP server over a wired store (broker.server.build_server wires it)."""
     # version: the package's own in the MCP server info (FastMCP would report its own)
     mcp = BrokerMCP("agent-broker", instructions=INSTRUCTIONS, version=__version__)
     mcp.store = store  # type: ignore[attr-defined]  # for the HTTP layer and tests

@@ -5,27 +5,15 @@ for another one, and the id counters are raised past the index's ids when they w
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from redis import Redis
 
+from broker.persistence.entries import Work, micros
 from broker.persistence.index import Index
 from broker.store.ids import largest_indexed_ids, raise_past_index
 from broker.store.keys import Keys
 
-if TYPE_CHECKING:
-    from broker.persistence.entries import Work
-
 log = logging.getLogger(__name__)
-
-
-def micros(iso: str) -> int:
-    """An ISO-8601 time as µs since 1970 (what a message's ``created_us`` holds)."""
-    moment = datetime.fromisoformat(iso)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
 def drop_clashes(index: Index, slug: str, work: Work) -> None:

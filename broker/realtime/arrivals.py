@@ -2,7 +2,7 @@
 SSE stream and ``broker watch``, and the unseen-unread check behind ``broker hook check-inbox``.
 
 Everything reads the agent's inbox STREAM by cursor (a stream entry id such as
-``1732712345678-0``); the doorbell (broker/realtime/doorbell.py) only says when to read again. Readers
+``1732712345678-0``); the doorbell (broker/store/doorbell.py) only says when to read again. Readers
 register their waiter *before* they read, so an arrival between the read and the wait still
 rings it, and a cursor read never skips or repeats an entry.
 """
@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from broker.errors import BrokerError
-from broker.identity.agents import project_slug
 from broker.identity.names import validate_name
-from broker.inputs import check_limit
+from broker.identity.projects import project_slug
 from broker.mail.inbox import check_reader, items_from_entries
+from broker.mail.inputs import check_limit
 from broker.store.store import Store
 
 MAX_WAITS_PER_AGENT = 16  # wait_for_mail calls waiting at once per agent, in one broker process

@@ -38,8 +38,9 @@ from mcp_types import (
 )
 
 from broker.errors import BrokerError
-from broker.identity.agents import project_slug
+from broker.identity import refusals
 from broker.identity.names import validate_name
+from broker.identity.projects import project_slug
 from broker.store.store import Store
 
 logger = logging.getLogger(__name__)
@@ -83,8 +84,8 @@ async def canonical_inbox_uris(store: Store, uris: list[str]) -> list[str]:
     for (name, project), slug, exists in zip(addresses, slugs, found, strict=True):
         if not exists:
             if not await store.redis.exists(store.keys.project(slug)):
-                raise await store.project_not_found(project)
-            raise await store.agent_not_found(slug, name)
+                raise await refusals.project_not_found(store, project)
+            raise await refusals.agent_not_found(store, slug, name)
     return [inbox_uri(slug, name) for (name, _), slug in zip(addresses, slugs, strict=True)]
 
 
@@ -94,7 +95,7 @@ def _refused(exc: BrokerError) -> MCPError:
 
 
 class DoorbellBus:
-    """A ``SubscriptionBus`` fed by this process's doorbell subscriber (broker/realtime/doorbell.py), which
+    """A ``SubscriptionBus`` fed by this process's doorbell subscriber (broker/store/doorbell.py), which
     already hears every broker process's deliveries, so each listen stream sees them all."""
 
     def __init__(self, store: Store) -> None:

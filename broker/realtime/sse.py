@@ -16,14 +16,13 @@ import weakref
 from collections.abc import AsyncIterator
 
 from fastmcp import FastMCP
-from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from broker.errors import BrokerError
-from broker.mcp.server import unexpected_error
 from broker.realtime import arrivals
+from broker.store.errors import StoreError, unexpected_error
 from broker.store.store import Store
 
 EVENTS_ROUTE = "/events/{project:path}/{agent}"
@@ -61,7 +60,7 @@ def add_event_routes(mcp: FastMCP) -> None:
             cursor = await arrivals.start_cursor(store, slug, name, resume)
         except BrokerError as exc:
             return error_response(exc)
-        except RedisError as exc:
+        except StoreError as exc:
             return error_response(unexpected_error(exc))
         held = (slug, name.lower())
         if open_streams.get(held, 0) >= MAX_STREAMS_PER_AGENT:

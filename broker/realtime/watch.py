@@ -11,15 +11,16 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from redis.exceptions import RedisError
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
 
 from broker.config import get_settings
 from broker.errors import BrokerError
+from broker.identity.auth import SessionBindings
 from broker.realtime import arrivals
 from broker.store.embedded import resolve_redis_url
+from broker.store.errors import StoreError
 from broker.store.store import Store
 
 hook_app = typer.Typer(help="Commands for agent hooks (e.g. Claude Code's UserPromptSubmit).", no_args_is_help=True)
@@ -33,7 +34,8 @@ AgentOption = Annotated[str, typer.Option("--agent", envvar="AGENT_BROKER_AGENT"
 def _store() -> Store:
     settings = get_settings()
     url, _backend = resolve_redis_url(settings.redis_url, settings.storage_root)
-    return Store(settings, url, agent_auth="open")
+    # reads only: no persistence queue; the token checks are open, as on a local terminal
+    return Store(settings, url, SessionBindings("open", settings.session_binding_ttl_seconds))
 
 
 def _fail(exc: BrokerError) -> typer.Exit:
@@ -78,7 +80,7 @@ async def _watch(
                         cursor, shown, backoff = entry_id, shown + 1, 0.1
                         if count is not None and shown >= count:
                             break
-            except RedisError as exc:  # resume from the last cursor once Redis answers again
+            except StoreError as exc:  # resume from the last cursor once Redis answers again
                 console.print(f"[yellow]Redis unreachable ({exc}); retrying in {backoff:.1f}s[/yellow]")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from broker.config import Settings, get_settings
+from broker.identity import refusals
 from broker.identity.slugs import resolve_sync
 from broker.reservations import globs
 from broker.store.keys import Keys, looks_like_path, slugify
@@ -265,8 +266,8 @@ async def _authorized_root(
     """(slug, human_key) of the project once the caller proved it is one of its agents: a
     hook runs code on every commit, so writing one is an agent's act, never an anonymous one.
     Under AGENT_AUTH=open a call without agent_name is let through, as in the reference."""
-    from broker.identity.agents import project_slug
     from broker.identity.names import validate_name
+    from broker.identity.projects import project_slug
 
     slug = await project_slug(store, project_key)
     keys = store.keys
@@ -285,10 +286,10 @@ async def _authorized_root(
             "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, digest, require]
         )
         if reply[0] != "ok":
-            await store.raise_for(reply, slug, project_key)
+            await refusals.raise_for(store, reply, slug, project_key)
     human_key = await store.redis.hget(keys.project(slug), "human_key")
     if human_key is None:
-        raise await store.project_not_found(project_key)
+        raise await refusals.project_not_found(store, project_key)
     return slug, human_key
 
 

@@ -13,14 +13,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker.errors import BrokerError
-from broker.identity.agents import check_project_key, project_slug
+from broker.identity import refusals
+from broker.identity.limits import agent_limited, agent_spec
 from broker.identity.names import validate_name
+from broker.identity.projects import check_project_key, project_slug
 from broker.mail import send as mail
 from broker.mail.inbox import check_reader
-from broker.mcp.limits import agent_limited, agent_spec
 from broker.reservations import globs
-from broker.reservations.record import iso_from_us, record_dict
 from broker.reservations.staleness import Activity, full_verdict, holder_activity
+from broker.store.reservation_record import iso_from_us, record_dict
 from broker.store.store import Store
 
 # Bounds on one call's work (DESIGN decision 2); pattern caps live in broker/reservations/globs.py.
@@ -129,7 +130,7 @@ async def run_for_agent(
     if reply[0] == "RATE_LIMITED":
         raise agent_limited(store.settings, name, int(reply[1]))
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
+        await refusals.raise_for(store, reply, slug, project_key)
     if script == "reserve":  # the agent's bucket paid for the work in the script; the client's here
         store.charge_client(int(reply[3]) // STEPS_PER_TOKEN)
     store.schedule_persist(slug, reply[-1])
@@ -251,7 +252,7 @@ async def list_reservations(
     keys = store.keys
     human_key = await store.redis.hget(keys.project(slug), "human_key")
     if human_key is None:
-        raise await store.project_not_found(project)
+        raise await refusals.project_not_found(store, project)
     now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
     if active_only:
         ids = await store.redis.zrangebyscore(keys.reservation_expiry(slug), f"({now_us}", "+inf")
@@ -307,7 +308,7 @@ async def force_release(
     keys, settings = store.keys, store.settings
     human_key = await store.redis.hget(keys.project(slug), "human_key")
     if human_key is None:
-        raise await store.project_not_found(project_key)
+        raise await refusals.project_not_found(store, project_key)
     record = await store.redis.hgetall(keys.reservation(slug, reservation_id))
     if not record.get("id"):
         raise BrokerError(
@@ -331,7 +332,7 @@ async def force_release(
             "force_release_reservation", script_keys, [*script_args, record["expires_us"], retention]
         )
         if reply[0] not in ("ok", "CHANGED"):
-            await store.raise_for(reply, slug, project_key)
+            await refusals.raise_for(store, reply, slug, project_key)
         if reply[0] == "ok":
             store.schedule_persist(slug, reply[3])
         released_at = reply[1] if reply[0] == "ok" else iso_from_us(now_us)
@@ -353,7 +354,7 @@ async def force_release(
             "it is not stale. Ask them by mail instead.",
         )
     if reply[0] != "ok":
-        await store.raise_for(reply, slug, project_key)
+        await refusals.raise_for(store, reply, slug, project_key)
     store.schedule_persist(slug, reply[3])
     if auth[0]:
         store.bindings.bind(slug, name)

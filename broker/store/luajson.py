@@ -16,6 +16,10 @@ from typing import Any
 _SHORT = {8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r", 34: '\\"', 47: "\\/", 92: "\\\\"}
 _ESCAPES = {code: _SHORT.get(code, f"\\u{code:04x}") for code in (*range(32), 34, 47, 92, 127)}
 
+# Bodies up to this size are copied into each inbox entry so a page with bodies is one read;
+# larger ones are read from the project's bodies hash.
+INLINE_BODY_BYTES = 2048
+
 
 def string(value: str) -> str:
     """``cjson.encode(value)`` of a string."""

@@ -8,9 +8,9 @@ from typing import Any
 from fastmcp import FastMCP
 
 from broker.config import Settings
-from broker.inputs import check_format
 from broker.macros import handshake
 from broker.mail import contacts
+from broker.mail.inputs import check_format
 from broker.store.store import Store
 
 

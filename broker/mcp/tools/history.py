@@ -10,7 +10,7 @@ from fastmcp import FastMCP
 
 from broker.config import Settings
 from broker.history.search import History
-from broker.inputs import check_format
+from broker.mail.inputs import check_format
 from broker.persistence.index import Index
 from broker.store.store import Store
 

@@ -9,8 +9,8 @@ from fastmcp import FastMCP
 
 from broker.config import Settings
 from broker.identity import agents as identity
-from broker.identity.agents import project_slug
-from broker.inputs import check_format
+from broker.identity.projects import project_slug
+from broker.mail.inputs import check_format
 from broker.persistence.archive import recent_commits
 from broker.persistence.state import persistence_state
 from broker.store.store import Store

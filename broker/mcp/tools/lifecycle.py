@@ -12,9 +12,9 @@ from fastmcp import FastMCP
 
 from broker.config import Settings
 from broker.identity import windows
-from broker.inputs import check_format
 from broker.lifecycle import erase, retention
 from broker.lifecycle import state as lifecycle
+from broker.mail.inputs import check_format
 from broker.store.store import Store
 
 

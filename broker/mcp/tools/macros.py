@@ -10,8 +10,8 @@ from fastmcp import FastMCP
 
 from broker.config import Settings
 from broker.history.search import History
-from broker.inputs import check_format
 from broker.macros import workflows as macros
+from broker.mail.inputs import check_format
 from broker.persistence.index import Index
 from broker.store.store import Store
 

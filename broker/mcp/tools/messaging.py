@@ -9,9 +9,9 @@ from fastmcp import FastMCP
 
 from broker.config import Settings
 from broker.errors import BrokerError
-from broker.inputs import check_format
 from broker.mail import inbox
 from broker.mail import send as mail
+from broker.mail.inputs import check_format
 from broker.store.store import Store
 
 

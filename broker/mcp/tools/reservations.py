@@ -9,7 +9,7 @@ from typing import Any
 from fastmcp import FastMCP
 
 from broker.config import Settings
-from broker.inputs import check_format
+from broker.mail.inputs import check_format
 from broker.mail.views import flag, limit_of
 from broker.mcp.resources import guarded
 from broker.reservations import guard

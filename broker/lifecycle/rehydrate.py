@@ -27,13 +27,13 @@ from typing import Any
 from redis.asyncio import Redis
 
 from broker.config import Settings
-from broker.mail.send import INLINE_BODY_BYTES
 from broker.persistence.index import Index
 from broker.reservations import globs
 from broker.store import luajson
 from broker.store.clients import make_client
 from broker.store.ids import KINDS, largest_indexed_ids
 from broker.store.keys import Keys
+from broker.store.luajson import INLINE_BODY_BYTES
 from broker.store.scripts import script_source
 
 PIPELINE_CHUNK = 500
