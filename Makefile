@@ -26,8 +26,8 @@ serve: install
 	$(BIN)/broker serve
 
 lint: install
-	$(BIN)/ruff check broker workers tests benchmarks examples
-	$(BIN)/ruff format --check broker workers tests benchmarks examples
+	$(BIN)/ruff check broker workers tests benchmarks examples dev
+	$(BIN)/ruff format --check broker workers tests benchmarks examples dev
 
 # Three test processes: most tests wait on Redis, subprocesses and sockets, not on the CPU,
 # so even two cores run the suite in about half the time of one process.
