@@ -392,7 +392,7 @@ class Settings(BaseSettings):
         return (self.archive_root or self.storage_root / "archive").expanduser()
 
     def effective_agent_auth(self, http_host: str | None = None) -> str:
-        """`required` is forced when HTTP listens beyond loopback (DESIGN decision 7)."""
+        """`required` is forced when HTTP listens beyond loopback (decision 7 in docs/architecture.md)."""
         if http_host is not None and not is_loopback(http_host):
             return "required"
         return self.agent_auth
