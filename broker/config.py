@@ -1,13 +1,20 @@
-"""Settings, read from the environment when a server is built (never at import)."""
+"""Settings, read from the environment when a server is built (never at import).
+
+Every field carries its env name (alias) and a description: `python -m broker.config` renders them
+as the table of docs/configuration.md, and tests/test_configuration_docs.py keeps that page equal
+to the output, so a setting without a description or a stale page fails CI.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args, get_origin
 
+import annotated_types
 from pydantic import Field, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -27,105 +34,326 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
-    # Empty = the embedded default (DESIGN decision 9): a managed redis-server child
-    # when the binary exists, else in-process fakeredis.
-    redis_url: str = Field("", alias="REDIS_URL")
-    # Isolates tenants and tests that share one Redis.
-    redis_key_prefix: str = Field("am", alias="REDIS_KEY_PREFIX")
-    # Connections per process; concurrent calls queue for one rather than each opening its own.
-    redis_max_connections: int = Field(32, alias="REDIS_MAX_CONNECTIONS", ge=1)
-    storage_root: Path = Field(Path("~/.agent-broker"), alias="STORAGE_ROOT")
-    database_path: Path | None = Field(None, alias="DATABASE_PATH")
-    http_host: str = Field("127.0.0.1", alias="HTTP_HOST")
-    http_port: int = Field(8765, alias="HTTP_PORT")
-    http_path: str = Field("/mcp/", alias="HTTP_PATH")
-    http_bearer_token: str = Field("", alias="HTTP_BEARER_TOKEN")
-    # open: tokens optional, a wrong one is rejected. required: the reference's rule.
-    agent_auth: Literal["open", "required"] = Field("open", alias="AGENT_AUTH")
-    environment: str = Field("development", alias="APP_ENVIRONMENT")
-    max_subject_chars: int = Field(200, alias="MAX_SUBJECT_CHARS")
-    max_body_bytes: int = Field(1_048_576, alias="MAX_BODY_BYTES")
-    max_recipients: int = Field(100, alias="MAX_RECIPIENTS")
-    session_binding_ttl_seconds: int = Field(86400, alias="SESSION_BINDING_TTL_SECONDS")
-    # File reservations: TTL bounds, when a holder counts as stale (force release), and how long
-    # an ended reservation stays listable in Redis (the index keeps it for good).
-    file_reservation_min_ttl_seconds: int = Field(60, alias="FILE_RESERVATION_MIN_TTL_SECONDS", ge=1)
-    file_reservation_max_ttl_seconds: int = Field(30 * 86400, alias="FILE_RESERVATION_MAX_TTL_SECONDS", ge=1)
-    file_reservation_inactivity_seconds: int = Field(1800, alias="FILE_RESERVATION_INACTIVITY_SECONDS", ge=0)
-    file_reservation_activity_grace_seconds: int = Field(900, alias="FILE_RESERVATION_ACTIVITY_GRACE_SECONDS", ge=0)
-    file_reservation_retention_seconds: int = Field(7 * 86400, alias="FILE_RESERVATION_RETENTION_SECONDS", ge=60)
-    # Contacts: a blocked send asks for contact and holds the message (when the caller does not
-    # say), and the shortest lifetime of a contact request or approval.
-    messaging_auto_handshake_on_block: bool = Field(True, alias="MESSAGING_AUTO_HANDSHAKE_ON_BLOCK")
-    contact_min_ttl_seconds: int = Field(60, alias="CONTACT_MIN_TTL_SECONDS", ge=1)
-    # How long a held message (and the contact request a blocked send makes) waits for approval.
-    contact_hold_ttl_seconds: int = Field(7 * 86400, alias="CONTACT_HOLD_TTL_SECONDS", ge=1)
-    # Most messages one sender may have held for one recipient at a time (bounds the work of the
-    # respond_contact script that delivers them).
-    contact_max_held: int = Field(100, alias="CONTACT_MAX_HELD", ge=1)
-    # Durability: the Git archive and the persistence worker (README "Durability").
-    archive_root: Path | None = Field(None, alias="ARCHIVE_ROOT")
-    persist_batch_size: int = Field(2000, alias="PERSIST_BATCH_SIZE", ge=1, le=20000)
-    # The reconciler re-queues projects whose pending entries are older than this.
-    persist_reconcile_age_seconds: float = Field(10.0, alias="PERSIST_RECONCILE_AGE_SECONDS", gt=0)
-    persist_reconcile_interval_seconds: float = Field(5.0, alias="PERSIST_RECONCILE_INTERVAL_SECONDS", gt=0)
-    # Tool profiles (the reference's TOOLS_FILTER_*; broker/mcp/profiles.py checks the names).
-    tools_filter_enabled: bool = Field(False, alias="TOOLS_FILTER_ENABLED")
-    tools_filter_profile: str = Field("full", alias="TOOLS_FILTER_PROFILE")
-    tools_filter_mode: str = Field("include", alias="TOOLS_FILTER_MODE")
-    tools_filter_clusters: str = Field("", alias="TOOLS_FILTER_CLUSTERS")
-    tools_filter_tools: str = Field("", alias="TOOLS_FILTER_TOOLS")
-    # Default age after which resource://views/acks-stale lists an unacknowledged message.
-    ack_ttl_seconds: int = Field(1800, alias="ACK_TTL_SECONDS", ge=0)
+    # Redis and storage.
+    redis_url: str = Field(
+        "",
+        alias="REDIS_URL",
+        description="`redis://`, `rediss://` (TLS), `unix://` (socket) or `memory://<name>` (in-process fakeredis, "
+        "shared by servers in one process). Empty: the embedded default (a managed `redis-server` under "
+        "`<STORAGE_ROOT>/redis` when the binary exists, else in-process fakeredis).",
+    )
+    redis_key_prefix: str = Field(
+        "am",
+        alias="REDIS_KEY_PREFIX",
+        description="First segment of every key, to keep tenants or test runs apart in one Redis. "
+        "No braces, colons or spaces.",
+    )
+    redis_max_connections: int = Field(
+        32,
+        alias="REDIS_MAX_CONNECTIONS",
+        ge=1,
+        description="Connections per broker process; concurrent calls wait for a free one.",
+    )
+    storage_root: Path = Field(
+        Path("~/.agent-broker"),
+        alias="STORAGE_ROOT",
+        description="Local data directory: the embedded Redis (`redis/`), the archive, the index and the "
+        "operator token file live under it.",
+    )
+    database_path: Path | None = Field(
+        None,
+        alias="DATABASE_PATH",
+        description="The SQLite index. Unset: `<STORAGE_ROOT>/index.sqlite3`.",
+    )
+    archive_root: Path | None = Field(
+        None,
+        alias="ARCHIVE_ROOT",
+        description="The bare Git repository of the archive. Unset: `<STORAGE_ROOT>/archive`.",
+    )
 
-    # Lifecycle (README "Agent and project lifecycle"): purge_old_messages' default age, and the
-    # window identity this process registers under when register_agent gets no name.
-    retention_max_age_days: int = Field(180, alias="RETENTION_MAX_AGE_DAYS", ge=1, le=36_500)
-    window_id: str = Field("", alias="MCP_AGENT_MAIL_WINDOW_ID")
-    window_ttl_days: int = Field(30, alias="MCP_AGENT_MAIL_WINDOW_TTL_DAYS", ge=1)
+    # HTTP and access.
+    http_host: str = Field("127.0.0.1", alias="HTTP_HOST", description="HTTP bind address (`--host` overrides).")
+    http_port: int = Field(8765, alias="HTTP_PORT", description="HTTP port (`--port` overrides).")
+    http_path: str = Field(
+        "/mcp/",
+        alias="HTTP_PATH",
+        description="Path of the MCP endpoint; normalised to a leading and trailing `/`.",
+    )
+    http_bearer_token: str = Field(
+        "",
+        alias="HTTP_BEARER_TOKEN",
+        description="When set, every HTTP request except `/health/*` and `OPTIONS` needs "
+        "`Authorization: Bearer <token>`.",
+    )
+    agent_auth: Literal["open", "required"] = Field(
+        "open",
+        alias="AGENT_AUTH",
+        description="`open`: agent tokens are optional, a wrong one is refused. `required`: agent-scoped calls "
+        "need the agent's token (or a session that proved it). Forced to `required` when HTTP binds beyond "
+        "loopback.",
+    )
+    broker_admin_token: str = Field(
+        "",
+        alias="BROKER_ADMIN_TOKEN",
+        max_length=256,
+        description="The operator token that destructive project-wide operations need under "
+        "`AGENT_AUTH=required` (at least 32 characters). Empty: a generated one in `<STORAGE_ROOT>/admin-token`.",
+    )
+    session_binding_ttl_seconds: int = Field(
+        86400,
+        alias="SESSION_BINDING_TTL_SECONDS",
+        description="How long an MCP session stays authenticated as an agent after a successful token check.",
+    )
+    environment: str = Field(
+        "development", alias="APP_ENVIRONMENT", description="Reported as `environment` by `health_check`."
+    )
 
-    # Persistence worker and health (docs/operations.md): whether `serve` persists in-process or a
-    # separate `broker worker` does, how often workers prove they live, how many projects a health
-    # check examines, and when /health/readiness fails (0 / false: never for that reason).
-    persistence_worker: Literal["inprocess", "external"] = Field("inprocess", alias="PERSISTENCE_WORKER")
-    persist_worker_heartbeat_seconds: float = Field(2.0, alias="PERSIST_WORKER_HEARTBEAT_SECONDS", gt=0, le=60)
-    health_max_projects: int = Field(1000, alias="HEALTH_MAX_PROJECTS", ge=1, le=100_000)
-    readiness_max_persist_lag_seconds: float = Field(0.0, alias="READINESS_MAX_PERSIST_LAG_SECONDS", ge=0)
-    readiness_require_persist_worker: bool = Field(False, alias="READINESS_REQUIRE_PERSIST_WORKER")
+    # Message bounds.
+    max_subject_chars: int = Field(200, alias="MAX_SUBJECT_CHARS", description="Longest subject a send accepts.")
+    max_body_bytes: int = Field(1_048_576, alias="MAX_BODY_BYTES", description="Largest `body_md`, in UTF-8 bytes.")
+    max_recipients: int = Field(
+        100, alias="MAX_RECIPIENTS", description="Most names in `to` + `cc` + `bcc` of one send."
+    )
 
-    # Observability (docs/metrics.md): Prometheus /metrics and the per-call log.
-    metrics_enabled: bool = Field(True, alias="METRICS_ENABLED")
-    metrics_path: str = Field("/metrics", alias="METRICS_PATH")
-    # bearer: /metrics needs HTTP_BEARER_TOKEN like every other route; none: open to scrapers.
-    metrics_auth: Literal["bearer", "none"] = Field("bearer", alias="METRICS_AUTH")
-    # Projects with their own pending-backlog series; the rest are summed as project="_other".
-    metrics_max_projects: int = Field(50, alias="METRICS_MAX_PROJECTS", ge=0, le=1000)
-    log_format: Literal["text", "json"] = Field("text", alias="LOG_FORMAT")
-    # errors: one line per failed call; all: every call; off: none.
-    log_calls: Literal["errors", "all", "off"] = Field("errors", alias="LOG_CALLS")
+    # File reservations.
+    file_reservation_min_ttl_seconds: int = Field(
+        60,
+        alias="FILE_RESERVATION_MIN_TTL_SECONDS",
+        ge=1,
+        description="Shortest `ttl_seconds` / `extend_seconds` accepted.",
+    )
+    file_reservation_max_ttl_seconds: int = Field(
+        30 * 86400,
+        alias="FILE_RESERVATION_MAX_TTL_SECONDS",
+        ge=1,
+        description="Longest `ttl_seconds` / `extend_seconds` accepted.",
+    )
+    file_reservation_inactivity_seconds: int = Field(
+        1800,
+        alias="FILE_RESERVATION_INACTIVITY_SECONDS",
+        ge=0,
+        description="A holder inactive this long (no registration or send) may be force-released as stale.",
+    )
+    file_reservation_activity_grace_seconds: int = Field(
+        900,
+        alias="FILE_RESERVATION_ACTIVITY_GRACE_SECONDS",
+        ge=0,
+        description="Mail, file or git activity this recent keeps a holder from being stale.",
+    )
+    file_reservation_retention_seconds: int = Field(
+        7 * 86400,
+        alias="FILE_RESERVATION_RETENTION_SECONDS",
+        ge=60,
+        description="How long an ended reservation stays listable in Redis (dropped after that once persisted; "
+        "the index keeps it).",
+    )
 
-    # Idempotent sends (broker/mail/idempotency.py): how long a send's idempotency_key is remembered.
-    idempotency_window_seconds: int = Field(86400, alias="IDEMPOTENCY_WINDOW_SECONDS", ge=1, le=30 * 86400)
+    # Contacts.
+    messaging_auto_handshake_on_block: bool = Field(
+        True,
+        alias="MESSAGING_AUTO_HANDSHAKE_ON_BLOCK",
+        description="A send blocked only for lack of contact holds the message and requests contact "
+        "(when the call does not give `auto_contact_if_blocked`).",
+    )
+    contact_min_ttl_seconds: int = Field(
+        60,
+        alias="CONTACT_MIN_TTL_SECONDS",
+        ge=1,
+        description="Shortest lifetime of a contact request or approval; shorter `ttl_seconds` are raised to it.",
+    )
+    contact_hold_ttl_seconds: int = Field(
+        7 * 86400,
+        alias="CONTACT_HOLD_TTL_SECONDS",
+        ge=1,
+        description="How long a held message (and the contact request a blocked send makes) waits for approval.",
+    )
+    contact_max_held: int = Field(
+        100,
+        alias="CONTACT_MAX_HELD",
+        ge=1,
+        description="Most messages one sender may have held for one recipient; past it a send fails with "
+        "`CONTACT_REQUIRED`.",
+    )
 
-    # Rate limits (docs/limits.md): per agent, a token bucket in Redis run by the scripts that
-    # act for it (send, reserve); per client (remote address of an HTTP call), in this process.
-    # Tokens per second and bucket size; 0 disables either.
-    agent_rate_limit_per_second: float = Field(100.0, alias="AGENT_RATE_LIMIT_PER_SECOND", ge=0)
-    agent_rate_limit_burst: int = Field(2000, alias="AGENT_RATE_LIMIT_BURST", ge=0)
-    client_rate_limit_per_second: float = Field(500.0, alias="CLIENT_RATE_LIMIT_PER_SECOND", ge=0)
-    client_rate_limit_burst: int = Field(5000, alias="CLIENT_RATE_LIMIT_BURST", ge=0)
+    # Persistence (docs/durability.md, docs/operations.md).
+    persist_batch_size: int = Field(
+        2000,
+        alias="PERSIST_BATCH_SIZE",
+        ge=1,
+        le=20000,
+        description="Most pending entries one batch (one Git commit, one SQLite transaction) takes.",
+    )
+    persist_reconcile_age_seconds: float = Field(
+        10.0,
+        alias="PERSIST_RECONCILE_AGE_SECONDS",
+        gt=0,
+        description="The reconciler re-enqueues projects whose oldest pending entry is older than this.",
+    )
+    persist_reconcile_interval_seconds: float = Field(
+        5.0,
+        alias="PERSIST_RECONCILE_INTERVAL_SECONDS",
+        gt=0,
+        description="How often each worker's reconciler looks.",
+    )
+    persistence_worker: Literal["inprocess", "external"] = Field(
+        "inprocess",
+        alias="PERSISTENCE_WORKER",
+        description="`inprocess`: `broker serve` persists on a thread of its own process (with or without "
+        "`REDIS_URL`). `external`: it runs none; `broker worker` processes do.",
+    )
+    persist_worker_heartbeat_seconds: float = Field(
+        2.0,
+        alias="PERSIST_WORKER_HEARTBEAT_SECONDS",
+        gt=0,
+        le=60,
+        description="How often workers beat; health counts a worker gone after three missed beats.",
+    )
+    persist_max_attempts: int = Field(
+        5,
+        alias="PERSIST_MAX_ATTEMPTS",
+        ge=1,
+        le=1000,
+        description="Tries before a pending entry that keeps failing is dead-lettered.",
+    )
+    persist_retry_base_seconds: float = Field(
+        2.0,
+        alias="PERSIST_RETRY_BASE_SECONDS",
+        ge=0,
+        description="Wait after an entry's first failed try; doubles with each try.",
+    )
+    persist_retry_max_seconds: float = Field(
+        300.0,
+        alias="PERSIST_RETRY_MAX_SECONDS",
+        ge=0,
+        description="Longest wait between two tries of an entry.",
+    )
+    worker_reconnect_max_seconds: float = Field(
+        10.0,
+        alias="WORKER_RECONNECT_MAX_SECONDS",
+        gt=0,
+        description="Longest wait between two restarts of a worker while Redis is unreachable.",
+    )
 
-    # Access (docs/security.md): the operator token the destructive project-wide tools need under
-    # AGENT_AUTH=required; empty = a generated one in <STORAGE_ROOT>/admin-token.
-    broker_admin_token: str = Field("", alias="BROKER_ADMIN_TOKEN", max_length=256)
+    # Health and readiness (docs/operations.md); 0 / false: never unready for that reason.
+    health_max_projects: int = Field(
+        1000,
+        alias="HEALTH_MAX_PROJECTS",
+        ge=1,
+        le=100_000,
+        description="Most projects one health check or readiness probe reads.",
+    )
+    readiness_max_persist_lag_seconds: float = Field(
+        0.0,
+        alias="READINESS_MAX_PERSIST_LAG_SECONDS",
+        ge=0,
+        description="Readiness fails when the oldest pending change is older than this (0: never).",
+    )
+    readiness_require_persist_worker: bool = Field(
+        False,
+        alias="READINESS_REQUIRE_PERSIST_WORKER",
+        description="Readiness fails while no persistence worker is alive.",
+    )
 
-    # Persistence failures (docs/durability.md): tries before a pending entry that keeps failing
-    # is dead-lettered, the back-off between its tries (doubling up to the max), and the longest
-    # wait of a worker between reconnects while Redis is unreachable.
-    persist_max_attempts: int = Field(5, alias="PERSIST_MAX_ATTEMPTS", ge=1, le=1000)
-    persist_retry_base_seconds: float = Field(2.0, alias="PERSIST_RETRY_BASE_SECONDS", ge=0)
-    persist_retry_max_seconds: float = Field(300.0, alias="PERSIST_RETRY_MAX_SECONDS", ge=0)
-    worker_reconnect_max_seconds: float = Field(10.0, alias="WORKER_RECONNECT_MAX_SECONDS", gt=0)
+    # Tool profiles (the reference's TOOLS_FILTER_*; docs/resources-and-profiles.md).
+    tools_filter_enabled: bool = Field(False, alias="TOOLS_FILTER_ENABLED", description="Turn tool profiles on.")
+    tools_filter_profile: str = Field(
+        "full",
+        alias="TOOLS_FILTER_PROFILE",
+        description="`full`, `core`, `minimal`, `messaging` or `custom`.",
+    )
+    tools_filter_mode: str = Field(
+        "include",
+        alias="TOOLS_FILTER_MODE",
+        description="`custom` only: keep (`include`) or drop (`exclude`) the named clusters and tools.",
+    )
+    tools_filter_clusters: str = Field(
+        "", alias="TOOLS_FILTER_CLUSTERS", description="`custom` only: comma-separated cluster names."
+    )
+    tools_filter_tools: str = Field(
+        "", alias="TOOLS_FILTER_TOOLS", description="`custom` only: comma-separated tool names."
+    )
+    ack_ttl_seconds: int = Field(
+        1800,
+        alias="ACK_TTL_SECONDS",
+        ge=0,
+        description="Default `ttl_seconds` of `resource://views/acks-stale`.",
+    )
+
+    # Lifecycle (docs/lifecycle.md).
+    retention_max_age_days: int = Field(
+        180,
+        alias="RETENTION_MAX_AGE_DAYS",
+        ge=1,
+        le=36_500,
+        description="Default `max_age_days` of `purge_old_messages`.",
+    )
+    window_id: str = Field(
+        "",
+        alias="MCP_AGENT_MAIL_WINDOW_ID",
+        description="Window identity of this process: `register_agent` without a name then reuses the window's "
+        "agent name.",
+    )
+    window_ttl_days: int = Field(
+        30,
+        alias="MCP_AGENT_MAIL_WINDOW_TTL_DAYS",
+        ge=1,
+        description="A window identity expires this long after its last registration.",
+    )
+
+    # Observability (docs/metrics.md).
+    metrics_enabled: bool = Field(
+        True, alias="METRICS_ENABLED", description="`false` removes `/metrics` and the per-call counting."
+    )
+    metrics_path: str = Field("/metrics", alias="METRICS_PATH", description="Where the metrics are served.")
+    metrics_auth: Literal["bearer", "none"] = Field(
+        "bearer",
+        alias="METRICS_AUTH",
+        description="`bearer`: a scrape needs `HTTP_BEARER_TOKEN` like every other route (when set). "
+        "`none`: this one path is open.",
+    )
+    metrics_max_projects: int = Field(
+        50,
+        alias="METRICS_MAX_PROJECTS",
+        ge=0,
+        le=1000,
+        description='Projects with their own backlog series; the rest are summed as `project="_other"`.',
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", alias="LOG_FORMAT", description="Call log lines as `key=value` pairs or one JSON object each."
+    )
+    log_calls: Literal["errors", "all", "off"] = Field(
+        "errors",
+        alias="LOG_CALLS",
+        description="`errors`: one line per failed call; `all`: every call; `off`: none.",
+    )
+
+    # Sends and rate limits (docs/limits.md).
+    idempotency_window_seconds: int = Field(
+        86400,
+        alias="IDEMPOTENCY_WINDOW_SECONDS",
+        ge=1,
+        le=30 * 86400,
+        description="How long a send's `idempotency_key` is remembered.",
+    )
+    agent_rate_limit_per_second: float = Field(
+        100.0,
+        alias="AGENT_RATE_LIMIT_PER_SECOND",
+        ge=0,
+        description="Tokens an agent's bucket (sends, reservations; kept in Redis) regains per second; 0: off.",
+    )
+    agent_rate_limit_burst: int = Field(
+        2000, alias="AGENT_RATE_LIMIT_BURST", ge=0, description="Size of an agent's bucket; 0: off."
+    )
+    client_rate_limit_per_second: float = Field(
+        500.0,
+        alias="CLIENT_RATE_LIMIT_PER_SECOND",
+        ge=0,
+        description="Tool calls and resource reads an HTTP client (remote address) regains per second, "
+        "per broker process; 0: off.",
+    )
+    client_rate_limit_burst: int = Field(
+        5000, alias="CLIENT_RATE_LIMIT_BURST", ge=0, description="Size of an HTTP client's bucket; 0: off."
+    )
 
     @field_validator("storage_root", mode="after")
     @classmethod
@@ -164,7 +392,7 @@ class Settings(BaseSettings):
         return (self.archive_root or self.storage_root / "archive").expanduser()
 
     def effective_agent_auth(self, http_host: str | None = None) -> str:
-        """`required` is forced when HTTP listens beyond loopback (DESIGN decision 7)."""
+        """`required` is forced when HTTP listens beyond loopback (decision 7 in docs/architecture.md)."""
         if http_host is not None and not is_loopback(http_host):
             return "required"
         return self.agent_auth
@@ -173,3 +401,63 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+CONFIGURATION_INTRO = """# Configuration
+
+Every setting of the broker, read from the environment (or a `.env` file in the working
+directory) when a server, worker or CLI command is built. This page is generated from
+`broker/config.py`; do not edit it by hand, run
+
+```sh
+python -m broker.config > docs/configuration.md
+```
+
+(`tests/test_configuration_docs.py` fails when it is out of date). What each group of settings
+does is explained on its topic's page: [limits](limits.md), [durability](durability.md),
+[operations](operations.md), [metrics](metrics.md), [security](security.md),
+[reservations](reservations.md), [contacts](contacts.md), [lifecycle](lifecycle.md),
+[resources and profiles](resources-and-profiles.md).
+"""
+
+_TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path"}
+_BOUNDS = ((annotated_types.Ge, ">=", "ge"), (annotated_types.Gt, ">", "gt"), (annotated_types.Le, "<=", "le"))
+
+
+def _type_text(field: FieldInfo) -> str:
+    annotation: Any = field.annotation
+    if get_origin(annotation) is Literal:
+        text = " \\| ".join(f"`{value}`" for value in get_args(annotation))
+    else:
+        kinds = [kind for kind in get_args(annotation) or (annotation,) if kind is not type(None)]
+        text = " or ".join(_TYPE_NAMES.get(kind, getattr(kind, "__name__", str(kind))) for kind in kinds)
+    for meta in field.metadata:
+        for kind, sign, attr in _BOUNDS:
+            if isinstance(meta, kind):
+                text += f", {sign} {getattr(meta, attr)}"
+        if isinstance(meta, annotated_types.MaxLen):
+            text += f", at most {meta.max_length} characters"
+    return text
+
+
+def _default_text(value: object) -> str:
+    if value is None or value == "":
+        return "(empty)"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
+
+
+def settings_markdown() -> str:
+    """docs/configuration.md: the intro, then one table row per setting in declaration order."""
+    rows = ["| Variable | Type | Default | Description |", "| --- | --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        if not field.alias or not field.description:
+            raise ValueError(f"Settings.{name} needs an alias (its env name) and a description")
+        description = field.description.replace("|", "\\|")
+        rows.append(f"| `{field.alias}` | {_type_text(field)} | {_default_text(field.default)} | {description} |")
+    return CONFIGURATION_INTRO + "\n" + "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_markdown(), end="")

@@ -1,6 +1,7 @@
-"""docs/clients.md and the README's client snippet, as a user pastes them: every JSON and TOML
-snippet parses, every `broker` command line in them is one the CLI accepts, and the Claude Code
-inbox hook, run by a shell as Claude Code would, prints the agent's new mail from a real Redis."""
+"""docs/clients.md, the README and the other docs pages, as a user pastes them: every JSON and
+TOML snippet of clients.md parses, every `broker` command line in a shell snippet of any page is
+one the CLI accepts, and the Claude Code inbox hook, run by a shell as Claude Code would, prints
+the agent's new mail from a real Redis."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from broker.server import build_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = ROOT / "docs" / "clients.md"
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PLACEHOLDER = "/path/to/agent-broker/.venv/bin/broker"
 BROKER = str(Path(sys.executable).with_name("broker"))
 FENCE = re.compile(r"^ *```(\w+)\n(.*?)^ *```", re.S | re.M)
@@ -69,9 +71,7 @@ def test_every_snippet_parses_and_names_real_broker_commands(monkeypatch: pytest
     # --agent comes from the environment the agent was started with, as the docs say
     monkeypatch.setenv("AGENT_BROKER_AGENT", "GreenCastle")
     argvs: list[list[str]] = []
-    readme_hooks = [b for b in blocks(ROOT / "README.md", "json") if "UserPromptSubmit" in b]
-    assert len(readme_hooks) == 1
-    configs = [json.loads(b) for b in blocks(CLIENTS, "json") + readme_hooks]
+    configs = [json.loads(b) for b in blocks(CLIENTS, "json")]
     configs += [tomllib.loads(b) for b in blocks(CLIENTS, "toml")]
     assert len(configs) >= 12
     for config in configs:
@@ -82,9 +82,9 @@ def test_every_snippet_parses_and_names_real_broker_commands(monkeypatch: pytest
             else:
                 url = entry.get("url") or entry.get("httpUrl") or entry.get("serverUrl")
                 assert url == "http://127.0.0.1:8765/mcp/", entry
-    for command in hook_commands() + hook_commands(ROOT / "README.md"):
+    for command in hook_commands():
         argvs += broker_argvs(command)
-    for body in blocks(CLIENTS, "sh") + blocks(ROOT / "README.md", "sh"):
+    for body in [body for page in PAGES for body in blocks(page, "sh")]:
         for line in body.replace("\\\n", " ").splitlines():
             argvs += broker_argvs(line)
     assert ["serve", "--transport", "stdio"] in argvs

@@ -2,7 +2,7 @@
 
 ``keys(result, required, optional, ours)``: the result has every required key, may have the
 optional ones (the reference's ``[...]``), and nothing else except ``ours``: keys we add, each
-named with the README bullet that documents it.
+named with the docs/compatibility.md bullet that documents it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ SUMMARY = {"participants", "key_points", "action_items", "total_messages", "open
 SUMMARY_OPT = {"code_references"}
 RESERVATION = {"id", "path_pattern", "exclusive", "reason", "expires_ts"}
 HOLDER = {"agent", "path_pattern", "exclusive", "expires_ts"}
-# README "Differences from the reference" > Reservations: "Conflicts also carry the holder's
+# docs/compatibility.md > General > Reservations: "Conflicts also carry the holder's
 # reservation `id`, and `more_holders`."
 HOLDER_OURS = {"id"}
 CONFLICT_OURS = {"more_holders"}
@@ -51,7 +51,7 @@ SUMMARY_ROW = {
     "cost_usd",
     "created_ts",
 }
-# README "Contacts and cross-project mail" > Differences: "`send_message` adds `queued` and
+# docs/compatibility.md > Contacts and cross-project mail: "`send_message` adds `queued` and
 # `skipped` when there are any."
 SEND_OURS = {"queued", "skipped"}
 
@@ -82,7 +82,7 @@ async def call(tools: Tools, tool: str, **args: Any) -> Any:
 
 # -- §3.1 infrastructure -------------------------------------------------------------------------
 async def test_infrastructure_results(tools: Tools, trio: dict[str, Any], tmp_path: Path) -> None:
-    # README "Differences from the reference" > "Extra keys": health_check adds `redis`, `agent_auth`
+    # docs/compatibility.md > General > "Extra keys": health_check adds `redis`, `agent_auth`
     # and `persistence`.
     keys(await call(tools, "health_check"), {"status", "environment", "http_host", "http_port", "database_url"},
          ours={"redis", "agent_auth", "persistence"})  # fmt: skip
@@ -179,7 +179,7 @@ async def test_messaging_results(tools: Tools, trio: dict[str, Any]) -> None:
     keys(acked, {"message_id", "acknowledged", "acknowledged_at", "read_at"})
     purge = await call(tools, "purge_old_messages", max_age_days=30)
     keys(purge, {"status", "messages_affected", "cutoff_date", "max_age_days"})
-    # wait_for_mail is ours (README "Realtime delivery"): {messages, cursor, timed_out}
+    # wait_for_mail is ours (docs/realtime.md): {messages, cursor, timed_out}
     waited = await call(tools, "wait_for_mail", agent_name="GreenCastle", timeout_seconds=0)
     keys(waited, {"messages", "cursor", "timed_out"})
 
@@ -194,7 +194,7 @@ async def test_contact_results(tools: Tools, trio: dict[str, Any]) -> None:
     keys(requested["notification_message"], PAYLOAD, FOREIGN | WINDOW_OPT)
     responded = await tools.call("respond_contact", project_key=OTHER, to_agent="RedFox",
                                  from_agent=f"project:{trio['project']['slug']}#BlueLake", accept=True)  # fmt: skip
-    # README "Contacts and cross-project mail" > Differences: "`respond_contact` adds `delivered_message_ids`"
+    # docs/compatibility.md > Contacts and cross-project mail: "`respond_contact` adds `delivered_message_ids`"
     keys(responded, {"from", "to", "approved", "expires_ts", "updated"}, ours={"delivered_message_ids"})
     listed = await call(tools, "list_contacts", agent_name="BlueLake")
     each(listed, {"to", "to_project", "status", "is_expired", "allows_messaging", "reason", "updated_ts", "expires_ts"})

@@ -5,7 +5,7 @@ parameters in order, as ``name:type`` (required) or ``name:type=default`` (optio
 meaning "T or null". The reference omits ``ctx`` and ``format:?str=None``: every tool takes
 ``format`` except the eight it marks [nf] (NO_FORMAT). The gated build_slots and product_bus
 tools are not part of the always-on surface. A parameter or tool of ours that the reference does
-not have is listed in OUR_PARAMS / OUR_TOOLS with the README bullet that documents it.
+not have is listed in OUR_PARAMS / OUR_TOOLS with the docs/compatibility.md bullet that documents it.
 
 RESOURCES / TEMPLATES are transcribed from §4 (without the gated identity and product ones).
 """
@@ -109,13 +109,13 @@ NO_FORMAT = {
     "purge_old_messages",
 }
 
-# Parameters of ours appended after the reference's (README bullet named in each comment).
+# Parameters of ours appended after the reference's (docs/compatibility.md bullet named in each comment).
 OPERATOR = "operator_token:?str=None"
 OUR_PARAMS = {
-    # README "Agent and project lifecycle" > Differences: "purge_old_messages ... takes extra
+    # docs/compatibility.md > Agent and project lifecycle: "purge_old_messages ... takes extra
     # registration_token and operator_token arguments ..."
     "purge_old_messages": f"registration_token:?str=None, {OPERATOR}",
-    # README "Differences from the reference": "Operator credential ... an extra operator_token
+    # docs/compatibility.md > General: "Operator credential ... an extra operator_token
     # argument" (docs/security.md)
     **{
         name: OPERATOR
@@ -129,19 +129,19 @@ OUR_PARAMS = {
             "deregister_agent",
         )
     },
-    # README "Differences from the reference": "summarize_recent and fetch_summary show only the
+    # docs/compatibility.md > General: "summarize_recent and fetch_summary show only the
     # viewer's mail ... extra agent_name and registration_token arguments"
     "summarize_recent": "agent_name:?str=None, registration_token:?str=None",
     "fetch_summary": "agent_name:?str=None, registration_token:?str=None",
-    # README "Differences from the reference": "send_message and reply_message take an optional idempotency_key"
+    # docs/compatibility.md > General: "send_message and reply_message take an optional idempotency_key"
     "send_message": "idempotency_key:?str=None",
     "reply_message": "idempotency_key:?str=None",
-    # README "Differences from the reference": "The guard tools need the agent's token ..."
+    # docs/compatibility.md > General: "The guard tools need the agent's token ..."
     "install_precommit_guard": "agent_name:?str=None, registration_token:?str=None",
     "uninstall_precommit_guard": "project_key:?str=None, agent_name:?str=None, registration_token:?str=None",
 }
 
-# Tools of ours (README "Realtime delivery" > Differences: "wait_for_mail ... do not exist in the reference").
+# Tools of ours (docs/compatibility.md > Realtime delivery: "wait_for_mail ... do not exist in the reference").
 OUR_TOOLS = {
     "wait_for_mail": "project_key:str, agent_name:str, timeout_seconds:float=30, after_id:?str|int=None, "
     "include_bodies:bool=False, limit:int=20, registration_token:?str=None",
