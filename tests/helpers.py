@@ -85,7 +85,7 @@ async def snapshot(store: Store) -> dict[str, tuple[str, Any]]:
     """Every key under the test's prefix with its full contents.
 
     The id counters (``<p>:ids:*``) are left out: ids are reserved in blocks per process
-    before a script runs (DESIGN decision 11), so a rejected call may legitimately use one.
+    before a script runs (docs/architecture.md, decision 11), so a rejected call may legitimately use one.
     So are the agents' rate-limit buckets (``rate:<agent>``, docs/limits.md): accounting that
     expires about a second after a call, and that a refused reservation pays into. And the
     persistence workers' totals (``persist:stats``, for /metrics): a count of work done, not state.

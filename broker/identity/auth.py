@@ -1,4 +1,4 @@
-"""Agent authentication: registration tokens and MCP-session binding (DESIGN decision 7).
+"""Agent authentication: registration tokens and MCP-session binding (docs/architecture.md, decision 7).
 
 Scripts compare SHA-256 digests of tokens (Lua cannot compare in constant time; comparing
 digests of a secret leaks nothing an attacker can use). Under ``required`` auth a call

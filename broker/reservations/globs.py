@@ -1,7 +1,7 @@
 """Reservation patterns: normalisation, caps, matching and exact overlap.
 
 This is the Python twin of ``broker/scripts/lib/globs.lua``; property tests hold the two equal,
-and both equal to brute-force enumeration. The semantics (also in the README):
+and both equal to brute-force enumeration. The semantics (also in docs/reservations.md):
 
 * A pattern is a path relative to the project root, in ``/``-separated segments. ``\\`` is
   read as ``/``; leading ``/`` and ``./``, empty and ``.`` segments are dropped; ``..`` is refused.

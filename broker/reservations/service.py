@@ -24,7 +24,7 @@ from broker.reservations.staleness import Activity, full_verdict, holder_activit
 from broker.store.reservation_record import iso_from_us, record_dict
 from broker.store.store import Store
 
-# Bounds on one call's work (DESIGN decision 2); pattern caps live in broker/reservations/globs.py.
+# Bounds on one call's work (docs/architecture.md, decision 2); pattern caps live in broker/reservations/globs.py.
 MAX_PATHS_PER_CALL = 100
 MAX_IDS_PER_CALL = 1000
 MAX_REASON_CHARS = 512

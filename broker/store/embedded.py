@@ -1,4 +1,4 @@
-"""The embedded default (DESIGN decision 9): with no REDIS_URL, run a private Redis.
+"""The embedded default (docs/architecture.md, decision 9): with no REDIS_URL, run a private Redis.
 
 When the ``redis-server`` binary exists, one redis-server per STORAGE_ROOT (data and AOF in
 ``<STORAGE_ROOT>/redis``) is shared by every broker process that uses that root: agents that

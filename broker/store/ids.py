@@ -1,7 +1,7 @@
 """Broker-wide integer ids without touching a key outside the project's slot in a script.
 
 Each process reserves a block of ids with one script call on a global counter and hands them
-out locally (DESIGN decision 11). Ids are unique, not ordered in time; ``created_ts`` orders mail.
+out locally (docs/architecture.md, decision 11). Ids are unique, not ordered in time; ``created_ts`` orders mail.
 
 Ids never repeat, even when Redis loses its last writes (docs/durability-ids.md): the block
 script (allocate_ids.lua) floors the counter at a value derived from Redis's clock, so a

@@ -1,70 +1,10 @@
 """Every Redis key the broker uses, built in one place.
 
 All keys of one project carry the hash tag ``{<slug>}`` so that each Lua script touches a
-single cluster slot (DESIGN decision 1). ``<p>`` is the configurable key prefix.
-
-Global keys
-    <p>:projects                 HASH slug -> human_key (directory used for listing and hints)
-    <p>:slugs                    HASH slug -> human_key of every slug ever assigned (its owner never
-                                 changes, even after hard_delete_project: slugs never collide)
-    <p>:ids:<kind>               STRING counters for broker-wide integer ids
-    <p>:doorbell                 pub/sub channel; one event per delivered recipient
-    <p>:persist:stats            HASH messages, commits written by the persistence workers (metrics)
-
-Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARGV)
-    project                      HASH id, slug, human_key, created_at
-    agents                       HASH lower(name) -> agent JSON (with the SHA-256 digest of its token;
-                                 the token itself is never stored)
-    active                       HASH name -> last_active_ts (ISO); kept apart so sends stay cheap
-    bodies                       HASH message id -> body_md (one HMGET reads a page of bodies)
-    msg:<id>                     HASH head (inbox-item JSON without kind/body),
-                                 sender (lower name), recipients (JSON {to,cc,bcc} of names),
-                                 created_us, rk:<lower> kind, rt:<lower> read_ts, at:<lower> ack_ts,
-                                 hk:<lower> kind held for a contact approval, dc:<lower> inbox
-                                 entry id of a held message delivered on approval
-    inbox:<lower>                STREAM per recipient: m=id f="<created_us>|<urgent>|<topic>"
-                                 j=inbox-item JSON (head + kind), b=body when at most 2 KiB
-                                 (so a page of the inbox, bodies included, is one XREVRANGE)
-    urgent:<lower>               ZSET received high/urgent message ids by created_us
-    rtopic:<lower>:<topic>       ZSET received message ids with that (lower-cased) topic
-    stopic:<lower>:<topic>       ZSET sent message ids with that topic
-    outbox:<lower>               STREAM per sender: m=id c=created_us
-    unread:<lower>               SET of message ids not yet read by that agent
-    thread:<thread_id>           ZSET message id scored by created_us
-    res:<id>, res:index, res:buckets, res:expiry, res:all, res:ended, res:agent:<lower>
-                                 file reservations; documented in broker/scripts/lib/reservations.lua
-    links:<lower>                HASH contact links of that agent: "out:<slug>#<lower>" (it asked to write
-                                 to that agent) and "in:<slug>#<lower>" (that agent asked to write to it)
-                                 -> link JSON; each link is kept in both endpoints' projects
-                                 (documented in broker/scripts/lib/contacts.lua)
-    held:<lower>:<slug>#<lower>  ZSET message ids held for the first agent until it approves the
-                                 sender (second), scored by the hold's deadline in microseconds
-    idem:<slug>#<lower>:<key>    STRING a send's idempotency record: the SHA-256 hex of what was sent, then
-                                 the send script's reply JSON; one per (sender, key) in each target
-                                 project, expiring after IDEMPOTENCY_WINDOW_SECONDS (send_message.lua)
-    tpart:<thread_id>            SET of the thread's participants (lower names; "project:<slug>#<lower>"
-                                 for senders of other projects), for contacts_only
-    mailact                      HASH lower(name) -> ms of the agent's last read or ack (staleness)
-    hookcursor:<lower>           STRING inbox stream id of the newest entry `broker hook check-inbox`
-                                 has looked at for that agent (so a hook never shows mail twice)
-    windows                      HASH window_uuid -> window identity JSON (id, window_uuid, display_name,
-                                 created_ts, last_active_ts, expires_ts); windows:seq STRING its ids
-    pending                      ZSET "<kind>:<id>[:<name>]" scored by ms: the transactional
-                                 outbox drained by the persistence worker (DESIGN decision 4)
-    pending:flag                 STRING "a drain job is scheduled" (SET NX with a short TTL by the
-                                 scripts that add to pending; deleted by the job when it starts)
-    pending:inflight             ZSET members a drain job claimed, scored by claim time in ms;
-                                 removed once in Git and SQLite, re-queued by the reconciler if aged
-                                 (an entry whose write failed is back in pending scored by the time of
-                                 its next try, so a drain claims only members scored up to now)
-    pending:attempts             HASH member -> failed tries so far (deleted once it is written)
-    deadletter                   ZSET members that failed PERSIST_MAX_ATTEMPTS tries, scored by ms
-                                 when dead-lettered; `broker dead-letters retry` puts them back
-    deadletter:info              HASH member -> JSON {attempts, error, dead_at} of its last failure
-
-Agent names are case-insensitive, so per-agent keys use the lower-cased name.
-The Lua side builds the ``msg:``, ``inbox:``... keys from the project prefix with the same
-suffixes (``pkey()`` in ``broker/scripts/lib/common.lua``); change both together.
+single cluster slot (docs/architecture.md, decision 1). ``<p>`` is the configurable key prefix.
+What each key holds (type, fields, members, who writes it) is documented once, in
+docs/data-model.md; the Lua scripts build per-project keys with the same suffixes (``pkey()`` in
+lib/common.lua), and tests/test_script_keys.py checks that every one of them is declared here.
 """
 
 from __future__ import annotations

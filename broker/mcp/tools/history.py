@@ -1,6 +1,6 @@
 """Tools that read history from the SQLite index: search_messages, summarize_thread,
 summarize_recent, fetch_summary. They see a message once the persistence worker has written
-it (the persistence lag; see README "Durability")."""
+it (the persistence lag; see docs/durability.md)."""
 
 from __future__ import annotations
 
