@@ -52,6 +52,9 @@
 -- was used for other content), {"RATE_LIMITED", milliseconds to wait}; on every error nothing is
 -- written. A key already used for the same content returns the first "ok" reply (persistence flag 0)
 -- and writes nothing.
+-- @include lib/common.lua
+-- @include lib/contacts.lua
+-- @include lib/ratelimit.lua
 local prefix = ARGV[1]
 local project = redis.call("HMGET", KEYS[1], "id", "human_key", "archived_at")
 if not project[1] then return {"NO_PROJECT"} end
