@@ -64,7 +64,8 @@ Per project (``<p>:{<slug>}:`` is the project prefix that scripts receive in ARG
 
 Agent names are case-insensitive, so per-agent keys use the lower-cased name.
 The Lua side builds the ``msg:``, ``inbox:``... keys from the project prefix with the same
-suffixes (``pkey()`` in ``broker/scripts/lib/common.lua``); change both together.
+suffixes (``pkey()`` in ``broker/scripts/lib/common.lua``); change both together:
+tests/test_script_keys.py fails on a key the Lua builds that no method here produces.
 """
 
 from __future__ import annotations
@@ -206,6 +207,13 @@ class Keys:
 
     def reservation_index(self, slug: str) -> str:
         return self.project_prefix(slug) + "res:index"
+
+    def reservation_buckets(self, slug: str) -> str:
+        return self.project_prefix(slug) + "res:buckets"
+
+    def agent_reservations(self, slug: str, name: str) -> str:
+        """HASH pattern -> id of the agent's live reservations (lib/reservations.lua)."""
+        return f"{self.project_prefix(slug)}res:agent:{name.lower()}"
 
     def mail_activity(self, slug: str) -> str:
         return self.project_prefix(slug) + "mailact"

@@ -77,7 +77,7 @@ local function res_gc(prefix, now_us, limit)
     local member = "res:" .. id
     if not redis.call("ZSCORE", pending, member) and not redis.call("ZSCORE", inflight, member)
       and not redis.call("ZSCORE", dead, member) then
-      redis.call("DEL", pkey(prefix, member))
+      redis.call("DEL", pkey(prefix, "res:" .. id))
       redis.call("ZREM", pkey(prefix, "res:all"), id)
       redis.call("ZREM", ended, id)
       forgotten = forgotten + 1
