@@ -1,7 +1,7 @@
 -- glob_overlap: whether pairs of normalised reservation patterns overlap (some path matches
 -- both), and what each test cost. The reservation scripts use the same matcher; this entry
 -- point lets the test suite hold the Lua matcher (and its work estimate) equal to its Python
--- twin (broker/globs.py) on a real Redis.
+-- twin (broker/reservations/globs.py) on a real Redis.
 -- KEYS     none
 -- ARGV     pattern a1, pattern b1, pattern a2, pattern b2, ...
 -- Returns  {answers, steps, bounds}: per pair, 1 (overlap) or 0; the matcher table cells it

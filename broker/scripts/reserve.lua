@@ -20,11 +20,11 @@
 -- ARGV[7]  reason
 -- ARGV[8]  seconds to keep a record after it ends
 -- ARGV[9]  most holders to list per path
--- ARGV[10] step budget of this call (broker/reservations.py STEP_BUDGET)
+-- ARGV[10] step budget of this call (broker/reservations/service.py STEP_BUDGET)
 -- ARGV[11] rate-limit spec "<per second>:<burst>", "" for none (lib/ratelimit.lua)
 -- ARGV[12..] triples: new id, normalised pattern, bucket (see lib/reservations.lua)
 -- Returns {"ok", granted JSON, conflicts JSON, steps of work done (the HTTP client's bucket pays
--- for them too, broker/ratelimit.py), 1 if a persistence drain must be enqueued else 0}
+-- for them too, broker/mcp/limits.py), 1 if a persistence drain must be enqueued else 0}
 -- (times as expires_us strings, which the caller formats),
 -- {"TOO_COMPLEX", what ("entries" read, "pairs" priced, "matching" done), count, steps}
 -- (nothing written), {"RATE_LIMITED", milliseconds to wait} (nothing written),

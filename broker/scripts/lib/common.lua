@@ -91,7 +91,7 @@ local function resolve_agent(project_key, agents_key, name, given_hash, require)
 end
 
 -- Record a change for the persistence worker: add the member to the project's pending set and
--- claim the "drain job scheduled" flag (<pending>:flag, see broker/keys.py). Returns 1 when
+-- claim the "drain job scheduled" flag (<pending>:flag, see broker/store/keys.py). Returns 1 when
 -- this call set the flag, so the caller enqueues one job; a burst of writes enqueues once.
 -- The flag expires on its own, so a lost enqueue delays persistence by at most its TTL.
 local PENDING_FLAG_TTL_MS = 5000

@@ -1,4 +1,5 @@
--- Reservation pattern overlap: the Lua twin of broker/globs.py (property tests hold them equal).
+-- Reservation pattern overlap: the Lua twin of broker/reservations/globs.py (property tests
+-- hold them equal).
 -- Patterns arrive normalised by Python (segments joined by "/", no empty/"."/".." segments,
 -- classes well formed, within the caps), so this file only compiles and compares them.
 -- A path matches a pattern if it matches the glob reading or equals the pattern's text.
@@ -241,7 +242,7 @@ local function patterns_overlap(a, b, compiled)
   return false
 end
 
--- The work of an overlap test, before running it (twin of broker/globs.py pair_steps):
+-- The work of an overlap test, before running it (twin of broker/reservations/globs.py pair_steps):
 -- {glob, total, readings - 1} per pattern, where glob counts characters plus one of each
 -- segment that holds a wildcard ("**" aside) and total of every segment ("**" too: the literal
 -- reading compares it as text); characters, not bytes, as in Python.

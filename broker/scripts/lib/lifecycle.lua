@@ -2,7 +2,7 @@
 -- @include lib/common.lua
 
 -- Project member auth (project_state.lua; the caller passes "" / "0" when the operator
--- credential was presented, broker/lifecycle.py): a token that belongs to any agent of the
+-- credential was presented, broker/lifecycle/state.py): a token that belongs to any agent of the
 -- project, or (require = "1" only) a session bound to an agent of it (actor).
 -- Returns nil when allowed, else "BAD_ADMIN_TOKEN" or "ADMIN_AUTH_REQUIRED".
 -- Most agents a token is searched among (about 3 ms): any caller can send a token and joining
