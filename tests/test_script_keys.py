@@ -1,6 +1,6 @@
-"""Every key the Lua scripts build for themselves is one that broker/keys.py declares.
+"""Every key the Lua scripts build for themselves is one that broker/store/keys.py declares.
 
-Scripts get most keys in KEYS, built by broker/keys.py. Some they build inside Lua instead,
+Scripts get most keys in KEYS, built by broker/store/keys.py. Some they build inside Lua instead,
 from the project prefix (``pkey(prefix, "inbox:" .. lower)``) or from a key they were given
 (``pending_key .. ":flag"``). Each such expression is read as a template (its string literals,
 with a wildcard for every other operand) and must match a key that a ``Keys`` method produces,
@@ -24,7 +24,7 @@ SLUG = "slug"
 
 # pkey calls whose suffix is entirely computed, so nothing can be checked: (file, suffix).
 OPAQUE_SUFFIXES = {
-    # the caller names each stream entry's key: "inbox:<lower>" / "outbox:<lower>" (broker/retention.py)
+    # the caller names each stream entry's key: "inbox:<lower>" / "outbox:<lower>" (broker/lifecycle/retention.py)
     ("purge_messages.lua", "ARGV [ i ]"),
     ("common.lua", "prefix .. suffix"),  # pkey itself
 }
@@ -180,7 +180,7 @@ def undeclared(path: Path) -> list[str]:
             if (path.name, expr) not in OPAQUE_SUFFIXES:
                 problems.append(f"{path.name}:{line}: key suffix {expr} is computed: nothing to check it by")
         elif not matches(pieces, suffixes if relative else whole | suffixes):
-            problems.append(f"{path.name}:{line}: {expr} builds a key that broker/keys.py does not declare")
+            problems.append(f"{path.name}:{line}: {expr} builds a key that broker/store/keys.py does not declare")
     return problems
 
 
