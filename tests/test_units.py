@@ -31,7 +31,7 @@ from broker.store import embedded
 from broker.store.clients import make_client
 from broker.store.ids import IdAllocator
 from broker.store.keys import slug_candidates, slugify
-from broker.store.scripts import SCRIPT_DIR, script_names, script_source
+from broker.store.scripts import SCRIPT_DIR, lua_source, script_names, script_source
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -92,15 +92,14 @@ def test_project_slug_rejects(key: str, code: str) -> None:
 
 # -- the Lua ISO timestamp helper ---------------------------------------------------------------
 def lua_helpers() -> str:
-    """The helpers every script is built from (broker.store.scripts joins them the same way)."""
-    return "\n".join(p.read_text() for p in sorted((SCRIPT_DIR / "lib").glob("*.lua")))
+    """The time helpers (lib/common.lua, with what it includes), as a script gets them."""
+    return lua_source("lib/common.lua")
 
 
-def test_every_script_starts_with_the_helpers() -> None:
-    helpers = lua_helpers()
+def test_every_script_ends_with_its_own_body() -> None:
     assert set(script_names()) >= {"send_message", "register_agent", "mark_message", "fetch_topic"}
     for name in script_names():
-        assert script_source(name).startswith(helpers + "\n")
+        assert script_source(name).endswith((SCRIPT_DIR / f"{name}.lua").read_text())
 
 
 @pytest.fixture

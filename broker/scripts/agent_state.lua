@@ -11,6 +11,7 @@
 -- ARGV[4]  operation: "retire", "unretire" or "deregister"
 -- Returns {"ok", agent JSON, 1 if a persistence drain must be enqueued else 0} or an error
 -- table from resolve_agent.
+-- @include lib/common.lua
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 if err then return err end
 local iso, _, ms = now()

@@ -23,6 +23,8 @@
 -- approved), persistence flag}, or {"NO_PROJECT"}, {"NO_AGENT", name}, {"BAD_TOKEN"|
 -- "AUTH_REQUIRED", name}, {"PROJECT_ARCHIVED", hk}, {"NO_TARGET", name}, {"SELF"},
 -- {"AGENT_RETIRED", name}, {"CONTACT_BLOCKED", name, "block_all"|"refused"}.
+-- @include lib/common.lua
+-- @include lib/contacts.lua
 local prefix = ARGV[1]
 local project = redis.call("HMGET", KEYS[1], "id", "human_key", "archived_at")
 if not project[1] then return {"NO_PROJECT"} end

@@ -22,6 +22,8 @@
 -- persistence flag}, or {"NO_PROJECT"}, {"NO_AGENT", name}, {"BAD_TOKEN"|"AUTH_REQUIRED", name},
 -- {"NO_REQUESTER", name}, {"PROJECT_ARCHIVED", human_key} (an approval would deliver held mail
 -- into an archived project; a refusal only drops mail and still works).
+-- @include lib/common.lua
+-- @include lib/contacts.lua
 local prefix = ARGV[1]
 local project = redis.call("HMGET", KEYS[1], "id", "human_key", "archived_at")
 if not project[1] then return {"NO_PROJECT"} end

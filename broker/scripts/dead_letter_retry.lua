@@ -8,6 +8,7 @@
 -- ARGV[1]  most entries to move in this call
 -- ARGV[2..] members to move (none: the oldest ARGV[1] dead letters)
 -- Returns the members moved (members named but not dead-lettered are skipped).
+-- @include lib/common.lua
 local members = {}
 if #ARGV > 1 then
   for i = 2, math.min(#ARGV, tonumber(ARGV[1]) + 1) do

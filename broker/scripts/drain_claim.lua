@@ -18,6 +18,7 @@
 -- Returns the claimed members, oldest first, each followed by its pending score (so a batch
 -- given back unwritten returns as old as it was: the oldest-pending age health reports), as a
 -- flat list {member, score, ...} (empty when nothing is due).
+-- @include lib/common.lua
 if ARGV[2] == "1" then redis.call("DEL", KEYS[3]) end
 local _, _, ms = now()
 local scored = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ms, "WITHSCORES", "LIMIT", 0, tonumber(ARGV[1]))

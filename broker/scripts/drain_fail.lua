@@ -12,6 +12,7 @@
 -- ARGV[3]  longest back-off, in ms
 -- ARGV[4..] pairs: member, error text of its last try
 -- Returns the members dead-lettered by this call.
+-- @include lib/common.lua
 local max_attempts = tonumber(ARGV[1])
 local base, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local iso, _, ms = now()

@@ -7,6 +7,7 @@
 -- Returns {id, slug, human_key, created_at, created (1 if this call created it),
 --          1 if a persistence job must be enqueued (see mark_pending) else 0,
 --          archived_at or "" (set by archive_project)}.
+-- @include lib/common.lua
 local existing = redis.call("HMGET", KEYS[1], "id", "slug", "human_key", "created_at", "archived_at")
 if existing[1] then
   return {existing[1], existing[2], existing[3], existing[4], 0, 0, existing[5] or ""}

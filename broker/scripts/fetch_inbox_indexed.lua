@@ -14,6 +14,7 @@
 -- ARGV[8]  lower(topic) to match, "" for any
 -- ARGV[9]  "1" to include bodies
 -- Returns {"ok", JSON array of inbox items} or an error table.
+-- @include lib/common.lua
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local prefix, me = ARGV[1], string.lower(agent.name)

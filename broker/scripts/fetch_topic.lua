@@ -12,6 +12,7 @@
 -- ARGV[7]  since: epoch microseconds (exclusive), "" for all
 -- ARGV[8]  "1" to include bodies
 -- Returns {"ok", JSON array text} or an error table.
+-- @include lib/common.lua
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local prefix, me, topic = ARGV[1], string.lower(agent.name), ARGV[5]

@@ -18,6 +18,7 @@
 -- ARGV[9]  "ack" only: "newest" or "oldest" first
 -- Returns {"ok", item JSON, read_ts or "", item JSON, read_ts or "", ...} (items carry kind,
 -- no body) or an error table.
+-- @include lib/common.lua
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local prefix, me = ARGV[1], string.lower(agent.name)

@@ -13,6 +13,8 @@
 -- ARGV[7]  seconds to keep the record after it ends
 -- Returns {"ok", released_at ISO, released_us, 1 if a drain must be enqueued else 0}, {"CHANGED"} when renewed or ended meanwhile,
 -- or an error table from resolve_agent.
+-- @include lib/common.lua
+-- @include lib/reservations.lua
 local _, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local prefix, id = ARGV[1], ARGV[5]

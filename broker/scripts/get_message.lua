@@ -8,6 +8,7 @@
 -- ARGV[5]  message id
 -- Returns {"ok", head JSON, recipients JSON, lower(sender), viewer name, viewer kind or ""},
 -- or {"NO_MESSAGE"} when it does not exist or the viewer is neither its sender nor a recipient.
+-- @include lib/common.lua
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local me = string.lower(agent.name)

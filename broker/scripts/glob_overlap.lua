@@ -6,6 +6,7 @@
 -- ARGV     pattern a1, pattern b1, pattern a2, pattern b2, ...
 -- Returns  {answers, steps, bounds}: per pair, 1 (overlap) or 0; the matcher table cells it
 --          filled (glob_steps); and pair_steps, the bound reserve.lua prices it at beforehand.
+-- @include lib/globs.lua
 local answers, steps, bounds = {}, {}, {}
 local weights = {}
 for i = 1, #ARGV, 2 do

@@ -11,7 +11,7 @@
 --                   reservations, live or ended, leave every reservation structure
 --   "contacts"      one HSCAN step (cursor ARGV[7], COUNT ARGV[6]) over its links: mail held
 --                   for it, its pending link entries, and the other endpoint's copy when that
---                   agent is of this project (lib/lifecycle.lua forget_link); copies kept in
+--                   agent is of this project (lib/contacts.lua forget_link); copies kept in
 --                   other projects are returned for the caller (link_forget.lua there). Its
 --                   own links hash stays until "final", so a retry finds them again.
 --   "final"         {"MORE"} while its inbox or outbox is not empty (mail arrived meanwhile);
@@ -37,6 +37,10 @@
 --   contacts: [{"slug", "owner", "field"}...] copies in other projects, next cursor
 --   final: {"reservations":[id...],"windows":n}, "0"
 -- or {"MORE"} (final only), or an error table from resolve_agent.
+-- @include lib/common.lua
+-- @include lib/contacts.lua
+-- @include lib/lifecycle.lua
+-- @include lib/reservations.lua
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local raw = redis.call("HGET", KEYS[2], string.lower(agent.name))

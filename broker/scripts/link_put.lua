@@ -6,6 +6,8 @@
 -- ARGV[2]  project slug
 -- ARGV[3]  link JSON (see lib/contacts.lua)
 -- Returns {"ok", persistence flag} or {"OLDER"} when a newer version is already here.
+-- @include lib/common.lua
+-- @include lib/contacts.lua
 local link = cjson.decode(ARGV[3])
 local here = link.a_slug == ARGV[2] and "a" or "b"
 local owner = string.lower(link[here])

@@ -7,6 +7,7 @@
 -- ARGV[4]  "1" if a token is required
 -- Returns {"ok", agent name, now in epoch microseconds, field, link JSON, field, ...} or an
 -- error reply {"NO_PROJECT"|"NO_AGENT"|"BAD_TOKEN"|"AUTH_REQUIRED", ...}.
+-- @include lib/common.lua
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local _, us = now()

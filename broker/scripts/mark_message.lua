@@ -12,6 +12,7 @@
 -- Returns {"ok", read_ts or "", ack_ts or "", "1" if the agent is a recipient else "0",
 -- 1 if a persistence job must be enqueued (see mark_pending) else 0},
 -- or {"NO_MESSAGE"} when the message does not exist or is not visible to the agent.
+-- @include lib/common.lua
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local prefix, id, name = ARGV[1], ARGV[5], string.lower(agent.name)

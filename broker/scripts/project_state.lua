@@ -11,6 +11,8 @@
 -- Returns {"ok", archived_at or "", 1 if a persistence drain must be enqueued else 0},
 -- {"NO_PROJECT"}, {"BAD_ADMIN_TOKEN"}, {"ADMIN_AUTH_REQUIRED"} or {"TOO_MANY_AGENTS"} (a token
 -- is searched among at most ADMIN_SCAN_MAX agents, lib/lifecycle.lua).
+-- @include lib/common.lua
+-- @include lib/lifecycle.lua
 local project = redis.call("HMGET", KEYS[1], "id", "archived_at")
 if not project[1] then return {"NO_PROJECT"} end
 local err = admin_error(KEYS[2], ARGV[2], ARGV[3], ARGV[4])

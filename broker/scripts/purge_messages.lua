@@ -9,6 +9,8 @@
 -- ARGV[2]  number of message ids that follow
 -- ARGV[3..] message ids, then pairs (stream key suffix "inbox:<lower>"/"outbox:<lower>", entry id)
 -- Returns {"ok", number of messages that were still there} or {"NO_PROJECT"}.
+-- @include lib/common.lua
+-- @include lib/lifecycle.lua
 if redis.call("EXISTS", KEYS[1]) == 0 then return {"NO_PROJECT"} end
 local prefix, n, deleted = ARGV[1], tonumber(ARGV[2]), 0
 for i = 3, 2 + n do

@@ -20,6 +20,7 @@
 -- Returns {"ok", agent JSON, last_active_ts, created 0|1, 1 if a persistence job must be
 -- enqueued (see mark_pending) else 0}, or {"NO_PROJECT"}, {"TAKEN"},
 -- {"BAD_TOKEN", name}, {"AUTH_REQUIRED", name}, {"PROJECT_ARCHIVED", human_key}.
+-- @include lib/common.lua
 local project = redis.call("HMGET", KEYS[1], "id", "archived_at", "human_key")
 local project_id = project[1]
 if not project_id then return {"NO_PROJECT"} end

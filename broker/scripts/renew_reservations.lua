@@ -12,6 +12,8 @@
 -- ARGV[7..] patterns or ids for the mode
 -- Returns {"ok", JSON list of {id, path_pattern, old_expires_ts, new_expires_ts}, 1 if a drain
 -- must be enqueued else 0} or an error table from resolve_agent.
+-- @include lib/common.lua
+-- @include lib/reservations.lua
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local prefix = ARGV[1]

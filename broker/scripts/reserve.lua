@@ -29,6 +29,10 @@
 -- {"TOO_COMPLEX", what ("entries" read, "pairs" priced, "matching" done), count, steps}
 -- (nothing written), {"RATE_LIMITED", milliseconds to wait} (nothing written),
 -- {"PROJECT_ARCHIVED", human_key} (nothing written), or an error table from resolve_agent.
+-- @include lib/common.lua
+-- @include lib/globs.lua
+-- @include lib/ratelimit.lua
+-- @include lib/reservations.lua
 local FIRST = 12  -- the first triple
 -- Steps (about 0.15 us each, one matcher table cell) charged per index entry read and per
 -- pair compared besides its cells, and the steps one token of the agent's bucket pays for.

@@ -17,6 +17,8 @@
 --          forgotten (its end + retention: its res:ended score, as res_retire gives it)
 -- ARGV[11] released_us of an ended one ("" if it expired unreleased)
 -- Returns 1 if restored, 0 if it was already there.
+-- @include lib/common.lua
+-- @include lib/reservations.lua
 local prefix, id, agent, pattern = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local record_key = pkey(prefix, "res:" .. id)
 if redis.call("EXISTS", record_key) == 1 then return 0 end

@@ -13,7 +13,7 @@
 -- KEYS[5]  optional: the idempotency record of this (sender, key) (see broker/mail/idempotency.py);
 --          when given, the last two ARGV are the window in ms and the request's fingerprint
 -- ARGV[1]  project key prefix "<p>:{slug}:" (bodies, msg:, inbox:, urgent:, rtopic:, stopic:,
---          outbox:, unread:, thread:, tpart:, links:, held:)
+--          outbox:, unread:, thread:, tpart:, links:, held:, rate:)
 -- ARGV[2]  doorbell channel
 -- ARGV[3]  project slug (for the doorbell event)
 -- ARGV[4]  message id
@@ -31,7 +31,8 @@
 -- ARGV[15] largest body (bytes) copied into inbox entries; larger ones live only in "bodies"
 -- ARGV[16] most recipients one message may reach; a broadcast also reads the project's agents
 --          only while they number at most twice this plus the sender (bounds the scan before it starts)
--- ARGV[17] number of `to` names, ARGV[18] number of `cc` names
+-- ARGV[17] number of `to` names
+-- ARGV[18] number of `cc` names
 -- ARGV[19] "1": hold the message for recipients that lack only a contact link, "0": refuse
 -- ARGV[20] "1": a contact request's intro mail (no link or thread check)
 -- ARGV[21] sender of another project, JSON {name, id, project_id, slug, human_key}, or ""
@@ -52,6 +53,9 @@
 -- was used for other content), {"RATE_LIMITED", milliseconds to wait}; on every error nothing is
 -- written. A key already used for the same content returns the first "ok" reply (persistence flag 0)
 -- and writes nothing.
+-- @include lib/common.lua
+-- @include lib/contacts.lua
+-- @include lib/ratelimit.lua
 local prefix = ARGV[1]
 local project = redis.call("HMGET", KEYS[1], "id", "human_key", "archived_at")
 if not project[1] then return {"NO_PROJECT"} end

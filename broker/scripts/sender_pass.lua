@@ -13,6 +13,8 @@
 -- ARGV[6]  tokens this call pays once admitted
 -- Returns {"ok", agent JSON, last_active_ts}, an error table {"NO_PROJECT"|"NO_AGENT"|...}, or
 -- {"RATE_LIMITED", milliseconds to wait} (nothing written).
+-- @include lib/common.lua
+-- @include lib/ratelimit.lua
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 if err then return err end
 local _, _, ms = now()

@@ -7,6 +7,7 @@
 -- ARGV[3]  "1" if a token is required
 -- ARGV[4]  policy (already checked: open | auto | contacts_only | block_all)
 -- Returns {"ok", agent name, policy, persistence flag} or an error reply.
+-- @include lib/common.lua
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 if err then return err end
 agent.contact_policy = ARGV[4]

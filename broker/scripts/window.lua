@@ -12,6 +12,7 @@
 -- ARGV[4]  display name ("rename", "bind")
 -- Returns {"ok", JSON array of live windows} for list; {"ok", window JSON, old display name}
 -- for the others; {"NO_PROJECT"}; {"NOT_FOUND"} (rename, expire, touch).
+-- @include lib/common.lua
 if redis.call("EXISTS", KEYS[1]) == 0 then return {"NO_PROJECT"} end
 local iso, now_us = now()
 local now_num = tonumber(now_us)

@@ -147,6 +147,13 @@ class Keys:
     def reservation_index(self, slug: str) -> str:
         return self.project_prefix(slug) + "res:index"
 
+    def reservation_buckets(self, slug: str) -> str:
+        return self.project_prefix(slug) + "res:buckets"
+
+    def agent_reservations(self, slug: str, name: str) -> str:
+        """HASH pattern -> id of the agent's live reservations (lib/reservations.lua)."""
+        return f"{self.project_prefix(slug)}res:agent:{name.lower()}"
+
     def mail_activity(self, slug: str) -> str:
         return self.project_prefix(slug) + "mailact"
 

@@ -1,12 +1,23 @@
 """Lua scripts: one file per operation in broker/scripts/, helpers in broker/scripts/lib/.
 
-Redis Lua has no ``require``, so each script is loaded as the helpers followed by its own
-body. Scripts are registered with redis-py (EVALSHA, reloaded on NOSCRIPT), so fakeredis[lua]
+Redis Lua has no ``require``, so a script names the helper files it uses in include lines
+at its top, after its header comment::
+
+    -- @include lib/common.lua
+
+Paths are relative to broker/scripts/, in scripts and helper files alike. A helper file may
+include others the same way. Loading a script resolves its includes recursively and sends
+each included file once, dependencies first, followed by the script itself: a helper defined
+with ``local function`` is only visible to code that comes after it. Include lines are
+allowed only in a file's leading block of comments (a late one would not be where it reads).
+
+Scripts are registered with redis-py (EVALSHA, reloaded on NOSCRIPT), so fakeredis[lua]
 runs the very same code as a real Redis.
 """
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -15,14 +26,71 @@ from redis.asyncio import Redis
 
 SCRIPT_DIR = Path(__file__).resolve().parent.parent / "scripts"
 
+_INCLUDE = re.compile(r"--\s*@include\s+(\S+)\s*$")
+
+
+class ScriptIncludeError(ValueError):
+    """An include line names a missing file, forms a cycle, or is not in the leading comments."""
+
+
+def _read(relative: str) -> str:
+    path = SCRIPT_DIR / relative
+    if not path.is_file():
+        raise ScriptIncludeError(f"Lua include not found: {relative} (looked in {SCRIPT_DIR})")
+    return path.read_text()
+
+
+def includes(relative: str) -> list[str]:
+    """The files one Lua file includes directly (paths relative to SCRIPT_DIR), in order."""
+    found: list[str] = []
+    leading = True
+    for number, line in enumerate(_read(relative).splitlines(), 1):
+        text = line.strip()
+        match = _INCLUDE.match(text)
+        if match and not leading:
+            raise ScriptIncludeError(f"{relative}:{number}: @include after the first line of code")
+        if match:
+            found.append(match.group(1))
+        elif text and not text.startswith("--"):
+            leading = False
+    return found
+
+
+def resolve_includes(relative: str) -> list[str]:
+    """Every file ``relative`` needs, each once, each after the files it includes; the file
+    itself comes last."""
+    order: list[str] = []
+    visiting: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            cycle = " -> ".join([*visiting[visiting.index(name) :], name])
+            raise ScriptIncludeError(f"Lua include cycle: {cycle}")
+        visiting.append(name)
+        for child in includes(name):
+            visit(child)
+        visiting.pop()
+        order.append(name)
+
+    visit(relative)
+    return order
+
+
+def lua_source(relative: str) -> str:
+    """A Lua file with everything it includes before it (``relative`` to SCRIPT_DIR)."""
+    return "\n".join(_read(part) for part in resolve_includes(relative))
+
 
 @cache
 def script_source(name: str) -> str:
-    helpers = "\n".join(p.read_text() for p in sorted((SCRIPT_DIR / "lib").glob("*.lua")))
-    return helpers + "\n" + (SCRIPT_DIR / f"{name}.lua").read_text()
+    """The text sent to Redis for script ``name``: its included helpers, then its own body."""
+    return lua_source(f"{name}.lua")
 
 
 def script_names() -> list[str]:
+    """The operation scripts (broker/scripts/*.lua; the helpers in lib/ are not scripts)."""
     return sorted(p.stem for p in SCRIPT_DIR.glob("*.lua"))
 
 

@@ -1,4 +1,6 @@
--- Shared helpers, prepended to every script by broker/store/scripts.py (Redis Lua has no require).
+-- Shared helpers (keys, time, JSON, agent auth, pending persistence). Redis Lua has no require:
+-- a script that uses them starts with "-- @include lib/common.lua", which broker/store/scripts.py
+-- resolves when it loads the script.
 -- Per-project keys are built here from the project prefix ("<p>:{<slug>}:") with the same
 -- suffixes as broker/store/keys.py; change both together.
 
@@ -28,6 +30,13 @@ local function iso_from_time(sec, usec)
   local text = string.format("%04d-%02d-%02dT%02d:%02d:%02d", y, m, d, h, mi, s)
   if usec > 0 then text = text .. string.format(".%06d", usec) end
   return text .. "+00:00"
+end
+
+-- ISO text for a microsecond timestamp given as a decimal string or number.
+local function iso_from_us(us)
+  local value = tonumber(us)
+  local sec = math.floor(value / 1000000)
+  return iso_from_time(sec, value - sec * 1000000)
 end
 
 -- Server time once per script: iso text, then microseconds and milliseconds since the epoch

@@ -1,5 +1,6 @@
 -- Contact links, contact policies, and the pieces of a delivery that several scripts share
--- (send_message, contact_request, contact_respond). See broker/mail/contacts.py.
+-- (send_message, contact_request, contact_respond), and forgetting the links of a deleted
+-- agent (hard_delete_agent, link_forget). See broker/mail/contacts.py.
 --
 -- A link A->B ("A asked to write to B") is kept twice, once in each endpoint's project, so a
 -- script running in either project reads it locally:
@@ -14,6 +15,7 @@
 -- entry id is kept in the message hash field dc:<lower B> (wait_for_mail's after_id finds it).
 -- Thread participants (for contacts_only): tpart:<thread_id> SET of lower names, and
 -- "project:<slug>#<lower>" for senders from other projects.
+-- @include lib/common.lua
 
 -- Server time now plus `seconds`: iso text and microseconds text.
 local function time_after(seconds)
@@ -169,4 +171,25 @@ local function store_link(prefix, link, here_slug, pending_key, ms)
     members[#members + 1] = "link:" .. a_lower .. "|" .. field
   end
   return mark_pending_all(pending_key, ms, members)
+end
+
+-- Forget the copy of a contact link kept in this project by `owner` (field "in:<slug>#<name>"
+-- or "out:<slug>#<name>") whose other endpoint is a deleted agent with id `gone_id`: the field,
+-- its pending entry and, for an "in:" field (the deleted agent asked to write to the owner),
+-- the mail it sent that is held for the owner (the set and the messages' held kinds). A copy
+-- about another agent of that name (a newer one) is left alone. Returns 1 if a copy went.
+local function forget_link(prefix, pending_key, owner, field, gone_id)
+  local links = pkey(prefix, "links:" .. owner)
+  local raw = redis.call("HGET", links, field)
+  local inbound = string.sub(field, 1, 3) == "in:"
+  if raw then
+    local link = cjson.decode(raw)
+    if tonumber(link[inbound and "a_id" or "b_id"]) ~= tonumber(gone_id) then return 0 end
+    redis.call("HDEL", links, field)
+  end
+  redis.call("ZREM", pending_key, "link:" .. owner .. "|" .. field)
+  if inbound then
+    drop_held(prefix, pkey(prefix, "held:" .. owner .. ":" .. string.sub(field, 4)), owner, "0", false)
+  end
+  return raw and 1 or 0
 end

@@ -1,4 +1,5 @@
--- Reservation pattern overlap: the Lua twin of broker/reservations/globs.py (property tests hold them equal).
+-- Reservation pattern overlap: the Lua twin of broker/reservations/globs.py (property tests
+-- hold them equal).
 -- Patterns arrive normalised by Python (segments joined by "/", no empty/"."/".." segments,
 -- classes well formed, within the caps), so this file only compiles and compares them.
 -- A path matches a pattern if it matches the glob reading or equals the pattern's text.

@@ -1,4 +1,5 @@
--- Lifecycle helpers (retire, archive, hard delete, purge); prepended after common.lua.
+-- Lifecycle helpers (project admin auth, hard delete, purge).
+-- @include lib/common.lua
 
 -- Project member auth (project_state.lua; the caller passes "" / "0" when the operator
 -- credential was presented, broker/lifecycle/state.py): a token that belongs to any agent of the
@@ -108,25 +109,4 @@ local function entry_fields(entry)
   local fields = {}
   for j = 1, #entry[2], 2 do fields[entry[2][j]] = entry[2][j + 1] end
   return fields
-end
-
--- Forget the copy of a contact link kept in this project by `owner` (field "in:<slug>#<name>"
--- or "out:<slug>#<name>") whose other endpoint is a deleted agent with id `gone_id`: the field,
--- its pending entry and, for an "in:" field (the deleted agent asked to write to the owner),
--- the mail it sent that is held for the owner (the set and the messages' held kinds). A copy
--- about another agent of that name (a newer one) is left alone. Returns 1 if a copy went.
-local function forget_link(prefix, pending_key, owner, field, gone_id)
-  local links = pkey(prefix, "links:" .. owner)
-  local raw = redis.call("HGET", links, field)
-  local inbound = string.sub(field, 1, 3) == "in:"
-  if raw then
-    local link = cjson.decode(raw)
-    if tonumber(link[inbound and "a_id" or "b_id"]) ~= tonumber(gone_id) then return 0 end
-    redis.call("HDEL", links, field)
-  end
-  redis.call("ZREM", pending_key, "link:" .. owner .. "|" .. field)
-  if inbound then
-    drop_held(prefix, pkey(prefix, "held:" .. owner .. ":" .. string.sub(field, 4)), owner, "0", false)
-  end
-  return raw and 1 or 0
 end

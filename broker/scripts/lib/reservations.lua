@@ -18,6 +18,7 @@
 -- A reservation counts while released_us == "" and now < expires_us: every script compares
 -- expiry with its own TIME, so an expired entry stops counting at its instant even before it
 -- is pruned (no sweeper race).
+-- @include lib/common.lua
 
 local RES_SEP = "\0"
 
@@ -35,13 +36,6 @@ local function res_parse(member)
     start = stop + 1
   end
   return fields[2], fields[3], fields[4] == "x" and "1" or "0", string.sub(member, start)
-end
-
--- ISO text for a microsecond timestamp given as a decimal string or number.
-local function iso_from_us(us)
-  local value = tonumber(us)
-  local sec = math.floor(value / 1000000)
-  return iso_from_time(sec, value - sec * 1000000)
 end
 
 -- Take a reservation out of the live structures (index, expiry, agent map); the record stays
@@ -83,7 +77,7 @@ local function res_gc(prefix, now_us, limit)
     local member = "res:" .. id
     if not redis.call("ZSCORE", pending, member) and not redis.call("ZSCORE", inflight, member)
       and not redis.call("ZSCORE", dead, member) then
-      redis.call("DEL", pkey(prefix, member))
+      redis.call("DEL", pkey(prefix, "res:" .. id))
       redis.call("ZREM", pkey(prefix, "res:all"), id)
       redis.call("ZREM", ended, id)
       forgotten = forgotten + 1
