@@ -133,6 +133,11 @@ def main() -> int:
     top = [m for m in modules if m.count(".") == 1 and (ROOT / "broker" / f"{m.split('.')[1]}.py").exists()]
     print(f"modules: {len(modules)} ({len(top)} directly in broker/)")
     print(f"levels: {max(level(m) for m in modules)}")
+    if options.verbose:
+        chain = [max(modules, key=level)]
+        while below := [m for m in edges[chain[-1]] if m in component and level(m) == level(chain[-1]) - 1]:
+            chain.append(sorted(below)[0])
+        print("  longest chain: " + " -> ".join(chain))
     print(f"cycles: {len(cycles)}" + "".join(f"\n  {' <-> '.join(sorted(c))}" for c in cycles if options.verbose))
     print(f"imports against the layers: {len(wrong)}")
     if options.verbose:
