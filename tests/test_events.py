@@ -27,8 +27,7 @@ from realtime_helpers import until
 from shapes import payload
 
 from broker.config import Settings
-from broker.mcp.http import build_http_app
-from broker.server import build_server
+from broker.server import build_http_app, build_server
 from broker.store.store import Store
 
 BEARER = "bearer-for-events"
