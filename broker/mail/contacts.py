@@ -15,7 +15,7 @@ from broker.identity import refusals
 from broker.identity.limits import agent_limited, agent_spec
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
-from broker.store import contacts as links
+from broker.store import contacts as contact_store
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 
@@ -117,7 +117,7 @@ def hold_full(
 async def _agent_record(store: Store, slug: str, project_key: str, name: str) -> dict[str, Any]:
     """An agent of ``slug`` with its project's identity (no token check), or NOT_FOUND."""
     try:
-        agent = await links.known_agent(store, slug=slug, name=name)
+        agent = await contact_store.known_agent(store, slug=slug, name=name)
     except Refusal as refused:  # NO_PROJECT or NO_AGENT
         await refusals.raise_for(store, refused.reply, slug, project_key)
         raise
@@ -131,7 +131,7 @@ async def authenticated_sender(store: Store, sender: Sender, cost: int = 0) -> d
     slug = sender.slug
     spec = agent_spec(store.settings) if cost else ""
     try:
-        agent = await links.agent_record(
+        agent = await contact_store.agent_record(
             store, slug=slug, name=sender.name, auth=sender.auth, rate_spec=spec, cost=cost
         )
     except Refusal as refused:
@@ -156,12 +156,12 @@ async def _request(
     ttl: int,
     intro_body: str,
     requester_project_key: str,
-) -> links.ContactRequested:
+) -> contact_store.ContactRequested:
     """Create or renew the link in the target's project (with its intro mail), then the
     requester's copy; returns the link and the intro head (None when none was sent)."""
     slug = target_slug
     try:
-        requested = await links.contact_request(
+        requested = await contact_store.contact_request(
             store, slug=slug, requester=requester, auth=auth, foreign=foreign, target=target, reason=reason,
             ttl_seconds=ttl, intro_body=intro_body,
         )  # fmt: skip
@@ -202,12 +202,12 @@ async def _request_refused(
     await refusals.raise_for(store, refused.reply, slug, requester_project_key, "registration_token")
 
 
-async def mirror_link(store: Store, slug: str, link: links.Link) -> None:
+async def mirror_link(store: Store, slug: str, link: contact_store.Link) -> None:
     """Write the copy of ``link`` that lives in project ``slug`` (after the other project's)."""
-    await links.link_put(store, slug=slug, link=link)
+    await contact_store.link_put(store, slug=slug, link=link)
 
 
-def _link_view(link: links.Link) -> dict[str, Any]:
+def _link_view(link: contact_store.Link) -> dict[str, Any]:
     return {
         "from": link.requester,
         "from_project": link.requester_project,
@@ -314,7 +314,7 @@ async def respond_contact(
     foreign = await _agent_record(store, requester_slug, from_key, requester) if requester_slug != slug else None
     auth = store.bindings.args(slug, me, registration_token)
     try:
-        response = await links.contact_respond(
+        response = await contact_store.contact_respond(
             store, slug=slug, responder=me, auth=auth, foreign=foreign, requester=requester, accept=accept,
             ttl_seconds=ttl,
         )  # fmt: skip
@@ -350,7 +350,7 @@ async def list_contacts(
     name = validate_name(agent_name)
     auth = store.bindings.args(slug, name, registration_token)
     try:
-        found = await links.list_links(store, slug=slug, name=name, auth=auth)
+        found = await contact_store.list_links(store, slug=slug, name=name, auth=auth)
     except Refusal as refused:
         await refusals.raise_for(store, refused.reply, slug, project_key)
         raise
@@ -382,7 +382,7 @@ async def set_contact_policy(
     value = check_policy(policy)
     auth = store.bindings.args(slug, name, registration_token)
     try:
-        changed = await links.set_contact_policy(store, slug=slug, name=name, auth=auth, policy=value)
+        changed = await contact_store.set_contact_policy(store, slug=slug, name=name, auth=auth, policy=value)
     except Refusal as refused:
         await refusals.raise_for(store, refused.reply, slug, project_key)
         raise
