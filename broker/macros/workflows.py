@@ -27,6 +27,7 @@ from broker.identity.projects import project_dict, project_slug
 from broker.mail import inbox
 from broker.mail.inputs import check_limit
 from broker.reservations import service as reservations
+from broker.store import contacts as contact_store
 from broker.store.store import Store
 
 MAX_THREAD_ID_CHARS = 128  # as summarize_thread
@@ -88,10 +89,10 @@ async def start_session(
 
 async def project_record(store: Store, slug: str, project_key: str) -> dict[str, Any]:
     """An existing project's project_dict (with archived_at when set); NOT_FOUND names it."""
-    fields = await store.redis.hmget(store.keys.project(slug), "id", "slug", "human_key", "created_at", "archived_at")
-    if fields[0] is None:
+    record = await contact_store.project_record(store, slug=slug)
+    if record is None:
         raise await refusals.project_not_found(store, project_key)
-    return project_dict(fields[:4], fields[4])
+    return project_dict([record.id, record.slug, record.human_key, record.created_at], record.archived_at)
 
 
 def check_one_thread_id(thread_id: object) -> str:

@@ -8,7 +8,6 @@ is idempotent and never replaces a newer version, so a retry converges.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from broker.errors import BrokerError
@@ -16,6 +15,8 @@ from broker.identity import refusals
 from broker.identity.limits import agent_limited, agent_spec
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
+from broker.store import contacts as contact_store
+from broker.store.refusals import Refusal
 from broker.store.store import Store
 
 if TYPE_CHECKING:
@@ -115,41 +116,32 @@ def hold_full(
 
 async def _agent_record(store: Store, slug: str, project_key: str, name: str) -> dict[str, Any]:
     """An agent of ``slug`` with its project's identity (no token check), or NOT_FOUND."""
-    pipe = store.redis.pipeline(transaction=False)
-    pipe.hmget(store.keys.project(slug), "id", "human_key")
-    pipe.hget(store.keys.agents(slug), name.lower())
-    (pid, human_key), raw = await pipe.execute()
-    if pid is None:
-        raise await refusals.project_not_found(store, project_key)
-    if raw is None:
-        raise await refusals.agent_not_found(store, slug, name)
-    agent = json.loads(raw)
-    return {"name": agent["name"], "id": agent["id"], "project_id": int(pid), "slug": slug, "human_key": human_key}
+    try:
+        agent = await contact_store.known_agent(store, slug=slug, name=name)
+    except Refusal as refused:  # NO_PROJECT or NO_AGENT
+        await refusals.raise_for(store, refused.reply, slug, project_key)
+        raise
+    return agent.as_dict()
 
 
 async def authenticated_sender(store: Store, sender: Sender, cost: int = 0) -> dict[str, Any]:
     """The sender, authenticated in its own project, as the identity other projects' scripts take.
     With ``cost`` the sender's own rate bucket admits it and is charged that many tokens first
     (the other projects' scripts cannot reach that bucket)."""
-    keys, slug = store.keys, sender.slug
-    script_keys = [keys.project(slug), keys.agents(slug), keys.active(slug)]
-    if cost:
-        spec = agent_spec(store.settings)
-        reply = await store.run(
-            "sender_pass", script_keys, [sender.name, *sender.auth, keys.project_prefix(slug), spec, cost]
+    slug = sender.slug
+    spec = agent_spec(store.settings) if cost else ""
+    try:
+        agent = await contact_store.agent_record(
+            store, slug=slug, name=sender.name, auth=sender.auth, rate_spec=spec, cost=cost
         )
-    else:
-        reply = await store.run("get_agent", script_keys, [sender.name, *sender.auth])
-    if reply[0] == "RATE_LIMITED":
-        raise agent_limited(store.settings, sender.name, int(reply[1]))
-    if reply[0] != "ok":
-        await refusals.raise_for(store, reply, slug, sender.project_key, "sender_token")
+    except Refusal as refused:
+        if refused.code == "RATE_LIMITED":
+            raise agent_limited(store.settings, sender.name, int(refused.details[0])) from None
+        await refusals.raise_for(store, refused.reply, slug, sender.project_key, "sender_token")
+        raise
     if sender.auth[0]:
         store.bindings.bind(slug, sender.name)
-    agent = json.loads(reply[1])
-    human_key = await store.redis.hget(keys.project(slug), "human_key")
-    return {"name": agent["name"], "id": agent["id"], "project_id": agent["project_id"], "slug": slug,
-            "human_key": human_key}  # fmt: skip
+    return agent.as_dict()
 
 
 async def _request(
@@ -164,32 +156,32 @@ async def _request(
     ttl: int,
     intro_body: str,
     requester_project_key: str,
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
+) -> contact_store.ContactRequested:
     """Create or renew the link in the target's project (with its intro mail), then the
     requester's copy; returns the link and the intro head (None when none was sent)."""
-    from broker.store.luajson import INLINE_BODY_BYTES
+    slug = target_slug
+    try:
+        requested = await contact_store.contact_request(
+            store, slug=slug, requester=requester, auth=auth, foreign=foreign, target=target, reason=reason,
+            ttl_seconds=ttl, intro_body=intro_body,
+        )  # fmt: skip
+    except Refusal as refused:
+        await _request_refused(store, refused, slug, target_project_key, requester, requester_project_key)
+        raise
+    if foreign:
+        await mirror_link(store, foreign["slug"], requested.link)
+    elif auth[0]:
+        store.bindings.bind(slug, requester)
+    return requested
 
-    keys, slug = store.keys, target_slug
-    reply = await store.run(
-        "contact_request",
-        [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
-        [
-            keys.project_prefix(slug), keys.doorbell, slug, requester, *(("", "0") if foreign else auth),
-            json.dumps(foreign) if foreign else "", target, reason, ttl, await store.next_id("message"),
-            intro_body, INLINE_BODY_BYTES,
-        ],
-    )  # fmt: skip
-    code = reply[0]
-    if code == "ok":
-        store.schedule_persist(slug, reply[3])
-        link = json.loads(reply[1])
-        if foreign:
-            await mirror_link(store, foreign["slug"], link)
-        elif auth[0]:
-            store.bindings.bind(slug, requester)
-        return link, (json.loads(reply[2]) if reply[2] else None)
+
+async def _request_refused(
+    store: Store, refused: Refusal, slug: str, target_project_key: str, requester: str, requester_project_key: str
+) -> None:
+    """Raise the error for contact_request's refusal."""
+    code, details = refused.code, refused.details
     if code == "NO_TARGET":
-        raise await refusals.agent_not_found(store, slug, reply[1])
+        raise await refusals.agent_not_found(store, slug, details[0])
     if code == "SELF":
         raise BrokerError(
             "INVALID_ARGUMENT",
@@ -197,36 +189,32 @@ async def _request(
         )
     if code == "AGENT_RETIRED":
         raise BrokerError(
-            code, f"Agent '{reply[1]}' is retired and no longer accepts new messages or contact requests."
+            code, f"Agent '{details[0]}' is retired and no longer accepts new messages or contact requests."
         )
     if code == "CONTACT_BLOCKED":
-        why = "its contact policy is block_all" if reply[2] == "block_all" else "it refused your earlier request"
+        why = "its contact policy is block_all" if details[1] == "block_all" else "it refused your earlier request"
         raise BrokerError(
             code,
-            f"Agent '{reply[1]}' is not accepting contact requests from '{requester}' ({why}); only it can change that.",
+            f"Agent '{details[0]}' is not accepting contact requests from '{requester}' ({why}); only it can change that.",
         )
     if code == "NO_PROJECT":
         raise await refusals.project_not_found(store, target_project_key)
-    await refusals.raise_for(store, reply, slug, requester_project_key, "registration_token")
-    raise AssertionError("unreachable")
+    await refusals.raise_for(store, refused.reply, slug, requester_project_key, "registration_token")
 
 
-async def mirror_link(store: Store, slug: str, link: dict[str, Any]) -> None:
+async def mirror_link(store: Store, slug: str, link: contact_store.Link) -> None:
     """Write the copy of ``link`` that lives in project ``slug`` (after the other project's)."""
-    keys = store.keys
-    reply = await store.run("link_put", [keys.pending(slug)], [keys.project_prefix(slug), slug, json.dumps(link)])
-    if reply[0] == "ok":
-        store.schedule_persist(slug, reply[1])
+    await contact_store.link_put(store, slug=slug, link=link)
 
 
-def _link_view(link: dict[str, Any]) -> dict[str, Any]:
+def _link_view(link: contact_store.Link) -> dict[str, Any]:
     return {
-        "from": link["a"],
-        "from_project": link["a_hk"],
-        "to": link["b"],
-        "to_project": link["b_hk"],
-        "status": link["status"],
-        "expires_ts": link.get("expires_ts"),
+        "from": link.requester,
+        "from_project": link.requester_project,
+        "to": link.target,
+        "to_project": link.target_project,
+        "status": link.status,
+        "expires_ts": link.expires_ts,
     }
 
 
@@ -250,11 +238,11 @@ async def request_for_held(
     )
     entry: dict[str, Any] = {"recipient": recipient, "project": human_key, "reason": "CONTACT_REQUIRED"}
     try:
-        link, _ = await _request(
+        requested = await _request(
             store, group.slug, group.project_key, sender.name, sender.auth, foreign, recipient,
             "held message", store.settings.contact_hold_ttl_seconds, body, sender.project_key,
         )  # fmt: skip
-        entry["contact_status"] = link["status"]
+        entry["contact_status"] = requested.link.status
     except BrokerError as exc:
         entry["contact_status"] = "none"
         entry["contact_error"] = f"{exc.code}: {exc.message}"
@@ -292,13 +280,14 @@ async def request_contact(
         from broker.mail.outgoing import Sender
 
         foreign = await authenticated_sender(store, Sender(slug, project_key, requester, auth), cost=1)
-    link, intro = await _request(
+    requested = await _request(
         store, target_slug, target_key, requester, auth, foreign, target, reason, ttl, reason, project_key
     )
+    link = requested.link
     result = _link_view(link)
-    if intro:
-        body = reason or f"{link['a']} requests permission to contact {link['b']}."
-        result["notification_message"] = {**intro, "body_md": body, "to": [link["b"]], "cc": [], "bcc": []}
+    if requested.intro:
+        body = reason or f"{link.requester} requests permission to contact {link.target}."
+        result["notification_message"] = {**requested.intro, "body_md": body, "to": [link.target], "cc": [], "bcc": []}
     return result
 
 
@@ -312,8 +301,6 @@ async def respond_contact(
     from_project: str | None,
     registration_token: str | None,
 ) -> dict[str, Any]:
-    from broker.store.luajson import INLINE_BODY_BYTES
-
     slug = await project_slug(store, project_key)
     me = validate_name(to_agent, "to_agent")
     from_key, requester = target_of(from_agent, from_project, project_key)
@@ -326,35 +313,33 @@ async def respond_contact(
     ttl = check_ttl(store, ttl_seconds)
     foreign = await _agent_record(store, requester_slug, from_key, requester) if requester_slug != slug else None
     auth = store.bindings.args(slug, me, registration_token)
-    keys = store.keys
-    reply = await store.run(
-        "contact_respond",
-        [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [keys.project_prefix(slug), keys.doorbell, slug, me, *auth, json.dumps(foreign) if foreign else "",
-         requester, "1" if accept else "0", ttl, INLINE_BODY_BYTES],
-    )  # fmt: skip
-    if reply[0] == "NO_REQUESTER":
-        raise await refusals.agent_not_found(store, slug, reply[1])
-    if reply[0] != "ok":
-        await refusals.raise_for(store, reply, slug, project_key)
-    store.schedule_persist(slug, reply[4])
+    try:
+        response = await contact_store.contact_respond(
+            store, slug=slug, responder=me, auth=auth, foreign=foreign, requester=requester, accept=accept,
+            ttl_seconds=ttl,
+        )  # fmt: skip
+    except Refusal as refused:
+        if refused.code == "NO_REQUESTER":
+            raise await refusals.agent_not_found(store, slug, refused.details[0]) from None
+        await refusals.raise_for(store, refused.reply, slug, project_key)
+        raise
     if auth[0]:
         store.bindings.bind(slug, me)
-    if not reply[1]:
+    link = response.link
+    if link is None:
         return {
             "from": requester, "to": me, "approved": False, "expires_ts": None, "updated": 0,
             "delivered_message_ids": [],
         }  # fmt: skip
-    link = json.loads(reply[1])
     if foreign:
         await mirror_link(store, requester_slug, link)
     return {
-        "from": link["a"],
-        "to": link["b"],
-        "approved": link["status"] == "approved",
-        "expires_ts": link.get("expires_ts"),
-        "updated": int(reply[2]),
-        "delivered_message_ids": json.loads(reply[3]),
+        "from": link.requester,
+        "to": link.target,
+        "approved": link.status == "approved",
+        "expires_ts": link.expires_ts,
+        "updated": response.updated,
+        "delivered_message_ids": list(response.delivered_ids),
     }
 
 
@@ -364,38 +349,29 @@ async def list_contacts(
     slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     auth = store.bindings.args(slug, name, registration_token)
-    keys = store.keys
-    reply = await store.run(
-        "list_links", [keys.project(slug), keys.agents(slug)], [keys.project_prefix(slug), name, *auth]
-    )
-    if reply[0] != "ok":
-        await refusals.raise_for(store, reply, slug, project_key)
+    try:
+        found = await contact_store.list_links(store, slug=slug, name=name, auth=auth)
+    except Refusal as refused:
+        await refusals.raise_for(store, refused.reply, slug, project_key)
+        raise
     if auth[0]:
         store.bindings.bind(slug, name)
-    now_us = int(reply[2])
     rows = []
-    for field, raw in zip(reply[3::2], reply[4::2], strict=True):
-        if not field.startswith("out:"):
-            continue
-        link = json.loads(raw)
-        expired = bool(link["exp_us"]) and int(link["exp_us"]) <= now_us
+    for link in sorted(found.outgoing, key=lambda link: link.updated_us, reverse=True):
+        expired = link.expires_us is not None and link.expires_us <= found.now_us
         rows.append(
-            (
-                int(link["upd_us"]),
-                {
-                    "to": link["b"],
-                    "to_project": link["b_hk"],
-                    "status": link["status"],
-                    "is_expired": expired,
-                    "allows_messaging": link["status"] == "approved" and not expired,
-                    "reason": link.get("reason", ""),
-                    "updated_ts": link["updated_ts"],
-                    "expires_ts": link.get("expires_ts"),
-                },
-            )
+            {
+                "to": link.target,
+                "to_project": link.target_project,
+                "status": link.status,
+                "is_expired": expired,
+                "allows_messaging": link.status == "approved" and not expired,
+                "reason": link.reason,
+                "updated_ts": link.updated_ts,
+                "expires_ts": link.expires_ts,
+            }
         )
-    rows.sort(key=lambda row: row[0], reverse=True)
-    return [row for _, row in rows]
+    return rows
 
 
 async def set_contact_policy(
@@ -405,13 +381,11 @@ async def set_contact_policy(
     name = validate_name(agent_name)
     value = check_policy(policy)
     auth = store.bindings.args(slug, name, registration_token)
-    keys = store.keys
-    reply = await store.run(
-        "set_contact_policy", [keys.project(slug), keys.agents(slug), keys.pending(slug)], [name, *auth, value]
-    )
-    if reply[0] != "ok":
-        await refusals.raise_for(store, reply, slug, project_key)
-    store.schedule_persist(slug, reply[3])
+    try:
+        changed = await contact_store.set_contact_policy(store, slug=slug, name=name, auth=auth, policy=value)
+    except Refusal as refused:
+        await refusals.raise_for(store, refused.reply, slug, project_key)
+        raise
     if auth[0]:
         store.bindings.bind(slug, name)
-    return {"agent": reply[1], "policy": reply[2]}
+    return {"agent": changed.agent, "policy": changed.policy}

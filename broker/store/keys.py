@@ -172,3 +172,10 @@ class Keys:
 
     def dead_letter_info(self, slug: str) -> str:
         return self.dead_letters(slug) + ":info"
+
+    # -- contacts
+    @staticmethod
+    def is_outgoing_link(field: str) -> bool:
+        """Whether a ``links:<lower>`` field is the owner's own request ("out:<slug>#<lower>"),
+        not a copy of a request made to it ("in:<slug>#<lower>")."""
+        return field.startswith("out:")

@@ -1,0 +1,304 @@
+"""Contact links in Redis: the typed commands of broker/mail/contacts.py and the contact macros.
+
+Holds the contact scripts (contact_request, contact_respond, link_put, link_forget, list_links,
+set_contact_policy), the identity a sender proves in its own project before it writes into
+another one (get_agent / sender_pass, as ``agent_record``; the plain agent read ``known_agent``),
+and the project read of broker/macros/workflows.py (``project_record``).
+
+A link A->B (A asked to write to B) is kept in both endpoints' projects (layout in
+broker/scripts/lib/contacts.lua); ``Link`` is one copy, decoded, with the JSON it was stored as
+(``raw``) so the other project's copy is written from the very same record. A script's error
+reply is raised as ``Refusal``; a command that wrote something schedules the project's
+persistence drain itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis import Redis as SyncRedis
+
+from broker.store.keys import Keys
+from broker.store.luajson import INLINE_BODY_BYTES
+from broker.store.refusals import Refusal
+from broker.store.scripts import script_source
+from broker.store.store import Store
+
+# The requester identity the scripts take from another project (``foreign`` in
+# lib/contacts.lua's resolve_sender): {name, id, project_id, slug, human_key}.
+ForeignAgent = Mapping[str, Any]
+
+
+def _refusal(reply: list[Any]) -> Refusal:
+    return Refusal(str(reply[0]), *(str(detail) for detail in reply[1:]))
+
+
+@dataclass(frozen=True, slots=True)
+class AgentIdentity:
+    """An agent with its project's identity: what a script of another project takes as ``foreign``."""
+
+    name: str
+    id: int
+    project_id: int
+    slug: str
+    human_key: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The identity as the scripts' ``foreign`` JSON object (and as the mail code passes it on)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One copy of the contact link requester -> target (lib/contacts.lua's link JSON)."""
+
+    requester: str  # a: the agent that asked to write
+    requester_project: str  # a_hk: its project's human_key
+    requester_slug: str
+    target: str  # b: the agent it asked to write to
+    target_project: str  # b_hk
+    target_slug: str
+    status: str  # pending | approved | blocked
+    reason: str
+    updated_ts: str
+    updated_us: int
+    expires_ts: str | None
+    expires_us: int | None  # None when the link does not expire (exp_us "")
+    raw: str  # the link JSON as stored
+
+    @classmethod
+    def decode(cls, raw: str) -> Link:
+        link = json.loads(raw)
+        expires_us = link.get("exp_us", "")
+        return cls(
+            requester=link["a"],
+            requester_project=link["a_hk"],
+            requester_slug=link["a_slug"],
+            target=link["b"],
+            target_project=link["b_hk"],
+            target_slug=link["b_slug"],
+            status=link["status"],
+            reason=link.get("reason", ""),
+            updated_ts=link["updated_ts"],
+            updated_us=int(link["upd_us"]),
+            expires_ts=link.get("expires_ts"),
+            expires_us=int(expires_us) if expires_us not in ("", None) else None,
+            raw=raw,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRequested:
+    """What contact_request wrote in the target's project."""
+
+    link: Link
+    intro: dict[str, Any] | None  # the intro mail's head, None when none was sent
+
+
+@dataclass(frozen=True, slots=True)
+class ContactResponse:
+    """What contact_respond did in the responder's project."""
+
+    link: Link | None  # None: a refusal where there was no link
+    updated: int  # 1 when the link was written
+    delivered_ids: tuple[int, ...]  # held messages delivered by the approval
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLinks:
+    """An agent's links as list_links read them (after checking its token)."""
+
+    agent: str
+    now_us: int  # the server's clock, for expiry
+    outgoing: tuple[Link, ...]  # the links it asked for (its "out:" copies), in hash order
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySet:
+    agent: str
+    policy: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRecord:
+    """The fields of a project hash the project_dict shows."""
+
+    id: int
+    slug: str
+    human_key: str
+    created_at: str
+    archived_at: str | None
+
+
+# -- identities ---------------------------------------------------------------------------
+
+
+async def known_agent(store: Store, *, slug: str, name: str) -> AgentIdentity:
+    """An agent of ``slug`` with its project's identity, without a token check (one round trip).
+    Refusal NO_PROJECT, or NO_AGENT naming ``name``."""
+    keys = store.keys
+    pipe = store.client().pipeline(transaction=False)
+    pipe.hmget(keys.project(slug), "id", "human_key")
+    pipe.hget(keys.agents(slug), name.lower())
+    (project_id, human_key), raw = await pipe.execute()
+    if project_id is None:
+        raise Refusal("NO_PROJECT")
+    if raw is None:
+        raise Refusal("NO_AGENT", name)
+    agent = json.loads(raw)
+    return AgentIdentity(agent["name"], agent["id"], int(project_id), slug, human_key)
+
+
+async def agent_record(
+    store: Store, *, slug: str, name: str, auth: tuple[str, str], rate_spec: str = "", cost: int = 0
+) -> AgentIdentity:
+    """The agent, authenticated in its own project (get_agent.lua), as the identity other
+    projects' scripts take. ``auth`` is Bindings.args' (token digest, "1" if required). With
+    ``cost`` the agent's own rate bucket (``rate_spec``, lib/ratelimit.lua) admits it and is
+    charged that many tokens first (sender_pass.lua). Refusal NO_PROJECT, NO_AGENT, BAD_TOKEN,
+    AUTH_REQUIRED, ..., or RATE_LIMITED with the milliseconds to wait (nothing charged)."""
+    keys = store.keys
+    script_keys = [keys.project(slug), keys.agents(slug), keys.active(slug)]
+    if cost:
+        reply = await store.run("sender_pass", script_keys, [name, *auth, keys.project_prefix(slug), rate_spec, cost])
+    else:
+        reply = await store.run("get_agent", script_keys, [name, *auth])
+    if reply[0] != "ok":
+        raise _refusal(reply)
+    agent = json.loads(reply[1])
+    human_key = await store.client().hget(keys.project(slug), "human_key")
+    return AgentIdentity(agent["name"], agent["id"], agent["project_id"], slug, human_key)
+
+
+# -- links --------------------------------------------------------------------------------
+
+
+async def contact_request(
+    store: Store,
+    *,
+    slug: str,
+    requester: str,
+    auth: tuple[str, str],
+    foreign: ForeignAgent | None,
+    target: str,
+    reason: str,
+    ttl_seconds: int,
+    intro_body: str,
+) -> ContactRequested:
+    """Create or renew the link requester -> target in the target's project ``slug`` and send the
+    intro mail when the request is new (contact_request.lua). A requester of another project comes
+    as ``foreign`` (authenticated there; ``auth`` is then not used). Refusal NO_PROJECT, NO_AGENT,
+    BAD_TOKEN, AUTH_REQUIRED, PROJECT_ARCHIVED, NO_TARGET, SELF, AGENT_RETIRED or CONTACT_BLOCKED
+    (name, "block_all" | "refused")."""
+    keys = store.keys
+    reply = await store.run(
+        "contact_request",
+        [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
+        [
+            keys.project_prefix(slug), keys.doorbell, slug, requester, *(("", "0") if foreign else auth),
+            json.dumps(foreign) if foreign else "", target, reason, ttl_seconds, await store.next_id("message"),
+            intro_body, INLINE_BODY_BYTES,
+        ],
+    )  # fmt: skip
+    if reply[0] != "ok":
+        raise _refusal(reply)
+    store.schedule_persist(slug, reply[3])
+    return ContactRequested(Link.decode(reply[1]), json.loads(reply[2]) if reply[2] else None)
+
+
+async def contact_respond(
+    store: Store,
+    *,
+    slug: str,
+    responder: str,
+    auth: tuple[str, str],
+    foreign: ForeignAgent | None,
+    requester: str,
+    accept: bool,
+    ttl_seconds: int,
+) -> ContactResponse:
+    """The target ``responder`` approves or refuses the link from ``requester`` (of this project,
+    or ``foreign``) in its project ``slug`` (contact_respond.lua). Refusal NO_PROJECT, NO_AGENT,
+    BAD_TOKEN, AUTH_REQUIRED, PROJECT_ARCHIVED or NO_REQUESTER (name)."""
+    keys = store.keys
+    reply = await store.run(
+        "contact_respond",
+        [keys.project(slug), keys.agents(slug), keys.pending(slug)],
+        [keys.project_prefix(slug), keys.doorbell, slug, responder, *auth, json.dumps(foreign) if foreign else "",
+         requester, "1" if accept else "0", ttl_seconds, INLINE_BODY_BYTES],
+    )  # fmt: skip
+    if reply[0] != "ok":
+        raise _refusal(reply)
+    store.schedule_persist(slug, reply[4])
+    link = Link.decode(reply[1]) if reply[1] else None
+    return ContactResponse(link, int(reply[2]), tuple(json.loads(reply[3])))
+
+
+async def link_put(store: Store, *, slug: str, link: Link) -> bool:
+    """Write the copy of ``link`` that lives in project ``slug`` (link_put.lua); False when a newer
+    version is already there (nothing written)."""
+    keys = store.keys
+    reply = await store.run("link_put", [keys.pending(slug)], [keys.project_prefix(slug), slug, link.raw])
+    if reply[0] != "ok":
+        return False
+    store.schedule_persist(slug, reply[1])
+    return True
+
+
+def link_forget(client: SyncRedis, keys: Keys, *, slug: str, copies: Iterable[tuple[str, str, int]], batch: int) -> int:
+    """In project ``slug``, forget the link copies whose other endpoint, an agent of another
+    project, was deleted (link_forget.lua), ``batch`` copies per call. ``copies``: (owner, the
+    lower name of this project's agent; its links field; the deleted agent's id). Synchronous, as
+    the hard deletes run on a thread. Returns how many copies were removed."""
+    script = client.register_script(script_source("link_forget"))
+    items = list(copies)
+    removed = 0
+    for start in range(0, len(items), batch):
+        args = [value for item in items[start : start + batch] for value in item]
+        reply = script(keys=[keys.pending(slug)], args=[keys.project_prefix(slug), *args])
+        removed += int(reply[1])
+    return removed
+
+
+async def list_links(store: Store, *, slug: str, name: str, auth: tuple[str, str]) -> AgentLinks:
+    """The links the agent asked for, read after checking its token (list_links.lua). Refusal
+    NO_PROJECT, NO_AGENT, BAD_TOKEN or AUTH_REQUIRED."""
+    keys = store.keys
+    reply = await store.run(
+        "list_links", [keys.project(slug), keys.agents(slug)], [keys.project_prefix(slug), name, *auth]
+    )
+    if reply[0] != "ok":
+        raise _refusal(reply)
+    outgoing = tuple(
+        Link.decode(raw) for field, raw in zip(reply[3::2], reply[4::2], strict=True) if keys.is_outgoing_link(field)
+    )
+    return AgentLinks(reply[1], int(reply[2]), outgoing)
+
+
+async def set_contact_policy(store: Store, *, slug: str, name: str, auth: tuple[str, str], policy: str) -> PolicySet:
+    """Set the agent's contact policy (already checked) after checking its token
+    (set_contact_policy.lua). Refusal NO_PROJECT, NO_AGENT, BAD_TOKEN or AUTH_REQUIRED."""
+    keys = store.keys
+    reply = await store.run(
+        "set_contact_policy", [keys.project(slug), keys.agents(slug), keys.pending(slug)], [name, *auth, policy]
+    )
+    if reply[0] != "ok":
+        raise _refusal(reply)
+    store.schedule_persist(slug, reply[3])
+    return PolicySet(reply[1], reply[2])
+
+
+# -- macros -------------------------------------------------------------------------------
+
+
+async def project_record(store: Store, *, slug: str) -> ProjectRecord | None:
+    """The project's record (one HMGET), None when the project is not there."""
+    fields = await store.client().hmget(
+        store.keys.project(slug), "id", "slug", "human_key", "created_at", "archived_at"
+    )
+    if fields[0] is None:
+        return None
+    return ProjectRecord(int(fields[0]), fields[1], fields[2], fields[3], fields[4])
