@@ -99,9 +99,8 @@ def _worker(entry: WorkerEntry) -> dict[str, Any]:
         alive = age is not None and age <= ALIVE_BEATS * float(beat)
     else:
         alive = True
-    name = entry.key.rsplit(":", 1)[-1]
     return {
-        "name": name,
+        "name": entry.name,
         "hostname": entry.hostname,
         "pid": int(entry.pid) if entry.pid else None,
         "state": entry.state,

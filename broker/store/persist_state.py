@@ -50,6 +50,11 @@ class WorkerEntry:
     state: str | None
     beat_interval: str | None
 
+    @property
+    def name(self) -> str:
+        """The worker's name (its hash key is rq:worker:<name>)."""
+        return self.key.rsplit(":", 1)[-1]
+
 
 @dataclass(frozen=True)
 class PersistenceReads:
