@@ -146,14 +146,15 @@ def _state_now(mcp: object, settings: Settings) -> dict | None:
     import asyncio
 
     from broker.persistence.state import persistence_state
-    from broker.store.clients import make_client
+    from broker.store.store import Store
 
     async def read() -> dict:
-        client = make_client(mcp.store.redis_url)  # type: ignore[attr-defined]
+        # a store of its own: the server's is bound to the loop it will serve in, not this one
+        store = Store(settings, mcp.store.redis_url, mcp.store.bindings)  # type: ignore[attr-defined]
         try:
-            return await asyncio.wait_for(persistence_state(client, mcp.store.keys, settings), 5)  # type: ignore[attr-defined]
+            return await asyncio.wait_for(persistence_state(store, settings), 5)
         finally:
-            await client.aclose()
+            await store.close()
 
     try:
         return asyncio.run(read())

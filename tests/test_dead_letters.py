@@ -93,13 +93,13 @@ async def test_poison_entry_is_isolated_tried_then_dead_lettered_and_retried_onc
     assert summary.count == 1 and summary.projects == {SLUG: 1}
     assert summary.oldest_age_seconds is not None and 0 <= summary.oldest_age_seconds < 60
     assert summary.as_dict()["oldest_ts"].endswith("+00:00")
-    [dead] = await asyncio.to_thread(list_dead_letters, persister.redis, keys, SLUG)
+    [dead] = await asyncio.to_thread(list_dead_letters, persister.connection, keys, SLUG)
     assert dead.entry == f"msg:{bad}" and dead.attempts == 3 and "poisoned row" in dead.error
     # parked: further drains leave it alone (no endless retry, no log or registry growth)
     assert (await asyncio.to_thread(persister.drain, SLUG)).batches == 0
 
     cure(settings)
-    assert await asyncio.to_thread(retry_dead_letters, persister.redis, keys, SLUG) == [f"msg:{bad}"]
+    assert await asyncio.to_thread(retry_dead_letters, persister.connection, keys, SLUG) == [f"msg:{bad}"]
     await asyncio.to_thread(persister.drain, SLUG)
     assert persisted_ids(settings) == sorted(ids)
     assert canonical_ids(settings) == sorted(ids)
@@ -190,7 +190,7 @@ async def test_a_batch_failing_for_the_environment_keeps_its_age_for_readiness(
     await asyncio.sleep(1.5)
     with pytest.raises(sqlite3.OperationalError):
         await asyncio.to_thread(persister.drain, SLUG)
-    state = await persistence_state(store.redis, store.keys, settings)
+    state = await persistence_state(store, settings)
     assert state["pending"] >= 1 and state["oldest_pending_age_seconds"] >= 1.5
     lagging = settings.model_copy(update={"readiness_max_persist_lag_seconds": 1.0})
     assert readiness_problems(state, lagging), state

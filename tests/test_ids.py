@@ -132,7 +132,7 @@ async def test_a_worker_starting_after_a_loss_raises_counters_past_the_index(
     for kind in ("message", "agent", "project"):
         await store.redis.set(store.keys.ids(kind), "7")
 
-    Persister(settings, make_sync_client(store.redis_url)).redis.close()
+    Persister(settings, make_sync_client(store.redis_url)).connection.close()
     assert int(await store.redis.get(store.keys.ids("message"))) > sent["deliveries"][0]["payload"]["id"]
     assert int(await store.redis.get(store.keys.ids("agent"))) > max(a["id"] for a in trio["agents"].values())
     assert int(await store.redis.get(store.keys.ids("project"))) > trio["project"]["id"]

@@ -24,7 +24,6 @@ from helpers import make_settings
 from persist_helpers import index_rows, persisted_count
 from process_helpers import BROKER, broker_env, serving_at
 
-from broker.persistence.state import workers_key
 from broker.store.keys import Keys
 
 pytestmark = pytest.mark.integration
@@ -155,7 +154,7 @@ async def test_health_check_reports_the_bound_address(redis_url: str, tmp_path: 
 
 
 def registered(redis_url: str, env: dict[str, str]) -> set[bytes]:
-    return redis.Redis.from_url(redis_url).smembers(workers_key(Keys(env["REDIS_KEY_PREFIX"])))
+    return redis.Redis.from_url(redis_url).smembers(Keys(env["REDIS_KEY_PREFIX"]).persist_workers)
 
 
 async def test_brokers_leave_no_rq_worker_entry(redis_url: str, tmp_path: Path) -> None:

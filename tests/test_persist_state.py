@@ -27,7 +27,7 @@ async def test_pending_age_dead_letters_and_the_project_cap(tools: Tools, server
     await store.redis.zadd(store.keys.pending("srv-b"), dict.fromkeys(pending, minute_ago))
     await store.redis.zadd(store.keys.dead_letters("srv-c"), {"msg:1": minute_ago, "msg:2": minute_ago})
 
-    state: dict[str, Any] = await persistence_state(store.redis, store.keys, settings)
+    state: dict[str, Any] = await persistence_state(store, settings)
     assert state["projects_total"] == state["projects_examined"] == 3
     assert state["pending"] >= len(pending) >= 1
     assert state["oldest_pending_project"] == "srv-b"
@@ -46,11 +46,11 @@ async def test_pending_age_dead_letters_and_the_project_cap(tools: Tools, server
     assert problems[1].startswith("persistence lags: the oldest pending change (srv-b) is 6")
 
     # A cap below the number of projects: only that many are read, and the total says so.
-    capped = await persistence_state(store.redis, store.keys, settings.model_copy(update={"health_max_projects": 2}))
+    capped = await persistence_state(store, settings.model_copy(update={"health_max_projects": 2}))
     assert (capped["projects_examined"], capped["projects_total"], capped["projects_cap"]) == (2, 3, 2)
 
     # A directory too big for one HSCAN reply (a hashtable, not a listpack) is read in slices
     # up to the cap, each project once.
     await store.redis.hset(store.keys.projects, mapping={f"extra-{i}": f"/srv/extra-{i}" for i in range(300)})
-    sliced = await persistence_state(store.redis, store.keys, settings.model_copy(update={"health_max_projects": 250}))
+    sliced = await persistence_state(store, settings.model_copy(update={"health_max_projects": 250}))
     assert (sliced["projects_examined"], sliced["projects_total"]) == (250, 303)

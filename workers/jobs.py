@@ -55,12 +55,7 @@ def drain_project(prefix: str, slug: str) -> dict[str, Any]:
     persister = _persister_for(prefix)
     try:
         stats = persister.drain(slug)
-        if stats.messages or stats.commits:
-            # broker-wide totals for /metrics (every worker adds to the same hash)
-            pipe = persister.redis.pipeline(transaction=False)
-            pipe.hincrby(persister.keys.persist_stats, "messages", stats.messages)
-            pipe.hincrby(persister.keys.persist_stats, "commits", stats.commits)
-            pipe.execute()
+        persister.add_totals(stats)  # broker-wide totals for /metrics (every worker adds to them)
     except Exception as exc:
         _ratelog.warning(
             f"drain:{type(exc).__name__}", "drain of %s failed, will retry: %s: %s", slug, type(exc).__name__, exc

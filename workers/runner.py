@@ -28,7 +28,6 @@ import threading
 import time
 from typing import Any
 
-import redis
 from rq import SimpleWorker
 from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
@@ -41,6 +40,8 @@ from broker.persistence.queue import DRAIN_TIMEOUT_SECONDS, PersistQueue
 from broker.persistence.ratelog import RateLimitedLog
 from broker.persistence.state import BEAT_FIELD
 from broker.store.clients import make_sync_client
+from broker.store.drain import claim_drain_flags
+from broker.store.errors import StoreError
 from workers.jobs import register_persister
 
 log = logging.getLogger(__name__)
@@ -134,10 +135,8 @@ class PersistenceWorker:
             # only where no drain is scheduled (its flag has expired: the enqueue was lost, or
             # a drain outlived it): a job per pass for a project that is merely behind would
             # pile up in the queue while its drain runs
-            flags = self.persister.redis.pipeline(transaction=False)
-            for slug in slugs:
-                flags.set(self.persister.keys.pending_flag(slug), "1", nx=True, px=PENDING_FLAG_TTL_MS)
-            slugs = [slug for slug, claimed in zip(slugs, flags.execute(), strict=True) if claimed]
+            persister = self.persister
+            slugs = claim_drain_flags(persister.connection, persister.keys, slugs=slugs, ttl_ms=PENDING_FLAG_TTL_MS)
         for slug in slugs:
             self.queue.enqueue(slug)
         if slugs:
@@ -253,5 +252,5 @@ class PersistenceWorker:
         if self._thread is not None and worker.get_state() == "busy":
             self._thread.join(STOP_WAIT_SECONDS)
         if self._running is worker:  # still idle in its dequeue: deregister it here
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(StoreError):
                 worker.register_death()

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.config import Settings
 from broker.persistence.state import persistence_state, readiness_problems
+from broker.store.persist_state import ping
 
 HEALTH_PREFIX = "/health/"
 # Longest a health probe or a scrape waits for Redis (a frozen Redis must not hold them).
@@ -76,8 +77,8 @@ def add_health_routes(mcp: FastMCP, settings: Settings) -> None:
     async def readiness(request: Request) -> JSONResponse:
         try:
             # bounded: a frozen Redis would otherwise hold the probe for the client's socket timeout
-            await asyncio.wait_for(store.redis.ping(), PROBE_TIMEOUT_SECONDS)
-            state = await asyncio.wait_for(persistence_state(store.redis, store.keys, settings), PROBE_TIMEOUT_SECONDS)
+            await asyncio.wait_for(ping(store), PROBE_TIMEOUT_SECONDS)
+            state = await asyncio.wait_for(persistence_state(store, settings), PROBE_TIMEOUT_SECONDS)
         except TimeoutError:
             return JSONResponse({"detail": f"Redis did not answer within {PROBE_TIMEOUT_SECONDS:g} s"}, status_code=503)
         except Exception as exc:  # any failure to reach Redis means not ready
@@ -106,11 +107,9 @@ async def scrape(store: Any, metrics: Any, settings: Settings) -> None:
     """Refresh the figures read at scrape time; Redis being away shows as broker_redis_up 0."""
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(store.redis.ping(), PROBE_TIMEOUT_SECONDS)
+        await asyncio.wait_for(ping(store), PROBE_TIMEOUT_SECONDS)
         rtt = time.perf_counter() - started
-        state = await asyncio.wait_for(
-            persistence_state(store.redis, store.keys, settings, per_project=True), PROBE_TIMEOUT_SECONDS
-        )
+        state = await asyncio.wait_for(persistence_state(store, settings, per_project=True), PROBE_TIMEOUT_SECONDS)
     except Exception:  # any failure to reach Redis: report it, keep the in-process figures
         metrics.redis_up.set(0)
         return

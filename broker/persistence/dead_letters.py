@@ -15,7 +15,6 @@ fixed) puts them back in pending.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -24,11 +23,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis import Redis
-
 from broker.config import Settings
 from broker.errors import BrokerError
 from broker.persistence.ratelog import RateLimitedLog
+from broker.store.dead_letters import (
+    dead_letter_heads,
+    dead_letter_infos,
+    dead_letter_retry,
+    project_registry,
+    project_slugs,
+)
+from broker.store.drain import SyncClient, drain_fail
+from broker.store.errors import StoreError
 from broker.store.keys import Keys, looks_like_path
 
 log = logging.getLogger(__name__)
@@ -67,30 +73,19 @@ class DeadLetterSummary:
         }
 
 
-def _summarize(slugs: Sequence[str], replies: Sequence[Any]) -> DeadLetterSummary:
-    count, oldest, projects = 0, None, {}
-    for i, slug in enumerate(slugs):
-        n, first = replies[2 * i], replies[2 * i + 1]
-        if not n:
-            continue
-        count += n
-        projects[slug] = n
-        ms = int(first[0][1]) if first else None
-        if ms is not None and (oldest is None or ms < oldest):
-            oldest = ms
-    return DeadLetterSummary(count, oldest, projects)
-
-
-def dead_letter_summary(redis: Redis, keys: Keys, slugs: Iterable[str] | None = None) -> DeadLetterSummary:
+def dead_letter_summary(client: SyncClient, keys: Keys, slugs: Iterable[str] | None = None) -> DeadLetterSummary:
     """Count and oldest dead letter of the given projects (all projects when None), read in
-    two round trips (a synchronous client: the CLI; health and metrics read the same keys within
-    broker.persistence.state's one pass)."""
-    chosen = list(slugs) if slugs is not None else list(redis.hkeys(keys.projects))
-    pipe = redis.pipeline(transaction=False)
-    for slug in chosen:
-        pipe.zcard(keys.dead_letters(slug))
-        pipe.zrange(keys.dead_letters(slug), 0, 0, withscores=True)
-    return _summarize(chosen, pipe.execute() if chosen else [])
+    two round trips (a synchronous client of broker.store.clients: the CLI; health and metrics
+    read the same keys within broker.persistence.state's one pass)."""
+    count, oldest, projects = 0, None, {}
+    for head in dead_letter_heads(client, keys, slugs=slugs):
+        if not head.count:
+            continue
+        count += head.count
+        projects[head.slug] = head.count
+        if head.oldest_ms is not None and (oldest is None or head.oldest_ms < oldest):
+            oldest = head.oldest_ms
+    return DeadLetterSummary(count, oldest, projects)
 
 
 # -- listing and retrying (the CLI) -------------------------------------------------------
@@ -106,9 +101,9 @@ class DeadLetter:
         return dict(self.__dict__)
 
 
-def resolve_slug(redis: Redis, keys: Keys, project: str) -> str:
+def resolve_slug(client: SyncClient, keys: Keys, project: str) -> str:
     """The slug of a project given by its human_key (path) or slug; NOT_FOUND if unknown."""
-    known: dict[str, str] = redis.hgetall(keys.projects)
+    known = project_registry(client, keys)
     wanted = project.strip()
     # a path spelled differently (trailing slash, "..") is still the same human_key
     normal = os.path.normpath(wanted) if looks_like_path(wanted) else wanted
@@ -118,39 +113,26 @@ def resolve_slug(redis: Redis, keys: Keys, project: str) -> str:
     raise BrokerError("NOT_FOUND", f"project '{project}' not found. Give its absolute path or slug")
 
 
-def list_dead_letters(redis: Redis, keys: Keys, slug: str | None = None, limit: int = 1000) -> list[DeadLetter]:
+def list_dead_letters(client: SyncClient, keys: Keys, slug: str | None = None, limit: int = 1000) -> list[DeadLetter]:
     """Dead letters, oldest first, of one project or of all (at most ``limit`` per project)."""
-    slugs = [slug] if slug else sorted(redis.hkeys(keys.projects))
-    found: list[DeadLetter] = []
-    for project in slugs:
-        members = redis.zrange(keys.dead_letters(project), 0, limit - 1)
-        if not members:
-            continue
-        infos = redis.hmget(keys.dead_letter_info(project), members)
-        for member, raw in zip(members, infos, strict=True):
-            info = json.loads(raw) if raw else {}
-            found.append(
-                DeadLetter(
-                    project, member, info.get("dead_at", ""), int(info.get("attempts", 0)), info.get("error", "")
-                )
-            )
-    return found
+    slugs = [slug] if slug else sorted(project_slugs(client, keys))
+    return [
+        DeadLetter(project, info.entry, info.dead_at, info.attempts, info.error)
+        for project in slugs
+        for info in dead_letter_infos(client, keys, slug=project, limit=limit)
+    ]
 
 
-def retry_dead_letters(redis: Redis, keys: Keys, slug: str, entries: Sequence[str] = ()) -> list[str]:
+def retry_dead_letters(client: SyncClient, keys: Keys, slug: str, entries: Sequence[str] = ()) -> list[str]:
     """Put a project's dead letters (all, or the named entries) back in pending with a fresh
     try count; returns the entries moved. The caller enqueues a drain of the project."""
-    from broker.store.scripts import script_source
-
-    script = redis.register_script(script_source("dead_letter_retry"))
-    script_keys = [keys.dead_letters(slug), keys.dead_letter_info(slug), keys.pending(slug), keys.attempts(slug)]
+    moved: list[str] = []
     if entries:
-        moved: list[str] = []
         for start in range(0, len(entries), RETRY_CHUNK):
-            moved += script(keys=script_keys, args=[RETRY_CHUNK, *entries[start : start + RETRY_CHUNK]])
+            chunk = entries[start : start + RETRY_CHUNK]
+            moved += dead_letter_retry(client, keys, slug=slug, limit=RETRY_CHUNK, entries=chunk)
         return moved
-    moved = []
-    while chunk := script(keys=script_keys, args=[RETRY_CHUNK]):
+    while chunk := dead_letter_retry(client, keys, slug=slug, limit=RETRY_CHUNK):
         moved += chunk
     return moved
 
@@ -218,24 +200,26 @@ def write_isolated(
         raise
     if untried:
         persister._release(slug, untried)
-    dead = record_failures(persister._fail, persister.keys, slug, failed, persister.settings)
+    dead = record_failures(persister.connection, persister.keys, slug, failed, persister.settings)
     stats.failed += len(failed)
     stats.dead_lettered += len(dead)
     return written, commits, messages, list(failed)
 
 
-def record_failures(fail_script: Any, keys: Keys, slug: str, failed: dict[str, str], settings: Settings) -> list[str]:
-    """Count a failed try against each isolated entry (drain_fail.lua, registered on the
-    drain's client) and log it, rate-limited; returns the entries dead-lettered now."""
+def record_failures(client: SyncClient, keys: Keys, slug: str, failed: dict[str, str], settings: Settings) -> list[str]:
+    """Count a failed try against each isolated entry (drain_fail.lua, on the drain's client)
+    and log it, rate-limited; returns the entries dead-lettered now."""
     if not failed:
         return []
-    pairs = [value for item in failed.items() for value in item]
-    dead: list[str] = fail_script(
-        keys=[keys.inflight(slug), keys.pending(slug), keys.attempts(slug), keys.dead_letters(slug),
-              keys.dead_letter_info(slug)],
-        args=[settings.persist_max_attempts, int(settings.persist_retry_base_seconds * 1000),
-              int(settings.persist_retry_max_seconds * 1000), *pairs],
-    )  # fmt: skip
+    dead = drain_fail(
+        client,
+        keys,
+        slug=slug,
+        failures=failed,
+        max_attempts=settings.persist_max_attempts,
+        retry_base_ms=int(settings.persist_retry_base_seconds * 1000),
+        retry_max_ms=int(settings.persist_retry_max_seconds * 1000),
+    )
     entry, text = next(iter(failed.items()))
     _ratelog.warning(
         f"failed:{slug}",
@@ -263,9 +247,7 @@ def is_transient(error: BaseException) -> bool:
     import errno
     import sqlite3
 
-    import redis as redis_errors
-
-    if isinstance(error, redis_errors.RedisError | sqlite3.OperationalError):
+    if isinstance(error, StoreError | sqlite3.OperationalError):
         return True
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
         return True

@@ -4,7 +4,7 @@ The write scripts add what they changed to ``pending`` (members ``project:<id>``
 ``agent:<id>``, ``msg:<id>``, ``rcpt:<id>:<lower name>``, ``res:<id>``,
 ``link:<lower name>|<links field>``). A drain claims a batch into
 ``pending:inflight`` (drain_claim.lua), reads the current state of each entry from Redis in
-one pipeline, writes the batch to Git (one commit) and then to SQLite (one transaction), and
+one round trip (broker/store/drain_reads.py), writes the batch to Git (one commit) and then to SQLite (one transaction), and
 only then forgets the claimed entries. Git goes first so that a row in SQLite implies its
 commit exists. Both writes are idempotent, so a retried, duplicated or re-claimed batch
 (after a worker died mid-batch) writes nothing twice.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -27,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis import Redis, RedisError
-
 from broker.config import Settings
 from broker.persistence.archive import Archive
 from broker.persistence.dead_letters import is_transient, write_isolated
@@ -36,9 +33,18 @@ from broker.persistence.entries import HANDLERS, ProjectState, Work
 from broker.persistence.guards import drop_clashes, guard_counters
 from broker.persistence.index import Index
 from broker.persistence.ratelog import RateLimitedLog
-from broker.store.ids import KINDS
+from broker.store.drain import (
+    SyncClient,
+    add_persist_totals,
+    backlog_heads,
+    drain_claim,
+    drain_forget,
+    drain_release,
+    drain_requeue,
+)
+from broker.store.drain_reads import EntryRecord, read_batch
+from broker.store.errors import StoreError
 from broker.store.keys import Keys
-from broker.store.scripts import script_source
 
 log = logging.getLogger(__name__)
 _ratelog = RateLimitedLog(log)
@@ -91,18 +97,16 @@ class DrainStats:
 
 class Persister:
     """Writes projects' pending changes to the archive and index. Synchronous (runs in the
-    rq worker); ``redis`` must decode responses."""
+    rq worker); ``connection`` is a synchronous client of broker.store.clients that decodes
+    responses (``make_sync_client``), used only through broker/store's typed commands."""
 
-    def __init__(self, settings: Settings, redis: Redis, index: Index | None = None) -> None:
+    def __init__(self, settings: Settings, connection: SyncClient, index: Index | None = None) -> None:
         self.settings = settings
-        self.redis = redis
+        self.connection = connection
         self.keys = Keys(settings.redis_key_prefix)
         self.index = index or Index(settings.index_path)
         self.index.ensure_schema()
         self.archive = Archive(settings.archive_path, "")
-        self._claim = redis.register_script(script_source("drain_claim"))
-        self._requeue = redis.register_script(script_source("drain_requeue"))
-        self._fail = redis.register_script(script_source("drain_fail"))
         # claims a Redis outage kept us from releasing, per project (see _release)
         self._leftovers: dict[str, set[str]] = {}
         self._leftovers_lock = threading.Lock()  # the reconciler's thread releases them too
@@ -112,26 +116,29 @@ class Persister:
         # A worker starting after Redis came back from a loss raises the id counters before
         # its first batch (each batch checks again: docs/durability-ids.md).
         try:
-            guard_counters(redis, self.keys, self.index, {})
-        except RedisError as exc:  # Redis not up yet: the first batch checks
+            guard_counters(connection, self.keys, self.index, {})
+        except StoreError as exc:  # Redis not up yet: the first batch checks
             log.warning("could not check the id counters against the index: %s", exc)
 
     # -- draining -----------------------------------------------------------------------
     def drain(self, slug: str, budget_seconds: float = DRAIN_BUDGET_SECONDS) -> DrainStats:
         """Persist everything pending (and due) for the project, batch by batch; a failed batch
         is written in parts around the entries that fail alone (broker/persistence/dead_letters.py)."""
-        keys, stats = self.keys, DrainStats()
+        stats = DrainStats()
         deadline = time.monotonic() + budget_seconds
         failed: set[str] = set()
         self.release_leftovers()
         while True:
             with self._project_lock(slug):
-                scored = self._claim(
-                    keys=[keys.pending(slug), keys.inflight(slug), keys.pending_flag(slug)],
-                    args=[self.settings.persist_batch_size, "0" if stats.claims else "1"],
+                claimed = drain_claim(
+                    self.connection,
+                    self.keys,
+                    slug=slug,
+                    limit=self.settings.persist_batch_size,
+                    first=not stats.claims,
                 )
-                members = scored[0::2]
-                self._scores[slug] = dict(zip(members, map(float, scored[1::2]), strict=True))
+                members = list(claimed)
+                self._scores[slug] = claimed
                 stats.claims += 1
                 # (with no back-off) an entry that failed in this drain is tried by a later one
                 again = [m for m in members if m in failed]
@@ -166,14 +173,8 @@ class Persister:
         (an entry changed again after it was dead-lettered, and now written) forgotten."""
         if not done:
             return
-        keys = self.keys
         try:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.zrem(keys.inflight(slug), *done)
-            pipe.hdel(keys.attempts(slug), *done)
-            pipe.zrem(keys.dead_letters(slug), *done)
-            pipe.hdel(keys.dead_letter_info(slug), *done)
-            pipe.execute()
+            drain_forget(self.connection, self.keys, slug=slug, members=done)
         except Exception:  # written, still claimed: released once Redis answers (idempotent)
             self._keep(slug, done)
             raise
@@ -187,10 +188,8 @@ class Persister:
         now_ms = int(time.time() * 1000)
         claimed = self._scores.get(slug, {})
         try:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.zadd(self.keys.pending(slug), {m: min(claimed.get(m, now_ms), now_ms) for m in members}, nx=True)
-            pipe.zrem(self.keys.inflight(slug), *members)
-            pipe.execute()
+            scores = {m: min(claimed.get(m, now_ms), now_ms) for m in members}
+            drain_release(self.connection, self.keys, slug=slug, scores=scores)
         except Exception as exc:
             self._keep(slug, members)
             _ratelog.warning("release", "could not return a batch of %s to pending (kept to retry): %s", slug, exc)
@@ -213,7 +212,7 @@ class Persister:
     def persist_batch(self, slug: str, members: list[str]) -> tuple[list[str], str | None, int]:
         """Write one claimed batch; returns the members written, the commit sha (None if the
         archive had it all) and the number of messages."""
-        state, fetched = self._fetch(slug, members)
+        state, records = self._fetch(slug, members)
         work = Work()
         work.batch.projects.append(
             {
@@ -231,42 +230,23 @@ class Persister:
             if handler is None:
                 log.warning("no persistence handler for %r in project %s; left in flight", member, slug)
                 continue
-            handler.load(state, member, fetched.get(member, []), work)
+            handler.load(state, member, records.get(member), work)
             done.append(member)
         drop_clashes(self.index, slug, work)
         commit = self.archive.write_batch(
             profiles=work.profiles, messages=work.messages, reservations=work.reservations
         )
         self.index.write_batch(work.batch)
-        guard_counters(self.redis, self.keys, self.index, state.counters)
+        guard_counters(self.connection, self.keys, self.index, state.counters)
         return done, commit, len(work.messages)
 
-    def _fetch(self, slug: str, members: list[str]) -> tuple[ProjectState, dict[str, Any]]:
+    def _fetch(self, slug: str, members: list[str]) -> tuple[ProjectState, dict[str, EntryRecord]]:
         """The project's records and every entry's Redis state, in one round trip."""
-        keys = self.keys
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(keys.project(slug))
-        pipe.hgetall(keys.agents(slug))
-        pipe.hgetall(keys.active(slug))
-        pipe.mget([keys.ids(kind) for kind in KINDS])
-        counts: list[tuple[str, int]] = []
-        for member in members:
-            kind, _, rest = member.partition(":")
-            handler = HANDLERS.get(kind)
-            if handler is not None and handler.fetch is not None:
-                counts.append((member, handler.fetch(pipe, keys, slug, rest)))
-        replies = pipe.execute()
-        project, agents, active = replies[0], replies[1], replies[2]
-        state = ProjectState(slug, project, {k: json.loads(v) for k, v in agents.items()}, active)
-        state.counters = {kind: int(value or 0) for kind, value in zip(KINDS, replies[3], strict=True)}
-        fetched: dict[str, Any] = {}
-        position = 4
-        for member, count in counts:
-            fetched[member] = replies[position : position + count]
-            position += count
-        if not project:
+        read = read_batch(self.connection, self.keys, slug=slug, members=members)
+        state = ProjectState(slug, read.project, read.agents, read.active, read.counters)
+        if not read.project:
             raise RuntimeError(f"project {slug!r} is gone from Redis; run `broker rehydrate` before draining it")
-        return state, fetched
+        return state, read.entries
 
     # -- the reconciler -----------------------------------------------------------------
     def stale_projects(self, min_age_seconds: float, inflight_age_seconds: float) -> list[str]:
@@ -274,25 +254,21 @@ class Persister:
         ``min_age_seconds``, or in-flight entries were claimed more than
         ``inflight_age_seconds`` ago (these are moved back to pending first)."""
         now_ms = int(time.time() * 1000)
-        slugs = list(self.redis.hkeys(self.keys.projects))
-        pipe = self.redis.pipeline(transaction=False)
-        for slug in slugs:
-            pipe.zrange(self.keys.pending(slug), 0, 0, withscores=True)
-            pipe.zrange(self.keys.inflight(slug), 0, 0, withscores=True)
-        replies = pipe.execute()
         stale = []
-        for i, slug in enumerate(slugs):
-            oldest_pending, oldest_inflight = replies[2 * i], replies[2 * i + 1]
-            if oldest_inflight and oldest_inflight[0][1] <= now_ms - inflight_age_seconds * 1000:
+        for backlog in backlog_heads(self.connection, self.keys):
+            slug, oldest_pending, oldest_inflight = backlog.slug, backlog.oldest_pending_ms, backlog.oldest_inflight_ms
+            if oldest_inflight is not None and oldest_inflight <= now_ms - inflight_age_seconds * 1000:
                 cutoff = now_ms - int(inflight_age_seconds * 1000)
-                while self._requeue(
-                    keys=[self.keys.inflight(slug), self.keys.pending(slug)], args=[cutoff, INFLIGHT_REQUEUE_CHUNK]
+                while drain_requeue(
+                    self.connection, self.keys, slug=slug, cutoff_ms=cutoff, limit=INFLIGHT_REQUEUE_CHUNK
                 ):
                     pass
                 stale.append(slug)
-            elif oldest_pending and oldest_pending[0][1] <= now_ms - min_age_seconds * 1000:
+            elif oldest_pending is not None and oldest_pending <= now_ms - min_age_seconds * 1000:
                 stale.append(slug)
         return stale
 
-
-# -- handlers: one per pending-entry kind ------------------------------------------------
+    def add_totals(self, stats: DrainStats) -> None:
+        """Add a drain's messages and commits to the broker-wide totals (for /metrics)."""
+        if stats.messages or stats.commits:
+            add_persist_totals(self.connection, self.keys, messages=stats.messages, commits=stats.commits)

@@ -1,10 +1,11 @@
 """What each kind of pending entry reads from Redis and writes to the archive and index.
 
-A drain (broker/persistence/drain.py) claims a batch of pending members, queues each member's Redis
-reads on one pipeline (``EntryKind.fetch``), then turns the replies into SQLite rows and archive
-files (``EntryKind.load``), collected in a ``Work``. To persist a new kind of entry, add it to
-``HANDLERS``; entries of a kind without a handler stay in flight (logged) instead of being
-dropped.
+A drain (broker/persistence/drain.py) claims a batch of pending members, reads each member's
+record from Redis in one round trip (broker/store/drain_reads.py), then turns the records into
+SQLite rows and archive files (``EntryKind.load``), collected in a ``Work``. To persist a new
+kind of entry, add it to ``HANDLERS`` (and, if it reads a record of its own, a reader to
+broker/store/drain_reads.py); entries of a kind without a handler stay in flight (logged)
+instead of being dropped.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.client import Pipeline
-
 from broker.persistence.archive import ArchiveMessage
 from broker.persistence.index import Batch
-from broker.store.keys import Keys
+from broker.store.drain_reads import EntryRecord, MessageRecord, ReceiptRecord
 from broker.store.reservation_record import record_dict
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ class Work:
     created_us: dict[int, int] = field(default_factory=dict)
 
 
-def _load_project(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
+def _load_project(state: ProjectState, member: str, record: EntryRecord, work: Work) -> None:
     """The project row is written with every batch (see persist_batch); nothing else to do."""
 
 
@@ -72,7 +71,7 @@ PROFILE_FIELDS = (
 )  # fmt: skip
 
 
-def _load_agent(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
+def _load_agent(state: ProjectState, member: str, record: EntryRecord, work: Work) -> None:
     agent_id = int(member.split(":", 1)[1])
     agent = next((a for a in state.agents.values() if int(a["id"]) == agent_id), None)
     if agent is None:
@@ -106,19 +105,13 @@ def _load_agent(state: ProjectState, member: str, fetched: list[Any], work: Work
 FOREIGN_FIELDS = ("from_project", "from_project_slug", "from_address")
 
 
-def _fetch_message(pipe: Pipeline, keys: Keys, slug: str, rest: str) -> int:
-    pipe.hgetall(keys.message(slug, int(rest)))
-    pipe.hget(keys.bodies(slug), rest)
-    return 2
-
-
-def _load_message(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
-    record, body = fetched
-    if not record:
+def _load_message(state: ProjectState, member: str, record: MessageRecord, work: Work) -> None:
+    if not record.found:
         log.warning("%s of project %s is gone from Redis; skipped", member, state.slug)
         return
-    head = json.loads(record["head"])
-    recipients = json.loads(record["recipients"])
+    head = record.head
+    recipients = record.recipients
+    body = record.body
     message_id = int(head["id"])
     work.batch.messages.append(
         {
@@ -135,21 +128,21 @@ def _load_message(state: ProjectState, member: str, fetched: list[Any], work: Wo
             "attachments": json.dumps(head.get("attachments") or []),
         }
     )
-    work.created_us[message_id] = int(record.get("created_us") or micros(head["created_ts"]))
+    created_us = record.created_us
+    work.created_us[message_id] = micros(head["created_ts"]) if created_us is None else created_us
     work.batch.activity.append((int(head["sender_id"]), head["created_ts"]))
     for kind in ("to", "cc", "bcc"):
         for name in recipients[kind]:
             agent_id = state.agent_id(name)
             if agent_id is None:
                 continue
-            lower = name.lower()
             work.batch.recipients.append(
                 {
                     "message_id": message_id,
                     "agent_id": agent_id,
                     "kind": kind,
-                    "read_ts": record.get(f"rt:{lower}"),
-                    "ack_ts": record.get(f"at:{lower}"),
+                    "read_ts": record.read_ts(name),
+                    "ack_ts": record.ack_ts(name),
                 }
             )
     message = ArchiveMessage(
@@ -170,20 +163,13 @@ def _load_message(state: ProjectState, member: str, fetched: list[Any], work: Wo
     work.messages.append((state.slug, state.project["human_key"], message))
 
 
-def _fetch_link(pipe: Pipeline, keys: Keys, slug: str, rest: str) -> int:
-    owner, _, field_name = rest.partition("|")
-    pipe.hget(keys.links(slug, owner), field_name)
-    return 1
-
-
-def _load_link(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
+def _load_link(state: ProjectState, member: str, record: dict[str, Any] | None, work: Work) -> None:
     """A contact link's current state, upserted by its endpoints (both projects persist their
     copy; the newer update wins)."""
-    raw = fetched[0]
-    if raw is None:
+    if record is None:
         log.warning("%s of project %s is gone from Redis; skipped", member, state.slug)
         return
-    link = json.loads(raw)
+    link = record
     for side in ("a", "b"):  # an endpoint of this project must still be this very agent
         if link[f"{side}_slug"] == state.slug and state.agent_id(link[side]) != int(link[f"{side}_id"]):
             log.warning("%s of project %s names a deleted agent %s; skipped", member, state.slug, link[side])
@@ -203,34 +189,27 @@ def _load_link(state: ProjectState, member: str, fetched: list[Any], work: Work)
     )
 
 
-def _fetch_receipt(pipe: Pipeline, keys: Keys, slug: str, rest: str) -> int:
-    message_id, _, name = rest.partition(":")
-    pipe.hmget(keys.message(slug, int(message_id)), f"rk:{name}", f"rt:{name}", f"at:{name}", "created_us")
-    return 1
-
-
-def _load_receipt(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
+def _load_receipt(state: ProjectState, member: str, record: ReceiptRecord, work: Work) -> None:
     _, message_id, name = member.split(":", 2)
-    kind, read_ts, ack_ts, created_us = fetched[0]
     agent_id = state.agent_id(name)
-    if kind is None or agent_id is None:
+    if record.kind is None or agent_id is None:
         log.warning("%s of project %s is gone from Redis; skipped", member, state.slug)
         return
-    if created_us:
-        work.created_us[int(message_id)] = int(created_us)
+    if record.created_us is not None:
+        work.created_us[int(message_id)] = record.created_us
     work.batch.recipients.append(
-        {"message_id": int(message_id), "agent_id": agent_id, "kind": kind, "read_ts": read_ts, "ack_ts": ack_ts}
+        {
+            "message_id": int(message_id),
+            "agent_id": agent_id,
+            "kind": record.kind,
+            "read_ts": record.read_ts,
+            "ack_ts": record.ack_ts,
+        }
     )
 
 
-def _fetch_reservation(pipe: Pipeline, keys: Keys, slug: str, rest: str) -> int:
-    pipe.hgetall(keys.reservation(slug, rest))
-    return 1
-
-
-def _load_reservation(state: ProjectState, member: str, fetched: list[Any], work: Work) -> None:
+def _load_reservation(state: ProjectState, member: str, record: dict[str, str], work: Work) -> None:
     """The reservation's current state (grant, renewal, release or expiry), upserted by id."""
-    record = fetched[0]
     if not record.get("id"):
         log.warning("%s of project %s is gone from Redis (past its retention); skipped", member, state.slug)
         return
@@ -260,20 +239,19 @@ def _load_reservation(state: ProjectState, member: str, fetched: list[Any], work
 
 @dataclass(frozen=True)
 class EntryKind:
-    """How one kind of pending entry is persisted. ``fetch`` queues the Redis reads the entry
-    needs on the batch's pipeline (given the member without its ``<kind>:``) and returns how
-    many replies it queued; ``load`` turns those replies into rows and archive files."""
+    """How one kind of pending entry is persisted: ``load`` turns the entry's record (what
+    broker/store/drain_reads.py read for it; None for a kind that reads nothing) into rows and
+    archive files."""
 
-    load: Callable[[ProjectState, str, list[Any], Work], None]
-    fetch: Callable[[Pipeline, Keys, str, str], int] | None = None
+    load: Callable[[ProjectState, str, Any, Work], None]  # the record: an EntryRecord of its kind
 
 
 # Pending-entry kind -> how to persist it.
 HANDLERS: dict[str, EntryKind] = {
     "project": EntryKind(_load_project),
     "agent": EntryKind(_load_agent),
-    "msg": EntryKind(_load_message, _fetch_message),
-    "rcpt": EntryKind(_load_receipt, _fetch_receipt),
-    "res": EntryKind(_load_reservation, _fetch_reservation),
-    "link": EntryKind(_load_link, _fetch_link),
+    "msg": EntryKind(_load_message),
+    "rcpt": EntryKind(_load_receipt),
+    "res": EntryKind(_load_reservation),
+    "link": EntryKind(_load_link),
 }

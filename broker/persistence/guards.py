@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import logging
 
-from redis import Redis
-
 from broker.persistence.entries import Work, micros
 from broker.persistence.index import Index
+from broker.store.drain import SyncClient
 from broker.store.ids import largest_indexed_ids, raise_past_index
 from broker.store.keys import Keys
 
@@ -42,7 +41,7 @@ def drop_clashes(index: Index, slug: str, work: Work) -> None:
     work.reservations = [r for r in work.reservations if r[1]["id"] not in taken]
 
 
-def guard_counters(redis: Redis, keys: Keys, index: Index, counters: dict[str, int]) -> None:
+def guard_counters(client: SyncClient, keys: Keys, index: Index, counters: dict[str, int]) -> None:
     """Raise the id counters past the index's largest ids when one is below (Redis lost its
     last writes, or was replaced by a replica or an empty server): the second guard behind
     allocate_ids.lua's clock floor, for a Redis whose clock is behind. ``counters`` were read
@@ -52,6 +51,6 @@ def guard_counters(redis: Redis, keys: Keys, index: Index, counters: dict[str, i
     largest = largest_indexed_ids(index)
     if all(counters.get(kind, 0) >= top for kind, top in largest.items()):
         return
-    raised = raise_past_index(redis, keys, index)
+    raised = raise_past_index(client, keys, index)
     if raised:
         log.warning("id counters were behind the index (Redis lost writes); raised: %s", raised)

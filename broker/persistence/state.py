@@ -1,10 +1,10 @@
 """How persistence is doing, for health_check, /health/readiness, the start-up lines and metrics.
 
-Bounded: two or three round trips whatever the keyspace holds. The projects come from the
-projects directory HASH (HSCAN, at most HEALTH_MAX_PROJECTS of them, never a keyspace SCAN);
-the workers from rq's registry set of the drain queue. Per project it reads the pending and
-in-flight sets' sizes and oldest scores, and the dead letters (``Keys.dead_letters``, a ZSET
-written by broker/persistence/dead_letters.py).
+Bounded: broker/store/persist_state.py reads at most HEALTH_MAX_PROJECTS projects (from the
+projects directory HASH, never a keyspace SCAN) and the workers of rq's registry set of the drain
+queue, in two or three round trips. Per project it reads the pending and in-flight sets' sizes
+and oldest scores, and the dead letters (``Keys.dead_letters``, a ZSET written by
+broker/persistence/dead_letters.py).
 
 A worker counts as alive when its rq hash has no ``death`` field and, if it says how often it
 beats (``beat_interval``, written by ``workers.runner``), its last heartbeat is younger than
@@ -17,59 +17,29 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from redis.asyncio import Redis
 from rq.utils import utcparse
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from broker.config import Settings
 from broker.store.keys import Keys
+from broker.store.persist_state import WorkerEntry, persistence_reads
+from broker.store.store import Store
 
 # A worker that missed this many heartbeats in a row counts as gone.
 ALIVE_BEATS = 3
 # Field of rq's worker hash where workers.runner states its heartbeat interval in seconds.
-BEAT_FIELD = "beat_interval"
+BEAT_FIELD = Keys.WORKER_BEAT_FIELD
 # Most workers listed by name (the count covers all of them).
 LISTED_WORKERS = 20
-_WORKER_FIELDS = ("last_heartbeat", "death", "pid", "hostname", "state", BEAT_FIELD)
-
-
-def workers_key(keys: Keys) -> str:
-    """rq's registry SET of the worker keys serving our drain queue (rq builds the name)."""
-    return WORKERS_BY_QUEUE_KEY % keys.persist_queue
 
 
 async def persistence_state(
-    redis: Redis, keys: Keys, settings: Settings, mode: str | None = None, per_project: bool = False
+    store: Store, settings: Settings, mode: str | None = None, per_project: bool = False
 ) -> dict[str, Any]:
-    """The persistence summary; ``redis`` decodes responses. ``mode`` overrides the setting
-    (``serve`` runs the worker in-process when the Redis cannot be shared). ``per_project`` adds
-    each examined project's backlog (for /metrics)."""
+    """The persistence summary. ``mode`` overrides the setting (``serve`` runs the worker
+    in-process when the Redis cannot be shared). ``per_project`` adds each examined project's
+    backlog (for /metrics)."""
     cap = settings.health_max_projects
-    pipe = redis.pipeline(transaction=False)
-    pipe.hlen(keys.projects)
-    pipe.hscan(keys.projects, 0, count=cap)
-    pipe.smembers(workers_key(keys))
-    pipe.hgetall(keys.persist_stats)
-    total, (cursor, first), worker_keys, totals = await pipe.execute()
-    slugs = list(first)[:cap]
-    while cursor and len(slugs) < cap:  # big hashes come in slices; stop at the cap
-        cursor, more = await redis.hscan(keys.projects, cursor, count=cap - len(slugs))
-        slugs += [slug for slug in more if slug not in first][: cap - len(slugs)]
-        first.update(more)
-    worker_keys = sorted(worker_keys)
-
-    pipe = redis.pipeline(transaction=False)
-    for slug in slugs:
-        pipe.zcard(keys.pending(slug))
-        pipe.zrange(keys.pending(slug), 0, 0, withscores=True)
-        pipe.zcard(keys.inflight(slug))
-        pipe.zrange(keys.inflight(slug), 0, 0, withscores=True)
-        pipe.zcard(keys.dead_letters(slug))
-        pipe.zrange(keys.dead_letters(slug), 0, 0, withscores=True)
-    for key in worker_keys:
-        pipe.hmget(key, list(_WORKER_FIELDS))
-    replies = await pipe.execute() if slugs or worker_keys else []
-
+    reads = await persistence_reads(store, cap=cap)
     now_ms = time.time() * 1000
 
     pending = in_flight = dead = 0
@@ -77,25 +47,27 @@ async def persistence_state(
     oldest_dead_ms: float | None = None
     lagging: str | None = None
     projects = []
-    for i, slug in enumerate(slugs):
-        n_pending, first_pending, n_inflight, first_inflight, n_dead, first_dead = replies[6 * i : 6 * i + 6]
-        pending, in_flight, dead = pending + n_pending, in_flight + n_inflight, dead + n_dead
+    for backlog in reads.backlogs:
+        pending, in_flight, dead = pending + backlog.pending, in_flight + backlog.in_flight, dead + backlog.dead
         project_oldest: float | None = None
-        for entries in (first_pending, first_inflight):
-            if entries and (project_oldest is None or entries[0][1] < project_oldest):
-                project_oldest = entries[0][1]
+        for first in (backlog.oldest_pending_ms, backlog.oldest_inflight_ms):
+            if first is not None and (project_oldest is None or first < project_oldest):
+                project_oldest = first
         if project_oldest is not None and (oldest_ms is None or project_oldest < oldest_ms):
-            oldest_ms, lagging = project_oldest, slug
-        if first_dead and (oldest_dead_ms is None or first_dead[0][1] < oldest_dead_ms):
-            oldest_dead_ms = first_dead[0][1]
+            oldest_ms, lagging = project_oldest, backlog.slug
+        first_dead = backlog.oldest_dead_ms
+        if first_dead is not None and (oldest_dead_ms is None or first_dead < oldest_dead_ms):
+            oldest_dead_ms = first_dead
         if per_project:
             age = 0.0 if project_oldest is None else round(max(0.0, now_ms - project_oldest) / 1000, 3)
-            projects.append({"project": slug, "pending": n_pending + n_inflight, "oldest_pending_seconds": age})
-    workers = [_worker(key, fields) for key, fields in zip(worker_keys, replies[6 * len(slugs) :], strict=True)]
+            projects.append(
+                {"project": backlog.slug, "pending": backlog.pending + backlog.in_flight, "oldest_pending_seconds": age}
+            )
+    workers = [_worker(entry) for entry in reads.workers]
     alive = [w for w in workers if w["alive"]]
     return {
         "mode": mode or settings.persistence_worker,
-        "queue": keys.persist_queue,
+        "queue": store.keys.persist_queue,
         "workers_alive": len(alive),
         "workers": (alive + [w for w in workers if not w["alive"]])[:LISTED_WORKERS],
         "stale_worker_entries": len(workers) - len(alive),
@@ -107,32 +79,31 @@ async def persistence_state(
         "oldest_dead_letter_age_seconds": None
         if oldest_dead_ms is None
         else round(max(0.0, now_ms - oldest_dead_ms) / 1000, 3),
-        "persisted_messages": int(totals.get("messages", 0)),
-        "commits": int(totals.get("commits", 0)),
-        "projects_examined": len(slugs),
-        "projects_total": total,
+        "persisted_messages": reads.persisted_messages,
+        "commits": reads.commits,
+        "projects_examined": len(reads.backlogs),
+        "projects_total": reads.projects_total,
         "projects_cap": cap,
         **({"projects": projects} if per_project else {}),
     }
 
 
-def _worker(key: str, fields: list[str | None]) -> dict[str, Any]:
-    last_beat, death, pid, hostname, state, beat = fields
+def _worker(entry: WorkerEntry) -> dict[str, Any]:
+    last_beat, beat = entry.last_heartbeat, entry.beat_interval
     age = None
     if last_beat:
         age = round(max(0.0, time.time() - utcparse(last_beat).timestamp()), 3)
-    if death or last_beat is None:  # registered death, or the hash expired (a killed worker)
+    if entry.death or last_beat is None:  # registered death, or the hash expired (a killed worker)
         alive = False
     elif beat:
         alive = age is not None and age <= ALIVE_BEATS * float(beat)
     else:
         alive = True
-    name = key.rsplit(":", 1)[-1]
     return {
-        "name": name,
-        "hostname": hostname,
-        "pid": int(pid) if pid else None,
-        "state": state,
+        "name": entry.name,
+        "hostname": entry.hostname,
+        "pid": int(entry.pid) if entry.pid else None,
+        "state": entry.state,
         "last_heartbeat_age_seconds": age,
         "alive": alive,
     }

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from broker.errors import BrokerError
 from broker.store.keys import Keys
-from broker.store.scripts import script_source
+from broker.store.scripts import run_sync, script_source
 
 # The floor is (now_ms - ID_EPOCH_MS) * IDS_PER_MS: 2026-01-01T00:00:00Z, and 100 ids per ms,
 # more than the broker sustains (about 10 sends per ms on one Redis). Ids reach ID_LIMIT in
@@ -96,10 +96,15 @@ def raise_past_index(client: SyncRedis, keys: Keys, index: Any) -> dict[str, int
     were handed out before the loss too (changes not persisted yet, whose ids clients may still
     hold, and the blocks running brokers reserved). Never lowers a counter. Returns the
     counters raised, kind -> new value."""
-    raise_counter = client.register_script(script_source("raise_counter"))
     raised: dict[str, int] = {}
     for kind, top in largest_indexed_ids(index).items():
         current = int(client.get(keys.ids(kind)) or 0)
         if current < top:
-            raised[kind] = int(raise_counter(keys=[keys.ids(kind)], args=[top + KINDS[kind][1]]))
+            raised[kind] = raise_counter(client, keys, kind=kind, at_least=top + KINDS[kind][1])
     return raised
+
+
+def raise_counter(client: SyncRedis, keys: Keys, *, kind: str, at_least: int) -> int:
+    """Raise the id counter of ``kind`` to at least ``at_least``, atomically (raise_counter.lua:
+    never lowers it); returns its value afterwards."""
+    return int(run_sync(client, "raise_counter", [keys.ids(kind)], [at_least]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 def slugify(value: str) -> str:
@@ -179,3 +180,20 @@ class Keys:
         """Whether a ``links:<lower>`` field is the owner's own request ("out:<slug>#<lower>"),
         not a copy of a request made to it ("in:<slug>#<lower>")."""
         return field.startswith("out:")
+
+    # -- persistence
+    # Field of rq's worker hash where workers.runner states its heartbeat interval in seconds.
+    WORKER_BEAT_FIELD: ClassVar[str] = "beat_interval"
+
+    @property
+    def persist_workers(self) -> str:
+        """rq's registry SET of the worker keys serving the drain queue (rq builds the name)."""
+        from rq.worker_registration import WORKERS_BY_QUEUE_KEY  # rq only where it is used
+
+        return WORKERS_BY_QUEUE_KEY % self.persist_queue
+
+    @staticmethod
+    def receipt_fields(name: str) -> tuple[str, str, str]:
+        """A recipient's fields of a msg:<id> HASH: its kind, read_ts and ack_ts (rk:, rt:, at:)."""
+        lower = name.lower()
+        return f"rk:{lower}", f"rt:{lower}", f"at:{lower}"

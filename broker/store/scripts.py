@@ -18,11 +18,15 @@ runs the very same code as a real Redis.
 from __future__ import annotations
 
 import re
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
+from redis import Redis as SyncClient
 from redis.asyncio import Redis
+from redis.commands.core import Script
 
 SCRIPT_DIR = Path(__file__).resolve().parent.parent / "scripts"
 
@@ -106,3 +110,18 @@ class Scripts:
     def sha(self, name: str) -> str:
         """The script's SHA-1 (what EVALSHA, SLOWLOG and MONITOR show)."""
         return self._scripts[name].sha
+
+
+# Scripts registered once per synchronous client (the persistence worker, the CLI).
+_sync_registered: WeakKeyDictionary[SyncClient, dict[str, Script]] = WeakKeyDictionary()
+_sync_registered_lock = threading.Lock()
+
+
+def run_sync(client: SyncClient, name: str, keys: list[str], args: list[Any]) -> Any:
+    """Run a script on a synchronous client (registered on it once: EVALSHA, reloaded on NOSCRIPT)."""
+    with _sync_registered_lock:
+        scripts = _sync_registered.setdefault(client, {})
+        script = scripts.get(name)
+        if script is None:
+            script = scripts[name] = client.register_script(script_source(name))
+    return script(keys=keys, args=args)

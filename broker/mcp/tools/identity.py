@@ -31,7 +31,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
             "database_url": f"sqlite:///{settings.index_path}",
             "redis": backend,
             "agent_auth": store.bindings.mode,
-            "persistence": await persistence_state(store.redis, store.keys, settings),
+            "persistence": await persistence_state(store, settings),
         }
 
     @mcp.tool
