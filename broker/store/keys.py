@@ -225,3 +225,8 @@ class Keys:
 
     def dead_letter_info(self, slug: str) -> str:
         return self.dead_letters(slug) + ":info"
+
+    # -- mail
+    def recipient_kind_field(self, name: str) -> str:
+        """Field of a msg:<id> hash: the recipient's kind ("to", "cc", "bcc"), absent for others."""
+        return f"rk:{name.lower()}"
