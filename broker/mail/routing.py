@@ -7,13 +7,12 @@ or ``Name@<slug-or-human_key>``. A send becomes one delivery per target project.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any
 
 from broker.errors import BrokerError
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
+from broker.store import mail as store_mail
 from broker.store.store import Store
 
 
@@ -76,14 +75,10 @@ async def group_by_project(
 async def linked_agents(store: Store, slug: str, name: str) -> dict[str, tuple[str, str]]:
     """Agents of other projects that ``name`` has an approved, unexpired link with (either
     direction): lower name -> (slug, name), the most recently updated link winning."""
-    pipe = store.redis.pipeline(transaction=False)
-    pipe.hgetall(store.keys.links(slug, name))
-    pipe.time()
-    links, (sec, usec) = await pipe.execute()
-    now_us = sec * 1_000_000 + usec
+    snapshot = await store_mail.contact_links(store, slug=slug, name=name)
+    now_us = snapshot.now_us
     found: dict[str, tuple[str, str, int]] = {}
-    for raw in links.values():
-        link: dict[str, Any] = json.loads(raw)
+    for link in snapshot.links:
         if link["status"] != "approved" or not link["exp_us"] or int(link["exp_us"]) <= now_us:
             continue
         other = "b" if link["a_slug"] == slug and link["a"].lower() == name.lower() else "a"

@@ -9,7 +9,6 @@ script in that project, after the sender was authenticated in its own project.
 from __future__ import annotations
 
 import difflib
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,8 +22,10 @@ from broker.mail.idempotency import Idempotency
 from broker.mail.inputs import check_importance, check_recipient_count, check_text, check_thread_id, check_topic
 from broker.mail.outgoing import Outgoing, Sender
 from broker.mail.routing import Address, Group, group_by_project, linked_agents, parse_address, parse_recipients
+from broker.store import mail as store_mail
 from broker.store import projects
-from broker.store.luajson import INLINE_BODY_BYTES
+from broker.store.mail import IdempotencyRecord, NobodyLeft, Sent, VisibleMessage
+from broker.store.refusals import Refusal
 from broker.store.store import Store
 
 BROADCAST_ACTIVE_DAYS = 30
@@ -53,88 +54,86 @@ async def _deliver_one(
 ) -> dict[str, Any]:
     """One delivery into ``group``'s project: its project, payload (None when nobody was left
     to deliver to), the recipients it is held for, and the recipients a broadcast skipped."""
-    keys, slug = store.keys, group.slug
-    script_keys = [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)]
-    idem_args: list[Any] = []
-    if idem:
-        script_keys.append(keys.idempotency(slug, sender.slug, sender.name, idem.key))
-        idem_args = [store.settings.idempotency_window_seconds * 1000, idem.fingerprint]
+    slug = group.slug
     cutoff = ""
     if broadcast:
         cutoff = (datetime.now(UTC) - timedelta(days=BROADCAST_ACTIVE_DAYS)).isoformat()
-    message_id = await store.next_id("message")
+    limit = MAX_BROADCAST_RECIPIENTS if broadcast else store.settings.max_recipients
     auth = ("", "0") if foreign else sender.auth
-    reply = await store.run(
-        "send_message",
-        script_keys,
-        [
-            keys.project_prefix(slug),
-            keys.doorbell,
-            slug,
-            message_id,
-            foreign["name"] if foreign else sender.name,
-            auth[0],
-            auth[1],
-            msg.subject,
-            msg.body_md,
-            msg.importance,
-            "1" if msg.ack_required else "0",
-            msg.thread_id,
-            msg.topic,
-            cutoff,
-            INLINE_BODY_BYTES,
-            MAX_BROADCAST_RECIPIENTS if broadcast else store.settings.max_recipients,
-            len(group.to),
-            len(group.cc),
-            "1" if hold else "0",
-            "0",
-            json.dumps(foreign) if foreign else "",
-            store.settings.contact_hold_ttl_seconds,
-            store.settings.contact_max_held,
-            agent_spec(store.settings),
-            *(n.lower() for n in group.to),
-            *(n.lower() for n in group.cc),
-            *(n.lower() for n in group.bcc),
-            *idem_args,
-        ],
-    )
-    status = reply[0]
-    if status == "ok":
-        store.schedule_persist(slug, reply[4])
-        if auth[0]:
-            store.bindings.bind(slug, sender.name)
-        payload = json.loads(reply[1])
-        payload["body_md"] = msg.body_md
-        payload.update(json.loads(reply[2]))
-        return {"project": reply[3], "payload": payload, "held": json.loads(reply[5]), "skipped": json.loads(reply[6])}
-    if status == "NO_RECIPIENTS":
-        return {"project": None, "payload": None, "held": [], "skipped": json.loads(reply[1])}
-    if status == "TOO_MANY_RECIPIENTS":
-        raise BrokerError(
+    sent: Sent | NobodyLeft | Refusal
+    try:
+        sent = await store_mail.send_message(
+            store,
+            slug=slug,
+            sender_name=foreign["name"] if foreign else sender.name,
+            token_digest=auth[0],
+            token_required=auth[1],
+            foreign_sender=foreign,
+            subject=msg.subject,
+            body_md=msg.body_md,
+            importance=msg.importance,
+            ack_required=msg.ack_required,
+            thread_id=msg.thread_id,
+            topic=msg.topic,
+            broadcast_cutoff=cutoff,
+            max_recipients=limit,
+            to=group.to,
+            cc=group.cc,
+            bcc=group.bcc,
+            hold=hold,
+            rate_spec=agent_spec(store.settings),
+            idempotency=IdempotencyRecord(sender.slug, sender.name, idem.key, idem.fingerprint) if idem else None,
+        )
+    except Refusal as refused:
+        sent = refused
+    if isinstance(sent, Refusal):  # raised outside the except clause: no chained Refusal
+        raise await _send_refused(store, sent, group, sender, foreign, broadcast, idem)
+    if isinstance(sent, NobodyLeft):
+        return {"project": None, "payload": None, "held": [], "skipped": sent.skipped}
+    store.schedule_persist(slug, sent.persist_needed)
+    if auth[0]:
+        store.bindings.bind(slug, sender.name)
+    payload = {**sent.head, "body_md": msg.body_md, **sent.recipients}
+    return {"project": sent.human_key, "payload": payload, "held": sent.held, "skipped": sent.skipped}
+
+
+async def _send_refused(
+    store: Store,
+    refused: Refusal,
+    group: Group,
+    sender: Sender,
+    foreign: dict[str, Any] | None,
+    broadcast: bool,
+    idem: Idempotency | None,
+) -> Exception:
+    """The error a refused delivery raises (_Unknown for recipients the project lacks)."""
+    code, details = refused.code, list(refused.details)
+    if code == "TOO_MANY_RECIPIENTS":
+        return BrokerError(
             "INVALID_ARGUMENT",
-            f"This message would reach {reply[1]} agents; the limit is "
+            f"This message would reach {details[0]} agents; the limit is "
             f"{MAX_BROADCAST_RECIPIENTS if broadcast else store.settings.max_recipients}. Address fewer agents.",
         )
-    if status == "BROADCAST_TOO_LARGE":
-        raise BrokerError(
+    if code == "BROADCAST_TOO_LARGE":
+        return BrokerError(
             "INVALID_ARGUMENT",
-            f"This project has {reply[1]} registered agents; a broadcast looks through at most "
+            f"This project has {details[0]} registered agents; a broadcast looks through at most "
             f"{2 * MAX_BROADCAST_RECIPIENTS + 1} (it would hold Redis for everyone meanwhile). Nothing was sent. "
             "Address the agents by name (to, cc, bcc), or ask the operator to hard_delete_agent agents no longer used.",
         )
-    if status == "UNKNOWN_RECIPIENTS":
-        raise _Unknown(reply[1:])
-    if status == "IDEMPOTENCY_CONFLICT" and idem:
-        raise idempotency.conflict(idem.key, sender.name)
-    if status == "RATE_LIMITED":
-        raise agent_limited(store.settings, sender.name, int(reply[1]))
-    if status == "HOLD_FULL":
-        raise contacts.hold_full(store, reply[1:], sender, foreign, group)
-    if status in contacts.REFUSALS:
+    if code == "UNKNOWN_RECIPIENTS":
+        return _Unknown(details)
+    if code == "IDEMPOTENCY_CONFLICT" and idem:
+        return idempotency.conflict(idem.key, sender.name)
+    if code == "RATE_LIMITED":
+        return agent_limited(store.settings, sender.name, int(details[0]))
+    if code == "HOLD_FULL":
+        return contacts.hold_full(store, details, sender, foreign, group)
+    if code in contacts.REFUSALS:
         sender_address = sender.name if not foreign else f"project:{sender.slug}#{foreign['name']}"
-        raise contacts.refusal(status, reply[1:], sender, sender_address, group)
+        return contacts.refusal(code, details, sender, sender_address, group)
     # group.project_key: the sender's own for a delivery into its project
-    await refusals.raise_for(store, reply, slug, group.project_key, "sender_token")
+    await refusals.raise_for(store, refused.reply, group.slug, group.project_key, "sender_token")
     raise AssertionError("unreachable")
 
 
@@ -255,10 +254,10 @@ async def _check_key_everywhere(store: Store, sender: Sender, slugs: list[str], 
     content: each send script checks only its own project, so a conflict found in the second
     project came after the first had delivered. One pipelined read, only for keyed sends to
     several projects."""
-    pipe = store.redis.pipeline(transaction=False)
-    for slug in slugs:
-        pipe.getrange(store.keys.idempotency(slug, sender.slug, sender.name, idem.key), 0, 63)
-    for first in await pipe.execute():
+    held = await store_mail.idempotency_fingerprints(
+        store, slugs=slugs, sender_slug=sender.slug, sender=sender.name, key=idem.key
+    )
+    for first in held:
         if first and first != idem.fingerprint:
             raise idempotency.conflict(idem.key, sender.name)
 
@@ -343,16 +342,18 @@ def _fingerprint_kinds(kinds: dict[str, list[Address]]) -> dict[str, list[tuple[
 
 async def _visible_message(
     store: Store, slug: str, project_key: str, viewer: str, auth: tuple[str, str], message_id: int, token_param: str
-) -> list[Any]:
-    keys = store.keys
-    reply = await store.run(
-        "get_message", [keys.project(slug), keys.agents(slug)], [keys.project_prefix(slug), viewer, *auth, message_id]
-    )
-    if reply[0] == "NO_MESSAGE":
+) -> VisibleMessage:
+    refused: Refusal
+    try:
+        return await store_mail.get_message(
+            store, slug=slug, viewer=viewer, token_digest=auth[0], token_required=auth[1], message_id=message_id
+        )
+    except Refusal as exc:
+        refused = exc
+    if refused.code == "NO_MESSAGE":
         raise await refusals.message_not_found(store, slug, message_id, viewer)
-    if reply[0] != "ok":
-        await refusals.raise_for(store, reply, slug, project_key, token_param)
-    return reply
+    await refusals.raise_for(store, refused.reply, slug, project_key, token_param)
+    raise AssertionError("unreachable")
 
 
 async def reply_message(
@@ -379,8 +380,8 @@ async def reply_message(
         raise BrokerError("INVALID_ARGUMENT", f"subject_prefix is longer than {MAX_SUBJECT_PREFIX_CHARS} characters.")
     check_text(store, "", body_md)
     auth = store.bindings.args(slug, name, sender_token)
-    reply = await _visible_message(store, slug, project_key, name, auth, message_id, "sender_token")
-    original, recipients, me = json.loads(reply[1]), json.loads(reply[2]), reply[4]
+    visible = await _visible_message(store, slug, project_key, name, auth, message_id, "sender_token")
+    original, recipients, me = visible.head, visible.recipients, visible.viewer
     thread_key = original["thread_id"] or str(original["id"])
     subject = original["subject"]
     if prefix and not subject.lower().startswith(prefix.lower()):
@@ -389,7 +390,7 @@ async def reply_message(
     subject = subject[: store.settings.max_subject_chars]
     if to_given:
         kinds["to"] = to_given
-    elif reply[3] == me.lower():
+    elif visible.sender == me.lower():
         kinds["to"] = [Address(n) for n in recipients["to"]]
     else:  # a sender of another project is answered in its project
         kinds["to"] = [parse_address(original.get("from_address") or original["from"], "to")]

@@ -10,7 +10,7 @@ get_message script); ``commit`` fields come from the Git archive (broker/persist
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,8 +19,14 @@ from broker.identity import refusals
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
 from broker.mail import inbox
+from broker.mail.inbox import raise_refused
 from broker.mail.inputs import check_limit, check_thread_id, since_micros
 from broker.persistence.commits import message_commits
+from broker.store import mail as store_mail
+from broker.store import projects
+from broker.store import views as store_views
+from broker.store.mail import VisibleMessage
+from broker.store.refusals import Refusal
 from broker.store.store import Store
 
 TOKEN_PARAM = "agent_token"
@@ -99,7 +105,7 @@ async def authenticate(
     slug = await project_slug(store, project_key)
     name = agent.strip() if agent and agent.strip() else store.bindings.current_agent(slug)
     if not name:
-        human_key = await store.redis.hget(store.keys.project(slug), "human_key")
+        human_key = await projects.human_key(store, slug)
         if human_key is None:
             raise await refusals.project_not_found(store, project_key)
         raise BrokerError(
@@ -109,20 +115,19 @@ async def authenticate(
         )
     name = validate_name(name, "agent")
     digest, require = store.bindings.args(slug, name, token)
-    keys = store.keys
-    reply = await store.run(
-        "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, digest, require]
-    )
-    if reply[0] != "ok":
-        await refusals.raise_for(store, reply, slug, project_key, TOKEN_PARAM)
-    record = json.loads(reply[1])
+    try:
+        record = await store_views.viewer_agent(
+            store, slug=slug, name=name, token_digest=digest, token_required=require
+        )
+    except Refusal as refused:
+        await raise_refused(store, refused, slug, project_key, TOKEN_PARAM)
     if digest:
         store.bindings.bind(slug, record["name"])
     return Viewer(slug, project_key, record["name"], record, token)
 
 
 async def human_key_of(store: Store, slug: str) -> str:
-    return await store.redis.hget(store.keys.project(slug), "human_key") or slug
+    return await projects.human_key(store, slug) or slug
 
 
 def listing(human_key: str, viewer: Viewer, messages: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -174,30 +179,17 @@ async def outbox_view(
     is their sender) and archive ``commit``."""
     since = since_micros(since_ts)
     viewer = await authenticate(store, project, agent, token, resource)
-    keys, slug = store.keys, viewer.slug
-    oldest = str(int(since) // 1000) if since else "-"
-    entries = await store.redis.xrevrange(keys.outbox(slug, viewer.lower), min=oldest, count=limit)
-    ids = [fields["m"] for _entry, fields in entries if not since or int(fields["c"]) > int(since)]
-    pipe = store.redis.pipeline(transaction=False)
-    pipe.hget(keys.project(slug), "human_key")
-    for message_id in ids:
-        pipe.hmget(keys.message(slug, int(message_id)), "head", "recipients")
-    if include_bodies and ids:
-        pipe.hmget(keys.bodies(slug), ids)
-    replies = await pipe.execute()
-    human_key, records = replies[0], replies[1 : 1 + len(ids)]
-    bodies = replies[-1] if include_bodies and ids else [None] * len(ids)
+    slug = viewer.slug
+    ids = await store_views.sent_ids(store, slug=slug, name=viewer.lower, since_us=since, limit=limit)
+    page = await store_views.sent_messages(store, slug=slug, ids=ids, include_bodies=include_bodies)
     items = []
-    for (head, recipients), body in zip(records, bodies, strict=True):
-        if head is None:
-            continue  # purged since
-        item = json.loads(head)
-        item.update(json.loads(recipients))
+    for sent in page.messages:  # purged ones are left out
+        item = {**sent.head, **sent.recipients}
         if include_bodies:
-            item["body_md"] = body or ""
+            item["body_md"] = sent.body or ""
         items.append(item)
     await attach_commits(store, slug, items, False)
-    return listing(human_key or slug, viewer, items)
+    return listing(page.human_key or slug, viewer, items)
 
 
 # -- one message, one thread ------------------------------------------------------------------
@@ -217,19 +209,19 @@ async def message_view(
     """One message its viewer sent or received: head, body_md, to/cc/bcc (see _visible_recipients)."""
     ident = number(message_id, "message_id", 0, 1, 2**63 - 1)
     viewer = await authenticate(store, project, agent, token, resource)
-    keys, slug = store.keys, viewer.slug
-    reply = await store.run(
-        "get_message",
-        [keys.project(slug), keys.agents(slug)],
-        [keys.project_prefix(slug), viewer.name, "", "0", ident],  # authenticated above
-    )
-    if reply[0] != "ok":
+    slug = viewer.slug
+    visible: VisibleMessage | None = None
+    with contextlib.suppress(Refusal):  # authenticated above: no token check again
+        visible = await store_mail.get_message(
+            store, slug=slug, viewer=viewer.name, token_digest="", token_required="0", message_id=ident
+        )
+    if visible is None:
         raise await refusals.message_not_found(store, slug, ident, viewer.name)
-    item = json.loads(reply[1])
-    item["body_md"] = await store.redis.hget(keys.bodies(slug), str(ident)) or ""
-    item.update(_visible_recipients(json.loads(reply[2]), reply[3], viewer))
-    if reply[5]:
-        item["kind"] = reply[5]
+    item = visible.head
+    item["body_md"] = await store_views.message_body(store, slug=slug, message_id=ident)
+    item.update(_visible_recipients(visible.recipients, visible.sender, viewer))
+    if visible.viewer_kind:
+        item["kind"] = visible.viewer_kind
     return item
 
 
@@ -249,48 +241,39 @@ async def thread_view(
     if not tid:
         raise BrokerError("INVALID_THREAD_ID", "thread_id is empty; pass a thread id such as 'FEAT-123'.")
     viewer = await authenticate(store, project, agent, token, resource)
-    keys, slug, me = store.keys, viewer.slug, viewer.lower
-    members = await store.redis.zrange(keys.thread(slug, tid), -MAX_THREAD_MESSAGES, -1)
+    slug = viewer.slug
+    members = await store_views.thread_ids(store, slug=slug, thread_id=tid, newest=MAX_THREAD_MESSAGES)
     ids = list(dict.fromkeys(members))
     if tid.isascii() and tid.isdigit() and tid not in ids and int(tid) < 2**63:
         ids.insert(0, tid)
-    pipe = store.redis.pipeline(transaction=False)
-    pipe.hget(keys.project(slug), "human_key")
-    for message_id in ids:
-        pipe.hmget(keys.message(slug, int(message_id)), "head", "sender", f"rk:{me}", "created_us")
-    if include_bodies and ids:
-        pipe.hmget(keys.bodies(slug), ids)
-    replies = await pipe.execute()
-    human_key, records = replies[0], replies[1 : 1 + len(ids)]
-    bodies = replies[-1] if include_bodies and ids else [None] * len(ids)
+    # only those the viewer sent or received
+    page = await store_views.viewer_messages(
+        store, slug=slug, viewer=viewer.lower, ids=ids, include_bodies=include_bodies
+    )
     found = []
-    for (head, sender, kind, created_us), body in zip(records, bodies, strict=True):
-        if head is None or (sender != me and kind is None):
-            continue
-        item = json.loads(head)
+    for message in page.messages:
+        item = message.head
         if item["thread_id"] != tid and str(item["id"]) != tid:
             continue
         if include_bodies:
-            item["body_md"] = body or ""
-        found.append((int(created_us), int(item["id"]), item))
+            item["body_md"] = message.body or ""
+        found.append((message.created_us, int(item["id"]), item))
     found.sort(key=lambda entry: entry[:2])
-    return {"project": human_key or slug, "thread_id": tid, "messages": [item for _, _, item in found]}
+    return {"project": page.human_key or slug, "thread_id": tid, "messages": [item for _, _, item in found]}
 
 
 # -- views --------------------------------------------------------------------------------------
 async def _view(
     store: Store, viewer: Viewer, mode: str, limit: int, cutoff_ms: str = "+", order: str = "newest"
 ) -> list[tuple[dict[str, Any], str | None]]:
-    keys, slug = store.keys, viewer.slug
-    reply = await store.run(
-        "fetch_view",
-        [keys.project(slug), keys.agents(slug)],
-        # the viewer is authenticated already: no token check again
-        [keys.project_prefix(slug), viewer.name, "", "0", mode, limit, VIEW_SCAN_ENTRIES, cutoff_ms, order],
-    )
-    if reply[0] != "ok":
-        await refusals.raise_for(store, reply, slug, viewer.project_key, TOKEN_PARAM)
-    return [(json.loads(reply[i]), reply[i + 1] or None) for i in range(1, len(reply), 2)]
+    try:  # the viewer is authenticated already: no token check again
+        found = await store_views.fetch_view(
+            store, slug=viewer.slug, viewer=viewer.name, mode=mode, limit=limit, scan_entries=VIEW_SCAN_ENTRIES,
+            cutoff_ms=cutoff_ms, order=order,
+        )  # fmt: skip
+    except Refusal as refused:
+        await raise_refused(store, refused, viewer.slug, viewer.project_key, TOKEN_PARAM)
+    return [(view.item, view.read_at) for view in found]
 
 
 async def unanswered_view(

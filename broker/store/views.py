@@ -1,0 +1,155 @@
+"""Typed commands behind the mail resources (broker/mail/views.py): the viewing agent's record,
+the inbox views (fetch_view), sent messages (outbox), a thread's messages and a message's body.
+
+Each runs one script or one pipelined read and returns plain values or the frozen dataclasses
+below; a script's error reply raises ``Refusal``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from broker.store.refusals import Refusal
+from broker.store.store import Store
+
+
+def _refusal(reply: list[Any]) -> Refusal:
+    return Refusal(str(reply[0]), *(str(part) for part in reply[1:]))
+
+
+async def viewer_agent(store: Store, *, slug: str, name: str, token_digest: str, token_required: str) -> dict[str, Any]:
+    """The agent's record once its token checked out (get_agent.lua, read-only). Refusals: the
+    common codes (NO_PROJECT, NO_AGENT, PROJECT_ARCHIVED, BAD_TOKEN, AUTH_REQUIRED)."""
+    keys = store.keys
+    reply = await store.run(
+        "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, token_digest, token_required]
+    )
+    if reply[0] != "ok":
+        raise _refusal(reply)
+    record: dict[str, Any] = json.loads(reply[1])
+    return record
+
+
+@dataclass(frozen=True, slots=True)
+class ViewItem:
+    """An inbox item of a view (with kind, no body) and when the viewer read it (None: unread)."""
+
+    item: dict[str, Any]
+    read_at: str | None
+
+
+async def fetch_view(
+    store: Store,
+    *,
+    slug: str,
+    viewer: str,
+    mode: str,
+    limit: int,
+    scan_entries: int,
+    cutoff_ms: str = "+",
+    order: str = "newest",
+) -> list[ViewItem]:
+    """The messages of one inbox view (fetch_view.lua, read-only): ``mode`` "urgent-unread" or
+    "ack", looking at no more than ``scan_entries`` entries. ``viewer`` is authenticated already
+    (no token check). Refusals: the common codes."""
+    keys = store.keys
+    reply = await store.run(
+        "fetch_view",
+        [keys.project(slug), keys.agents(slug)],
+        [keys.project_prefix(slug), viewer, "", "0", mode, limit, scan_entries, cutoff_ms, order],
+    )
+    if reply[0] != "ok":
+        raise _refusal(reply)
+    return [ViewItem(json.loads(reply[i]), reply[i + 1] or None) for i in range(1, len(reply), 2)]
+
+
+async def message_body(store: Store, *, slug: str, message_id: int) -> str:
+    """The message's body_md ("" when it is not there)."""
+    body: str | None = await store.client().hget(store.keys.bodies(slug), str(message_id))
+    return body or ""
+
+
+# -- outbox -------------------------------------------------------------------------------------
+async def sent_ids(store: Store, *, slug: str, name: str, since_us: str, limit: int) -> list[str]:
+    """Ids of the newest ``limit`` messages the agent sent, newest first, created strictly after
+    ``since_us`` ("" for all): one XREVRANGE of its outbox stream."""
+    oldest = str(int(since_us) // 1000) if since_us else "-"
+    entries = await store.client().xrevrange(store.keys.outbox(slug, name), min=oldest, count=limit)
+    return [fields["m"] for _entry, fields in entries if not since_us or int(fields["c"]) > int(since_us)]
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    head: dict[str, Any]
+    recipients: dict[str, list[str]]  # {to, cc, bcc}
+    body: str | None  # None when bodies were not asked for or it is gone
+
+
+@dataclass(frozen=True, slots=True)
+class SentPage:
+    human_key: str | None
+    messages: list[SentMessage]  # in the order of the ids asked for; purged ones left out
+
+
+async def sent_messages(store: Store, *, slug: str, ids: list[str], include_bodies: bool) -> SentPage:
+    """The project's human_key and the messages ``ids`` (heads, recipients, bodies if asked):
+    one pipelined read."""
+    keys = store.keys
+    pipe = store.client().pipeline(transaction=False)
+    pipe.hget(keys.project(slug), "human_key")
+    for message_id in ids:
+        pipe.hmget(keys.message(slug, int(message_id)), "head", "recipients")
+    if include_bodies and ids:
+        pipe.hmget(keys.bodies(slug), ids)
+    replies = await pipe.execute()
+    human_key, records = replies[0], replies[1 : 1 + len(ids)]
+    bodies = replies[-1] if include_bodies and ids else [None] * len(ids)
+    messages = [
+        SentMessage(json.loads(head), json.loads(recipients), body)
+        for (head, recipients), body in zip(records, bodies, strict=True)
+        if head is not None
+    ]
+    return SentPage(human_key, messages)
+
+
+# -- threads ------------------------------------------------------------------------------------
+async def thread_ids(store: Store, *, slug: str, thread_id: str, newest: int) -> list[str]:
+    """Ids of the thread's newest ``newest`` messages, oldest first."""
+    ids: list[str] = await store.client().zrange(store.keys.thread(slug, thread_id), -newest, -1)
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadMessage:
+    head: dict[str, Any]
+    created_us: int
+    body: str | None  # None when bodies were not asked for or it is gone
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadPage:
+    human_key: str | None
+    messages: list[ThreadMessage]  # in the order of the ids asked for
+
+
+async def viewer_messages(store: Store, *, slug: str, viewer: str, ids: list[str], include_bodies: bool) -> ThreadPage:
+    """The project's human_key and those of the messages ``ids`` that ``viewer`` sent or received
+    (heads, created_us, bodies if asked): one pipelined read."""
+    keys, me = store.keys, viewer.lower()
+    pipe = store.client().pipeline(transaction=False)
+    pipe.hget(keys.project(slug), "human_key")
+    for message_id in ids:
+        pipe.hmget(keys.message(slug, int(message_id)), "head", "sender", keys.receipt_fields(me)[0], "created_us")
+    if include_bodies and ids:
+        pipe.hmget(keys.bodies(slug), ids)
+    replies = await pipe.execute()
+    human_key, records = replies[0], replies[1 : 1 + len(ids)]
+    bodies = replies[-1] if include_bodies and ids else [None] * len(ids)
+    messages = [
+        ThreadMessage(json.loads(head), int(created_us), body)
+        for (head, sender, kind, created_us), body in zip(records, bodies, strict=True)
+        if head is not None and (sender == me or kind is not None)
+    ]
+    return ThreadPage(human_key, messages)
