@@ -274,6 +274,23 @@ async def check_agent(store: Store, *, slug: str, agent: str, token_digest: str,
         raise Refusal(*(str(part) for part in reply))
 
 
+@dataclass(frozen=True, slots=True)
+class PairOverlap:
+    """glob_overlap's answer for one pair: whether some path matches both patterns, the matcher
+    cells the test filled, and the price reserve.lua puts on the pair beforehand (pair_steps)."""
+
+    overlaps: bool
+    steps: int
+    bound: int
+
+
+async def glob_overlap(store: Store, *, pairs: list[tuple[str, str]]) -> list[PairOverlap]:
+    """The Lua matcher on pairs of normalized patterns (the test suite holds it equal to the
+    Python twin, broker/reservations/globs.py)."""
+    answers, steps, bounds = await store.run("glob_overlap", [], [p for pair in pairs for p in pair])
+    return [PairOverlap(bool(a), int(s), int(b)) for a, s, b in zip(answers, steps, bounds, strict=True)]
+
+
 # -- reads ---------------------------------------------------------------------------------
 def _records(hashes: list[dict[str, str]]) -> list[ReservationRecord]:
     return [ReservationRecord.from_hash(h) for h in hashes if h.get("id")]  # a forgotten one reads as {}
