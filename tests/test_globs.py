@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import itertools
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import make_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.reservations import globs
-from broker.store.clients import make_client
-from broker.store.scripts import Scripts
+from broker.store import reservations as reservation_store
+from broker.store.store import Store
 
 # Patterns use the letters a, b and c only inside classes; "d" stands for every other letter,
 # which a pair of negated classes may need.
@@ -149,20 +151,18 @@ def test_literal_prefix() -> None:
 
 
 @pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.integration)])
-async def lua_overlap(request: pytest.FixtureRequest):
+async def lua_overlap(request: pytest.FixtureRequest, tmp_path: Path):
     url = "memory://globs" if request.param == "fakeredis" else request.getfixturevalue("redis_url")
-    client = make_client(url, 4)
-    scripts = Scripts(client)
+    store = Store(make_settings(url, tmp_path), url, bindings=None)  # type: ignore[arg-type]
 
     async def overlap(pairs: list[tuple[str, str]], costs: bool = False) -> Any:
-        flat = [p for pair in pairs for p in pair]
-        answers, steps, bounds = await scripts.run("glob_overlap", [], flat)
+        found = await reservation_store.glob_overlap(store, pairs=pairs)
         if costs:
-            return [bool(x) for x in answers], steps, bounds
-        return [bool(x) for x in answers]
+            return [f.overlaps for f in found], [f.steps for f in found], [f.bound for f in found]
+        return [f.overlaps for f in found]
 
     yield overlap
-    await client.aclose()
+    await store.close()
 
 
 async def test_lua_twin_equals_python(lua_overlap) -> None:

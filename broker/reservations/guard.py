@@ -25,15 +25,18 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import redis
+from typing import TYPE_CHECKING
 
 from broker.config import Settings, get_settings
 from broker.identity import refusals
 from broker.identity.slugs import resolve_sync
 from broker.reservations import globs
+from broker.store import projects
+from broker.store import reservations as reservation_store
+from broker.store.errors import StoreError
 from broker.store.keys import Keys, looks_like_path, slugify
+from broker.store.refusals import Refusal
+from broker.store.reservation_record import ReservationRecord
 
 if TYPE_CHECKING:
     from broker.store.store import Store
@@ -270,7 +273,6 @@ async def _authorized_root(
     from broker.identity.projects import project_slug
 
     slug = await project_slug(store, project_key)
-    keys = store.keys
     name = agent_name if agent_name and agent_name.strip() else store.bindings.current_agent(slug)
     if name is None:
         if store.bindings.mode != "open":
@@ -282,12 +284,13 @@ async def _authorized_root(
     else:
         name = validate_name(name)
         digest, require = store.bindings.args(slug, name, token)
-        reply = await store.run(
-            "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, digest, require]
-        )
-        if reply[0] != "ok":
-            await refusals.raise_for(store, reply, slug, project_key)
-    human_key = await store.redis.hget(keys.project(slug), "human_key")
+        try:
+            await reservation_store.check_agent(
+                store, slug=slug, agent=name, token_digest=digest, token_required=require
+            )
+        except Refusal as refusal:
+            await refusals.raise_for(store, refusal.reply, slug, project_key)
+    human_key = await projects.human_key(store, slug)
     if human_key is None:
         raise await refusals.project_not_found(store, project_key)
     return slug, human_key
@@ -344,28 +347,23 @@ def redis_url_for(settings: Settings) -> str | None:
     return None
 
 
-def live_exclusive(settings: Settings, project_key: str) -> list[dict[str, Any]]:
+class NoBroker(Exception):
+    """No Redis URL to read the reservations from."""
+
+
+def live_exclusive(settings: Settings, project_key: str) -> list[ReservationRecord]:
     url = redis_url_for(settings)
     if url is None:
-        raise redis.ConnectionError(f"no REDIS_URL and no embedded broker Redis under {settings.storage_root}")
+        raise NoBroker(f"no REDIS_URL and no embedded broker Redis under {settings.storage_root}")
     keys = Keys(settings.redis_key_prefix)
-    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=3, socket_connect_timeout=3)
-    try:
-        slug = resolve_sync(client, keys, project_key)
+    with reservation_store.guard_connection(url) as connection:
+        slug = resolve_sync(connection, keys, project_key)
         if slug is None:
             print(f"agent-broker guard: the broker has no project '{project_key}'; nothing to check.", file=sys.stderr)
             return []
         now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
-        ids = client.zrangebyscore(keys.reservation_expiry(slug), f"({now_us}", "+inf")
-        pipe = client.pipeline(transaction=False)
-        for reservation_id in ids:
-            pipe.hgetall(keys.reservation(slug, reservation_id))
-        records = pipe.execute()
-    finally:
-        client.close()
-    return [
-        r for r in records if r.get("exclusive") == "1" and not r.get("released_us") and int(r["expires_us"]) > now_us
-    ]
+        records = reservation_store.live_records_sync(connection, keys=keys, slug=slug, now_us=now_us)
+    return [r for r in records if r.exclusive and r.is_live(now_us)]
 
 
 def check(project_key: str, repo: Path, env: dict[str, str]) -> int:
@@ -376,7 +374,7 @@ def check(project_key: str, repo: Path, env: dict[str, str]) -> int:
     me = env.get("AGENT_NAME", "").strip().lower()
     try:
         held = live_exclusive(get_settings(), project_key)
-    except (redis.RedisError, OSError) as exc:
+    except (StoreError, OSError, NoBroker) as exc:
         block = env.get("BROKER_GUARD_UNREACHABLE", "").lower() == "block"
         print(
             f"agent-broker guard: cannot read reservations ({exc}); "
@@ -389,14 +387,14 @@ def check(project_key: str, repo: Path, env: dict[str, str]) -> int:
         (path, record)
         for path in staged_paths(repo)
         for record in held
-        if record["agent"].lower() != me and globs.matches(record["path_pattern"], path)
+        if record.agent.lower() != me and globs.matches(record.path_pattern, path)
     ]
     if not conflicts:
         return 0
     print("agent-broker guard: these staged paths are reserved exclusively by other agents:", file=sys.stderr)
     for path, record in conflicts:
-        until = datetime.fromtimestamp(int(record["expires_us"]) / 1_000_000, UTC).isoformat()
-        print(f"- {path} matches {record['path_pattern']} (holder: {record['agent']}, until {until})", file=sys.stderr)
+        until = datetime.fromtimestamp(record.expires_us / 1_000_000, UTC).isoformat()
+        print(f"- {path} matches {record.path_pattern} (holder: {record.agent}, until {until})", file=sys.stderr)
     if not me:
         print("(AGENT_NAME is not set, so every holder counts; set it to your agent name.)", file=sys.stderr)
     if env.get("AGENT_MAIL_GUARD_MODE", "").lower() in WARN_MODES:

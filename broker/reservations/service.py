@@ -8,7 +8,7 @@ pattern semantics in ``broker/reservations/globs.py``.
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +21,9 @@ from broker.mail import send as mail
 from broker.mail.inbox import check_reader
 from broker.reservations import globs
 from broker.reservations.staleness import Activity, full_verdict, holder_activity
-from broker.store.reservation_record import iso_from_us, record_dict
+from broker.store import reservations as reservation_store
+from broker.store.refusals import Refusal
+from broker.store.reservation_record import iso_from_us
 from broker.store.store import Store
 
 # Bounds on one call's work (docs/architecture.md, decision 2); pattern caps live in broker/reservations/globs.py.
@@ -106,37 +108,23 @@ def selection(paths: list[str] | None, ids: list[int] | None) -> tuple[str, list
     return "all", []
 
 
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []  # cjson writes an empty table as {}
-
-
-async def run_for_agent(
-    store: Store, project_key: str, agent_name: str, token: str | None, script: str, args: list[Any]
-) -> list[Any]:
-    """Run a reservation script that acts for one agent (reserve, release, renew): it returns
-    {"ok", ..., schedule flag last}; errors are raised, a drain is scheduled, the session bound."""
-    slug = await project_slug(store, project_key)
+def check_caller(store: Store, slug: str, agent_name: str, token: str | None) -> tuple[str, str, str]:
+    """(name, token digest, "1" if a token is required) of the agent a script acts for."""
     name = validate_name(agent_name)
-    keys = store.keys
-    auth = store.bindings.args(slug, name, token)
-    reply = await store.run(
-        script,
-        [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [keys.project_prefix(slug), name, *auth, *args],
-    )
-    if reply[0] == "TOO_COMPLEX":  # only reserve.lua, before it writes anything
-        store.charge_client(int(reply[3]) // STEPS_PER_TOKEN)
-        raise too_complex(reply[1], int(reply[2]), int(reply[3]))
-    if reply[0] == "RATE_LIMITED":
-        raise agent_limited(store.settings, name, int(reply[1]))
-    if reply[0] != "ok":
-        await refusals.raise_for(store, reply, slug, project_key)
-    if script == "reserve":  # the agent's bucket paid for the work in the script; the client's here
-        store.charge_client(int(reply[3]) // STEPS_PER_TOKEN)
-    store.schedule_persist(slug, reply[-1])
-    if auth[0]:
-        store.bindings.bind(slug, name)
-    return reply
+    digest, require = store.bindings.args(slug, name, token)
+    return name, digest, require
+
+
+async def refused(store: Store, refusal: Refusal, slug: str, project_key: str, name: str) -> BrokerError:
+    """The coded error for a reservation script's refusal (raise_for raises the common ones)."""
+    if refusal.code == "TOO_COMPLEX":  # only reserve.lua, before it writes anything
+        what, count, steps = refusal.details
+        store.charge_client(int(steps) // STEPS_PER_TOKEN)
+        return too_complex(what, int(count), int(steps))
+    if refusal.code == "RATE_LIMITED":
+        return agent_limited(store.settings, name, int(refusal.details[0]))
+    await refusals.raise_for(store, refusal.reply, slug, project_key)
+    raise AssertionError("raise_for raises")  # pragma: no cover
 
 
 def too_complex(what: str, count: int, steps: int) -> BrokerError:
@@ -153,6 +141,13 @@ def too_complex(what: str, count: int, steps: int) -> BrokerError:
         "shorter wildcard segments, or fewer paths per call.",
         {"steps": steps, "limit": STEP_BUDGET},
     )
+
+
+def acted(store: Store, slug: str, name: str, digest: str, needs_drain: bool) -> None:
+    """After a script acted for an agent: a drain scheduled if it asked, the session bound."""
+    store.schedule_persist(slug, needs_drain)
+    if digest:
+        store.bindings.bind(slug, name)
 
 
 async def reserve(
@@ -172,25 +167,37 @@ async def reserve(
     patterns = check_paths(paths)
     ttl = check_ttl(store, ttl_seconds, "ttl_seconds")
     reason = check_reason(reason)
-    triples: list[Any] = []
-    for pattern in patterns:
-        triples += [await store.next_id("reservation"), pattern, globs.index_bucket(pattern)]
-    retention = store.settings.file_reservation_retention_seconds
-    exclusive_flag = "1" if exclusive else "0"
-    args = [
-        ttl * 1_000_000, exclusive_flag, reason, retention, MAX_HOLDERS_LISTED, STEP_BUDGET,
-        agent_spec(store.settings), *triples,
-    ]  # fmt: skip
-    reply = await run_for_agent(store, project_key, agent_name, token, "reserve", args)
-    granted = as_list(json.loads(reply[1]))
-    for entry in granted:
-        entry["expires_ts"] = iso_from_us(entry.pop("expires_us"))
-    conflicts = as_list(json.loads(reply[2]))
-    for conflict in conflicts:
-        conflict["holders"] = as_list(conflict["holders"])
-        for holder in conflict["holders"]:
-            holder["expires_ts"] = iso_from_us(holder.pop("expires_us"))
-    return {"granted": granted, "conflicts": conflicts}
+    requests = [(await store.next_id("reservation"), p, globs.index_bucket(p)) for p in patterns]
+    slug = await project_slug(store, project_key)
+    name, digest, require = check_caller(store, slug, agent_name, token)
+    try:
+        reserved = await reservation_store.reserve(
+            store, slug=slug, agent=name, token_digest=digest, token_required=require,
+            ttl_us=ttl * 1_000_000, exclusive=exclusive, reason=reason,
+            retention_seconds=store.settings.file_reservation_retention_seconds,
+            max_holders=MAX_HOLDERS_LISTED, step_budget=STEP_BUDGET, rate_spec=agent_spec(store.settings),
+            requests=requests,
+        )  # fmt: skip
+    except Refusal as refusal:
+        raise await refused(store, refusal, slug, project_key, name) from None
+    # the agent's bucket paid for the work in the script; the client's here
+    store.charge_client(reserved.steps // STEPS_PER_TOKEN)
+    acted(store, slug, name, digest, reserved.needs_drain)
+    return {
+        "granted": [
+            {"id": g.id, "path_pattern": g.path_pattern, "exclusive": g.exclusive, "reason": g.reason,
+             "expires_ts": g.expires_ts}
+            for g in reserved.granted
+        ],
+        "conflicts": [
+            {"path": c.path, "holders": [
+                {"id": h.id, "agent": h.agent, "path_pattern": h.path_pattern, "exclusive": h.exclusive,
+                 "expires_ts": h.expires_ts}
+                for h in c.holders
+            ], "more_holders": c.more_holders}
+            for c in reserved.conflicts
+        ],
+    }  # fmt: skip
 
 
 async def release(
@@ -202,11 +209,17 @@ async def release(
     token: str | None,
 ) -> dict[str, Any]:
     mode, items = selection(paths, ids)
-    retention = store.settings.file_reservation_retention_seconds
-    reply = await run_for_agent(
-        store, project_key, agent_name, token, "release_reservations", [mode, retention, *items]
-    )
-    return {"released": int(reply[1]), "released_at": reply[2]}
+    slug = await project_slug(store, project_key)
+    name, digest, require = check_caller(store, slug, agent_name, token)
+    try:
+        released = await reservation_store.release_reservations(
+            store, slug=slug, agent=name, token_digest=digest, token_required=require, mode=mode, items=items,
+            retention_seconds=store.settings.file_reservation_retention_seconds,
+        )  # fmt: skip
+    except Refusal as refusal:
+        raise await refused(store, refusal, slug, project_key, name) from None
+    acted(store, slug, name, digest, released.needs_drain)
+    return {"released": released.count, "released_at": released.released_at}
 
 
 async def renew(
@@ -220,26 +233,22 @@ async def renew(
 ) -> dict[str, Any]:
     mode, items = selection(paths, ids)
     extend = check_ttl(store, extend_seconds, "extend_seconds")
-    reply = await run_for_agent(
-        store, project_key, agent_name, token, "renew_reservations", [mode, extend * 1_000_000, *items]
-    )
-    renewed = as_list(json.loads(reply[1]))
-    return {"renewed": len(renewed), "file_reservations": renewed}
-
-
-def _is_live(record: dict[str, str], now_us: int) -> bool:
-    return not record.get("released_us") and int(record["expires_us"]) > now_us
-
-
-def _ended_us(record: dict[str, str]) -> int:
-    return int(record.get("released_us") or record["expires_us"])
-
-
-async def load_records(store: Store, slug: str, ids: list[str]) -> list[dict[str, str]]:
-    pipe = store.redis.pipeline(transaction=False)
-    for reservation_id in ids:
-        pipe.hgetall(store.keys.reservation(slug, reservation_id))
-    return [r for r in await pipe.execute() if r.get("id")]
+    slug = await project_slug(store, project_key)
+    name, digest, require = check_caller(store, slug, agent_name, token)
+    try:
+        renewed = await reservation_store.renew_reservations(
+            store, slug=slug, agent=name, token_digest=digest, token_required=require, mode=mode, items=items,
+            extend_us=extend * 1_000_000,
+        )  # fmt: skip
+    except Refusal as refusal:
+        raise await refused(store, refusal, slug, project_key, name) from None
+    acted(store, slug, name, digest, renewed.needs_drain)
+    shown = [
+        {"id": r.id, "path_pattern": r.path_pattern, "old_expires_ts": r.old_expires_ts,
+         "new_expires_ts": r.new_expires_ts}
+        for r in renewed.reservations
+    ]  # fmt: skip
+    return {"renewed": len(shown), "file_reservations": shown}
 
 
 async def list_reservations(
@@ -249,34 +258,24 @@ async def list_reservations(
     the live ones and, unless ``active_only``, the ``limit`` most recently ended ones that are
     still retained (their number grows with the retention, so it is bounded here)."""
     slug = await project_slug(store, project)
-    keys = store.keys
-    human_key = await store.redis.hget(keys.project(slug), "human_key")
-    if human_key is None:
-        raise await refusals.project_not_found(store, project)
     now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
-    if active_only:
-        ids = await store.redis.zrangebyscore(keys.reservation_expiry(slug), f"({now_us}", "+inf")
-        records = await load_records(store, slug, ids)
-    else:
-        pipe = store.redis.pipeline(transaction=False)
-        pipe.zrangebyscore(keys.reservation_expiry(slug), f"({now_us}", "+inf")
-        # ended: expired ones not yet retired (still in res:expiry) and retired ones (res:ended)
-        pipe.zrevrangebyscore(keys.reservation_expiry(slug), now_us, "-inf", start=0, num=limit)
-        pipe.zrevrange(keys.reservation_ended(slug), 0, limit - 1)
-        live, expired, ended = await pipe.execute()
-        records = await load_records(store, slug, list(dict.fromkeys([*live, *expired, *ended])))
-        gone = sorted((r for r in records if not _is_live(r, now_us)), key=_ended_us, reverse=True)
-        kept = {r["id"] for r in gone[:limit]}
-        records = [r for r in records if _is_live(r, now_us) or r["id"] in kept]
-    records.sort(key=lambda r: (int(r["created_us"]), int(r["id"])))
+    found = await reservation_store.listing(store, slug=slug, now_us=now_us, ended_limit=None if active_only else limit)
+    if found.human_key is None:
+        raise await refusals.project_not_found(store, project)
+    records = found.records
+    if not active_only:
+        gone = sorted((r for r in records if not r.is_live(now_us)), key=lambda r: r.ended_us, reverse=True)
+        kept = {r.id for r in gone[:limit]}
+        records = [r for r in records if r.is_live(now_us) or r.id in kept]
+    records.sort(key=lambda r: (r.created_us, r.id))
     activity: dict[str, Activity] = {}
     result = []
     for record in records:
-        entry = record_dict(record)
-        holder = record["agent"]
+        entry = record.shown()
+        holder = record.agent
         if holder not in activity:
             activity[holder] = await holder_activity(store, slug, holder)
-        live = _is_live(record, now_us)
+        live = record.is_live(now_us)
         verdict = activity[holder].verdict(store.settings)
         entry["stale"] = live and verdict.stale
         entry["stale_reasons"] = verdict.reasons if live else []
@@ -305,75 +304,76 @@ async def force_release(
         )
     if len(note or "") > MAX_REASON_CHARS:
         raise BrokerError("INVALID_ARGUMENT", f"note is {len(note)} characters; keep it to {MAX_REASON_CHARS}.")
-    keys, settings = store.keys, store.settings
-    human_key = await store.redis.hget(keys.project(slug), "human_key")
-    if human_key is None:
+    settings = store.settings
+    view = await reservation_store.force_release_view(store, slug=slug, reservation_id=reservation_id, actor=name)
+    if view.human_key is None:
         raise await refusals.project_not_found(store, project_key)
-    record = await store.redis.hgetall(keys.reservation(slug, reservation_id))
-    if not record.get("id"):
+    human_key, record = view.human_key, view.record
+    if record is None:
         raise BrokerError(
             "NOT_FOUND",
             f"File reservation {reservation_id} not found in project '{human_key}' (ended reservations are "
             f"kept {settings.file_reservation_retention_seconds}s). "
             f"List live ones with resource://file_reservations/{slug}.",
         )
-    auth = store.bindings.args(slug, name, token)
+    digest, require = store.bindings.args(slug, name, token)
     # The caller first (the script checks again): no scan of the holder's files and git
     # history, and no word on its activity, for an unknown agent or a missing or wrong token.
-    await check_reader(store, slug, project_key, name, await store.redis.hget(keys.agents(slug), name.lower()), *auth)
-    script_keys = [keys.project(slug), keys.agents(slug), keys.pending(slug)]
-    script_args = [keys.project_prefix(slug), name, *auth, reservation_id]
-    retention = settings.file_reservation_retention_seconds
-    if record.get("released_us"):
-        return {"released": 0, "released_at": iso_from_us(record["released_us"]), "already_released": True}
+    await check_reader(store, slug, project_key, name, view.actor_record, digest, require)
+    if record.released_us is not None:
+        return {"released": 0, "released_at": iso_from_us(record.released_us), "already_released": True}
+
+    async def release_as_checked() -> reservation_store.ForceReleased | None:
+        try:
+            return await reservation_store.force_release_reservation(
+                store, slug=slug, actor=name, token_digest=digest, token_required=require,
+                reservation_id=reservation_id, checked_expires_us=record.expires_us,
+                retention_seconds=settings.file_reservation_retention_seconds,
+            )  # fmt: skip
+        except Refusal as refusal:
+            await refusals.raise_for(store, refusal.reply, slug, project_key)
+            raise AssertionError("raise_for raises") from None  # pragma: no cover
+
     now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
-    if int(record["expires_us"]) <= now_us:
-        reply = await store.run(
-            "force_release_reservation", script_keys, [*script_args, record["expires_us"], retention]
-        )
-        if reply[0] not in ("ok", "CHANGED"):
-            await refusals.raise_for(store, reply, slug, project_key)
-        if reply[0] == "ok":
-            store.schedule_persist(slug, reply[3])
-        released_at = reply[1] if reply[0] == "ok" else iso_from_us(now_us)
+    if record.expires_us <= now_us:
+        ended = await release_as_checked()
+        if ended is not None:
+            store.schedule_persist(slug, ended.needs_drain)
+        released_at = ended.released_at if ended is not None else iso_from_us(now_us)
         return {"released": 0, "released_at": released_at, "already_released": True, "expired": True}
-    verdict, evidence = await full_verdict(store, slug, human_key, record["agent"], record["path_pattern"])
+    verdict, evidence = await full_verdict(store, slug, human_key, record.agent, record.path_pattern)
     if not verdict.stale:
         raise BrokerError(
             "RESERVATION_ACTIVE",
-            f"Reservation still shows recent activity; refusing forced release of '{record['path_pattern']}' "
-            f"held by {record['agent']} ({', '.join(verdict.reasons)}). Ask {record['agent']} by mail to release "
-            f"it, or wait until it expires at {iso_from_us(record['expires_us'])}.",
+            f"Reservation still shows recent activity; refusing forced release of '{record.path_pattern}' "
+            f"held by {record.agent} ({', '.join(verdict.reasons)}). Ask {record.agent} by mail to release "
+            f"it, or wait until it expires at {iso_from_us(record.expires_us)}.",
             {"stale_reasons": verdict.reasons},
         )
-    reply = await store.run("force_release_reservation", script_keys, [*script_args, record["expires_us"], retention])
-    if reply[0] == "CHANGED":
+    ended = await release_as_checked()
+    if ended is None:
         raise BrokerError(
             "RESERVATION_ACTIVE",
-            f"{record['agent']} renewed or released reservation {reservation_id} while it was being checked; "
+            f"{record.agent} renewed or released reservation {reservation_id} while it was being checked; "
             "it is not stale. Ask them by mail instead.",
         )
-    if reply[0] != "ok":
-        await refusals.raise_for(store, reply, slug, project_key)
-    store.schedule_persist(slug, reply[3])
-    if auth[0]:
-        store.bindings.bind(slug, name)
-    record["released_us"] = reply[2]
-    released = {**record_dict(record), "stale_reasons": verdict.reasons, **evidence, "notified": False}
-    if notify_previous and record["agent"].lower() != name.lower():
+    acted(store, slug, name, digest, ended.needs_drain)
+    record = replace(record, released_us=ended.released_us)
+    released = {**record.shown(), "stale_reasons": verdict.reasons, **evidence, "notified": False}
+    if notify_previous and record.agent.lower() != name.lower():
         body = (
-            f"{name} force-released your file reservation {reservation_id} on `{record['path_pattern']}` "
+            f"{name} force-released your file reservation {reservation_id} on `{record.path_pattern}` "
             f"because it looked stale ({', '.join(verdict.reasons)})."
             + (f"\n\nNote: {note}" if note else "")
             + "\n\nReserve it again with file_reservation_paths if you are still working on it."
         )
         try:
             await mail.send_message(
-                store, project_key, name, [record["agent"]],
-                f"[file-reservations] Released stale lock on {record['path_pattern']}"[:200],
+                store, project_key, name, [record.agent],
+                f"[file-reservations] Released stale lock on {record.path_pattern}"[:200],
                 body, None, None, "normal", False, None, False, None, token,
             )  # fmt: skip
             released["notified"] = True
         except BrokerError as exc:
             released["notification_error"] = str(exc)
-    return {"released": 1, "released_at": reply[1], "reservation": released}
+    return {"released": 1, "released_at": ended.released_at, "reservation": released}

@@ -18,6 +18,7 @@ from typing import Any
 
 from broker.config import Settings
 from broker.reservations import globs
+from broker.store import reservations as reservation_store
 from broker.store.store import Store
 
 MAX_FILES_EXAMINED = 5000  # bounds the directory walk of one check
@@ -64,16 +65,11 @@ class Activity:
 
 
 async def holder_activity(store: Store, slug: str, holder: str) -> Activity:
-    keys = store.keys
-    pipe = store.redis.pipeline(transaction=False)
-    pipe.hget(keys.active(slug), holder)
-    pipe.xrevrange(keys.outbox(slug, holder), count=1)
-    pipe.hget(keys.mail_activity(slug), holder.lower())
-    last_active, last_sent, last_read = await pipe.execute()
-    sent = from_ms(int(last_sent[0][1]["c"]) // 1000) if last_sent else None  # the send's created time
-    read = from_ms(last_read)
+    found = await reservation_store.holder_activity(store, slug=slug, holder=holder)
+    sent = from_ms(found.last_sent_us // 1000) if found.last_sent_us is not None else None
+    read = from_ms(found.last_read_ms)
     mail = max((t for t in (sent, read) if t), default=None)
-    return Activity(parse_iso(last_active), mail)
+    return Activity(parse_iso(found.last_active_ts), mail)
 
 
 def matching_files(root: Path, pattern: str) -> list[Path]:

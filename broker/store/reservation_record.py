@@ -6,6 +6,7 @@ MCP side of the broker.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,16 +19,57 @@ def iso_from_us(value: str | int | None) -> str | None:
 
 
 def record_dict(record: dict[str, str]) -> dict[str, Any]:
-    expires = record["expires_us"]
-    released = record.get("released_us") or None
-    return {
-        "id": int(record["id"]),
-        "agent": record["agent"],
-        "path_pattern": record["path_pattern"],
-        "exclusive": record["exclusive"] == "1",
-        "reason": record.get("reason", ""),
-        "created_ts": iso_from_us(record["created_us"]),
-        # an ended reservation shows when it really ended
-        "expires_ts": iso_from_us(min(int(expires), int(released)) if released else expires),
-        "released_ts": iso_from_us(released),
-    }
+    """A ``res:<id>`` hash as the tools show it."""
+    return ReservationRecord.from_hash(record).shown()
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationRecord:
+    """A record (``res:<id>`` hash) decoded; times in microseconds, ``released_us`` None while
+    it was not released (it may still have expired)."""
+
+    id: int
+    agent: str
+    path_pattern: str
+    exclusive: bool
+    reason: str
+    created_us: int
+    expires_us: int
+    released_us: int | None
+
+    @classmethod
+    def from_hash(cls, record: dict[str, str]) -> ReservationRecord:
+        released = record.get("released_us")
+        return cls(
+            int(record["id"]),
+            record["agent"],
+            record["path_pattern"],
+            record["exclusive"] == "1",
+            record.get("reason", ""),
+            int(record["created_us"]),
+            int(record["expires_us"]),
+            int(released) if released else None,
+        )
+
+    def is_live(self, now_us: int) -> bool:
+        return self.released_us is None and self.expires_us > now_us
+
+    @property
+    def ended_us(self) -> int:
+        """When it ended (or will end, if live): its release, else its expiry."""
+        return self.expires_us if self.released_us is None else self.released_us
+
+    def shown(self) -> dict[str, Any]:
+        """The record as the tools show it (the shape of ``record_dict``)."""
+        released = self.released_us
+        return {
+            "id": self.id,
+            "agent": self.agent,
+            "path_pattern": self.path_pattern,
+            "exclusive": self.exclusive,
+            "reason": self.reason,
+            "created_ts": iso_from_us(self.created_us),
+            # an ended reservation shows when it really ended
+            "expires_ts": iso_from_us(self.expires_us if released is None else min(self.expires_us, released)),
+            "released_ts": iso_from_us(released),
+        }
