@@ -197,3 +197,66 @@ class Keys:
         """A recipient's fields of a msg:<id> HASH: its kind, read_ts and ack_ts (rk:, rt:, at:)."""
         lower = name.lower()
         return f"rk:{lower}", f"rt:{lower}", f"at:{lower}"
+
+    # -- lifecycle (purge, hard deletes, rehydrate) ---------------------------------------
+    # Per-project key suffixes only Redis holds, which `broker rehydrate --force` keeps: a retry's
+    # idempotency record, hook cursors, window identities, rate buckets.
+    KEPT_BY_REBUILD: ClassVar[tuple[str, ...]] = ("idem:", "hookcursor:", "windows", "rate:")
+    # What a rebuild cut short (no project hash) also keeps: the pending sets a drain still writes.
+    KEPT_BY_UNFINISHED_REBUILD: ClassVar[tuple[str, ...]] = (*KEPT_BY_REBUILD, "pending", "deadletter")
+
+    def project_pattern(self, slug: str) -> str:
+        """SCAN pattern of every key of the project."""
+        return self.project_prefix(slug) + "*"
+
+    def inboxes_pattern(self, slug: str) -> str:
+        """SCAN pattern of the project's inbox streams."""
+        return self.project_prefix(slug) + "inbox:*"
+
+    def project_suffix(self, slug: str, key: str) -> str:
+        """A project key without its project prefix ("msg:7", "held:bob:x#amy", ...)."""
+        return key.removeprefix(self.project_prefix(slug))
+
+    @staticmethod
+    def is_held_suffix(suffix: str) -> bool:
+        return suffix.startswith("held:")
+
+    @staticmethod
+    def inbox_suffix(name: str) -> str:
+        """The inbox stream's key suffix, as purge_messages.lua takes it."""
+        return f"inbox:{name.lower()}"
+
+    @staticmethod
+    def outbox_suffix(name: str) -> str:
+        """The outbox stream's key suffix, as purge_messages.lua takes it."""
+        return f"outbox:{name.lower()}"
+
+    @staticmethod
+    def link_field(direction: str, slug: str, name: str) -> str:
+        """A links hash field: "out:<slug>#<lower>" or "in:<slug>#<lower>" (lib/contacts.lua)."""
+        return f"{direction}:{slug}#{name.lower()}"
+
+    @staticmethod
+    def parse_link_field(field_name: str) -> tuple[str, str, str]:
+        """(direction, slug, lower name) of a links hash field."""
+        direction, _, rest = field_name.partition(":")
+        slug, _, lower = rest.rpartition("#")
+        return direction, slug, lower
+
+    @staticmethod
+    def recipient_kind_field(name: str) -> str:
+        """msg:<id> field: the recipient's kind (to, cc, bcc)."""
+        return f"rk:{name.lower()}"
+
+    @staticmethod
+    def recipient_read_field(name: str) -> str:
+        return f"rt:{name.lower()}"
+
+    @staticmethod
+    def recipient_ack_field(name: str) -> str:
+        return f"at:{name.lower()}"
+
+    @staticmethod
+    def foreign_participant(slug: str, name: str) -> str:
+        """A thread participant (tpart:) or message sender of another project."""
+        return f"project:{slug}#{name.lower()}"
