@@ -31,7 +31,7 @@ from broker.lifecycle.state import agent_or_operator, check_confirmation, projec
 from broker.persistence.archive import Archive, ArchiveMessage
 from broker.persistence.drain import project_lock
 from broker.persistence.index import Index
-from broker.store.erase import EraseSession, LinkCopy, SentMessage
+from broker.store.erase import EraseSession, LinkCopy
 from broker.store.keys import Keys
 from broker.store.lifecycle import Caller
 from broker.store.refusals import Refusal
@@ -124,7 +124,6 @@ def _redis_rounds(session: EraseSession, slug: str, name: str, caller: Caller, f
     while more:
         sent = session.delete_sent(slug=slug, name=name, caller=caller, batch=BATCH)
         found.agent = sent.agent
-        item: SentMessage
         for item in sent.items:
             message_id = int(item.head["id"])
             found.sent[message_id] = {"head": item.head, "recipients": item.recipients}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from broker.store.clients import make_sync_client
 from broker.store.keys import Keys
@@ -42,14 +42,17 @@ class SentMessage:
     recipients: dict[str, list[str]]
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True, slots=True)
-class Phase:
+class Phase(Generic[T]):
     """One bounded step of hard_delete_agent.lua: the agent's record and what the step removed
     (``sent``: SentMessage; ``received``, ``reservations``: ids; ``contacts``: LinkCopy of other
     projects). ``more`` says whether to call the step again (with ``cursor`` for the scans)."""
 
     agent: dict[str, Any]
-    items: tuple[Any, ...]
+    items: tuple[T, ...]
     more: bool
     cursor: str = "0"
 
@@ -109,7 +112,7 @@ class EraseSession:
             raise Refusal(*(str(part) for part in reply))
         return reply
 
-    def delete_sent(self, *, slug: str, name: str, caller: Caller, batch: int) -> Phase:
+    def delete_sent(self, *, slug: str, name: str, caller: Caller, batch: int) -> Phase[SentMessage]:
         """Up to ``batch`` messages from the head of the agent's outbox, deleted everywhere."""
         reply = self._agent_step(slug, name, caller, "sent", batch, "0")
         items = tuple(
@@ -120,19 +123,19 @@ class EraseSession:
         )
         return Phase(agent=json.loads(reply[1]), items=items, more=reply[3] == "1")
 
-    def delete_received(self, *, slug: str, name: str, caller: Caller, batch: int) -> Phase:
+    def delete_received(self, *, slug: str, name: str, caller: Caller, batch: int) -> Phase[int]:
         """Up to ``batch`` entries from the head of its inbox: the agent leaves those messages."""
         reply = self._agent_step(slug, name, caller, "received", batch, "0")
         ids = tuple(int(i) for i in json.loads(reply[2]))
         return Phase(agent=json.loads(reply[1]), items=ids, more=reply[3] == "1")
 
-    def delete_reservations(self, *, slug: str, name: str, caller: Caller, batch: int, cursor: str) -> Phase:
+    def delete_reservations(self, *, slug: str, name: str, caller: Caller, batch: int, cursor: str) -> Phase[int]:
         """One scan step over the project's reservations: the agent's leave (ids)."""
         reply = self._agent_step(slug, name, caller, "reservations", batch, cursor)
         ids = tuple(int(i) for i in json.loads(reply[2]))
         return Phase(agent=json.loads(reply[1]), items=ids, more=str(reply[3]) != "0", cursor=str(reply[3]))
 
-    def delete_contacts(self, *, slug: str, name: str, caller: Caller, batch: int, cursor: str) -> Phase:
+    def delete_contacts(self, *, slug: str, name: str, caller: Caller, batch: int, cursor: str) -> Phase[LinkCopy]:
         """One scan step over its links; the copies kept in other projects (LinkCopy)."""
         reply = self._agent_step(slug, name, caller, "contacts", batch, cursor)
         agent = json.loads(reply[1])
