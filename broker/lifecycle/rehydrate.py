@@ -10,7 +10,7 @@ newest-first order behave as before. Id counters are raised past the largest id 
 so new ids never collide. Nothing is added to the pending set: it is all persisted already.
 
 A project that still exists in Redis is left alone unless ``force`` is given (then its keys
-are deleted and rebuilt, but for the few only Redis holds: ``Keys.KEPT_BY_REBUILD``). Even with
+are deleted and rebuilt, but for the few only Redis holds: ``KEPT_BY_REBUILD`` in broker/store/keys.py). Even with
 ``force``, a project with pending, in-flight or dead-lettered entries is left alone: they are
 not in the index yet, and rebuilding would delete them; so is one with mail held for a
 contact approval (in Redis only).

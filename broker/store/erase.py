@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from broker.store import keys as layout
 from broker.store.clients import make_sync_client
 from broker.store.keys import Keys
 from broker.store.lifecycle import Caller
@@ -208,10 +209,10 @@ class EraseSession:
         copies: set[LinkCopy] = set()
         for (lower, agent_id), fields in zip(agents.items(), pipe.execute(), strict=True):
             for field_name in fields:
-                direction, other_slug, other = keys.parse_link_field(field_name)
+                direction, other_slug, other = layout.parse_link_field(field_name)
                 if other_slug != slug:
                     mirror = "out" if direction == "in" else "in"
-                    copies.add(LinkCopy(other_slug, other, keys.link_field(mirror, slug, lower), int(agent_id)))
+                    copies.add(LinkCopy(other_slug, other, layout.link_field(mirror, slug, lower), int(agent_id)))
         return copies
 
     def unlink_project(self, *, slug: str) -> None:

@@ -198,65 +198,62 @@ class Keys:
         lower = name.lower()
         return f"rk:{lower}", f"rt:{lower}", f"at:{lower}"
 
-    # -- lifecycle (purge, hard deletes, rehydrate) ---------------------------------------
-    # Per-project key suffixes only Redis holds, which `broker rehydrate --force` keeps: a retry's
-    # idempotency record, hook cursors, window identities, rate buckets.
-    KEPT_BY_REBUILD: ClassVar[tuple[str, ...]] = ("idem:", "hookcursor:", "windows", "rate:")
-    # What a rebuild cut short (no project hash) also keeps: the pending sets a drain still writes.
-    KEPT_BY_UNFINISHED_REBUILD: ClassVar[tuple[str, ...]] = (*KEPT_BY_REBUILD, "pending", "deadletter")
-
+    # -- lifecycle ----------------------------------------------------------------------
     def project_pattern(self, slug: str) -> str:
-        """SCAN pattern of every key of the project."""
+        """SCAN pattern of every key of the project (hard_delete_project, rehydrate)."""
         return self.project_prefix(slug) + "*"
 
     def inboxes_pattern(self, slug: str) -> str:
         """SCAN pattern of the project's inbox streams."""
         return self.project_prefix(slug) + "inbox:*"
 
-    def project_suffix(self, slug: str, key: str) -> str:
-        """A project key without its project prefix ("msg:7", "held:bob:x#amy", ...)."""
-        return key.removeprefix(self.project_prefix(slug))
 
-    @staticmethod
-    def is_held_suffix(suffix: str) -> bool:
-        return suffix.startswith("held:")
+# -- lifecycle: formats that are not keys themselves (Keys' methods all build keys) ------------
+# Per-project key suffixes only Redis holds, which `broker rehydrate --force` keeps: a retry's
+# idempotency record, hook cursors, window identities, rate buckets.
+KEPT_BY_REBUILD = ("idem:", "hookcursor:", "windows", "rate:")
+# What a rebuild cut short (no project hash) also keeps: the pending sets a drain still writes.
+KEPT_BY_UNFINISHED_REBUILD = (*KEPT_BY_REBUILD, "pending", "deadletter")
+HELD_SUFFIX = "held:"  # the suffix of every held:<lower>:<slug>#<lower> key
 
-    @staticmethod
-    def inbox_suffix(name: str) -> str:
-        """The inbox stream's key suffix, as purge_messages.lua takes it."""
-        return f"inbox:{name.lower()}"
 
-    @staticmethod
-    def outbox_suffix(name: str) -> str:
-        """The outbox stream's key suffix, as purge_messages.lua takes it."""
-        return f"outbox:{name.lower()}"
+def inbox_suffix(name: str) -> str:
+    """An inbox stream's key without the project prefix, as purge_messages.lua takes it."""
+    return f"inbox:{name.lower()}"
 
-    @staticmethod
-    def link_field(direction: str, slug: str, name: str) -> str:
-        """A links hash field: "out:<slug>#<lower>" or "in:<slug>#<lower>" (lib/contacts.lua)."""
-        return f"{direction}:{slug}#{name.lower()}"
 
-    @staticmethod
-    def parse_link_field(field_name: str) -> tuple[str, str, str]:
-        """(direction, slug, lower name) of a links hash field."""
-        direction, _, rest = field_name.partition(":")
-        slug, _, lower = rest.rpartition("#")
-        return direction, slug, lower
+def outbox_suffix(name: str) -> str:
+    """An outbox stream's key without the project prefix, as purge_messages.lua takes it."""
+    return f"outbox:{name.lower()}"
 
-    @staticmethod
-    def recipient_kind_field(name: str) -> str:
-        """msg:<id> field: the recipient's kind (to, cc, bcc)."""
-        return f"rk:{name.lower()}"
 
-    @staticmethod
-    def recipient_read_field(name: str) -> str:
-        return f"rt:{name.lower()}"
+def link_field(direction: str, slug: str, name: str) -> str:
+    """A links hash field: "out:<slug>#<lower>" or "in:<slug>#<lower>" (lib/contacts.lua)."""
+    return f"{direction}:{slug}#{name.lower()}"
 
-    @staticmethod
-    def recipient_ack_field(name: str) -> str:
-        return f"at:{name.lower()}"
 
-    @staticmethod
-    def foreign_participant(slug: str, name: str) -> str:
-        """A thread participant (tpart:) or message sender of another project."""
-        return f"project:{slug}#{name.lower()}"
+def parse_link_field(field_name: str) -> tuple[str, str, str]:
+    """(direction, slug, lower name) of a links hash field."""
+    direction, _, rest = field_name.partition(":")
+    slug, _, lower = rest.rpartition("#")
+    return direction, slug, lower
+
+
+def recipient_kind_field(name: str) -> str:
+    """msg:<id> hash field: the recipient's kind (to, cc, bcc)."""
+    return f"rk:{name.lower()}"
+
+
+def recipient_read_field(name: str) -> str:
+    """msg:<id> hash field: when the recipient read it."""
+    return f"rt:{name.lower()}"
+
+
+def recipient_ack_field(name: str) -> str:
+    """msg:<id> hash field: when the recipient acknowledged it."""
+    return f"at:{name.lower()}"
+
+
+def foreign_participant(slug: str, name: str) -> str:
+    """A message's sender, or a thread participant (tpart:), of another project."""
+    return f"project:{slug}#{name.lower()}"

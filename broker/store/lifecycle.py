@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from broker.store import keys as layout
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 
@@ -110,7 +111,7 @@ async def old_mail(store: Store, *, slug: str, cutoff_us: int) -> OldMail:
     ids: dict[str, None] = {}
     entries: list[tuple[str, str]] = []
     for lower in await client.hkeys(keys.agents(slug)):
-        for suffix, created in ((keys.outbox_suffix(lower), "c"), (keys.inbox_suffix(lower), "f")):
+        for suffix, created in ((layout.outbox_suffix(lower), "c"), (layout.inbox_suffix(lower), "f")):
             start = "-"
             while True:
                 page = await client.xrange(keys.project_prefix(slug) + suffix, start, end, count=PAGE)
@@ -139,7 +140,7 @@ async def _old_held(store: Store, slug: str, cutoff_us: int, ids: dict[str, None
     held_keys = []
     for lower, fields in zip(agents, await pipe.execute(), strict=True):
         for field_name in fields:
-            direction, sender_slug, sender = keys.parse_link_field(field_name)
+            direction, sender_slug, sender = layout.parse_link_field(field_name)
             if direction == "in" and sender_slug != slug:
                 held_keys.append(keys.held(slug, lower, sender_slug, sender))
     for key in held_keys:

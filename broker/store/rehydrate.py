@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from broker.store import keys as layout
 from broker.store import luajson
 from broker.store.clients import make_client
 from broker.store.ids import KINDS
@@ -74,18 +75,19 @@ class Rebuild:
 
     async def clear(self, *, slug: str, keep_pending: bool, unless_live_held_after_us: int | None) -> bool:
         """Delete the project's keys a rebuild writes again. Kept: what only Redis holds
-        (Keys.KEPT_BY_REBUILD) and, when ``keep_pending``, the pending sets. With
+        (broker.store.keys.KEPT_BY_REBUILD) and, when ``keep_pending``, the pending sets. With
         ``unless_live_held_after_us``, nothing is deleted (False) if mail is held for a contact
         approval with a deadline after that microsecond (the index cannot restore it)."""
         keys = self.keys
-        kept = keys.KEPT_BY_UNFINISHED_REBUILD if keep_pending else keys.KEPT_BY_REBUILD
+        prefix = keys.project_prefix(slug)
+        kept = layout.KEPT_BY_UNFINISHED_REBUILD if keep_pending else layout.KEPT_BY_REBUILD
         stale = [
             key
             async for key in self._client.scan_iter(match=keys.project_pattern(slug), count=SCAN_COUNT)
-            if not keys.project_suffix(slug, key).startswith(kept)
+            if not key.removeprefix(prefix).startswith(kept)
         ]
         if unless_live_held_after_us is not None:
-            held = [key for key in stale if keys.is_held_suffix(keys.project_suffix(slug, key))]
+            held = [key for key in stale if key.removeprefix(prefix).startswith(layout.HELD_SUFFIX)]
             if held and any([await self._client.zcount(key, unless_live_held_after_us, "+inf") for key in held]):
                 return False
         for start in range(0, len(stale), PIPELINE_CHUNK):
@@ -157,7 +159,7 @@ class Rebuild:
         found = foreign.get(message["sender_id"]) if message["sender_id"] not in agents else None
         other = dict(found) if found is not None else None
         sender = (other or agents.get(message["sender_id"], {})).get("name") or f"agent-{message['sender_id']}"
-        ident = keys.foreign_participant(other["slug"], sender) if other else sender.lower()
+        ident = layout.foreign_participant(other["slug"], sender) if other else sender.lower()
         message_id = message["id"]
         # the very bytes the send script writes (scripts match inside them: fetch_view.lua)
         head_json = luajson.message_head(message, sender, other, json.loads(message["attachments"] or "[]"))
@@ -169,11 +171,11 @@ class Rebuild:
             name = agents.get(row["agent_id"], {}).get("name")
             if name:
                 lists[row["kind"]].append(name)
-                fields[keys.recipient_kind_field(name)] = row["kind"]
+                fields[layout.recipient_kind_field(name)] = row["kind"]
                 if row["read_ts"]:
-                    fields[keys.recipient_read_field(name)] = row["read_ts"]
+                    fields[layout.recipient_read_field(name)] = row["read_ts"]
                 if row["ack_ts"]:
-                    fields[keys.recipient_ack_field(name)] = row["ack_ts"]
+                    fields[layout.recipient_ack_field(name)] = row["ack_ts"]
         pipe.hset(
             keys.message(slug, message_id),
             mapping={
@@ -237,10 +239,10 @@ class Rebuild:
                 link["expires_ts"] = row["expires_ts"]
             raw = json.dumps(link)
             if row["a_project_id"] == project_id:
-                field_name = keys.link_field("out", row["b_slug"], row["b_name"])
+                field_name = layout.link_field("out", row["b_slug"], row["b_name"])
                 pipe.hset(keys.links(row["a_slug"], row["a_name"]), field_name, raw)
             if row["b_project_id"] == project_id:
-                field_name = keys.link_field("in", row["a_slug"], row["a_name"])
+                field_name = layout.link_field("in", row["a_slug"], row["a_name"])
                 pipe.hset(keys.links(row["b_slug"], row["b_name"]), field_name, raw)
         await pipe.execute()
 
