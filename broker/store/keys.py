@@ -239,21 +239,6 @@ def parse_link_field(field_name: str) -> tuple[str, str, str]:
     return direction, slug, lower
 
 
-def recipient_kind_field(name: str) -> str:
-    """msg:<id> hash field: the recipient's kind (to, cc, bcc)."""
-    return f"rk:{name.lower()}"
-
-
-def recipient_read_field(name: str) -> str:
-    """msg:<id> hash field: when the recipient read it."""
-    return f"rt:{name.lower()}"
-
-
-def recipient_ack_field(name: str) -> str:
-    """msg:<id> hash field: when the recipient acknowledged it."""
-    return f"at:{name.lower()}"
-
-
 def foreign_participant(slug: str, name: str) -> str:
     """A message's sender, or a thread participant (tpart:), of another project."""
     return f"project:{slug}#{name.lower()}"

@@ -171,11 +171,12 @@ class Rebuild:
             name = agents.get(row["agent_id"], {}).get("name")
             if name:
                 lists[row["kind"]].append(name)
-                fields[layout.recipient_kind_field(name)] = row["kind"]
+                kind_field, read_field, ack_field = Keys.receipt_fields(name)
+                fields[kind_field] = row["kind"]
                 if row["read_ts"]:
-                    fields[layout.recipient_read_field(name)] = row["read_ts"]
+                    fields[read_field] = row["read_ts"]
                 if row["ack_ts"]:
-                    fields[layout.recipient_ack_field(name)] = row["ack_ts"]
+                    fields[ack_field] = row["ack_ts"]
         pipe.hset(
             keys.message(slug, message_id),
             mapping={
