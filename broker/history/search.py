@@ -23,6 +23,8 @@ from broker.identity import refusals
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
 from broker.persistence.index import Index
+from broker.store import history as reads
+from broker.store.refusals import Refusal
 from broker.store.store import Store
 
 MAX_QUERY_CHARS = 1000
@@ -72,22 +74,23 @@ class History:
             )
         name = validate_name(name, "agent_name")
         digest, require = self.store.bindings.args(slug, name, token)
-        keys = self.store.keys
-        reply = await self.store.run(
-            "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, digest, require]
-        )
-        if reply[0] != "ok":
-            await refusals.raise_for(self.store, reply, slug, project_key)
+        try:
+            record = await reads.viewer_record(
+                self.store, slug=slug, name=name, token_digest=digest, token_required=require == "1"
+            )
+        except Refusal as refused:
+            await refusals.raise_for(self.store, refused.reply, slug, project_key)
+            raise
         if digest:
             self.store.bindings.bind(slug, name)
-        return json.loads(reply[1])
+        return record
 
     async def project_id(self, project_key: str) -> int:
         slug = await project_slug(self.store, project_key)
-        found = await self.store.redis.hget(self.store.keys.project(slug), "id")
+        found = await reads.project_id(self.store, slug=slug)
         if found is None:
             raise await refusals.project_not_found(self.store, project_key)
-        return int(found)
+        return found
 
     # -- search -------------------------------------------------------------------------
     async def search(

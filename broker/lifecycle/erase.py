@@ -2,7 +2,7 @@
 Git archive.
 
 Redis goes first, in bounded atomic script calls (``hard_delete_agent.lua``; for a project,
-SCAN + UNLINK in batches), each safe to repeat. The index and archive part runs under the
+SCAN + UNLINK in batches), each safe to repeat: the typed commands of ``broker/store/erase.py``. The index and archive part runs under the
 project's drain lock (``broker.persistence.drain.project_lock``), the lock a persistence batch holds from
 claim to ack, so no batch that read the data before it was deleted can write it back after:
 a batch either finished before (its rows are deleted here) or reads Redis after (and finds
@@ -12,18 +12,15 @@ meets one skips it (persist.py logs "gone from Redis").
 The agent record (for a project: the project and agents hashes) is deleted last and only
 after the index and archive, so an interrupted delete is finished by calling it again.
 
-Runs on a thread with a synchronous Redis client (the drain lock is a file lock).
+Runs on a thread with a synchronous Redis session (the drain lock is a file lock).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
-
-from redis import Redis
 
 from broker.config import Settings
 from broker.errors import BrokerError
@@ -34,15 +31,15 @@ from broker.lifecycle.state import agent_or_operator, check_confirmation, projec
 from broker.persistence.archive import Archive, ArchiveMessage
 from broker.persistence.drain import project_lock
 from broker.persistence.index import Index
-from broker.store.clients import make_sync_client
+from broker.store.erase import EraseSession, LinkCopy
 from broker.store.keys import Keys
-from broker.store.scripts import script_source
+from broker.store.lifecycle import Caller
+from broker.store.refusals import Refusal
 from broker.store.store import Store
 
 log = logging.getLogger(__name__)
 
 BATCH = 200  # messages, inbox entries or reservations per script call
-UNLINK_BATCH = 500
 MAX_ROUNDS = 5  # "final" finding new mail sends the delete round again, at most this often
 
 
@@ -57,7 +54,7 @@ class AgentDeletion:
     reservations: set[int] = field(default_factory=set)
     windows: int = 0
     agent_links: int = 0
-    foreign_links: set[tuple[str, str, str, int]] = field(default_factory=set)  # (slug, owner, field, id)
+    foreign_links: set[LinkCopy] = field(default_factory=set)  # copies kept in other projects
     archive: tuple[int, int, list[str]] = (0, 0, [])  # files, directories removed; errors
 
 
@@ -73,11 +70,12 @@ async def hard_delete_agent(
     name = validate_name(agent_name)
     check_confirmation(confirmation, "hard_delete_agent")
     # It removes mail from other agents' inboxes: under `required` only the operator may do it.
-    auth = agent_or_operator(store, slug, name, token, operator_token, "hard_delete_agent", operator_only=True)
-    done = await asyncio.to_thread(_delete_agent, store.settings, store.redis_url, store.keys, slug, [name, *auth])
-    if isinstance(done, list):  # the script's error reply: no such agent or project, or auth
-        await refusals.raise_for(store, done, slug, project_key)
-        raise AssertionError("unreachable")
+    caller = agent_or_operator(store, slug, name, token, operator_token, "hard_delete_agent", operator_only=True)
+    try:
+        done = await asyncio.to_thread(_delete_agent, store.settings, store.redis_url, store.keys, slug, name, caller)
+    except Refusal as refused:  # no such agent or project, or auth
+        await refusals.raise_for(store, refused.reply, slug, project_key)
+        raise
     archive_files, archive_dirs, errors = done.archive
     return {
         "status": "hard_deleted",
@@ -99,96 +97,57 @@ async def hard_delete_agent(
 
 
 def _delete_agent(
-    settings: Settings, redis_url: str, keys: Keys, slug: str, who: list[str]
-) -> AgentDeletion | list[Any]:
-    client = make_sync_client(redis_url)
-    try:
-        script = client.register_script(script_source("hard_delete_agent"))
-        script_keys = [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)]
-
-        def run(phase: str, cursor: str = "0") -> list[Any]:
-            return script(keys=script_keys, args=[keys.project_prefix(slug), *who, phase, BATCH, cursor])
-
+    settings: Settings, redis_url: str, keys: Keys, slug: str, name: str, caller: Caller
+) -> AgentDeletion:
+    """Raises Refusal for a script's error reply (no such agent or project, or auth)."""
+    with EraseSession(redis_url, keys) as session:
         found = AgentDeletion()
         for _ in range(MAX_ROUNDS):
-            failed = _redis_rounds(run, found)
-            if failed:
-                return failed
-            forget_foreign_links(client, keys, found.foreign_links)
+            _redis_rounds(session, slug, name, caller, found)
+            session.forget_links(found.foreign_links, batch=BATCH)
             with project_lock(settings.index_path, slug):
                 _index_delete_agent(settings, found)
                 found.archive = _archive_delete_agent(settings, slug, found)
-                final = run("final")
-            if final[0] == "ok":
-                result = json.loads(final[2])
-                found.reservations.update(int(i) for i in result["reservations"])
-                found.windows += result["windows"]
+                final = session.delete_final(slug=slug, name=name, caller=caller, batch=BATCH)
+            if final.done:
+                found.reservations.update(final.reservations)
+                found.windows += final.windows
                 return found
-            if final[0] != "MORE":
-                return final
         raise BrokerError(
             "RESOURCE_BUSY", "The agent kept receiving or sending mail while it was being deleted; call again."
         )
-    finally:
-        client.close()
 
 
-def _redis_rounds(run: Any, found: AgentDeletion) -> list[Any] | None:
-    """The bounded phases before "final"; a script's error reply (no such agent, auth) or None."""
-    more = "1"
-    while more == "1":
-        reply = run("sent")
-        if reply[0] != "ok":
-            return reply
-        found.agent = json.loads(reply[1])
-        for item in json.loads(reply[2]):
-            head = item["head"]
-            recipients = item["recipients"] if isinstance(item["recipients"], dict) else {}
-            message_id = int(head["id"])
-            found.sent[message_id] = {"head": head, "recipients": recipients}
+def _redis_rounds(session: EraseSession, slug: str, name: str, caller: Caller, found: AgentDeletion) -> None:
+    """The bounded phases before "final"."""
+    more = True
+    while more:
+        sent = session.delete_sent(slug=slug, name=name, caller=caller, batch=BATCH)
+        found.agent = sent.agent
+        for item in sent.items:
+            message_id = int(item.head["id"])
+            found.sent[message_id] = {"head": item.head, "recipients": item.recipients}
             for kind in ("to", "cc", "bcc"):
-                for name in recipients.get(kind) or []:
-                    found.sent_pairs.add((message_id, name.lower()))
-                    if name.lower() == found.agent["name"].lower():
+                for recipient in item.recipients.get(kind) or []:
+                    found.sent_pairs.add((message_id, recipient.lower()))
+                    if recipient.lower() == found.agent["name"].lower():
                         found.received.add(message_id)  # its copy of a message to itself
-        more = reply[3]
-    more = "1"
-    while more == "1":
-        reply = run("received")
-        if reply[0] != "ok":
-            return reply
-        found.received.update(int(i) for i in json.loads(reply[2]))
-        more = reply[3]
-    cursor = None
-    while cursor != "0":
-        reply = run("reservations", cursor or "0")
-        if reply[0] != "ok":
-            return reply
-        found.reservations.update(int(i) for i in json.loads(reply[2]))
-        cursor = str(reply[3])
-    cursor = None
-    while cursor != "0":
-        reply = run("contacts", cursor or "0")
-        if reply[0] != "ok":
-            return reply
-        gone_id = int(found.agent["id"])
-        found.foreign_links.update((c["slug"], c["owner"], c["field"], gone_id) for c in json.loads(reply[2]))
-        cursor = str(reply[3])
-    return None
-
-
-def forget_foreign_links(client: Redis, keys: Keys, copies: set[tuple[str, str, str, int]]) -> None:
-    """Remove the copies of links kept in OTHER projects whose endpoint here was deleted (one
-    ``link_forget.lua`` call per project, in batches): an agent there must not keep an approval
-    from, or mail held from, an agent that no longer exists, nor persist a link to it again."""
-    script = client.register_script(script_source("link_forget"))
-    by_slug: dict[str, list[tuple[str, str, int]]] = {}
-    for slug, owner, field_name, gone_id in sorted(copies):
-        by_slug.setdefault(slug, []).append((owner, field_name, gone_id))
-    for slug, items in by_slug.items():
-        for start in range(0, len(items), BATCH):
-            args = [x for item in items[start : start + BATCH] for x in item]
-            script(keys=[keys.pending(slug)], args=[keys.project_prefix(slug), *args])
+        more = sent.more
+    more = True
+    while more:
+        received = session.delete_received(slug=slug, name=name, caller=caller, batch=BATCH)
+        found.received.update(received.items)
+        more = received.more
+    cursor, more = "0", True
+    while more:
+        step = session.delete_reservations(slug=slug, name=name, caller=caller, batch=BATCH, cursor=cursor)
+        found.reservations.update(step.items)
+        cursor, more = step.cursor, step.more
+    cursor, more = "0", True
+    while more:
+        step = session.delete_contacts(slug=slug, name=name, caller=caller, batch=BATCH, cursor=cursor)
+        found.foreign_links.update(step.items)
+        cursor, more = step.cursor, step.more
 
 
 def _index_delete_agent(settings: Settings, found: AgentDeletion) -> None:
@@ -291,81 +250,38 @@ async def hard_delete_project(
 
 
 def _delete_project(settings: Settings, redis_url: str, keys: Keys, slug: str) -> tuple[dict[str, int], list[str]]:
-    client = make_sync_client(redis_url)
-    try:
-        with project_lock(settings.index_path, slug):
-            # A project made before <p>:slugs existed owns its slug only through its directory
-            # entry, which goes below: claim the slug for its path first, so that no other path
-            # can take it (another process may still have this path cached under this slug).
-            human_key = client.hget(keys.project(slug), "human_key") or client.hget(keys.projects, slug)
-            if human_key:
-                client.hsetnx(keys.slug_owners, slug, human_key)
-            counts = _redis_counts(client, keys, slug)
-            forget_foreign_links(client, keys, _foreign_links(client, keys, slug))
-            _index_delete_project(settings, slug, counts)
-            errors: list[str] = []
-            try:
-                files, dirs = Archive(settings.archive_path, slug).remove_paths(
-                    [f"projects/{slug}"], f"hard_delete_project: {slug}"
-                )
-            except Exception as exc:
-                log.warning("archive cleanup of project %s failed: %s", slug, exc)
-                files, dirs, errors = 0, 0, [f"{type(exc).__name__}: {exc}"]
-            counts["archive_files_removed"], counts["archive_dirs_removed"] = files, dirs
-            last = {keys.project(slug), keys.agents(slug)}
-            batch: list[str] = []
-            for key in client.scan_iter(match=keys.project_prefix(slug) + "*", count=1000):
-                if key not in last:
-                    batch.append(key)
-                if len(batch) >= UNLINK_BATCH:
-                    client.unlink(*batch)
-                    batch = []
-            if batch:
-                client.unlink(*batch)
-            client.hdel(keys.projects, slug)
-            client.unlink(*last)
-        return counts, errors
-    finally:
-        client.close()
+    with EraseSession(redis_url, keys) as session, project_lock(settings.index_path, slug):
+        # A project made before <p>:slugs existed owns its slug only through its directory
+        # entry, which goes below: claim the slug for its path first, so that no other path
+        # can take it (another process may still have this path cached under this slug).
+        session.claim_slug(slug=slug)
+        counts = _redis_counts(session, slug)
+        session.forget_links(session.link_copies(slug=slug), batch=BATCH)
+        _index_delete_project(settings, slug, counts)
+        errors: list[str] = []
+        try:
+            files, dirs = Archive(settings.archive_path, slug).remove_paths(
+                [f"projects/{slug}"], f"hard_delete_project: {slug}"
+            )
+        except Exception as exc:
+            log.warning("archive cleanup of project %s failed: %s", slug, exc)
+            files, dirs, errors = 0, 0, [f"{type(exc).__name__}: {exc}"]
+        counts["archive_files_removed"], counts["archive_dirs_removed"] = files, dirs
+        session.unlink_project(slug=slug)
+    return counts, errors
 
 
-def _foreign_links(client: Redis, keys: Keys, slug: str) -> set[tuple[str, str, str, int]]:
-    """The copies kept in other projects of the links of this project's agents."""
-    agents = {lower: json.loads(raw)["id"] for lower, raw in client.hgetall(keys.agents(slug)).items()}
-    pipe = client.pipeline(transaction=False)
-    for lower in agents:
-        pipe.hkeys(keys.links(slug, lower))
-    copies: set[tuple[str, str, str, int]] = set()
-    for (lower, agent_id), fields in zip(agents.items(), pipe.execute(), strict=True):
-        for field_name in fields:
-            kind, _, rest = field_name.partition(":")
-            other_slug, _, other = rest.rpartition("#")
-            if other_slug != slug:
-                mirror = "out" if kind == "in" else "in"
-                copies.add((other_slug, other, f"{mirror}:{slug}#{lower}", int(agent_id)))
-    return copies
-
-
-def _redis_counts(client: Redis, keys: Keys, slug: str) -> dict[str, Any]:
+def _redis_counts(session: EraseSession, slug: str) -> dict[str, Any]:
     """What Redis holds (every indexed message, agent and recipient row is also in Redis, until
     purged or deleted from both); reservation ids are merged with the index's below."""
-    pipe = client.pipeline(transaction=False)
-    pipe.hget(keys.project(slug), "id")
-    pipe.hlen(keys.agents(slug))
-    pipe.hlen(keys.bodies(slug))
-    pipe.hlen(keys.windows(slug))
-    pipe.zrange(keys.reservation_all(slug), 0, -1)
-    project_id, agents, messages, windows, reservations = pipe.execute()
-    recipients = 0
-    for key in client.scan_iter(match=keys.project_prefix(slug) + "inbox:*", count=1000):
-        recipients += client.xlen(key)
+    held = session.project_counts(slug=slug)
     return {
-        "project_id": int(project_id or 0),
-        "agents": agents,
-        "messages": messages,
-        "message_recipients": recipients,
-        "file_reservations": {int(r) for r in reservations},
-        "window_identities": windows,
+        "project_id": held.project_id,
+        "agents": held.agents,
+        "messages": held.messages,
+        "message_recipients": held.message_recipients,
+        "file_reservations": set(held.reservations),
+        "window_identities": held.windows,
     }
 
 

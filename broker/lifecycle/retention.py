@@ -2,10 +2,9 @@
 
 Old messages are found through the streams, whose entry ids are the server's millisecond clock
 (or, after rehydrate, the creation time): each agent's outbox and inbox are read from their
-oldest entry up to the cutoff (``XRANGE - <cutoff ms>``), so the work is bounded by what is
-old plus one page, never a scan of the project. Entries carry the message's creation time
-(``c`` in the outbox, ``f`` in the inbox), which decides. Deletion runs in script batches
-(``purge_messages.lua``), then the index rows go under the project's drain lock (so no
+oldest entry up to the cutoff, so the work is bounded by what is old plus one page, never a
+scan of the project (``old_mail`` in ``broker/store/lifecycle.py``). Deletion runs in script
+batches (``purge_messages.lua``), then the index rows go under the project's drain lock (so no
 persistence batch writes them back). The Git archive keeps its files: it is history.
 """
 
@@ -22,9 +21,11 @@ from broker.identity.projects import project_slug
 from broker.lifecycle.state import project_state
 from broker.persistence.drain import project_lock
 from broker.persistence.index import Index
+from broker.store import lifecycle as commands
+from broker.store.lifecycle import OldMail
+from broker.store.refusals import Refusal
 from broker.store.store import Store
 
-PAGE = 1000
 BATCH = 200
 MAX_AGE_DAYS = 36_500  # a date arithmetic can hold (timedelta stops near 2.7 million years)
 
@@ -61,74 +62,26 @@ async def purge_old_messages(
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
     cutoff_us = int(cutoff.timestamp()) * 1_000_000 + cutoff.microsecond
     # a cutoff before 1970 is older than every message (and than any stream id can say)
-    ids, entries = await _old_messages(store, slug, cutoff_us) if cutoff_us > 0 else ([], [])
+    old = await commands.old_mail(store, slug=slug, cutoff_us=cutoff_us) if cutoff_us > 0 else OldMail((), ())
+    ids, entries = list(old.message_ids), list(old.stream_entries)
     if not dry_run:
         for start in range(0, max(len(ids), len(entries)), BATCH):
-            chunk_ids, chunk_entries = ids[start : start + BATCH], entries[start : start + BATCH]
-            reply = await store.run(
-                "purge_messages",
-                [store.keys.project(slug), store.keys.pending(slug)],
-                [store.keys.project_prefix(slug), len(chunk_ids), *chunk_ids, *(x for e in chunk_entries for x in e)],
-            )
-            if reply[0] != "ok":
-                await refusals.raise_for(store, reply, slug, project_key)
+            try:
+                await commands.purge_messages(
+                    store,
+                    slug=slug,
+                    message_ids=ids[start : start + BATCH],
+                    stream_entries=entries[start : start + BATCH],
+                )
+            except Refusal as refused:
+                await refusals.raise_for(store, refused.reply, slug, project_key)
     indexed = await asyncio.to_thread(_index_purge, store.settings.index_path, slug, cutoff.isoformat(), dry_run)
     return {
         "status": "dry_run" if dry_run else "purged",
-        "messages_affected": len({int(i) for i in ids} | indexed),
+        "messages_affected": len(set(ids) | indexed),
         "cutoff_date": cutoff.isoformat(),
         "max_age_days": days,
     }
-
-
-async def _old_messages(store: Store, slug: str, cutoff_us: int) -> tuple[list[str], list[tuple[str, str]]]:
-    """Ids of messages created before the cutoff, and the stream entries that point at them."""
-    keys = store.keys
-    end = str(cutoff_us // 1000)  # an entry's id is never below its message's creation ms
-    ids: dict[str, None] = {}
-    entries: list[tuple[str, str]] = []
-    for lower in await store.redis.hkeys(keys.agents(slug)):
-        for suffix, created in ((f"outbox:{lower}", "c"), (f"inbox:{lower}", "f")):
-            start = "-"
-            while True:
-                page = await store.redis.xrange(keys.project_prefix(slug) + suffix, start, end, count=PAGE)
-                for entry_id, fields in page:
-                    if int(fields[created].split("|", 1)[0]) < cutoff_us:
-                        ids.setdefault(fields["m"], None)
-                        entries.append((suffix, entry_id))
-                if len(page) < PAGE:
-                    break
-                start = "(" + page[-1][0]
-    await _old_held(store, slug, cutoff_us, ids)
-    return list(ids), entries
-
-
-async def _old_held(store: Store, slug: str, cutoff_us: int, ids: dict[str, None]) -> None:
-    """Old messages held for an agent until it approves a sender of ANOTHER project: they are in
-    no stream of this project (a held message is in no inbox yet, and a sender of another project
-    has no outbox here). Found through the agent's inbound links (the contact request made for
-    the hold); delete_message then takes them out of their held sets."""
-    keys = store.keys
-    agents = await store.redis.hkeys(keys.agents(slug))
-    pipe = store.redis.pipeline(transaction=False)
-    for lower in agents:
-        pipe.hkeys(keys.links(slug, lower))
-    held_keys = [
-        f"{keys.project_prefix(slug)}held:{lower}:{field_name[3:]}"
-        for lower, fields in zip(agents, await pipe.execute(), strict=True)
-        for field_name in fields
-        if field_name.startswith("in:") and not field_name.startswith(f"in:{slug}#")
-    ]
-    for key in held_keys:
-        members = await store.redis.zrange(key, 0, -1)
-        if not members:
-            continue
-        pipe = store.redis.pipeline(transaction=False)
-        for member in members:
-            pipe.hget(keys.message(slug, int(member)), "created_us")
-        for member, created in zip(members, await pipe.execute(), strict=True):
-            if created is not None and int(created) < cutoff_us:
-                ids.setdefault(member, None)
 
 
 def _index_purge(path: Path, slug: str, cutoff_iso: str, dry_run: bool) -> set[int]:

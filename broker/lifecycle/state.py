@@ -9,7 +9,6 @@ records the change for the persistence worker, so ``retired_at``, ``contact_poli
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from broker.errors import BrokerError
@@ -18,6 +17,10 @@ from broker.identity.auth import token_hash
 from broker.identity.names import validate_name
 from broker.identity.operator import presented, refusal
 from broker.identity.projects import project_slug
+from broker.store import lifecycle as commands
+from broker.store import projects
+from broker.store.lifecycle import Caller, ProjectState
+from broker.store.refusals import Refusal
 from broker.store.store import Store
 
 CONFIRMATION_PHRASE = "I UNDERSTAND"
@@ -31,13 +34,14 @@ def check_confirmation(confirmation: object, tool: str) -> None:
         )
 
 
-def agent_auth(store: Store, slug: str, name: str, token: str | None) -> list[str]:
-    """Script arguments for acting as an agent: token digest and require flag."""
-    return list(store.bindings.args(slug, name, token))
+def agent_auth(store: Store, slug: str, name: str, token: str | None) -> Caller:
+    """Who acts as an agent: its token digest, and whether a token is required."""
+    digest, require = store.bindings.args(slug, name, token)
+    return Caller(token_digest=digest, token_required=require == "1")
 
 
-# What the scripts get for a caller that presented the operator credential: nothing to check.
-OPERATOR_AUTH = ["", "0"]
+# A caller that presented the operator credential: nothing for the scripts to check.
+OPERATOR = Caller()
 
 
 def bound_agent(store: Store, slug: str) -> str | None:
@@ -48,25 +52,25 @@ def bound_agent(store: Store, slug: str) -> str | None:
     return None
 
 
-def admin_auth(store: Store, slug: str, token: str | None) -> list[str]:
-    """Script arguments for project member auth (lib/lifecycle.lua admin_error): a token of any
-    agent of the project, or, under AGENT_AUTH=required, a session bound to one of them. Under
-    ``open`` no token is needed, but a wrong one is still refused. Destructive operations ask
-    for the operator credential instead (``operator_or_member``)."""
+def admin_auth(store: Store, slug: str, token: str | None) -> Caller:
+    """Project member auth (lib/lifecycle.lua admin_error): a token of any agent of the project,
+    or, under AGENT_AUTH=required, a session bound to one of them. Under ``open`` no token is
+    needed, but a wrong one is still refused. Destructive operations ask for the operator
+    credential instead (``operator_or_member``)."""
     digest = token_hash(token)
-    require = "0" if digest or store.bindings.mode == "open" else "1"
-    actor = (bound_agent(store, slug) or "") if require == "1" else ""
-    return [digest, require, actor]
+    required = not (digest or store.bindings.mode == "open")
+    actor = (bound_agent(store, slug) or "") if required else ""
+    return Caller(token_digest=digest, token_required=required, session_agent=actor)
 
 
 def operator_or_member(
     store: Store, slug: str, token: str | None, operator_token: str | None, action: str, operator_only: bool
-) -> list[str]:
-    """Project auth arguments for project_state.lua. The operator credential always passes.
-    Without it: under ``required`` an operator-only action is refused here (before any Redis
-    work); otherwise any agent of the project (``admin_auth``) is enough."""
+) -> Caller:
+    """Project auth for project_state.lua. The operator credential always passes. Without it:
+    under ``required`` an operator-only action is refused here (before any Redis work);
+    otherwise any agent of the project (``admin_auth``) is enough."""
     if presented(store.settings, operator_token, token):
-        return [*OPERATOR_AUTH, ""]
+        return OPERATOR
     if operator_only and store.bindings.mode == "required":
         raise refusal(action, bool(token) or bound_agent(store, slug) is not None)
     return admin_auth(store, slug, token)
@@ -74,18 +78,18 @@ def operator_or_member(
 
 def agent_or_operator(
     store: Store, slug: str, name: str, token: str | None, operator_token: str | None, action: str, operator_only: bool
-) -> list[str]:
-    """Auth arguments for acting on one agent: the operator credential, or (unless the action is
+) -> Caller:
+    """Auth for acting on one agent: the operator credential, or (unless the action is
     operator-only under ``required``) the agent's own token or session."""
     if presented(store.settings, operator_token, token):
-        return list(OPERATOR_AUTH)
+        return OPERATOR
     if operator_only and store.bindings.mode == "required":
         raise refusal(action, bool(token) or bound_agent(store, slug) is not None)
     return agent_auth(store, slug, name, token)
 
 
-async def raise_admin(store: Store, reply: list[Any], slug: str, project_key: str, action: str) -> None:
-    code = reply[0]
+async def raise_admin(store: Store, refused: Refusal, slug: str, project_key: str, action: str) -> None:
+    code = refused.code
     if code == "TOO_MANY_AGENTS":
         raise BrokerError(
             "OPERATOR_REQUIRED",
@@ -93,7 +97,7 @@ async def raise_admin(store: Store, reply: list[Any], slug: str, project_key: st
             "registration_token belongs to. Pass the broker's operator token as operator_token instead.",
         )
     if code in ("BAD_ADMIN_TOKEN", "ADMIN_AUTH_REQUIRED"):
-        human_key = await store.redis.hget(store.keys.project(slug), "human_key") or project_key
+        human_key = await projects.human_key(store, slug) or project_key
         if code == "BAD_ADMIN_TOKEN":
             raise BrokerError(
                 "AUTHENTICATION_FAILED",
@@ -106,7 +110,7 @@ async def raise_admin(store: Store, reply: list[Any], slug: str, project_key: st
             f"{action} requires the registration_token of an agent of project '{human_key}', unless this "
             "MCP session has already authenticated as one of its agents.",
         )
-    await refusals.raise_for(store, reply, slug, project_key)
+    await refusals.raise_for(store, refused.reply, slug, project_key)
 
 
 async def _agent_state(
@@ -114,17 +118,14 @@ async def _agent_state(
 ) -> dict[str, Any]:
     slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
-    keys = store.keys
     # the agent itself (token or session), or the operator: another agent's session is not enough
-    auth = agent_or_operator(store, slug, name, token, operator_token, f"{op}_agent", operator_only=False)
-    reply = await store.run(
-        "agent_state", [keys.project(slug), keys.agents(slug), keys.pending(slug)], [name, *auth, op]
-    )
-    if reply[0] != "ok":
-        await refusals.raise_for(store, reply, slug, project_key)
-    store.schedule_persist(slug, reply[2])
-    agent = json.loads(reply[1])
-    if auth[0]:
+    caller = agent_or_operator(store, slug, name, token, operator_token, f"{op}_agent", operator_only=False)
+    try:
+        agent = await commands.agent_state(store, slug=slug, name=name, caller=caller, op=op)
+    except Refusal as refused:
+        await refusals.raise_for(store, refused.reply, slug, project_key)
+        raise
+    if caller.token_digest:
         store.bindings.bind(slug, agent["name"])
     return agent
 
@@ -158,16 +159,15 @@ async def project_state(
     op: str,
     action: str,
     operator_only: bool = True,
-) -> list[Any]:
-    """Run project_state.lua (archive, unarchive, or "check": auth only); returns its reply."""
+) -> ProjectState:
+    """Run project_state.lua (archive, unarchive, or "check": auth only)."""
     slug = await project_slug(store, project_key)
-    keys = store.keys
-    auth = operator_or_member(store, slug, token, operator_token, action, operator_only)
-    reply = await store.run("project_state", [keys.project(slug), keys.agents(slug), keys.pending(slug)], [op, *auth])
-    if reply[0] != "ok":
-        await raise_admin(store, reply, slug, project_key, action)
-    store.schedule_persist(slug, reply[2])
-    return reply
+    caller = operator_or_member(store, slug, token, operator_token, action, operator_only)
+    try:
+        return await commands.project_state(store, slug=slug, caller=caller, op=op)
+    except Refusal as refused:
+        await raise_admin(store, refused, slug, project_key, action)
+        raise
 
 
 async def archive_project(

@@ -197,3 +197,48 @@ class Keys:
         """A recipient's fields of a msg:<id> HASH: its kind, read_ts and ack_ts (rk:, rt:, at:)."""
         lower = name.lower()
         return f"rk:{lower}", f"rt:{lower}", f"at:{lower}"
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def project_pattern(self, slug: str) -> str:
+        """SCAN pattern of every key of the project (hard_delete_project, rehydrate)."""
+        return self.project_prefix(slug) + "*"
+
+    def inboxes_pattern(self, slug: str) -> str:
+        """SCAN pattern of the project's inbox streams."""
+        return self.project_prefix(slug) + "inbox:*"
+
+
+# -- lifecycle: formats that are not keys themselves (Keys' methods all build keys) ------------
+# Per-project key suffixes only Redis holds, which `broker rehydrate --force` keeps: a retry's
+# idempotency record, hook cursors, window identities, rate buckets.
+KEPT_BY_REBUILD = ("idem:", "hookcursor:", "windows", "rate:")
+# What a rebuild cut short (no project hash) also keeps: the pending sets a drain still writes.
+KEPT_BY_UNFINISHED_REBUILD = (*KEPT_BY_REBUILD, "pending", "deadletter")
+HELD_SUFFIX = "held:"  # the suffix of every held:<lower>:<slug>#<lower> key
+
+
+def inbox_suffix(name: str) -> str:
+    """An inbox stream's key without the project prefix, as purge_messages.lua takes it."""
+    return f"inbox:{name.lower()}"
+
+
+def outbox_suffix(name: str) -> str:
+    """An outbox stream's key without the project prefix, as purge_messages.lua takes it."""
+    return f"outbox:{name.lower()}"
+
+
+def link_field(direction: str, slug: str, name: str) -> str:
+    """A links hash field: "out:<slug>#<lower>" or "in:<slug>#<lower>" (lib/contacts.lua)."""
+    return f"{direction}:{slug}#{name.lower()}"
+
+
+def parse_link_field(field_name: str) -> tuple[str, str, str]:
+    """(direction, slug, lower name) of a links hash field."""
+    direction, _, rest = field_name.partition(":")
+    slug, _, lower = rest.rpartition("#")
+    return direction, slug, lower
+
+
+def foreign_participant(slug: str, name: str) -> str:
+    """A message's sender, or a thread participant (tpart:), of another project."""
+    return f"project:{slug}#{name.lower()}"
