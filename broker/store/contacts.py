@@ -21,7 +21,7 @@ from typing import Any
 
 from redis import Redis as SyncRedis
 
-from broker.store.keys import Keys
+from broker.store.keys import Keys, is_outgoing_link
 from broker.store.luajson import INLINE_BODY_BYTES
 from broker.store.refusals import Refusal
 from broker.store.scripts import script_source
@@ -273,7 +273,7 @@ async def list_links(store: Store, *, slug: str, name: str, auth: tuple[str, str
     if reply[0] != "ok":
         raise _refusal(reply)
     outgoing = tuple(
-        Link.decode(raw) for field, raw in zip(reply[3::2], reply[4::2], strict=True) if keys.is_outgoing_link(field)
+        Link.decode(raw) for field, raw in zip(reply[3::2], reply[4::2], strict=True) if is_outgoing_link(field)
     )
     return AgentLinks(reply[1], int(reply[2]), outgoing)
 

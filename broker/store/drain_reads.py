@@ -18,7 +18,7 @@ from typing import Any
 from redis.client import Pipeline
 
 from broker.store.ids import KINDS
-from broker.store.keys import Keys
+from broker.store.keys import Keys, receipt_fields
 from broker.store.scripts import SyncClient
 
 
@@ -50,10 +50,10 @@ class MessageRecord:
         return int(value) if value else None
 
     def read_ts(self, name: str) -> str | None:
-        return self.fields.get(Keys.receipt_fields(name)[1])
+        return self.fields.get(receipt_fields(name)[1])
 
     def ack_ts(self, name: str) -> str | None:
-        return self.fields.get(Keys.receipt_fields(name)[2])
+        return self.fields.get(receipt_fields(name)[2])
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def _queue_message(pipe: Pipeline, keys: Keys, slug: str, rest: str) -> Callable
 
 def _queue_receipt(pipe: Pipeline, keys: Keys, slug: str, rest: str) -> Callable[[list[Any]], EntryRecord]:
     message_id, _, name = rest.partition(":")
-    pipe.hmget(keys.message(slug, int(message_id)), *Keys.receipt_fields(name), "created_us")
+    pipe.hmget(keys.message(slug, int(message_id)), *receipt_fields(name), "created_us")
 
     def decode(replies: list[Any]) -> EntryRecord:
         kind, read_ts, ack_ts, created_us = replies[0]

@@ -24,6 +24,18 @@ def looks_like_path(value: str) -> bool:
     return value.startswith(("/", "~", ".")) or "/" in value or "\\" in value
 
 
+def is_outgoing_link(field: str) -> bool:
+    """Whether a ``links:<lower>`` field is the owner's own request ("out:<slug>#<lower>"),
+    not a copy of a request made to it ("in:<slug>#<lower>")."""
+    return field.startswith("out:")
+
+
+def receipt_fields(name: str) -> tuple[str, str, str]:
+    """A recipient's fields of a msg:<id> HASH: its kind, read_ts and ack_ts (rk:, rt:, at:)."""
+    lower = name.lower()
+    return f"rk:{lower}", f"rt:{lower}", f"at:{lower}"
+
+
 def slug_candidates(human_key: str) -> list[str]:
     """The slugs a project's human_key (an absolute, normalized path) may get, in order: the
     plain slug, then the plain slug with a short, then a long, hash of the full key. Paths that
@@ -174,13 +186,6 @@ class Keys:
     def dead_letter_info(self, slug: str) -> str:
         return self.dead_letters(slug) + ":info"
 
-    # -- contacts
-    @staticmethod
-    def is_outgoing_link(field: str) -> bool:
-        """Whether a ``links:<lower>`` field is the owner's own request ("out:<slug>#<lower>"),
-        not a copy of a request made to it ("in:<slug>#<lower>")."""
-        return field.startswith("out:")
-
     # -- persistence
     # Field of rq's worker hash where workers.runner states its heartbeat interval in seconds.
     WORKER_BEAT_FIELD: ClassVar[str] = "beat_interval"
@@ -191,12 +196,6 @@ class Keys:
         from rq.worker_registration import WORKERS_BY_QUEUE_KEY  # rq only where it is used
 
         return WORKERS_BY_QUEUE_KEY % self.persist_queue
-
-    @staticmethod
-    def receipt_fields(name: str) -> tuple[str, str, str]:
-        """A recipient's fields of a msg:<id> HASH: its kind, read_ts and ack_ts (rk:, rt:, at:)."""
-        lower = name.lower()
-        return f"rk:{lower}", f"rt:{lower}", f"at:{lower}"
 
     # -- lifecycle ----------------------------------------------------------------------
     def project_pattern(self, slug: str) -> str:

@@ -18,7 +18,7 @@ from broker.store import keys as layout
 from broker.store import luajson
 from broker.store.clients import make_client
 from broker.store.ids import KINDS
-from broker.store.keys import Keys
+from broker.store.keys import Keys, receipt_fields
 from broker.store.luajson import INLINE_BODY_BYTES
 from broker.store.scripts import script_source
 
@@ -171,7 +171,7 @@ class Rebuild:
             name = agents.get(row["agent_id"], {}).get("name")
             if name:
                 lists[row["kind"]].append(name)
-                kind_field, read_field, ack_field = Keys.receipt_fields(name)
+                kind_field, read_field, ack_field = receipt_fields(name)
                 fields[kind_field] = row["kind"]
                 if row["read_ts"]:
                     fields[read_field] = row["read_ts"]

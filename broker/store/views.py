@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from broker.store.keys import receipt_fields
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 
@@ -141,7 +142,7 @@ async def viewer_messages(store: Store, *, slug: str, viewer: str, ids: list[str
     pipe = store.client().pipeline(transaction=False)
     pipe.hget(keys.project(slug), "human_key")
     for message_id in ids:
-        pipe.hmget(keys.message(slug, int(message_id)), "head", "sender", keys.receipt_fields(me)[0], "created_us")
+        pipe.hmget(keys.message(slug, int(message_id)), "head", "sender", receipt_fields(me)[0], "created_us")
     if include_bodies and ids:
         pipe.hmget(keys.bodies(slug), ids)
     replies = await pipe.execute()
