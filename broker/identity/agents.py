@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from typing import Any
 
@@ -14,6 +13,10 @@ from broker.identity.names import check_placeholder, generate_candidates, valida
 from broker.identity.projects import _check_key_length, project_dict, project_slug
 from broker.identity.slugs import assign, remember, resolve
 from broker.persistence.index import indexed_project_id
+from broker.store import identity as identity_store
+from broker.store import projects as project_store
+from broker.store.identity import Profile
+from broker.store.refusals import Refusal
 from broker.store.store import Store
 
 ATTACHMENT_POLICIES = ("auto", "inline", "file")
@@ -21,9 +24,9 @@ MAX_TASK_CHARS = 2048
 MAX_PROGRAM_CHARS = 128
 
 
-def agent_dict(raw: str, last_active_ts: str | None) -> dict[str, Any]:
+def agent_dict(record: identity_store.AgentRecord) -> dict[str, Any]:
     """The reference's agent_dict; ``retired_at`` only while the agent is retired."""
-    stored = json.loads(raw)
+    stored, last_active_ts = record.agent, record.last_active_ts
     agent = {
         "id": stored["id"],
         "name": stored["name"],
@@ -38,6 +41,11 @@ def agent_dict(raw: str, last_active_ts: str | None) -> dict[str, Any]:
     if stored.get("retired_at"):
         agent["retired_at"] = stored["retired_at"]
     return agent
+
+
+def project_view(project: identity_store.ProjectRecord) -> dict[str, Any]:
+    """project_dict of a stored project (archived_at only while the project is archived)."""
+    return project_dict([project.id, project.slug, project.human_key, project.created_at], project.archived_at)
 
 
 async def ensure_project(store: Store, human_key: object) -> dict[str, Any]:
@@ -57,20 +65,16 @@ async def ensure_project(store: Store, human_key: object) -> dict[str, Any]:
     # A project is its full path: the slug comes from <p>:slugs (broker/identity/slugs.py), never from
     # slugify alone, so paths that slugify alike are different projects.
     slug = await resolve(store, canonical)
-    keys = store.keys
-    if not await store.redis.exists(keys.project(slug)):
+    if not await project_store.exists(store, slug):
         await _refuse_if_lost(store, slug, canonical)
         claimed = await assign(store, canonical)
         if claimed != slug:  # another path took that slug meanwhile
             await _refuse_if_lost(store, claimed, canonical)
             slug = claimed
-    new_id = await store.next_id("project")
-    fields = await store.run("ensure_project", [keys.project(slug), keys.pending(slug)], [new_id, slug, canonical])
-    if fields[4] == 1:
-        await store.redis.hset(keys.projects, slug, canonical)
-    store.schedule_persist(slug, fields[5])
+    ensured = await identity_store.ensure_project(store, slug=slug, human_key=canonical)
+    store.schedule_persist(slug, ensured.persist_needed)
     remember(store, canonical, slug)
-    return project_dict(fields, fields[6] if len(fields) > 6 else None)
+    return project_view(ensured.project)
 
 
 async def _refuse_if_lost(store: Store, slug: str, human_key: str) -> None:
@@ -86,7 +90,7 @@ async def _refuse_if_lost(store: Store, slug: str, human_key: str) -> None:
         )
 
 
-def _checked_profile(program: str, model: str, task_description: str, attachments_policy: str) -> list[str]:
+def _checked_profile(program: str, model: str, task_description: str, attachments_policy: str) -> Profile:
     """The profile fields register_agent.lua takes, after checking each."""
     for value, code, what in ((program, "EMPTY_PROGRAM", "program"), (model, "EMPTY_MODEL", "model")):
         if not isinstance(value, str) or not value.strip():
@@ -102,7 +106,7 @@ def _checked_profile(program: str, model: str, task_description: str, attachment
             "INVALID_ARGUMENT",
             f"attachments_policy '{attachments_policy}' is not one of {', '.join(ATTACHMENT_POLICIES)}.",
         )
-    return [program.strip(), model.strip(), task_description, attachments_policy]
+    return Profile(program.strip(), model.strip(), task_description, attachments_policy)
 
 
 async def _claim(
@@ -111,31 +115,35 @@ async def _claim(
     project_key: str,
     mode: str,
     names: list[str] | None,
-    profile: list[str],
+    profile: Profile,
     token: str | None,
 ) -> dict[str, Any]:
     """Run register_agent.lua until a name is claimed; returns the agent dict and token."""
-    keys = store.keys
     # Only an upsert can meet an existing agent, so only it carries the caller's credentials.
     digest, require = store.bindings.args(slug, names[0], token) if mode == "upsert" and names else ("", "0")
     for attempt in range(32):
         candidates = names if names and attempt == 0 else generate_candidates(8)
         fresh = new_token()
-        reply = await store.run(
-            "register_agent",
-            [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
-            [mode, await store.next_id("agent"), *profile, token_hash(fresh), digest, require, *candidates],
-        )
-        if reply[0] == "ok":
-            store.schedule_persist(slug, reply[4])
-            agent = agent_dict(reply[1], reply[2])
-            store.bindings.bind(slug, agent["name"])
-            # Only a digest is stored, so the token is returned when minted, or echoed when the
-            # caller proved it; an unauthenticated re-registration (open auth) does not reveal it.
-            return {**agent, "registration_token": fresh if reply[3] == 1 else (token if digest else None)}
-        if reply[0] == "TAKEN":  # only in create mode: every candidate was taken; draw again
+        try:
+            registered = await identity_store.register_agent(
+                store,
+                slug=slug,
+                mode=mode,
+                profile=profile,
+                minted_digest=token_hash(fresh),
+                credentials=(digest, require),
+                candidates=candidates,
+            )
+        except Refusal as refusal:
+            await refusals.raise_for(store, refusal.reply, slug, project_key)
+        if registered is None:  # only in create mode: every candidate was taken; draw again
             continue
-        await refusals.raise_for(store, reply, slug, project_key)
+        store.schedule_persist(slug, registered.persist_needed)
+        agent = agent_dict(registered.record)
+        store.bindings.bind(slug, agent["name"])
+        # Only a digest is stored, so the token is returned when minted, or echoed when the
+        # caller proved it; an unauthenticated re-registration (open auth) does not reveal it.
+        return {**agent, "registration_token": fresh if registered.created else (token if digest else None)}
     raise BrokerError(
         "NAME_SPACE_EXHAUSTED", "No free generated agent name was found; pass an explicit name such as 'alpha-one'."
     )
@@ -194,13 +202,11 @@ async def create_agent_identity(
 async def whois(store: Store, project_key: str, agent_name: str, registration_token: str | None) -> dict[str, Any]:
     slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
-    digest, require = store.bindings.args(slug, name, registration_token)
-    keys = store.keys
-    reply = await store.run(
-        "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, digest, require]
-    )
-    if reply[0] != "ok":
-        await refusals.raise_for(store, reply, slug, project_key)
-    if digest:
+    credentials = store.bindings.args(slug, name, registration_token)
+    try:
+        record = await identity_store.get_agent(store, slug=slug, name=name, credentials=credentials)
+    except Refusal as refusal:
+        await refusals.raise_for(store, refusal.reply, slug, project_key)
+    if credentials[0]:
         store.bindings.bind(slug, name)
-    return agent_dict(reply[1], reply[2])
+    return agent_dict(record)

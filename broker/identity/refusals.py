@@ -4,7 +4,7 @@ missing project, agent or message) means to the caller, in words that say what t
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import Any, NoReturn
 
 from broker.errors import BrokerError
 from broker.identity.names import mistake_hint
@@ -14,7 +14,7 @@ from broker.store.store import Store
 
 async def raise_for(
     store: Store, reply: list[Any], slug: str, project_key: str, token_param: str = "registration_token"
-) -> None:
+) -> NoReturn:
     """Turn a script's error reply into a BrokerError with a remedy. ``token_param`` names
     the argument that carries the agent's token in the failing tool."""
     code = reply[0]

@@ -18,11 +18,11 @@ import os
 from typing import TYPE_CHECKING
 
 from broker.identity import refusals
+from broker.store import identity as identity_store
 from broker.store.keys import Keys, looks_like_path, slug_candidates, slugify
 
 if TYPE_CHECKING:
-    from redis import Redis as SyncRedis
-
+    from broker.store.identity import SyncClient
     from broker.store.store import Store
 
 CACHE_LIMIT = 20_000  # distinct paths per process; past it the cache starts again
@@ -48,11 +48,8 @@ def _pick(
 
 async def _lookup(store: Store, human_key: str) -> tuple[list[str], list[str | None], list[str | None]]:
     candidates = slug_candidates(human_key)
-    pipe = store.redis.pipeline(transaction=False)
-    pipe.hmget(store.keys.slug_owners, candidates)
-    pipe.hmget(store.keys.projects, candidates)
-    owners, legacy = await pipe.execute()
-    return candidates, owners, legacy
+    holders = await identity_store.slug_holders(store, candidates=candidates)
+    return candidates, holders.owners, holders.legacy
 
 
 def remember(store: Store, human_key: str, slug: str) -> None:
@@ -90,11 +87,8 @@ def known_slug(store: Store, project_key: str) -> str | None:
 async def assign(store: Store, human_key: str) -> str:
     """The slug ensure_project creates ``human_key`` under: its own, else a free one, claimed."""
     candidates, _owners, legacy = await _lookup(store, human_key)
-    args: list[str] = [human_key]
-    for slug, old in zip(candidates, legacy, strict=True):
-        args += [slug, old or ""]
-    slug, _assigned = await store.run("assign_slug", [store.keys.slug_owners], args)
-    if not slug:
+    slug = await identity_store.assign_slug(store, human_key=human_key, candidates=candidates, legacy=legacy)
+    if slug is None:
         from broker.errors import BrokerError  # not at import: the git hook imports this module
 
         raise BrokerError(
@@ -105,7 +99,7 @@ async def assign(store: Store, human_key: str) -> str:
     return slug  # cached by ensure_project once the project exists
 
 
-def resolve_sync(client: SyncRedis, keys: Keys, project_key: str) -> str | None:
+def resolve_sync(client: SyncClient, keys: Keys, project_key: str) -> str | None:
     """``resolve`` for the git hook and the CLI (a blocking client, no cache): the slug the
     project lives under, or None when no project has that path."""
     key = project_key.strip()
@@ -113,9 +107,6 @@ def resolve_sync(client: SyncRedis, keys: Keys, project_key: str) -> str | None:
     if human_key is None:
         return slugify(key)
     candidates = slug_candidates(human_key)
-    pipe = client.pipeline(transaction=False)
-    pipe.hmget(keys.slug_owners, candidates)
-    pipe.hmget(keys.projects, candidates)
-    owners, legacy = pipe.execute()
-    slug, owned = _pick(human_key, candidates, owners, legacy)
+    holders = identity_store.slug_holders_sync(client, keys, candidates=candidates)
+    slug, owned = _pick(human_key, candidates, holders.owners, holders.legacy)
     return slug if owned else None

@@ -5,7 +5,6 @@ Not persisted to the index or archive."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +13,8 @@ from broker.errors import BrokerError
 from broker.identity import refusals
 from broker.identity.names import is_generated_shape
 from broker.identity.projects import project_slug
+from broker.store import identity as identity_store
+from broker.store.refusals import Refusal
 from broker.store.store import Store
 
 PUBLIC = ("id", "window_uuid", "display_name", "created_ts", "last_active_ts", "expires_ts")
@@ -38,33 +39,33 @@ def configured_window(value: str) -> str | None:
         return None
 
 
-async def _run(store: Store, slug: str, project_key: str, op: str, window: str = "", name: str = "") -> list[Any]:
-    keys = store.keys
-    ttl_us = store.settings.window_ttl_days * 86400 * 1_000_000
-    reply = await store.run(
-        "window", [keys.project(slug), keys.windows(slug), keys.window_seq(slug)], [op, window, ttl_us, name]
-    )
-    if reply[0] == "NOT_FOUND":
-        raise BrokerError(
+def _ttl_us(store: Store) -> int:
+    return store.settings.window_ttl_days * 86400 * 1_000_000
+
+
+async def _refused(store: Store, refusal: Refusal, slug: str, project_key: str, window: str = "") -> BrokerError:
+    """The coded error of window.lua's refusal (a missing project raises its own)."""
+    if refusal.code == "NOT_FOUND":
+        return BrokerError(
             "WINDOW_NOT_FOUND",
             f"No live window identity '{window}' in project '{project_key}'; list_window_identities shows them.",
         )
-    if reply[0] != "ok":
-        await refusals.raise_for(store, reply, slug, project_key)
-    return reply
+    await refusals.raise_for(store, refusal.reply, slug, project_key)
 
 
-def _shown(raw: str) -> dict[str, Any]:
-    window = json.loads(raw)
+def _shown(window: dict[str, Any]) -> dict[str, Any]:
     return {key: window.get(key) for key in PUBLIC}
 
 
 async def list_window_identities(store: Store, project_key: str) -> dict[str, Any]:
     slug = await project_slug(store, project_key)
-    reply = await _run(store, slug, project_key, "list")
+    try:
+        live = await identity_store.live_windows(store, slug=slug)
+    except Refusal as refusal:
+        raise await _refused(store, refusal, slug, project_key) from None
     now = datetime.now(UTC)
     identities = []
-    for window in sorted(json.loads(reply[1]), key=lambda w: w["id"]):
+    for window in sorted(live, key=lambda w: w["id"]):
         shown = {key: window.get(key) for key in PUBLIC}
         shown["age_days"] = (now - datetime.fromisoformat(window["created_ts"])).days
         identities.append(shown)
@@ -80,13 +81,16 @@ async def rename_window(store: Store, project_key: str, window_uuid: str, new_di
             "INVALID_DISPLAY_NAME",
             f"'{new_display_name}' is not an adjective+noun name; pick one like 'BlueLake' or 'GreenCastle'.",
         )
-    reply = await _run(store, slug, project_key, "rename", window, name)
-    shown = _shown(reply[1])
+    try:
+        change = await identity_store.rename_window(store, slug=slug, window_uuid=window, display_name=name)
+    except Refusal as refusal:
+        raise await _refused(store, refusal, slug, project_key, window) from None
+    shown = _shown(change.window)
     return {
         "id": shown["id"],
         "window_uuid": window,
         "display_name": shown["display_name"],
-        "old_display_name": reply[2],
+        "old_display_name": change.old_display_name,
         "last_active_ts": shown["last_active_ts"],
     }
 
@@ -94,8 +98,11 @@ async def rename_window(store: Store, project_key: str, window_uuid: str, new_di
 async def expire_window(store: Store, project_key: str, window_uuid: str) -> dict[str, Any]:
     slug = await project_slug(store, project_key)
     window = check_uuid(window_uuid)
-    reply = await _run(store, slug, project_key, "expire", window)
-    shown = _shown(reply[1])
+    try:
+        change = await identity_store.expire_window(store, slug=slug, window_uuid=window)
+    except Refusal as refusal:
+        raise await _refused(store, refusal, slug, project_key, window) from None
+    shown = _shown(change.window)
     return {
         "window_uuid": window,
         "display_name": shown["display_name"],
@@ -107,14 +114,19 @@ async def expire_window(store: Store, project_key: str, window_uuid: str) -> dic
 async def window_name(store: Store, slug: str, project_key: str, window: str) -> str | None:
     """The name a live window identity holds (its activity refreshed), or None."""
     try:
-        reply = await _run(store, slug, project_key, "touch", window)
-    except BrokerError as exc:
-        if exc.code == "WINDOW_NOT_FOUND":
+        change = await identity_store.touch_window(store, slug=slug, window_uuid=window, ttl_us=_ttl_us(store))
+    except Refusal as refusal:
+        if refusal.code == "NOT_FOUND":
             return None
-        raise
-    return json.loads(reply[1])["display_name"]
+        raise await _refused(store, refusal, slug, project_key, window) from None
+    return change.window["display_name"]
 
 
 async def bind_window(store: Store, slug: str, project_key: str, window: str, name: str) -> str:
-    reply = await _run(store, slug, project_key, "bind", window, name)
-    return json.loads(reply[1])["display_name"]
+    try:
+        change = await identity_store.bind_window(
+            store, slug=slug, window_uuid=window, display_name=name, ttl_us=_ttl_us(store)
+        )
+    except Refusal as refusal:
+        raise await _refused(store, refusal, slug, project_key, window) from None
+    return change.window["display_name"]
