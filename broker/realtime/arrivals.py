@@ -21,18 +21,17 @@ from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
 from broker.mail.inbox import check_reader, items_from_entries
 from broker.mail.inputs import check_limit
+from broker.store import arrivals as arrivals_store
+from broker.store import identity as identity_store
+from broker.store.arrivals import InboxEntry
 from broker.store.store import Store
 
 MAX_WAITS_PER_AGENT = 16  # wait_for_mail calls waiting at once per agent, in one broker process
 MAX_WAIT_SECONDS = 120  # one call (well under MCP clients' 300 s HTTP read timeout); loop for longer
 STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")  # ASCII digits only (\d takes any script's)
 MAX_STREAM_PART = 2**64 - 1
-MAX_UNREAD_SCAN = 2000  # inbox entries examined for unread mail, newest first
-SCAN_PAGE = 200
 FOLLOW_PAGE = 100
 START = "0-0"  # the cursor before the first entry of any inbox
-
-Entry = tuple[str, dict[str, str]]
 
 
 # -- arguments ----------------------------------------------------------------------------------
@@ -80,7 +79,7 @@ async def authenticate(
     slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     digest, require = store.bindings.args(slug, name, registration_token)
-    record = await store.redis.hget(store.keys.agents(slug), name.lower())
+    record = await identity_store.stored_agent(store, slug=slug, name=name)
     await check_reader(store, slug, project_key, name, record, digest, require)
     if digest:
         store.bindings.bind(slug, name)
@@ -89,66 +88,39 @@ async def authenticate(
 
 async def cursor_of_message(store: Store, slug: str, name: str, message_id: int) -> str:
     """The inbox cursor of a received message: its entry's id, found near its creation time."""
-    lower = name.lower()
-    created_us, kind, cursor = await store.redis.hmget(
-        store.keys.message(slug, message_id), ["created_us", f"rk:{lower}", f"dc:{lower}"]
-    )
-    if created_us is None or kind is None:
+    received = await arrivals_store.received_message(store, slug=slug, name=name, message_id=message_id)
+    if received is None:
         raise BrokerError(
             "NOT_FOUND",
             f"Message '{message_id}' is not in the inbox of agent '{name}'. Pass a message id that "
             "fetch_inbox lists for this agent, or the cursor a previous wait_for_mail returned.",
         )
-    if cursor:  # held until a contact approval delivered it (broker/scripts/lib/contacts.lua)
+    if received.delivered_cursor:  # held until a contact approval delivered it (broker/scripts/lib/contacts.lua)
+        return received.delivered_cursor
+    cursor = await arrivals_store.entry_of_message(
+        store, slug=slug, name=name, message_id=message_id, created_us=received.created_us
+    )
+    if cursor is not None:
         return cursor
-    inbox = store.keys.inbox(slug, lower)
-    created_ms = int(created_us) // 1000
-    # The entry is written in the same script that read the clock, so within a few ms of it.
-    for slack, count in ((5, 1000), (1000, 20000)):
-        entries = await store.redis.xrange(inbox, min=str(created_ms - slack), max=str(created_ms + slack), count=count)
-        for entry_id, fields in entries:
-            if fields.get("m") == str(message_id):
-                return entry_id
     raise BrokerError("NOT_FOUND", f"Message '{message_id}' has no entry in the inbox of agent '{name}'.")
 
 
 # -- reads ----------------------------------------------------------------------------------
-async def entries_after(store: Store, slug: str, lower: str, cursor: str, count: int) -> list[Entry]:
-    return await store.redis.xrange(store.keys.inbox(slug, lower), min="(" + cursor, count=count)
+async def entries_after(store: Store, slug: str, lower: str, cursor: str, count: int) -> list[InboxEntry]:
+    return await arrivals_store.entries_after(store, slug=slug, name=lower, cursor=cursor, count=count)
 
 
 async def recent_unread(
     store: Store, slug: str, lower: str, limit: int, after: str | None = None
-) -> tuple[list[Entry], str]:
+) -> tuple[list[InboxEntry], str]:
     """The newest ``limit`` unread entries (oldest first) newer than ``after``, and the cursor of
-    the inbox's newest entry (``after`` or the start when the inbox is empty). Looks at most
-    MAX_UNREAD_SCAN entries back, so an agent with a long unread backlog still gets an answer."""
-    keys = store.keys
-    inbox, unread = keys.inbox(slug, lower), keys.unread(slug, lower)
-    floor = "(" + after if after else "-"
-    # One snapshot (MULTI): mail delivered between the two reads would become the cursor
-    # without being counted unread, and so be neither returned nor waited for.
-    pipe = store.redis.pipeline(transaction=True)
-    pipe.scard(unread)
-    pipe.xrevrange(inbox, max="+", min=floor, count=SCAN_PAGE)
-    unread_count, entries = await pipe.execute()
-    tail = entries[0][0] if entries else (after or START)
-    found: list[Entry] = []
-    scanned = 0
-    while unread_count and entries and len(found) < limit and scanned < MAX_UNREAD_SCAN:
-        flags = await store.redis.smismember(unread, [fields["m"] for _id, fields in entries])
-        found.extend(entry for entry, flag in zip(entries, flags, strict=True) if flag)
-        scanned += len(entries)
-        if len(entries) < SCAN_PAGE:
-            break
-        entries = await store.redis.xrevrange(inbox, max="(" + entries[-1][0], min=floor, count=SCAN_PAGE)
-    found = found[:limit]
-    found.reverse()
-    return found, tail
+    the inbox's newest entry (``after`` or the start when the inbox is empty)."""
+    page = await arrivals_store.recent_unread(store, slug=slug, name=lower, limit=limit, after=after)
+    return page.entries, page.newest or after or START
 
 
-async def _result(store: Store, slug: str, entries: list[Entry], include_bodies: bool) -> list[dict[str, Any]]:
-    return await items_from_entries(store, slug, [fields for _id, fields in entries], include_bodies)
+async def _result(store: Store, slug: str, entries: list[InboxEntry], include_bodies: bool) -> list[dict[str, Any]]:
+    return await items_from_entries(store, slug, [entry.fields for entry in entries], include_bodies)
 
 
 # -- wait_for_mail --------------------------------------------------------------------------
@@ -197,7 +169,7 @@ async def wait_for_mail(
             entries = await entries_after(store, slug, lower, after, limit)
             if entries:
                 messages = await _result(store, slug, entries, include_bodies)
-                return {"messages": messages, "cursor": entries[-1][0], "timed_out": False}
+                return {"messages": messages, "cursor": entries[-1].cursor, "timed_out": False}
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return {"messages": [], "cursor": after, "timed_out": True}
@@ -208,8 +180,7 @@ async def wait_for_mail(
 
 # -- follow (SSE, watch) ----------------------------------------------------------------------
 async def tail_cursor(store: Store, slug: str, lower: str) -> str:
-    newest = await store.redis.xrevrange(store.keys.inbox(slug, lower), count=1)
-    return newest[0][0] if newest else START
+    return await arrivals_store.newest_cursor(store, slug=slug, name=lower) or START
 
 
 async def start_cursor(store: Store, slug: str, name: str, after_id: str | None) -> str:
@@ -237,9 +208,9 @@ async def follow(
                 await waiter.ring.wait()
                 continue
             items = await _result(store, slug, entries, include_bodies)
-            for (entry_id, _fields), item in zip(entries, items, strict=True):
-                yield entry_id, item
-                cursor = entry_id
+            for entry, item in zip(entries, items, strict=True):
+                yield entry.cursor, item
+                cursor = entry.cursor
 
 
 # -- hook check-inbox ---------------------------------------------------------------------------
@@ -248,13 +219,12 @@ async def unseen_unread(store: Store, slug: str, name: str, limit: int) -> tuple
     whether there were more, remembering what it showed: the cursor of the newest inbox entry
     seen is kept per agent, so old mail is never shown twice."""
     lower = name.lower()
-    key = store.keys.hook_cursor(slug, lower)
-    seen = await store.redis.get(key)
+    seen = await arrivals_store.hook_cursor(store, slug=slug, name=lower)
     entries, tail = await recent_unread(store, slug, lower, limit + 1, after=seen)
     more = len(entries) > limit
     items = await _result(store, slug, entries[-limit:], False)
     if tail != seen and tail != START:
-        await store.redis.set(key, tail)
+        await arrivals_store.set_hook_cursor(store, slug=slug, name=lower, cursor=tail)
     return items, more
 
 

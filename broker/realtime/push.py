@@ -41,6 +41,8 @@ from broker.errors import BrokerError
 from broker.identity import refusals
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
+from broker.store import arrivals as arrivals_store
+from broker.store import projects as project_store
 from broker.store.store import Store
 
 logger = logging.getLogger(__name__)
@@ -77,13 +79,12 @@ async def canonical_inbox_uris(store: Store, uris: list[str]) -> list[str]:
     or the coded error of the first one whose agent or project does not exist."""
     addresses = [_inbox_address(uri) for uri in uris]
     slugs = [await project_slug(store, project) for _, project in addresses]
-    pipe = store.redis.pipeline(transaction=False)
-    for (name, _), slug in zip(addresses, slugs, strict=True):
-        pipe.hexists(store.keys.agents(slug), name.lower())
-    found = await pipe.execute()
+    found = await arrivals_store.agents_exist(
+        store, agents=[(slug, name) for (name, _), slug in zip(addresses, slugs, strict=True)]
+    )
     for (name, project), slug, exists in zip(addresses, slugs, found, strict=True):
         if not exists:
-            if not await store.redis.exists(store.keys.project(slug)):
+            if not await project_store.exists(store, slug):
                 raise await refusals.project_not_found(store, project)
             raise await refusals.agent_not_found(store, slug, name)
     return [inbox_uri(slug, name) for (name, _), slug in zip(addresses, slugs, strict=True)]

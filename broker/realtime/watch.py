@@ -19,6 +19,7 @@ from broker.config import get_settings
 from broker.errors import BrokerError
 from broker.identity.auth import SessionBindings
 from broker.realtime import arrivals
+from broker.store import projects as project_store
 from broker.store.embedded import resolve_redis_url
 from broker.store.errors import StoreError
 from broker.store.store import Store
@@ -125,7 +126,7 @@ async def _check_inbox(project: str, agent: str, limit: int) -> str:
         items, more = await arrivals.unseen_unread(store, slug, name, limit)
         if not items:
             return ""
-        human_key = await store.redis.hget(store.keys.project(slug), "human_key") or project
+        human_key = await project_store.human_key(store, slug) or project
     finally:
         await store.close()
     noun = "message" if len(items) == 1 else "messages"

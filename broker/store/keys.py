@@ -206,6 +206,13 @@ class Keys:
         """SCAN pattern of the project's inbox streams."""
         return self.project_prefix(slug) + "inbox:*"
 
+    # -- identity
+    @staticmethod
+    def delivered_cursor_field(name: str) -> str:
+        """A recipient's field of a msg:<id> HASH: the inbox entry id of a message held for a contact
+        approval, then delivered (dc:)."""
+        return f"dc:{name.lower()}"
+
 
 # -- lifecycle: formats that are not keys themselves (Keys' methods all build keys) ------------
 # Per-project key suffixes only Redis holds, which `broker rehydrate --force` keeps: a retry's
