@@ -16,6 +16,7 @@ from broker.persistence.index import indexed_project_id
 from broker.store import identity as identity_store
 from broker.store import projects as project_store
 from broker.store.identity import Profile
+from broker.store.projects import ProjectRecord
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 
@@ -43,7 +44,7 @@ def agent_dict(record: identity_store.AgentRecord) -> dict[str, Any]:
     return agent
 
 
-def project_view(project: identity_store.ProjectRecord) -> dict[str, Any]:
+def project_view(project: ProjectRecord) -> dict[str, Any]:
     """project_dict of a stored project (archived_at only while the project is archived)."""
     return project_dict([project.id, project.slug, project.human_key, project.created_at], project.archived_at)
 

@@ -11,6 +11,7 @@ from typing import Any
 from redis import Redis as SyncRedis
 
 from broker.store.keys import Keys
+from broker.store.projects import ProjectRecord
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 
@@ -23,15 +24,6 @@ def _refusal(reply: list[Any]) -> Refusal:
 
 
 # -- projects -------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class ProjectRecord:
-    id: int
-    slug: str
-    human_key: str
-    created_at: str
-    archived_at: str | None  # only while the project is archived
-
-
 @dataclass(frozen=True, slots=True)
 class EnsuredProject:
     project: ProjectRecord

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from broker.store.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRecord:
+    """The fields of a project hash (what project_dict shows)."""
+
+    id: int
+    slug: str
+    human_key: str
+    created_at: str
+    archived_at: str | None  # only while the project is archived
 
 
 async def human_key(store: Store, slug: str) -> str | None:
