@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from broker.store.keys import delivered_cursor_field, receipt_fields
 from broker.store.store import Store
 
 MAX_UNREAD_SCAN = 2000  # inbox entries examined for unread mail, newest first
@@ -80,7 +81,7 @@ async def received_message(store: Store, *, slug: str, name: str, message_id: in
     keys = store.keys
     created_us, kind, cursor = await store.client().hmget(
         keys.message(slug, message_id),
-        ["created_us", keys.receipt_fields(name)[0], keys.delivered_cursor_field(name)],
+        ["created_us", receipt_fields(name)[0], delivered_cursor_field(name)],
     )
     if created_us is None or kind is None:
         return None

@@ -1,6 +1,7 @@
-"""Typed commands of identity: projects (ensure_project, the slug registry), agents
-(register_agent, get_agent, their stored records), window identities (window.lua), and the reads
-behind the project resources. Script error replies are raised as ``Refusal``."""
+"""Typed commands of identity: projects (ensure_project, the slug registry with its sync twin for
+the git guard), agents (register_agent, get_agent), window identities (window.lua), and the reads
+behind the project resources (projects, their agents, unread counts). Script error replies are
+raised as ``Refusal``."""
 
 from __future__ import annotations
 
@@ -35,11 +36,6 @@ def _project_from_hash(fields: dict[str, str]) -> ProjectRecord:
     return ProjectRecord(
         int(fields["id"]), fields["slug"], fields["human_key"], fields["created_at"], fields.get("archived_at") or None
     )
-
-
-async def ping(store: Store) -> None:
-    """One round trip to Redis (raises StoreError when it does not answer)."""
-    await store.client().ping()
 
 
 async def ensure_project(store: Store, *, slug: str, human_key: str) -> EnsuredProject:
@@ -174,11 +170,6 @@ async def get_agent(store: Store, *, slug: str, name: str, credentials: tuple[st
     if reply[0] != "ok":
         raise _refusal(reply)
     return AgentRecord(json.loads(reply[1]), reply[2])
-
-
-async def stored_agent(store: Store, *, slug: str, name: str) -> str | None:
-    """The agent's stored record (JSON) as it is, unchecked, or None when there is no such agent."""
-    return await store.client().hget(store.keys.agents(slug), name.lower())
 
 
 @dataclass(frozen=True, slots=True)

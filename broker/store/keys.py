@@ -36,6 +36,12 @@ def receipt_fields(name: str) -> tuple[str, str, str]:
     return f"rk:{lower}", f"rt:{lower}", f"at:{lower}"
 
 
+def delivered_cursor_field(name: str) -> str:
+    """A recipient's field of a msg:<id> HASH: the inbox entry id of a message held for a contact
+    approval, then delivered (dc:)."""
+    return f"dc:{name.lower()}"
+
+
 def slug_candidates(human_key: str) -> list[str]:
     """The slugs a project's human_key (an absolute, normalized path) may get, in order: the
     plain slug, then the plain slug with a short, then a long, hash of the full key. Paths that
@@ -205,13 +211,6 @@ class Keys:
     def inboxes_pattern(self, slug: str) -> str:
         """SCAN pattern of the project's inbox streams."""
         return self.project_prefix(slug) + "inbox:*"
-
-    # -- identity
-    @staticmethod
-    def delivered_cursor_field(name: str) -> str:
-        """A recipient's field of a msg:<id> HASH: the inbox entry id of a message held for a contact
-        approval, then delivered (dc:)."""
-        return f"dc:{name.lower()}"
 
 
 # -- lifecycle: formats that are not keys themselves (Keys' methods all build keys) ------------

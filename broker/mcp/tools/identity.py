@@ -13,7 +13,7 @@ from broker.identity.projects import project_slug
 from broker.mail.inputs import check_format
 from broker.persistence.archive import recent_commits
 from broker.persistence.state import persistence_state
-from broker.store import identity as identity_store
+from broker.store.persist_state import ping
 from broker.store.store import Store
 
 
@@ -23,7 +23,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         """Broker status and configuration echo (round-trips to Redis). persistence: who persists
         (mode), workers alive, pending changes and the oldest one's age, dead letters."""
         check_format(format)
-        await identity_store.ping(store)
+        await ping(store)
         return {
             "status": "ok",
             "environment": settings.environment,
