@@ -69,7 +69,7 @@ async def arena(client: Client) -> list[str]:
 
 async def worst_single(client: Client, store: Any, agent: str) -> list[tuple[str, int, int]]:
     """(outcome, paths, microseconds in Redis) of each costly request."""
-    redis = store.redis
+    redis = store.client()
     sha = store.script_sha("reserve")
     rows = []
     for paths in costly_requests():
@@ -162,9 +162,9 @@ async def run(sends: int, limits: bool, spin: bool, warmup: float) -> None:
             await asyncio.sleep(warmup)  # the attackers start and spend their bursts
             before = list(counts)
             sha = store.script_sha("reserve")
-            await store.redis.config_set("slowlog-log-slower-than", 0)
-            await store.redis.config_set("slowlog-max-len", 1_000_000)
-            await store.redis.slowlog_reset()
+            await store.client().config_set("slowlog-log-slower-than", 0)
+            await store.client().config_set("slowlog-max-len", 1_000_000)
+            await store.client().slowlog_reset()
             # Quiet and attacked windows alternate, so the machine's drift hits both alike.
             quiet_samples: list[float] = []
             attacked_samples: list[float] = []
@@ -175,8 +175,8 @@ async def run(sends: int, limits: bool, spin: bool, warmup: float) -> None:
                 active.set()
                 await asyncio.sleep(0.1)
                 attacked_samples += (await send_p50(client, send_args, sends // ROUNDS))[1]
-            entries = await store.redis.slowlog_get(1_000_000)
-            await store.redis.config_set("slowlog-log-slower-than", 10_000)
+            entries = await store.client().slowlog_get(1_000_000)
+            await store.client().config_set("slowlog-log-slower-than", 10_000)
             during = [c - b for c, b in zip(counts, before, strict=True)]
             stop.set()
             child.join(30)

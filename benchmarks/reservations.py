@@ -75,7 +75,7 @@ async def measure(client: Client, floor: Client, store: Any, held: int, rounds: 
     }
     first = await client.call_tool("file_reservation_paths", request)
     assert len(first.data["granted"]) == 5 and len(first.data["conflicts"]) == 1, first.data
-    redis = store.redis
+    redis = store.client()
     await redis.config_set("slowlog-log-slower-than", 0)
     await redis.config_set("slowlog-max-len", 100_000)
     await redis.slowlog_reset()

@@ -28,7 +28,7 @@ def make_settings(url: str, root: Path, **overrides: Any) -> Settings:
 
 async def drop_prefix(store: Store) -> None:
     """Delete every key under the store's prefix (keeps a shared Redis tidy), then close the client."""
-    client = store.redis
+    client = store.client()
     keys = [key async for key in client.scan_iter(match=f"{store.keys.prefix}:*", count=1000)]
     for start in range(0, len(keys), 500):
         await client.delete(*keys[start : start + 500])
@@ -90,7 +90,7 @@ async def snapshot(store: Store) -> dict[str, tuple[str, Any]]:
     expires about a second after a call, and that a refused reservation pays into. And the
     persistence workers' totals (``persist:stats``, for /metrics): a count of work done, not state.
     """
-    client = store.redis
+    client = store.client()
     prefix = store.keys.prefix
     state: dict[str, tuple[str, Any]] = {}
     async for key in client.scan_iter(match=f"{prefix}:*", count=1000):

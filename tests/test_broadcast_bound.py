@@ -32,16 +32,16 @@ async def crowd(tools: Tools, server: FastMCP) -> str:
     token = (await tools.agent("BlueLake"))["registration_token"]
     await tools.agent("GreenCastle")
     # what BOTS calls of create_agent_identity leave behind, written directly to save time
-    record = json.loads(await store.redis.hget(keys.agents(project["slug"]), "greencastle"))
-    active = await store.redis.hget(keys.active(project["slug"]), "GreenCastle")
-    pipe = store.redis.pipeline(transaction=False)
+    record = json.loads(await store.client().hget(keys.agents(project["slug"]), "greencastle"))
+    active = await store.client().hget(keys.active(project["slug"]), "GreenCastle")
+    pipe = store.client().pipeline(transaction=False)
     for i in range(BOTS):
         name = f"bot-{i}"
         pipe.hset(keys.agents(project["slug"]), name, json.dumps({**record, "name": name, "id": record["id"] + 1 + i}))
         pipe.hset(keys.active(project["slug"]), name, active)
     await pipe.execute()
-    await store.redis.config_set("slowlog-log-slower-than", 0)
-    await store.redis.slowlog_reset()
+    await store.client().config_set("slowlog-log-slower-than", 0)
+    await store.client().slowlog_reset()
     return token
 
 
@@ -49,7 +49,7 @@ async def script_runs(server: FastMCP, script: str) -> list[int]:
     """Microseconds of each run of ``script`` since crowd() (SLOWLOG at threshold 0)."""
     store = server.store  # type: ignore[attr-defined]
     sha = store.script_sha(script)
-    return [e["duration"] for e in await store.redis.slowlog_get(1000) if sha in str(e.get("command", ""))]
+    return [e["duration"] for e in await store.client().slowlog_get(1000) if sha in str(e.get("command", ""))]
 
 
 async def test_a_broadcast_in_a_crowded_project_is_refused_before_reading_every_agent(
@@ -64,7 +64,7 @@ async def test_a_broadcast_in_a_crowded_project_is_refused_before_reading_every_
     assert runs and max(runs) < FEW_MS_US, runs
     assert error.startswith("INVALID_ARGUMENT: ") and "registered agents" in error, error
     store = server.store  # type: ignore[attr-defined]
-    assert await store.redis.xlen(store.keys.inbox("tmp-concurrent-test", "greencastle")) == 0  # nothing delivered
+    assert await store.client().xlen(store.keys.inbox("tmp-concurrent-test", "greencastle")) == 0  # nothing delivered
 
 
 @pytest.fixture

@@ -37,9 +37,9 @@ async def retire(server: FastMCP, slug: str, name: str) -> None:
     """Mark an agent retired the way the lifecycle tools do (the agent record's retired_at)."""
     store = server.store  # type: ignore[attr-defined]
     key = store.keys.agents(slug)
-    record = json.loads(await store.redis.hget(key, name.lower()))
+    record = json.loads(await store.client().hget(key, name.lower()))
     record["retired_at"] = "2025-01-01T00:00:00+00:00"
-    await store.redis.hset(key, name.lower(), json.dumps(record))
+    await store.client().hset(key, name.lower(), json.dumps(record))
 
 
 # -- the tools ------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ async def test_refused_link_blocks_unless_open(tools: Tools, trio: dict[str, Any
 
 async def test_archived_project_refuses_sends(tools: Tools, trio: dict[str, Any], server: FastMCP) -> None:
     store = server.store  # type: ignore[attr-defined]
-    await store.redis.hset(store.keys.project(trio["project"]["slug"]), "archived_at", "2025-01-01T00:00:00+00:00")
+    await store.client().hset(store.keys.project(trio["project"]["slug"]), "archived_at", "2025-01-01T00:00:00+00:00")
     text = await send_error(tools, "BlueLake", ["GreenCastle"])
     assert text.startswith(f"PROJECT_ARCHIVED: Project '{PROJECT}' is archived; call unarchive_project(")
 

@@ -237,8 +237,8 @@ async def test_rehydrate_restores_links_and_foreign_senders(
     }
     await run_worker(server, settings)
     store = server.store  # type: ignore[attr-defined]
-    lost = [key async for key in store.redis.scan_iter(match=f"{store.keys.prefix}:*")]
-    await store.redis.delete(*lost)
+    lost = [key async for key in store.client().scan_iter(match=f"{store.keys.prefix}:*")]
+    await store.client().delete(*lost)
 
     report = await rehydrate_all(settings, store.redis_url)
     assert report.links == 2  # the one link, counted once in each endpoint's project

@@ -79,16 +79,16 @@ async def test_poison_entry_is_isolated_tried_then_dead_lettered_and_retried_onc
     stats = await asyncio.to_thread(persister.drain, SLUG)
     assert persisted_ids(settings) == sorted(set(ids) - {bad})  # the rest of its batch persisted
     assert stats.failed == 1 and stats.dead_lettered == 0
-    assert await store.redis.hget(keys.attempts(SLUG), f"msg:{bad}") == "1"
-    assert await store.redis.zrange(keys.pending(SLUG), 0, -1) == [f"msg:{bad}"]
-    assert await store.redis.zcard(keys.inflight(SLUG)) == 0
+    assert await store.client().hget(keys.attempts(SLUG), f"msg:{bad}") == "1"
+    assert await store.client().zrange(keys.pending(SLUG), 0, -1) == [f"msg:{bad}"]
+    assert await store.client().zcard(keys.inflight(SLUG)) == 0
 
     for _ in range(2):  # no back-off here: each drain is one more try
         stats = await asyncio.to_thread(persister.drain, SLUG)
     assert stats.dead_lettered == 1
-    assert await store.redis.zcard(keys.pending(SLUG)) == 0
-    assert await store.redis.zcard(keys.inflight(SLUG)) == 0
-    assert not await store.redis.exists(keys.attempts(SLUG))
+    assert await store.client().zcard(keys.pending(SLUG)) == 0
+    assert await store.client().zcard(keys.inflight(SLUG)) == 0
+    assert not await store.client().exists(keys.attempts(SLUG))
     summary = await asyncio.to_thread(dead_letter_summary, sync_client(store), keys)
     assert summary.count == 1 and summary.projects == {SLUG: 1}
     assert summary.oldest_age_seconds is not None and 0 <= summary.oldest_age_seconds < 60
@@ -104,7 +104,7 @@ async def test_poison_entry_is_isolated_tried_then_dead_lettered_and_retried_onc
     assert persisted_ids(settings) == sorted(ids)
     assert canonical_ids(settings) == sorted(ids)
     assert (await asyncio.to_thread(dead_letter_summary, sync_client(store), keys)).count == 0
-    assert not await store.redis.exists(keys.dead_letter_info(SLUG))
+    assert not await store.client().exists(keys.dead_letter_info(SLUG))
 
 
 async def test_a_failed_entry_waits_out_its_back_off_while_later_mail_persists(
@@ -115,13 +115,13 @@ async def test_a_failed_entry_waits_out_its_back_off_while_later_mail_persists(
     [bad] = await send_ids(tools, ["poison"])
     persister = persister_for(server, settings, persist_retry_base_seconds=60)
     await asyncio.to_thread(persister.drain, SLUG)
-    score = await store.redis.zscore(store.keys.pending(SLUG), f"msg:{bad}")
+    score = await store.client().zscore(store.keys.pending(SLUG), f"msg:{bad}")
     assert score > time.time() * 1000 + 50_000  # next try in about a minute, not first in line
 
     later = await send_ids(tools, ["after"])
     stats = await asyncio.to_thread(persister.drain, SLUG)
     assert persisted_ids(settings) == later and stats.failed == 0  # not claimed again meanwhile
-    assert await store.redis.hget(store.keys.attempts(SLUG), f"msg:{bad}") == "1"
+    assert await store.client().hget(store.keys.attempts(SLUG), f"msg:{bad}") == "1"
 
 
 async def test_a_batch_of_many_with_one_poison_costs_few_commits(
@@ -146,9 +146,9 @@ async def test_a_broken_archive_counts_no_try_against_the_entries(
     for _ in range(2):
         with pytest.raises(OSError):
             await asyncio.to_thread(persister.drain, SLUG)
-    assert not await store.redis.exists(store.keys.attempts(SLUG))
+    assert not await store.client().exists(store.keys.attempts(SLUG))
     assert (await asyncio.to_thread(dead_letter_summary, sync_client(store), store.keys)).count == 0
-    assert await store.redis.zcard(store.keys.inflight(SLUG)) == 0
+    assert await store.client().zcard(store.keys.inflight(SLUG)) == 0
     settings.archive_path.unlink()
     await asyncio.to_thread(persister.drain, SLUG)
     assert persisted_ids(settings) == sorted(ids)

@@ -53,7 +53,7 @@ async def web(tools: Tools, trio: dict[str, Any]) -> dict[str, Any]:
 
 async def link_fields(server: FastMCP, slug: str, name: str) -> list[str]:
     store = server.store  # type: ignore[attr-defined]
-    return sorted(await store.redis.hkeys(store.keys.links(slug, name)))
+    return sorted(await store.client().hkeys(store.keys.links(slug, name)))
 
 
 async def test_hard_delete_agent_removes_its_links_holds_and_thread_membership(
@@ -77,17 +77,17 @@ async def test_hard_delete_agent_removes_its_links_holds_and_thread_membership(
     # nothing in either project's Redis names BlueLake any more
     for slug in (SLUG, OTHER_SLUG):
         pattern = f"{store.keys.prefix}:{{{slug}}}:*"
-        for key in [k async for k in store.redis.scan_iter(match=pattern, count=1000)]:
+        for key in [k async for k in store.client().scan_iter(match=pattern, count=1000)]:
             assert "bluelake" not in key.lower(), key
-            kind = await store.redis.type(key)
+            kind = await store.client().type(key)
             if kind == "hash":
-                fields = await store.redis.hkeys(key)
+                fields = await store.client().hkeys(key)
                 assert not [f for f in fields if "bluelake" in f.lower()], (key, fields)
             elif kind == "set":
-                assert not [m for m in await store.redis.smembers(key) if "bluelake" in m], key
+                assert not [m for m in await store.client().smembers(key) if "bluelake" in m], key
             elif kind == "zset":
-                assert not [m for m in await store.redis.zrange(key, 0, -1) if "bluelake" in m], key
-    assert await store.redis.smembers(store.keys.thread_participants(SLUG, "T9")) == {"alpha-one"}
+                assert not [m for m in await store.client().zrange(key, 0, -1) if "bluelake" in m], key
+    assert await store.client().smembers(store.keys.thread_participants(SLUG, "T9")) == {"alpha-one"}
     assert await tools.call("list_contacts", project_key=OTHER, agent_name="RedFox") == []
     assert await tools.call("list_contacts", project_key=PROJECT, agent_name="GreenCastle") == []
 
@@ -152,9 +152,9 @@ async def test_hard_delete_project_removes_links_and_holds_in_other_projects(
     assert await link_fields(server, OTHER_SLUG, "OrangeOwl") == []
     assert await tools.call("list_contacts", project_key=OTHER, agent_name="RedFox") == []
     pattern = f"{store.keys.prefix}:{{{OTHER_SLUG}}}:held:*"
-    assert [k async for k in store.redis.scan_iter(match=pattern, count=1000)] == []
-    assert not [f for f in await store.redis.hkeys(store.keys.message(OTHER_SLUG, held)) if f.startswith("hk:")]
-    pending = await store.redis.zrange(store.keys.pending(OTHER_SLUG), 0, -1)
+    assert [k async for k in store.client().scan_iter(match=pattern, count=1000)] == []
+    assert not [f for f in await store.client().hkeys(store.keys.message(OTHER_SLUG, held)) if f.startswith("hk:")]
+    pending = await store.client().zrange(store.keys.pending(OTHER_SLUG), 0, -1)
     assert not [p for p in pending if p.startswith("link:")], pending
     # writing to the gone project names it
     text = await tools.error(
@@ -172,9 +172,9 @@ async def test_dangling_link_to_a_deleted_project_gives_a_clear_error(
     """Even with a mirror left behind (written by a late retry), listing works and sending by
     the bare name fails with an error naming the missing project."""
     store = server.store  # type: ignore[attr-defined]
-    stale = await store.redis.hgetall(store.keys.links(OTHER_SLUG, "RedFox"))
+    stale = await store.client().hgetall(store.keys.links(OTHER_SLUG, "RedFox"))
     await tools.call("hard_delete_project", project_key=PROJECT, confirmation="I UNDERSTAND")
-    await store.redis.hset(store.keys.links(OTHER_SLUG, "RedFox"), mapping=stale)
+    await store.client().hset(store.keys.links(OTHER_SLUG, "RedFox"), mapping=stale)
     assert await tools.call("list_contacts", project_key=OTHER, agent_name="RedFox") == []  # inbound only
     text = await tools.error(
         "send_message", project_key=OTHER, sender_name="RedFox", to=["BlueLake"], subject="s", body_md="b"
@@ -191,12 +191,12 @@ async def test_purge_leaves_no_held_entry_pointing_at_a_purged_message(
     await purge_old_messages(store, OTHER, 1, False, None, now=later)
     for slug in (SLUG, OTHER_SLUG):
         pattern = f"{store.keys.prefix}:{{{slug}}}:held:*"
-        for key in [k async for k in store.redis.scan_iter(match=pattern, count=1000)]:
-            members = await store.redis.zrange(key, 0, -1)
+        for key in [k async for k in store.client().scan_iter(match=pattern, count=1000)]:
+            members = await store.client().zrange(key, 0, -1)
             for member in members:
-                assert await store.redis.exists(store.keys.message(slug, int(member))), (key, member)
+                assert await store.client().exists(store.keys.message(slug, int(member))), (key, member)
     # the message held in OTHER for OrangeOwl was old too: purged, not left waiting for approval
-    assert not await store.redis.exists(store.keys.message(OTHER_SLUG, web["held"]["for_orange"]))
+    assert not await store.client().exists(store.keys.message(OTHER_SLUG, web["held"]["for_orange"]))
     response = await tools.call(
         "respond_contact", project_key=OTHER, to_agent="OrangeOwl", from_agent=f"project:{SLUG}#BlueLake",
         accept=True,

@@ -40,7 +40,7 @@ async def test_a_renewal_drained_while_an_older_batch_is_in_flight_is_not_overwr
         fcntl.flock(held, fcntl.LOCK_EX)
         a = threading.Thread(target=first.drain, args=(SLUG,))
         a.start()
-        await _until(lambda: _empty(store.redis, pending))
+        await _until(lambda: _empty(store.client(), pending))
         await asyncio.sleep(0.3)  # the first batch has read the reservation's state by now
         await tools.call("renew_file_reservations", project_key=PROJECT, agent_name="BlueLake", extend_seconds=900)
         renewed = next(r for r in await listing(tools) if r["id"] == rid)["expires_ts"]
@@ -48,11 +48,11 @@ async def test_a_renewal_drained_while_an_older_batch_is_in_flight_is_not_overwr
         b.start()
         await asyncio.sleep(0.5)
         # The second drain waits for the batch in flight instead of claiming the renewal now.
-        assert f"res:{rid}" in await store.redis.zrange(pending, 0, -1)
+        assert f"res:{rid}" in await store.client().zrange(pending, 0, -1)
         fcntl.flock(held, fcntl.LOCK_UN)
     await asyncio.to_thread(a.join, 30)
     await asyncio.to_thread(b.join, 30)
-    assert await store.redis.zcard(pending) == 0 and await store.redis.zcard(inflight) == 0
+    assert await store.client().zcard(pending) == 0 and await store.client().zcard(inflight) == 0
     row = index_rows(settings, "SELECT expires_ts FROM file_reservations WHERE id = ?", (rid,))
     assert row == [{"expires_ts": renewed}]
     archived = json.loads(show(settings, f"projects/{SLUG}/file_reservations/id-{rid}.json"))

@@ -36,7 +36,7 @@ async def reserve(tools: Tools, agent: str, paths: list[str]) -> dict[str, Any]:
 async def reserve_durations(store: Any) -> list[int]:
     """Microseconds of every reserve.lua run since the last reset (SLOWLOG at threshold 0)."""
     sha = store.script_sha("reserve")
-    return [e["duration"] for e in await store.redis.slowlog_get(10_000) if sha in str(e.get("command", ""))]
+    return [e["duration"] for e in await store.client().slowlog_get(10_000) if sha in str(e.get("command", ""))]
 
 
 # SLOWLOG exists only on a real redis-server: these run on that backend alone (not skipped on fakeredis).
@@ -47,11 +47,11 @@ REAL_REDIS_ONLY = pytest.mark.parametrize("backend", ["redis"], indirect=True)
 async def slowlog(server: FastMCP, backend: str) -> Any:
     assert not backend.startswith("memory://"), "SLOWLOG needs a real redis-server: mark the test REAL_REDIS_ONLY"
     store = server.store  # type: ignore[attr-defined]
-    await store.redis.config_set("slowlog-log-slower-than", 0)
-    await store.redis.config_set("slowlog-max-len", 10_000)
-    await store.redis.slowlog_reset()
+    await store.client().config_set("slowlog-log-slower-than", 0)
+    await store.client().config_set("slowlog-max-len", 10_000)
+    await store.client().slowlog_reset()
     yield store
-    await store.redis.config_set("slowlog-log-slower-than", 10_000)
+    await store.client().config_set("slowlog-log-slower-than", 10_000)
 
 
 @REAL_REDIS_ONLY
@@ -60,7 +60,7 @@ async def test_the_costliest_pattern_shape_is_refused_before_redis(tools: Tools,
     such a pattern is now refused by its shape in Python, and reserve.lua never runs."""
     await tools.project()
     a, b = (await tools.agent())["name"], (await tools.agent())["name"]
-    await slowlog.redis.slowlog_reset()
+    await slowlog.client().slowlog_reset()
     for agent, end in ((a, "b"), (b, "c")):
         error = await reserve_error(tools, agent, [OLD_COSTLIEST + end])
         assert error.startswith("INVALID_PATH_PATTERN: "), error
@@ -76,7 +76,7 @@ async def test_worst_allowed_requests_hold_redis_a_few_ms(tools: Tools, slowlog:
     holder, asker = (await tools.agent())["name"], (await tools.agent())["name"]
     at_caps = "*" + "a" * 18 + "*" + "a" * 18  # weight 40 with one more character
     await reserve(tools, holder, [at_caps + "b", *(f"src/*{i}x" for i in range(99))])
-    await slowlog.redis.slowlog_reset()
+    await slowlog.client().slowlog_reset()
     outcomes = []
     requests = [
         ["a" * 511 + "c"],  # the longest plain path against a glob at the caps: ~20,500 steps
@@ -106,7 +106,7 @@ async def test_a_costly_reservation_is_refused_before_matching(tools: Tools, ser
     for start in range(0, 300, 100):
         await reserve(tools, holder, [f"d{i}/*.py" for i in range(start, start + 100)])
     before = await snapshot(server.store)  # type: ignore[attr-defined]
-    await slowlog.redis.slowlog_reset()
+    await slowlog.client().slowlog_reset()
     error = await reserve_error(tools, asker, [f"**/*{i}.py" for i in range(100)])
     assert error.startswith("RESERVATION_TOO_COMPLEX: "), error
     assert f"limit per call is {reservations.STEP_BUDGET:,}" in error, error

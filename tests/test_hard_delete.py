@@ -27,7 +27,7 @@ async def reserve(tools: Tools, agent: str, paths: list[str], project_key: str =
 
 async def keys_of(server: FastMCP, slug: str) -> list[str]:
     store = server.store  # type: ignore[attr-defined]
-    return sorted([k async for k in store.redis.scan_iter(match=f"{store.keys.prefix}:{{{slug}}}:*", count=1000)])
+    return sorted([k async for k in store.client().scan_iter(match=f"{store.keys.prefix}:{{{slug}}}:*", count=1000)])
 
 
 async def mail(tools: Tools) -> dict[str, int]:
@@ -111,12 +111,12 @@ async def test_hard_delete_agent_removes_its_mail_everywhere(
     assert not [k for k in left if "bluelake" in k.lower()], left
     for message_id in (ids["blue1"], ids["blue2"], late):
         assert f"{store.keys.prefix}:{{{SLUG}}}:msg:{message_id}" not in left
-        assert await store.redis.hget(store.keys.bodies(SLUG), str(message_id)) is None
-    assert await store.redis.zrange(store.keys.thread(SLUG, "T1"), 0, -1) == [str(ids["green"])]
-    green_msg = await store.redis.hgetall(store.keys.message(SLUG, ids["green"]))
+        assert await store.client().hget(store.keys.bodies(SLUG), str(message_id)) is None
+    assert await store.client().zrange(store.keys.thread(SLUG, "T1"), 0, -1) == [str(ids["green"])]
+    green_msg = await store.client().hgetall(store.keys.message(SLUG, ids["green"]))
     assert green_msg["recipients"] == '{"to":["alpha-one"],"cc":[],"bcc":[]}'
     assert not [f for f in green_msg if f.endswith(":bluelake")]
-    pending = await store.redis.zrange(store.keys.pending(SLUG), 0, -1)
+    pending = await store.client().zrange(store.keys.pending(SLUG), 0, -1)
     assert not [p for p in pending if "bluelake" in p or p.startswith(("msg:", "agent:"))], pending
     listing = await tools.client.read_resource(f"resource://file_reservations/{SLUG}?active_only=false")
     assert f'"id":{green_res}' in listing[0].text.replace(" ", "") and f'"id":{blue_res}' not in listing[0].text
@@ -228,7 +228,7 @@ async def test_hard_delete_project(tools: Tools, trio: dict[str, Any], server: F
         "project": 1,
     }
     assert await keys_of(server, SLUG) == []
-    assert await store.redis.hexists(store.keys.projects, SLUG) is False
+    assert await store.client().hexists(store.keys.projects, SLUG) is False
     after = {k: v for k, v in (await snapshot(store)).items() if f"{{{OTHER_SLUG}}}" in k}
     assert after == other_before
     assert [m["id"] for m in await tools.inbox("GoldFox", project_key=OTHER)] == [other_mail]

@@ -88,7 +88,7 @@ async def test_held_mail_is_held_once(server: Any, tools: Tools, trio: dict[str,
     assert first["count"] == again["count"] == 1 and first["deliveries"] == again["deliveries"]
     assert [q["recipient"] for q in again["queued"]] == ["GreenCastle"]
     keys = server.store.keys
-    assert await server.store.redis.zcard(keys.held(SLUG, "GreenCastle", SLUG, "BlueLake")) == 1
+    assert await server.store.client().zcard(keys.held(SLUG, "GreenCastle", SLUG, "BlueLake")) == 1
     # the inbox holds one contact request (its intro mail) and no held message yet
     assert [m["subject"] for m in await tools.inbox("GreenCastle")] == ["Contact request from BlueLake"]
     await tools.call("respond_contact", project_key=PROJECT, to_agent="GreenCastle", from_agent="BlueLake", accept=True)

@@ -26,7 +26,7 @@ async def test_ids_after_a_counter_went_back_are_new(server: FastMCP) -> None:
     at most 6 ms ahead of the clock's floor (100 ids per ms); a Redis restart or failover
     takes far longer than the 50 ms waited here."""
     store = server.store  # type: ignore[attr-defined]
-    client = store.redis
+    client = store.client()
     key = store.keys.ids("message")
     before = await client.get(key)
     first = IdAllocator(key, block=16)
@@ -47,11 +47,11 @@ async def test_existing_small_counters_keep_working(server: FastMCP) -> None:
     """A counter of an older broker (small values) is only ever raised."""
     store = server.store  # type: ignore[attr-defined]
     key = store.keys.ids("agent")
-    await store.redis.set(key, "41")
+    await store.client().set(key, "41")
     allocator = IdAllocator(key, block=4)
-    ids = [await allocator.next_id(store.redis) for _ in range(5)]
+    ids = [await allocator.next_id(store.client()) for _ in range(5)]
     assert min(ids) > 41 and len(set(ids)) == 5
-    assert int(await store.redis.get(key)) >= max(ids)
+    assert int(await store.client().get(key)) >= max(ids)
 
 
 async def test_agent_recreated_under_its_name_with_a_new_id_keeps_persisting(
@@ -64,8 +64,8 @@ async def test_agent_recreated_under_its_name_with_a_new_id_keeps_persisting(
     old_id = trio["agents"]["alpha-one"]["id"]
     first = await tools.send("alpha-one", ["BlueLake"], subject="before the loss")
     await run_worker(server, settings)
-    await store.redis.hdel(store.keys.agents(SLUG), "alpha-one")
-    await store.redis.hdel(store.keys.active(SLUG), "alpha-one")
+    await store.client().hdel(store.keys.agents(SLUG), "alpha-one")
+    await store.client().hdel(store.keys.active(SLUG), "alpha-one")
 
     again = await tools.agent("alpha-one")
     assert again["id"] != old_id
@@ -73,8 +73,8 @@ async def test_agent_recreated_under_its_name_with_a_new_id_keeps_persisting(
     await tools.send("BlueLake", ["GreenCastle"], subject="others keep going")
     await run_worker(server, settings)
 
-    assert await store.redis.zcard(store.keys.pending(SLUG)) == 0
-    assert await store.redis.zcard(store.keys.inflight(SLUG)) == 0
+    assert await store.client().zcard(store.keys.pending(SLUG)) == 0
+    assert await store.client().zcard(store.keys.inflight(SLUG)) == 0
     rows = index_rows(settings, "SELECT id FROM agents WHERE name = 'alpha-one'")
     assert rows == [{"id": again["id"]}]
     senders = index_rows(settings, "SELECT id, sender_id FROM messages WHERE subject LIKE '%the loss' ORDER BY id")
@@ -98,17 +98,17 @@ async def test_a_second_message_under_a_persisted_id_is_not_written_twice(
     message_id = sent["deliveries"][0]["payload"]["id"]
     await run_worker(server, settings)
     key = store.keys.message(SLUG, message_id)
-    head = (await store.redis.hget(key, "head")).replace('"original"', '"impostor"')
+    head = (await store.client().hget(key, "head")).replace('"original"', '"impostor"')
     head = head.replace(sent["deliveries"][0]["payload"]["created_ts"][:4], "2031")
-    created_us = int(await store.redis.hget(key, "created_us")) + 5 * 365 * 86400 * 10**6
-    await store.redis.hset(key, mapping={"head": head, "created_us": str(created_us)})
-    await store.redis.hset(key, "rt:greencastle", "2031-01-01T00:00:00+00:00")
-    await store.redis.zadd(store.keys.pending(SLUG), {f"msg:{message_id}": 1, f"rcpt:{message_id}:greencastle": 1})
+    created_us = int(await store.client().hget(key, "created_us")) + 5 * 365 * 86400 * 10**6
+    await store.client().hset(key, mapping={"head": head, "created_us": str(created_us)})
+    await store.client().hset(key, "rt:greencastle", "2031-01-01T00:00:00+00:00")
+    await store.client().zadd(store.keys.pending(SLUG), {f"msg:{message_id}": 1, f"rcpt:{message_id}:greencastle": 1})
     later = await tools.send("BlueLake", ["GreenCastle"], subject="later")
     await run_worker(server, settings)
 
-    assert await store.redis.zcard(store.keys.pending(SLUG)) == 0
-    assert await store.redis.zcard(store.keys.inflight(SLUG)) == 0
+    assert await store.client().zcard(store.keys.pending(SLUG)) == 0
+    assert await store.client().zcard(store.keys.inflight(SLUG)) == 0
     canonical = [f for f in committed_files(settings) if f.startswith(f"projects/{SLUG}/messages/2")]
     assert sorted(int(f.rsplit("__", 1)[1][:-3]) for f in canonical) == sorted(
         [message_id, later["deliveries"][0]["payload"]["id"]]
@@ -130,12 +130,12 @@ async def test_a_worker_starting_after_a_loss_raises_counters_past_the_index(
     sent = await tools.send("BlueLake", ["GreenCastle"])
     await run_worker(server, settings)
     for kind in ("message", "agent", "project"):
-        await store.redis.set(store.keys.ids(kind), "7")
+        await store.client().set(store.keys.ids(kind), "7")
 
     Persister(settings, make_sync_client(store.redis_url)).connection.close()
-    assert int(await store.redis.get(store.keys.ids("message"))) > sent["deliveries"][0]["payload"]["id"]
-    assert int(await store.redis.get(store.keys.ids("agent"))) > max(a["id"] for a in trio["agents"].values())
-    assert int(await store.redis.get(store.keys.ids("project"))) > trio["project"]["id"]
+    assert int(await store.client().get(store.keys.ids("message"))) > sent["deliveries"][0]["payload"]["id"]
+    assert int(await store.client().get(store.keys.ids("agent"))) > max(a["id"] for a in trio["agents"].values())
+    assert int(await store.client().get(store.keys.ids("project"))) > trio["project"]["id"]
 
 
 def test_a_project_created_again_under_its_slug_takes_its_history_along(settings: Settings) -> None:

@@ -58,7 +58,7 @@ async def test_deregister_blocks_mail_policy_and_marks_the_task(
     assert result == {"status": "deregistered", "agent_name": "RedStone", "project_key": PROJECT}
     task = (await whois(tools, "RedStone"))["task_description"]
     assert task.startswith("[DEREGISTERED at ") and task.endswith("] refactor auth")
-    stored = await server.store.redis.hget(server.store.keys.agents(SLUG), "redstone")  # type: ignore[attr-defined]
+    stored = await server.store.client().hget(server.store.keys.agents(SLUG), "redstone")  # type: ignore[attr-defined]
     assert '"contact_policy":"block_all"' in stored
     await tools.call("deregister_agent", project_key=PROJECT, agent_name="RedStone")
     assert (await whois(tools, "RedStone"))["task_description"] == task  # prefixed once
@@ -273,12 +273,12 @@ async def test_purge_removes_exactly_the_old_messages(
     topic = await tools.call("fetch_topic", project_key=PROJECT, topic_name="t", agent_name="BlueLake")
     assert [m["id"] for m in topic] == [newest]
     keys = store.keys
-    assert await store.redis.zrange(keys.thread(SLUG, "T1"), 0, -1) == [str(newest)]
-    assert [f["m"] for _, f in await store.redis.xrange(keys.outbox(SLUG, "BlueLake"))] == [str(newest)]
-    assert sorted(await store.redis.smembers(keys.unread(SLUG, "GreenCastle"))) == [str(newest)]
+    assert await store.client().zrange(keys.thread(SLUG, "T1"), 0, -1) == [str(newest)]
+    assert [f["m"] for _, f in await store.client().xrange(keys.outbox(SLUG, "BlueLake"))] == [str(newest)]
+    assert sorted(await store.client().smembers(keys.unread(SLUG, "GreenCastle"))) == [str(newest)]
     for message_id in old:
-        assert not await store.redis.exists(keys.message(SLUG, message_id))
-        assert await store.redis.hget(keys.bodies(SLUG), str(message_id)) is None
+        assert not await store.client().exists(keys.message(SLUG, message_id))
+        assert await store.client().hget(keys.bodies(SLUG), str(message_id)) is None
     rows = index_rows(settings, "SELECT id FROM messages ORDER BY id")
     assert old.isdisjoint(r["id"] for r in rows) and len(rows) == 2
     assert not [r for r in index_rows(settings, "SELECT message_id FROM message_recipients") if r["message_id"] in old]

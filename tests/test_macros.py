@@ -153,7 +153,7 @@ async def test_start_session_rejects_bad_input_before_writing(tools: Tools, serv
         assert error.startswith(code), (change, error)
         assert words in error, (change, error)
         assert await snapshot(store) == before, change
-    assert await store.redis.exists(store.keys.project(SLUG)) == 0
+    assert await store.client().exists(store.keys.project(SLUG)) == 0
 
 
 async def test_start_session_of_an_existing_agent_checks_its_token(tools: Tools, server: FastMCP) -> None:

@@ -23,9 +23,9 @@ async def test_pending_age_dead_letters_and_the_project_cap(tools: Tools, server
     # No worker runs here: the send waits in srv-b's pending set. Age it by a minute, and
     # dead-letter two entries of srv-c (the dead-letter code's ZSET, read as a count).
     minute_ago = int(time.time() * 1000) - 60_000
-    pending = await store.redis.zrange(store.keys.pending("srv-b"), 0, -1)
-    await store.redis.zadd(store.keys.pending("srv-b"), dict.fromkeys(pending, minute_ago))
-    await store.redis.zadd(store.keys.dead_letters("srv-c"), {"msg:1": minute_ago, "msg:2": minute_ago})
+    pending = await store.client().zrange(store.keys.pending("srv-b"), 0, -1)
+    await store.client().zadd(store.keys.pending("srv-b"), dict.fromkeys(pending, minute_ago))
+    await store.client().zadd(store.keys.dead_letters("srv-c"), {"msg:1": minute_ago, "msg:2": minute_ago})
 
     state: dict[str, Any] = await persistence_state(store, settings)
     assert state["projects_total"] == state["projects_examined"] == 3
@@ -51,6 +51,6 @@ async def test_pending_age_dead_letters_and_the_project_cap(tools: Tools, server
 
     # A directory too big for one HSCAN reply (a hashtable, not a listpack) is read in slices
     # up to the cap, each project once.
-    await store.redis.hset(store.keys.projects, mapping={f"extra-{i}": f"/srv/extra-{i}" for i in range(300)})
+    await store.client().hset(store.keys.projects, mapping={f"extra-{i}": f"/srv/extra-{i}" for i in range(300)})
     sliced = await persistence_state(store, settings.model_copy(update={"health_max_projects": 250}))
     assert (sliced["projects_examined"], sliced["projects_total"]) == (250, 303)

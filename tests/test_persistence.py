@@ -115,12 +115,12 @@ async def test_a_burst_of_sends_enqueues_one_job_and_drains_empty(
     await asyncio.gather(*(tools.send("BlueLake", ["GreenCastle"], subject=f"B{i}") for i in range(30)))
     await asyncio.to_thread(server.persist_queue.wait_idle)
     assert await asyncio.to_thread(lambda: queue.count) == before  # the flag was already claimed: no new job
-    assert await store.redis.exists(keys.pending_flag("tmp-concurrent-test"))
+    assert await store.client().exists(keys.pending_flag("tmp-concurrent-test"))
 
     await run_worker(server, settings)
-    assert await store.redis.zcard(keys.pending("tmp-concurrent-test")) == 0
-    assert await store.redis.zcard(keys.inflight("tmp-concurrent-test")) == 0
-    assert not await store.redis.exists(keys.pending_flag("tmp-concurrent-test"))
+    assert await store.client().zcard(keys.pending("tmp-concurrent-test")) == 0
+    assert await store.client().zcard(keys.inflight("tmp-concurrent-test")) == 0
+    assert not await store.client().exists(keys.pending_flag("tmp-concurrent-test"))
     assert index_rows(settings, "SELECT count(*) AS n FROM messages")[0]["n"] == 31
 
     # The flag was cleared by the drain, so the next send enqueues a job of its own.
@@ -137,15 +137,15 @@ async def test_reconciler_requeues_a_lost_enqueue_and_a_dead_batch(
     slug = "tmp-concurrent-test"
     sent = await tools.send("BlueLake", ["GreenCastle"], subject="lost")
     # A job that died after claiming its batch: the entries sit in in-flight, no job is queued.
-    await store.redis.zadd(keys.inflight(slug), {f"msg:{sent['deliveries'][0]['payload']['id']}": 1})
-    await store.redis.zrem(keys.pending(slug), f"msg:{sent['deliveries'][0]['payload']['id']}")
+    await store.client().zadd(keys.inflight(slug), {f"msg:{sent['deliveries'][0]['payload']['id']}": 1})
+    await store.client().zrem(keys.pending(slug), f"msg:{sent['deliveries'][0]['payload']['id']}")
     await asyncio.to_thread(server.persist_queue.wait_idle)
     await asyncio.to_thread(server.persist_queue.queue.empty)
-    await store.redis.delete(keys.pending_flag(slug))
+    await store.client().delete(keys.pending_flag(slug))
 
     worker = await run_worker(server, settings)  # start-up reconcile finds both
     assert index_rows(settings, "SELECT subject FROM messages") == [{"subject": "lost"}]
-    assert await store.redis.zcard(keys.inflight(slug)) == 0
+    assert await store.client().zcard(keys.inflight(slug)) == 0
     assert worker.reconcile() == []  # nothing left to do
 
 
@@ -160,9 +160,9 @@ async def test_periodic_reconcile_enqueues_only_aged_projects(
     await run_worker(server, settings)  # drains the setup
     await tools.send("BlueLake", ["GreenCastle"], subject="fresh")
     assert await asyncio.to_thread(worker.reconcile) == []  # younger than PERSIST_RECONCILE_AGE_SECONDS
-    pending = await store.redis.zrange(store.keys.pending(slug), 0, -1)
-    await store.redis.zadd(store.keys.pending(slug), dict.fromkeys(pending, 1))  # as if enqueued long ago
-    await store.redis.delete(store.keys.pending_flag(slug))  # and its "drain scheduled" flag expired
+    pending = await store.client().zrange(store.keys.pending(slug), 0, -1)
+    await store.client().zadd(store.keys.pending(slug), dict.fromkeys(pending, 1))  # as if enqueued long ago
+    await store.client().delete(store.keys.pending_flag(slug))  # and its "drain scheduled" flag expired
     await asyncio.to_thread(server.persist_queue.wait_idle)  # the send's own enqueue has landed
     before = await asyncio.to_thread(lambda: server.persist_queue.queue.count)
     assert await asyncio.to_thread(worker.reconcile) == [slug]
@@ -181,8 +181,8 @@ async def test_a_failed_batch_goes_back_to_pending(
     settings.archive_path.write_text("not a repository")
     with pytest.raises(OSError):
         await asyncio.to_thread(persister.drain, slug)
-    assert await store.redis.zcard(store.keys.inflight(slug)) == 0
-    assert "msg:" in " ".join(await store.redis.zrange(store.keys.pending(slug), 0, -1))
+    assert await store.client().zcard(store.keys.inflight(slug)) == 0
+    assert "msg:" in " ".join(await store.client().zrange(store.keys.pending(slug), 0, -1))
     settings.archive_path.unlink()
     await asyncio.to_thread(persister.drain, slug)
     assert index_rows(settings, "SELECT subject FROM messages") == [{"subject": "retry me"}]

@@ -132,7 +132,7 @@ async def test_many_waiters_on_one_process(server: FastMCP, tools: Tools, trio: 
 async def client_count(store: Store) -> int:
     if store.redis_url.startswith("memory://"):
         return 0  # fakeredis has no connections to count
-    return len(await store.redis.client_list())
+    return len(await store.client().client_list())
 
 
 async def test_bad_input_is_rejected_with_a_remedy(tools: Tools, trio: dict[str, Any]) -> None:
@@ -169,7 +169,7 @@ async def test_mail_arriving_while_unread_mail_is_read_is_not_skipped(
     non-transactional pipeline, and not inside MULTI) would make the new entry the cursor
     while it was not counted as unread, so it was neither returned nor waited for."""
     store = store_of(server)
-    client = store.redis
+    client = store.client()
     original = client.pipeline
     sent: list[int] = []
 

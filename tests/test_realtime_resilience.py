@@ -47,9 +47,9 @@ async def own_tools(own_server: FastMCP) -> AsyncIterator[Tools]:
 
 async def drop_subscriber(server: FastMCP) -> None:
     store = store_of(server)
-    assert await store.redis.client_kill_filter(_type="pubsub") == 1
+    assert await store.client().client_kill_filter(_type="pubsub") == 1
     # Nobody hears the doorbell until the subscriber is back.
-    assert (await store.redis.pubsub_numsub(store.keys.doorbell))[0][1] == 0
+    assert (await store.client().pubsub_numsub(store.keys.doorbell))[0][1] == 0
 
 
 async def test_waiter_catches_up_after_the_subscriber_is_dropped(own_server: FastMCP, own_tools: Tools) -> None:
@@ -61,16 +61,16 @@ async def test_waiter_catches_up_after_the_subscriber_is_dropped(own_server: Fas
     await until(lambda: doorbell.subscriptions == 1)
     # Refuse new connections, so the subscriber cannot come back until we allow it (with idle
     # pooled connections opened first for the send).
-    await asyncio.gather(*(store.redis.ping() for _ in range(8)))
-    connected = len(await store.redis.client_list())
-    await store.redis.config_set("maxclients", connected - 1)
+    await asyncio.gather(*(store.client().ping() for _ in range(8)))
+    connected = len(await store.client().client_list())
+    await store.client().config_set("maxclients", connected - 1)
     try:
         await drop_subscriber(own_server)
         sent = payload(await own_tools.send("BlueLake", ["GreenCastle"], subject="while dropped"))
         await asyncio.sleep(0.3)  # the subscriber keeps retrying meanwhile
         assert not task.done()  # nothing rang: the doorbell went out to nobody
     finally:
-        await store.redis.config_set("maxclients", 10000)
+        await store.client().config_set("maxclients", 10000)
     result = await asyncio.wait_for(task, 10)
     assert [m["id"] for m in result["messages"]] == [sent["id"]]
     assert result["timed_out"] is False

@@ -65,8 +65,8 @@ async def test_rehydrate_rebuilds_what_users_read(
     await run_worker(server, settings)
 
     store = server.store  # type: ignore[attr-defined]
-    lost = [key async for key in store.redis.scan_iter(match=f"{store.keys.prefix}:*")]
-    await store.redis.delete(*lost)  # Redis lost this tenant's data
+    lost = [key async for key in store.client().scan_iter(match=f"{store.keys.prefix}:*")]
+    await store.client().delete(*lost)  # Redis lost this tenant's data
     assert "NOT_FOUND" in await tools.error("fetch_inbox", project_key=PROJECT, agent_name="BlueLake")
 
     report = await rehydrate_all(settings, store.redis_url)
@@ -87,7 +87,7 @@ async def test_rehydrate_rebuilds_what_users_read(
     )
     assert reply["thread_id"] == "FEAT-7"
     # counters were raised past every persisted id
-    assert int(await store.redis.get(store.keys.ids("message"))) >= max(ids)
+    assert int(await store.client().get(store.keys.ids("message"))) >= max(ids)
 
     # running it again leaves live projects alone
     assert (await rehydrate_all(settings, store.redis_url)).skipped == ["tmp-concurrent-test"]
@@ -99,7 +99,7 @@ async def test_tokens_keep_working_after_rehydrate(tools: Tools, server: FastMCP
     await tools.agent("GreenCastle")
     await run_worker(server, settings)
     store = server.store  # type: ignore[attr-defined]
-    await store.redis.delete(*[key async for key in store.redis.scan_iter(match=f"{store.keys.prefix}:*")])
+    await store.client().delete(*[key async for key in store.client().scan_iter(match=f"{store.keys.prefix}:*")])
     await rehydrate_all(settings, store.redis_url)
     assert await tools.send("BlueLake", ["GreenCastle"], sender_token=token)
     text = await tools.error(
@@ -133,7 +133,7 @@ async def test_a_persisted_project_lost_from_redis_is_not_recreated_before_rehyd
     await tools.send("BlueLake", ["GreenCastle"], subject="before the loss")
     await run_worker(server, settings)
     store = server.store  # type: ignore[attr-defined]
-    await store.redis.delete(*[key async for key in store.redis.scan_iter(match=f"{store.keys.prefix}:*")])
+    await store.client().delete(*[key async for key in store.client().scan_iter(match=f"{store.keys.prefix}:*")])
     for allocator in store.ids.values():
         allocator.reset()  # as after a restart
 
@@ -142,7 +142,7 @@ async def test_a_persisted_project_lost_from_redis_is_not_recreated_before_rehyd
     # agents' ids (and see their mail in search).
     text = await tools.error("ensure_project", human_key=PROJECT)
     assert text.startswith("REHYDRATE_REQUIRED:") and "broker rehydrate" in text
-    assert not await store.redis.exists(store.keys.project("tmp-concurrent-test"))
+    assert not await store.client().exists(store.keys.project("tmp-concurrent-test"))
 
     await rehydrate_all(settings, store.redis_url)
     assert (await tools.call("ensure_project", human_key=PROJECT))["slug"] == "tmp-concurrent-test"
@@ -159,7 +159,7 @@ async def test_ids_handed_out_after_rehydrate_never_repeat_ones_a_running_broker
     await run_worker(server, settings)
     store = server.store  # type: ignore[attr-defined]
     # Redis loses its data while this broker keeps running: it still holds its block of ids.
-    await store.redis.delete(*[key async for key in store.redis.scan_iter(match=f"{store.keys.prefix}:*")])
+    await store.client().delete(*[key async for key in store.client().scan_iter(match=f"{store.keys.prefix}:*")])
     await rehydrate_all(settings, store.redis_url)
 
     other = build_server(settings)  # a second broker (or this one, once its block runs out)
@@ -217,7 +217,7 @@ async def test_sends_during_a_rehydrate_wait_for_it_and_it_restores_every_messag
         await tools.send("BlueLake", ["GreenCastle"], subject=f"old {i}")
     await run_worker(server, settings)
     store = server.store  # type: ignore[attr-defined]
-    await store.redis.delete(*[key async for key in store.redis.scan_iter(match=f"{store.keys.prefix}:*")])
+    await store.client().delete(*[key async for key in store.client().scan_iter(match=f"{store.keys.prefix}:*")])
     outcome: list[Any] = []
 
     def rebuild() -> None:

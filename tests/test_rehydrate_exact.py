@@ -104,8 +104,8 @@ async def test_rehydrated_state_is_the_live_state(
     for uri, shown in seen.items():  # every view of alpha-one has something to lose
         assert shown if uri == "reservations" else shown["messages"] or "alpha-one" not in uri, uri
 
-    lost = [key async for key in store.redis.scan_iter(match=f"{prefix}:*")]
-    await store.redis.delete(*lost)
+    lost = [key async for key in store.client().scan_iter(match=f"{prefix}:*")]
+    await store.client().delete(*lost)
     report = await rehydrate_all(settings, store.redis_url)
     assert report.projects == [SLUG]
     after = comparable(await snapshot(store), prefix)

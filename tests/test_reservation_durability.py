@@ -53,7 +53,7 @@ async def test_rehydrate_restores_live_reservations(
     await run_worker(server, settings)
 
     store = server.store  # type: ignore[attr-defined]
-    await store.redis.delete(*[key async for key in store.redis.scan_iter(match=f"{store.keys.prefix}:*")])
+    await store.client().delete(*[key async for key in store.client().scan_iter(match=f"{store.keys.prefix}:*")])
     report = await rehydrate_all(settings, store.redis_url)
     assert report.reservations == 3
 

@@ -46,7 +46,7 @@ async def release(tools: Tools, agent: str, **extra: Any) -> dict[str, Any]:
 
 async def test_ended_reservations_are_forgotten_once_retained_and_persisted(retained: Any) -> None:
     tools, mcp, settings = retained
-    redis, keys = mcp.store.redis, mcp.store.keys
+    redis, keys = mcp.store.client(), mcp.store.keys
     old = [g["id"] for g in (await reserve(tools, "BlueLake", [f"old/{i}.py" for i in range(20)]))["granted"]]
     await release(tools, "BlueLake")
     await asyncio.sleep(1.1)
@@ -71,7 +71,7 @@ async def test_reserve_and_release_cycles_keep_redis_bounded(retained: Any) -> N
     """Agents that reserve and release over and over (the load test's pattern) leave only the
     reservations of the last retention period in Redis."""
     tools, mcp, settings = retained
-    redis, keys = mcp.store.redis, mcp.store.keys
+    redis, keys = mcp.store.client(), mcp.store.keys
     persister = Persister(settings, make_sync_client(mcp.store.redis_url))  # the worker's drain, run here
     for cycle in range(4):
         await reserve(tools, "BlueLake", [f"c{cycle}/{i}.py" for i in range(30)])

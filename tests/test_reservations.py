@@ -200,13 +200,13 @@ async def test_expired_and_released_entries_leave_the_index(quick: Any) -> None:
     kept = (await reserve(tools, "BlueLake", ["kept.py"], ttl_seconds=600))["granted"][0]["id"]
     await asyncio.sleep(1.05)
     await reserve(tools, "GreenCastle", ["new.py"], ttl_seconds=600)
-    assert await store.redis.zcard(keys.reservation_index(slug)) == 2
-    assert await store.redis.zcard(keys.reservation_expiry(slug)) == 2
+    assert await store.client().zcard(keys.reservation_index(slug)) == 2
+    assert await store.client().zcard(keys.reservation_expiry(slug)) == 2
     await tools.call("release_file_reservations", project_key=P, agent_name="BlueLake")
     # ended records wait in res:ended until their retention has passed (test_reservation_retention.py)
-    forget_at = await store.redis.zscore(keys.reservation_ended(slug), kept)
+    forget_at = await store.client().zscore(keys.reservation_ended(slug), kept)
     assert forget_at > (time.time() + store.settings.file_reservation_retention_seconds - 60) * 1_000_000
-    await store.redis.delete(keys.reservation(slug, kept))  # as if it had been forgotten
+    await store.client().delete(keys.reservation(slug, kept))  # as if it had been forgotten
     listed = json.loads(
         (await tools.client.read_resource(f"resource://file_reservations/{slug}?active_only=false"))[0].text
     )
@@ -219,7 +219,7 @@ async def test_force_release_keeps_a_reservation_renewed_during_the_check(quick:
     store, keys = mcp.store, mcp.store.keys
     slug = "tmp-concurrent-test"
     rid = (await reserve(tools, "BlueLake", ["src/app.py"], ttl_seconds=600))["granted"][0]["id"]
-    checked = await store.redis.hget(keys.reservation(slug, rid), "expires_us")
+    checked = await store.client().hget(keys.reservation(slug, rid), "expires_us")
     await tools.call("renew_file_reservations", project_key=P, agent_name="BlueLake", extend_seconds=60)
     script_keys = [keys.project(slug), keys.agents(slug), keys.pending(slug)]
     args = [keys.project_prefix(slug), "GreenCastle", "", "0", rid, checked, 60]

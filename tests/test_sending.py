@@ -94,7 +94,7 @@ async def test_broadcast_reaches_every_other_active_agent(tools: Tools, trio: di
     slug = trio["project"]["slug"]
     # An agent last active 31 days ago is left out of broadcasts (§3.3: active <= 30 days).
     stale = (datetime.now(UTC) - timedelta(days=31)).isoformat()
-    await store.redis.hset(store.keys.active(slug), "dormant-one", stale)
+    await store.client().hset(store.keys.active(slug), "dormant-one", stale)
 
     message = payload(await tools.send("BlueLake", [], broadcast=True, cc=["alpha-one"], subject="all hands"))
     assert message["to"] == ["GreenCastle"]

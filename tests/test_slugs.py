@@ -82,14 +82,14 @@ async def test_legacy_project_keeps_its_plain_slug(tools: Tools, server: FastMCP
     await store.run(
         "ensure_project", [keys.project("x-my-repo"), keys.pending("x-my-repo")], [9001, "x-my-repo", "/x/my/repo"]
     )
-    await store.redis.hset(keys.projects, "x-my-repo", "/x/my/repo")
+    await store.client().hset(keys.projects, "x-my-repo", "/x/my/repo")
     await tools.agent("BlueLake", project_key="/x/my/repo")  # no ensure_project: found by its path
 
     other = await tools.project("/x/my-repo")
     assert other["slug"] != "x-my-repo" and other["slug"].startswith("x-my-repo-")
     legacy = await tools.project("/x/my/repo")
     assert (legacy["slug"], legacy["id"]) == ("x-my-repo", 9001)
-    assert await store.redis.hget(keys.slug_owners, "x-my-repo") == "/x/my/repo"
+    assert await store.client().hget(keys.slug_owners, "x-my-repo") == "/x/my/repo"
 
 
 async def test_hard_deleted_slug_is_not_handed_to_another_path(
@@ -100,7 +100,7 @@ async def test_hard_deleted_slug_is_not_handed_to_another_path(
     store = server.store  # type: ignore[attr-defined]
     first = await tools.project(ALIKE[0])
     await asyncio.to_thread(_delete_project, settings, store.redis_url, store.keys, first["slug"])  # Redis part
-    assert not await store.redis.exists(store.keys.project(first["slug"]))
+    assert not await store.client().exists(store.keys.project(first["slug"]))
     second = await tools.project(ALIKE[1])
     assert second["slug"] != first["slug"]
     assert (await tools.project(ALIKE[0]))["slug"] == first["slug"]  # re-created under its old slug
@@ -115,8 +115,8 @@ async def test_rehydrate_restores_suffixed_slugs(tools: Tools, server: FastMCP, 
         await tools.send("BlueLake", ["GreenCastle"], project_key=key, subject=f"for {key}")
     await run_worker(server, settings)
     store = server.store  # type: ignore[attr-defined]
-    lost = [key async for key in store.redis.scan_iter(match=f"{store.keys.prefix}:*")]
-    await store.redis.delete(*lost)
+    lost = [key async for key in store.client().scan_iter(match=f"{store.keys.prefix}:*")]
+    await store.client().delete(*lost)
     await rehydrate_all(settings, store.redis_url)
 
     fresh = build_server(settings)  # a process with no cache: the slugs come from Redis again
@@ -139,10 +139,10 @@ async def test_a_path_costs_no_extra_round_trip_once_seen(tools: Tools, redis_ur
         await tools.agent(name, project_key=ALIKE[1])
 
     async def commands(key: str) -> dict[str, int]:
-        before = await store.redis.info("commandstats")
+        before = await store.client().info("commandstats")
         for _ in range(10):
             await tools.send("BlueLake", ["GreenCastle"], project_key=key)
-        after = await store.redis.info("commandstats")
+        after = await store.client().info("commandstats")
         return {k: after[k]["calls"] - before.get(k, {"calls": 0})["calls"] for k in after}
 
     await commands(project["slug"])  # warm-up: scripts loaded, id blocks reserved
@@ -161,7 +161,7 @@ async def test_hard_deleted_legacy_slug_is_not_handed_to_another_path(
     await store.run(
         "ensure_project", [keys.project("x-my-repo"), keys.pending("x-my-repo")], [9001, "x-my-repo", "/x/my/repo"]
     )
-    await store.redis.hset(keys.projects, "x-my-repo", "/x/my/repo")
+    await store.client().hset(keys.projects, "x-my-repo", "/x/my/repo")
     await tools.agent("BlueLake", project_key="/x/my/repo")  # this process now has the path cached
 
     await asyncio.to_thread(_delete_project, settings, store.redis_url, store.keys, "x-my-repo")  # Redis part

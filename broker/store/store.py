@@ -65,11 +65,6 @@ class Store:
         # Called with each doorbell's cursor (the metrics' delivery lag), if set.
         self.on_doorbell: Callable[[str], None] | None = None
 
-    @property
-    def redis(self) -> Redis:
-        """Deprecated door (being replaced by the typed commands of broker/store/*)."""
-        return self.client()
-
     def client(self) -> Redis:
         """The client bound to the running event loop (a new loop gets a new client, scripts and
         doorbell: a server built in one loop may serve in another). Only broker/store uses it."""
