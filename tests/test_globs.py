@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.reservations import globs
-from broker.store import reservations as reservation_store
+from broker.store.commands import reservations as reservation_store
 from broker.store.store import Store
 
 # Patterns use the letters a, b and c only inside classes; "d" stands for every other letter,

@@ -24,7 +24,7 @@ SLUG = "slug"
 
 # pkey calls whose suffix is entirely computed, so nothing can be checked: (file, suffix).
 OPAQUE_SUFFIXES = {
-    # the caller names each stream entry's key: "inbox:<lower>" / "outbox:<lower>" (broker/store/lifecycle.py)
+    # the caller names each stream entry's key: "inbox:<lower>" / "outbox:<lower>" (broker/store/commands/lifecycle.py)
     ("purge_messages.lua", "ARGV [ i ]"),
     ("common.lua", "prefix .. suffix"),  # pkey itself
 }

@@ -40,7 +40,7 @@ from broker.persistence.queue import DRAIN_TIMEOUT_SECONDS, PersistQueue
 from broker.persistence.ratelog import RateLimitedLog
 from broker.persistence.state import BEAT_FIELD
 from broker.store.clients import make_sync_client
-from broker.store.drain import claim_drain_flags
+from broker.store.commands.drain import claim_drain_flags
 from broker.store.errors import StoreError
 from workers.jobs import register_persister
 

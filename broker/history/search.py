@@ -23,7 +23,7 @@ from broker.identity import refusals
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
 from broker.persistence.index import Index
-from broker.store import history as reads
+from broker.store.commands import history as reads
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 

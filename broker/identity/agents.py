@@ -13,10 +13,10 @@ from broker.identity.names import check_placeholder, generate_candidates, valida
 from broker.identity.projects import _check_key_length, project_dict, project_slug
 from broker.identity.slugs import assign, remember, resolve
 from broker.persistence.index import indexed_project_id
-from broker.store import identity as identity_store
-from broker.store import projects as project_store
-from broker.store.identity import Profile
-from broker.store.projects import ProjectRecord
+from broker.store.commands import identity as identity_store
+from broker.store.commands import projects as project_store
+from broker.store.commands.identity import Profile
+from broker.store.commands.projects import ProjectRecord
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 

@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 from broker.errors import BrokerError
 from broker.identity.names import mistake_hint
-from broker.store import projects
+from broker.store.commands import projects
 from broker.store.store import Store
 
 

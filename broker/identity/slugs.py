@@ -18,11 +18,11 @@ import os
 from typing import TYPE_CHECKING
 
 from broker.identity import refusals
-from broker.store import identity as identity_store
+from broker.store.commands import identity as identity_store
 from broker.store.keys import Keys, looks_like_path, slug_candidates, slugify
 
 if TYPE_CHECKING:
-    from broker.store.identity import SyncClient
+    from broker.store.commands.identity import SyncClient
     from broker.store.store import Store
 
 CACHE_LIMIT = 20_000  # distinct paths per process; past it the cache starts again

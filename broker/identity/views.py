@@ -9,7 +9,7 @@ from typing import Any
 from broker.identity import refusals
 from broker.identity.agents import agent_dict, project_view
 from broker.identity.projects import project_slug
-from broker.store import identity as identity_store
+from broker.store.commands import identity as identity_store
 from broker.store.store import Store
 
 

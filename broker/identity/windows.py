@@ -13,7 +13,7 @@ from broker.errors import BrokerError
 from broker.identity import refusals
 from broker.identity.names import is_generated_shape
 from broker.identity.projects import project_slug
-from broker.store import identity as identity_store
+from broker.store.commands import identity as identity_store
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 

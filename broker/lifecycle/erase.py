@@ -2,7 +2,7 @@
 Git archive.
 
 Redis goes first, in bounded atomic script calls (``hard_delete_agent.lua``; for a project,
-SCAN + UNLINK in batches), each safe to repeat: the typed commands of ``broker/store/erase.py``. The index and archive part runs under the
+SCAN + UNLINK in batches), each safe to repeat: the typed commands of ``broker/store/commands/erase.py``. The index and archive part runs under the
 project's drain lock (``broker.persistence.drain.project_lock``), the lock a persistence batch holds from
 claim to ack, so no batch that read the data before it was deleted can write it back after:
 a batch either finished before (its rows are deleted here) or reads Redis after (and finds
@@ -31,9 +31,9 @@ from broker.lifecycle.state import agent_or_operator, check_confirmation, projec
 from broker.persistence.archive import Archive, ArchiveMessage
 from broker.persistence.drain import project_lock
 from broker.persistence.index import Index
-from broker.store.erase import EraseSession, LinkCopy
+from broker.store.commands.erase import EraseSession, LinkCopy
+from broker.store.commands.lifecycle import Caller
 from broker.store.keys import Keys
-from broker.store.lifecycle import Caller
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 

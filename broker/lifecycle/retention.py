@@ -3,7 +3,7 @@
 Old messages are found through the streams, whose entry ids are the server's millisecond clock
 (or, after rehydrate, the creation time): each agent's outbox and inbox are read from their
 oldest entry up to the cutoff, so the work is bounded by what is old plus one page, never a
-scan of the project (``old_mail`` in ``broker/store/lifecycle.py``). Deletion runs in script
+scan of the project (``old_mail`` in ``broker/store/commands/lifecycle.py``). Deletion runs in script
 batches (``purge_messages.lua``), then the index rows go under the project's drain lock (so no
 persistence batch writes them back). The Git archive keeps its files: it is history.
 """
@@ -21,8 +21,8 @@ from broker.identity.projects import project_slug
 from broker.lifecycle.state import project_state
 from broker.persistence.drain import project_lock
 from broker.persistence.index import Index
-from broker.store import lifecycle as commands
-from broker.store.lifecycle import OldMail
+from broker.store.commands import lifecycle as commands
+from broker.store.commands.lifecycle import OldMail
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 

@@ -17,9 +17,9 @@ from broker.identity.auth import token_hash
 from broker.identity.names import validate_name
 from broker.identity.operator import presented, refusal
 from broker.identity.projects import project_slug
-from broker.store import lifecycle as commands
-from broker.store import projects
-from broker.store.lifecycle import Caller, ProjectState
+from broker.store.commands import lifecycle as commands
+from broker.store.commands import projects
+from broker.store.commands.lifecycle import Caller, ProjectState
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 

@@ -11,7 +11,7 @@ from broker.identity.projects import project_slug
 from broker.mail import contacts
 from broker.mail import send as mail
 from broker.mail.outgoing import Sender
-from broker.store import projects
+from broker.store.commands import projects
 from broker.store.store import Store
 
 

@@ -27,7 +27,7 @@ from broker.identity.projects import project_dict, project_slug
 from broker.mail import inbox
 from broker.mail.inputs import check_limit
 from broker.reservations import service as reservations
-from broker.store import contacts as contact_store
+from broker.store.commands import contacts as contact_store
 from broker.store.store import Store
 
 MAX_THREAD_ID_CHARS = 128  # as summarize_thread

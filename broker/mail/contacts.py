@@ -15,7 +15,7 @@ from broker.identity import refusals
 from broker.identity.limits import agent_limited, agent_spec
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
-from broker.store import contacts as contact_store
+from broker.store.commands import contacts as contact_store
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 

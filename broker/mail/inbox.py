@@ -11,8 +11,8 @@ from broker.identity.auth import check_token
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
 from broker.mail.inputs import check_limit, check_topic, since_micros
-from broker.store import mail as store_mail
-from broker.store.mail import Marked
+from broker.store.commands import mail as store_mail
+from broker.store.commands.mail import Marked
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 
@@ -71,7 +71,7 @@ async def fetch_inbox(
 async def items_from_entries(
     store: Store, slug: str, selected: list[dict[str, str]], include_bodies: bool
 ) -> list[dict[str, Any]]:
-    """Inbox items from inbox stream entries' fields, in the order given (broker/store/mail.py's
+    """Inbox items from inbox stream entries' fields, in the order given (broker/store/commands/mail.py's
     inbox_items: bodies too large for the entry come from one HMGET)."""
     return await store_mail.inbox_items(store, slug=slug, entries=selected, include_bodies=include_bodies)
 

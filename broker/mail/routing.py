@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from broker.errors import BrokerError
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
-from broker.store import mail as store_mail
+from broker.store.commands import mail as store_mail
 from broker.store.store import Store
 
 

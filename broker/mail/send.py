@@ -22,9 +22,9 @@ from broker.mail.idempotency import Idempotency
 from broker.mail.inputs import check_importance, check_recipient_count, check_text, check_thread_id, check_topic
 from broker.mail.outgoing import Outgoing, Sender
 from broker.mail.routing import Address, Group, group_by_project, linked_agents, parse_address, parse_recipients
-from broker.store import mail as store_mail
-from broker.store import projects
-from broker.store.mail import IdempotencyRecord, NobodyLeft, Sent, VisibleMessage
+from broker.store.commands import mail as store_mail
+from broker.store.commands import projects
+from broker.store.commands.mail import IdempotencyRecord, NobodyLeft, Sent, VisibleMessage
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 

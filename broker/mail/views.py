@@ -22,10 +22,10 @@ from broker.mail import inbox
 from broker.mail.inbox import raise_refused
 from broker.mail.inputs import check_limit, check_thread_id, since_micros
 from broker.persistence.commits import message_commits
-from broker.store import mail as store_mail
-from broker.store import projects
-from broker.store import views as store_views
-from broker.store.mail import VisibleMessage
+from broker.store.commands import mail as store_mail
+from broker.store.commands import projects
+from broker.store.commands import views as store_views
+from broker.store.commands.mail import VisibleMessage
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 

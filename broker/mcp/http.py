@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.config import Settings
 from broker.persistence.state import persistence_state, readiness_problems
-from broker.store.persist_state import ping
+from broker.store.commands.persist_state import ping
 
 HEALTH_PREFIX = "/health/"
 # Longest a health probe or a scrape waits for Redis (a frozen Redis must not hold them).

@@ -26,14 +26,14 @@ from typing import Any
 from broker.config import Settings
 from broker.errors import BrokerError
 from broker.persistence.ratelog import RateLimitedLog
-from broker.store.dead_letters import (
+from broker.store.commands.dead_letters import (
     dead_letter_heads,
     dead_letter_infos,
     dead_letter_retry,
     project_registry,
     project_slugs,
 )
-from broker.store.drain import SyncClient, drain_fail
+from broker.store.commands.drain import SyncClient, drain_fail
 from broker.store.errors import StoreError
 from broker.store.keys import Keys, looks_like_path
 

@@ -4,7 +4,7 @@ The write scripts add what they changed to ``pending`` (members ``project:<id>``
 ``agent:<id>``, ``msg:<id>``, ``rcpt:<id>:<lower name>``, ``res:<id>``,
 ``link:<lower name>|<links field>``). A drain claims a batch into
 ``pending:inflight`` (drain_claim.lua), reads the current state of each entry from Redis in
-one round trip (broker/store/drain_reads.py), writes the batch to Git (one commit) and then to SQLite (one transaction), and
+one round trip (broker/store/commands/drain_reads.py), writes the batch to Git (one commit) and then to SQLite (one transaction), and
 only then forgets the claimed entries. Git goes first so that a row in SQLite implies its
 commit exists. Both writes are idempotent, so a retried, duplicated or re-claimed batch
 (after a worker died mid-batch) writes nothing twice.
@@ -33,7 +33,7 @@ from broker.persistence.entries import HANDLERS, ProjectState, Work
 from broker.persistence.guards import drop_clashes, guard_counters
 from broker.persistence.index import Index
 from broker.persistence.ratelog import RateLimitedLog
-from broker.store.drain import (
+from broker.store.commands.drain import (
     SyncClient,
     add_persist_totals,
     backlog_heads,
@@ -42,7 +42,7 @@ from broker.store.drain import (
     drain_release,
     drain_requeue,
 )
-from broker.store.drain_reads import EntryRecord, read_batch
+from broker.store.commands.drain_reads import EntryRecord, read_batch
 from broker.store.errors import StoreError
 from broker.store.keys import Keys
 

@@ -1,10 +1,10 @@
 """What each kind of pending entry reads from Redis and writes to the archive and index.
 
 A drain (broker/persistence/drain.py) claims a batch of pending members, reads each member's
-record from Redis in one round trip (broker/store/drain_reads.py), then turns the records into
+record from Redis in one round trip (broker/store/commands/drain_reads.py), then turns the records into
 SQLite rows and archive files (``EntryKind.load``), collected in a ``Work``. To persist a new
 kind of entry, add it to ``HANDLERS`` (and, if it reads a record of its own, a reader to
-broker/store/drain_reads.py); entries of a kind without a handler stay in flight (logged)
+broker/store/commands/drain_reads.py); entries of a kind without a handler stay in flight (logged)
 instead of being dropped.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 from broker.persistence.archive import ArchiveMessage
 from broker.persistence.index import Batch
-from broker.store.drain_reads import EntryRecord, MessageRecord, ReceiptRecord
-from broker.store.reservation_record import record_dict
+from broker.store.commands.drain_reads import EntryRecord, MessageRecord, ReceiptRecord
+from broker.store.commands.reservation_record import record_dict
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def _load_reservation(state: ProjectState, member: str, record: dict[str, str], 
 @dataclass(frozen=True)
 class EntryKind:
     """How one kind of pending entry is persisted: ``load`` turns the entry's record (what
-    broker/store/drain_reads.py read for it; None for a kind that reads nothing) into rows and
+    broker/store/commands/drain_reads.py read for it; None for a kind that reads nothing) into rows and
     archive files."""
 
     load: Callable[[ProjectState, str, Any, Work], None]  # the record: an EntryRecord of its kind

@@ -8,7 +8,7 @@ import logging
 
 from broker.persistence.entries import Work, micros
 from broker.persistence.index import Index
-from broker.store.drain import SyncClient
+from broker.store.commands.drain import SyncClient
 from broker.store.ids import largest_indexed_ids, raise_past_index
 from broker.store.keys import Keys
 

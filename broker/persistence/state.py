@@ -1,6 +1,6 @@
 """How persistence is doing, for health_check, /health/readiness, the start-up lines and metrics.
 
-Bounded: broker/store/persist_state.py reads at most HEALTH_MAX_PROJECTS projects (from the
+Bounded: broker/store/commands/persist_state.py reads at most HEALTH_MAX_PROJECTS projects (from the
 projects directory HASH, never a keyspace SCAN) and the workers of rq's registry set of the drain
 queue, in two or three round trips. Per project it reads the pending and in-flight sets' sizes
 and oldest scores, and the dead letters (``Keys.dead_letters``, a ZSET written by
@@ -20,8 +20,8 @@ from typing import Any
 from rq.utils import utcparse
 
 from broker.config import Settings
+from broker.store.commands.persist_state import WorkerEntry, persistence_reads
 from broker.store.keys import Keys
-from broker.store.persist_state import WorkerEntry, persistence_reads
 from broker.store.store import Store
 
 # A worker that missed this many heartbeats in a row counts as gone.

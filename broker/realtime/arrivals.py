@@ -21,9 +21,9 @@ from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
 from broker.mail.inbox import check_reader, items_from_entries
 from broker.mail.inputs import check_limit
-from broker.store import arrivals as arrivals_store
-from broker.store import mail as mail_store
-from broker.store.arrivals import InboxEntry
+from broker.store.commands import arrivals as arrivals_store
+from broker.store.commands import mail as mail_store
+from broker.store.commands.arrivals import InboxEntry
 from broker.store.store import Store
 
 MAX_WAITS_PER_AGENT = 16  # wait_for_mail calls waiting at once per agent, in one broker process

@@ -41,8 +41,8 @@ from broker.errors import BrokerError
 from broker.identity import refusals
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
-from broker.store import arrivals as arrivals_store
-from broker.store import projects as project_store
+from broker.store.commands import arrivals as arrivals_store
+from broker.store.commands import projects as project_store
 from broker.store.store import Store
 
 logger = logging.getLogger(__name__)

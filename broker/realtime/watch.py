@@ -19,7 +19,7 @@ from broker.config import get_settings
 from broker.errors import BrokerError
 from broker.identity.auth import SessionBindings
 from broker.realtime import arrivals
-from broker.store import projects as project_store
+from broker.store.commands import projects as project_store
 from broker.store.embedded import resolve_redis_url
 from broker.store.errors import StoreError
 from broker.store.store import Store

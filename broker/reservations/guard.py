@@ -31,12 +31,12 @@ from broker.config import Settings, get_settings
 from broker.identity import refusals
 from broker.identity.slugs import resolve_sync
 from broker.reservations import globs
-from broker.store import projects
-from broker.store import reservations as reservation_store
+from broker.store.commands import projects
+from broker.store.commands import reservations as reservation_store
+from broker.store.commands.reservation_record import ReservationRecord
 from broker.store.errors import StoreError
 from broker.store.keys import Keys, looks_like_path, slugify
 from broker.store.refusals import Refusal
-from broker.store.reservation_record import ReservationRecord
 
 if TYPE_CHECKING:
     from broker.store.store import Store

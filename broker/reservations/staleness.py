@@ -18,7 +18,7 @@ from typing import Any
 
 from broker.config import Settings
 from broker.reservations import globs
-from broker.store import reservations as reservation_store
+from broker.store.commands import reservations as reservation_store
 from broker.store.store import Store
 
 MAX_FILES_EXAMINED = 5000  # bounds the directory walk of one check

@@ -13,7 +13,7 @@ from broker.identity.projects import project_slug
 from broker.mail.inputs import check_format
 from broker.persistence.archive import recent_commits
 from broker.persistence.state import persistence_state
-from broker.store.persist_state import ping
+from broker.store.commands.persist_state import ping
 from broker.store.store import Store
 
 

@@ -2,8 +2,8 @@
 the worker runs under rq): claiming a batch, forgetting or releasing it, counting failed tries,
 re-queueing aged claims, the reconciler's reads and the broker-wide persisted totals.
 
-What a batch reads of its entries is in broker/store/drain_reads.py, the dead-letter reads and
-retries in broker/store/dead_letters.py. ``client`` is a synchronous client of
+What a batch reads of its entries is in broker/store/commands/drain_reads.py, the dead-letter reads and
+retries in broker/store/commands/dead_letters.py. ``client`` is a synchronous client of
 broker.store.clients (``make_sync_client``) that decodes responses; the keys are built from
 ``keys`` (broker/store/keys.py).
 """

@@ -68,7 +68,7 @@ class ReceiptRecord:
 
 
 # What a pending entry reads: MessageRecord (msg), ReceiptRecord (rcpt), the reservation's
-# HASH (res, empty when gone: broker/store/reservation_record.py decodes it), the link's JSON
+# HASH (res, empty when gone: broker/store/commands/reservation_record.py decodes it), the link's JSON
 # decoded (link, None when gone).
 EntryRecord = MessageRecord | ReceiptRecord | dict[str, Any] | None
 

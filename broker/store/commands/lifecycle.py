@@ -2,8 +2,8 @@
 state and admin auth (project_state.lua), and purge_old_messages' search for old mail (stream
 and held-set reads) and its deletion in batches (purge_messages.lua).
 
-Hard deletes are in ``broker/store/erase.py``, the rebuild from the index in
-``broker/store/rehydrate.py``.
+Hard deletes are in ``broker/store/commands/erase.py``, the rebuild from the index in
+``broker/store/commands/rehydrate.py``.
 """
 
 from __future__ import annotations

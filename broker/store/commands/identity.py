@@ -11,8 +11,8 @@ from typing import Any
 
 from redis import Redis as SyncRedis
 
+from broker.store.commands.projects import ProjectRecord
 from broker.store.keys import Keys
-from broker.store.projects import ProjectRecord
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 

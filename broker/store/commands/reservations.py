@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from redis import Redis as SyncRedis
 
+from broker.store.commands.reservation_record import ReservationRecord, iso_from_us
 from broker.store.keys import Keys
 from broker.store.refusals import Refusal
-from broker.store.reservation_record import ReservationRecord, iso_from_us
 
 if TYPE_CHECKING:
     from broker.store.store import Store

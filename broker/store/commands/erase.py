@@ -15,8 +15,8 @@ from typing import Any, Generic, TypeVar
 
 from broker.store import keys as layout
 from broker.store.clients import make_sync_client
+from broker.store.commands.lifecycle import Caller
 from broker.store.keys import Keys
-from broker.store.lifecycle import Caller
 from broker.store.refusals import Refusal
 from broker.store.scripts import script_source
 
