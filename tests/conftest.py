@@ -18,9 +18,11 @@ import pytest
 from fastmcp import Client, FastMCP
 from helpers import Tools, drop_prefix, make_settings
 from process_helpers import stop_process
+from redis.asyncio import Redis
 
 from broker.config import Settings
 from broker.server import build_server
+from broker.store.clients import make_client
 from broker.store.embedded import start_redis_server
 
 
@@ -49,6 +51,14 @@ def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "fakeredis":
         return f"memory://{uuid4()}"
     return request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+async def redis_client(backend: str) -> AsyncIterator[Redis]:
+    """A plain client of the test's Redis backend (for what the tests check in Redis directly)."""
+    client = make_client(backend)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -12,6 +14,7 @@ from broker.config import Settings
 from broker.store.store import Store
 
 PROJECT = "/tmp/concurrent-test"
+SLUG = "tmp-concurrent-test"  # the slug of PROJECT
 
 
 def make_settings(url: str, root: Path, **overrides: Any) -> Settings:
@@ -111,3 +114,23 @@ async def snapshot(store: Store) -> dict[str, tuple[str, Any]]:
             value = await client.get(key)
         state[key] = (kind, value)
     return state
+
+
+PROFILE = {"program": "claude-code", "model": "opus-4"}
+
+
+async def live_reservations(tools: Tools) -> list[tuple[str, str]]:
+    rows = json.loads((await tools.client.read_resource(f"resource://file_reservations/{SLUG}"))[0].text)
+    return [(row["agent"], row["path_pattern"]) for row in rows]
+
+
+def make_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    git(path, "init", "-q")
+    git(path, "config", "user.email", "agent@example.com")
+    git(path, "config", "user.name", "Agent")
+    return path
+
+
+def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, check=False)

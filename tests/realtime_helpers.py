@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastmcp import FastMCP
-from helpers import PROJECT, Tools
+import uvicorn
+from fastmcp import Client, FastMCP
+from helpers import PROJECT, Tools, drop_prefix
 
+from broker.config import Settings
+from broker.server import build_http_app, build_server
 from broker.store.store import Store
 
 
@@ -31,3 +37,28 @@ async def waiting(server: FastMCP, tools: Tools, count: int = 1, **args: Any) ->
     task = asyncio.create_task(tools.call("wait_for_mail", project_key=PROJECT, **args))
     await until(lambda: doorbell.waiter_count >= before + count or task.done())
     return task
+
+
+@asynccontextmanager
+async def http_broker(settings: Settings) -> AsyncIterator[tuple[str, Store]]:
+    """``broker serve``'s app on a free port in this loop; yields its base URL and store."""
+    app, mcp = build_http_app(settings, "127.0.0.1")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        await until(lambda: server.started or task.done())
+        yield f"http://127.0.0.1:{port}", mcp.store  # type: ignore[attr-defined]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        await drop_prefix(mcp.store)  # type: ignore[attr-defined]
+
+
+@asynccontextmanager
+async def local_tools(settings: Settings) -> AsyncIterator[Tools]:
+    """Tools on an in-process server sharing the HTTP broker's Redis and key prefix."""
+    async with Client(build_server(settings, agent_auth="open")) as client:
+        yield Tools(client)

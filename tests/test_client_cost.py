@@ -10,7 +10,7 @@ from pathlib import Path
 from fastmcp import Client
 from fastmcp.client.transports import StreamableHttpTransport
 from helpers import PROJECT, make_settings
-from test_events import http_broker, local_tools
+from realtime_helpers import http_broker, local_tools
 
 AT_CAPS = "*" + "a" * 18 + "*" + "a" * 18  # as in test_fairness: weight 40 with one more character
 

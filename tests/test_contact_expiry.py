@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from contact_helpers import policy, request, respond
 from helpers import PROJECT, Tools, make_settings
 from shapes import payload
-from test_contacts import policy, request, respond
 
 from broker.config import Settings
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from contact_helpers import policy, respond, retire
 from fastmcp import FastMCP
 from helpers import PROJECT, Tools, snapshot
 from shapes import payload
-from test_contacts import policy, respond, retire
 
 OTHER = "/tmp/other-proj"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from contact_helpers import policy
 from helpers import PROJECT, Tools, make_settings
-from test_contacts import policy
 
 from broker.config import Settings
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from contact_helpers import policy, request, respond, retire
 from fastmcp import FastMCP
 from helpers import PROJECT, Tools, snapshot
 from shapes import payload
@@ -14,32 +14,11 @@ from shapes import payload
 LINK_KEYS = {"to", "to_project", "status", "is_expired", "allows_messaging", "reason", "updated_ts", "expires_ts"}
 
 
-async def policy(tools: Tools, agent: str, value: str) -> dict[str, Any]:
-    return await tools.call("set_contact_policy", project_key=PROJECT, agent_name=agent, policy=value)
-
-
-async def request(tools: Tools, frm: str, to: str, **extra: Any) -> dict[str, Any]:
-    return await tools.call("request_contact", project_key=PROJECT, from_agent=frm, to_agent=to, **extra)
-
-
-async def respond(tools: Tools, to: str, frm: str, accept: bool = True, **extra: Any) -> dict[str, Any]:
-    return await tools.call("respond_contact", project_key=PROJECT, to_agent=to, from_agent=frm, accept=accept, **extra)
-
-
 def assert_expires_in(value: str, seconds: int) -> None:
     """An expiry as the broker writes timestamps, ``seconds`` from now (give or take a minute)."""
     moment = datetime.fromisoformat(value)
     assert moment.isoformat() == value and value.endswith("+00:00"), value
     assert abs((moment - datetime.now(UTC)).total_seconds() - seconds) < 60, value
-
-
-async def retire(server: FastMCP, slug: str, name: str) -> None:
-    """Mark an agent retired the way the lifecycle tools do (the agent record's retired_at)."""
-    store = server.store  # type: ignore[attr-defined]
-    key = store.keys.agents(slug)
-    record = json.loads(await store.client().hget(key, name.lower()))
-    record["retired_at"] = "2025-01-01T00:00:00+00:00"
-    await store.client().hset(key, name.lower(), json.dumps(record))
 
 
 # -- the tools ------------------------------------------------------------------------------

@@ -6,57 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 from fastmcp import Client
 from fastmcp.client.messages import MessageHandler
 from fastmcp.client.transports import StreamableHttpTransport
-from helpers import PROJECT, Tools, drop_prefix, make_settings
+from helpers import PROJECT, SLUG, make_settings
 from mcp.client.subscriptions import listen
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import ResourceUpdatedNotification
-from realtime_helpers import until
+from realtime_helpers import http_broker, local_tools, until
 from shapes import payload
 
-from broker.config import Settings
-from broker.server import build_http_app, build_server
-from broker.store.store import Store
-
 BEARER = "bearer-for-events"
-SLUG = "tmp-concurrent-test"
-
-
-@asynccontextmanager
-async def http_broker(settings: Settings) -> AsyncIterator[tuple[str, Store]]:
-    """``broker serve``'s app on a free port in this loop; yields its base URL and store."""
-    app, mcp = build_http_app(settings, "127.0.0.1")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    try:
-        await until(lambda: server.started or task.done())
-        yield f"http://127.0.0.1:{port}", mcp.store  # type: ignore[attr-defined]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-        await drop_prefix(mcp.store)  # type: ignore[attr-defined]
-
-
-@asynccontextmanager
-async def local_tools(settings: Settings) -> AsyncIterator[Tools]:
-    """Tools on an in-process server sharing the HTTP broker's Redis and key prefix."""
-    async with Client(build_server(settings, agent_auth="open")) as client:
-        yield Tools(client)
 
 
 async def read_events(lines: AsyncIterator[str], count: int) -> list[tuple[str, str, dict[str, Any]]]:

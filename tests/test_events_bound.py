@@ -9,8 +9,8 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
-from helpers import make_settings
-from test_events import SLUG, http_broker, local_tools
+from helpers import SLUG, make_settings
+from realtime_helpers import http_broker, local_tools
 
 MAX_STREAMS_PER_AGENT = 8  # docs/limits.md
 

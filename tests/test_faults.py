@@ -20,9 +20,18 @@ import pytest
 import redis
 from fastmcp import Client
 from helpers import PROJECT, Tools
-from persist_helpers import committed_files, git, hold_some, index_rows, listing, persisted_count, show
+from persist_helpers import (
+    committed_files,
+    git,
+    hold_some,
+    index_rows,
+    listing,
+    mailbox_state,
+    persisted_count,
+    show,
+    write_mail,
+)
 from process_helpers import stop_process
-from test_rehydrate import mailbox_state, write_mail
 
 from broker.config import Settings
 from broker.server import build_server

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 from fastmcp import Client
-from helpers import Tools, make_settings
-from test_guard_safety import make_repo
+from helpers import Tools, make_repo, make_settings
 
 from broker.server import build_server
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastmcp import Client
-from helpers import Tools, make_settings
+from helpers import Tools, git, make_repo, make_settings
 
 from broker.server import build_server
 from broker.store.embedded import start_redis_server
@@ -22,18 +21,6 @@ from broker.store.embedded import start_redis_server
 pytestmark = pytest.mark.integration
 
 PASSWORD = "hunter2-guard-secret"
-
-
-def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, check=False)
-
-
-def make_repo(path: Path) -> Path:
-    path.mkdir(parents=True)
-    git(path, "init", "-q")
-    git(path, "config", "user.email", "agent@example.com")
-    git(path, "config", "user.name", "Agent")
-    return path
 
 
 @pytest.fixture

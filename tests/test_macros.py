@@ -8,20 +8,12 @@ import json
 from typing import Any
 
 from fastmcp import FastMCP
-from helpers import PROJECT, Tools, snapshot
+from helpers import PROFILE, PROJECT, SLUG, Tools, live_reservations, snapshot
 from persist_helpers import run_worker
 from shapes import AGENT_KEYS, PROJECT_KEYS
 
 from broker.config import Settings
 from broker.identity.names import is_generated_shape
-
-SLUG = "tmp-concurrent-test"
-PROFILE = {"program": "claude-code", "model": "opus-4"}
-
-
-async def live_reservations(tools: Tools) -> list[tuple[str, str]]:
-    rows = json.loads((await tools.client.read_resource(f"resource://file_reservations/{SLUG}"))[0].text)
-    return [(row["agent"], row["path_pattern"]) for row in rows]
 
 
 async def profile(tools: Tools, name: str, token: str | None = None) -> dict[str, Any]:

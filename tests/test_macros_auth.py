@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 from fastmcp import Client, FastMCP
-from helpers import PROJECT, Tools, drop_prefix, make_settings, snapshot
-from test_macros import PROFILE, live_reservations
+from helpers import PROFILE, PROJECT, Tools, drop_prefix, live_reservations, make_settings, snapshot
 
 from broker.server import build_server
 

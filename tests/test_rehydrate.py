@@ -8,53 +8,11 @@ from typing import Any
 
 from fastmcp import Client, FastMCP
 from helpers import PROJECT, Tools
-from persist_helpers import index_rows, run_worker
+from persist_helpers import index_rows, mailbox_state, run_worker, write_mail
 
 from broker.config import Settings
 from broker.lifecycle.rehydrate import rehydrate_all
 from broker.server import build_server
-
-AGENTS = ("BlueLake", "GreenCastle", "alpha-one")
-
-
-async def mailbox_state(tools: Tools) -> dict[str, Any]:
-    """Everything a user reads back: inboxes (all filters), topics, profiles."""
-    state: dict[str, Any] = {}
-    for agent in AGENTS:
-        state[f"inbox:{agent}"] = await tools.inbox(agent, include_bodies=True, limit=100)
-        state[f"urgent:{agent}"] = await tools.inbox(agent, urgent_only=True, limit=100)
-        state[f"topic:{agent}"] = await tools.inbox(agent, topic="build", limit=100)
-        state[f"fetch_topic:{agent}"] = await tools.call(
-            "fetch_topic", project_key=PROJECT, topic_name="build", agent_name=agent
-        )
-        state[f"whois:{agent}"] = await tools.call(
-            "whois", project_key=PROJECT, agent_name=agent, include_recent_commits=False
-        )
-    newest = state["inbox:GreenCastle"][0]["created_ts"]
-    state["since"] = await tools.inbox("GreenCastle", since_ts=state["inbox:GreenCastle"][3]["created_ts"])
-    assert state["since"] and all(item["created_ts"] <= newest for item in state["since"])
-    return state
-
-
-async def write_mail(tools: Tools) -> dict[str, Any]:
-    ids = []
-    for i in range(6):
-        sent = await tools.send(
-            AGENTS[i % 3],
-            [AGENTS[(i + 1) % 3]],
-            cc=[AGENTS[(i + 2) % 3]] if i % 2 else None,
-            subject=f"Note {i}",
-            body_md=("long " * 600) if i == 4 else f"body {i}",
-            importance="urgent" if i == 1 else "normal",
-            topic="build" if i in (2, 3) else None,
-            thread_id="FEAT-7" if i < 3 else None,
-            ack_required=i == 0,
-        )
-        ids.append(sent["deliveries"][0]["payload"]["id"])
-    await tools.send("BlueLake", ["GreenCastle"], bcc=["alpha-one"], subject="bcc")
-    read = await tools.call("mark_message_read", project_key=PROJECT, agent_name="alpha-one", message_id=ids[1])
-    acked = await tools.call("acknowledge_message", project_key=PROJECT, agent_name="GreenCastle", message_id=ids[0])
-    return {"ids": ids, "read": read, "acked": acked}
 
 
 async def test_rehydrate_rebuilds_what_users_read(

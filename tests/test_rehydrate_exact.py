@@ -26,8 +26,7 @@ from typing import Any
 import pytest
 from fastmcp import FastMCP
 from helpers import PROJECT, Tools, snapshot
-from persist_helpers import hold_some, listing, run_worker
-from test_rehydrate import write_mail
+from persist_helpers import hold_some, listing, run_worker, write_mail
 
 from broker.config import Settings
 from broker.lifecycle.rehydrate import rehydrate_all

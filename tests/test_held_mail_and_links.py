@@ -1,4 +1,5 @@
-"""Review of contacts and cross-project mail: defects found by probing edge cases (§3.3, §3.4, §5.6)."""
+"""Held mail and contact links at their edges: broadcasts stay in their project, held mail is bounded
+and delivered in order, a bare name next to another project's address, waiting after held mail (§3.3, §3.4, §5.6)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from contact_helpers import policy, respond
 from fastmcp import FastMCP
 from helpers import PROJECT, Tools, make_settings
 from shapes import payload
-from test_contacts import policy, respond
 
 from broker.config import Settings
 
