@@ -1,2 +1,2 @@
 """The MCP tools, one module per domain. Each module's ``register(mcp, store, settings, backend)``
-adds its tools to a server; ``broker.mcp.server.build_server`` calls them in order."""
+adds its tools to a server; ``broker.mcp.server.assemble`` calls them in order."""

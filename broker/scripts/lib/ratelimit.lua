@@ -1,7 +1,7 @@
 -- Per-agent token bucket (docs/limits.md), run inside the scripts that act for an agent so it
 -- costs no extra round trip. State: pkey(prefix, "rate:" .. lower name), a string
 -- "<tokens> <ms>" (tokens as of that Redis time), expiring once it would be full again.
--- spec (from Python, broker/mcp/limits.py): "<tokens per second>:<burst>"; "" or a rate of 0 is
+-- spec (from Python, broker/identity/limits.py): "<tokens per second>:<burst>"; "" or a rate of 0 is
 -- no limit. A call is admitted while the bucket holds a whole token; it then pays its cost,
 -- which may leave the bucket in debt (a costly reservation pays for its matching work after it
 -- is known), so the next calls wait until the debt is refilled.
