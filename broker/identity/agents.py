@@ -66,7 +66,7 @@ async def ensure_project(store: Store, human_key: object) -> dict[str, Any]:
     # A project is its full path: the slug comes from <p>:slugs (broker/identity/slugs.py), never from
     # slugify alone, so paths that slugify alike are different projects.
     slug = await resolve(store, canonical)
-    if not await project_store.exists(store, slug):
+    if not await project_store.exists(store, slug=slug):
         await _refuse_if_lost(store, slug, canonical)
         claimed = await assign(store, canonical)
         if claimed != slug:  # another path took that slug meanwhile

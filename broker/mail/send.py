@@ -140,7 +140,7 @@ async def _send_refused(
 async def _unknown_recipients(store: Store, slug: str, lowered: list[str], given: list[str]) -> BrokerError:
     by_lower = {name.lower(): name for name in given}
     names = [by_lower.get(n, n) for n in lowered]
-    human_key, registered = await projects.agent_names(store, slug)
+    human_key, registered = await projects.agent_names(store, slug=slug)
     described = []
     for name in names:
         close = difflib.get_close_matches(name.lower(), [r.lower() for r in registered], n=1, cutoff=0.6)

@@ -319,7 +319,7 @@ async def force_release(
     digest, require = store.bindings.args(slug, name, token)
     # The caller first (the script checks again): no scan of the holder's files and git
     # history, and no word on its activity, for an unknown agent or a missing or wrong token.
-    await check_reader(store, slug, project_key, name, view.actor_record, digest, require)
+    await check_reader(store, slug, project_key, name, view.actor, digest, require)
     if record.released_us is not None:
         return {"released": 0, "released_at": iso_from_us(record.released_us), "already_released": True}
 

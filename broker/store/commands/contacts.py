@@ -1,9 +1,9 @@
 """Contact links in Redis: the typed commands of broker/mail/contacts.py and the contact macros.
 
 Holds the contact scripts (contact_request, contact_respond, link_put, link_forget, list_links,
-set_contact_policy), the identity a sender proves in its own project before it writes into
-another one (get_agent / sender_pass, as ``agent_record``; the plain agent read ``known_agent``),
-and the project read of broker/macros/workflows.py (``project_record``).
+set_contact_policy) and the identity a sender proves in its own project before it writes into
+another one (identity's get_agent / sender_pass with the project's human_key, as
+``agent_record``; the plain agent read ``known_agent``).
 
 A link A->B (A asked to write to B) is kept in both endpoints' projects (layout in
 broker/scripts/lib/contacts.lua); ``Link`` is one copy, decoded, with the JSON it was stored as
@@ -21,19 +21,16 @@ from typing import Any
 
 from redis import Redis as SyncRedis
 
+from broker.store.commands.identity import decode_agent, get_agent, sender_pass
 from broker.store.keys import Keys, is_outgoing_link
 from broker.store.luajson import INLINE_BODY_BYTES
-from broker.store.refusals import Refusal
+from broker.store.refusals import Refusal, accepted
 from broker.store.scripts import script_source
 from broker.store.store import Store
 
 # The requester identity the scripts take from another project (``foreign`` in
 # lib/contacts.lua's resolve_sender): {name, id, project_id, slug, human_key}.
 ForeignAgent = Mapping[str, Any]
-
-
-def _refusal(reply: list[Any]) -> Refusal:
-    return Refusal(str(reply[0]), *(str(detail) for detail in reply[1:]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,17 +119,6 @@ class PolicySet:
     policy: str
 
 
-@dataclass(frozen=True, slots=True)
-class ProjectRecord:
-    """The fields of a project hash the project_dict shows."""
-
-    id: int
-    slug: str
-    human_key: str
-    created_at: str
-    archived_at: str | None
-
-
 # -- identities ---------------------------------------------------------------------------
 
 
@@ -148,7 +134,7 @@ async def known_agent(store: Store, *, slug: str, name: str) -> AgentIdentity:
         raise Refusal("NO_PROJECT")
     if raw is None:
         raise Refusal("NO_AGENT", name)
-    agent = json.loads(raw)
+    agent = decode_agent(raw)
     return AgentIdentity(agent["name"], agent["id"], int(project_id), slug, human_key)
 
 
@@ -160,16 +146,12 @@ async def agent_record(
     ``cost`` the agent's own rate bucket (``rate_spec``, lib/ratelimit.lua) admits it and is
     charged that many tokens first (sender_pass.lua). Refusal NO_PROJECT, NO_AGENT, BAD_TOKEN,
     AUTH_REQUIRED, ..., or RATE_LIMITED with the milliseconds to wait (nothing charged)."""
-    keys = store.keys
-    script_keys = [keys.project(slug), keys.agents(slug), keys.active(slug)]
     if cost:
-        reply = await store.run("sender_pass", script_keys, [name, *auth, keys.project_prefix(slug), rate_spec, cost])
+        found = await sender_pass(store, slug=slug, name=name, credentials=auth, rate_spec=rate_spec, cost=cost)
     else:
-        reply = await store.run("get_agent", script_keys, [name, *auth])
-    if reply[0] != "ok":
-        raise _refusal(reply)
-    agent = json.loads(reply[1])
-    human_key = await store.client().hget(keys.project(slug), "human_key")
+        found = await get_agent(store, slug=slug, name=name, credentials=auth)
+    agent = found.agent
+    human_key = await store.client().hget(store.keys.project(slug), "human_key")
     return AgentIdentity(agent["name"], agent["id"], agent["project_id"], slug, human_key)
 
 
@@ -203,8 +185,7 @@ async def contact_request(
             intro_body, INLINE_BODY_BYTES,
         ],
     )  # fmt: skip
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     store.schedule_persist(slug, reply[3])
     return ContactRequested(Link.decode(reply[1]), json.loads(reply[2]) if reply[2] else None)
 
@@ -230,8 +211,7 @@ async def contact_respond(
         [keys.project_prefix(slug), keys.doorbell, slug, responder, *auth, json.dumps(foreign) if foreign else "",
          requester, "1" if accept else "0", ttl_seconds, INLINE_BODY_BYTES],
     )  # fmt: skip
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     store.schedule_persist(slug, reply[4])
     link = Link.decode(reply[1]) if reply[1] else None
     return ContactResponse(link, int(reply[2]), tuple(json.loads(reply[3])))
@@ -270,8 +250,7 @@ async def list_links(store: Store, *, slug: str, name: str, auth: tuple[str, str
     reply = await store.run(
         "list_links", [keys.project(slug), keys.agents(slug)], [keys.project_prefix(slug), name, *auth]
     )
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     outgoing = tuple(
         Link.decode(raw) for field, raw in zip(reply[3::2], reply[4::2], strict=True) if is_outgoing_link(field)
     )
@@ -285,20 +264,6 @@ async def set_contact_policy(store: Store, *, slug: str, name: str, auth: tuple[
     reply = await store.run(
         "set_contact_policy", [keys.project(slug), keys.agents(slug), keys.pending(slug)], [name, *auth, policy]
     )
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     store.schedule_persist(slug, reply[3])
     return PolicySet(reply[1], reply[2])
-
-
-# -- macros -------------------------------------------------------------------------------
-
-
-async def project_record(store: Store, *, slug: str) -> ProjectRecord | None:
-    """The project's record (one HMGET), None when the project is not there."""
-    fields = await store.client().hmget(
-        store.keys.project(slug), "id", "slug", "human_key", "created_at", "archived_at"
-    )
-    if fields[0] is None:
-        return None
-    return ProjectRecord(int(fields[0]), fields[1], fields[2], fields[3], fields[4])

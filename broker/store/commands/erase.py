@@ -17,7 +17,7 @@ from broker.store import keys as layout
 from broker.store.clients import make_sync_client
 from broker.store.commands.lifecycle import Caller
 from broker.store.keys import Keys
-from broker.store.refusals import Refusal
+from broker.store.refusals import refusal
 from broker.store.scripts import script_source
 
 UNLINK_BATCH = 500
@@ -110,7 +110,7 @@ class EraseSession:
             ],
         )  # fmt: skip
         if reply[0] not in ("ok", "MORE"):
-            raise Refusal(*(str(part) for part in reply))
+            raise refusal(reply)
         return reply
 
     def delete_sent(self, *, slug: str, name: str, caller: Caller, batch: int) -> Phase[SentMessage]:

@@ -12,13 +12,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from broker.store.commands.identity import StoredAgent, decode_agent
 from broker.store.luajson import INLINE_BODY_BYTES
-from broker.store.refusals import Refusal
+from broker.store.refusals import accepted, refusal
 from broker.store.store import Store
-
-
-def _refusal(reply: list[Any]) -> Refusal:
-    return Refusal(str(reply[0]), *(str(part) for part in reply[1:]))
 
 
 # -- sending ----------------------------------------------------------------------------------
@@ -134,7 +131,7 @@ async def send_message(
         )
     if status == "NO_RECIPIENTS":
         return NobodyLeft(json.loads(reply[1]))
-    raise _refusal(reply)
+    raise refusal(reply)
 
 
 async def idempotency_fingerprints(
@@ -171,8 +168,7 @@ async def get_message(
         [keys.project(slug), keys.agents(slug)],
         [keys.project_prefix(slug), viewer, token_digest, token_required, message_id],
     )
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     return VisibleMessage(json.loads(reply[1]), json.loads(reply[2]), reply[3], reply[4], reply[5] or None)
 
 
@@ -197,8 +193,7 @@ async def mark_message(
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
         [keys.project_prefix(slug), name, token_digest, token_required, message_id, mode],
     )
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     return Marked(reply[1] or None, reply[2] or None, reply[3] == "1", reply[4])
 
 
@@ -225,8 +220,7 @@ async def fetch_inbox_indexed(
         [keys.project_prefix(slug), name, token_digest, token_required, limit, since_us,
          "1" if urgent_only else "0", topic, "1" if include_bodies else "0"],
     )  # fmt: skip
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     items: list[dict[str, Any]] = json.loads(reply[1])
     return items
 
@@ -252,8 +246,7 @@ async def fetch_topic(
         [keys.project_prefix(slug), viewer, token_digest, token_required, topic, limit, since_us,
          "1" if include_bodies else "0"],
     )  # fmt: skip
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     items: list[dict[str, Any]] = json.loads(reply[1])
     return items
 
@@ -261,15 +254,13 @@ async def fetch_topic(
 @dataclass(frozen=True, slots=True)
 class InboxPage:
     """The newest entries of an agent's inbox stream (what ``inbox_items`` turns into items), and
-    the agent's record JSON when it was read in the same round trip."""
+    the agent's record when it was read in the same round trip (None: not read, or no such agent)."""
 
     entries: list[dict[str, str]]
-    agent_record: str | None
+    agent: StoredAgent | None
 
 
-async def inbox_page(
-    store: Store, *, slug: str, name: str, since_us: str, limit: int, with_agent_record: bool
-) -> InboxPage:
+async def inbox_page(store: Store, *, slug: str, name: str, since_us: str, limit: int, with_agent: bool) -> InboxPage:
     """Up to ``limit`` inbox entries, newest first, created strictly after ``since_us`` ("" for
     all): one XREVRANGE (pipelined with the agent record's HGET when asked). Stream ids are the
     server's millisecond clock, the one that stamps created_ts, so ``since_us`` bounds the range."""
@@ -278,7 +269,7 @@ async def inbox_page(
     inbox = keys.inbox(slug, lower)
     oldest = str(int(since_us) // 1000) if since_us else "-"
     record = None
-    if with_agent_record:
+    if with_agent:
         pipe = store.client().pipeline(transaction=False)
         pipe.hget(keys.agents(slug), lower)
         pipe.xrevrange(inbox, min=oldest, count=limit)
@@ -291,13 +282,7 @@ async def inbox_page(
         cutoff = int(since_us)
         while selected and int(selected[-1]["f"].split("|", 1)[0]) <= cutoff:
             selected.pop()
-    return InboxPage(selected, record)
-
-
-async def agent_record(store: Store, *, slug: str, name: str) -> str | None:
-    """The agent's record JSON (None when no such agent): one HGET."""
-    record: str | None = await store.client().hget(store.keys.agents(slug), name.lower())
-    return record
+    return InboxPage(selected, None if record is None else decode_agent(record))
 
 
 async def inbox_items(

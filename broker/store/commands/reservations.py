@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from redis import Redis as SyncRedis
 
+from broker.store.commands.identity import StoredAgent, decode_agent
 from broker.store.commands.reservation_record import ReservationRecord, iso_from_us
 from broker.store.keys import Keys
-from broker.store.refusals import Refusal
+from broker.store.refusals import accepted
 
 if TYPE_CHECKING:
     from broker.store.store import Store
@@ -101,11 +102,11 @@ class ForceReleased:
 @dataclass(frozen=True, slots=True)
 class ForceReleaseView:
     """What a forced release checks first: the project's human_key (None: no project), the
-    reservation's record (None: not found) and the caller's agent record JSON (None: no agent)."""
+    reservation's record (None: not found) and the caller's stored agent record (None: no agent)."""
 
     human_key: str | None
     record: ReservationRecord | None
-    actor_record: str | None
+    actor: StoredAgent | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +142,7 @@ async def _run_for_agent(
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
         [keys.project_prefix(slug), agent, token_digest, token_required, *args],
     )
-    if reply[0] != "ok":
-        raise Refusal(*(str(part) for part in reply))
-    return reply
+    return accepted(reply)
 
 
 async def reserve(
@@ -258,20 +257,8 @@ async def force_release_reservation(
     )  # fmt: skip
     if reply[0] == "CHANGED":
         return None
-    if reply[0] != "ok":
-        raise Refusal(*(str(part) for part in reply))
+    accepted(reply)
     return ForceReleased(reply[1], int(reply[2]), reply[3] == 1)
-
-
-async def check_agent(store: Store, *, slug: str, agent: str, token_digest: str, token_required: str) -> None:
-    """Check that ``agent`` is one of the project's agents and the token proves it (get_agent,
-    read-only); Refusal otherwise."""
-    keys = store.keys
-    reply = await store.run(
-        "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [agent, token_digest, token_required]
-    )
-    if reply[0] != "ok":
-        raise Refusal(*(str(part) for part in reply))
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +289,9 @@ async def force_release_view(store: Store, *, slug: str, reservation_id: int, ac
     pipe.hget(keys.project(slug), "human_key")
     pipe.hgetall(keys.reservation(slug, reservation_id))
     pipe.hget(keys.agents(slug), actor.lower())
-    human_key, record, actor_record = await pipe.execute()
+    human_key, record, actor = await pipe.execute()
     found = _records([record])
-    return ForceReleaseView(human_key, found[0] if found else None, actor_record)
+    return ForceReleaseView(human_key, found[0] if found else None, None if actor is None else decode_agent(actor))
 
 
 async def listing(store: Store, *, slug: str, now_us: int, ended_limit: int | None) -> Listing:
