@@ -12,7 +12,7 @@ from broker.identity.projects import project_slug
 from broker.mail.inputs import check_limit, check_topic, since_micros
 from broker.store.commands import identity as identity_store
 from broker.store.commands import mail as store_mail
-from broker.store.commands.identity import StoredAgent
+from broker.store.commands.agent_record import StoredAgent
 from broker.store.commands.mail import Marked
 from broker.store.refusals import Refusal
 from broker.store.store import Store
@@ -47,7 +47,7 @@ async def fetch_inbox(
     if urgent_only or topic:
         try:
             items = await store_mail.fetch_inbox_indexed(
-                store, slug=slug, name=name, token_digest=digest, token_required=require, limit=limit,
+                store, slug=slug, name=name, credentials=(digest, require), limit=limit,
                 since_us=since, urgent_only=urgent_only, topic=topic, include_bodies=include_bodies,
             )  # fmt: skip
         except Refusal as refused:
@@ -131,7 +131,7 @@ async def fetch_topic(
     auth = store.bindings.args(slug, viewer, registration_token)
     try:
         items = await store_mail.fetch_topic(
-            store, slug=slug, viewer=viewer, token_digest=auth[0], token_required=auth[1], topic=topic.lower(),
+            store, slug=slug, viewer=viewer, credentials=auth, topic=topic.lower(),
             limit=limit, since_us=since, include_bodies=include_bodies,
         )  # fmt: skip
     except Refusal as refused:
@@ -155,7 +155,7 @@ async def mark_message(
     marked: Marked | Refusal
     try:
         marked = await store_mail.mark_message(
-            store, slug=slug, name=name, token_digest=auth[0], token_required=auth[1], message_id=message_id, mode=mode
+            store, slug=slug, name=name, credentials=auth, message_id=message_id, mode=mode
         )
     except Refusal as refused:
         marked = refused

@@ -66,8 +66,7 @@ async def _deliver_one(
             store,
             slug=slug,
             sender_name=foreign["name"] if foreign else sender.name,
-            token_digest=auth[0],
-            token_required=auth[1],
+            credentials=auth,
             foreign_sender=foreign,
             subject=msg.subject,
             body_md=msg.body_md,
@@ -345,9 +344,7 @@ async def _visible_message(
 ) -> VisibleMessage:
     refused: Refusal
     try:
-        return await store_mail.get_message(
-            store, slug=slug, viewer=viewer, token_digest=auth[0], token_required=auth[1], message_id=message_id
-        )
+        return await store_mail.get_message(store, slug=slug, viewer=viewer, credentials=auth, message_id=message_id)
     except Refusal as exc:
         refused = exc
     if refused.code == "NO_MESSAGE":

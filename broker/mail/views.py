@@ -212,7 +212,7 @@ async def message_view(
     visible: VisibleMessage | None = None
     with contextlib.suppress(Refusal):  # authenticated above: no token check again
         visible = await store_mail.get_message(
-            store, slug=slug, viewer=viewer.name, token_digest="", token_required="0", message_id=ident
+            store, slug=slug, viewer=viewer.name, credentials=("", "0"), message_id=ident
         )
     if visible is None:
         raise await refusals.message_not_found(store, slug, ident, viewer.name)

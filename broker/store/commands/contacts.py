@@ -3,7 +3,7 @@
 Holds the contact scripts (contact_request, contact_respond, link_put, link_forget, list_links,
 set_contact_policy) and the identity a sender proves in its own project before it writes into
 another one (identity's get_agent / sender_pass with the project's human_key, as
-``agent_record``; the plain agent read ``known_agent``).
+``authenticated_identity``; the plain agent read ``known_agent``).
 
 A link A->B (A asked to write to B) is kept in both endpoints' projects (layout in
 broker/scripts/lib/contacts.lua); ``Link`` is one copy, decoded, with the JSON it was stored as
@@ -21,7 +21,8 @@ from typing import Any
 
 from redis import Redis as SyncRedis
 
-from broker.store.commands.identity import decode_agent, get_agent, sender_pass
+from broker.store.commands.agent_record import decode_agent
+from broker.store.commands.identity import get_agent, sender_pass
 from broker.store.keys import Keys, is_outgoing_link
 from broker.store.luajson import INLINE_BODY_BYTES
 from broker.store.refusals import Refusal, accepted
@@ -138,18 +139,18 @@ async def known_agent(store: Store, *, slug: str, name: str) -> AgentIdentity:
     return AgentIdentity(agent["name"], agent["id"], int(project_id), slug, human_key)
 
 
-async def agent_record(
-    store: Store, *, slug: str, name: str, auth: tuple[str, str], rate_spec: str = "", cost: int = 0
+async def authenticated_identity(
+    store: Store, *, slug: str, name: str, credentials: tuple[str, str], rate_spec: str = "", cost: int = 0
 ) -> AgentIdentity:
     """The agent, authenticated in its own project (get_agent.lua), as the identity other
-    projects' scripts take. ``auth`` is Bindings.args' (token digest, "1" if required). With
+    projects' scripts take. ``credentials`` is Bindings.args' (token digest, "1" if required). With
     ``cost`` the agent's own rate bucket (``rate_spec``, lib/ratelimit.lua) admits it and is
     charged that many tokens first (sender_pass.lua). Refusal NO_PROJECT, NO_AGENT, BAD_TOKEN,
     AUTH_REQUIRED, ..., or RATE_LIMITED with the milliseconds to wait (nothing charged)."""
     if cost:
-        found = await sender_pass(store, slug=slug, name=name, credentials=auth, rate_spec=rate_spec, cost=cost)
+        found = await sender_pass(store, slug=slug, name=name, credentials=credentials, rate_spec=rate_spec, cost=cost)
     else:
-        found = await get_agent(store, slug=slug, name=name, credentials=auth)
+        found = await get_agent(store, slug=slug, name=name, credentials=credentials)
     agent = found.agent
     human_key = await store.client().hget(store.keys.project(slug), "human_key")
     return AgentIdentity(agent["name"], agent["id"], agent["project_id"], slug, human_key)
@@ -163,7 +164,7 @@ async def contact_request(
     *,
     slug: str,
     requester: str,
-    auth: tuple[str, str],
+    credentials: tuple[str, str],
     foreign: ForeignAgent | None,
     target: str,
     reason: str,
@@ -172,7 +173,7 @@ async def contact_request(
 ) -> ContactRequested:
     """Create or renew the link requester -> target in the target's project ``slug`` and send the
     intro mail when the request is new (contact_request.lua). A requester of another project comes
-    as ``foreign`` (authenticated there; ``auth`` is then not used). Refusal NO_PROJECT, NO_AGENT,
+    as ``foreign`` (authenticated there; ``credentials`` are then not used). Refusal NO_PROJECT, NO_AGENT,
     BAD_TOKEN, AUTH_REQUIRED, PROJECT_ARCHIVED, NO_TARGET, SELF, AGENT_RETIRED or CONTACT_BLOCKED
     (name, "block_all" | "refused")."""
     keys = store.keys
@@ -180,7 +181,7 @@ async def contact_request(
         "contact_request",
         [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
         [
-            keys.project_prefix(slug), keys.doorbell, slug, requester, *(("", "0") if foreign else auth),
+            keys.project_prefix(slug), keys.doorbell, slug, requester, *(("", "0") if foreign else credentials),
             json.dumps(foreign) if foreign else "", target, reason, ttl_seconds, await store.next_id("message"),
             intro_body, INLINE_BODY_BYTES,
         ],
@@ -195,7 +196,7 @@ async def contact_respond(
     *,
     slug: str,
     responder: str,
-    auth: tuple[str, str],
+    credentials: tuple[str, str],
     foreign: ForeignAgent | None,
     requester: str,
     accept: bool,
@@ -208,7 +209,7 @@ async def contact_respond(
     reply = await store.run(
         "contact_respond",
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [keys.project_prefix(slug), keys.doorbell, slug, responder, *auth, json.dumps(foreign) if foreign else "",
+        [keys.project_prefix(slug), keys.doorbell, slug, responder, *credentials, json.dumps(foreign) if foreign else "",
          requester, "1" if accept else "0", ttl_seconds, INLINE_BODY_BYTES],
     )  # fmt: skip
     accepted(reply)
@@ -243,12 +244,12 @@ def link_forget(client: SyncRedis, keys: Keys, *, slug: str, copies: Iterable[tu
     return removed
 
 
-async def list_links(store: Store, *, slug: str, name: str, auth: tuple[str, str]) -> AgentLinks:
+async def list_links(store: Store, *, slug: str, name: str, credentials: tuple[str, str]) -> AgentLinks:
     """The links the agent asked for, read after checking its token (list_links.lua). Refusal
     NO_PROJECT, NO_AGENT, BAD_TOKEN or AUTH_REQUIRED."""
     keys = store.keys
     reply = await store.run(
-        "list_links", [keys.project(slug), keys.agents(slug)], [keys.project_prefix(slug), name, *auth]
+        "list_links", [keys.project(slug), keys.agents(slug)], [keys.project_prefix(slug), name, *credentials]
     )
     accepted(reply)
     outgoing = tuple(
@@ -257,12 +258,14 @@ async def list_links(store: Store, *, slug: str, name: str, auth: tuple[str, str
     return AgentLinks(reply[1], int(reply[2]), outgoing)
 
 
-async def set_contact_policy(store: Store, *, slug: str, name: str, auth: tuple[str, str], policy: str) -> PolicySet:
+async def set_contact_policy(
+    store: Store, *, slug: str, name: str, credentials: tuple[str, str], policy: str
+) -> PolicySet:
     """Set the agent's contact policy (already checked) after checking its token
     (set_contact_policy.lua). Refusal NO_PROJECT, NO_AGENT, BAD_TOKEN or AUTH_REQUIRED."""
     keys = store.keys
     reply = await store.run(
-        "set_contact_policy", [keys.project(slug), keys.agents(slug), keys.pending(slug)], [name, *auth, policy]
+        "set_contact_policy", [keys.project(slug), keys.agents(slug), keys.pending(slug)], [name, *credentials, policy]
     )
     accepted(reply)
     store.schedule_persist(slug, reply[3])

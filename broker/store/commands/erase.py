@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from broker.store import keys as layout
 from broker.store.clients import make_sync_client
+from broker.store.commands.agent_record import StoredAgent, decode_agent
 from broker.store.commands.lifecycle import Caller
 from broker.store.keys import Keys
 from broker.store.refusals import refusal
@@ -52,7 +53,7 @@ class Phase(Generic[T]):
     (``sent``: SentMessage; ``received``, ``reservations``: ids; ``contacts``: LinkCopy of other
     projects). ``more`` says whether to call the step again (with ``cursor`` for the scans)."""
 
-    agent: dict[str, Any]
+    agent: StoredAgent
     items: tuple[T, ...]
     more: bool
     cursor: str = "0"
@@ -122,24 +123,24 @@ class EraseSession:
             )
             for item in json.loads(reply[2])
         )
-        return Phase(agent=json.loads(reply[1]), items=items, more=reply[3] == "1")
+        return Phase(agent=decode_agent(reply[1]), items=items, more=reply[3] == "1")
 
     def delete_received(self, *, slug: str, name: str, caller: Caller, batch: int) -> Phase[int]:
         """Up to ``batch`` entries from the head of its inbox: the agent leaves those messages."""
         reply = self._agent_step(slug, name, caller, "received", batch, "0")
         ids = tuple(int(i) for i in json.loads(reply[2]))
-        return Phase(agent=json.loads(reply[1]), items=ids, more=reply[3] == "1")
+        return Phase(agent=decode_agent(reply[1]), items=ids, more=reply[3] == "1")
 
     def delete_reservations(self, *, slug: str, name: str, caller: Caller, batch: int, cursor: str) -> Phase[int]:
         """One scan step over the project's reservations: the agent's leave (ids)."""
         reply = self._agent_step(slug, name, caller, "reservations", batch, cursor)
         ids = tuple(int(i) for i in json.loads(reply[2]))
-        return Phase(agent=json.loads(reply[1]), items=ids, more=str(reply[3]) != "0", cursor=str(reply[3]))
+        return Phase(agent=decode_agent(reply[1]), items=ids, more=str(reply[3]) != "0", cursor=str(reply[3]))
 
     def delete_contacts(self, *, slug: str, name: str, caller: Caller, batch: int, cursor: str) -> Phase[LinkCopy]:
         """One scan step over its links; the copies kept in other projects (LinkCopy)."""
         reply = self._agent_step(slug, name, caller, "contacts", batch, cursor)
-        agent = json.loads(reply[1])
+        agent = decode_agent(reply[1])
         copies = tuple(
             LinkCopy(slug=c["slug"], owner=c["owner"], field=c["field"], agent_id=int(agent["id"]))
             for c in json.loads(reply[2])
@@ -202,7 +203,7 @@ class EraseSession:
     def link_copies(self, *, slug: str) -> set[LinkCopy]:
         """The copies kept in other projects of the links of this project's agents."""
         keys = self.keys
-        agents = {lower: json.loads(raw)["id"] for lower, raw in self._client.hgetall(keys.agents(slug)).items()}
+        agents = {lower: decode_agent(raw)["id"] for lower, raw in self._client.hgetall(keys.agents(slug)).items()}
         pipe = self._client.pipeline(transaction=False)
         for lower in agents:
             pipe.hkeys(keys.links(slug, lower))

@@ -12,6 +12,7 @@ from typing import Any
 
 from redis import Redis as SyncRedis
 
+from broker.store.commands.agent_record import AgentRecord, StoredAgent, decode_agent
 from broker.store.commands.projects import ProjectRecord
 from broker.store.keys import Keys
 from broker.store.refusals import accepted, refusal
@@ -92,24 +93,6 @@ async def assign_slug(store: Store, *, human_key: str, candidates: list[str], le
 
 
 # -- agents -------------------------------------------------------------------------------------
-# An agent's stored record, decoded: id, name, program, model, task_description, inception_ts,
-# project_id, attachments_policy, contact_policy, token_hash (the token's digest, never the
-# token), retired_at while retired.
-StoredAgent = dict[str, Any]
-
-
-def decode_agent(raw: str) -> StoredAgent:
-    """An agent's record from the JSON the agents hash holds."""
-    agent: StoredAgent = json.loads(raw)
-    return agent
-
-
-@dataclass(frozen=True, slots=True)
-class AgentRecord:
-    agent: StoredAgent
-    last_active_ts: str | None
-
-
 @dataclass(frozen=True, slots=True)
 class Profile:
     program: str

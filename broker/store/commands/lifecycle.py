@@ -8,11 +8,10 @@ Hard deletes are in ``broker/store/commands/erase.py``, the rebuild from the ind
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 from broker.store import keys as layout
+from broker.store.commands.agent_record import StoredAgent, decode_agent
 from broker.store.refusals import accepted
 from broker.store.store import Store
 
@@ -50,7 +49,7 @@ def _flag(value: bool) -> str:
     return "1" if value else "0"
 
 
-async def agent_state(store: Store, *, slug: str, name: str, caller: Caller, op: str) -> dict[str, Any]:
+async def agent_state(store: Store, *, slug: str, name: str, caller: Caller, op: str) -> StoredAgent:
     """Retire, unretire or deregister ``name`` (``op``); its record afterwards. Enqueues the
     persistence drain the change needs. Raises Refusal (NO_PROJECT, NO_AGENT, BAD_TOKEN, ...)."""
     keys = store.keys
@@ -61,7 +60,7 @@ async def agent_state(store: Store, *, slug: str, name: str, caller: Caller, op:
     )
     accepted(reply)
     store.schedule_persist(slug, reply[2])
-    return json.loads(reply[1])
+    return decode_agent(reply[1])
 
 
 async def project_state(store: Store, *, slug: str, caller: Caller, op: str) -> ProjectState:

@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from broker.store.commands.identity import StoredAgent, decode_agent
+from broker.store.commands.agent_record import StoredAgent, decode_agent
+from broker.store.commands.contacts import Link
 from broker.store.luajson import INLINE_BODY_BYTES
 from broker.store.refusals import accepted, refusal
 from broker.store.store import Store
@@ -55,8 +56,7 @@ async def send_message(
     *,
     slug: str,
     sender_name: str,
-    token_digest: str,
-    token_required: str,
+    credentials: tuple[str, str],
     foreign_sender: dict[str, Any] | None,
     subject: str,
     body_md: str,
@@ -94,8 +94,7 @@ async def send_message(
             slug,
             message_id,
             sender_name,
-            token_digest,
-            token_required,
+            *credentials,
             subject,
             body_md,
             importance,
@@ -158,7 +157,7 @@ class VisibleMessage:
 
 
 async def get_message(
-    store: Store, *, slug: str, viewer: str, token_digest: str, token_required: str, message_id: int
+    store: Store, *, slug: str, viewer: str, credentials: tuple[str, str], message_id: int
 ) -> VisibleMessage:
     """One message its viewer sent or received (get_message.lua, read-only). Refusals:
     NO_MESSAGE (not there, or not the viewer's) and the common codes."""
@@ -166,7 +165,7 @@ async def get_message(
     reply = await store.run(
         "get_message",
         [keys.project(slug), keys.agents(slug)],
-        [keys.project_prefix(slug), viewer, token_digest, token_required, message_id],
+        [keys.project_prefix(slug), viewer, *credentials, message_id],
     )
     accepted(reply)
     return VisibleMessage(json.loads(reply[1]), json.loads(reply[2]), reply[3], reply[4], reply[5] or None)
@@ -183,7 +182,7 @@ class Marked:
 
 
 async def mark_message(
-    store: Store, *, slug: str, name: str, token_digest: str, token_required: str, message_id: int, mode: str
+    store: Store, *, slug: str, name: str, credentials: tuple[str, str], message_id: int, mode: str
 ) -> Marked:
     """Set the agent's read (``mode`` "read") or read and acknowledged ("ack") timestamp once
     (mark_message.lua). Refusals: NO_MESSAGE and the common codes."""
@@ -191,7 +190,7 @@ async def mark_message(
     reply = await store.run(
         "mark_message",
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [keys.project_prefix(slug), name, token_digest, token_required, message_id, mode],
+        [keys.project_prefix(slug), name, *credentials, message_id, mode],
     )
     accepted(reply)
     return Marked(reply[1] or None, reply[2] or None, reply[3] == "1", reply[4])
@@ -203,8 +202,7 @@ async def fetch_inbox_indexed(
     *,
     slug: str,
     name: str,
-    token_digest: str,
-    token_required: str,
+    credentials: tuple[str, str],
     limit: int,
     since_us: str,
     urgent_only: bool,
@@ -217,7 +215,7 @@ async def fetch_inbox_indexed(
     reply = await store.run(
         "fetch_inbox_indexed",
         [keys.project(slug), keys.agents(slug)],
-        [keys.project_prefix(slug), name, token_digest, token_required, limit, since_us,
+        [keys.project_prefix(slug), name, *credentials, limit, since_us,
          "1" if urgent_only else "0", topic, "1" if include_bodies else "0"],
     )  # fmt: skip
     accepted(reply)
@@ -230,8 +228,7 @@ async def fetch_topic(
     *,
     slug: str,
     viewer: str,
-    token_digest: str,
-    token_required: str,
+    credentials: tuple[str, str],
     topic: str,
     limit: int,
     since_us: str,
@@ -243,7 +240,7 @@ async def fetch_topic(
     reply = await store.run(
         "fetch_topic",
         [keys.project(slug), keys.agents(slug)],
-        [keys.project_prefix(slug), viewer, token_digest, token_required, topic, limit, since_us,
+        [keys.project_prefix(slug), viewer, *credentials, topic, limit, since_us,
          "1" if include_bodies else "0"],
     )  # fmt: skip
     accepted(reply)
@@ -305,9 +302,9 @@ async def inbox_items(
 # -- routing ------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ContactLinks:
-    """An agent's contact links (both directions, decoded link records) and the server's clock."""
+    """An agent's contact links (both directions) and the server's clock."""
 
-    links: list[dict[str, Any]]
+    links: list[Link]
     now_us: int
 
 
@@ -317,4 +314,4 @@ async def contact_links(store: Store, *, slug: str, name: str) -> ContactLinks:
     pipe.hgetall(store.keys.links(slug, name))
     pipe.time()
     links, (sec, usec) = await pipe.execute()
-    return ContactLinks([json.loads(raw) for raw in links.values()], sec * 1_000_000 + usec)
+    return ContactLinks([Link.decode(raw) for raw in links.values()], sec * 1_000_000 + usec)

@@ -4,11 +4,11 @@ and its agents' names, which lookups and error messages need."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from broker.store.commands.agent_record import decode_agent
 from broker.store.store import Store
 
 _FIELDS = ("id", "slug", "human_key", "created_at", "archived_at")
@@ -71,4 +71,4 @@ async def agent_names(store: Store, *, slug: str) -> tuple[str | None, list[str]
     pipe.hget(store.keys.project(slug), "human_key")
     pipe.hvals(store.keys.agents(slug))
     key, records = await pipe.execute()
-    return key, sorted(json.loads(r)["name"] for r in records)
+    return key, sorted(decode_agent(r)["name"] for r in records)
