@@ -1,9 +1,10 @@
 """Contact links in Redis: the typed commands of broker/mail/contacts.py and the contact macros.
 
-Holds the contact scripts (contact_request, contact_respond, link_put, link_forget, list_links,
-set_contact_policy) and the identity a sender proves in its own project before it writes into
-another one (identity's get_agent / sender_pass with the project's human_key, as
-``authenticated_identity``; the plain agent read ``known_agent``).
+Holds the contact scripts (contact_request, contact_respond, link_put, list_links,
+set_contact_policy; link_forget runs with the hard deletes in broker/store/commands/erase.py)
+and the identity a sender proves in its own project before it writes into another one
+(identity's get_agent / sender_pass with the project's human_key, as ``authenticated_identity``;
+the plain agent read ``known_agent``).
 
 A link A->B (A asked to write to B) is kept in both endpoints' projects (layout in
 broker/scripts/lib/contacts.lua); ``Link`` is one copy, decoded, with the JSON it was stored as
@@ -15,18 +16,15 @@ persistence drain itself.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from redis import Redis as SyncRedis
-
 from broker.store.commands.agent_record import decode_agent
 from broker.store.commands.identity import get_agent, sender_pass
-from broker.store.keys import Keys, is_outgoing_link
+from broker.store.keys import is_outgoing_link
 from broker.store.luajson import INLINE_BODY_BYTES
 from broker.store.refusals import Refusal, accepted
-from broker.store.scripts import script_source
 from broker.store.store import Store
 
 # The requester identity the scripts take from another project (``foreign`` in
@@ -227,21 +225,6 @@ async def link_put(store: Store, *, slug: str, link: Link) -> bool:
         return False
     store.schedule_persist(slug, reply[1])
     return True
-
-
-def link_forget(client: SyncRedis, keys: Keys, *, slug: str, copies: Iterable[tuple[str, str, int]], batch: int) -> int:
-    """In project ``slug``, forget the link copies whose other endpoint, an agent of another
-    project, was deleted (link_forget.lua), ``batch`` copies per call. ``copies``: (owner, the
-    lower name of this project's agent; its links field; the deleted agent's id). Synchronous, as
-    the hard deletes run on a thread. Returns how many copies were removed."""
-    script = client.register_script(script_source("link_forget"))
-    items = list(copies)
-    removed = 0
-    for start in range(0, len(items), batch):
-        args = [value for item in items[start : start + batch] for value in item]
-        reply = script(keys=[keys.pending(slug)], args=[keys.project_prefix(slug), *args])
-        removed += int(reply[1])
-    return removed
 
 
 async def list_links(store: Store, *, slug: str, name: str, credentials: tuple[str, str]) -> AgentLinks:

@@ -19,7 +19,7 @@ from broker.store.commands.agent_record import StoredAgent, decode_agent
 from broker.store.commands.lifecycle import Caller
 from broker.store.keys import Keys
 from broker.store.refusals import refusal
-from broker.store.scripts import script_source
+from broker.store.scripts import run_sync
 
 UNLINK_BATCH = 500
 SCAN_COUNT = 1000
@@ -87,7 +87,6 @@ class EraseSession:
     def __init__(self, redis_url: str, keys: Keys) -> None:
         self.keys = keys
         self._client = make_sync_client(redis_url)
-        self._scripts: dict[str, Any] = {}
 
     def __enter__(self) -> EraseSession:
         return self
@@ -95,17 +94,14 @@ class EraseSession:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._client.close()
 
-    def _script(self, name: str) -> Any:
-        if name not in self._scripts:
-            self._scripts[name] = self._client.register_script(script_source(name))
-        return self._scripts[name]
-
     # -- hard_delete_agent -------------------------------------------------------------
     def _agent_step(self, slug: str, name: str, caller: Caller, phase: str, batch: int, cursor: str) -> list[Any]:
         keys = self.keys
-        reply = self._script("hard_delete_agent")(
-            keys=[keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
-            args=[
+        reply = run_sync(
+            self._client,
+            "hard_delete_agent",
+            [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
+            [
                 keys.project_prefix(slug), name, caller.token_digest, "1" if caller.token_required else "0",
                 phase, batch, cursor,
             ],
@@ -157,18 +153,19 @@ class EraseSession:
             done=True, reservations=tuple(int(i) for i in result["reservations"]), windows=int(result["windows"])
         )
 
-    def forget_links(self, copies: set[LinkCopy], *, batch: int) -> None:
+    def forget_links(self, *, copies: set[LinkCopy], batch: int) -> None:
         """Remove link copies kept in OTHER projects (one link_forget.lua call per project and
         batch): an agent there must not keep an approval from, or mail held from, an agent that
         no longer exists, nor persist a link to it again."""
         by_slug: dict[str, list[LinkCopy]] = {}
         for copy in sorted(copies):
             by_slug.setdefault(copy.slug, []).append(copy)
-        script = self._script("link_forget")
         for slug, items in by_slug.items():
             for start in range(0, len(items), batch):
                 args = [x for c in items[start : start + batch] for x in (c.owner, c.field, c.agent_id)]
-                script(keys=[self.keys.pending(slug)], args=[self.keys.project_prefix(slug), *args])
+                run_sync(
+                    self._client, "link_forget", [self.keys.pending(slug)], [self.keys.project_prefix(slug), *args]
+                )
 
     # -- hard_delete_project -----------------------------------------------------------
     def claim_slug(self, *, slug: str) -> None:
