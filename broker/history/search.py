@@ -23,7 +23,8 @@ from broker.identity import refusals
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
 from broker.persistence.index import Index
-from broker.store.commands import history as reads
+from broker.store.commands import identity as identity_store
+from broker.store.commands import projects as project_store
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 
@@ -75,19 +76,17 @@ class History:
         name = validate_name(name, "agent_name")
         digest, require = self.store.bindings.args(slug, name, token)
         try:
-            record = await reads.viewer_record(
-                self.store, slug=slug, name=name, token_digest=digest, token_required=require == "1"
-            )
+            found = await identity_store.get_agent(self.store, slug=slug, name=name, credentials=(digest, require))
         except Refusal as refused:
             await refusals.raise_for(self.store, refused.reply, slug, project_key)
             raise
         if digest:
             self.store.bindings.bind(slug, name)
-        return record
+        return found.agent
 
     async def project_id(self, project_key: str) -> int:
         slug = await project_slug(self.store, project_key)
-        found = await reads.project_id(self.store, slug=slug)
+        found = await project_store.project_id(self.store, slug=slug)
         if found is None:
             raise await refusals.project_not_found(self.store, project_key)
         return found

@@ -15,6 +15,7 @@ from broker.identity.slugs import assign, remember, resolve
 from broker.persistence.index import indexed_project_id
 from broker.store.commands import identity as identity_store
 from broker.store.commands import projects as project_store
+from broker.store.commands.agent_record import AgentRecord
 from broker.store.commands.identity import Profile
 from broker.store.commands.projects import ProjectRecord
 from broker.store.refusals import Refusal
@@ -25,7 +26,7 @@ MAX_TASK_CHARS = 2048
 MAX_PROGRAM_CHARS = 128
 
 
-def agent_dict(record: identity_store.AgentRecord) -> dict[str, Any]:
+def agent_dict(record: AgentRecord) -> dict[str, Any]:
     """The reference's agent_dict; ``retired_at`` only while the agent is retired."""
     stored, last_active_ts = record.agent, record.last_active_ts
     agent = {
@@ -66,7 +67,7 @@ async def ensure_project(store: Store, human_key: object) -> dict[str, Any]:
     # A project is its full path: the slug comes from <p>:slugs (broker/identity/slugs.py), never from
     # slugify alone, so paths that slugify alike are different projects.
     slug = await resolve(store, canonical)
-    if not await project_store.exists(store, slug):
+    if not await project_store.exists(store, slug=slug):
         await _refuse_if_lost(store, slug, canonical)
         claimed = await assign(store, canonical)
         if claimed != slug:  # another path took that slug meanwhile

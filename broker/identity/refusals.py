@@ -48,7 +48,7 @@ def project_archived(human_key: str) -> BrokerError:
 
 
 async def message_not_found(store: Store, slug: str, message_id: int, viewer: str) -> BrokerError:
-    human_key = await projects.human_key(store, slug)
+    human_key = await projects.human_key(store, slug=slug)
     return BrokerError(
         "NOT_FOUND",
         f"Message '{message_id}' not found or not visible to agent '{viewer}' "
@@ -58,7 +58,7 @@ async def message_not_found(store: Store, slug: str, message_id: int, viewer: st
 
 async def missing_agent_reply(store: Store, slug: str, name: str) -> list[str]:
     """The script-style error reply for an agent that is not there (or its project)."""
-    return ["NO_AGENT", name] if await projects.exists(store, slug) else ["NO_PROJECT"]
+    return ["NO_AGENT", name] if await projects.exists(store, slug=slug) else ["NO_PROJECT"]
 
 
 async def project_not_found(store: Store, project_key: str) -> BrokerError:
@@ -78,7 +78,7 @@ async def project_not_found(store: Store, project_key: str) -> BrokerError:
 
 
 async def agent_not_found(store: Store, slug: str, name: str) -> BrokerError:
-    human_key, names = await projects.agent_names(store, slug)
+    human_key, names = await projects.agent_names(store, slug=slug)
     hint = mistake_hint(name)
     suffix = f"\n\nHINT: {hint[1]}" if hint else ""
     if not names:

@@ -104,7 +104,7 @@ def _delete_agent(
         found = AgentDeletion()
         for _ in range(MAX_ROUNDS):
             _redis_rounds(session, slug, name, caller, found)
-            session.forget_links(found.foreign_links, batch=BATCH)
+            session.forget_links(copies=found.foreign_links, batch=BATCH)
             with project_lock(settings.index_path, slug):
                 _index_delete_agent(settings, found)
                 found.archive = _archive_delete_agent(settings, slug, found)
@@ -256,7 +256,7 @@ def _delete_project(settings: Settings, redis_url: str, keys: Keys, slug: str) -
         # can take it (another process may still have this path cached under this slug).
         session.claim_slug(slug=slug)
         counts = _redis_counts(session, slug)
-        session.forget_links(session.link_copies(slug=slug), batch=BATCH)
+        session.forget_links(copies=session.link_copies(slug=slug), batch=BATCH)
         _index_delete_project(settings, slug, counts)
         errors: list[str] = []
         try:

@@ -97,7 +97,7 @@ async def raise_admin(store: Store, refused: Refusal, slug: str, project_key: st
             "registration_token belongs to. Pass the broker's operator token as operator_token instead.",
         )
     if code in ("BAD_ADMIN_TOKEN", "ADMIN_AUTH_REQUIRED"):
-        human_key = await projects.human_key(store, slug) or project_key
+        human_key = await projects.human_key(store, slug=slug) or project_key
         if code == "BAD_ADMIN_TOKEN":
             raise BrokerError(
                 "AUTHENTICATION_FAILED",

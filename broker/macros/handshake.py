@@ -20,7 +20,7 @@ async def _infer_names(store: Store, slug: str, requester: str | None, target: s
     exactly two agents, to the other one."""
     requester = requester or store.bindings.current_agent(slug)
     if requester and not target:
-        _, names = await projects.agent_names(store, slug)
+        _, names = await projects.agent_names(store, slug=slug)
         others = [n for n in names if n.lower() != requester.lower()]
         if len(names) == 2 and len(others) == 1:
             target = others[0]

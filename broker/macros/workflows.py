@@ -23,11 +23,11 @@ from broker.identity import agents as identity
 from broker.identity import refusals
 from broker.identity.auth import token_hash
 from broker.identity.names import validate_name, validate_new_name
-from broker.identity.projects import project_dict, project_slug
+from broker.identity.projects import project_slug
 from broker.mail import inbox
 from broker.mail.inputs import check_limit
 from broker.reservations import service as reservations
-from broker.store.commands import contacts as contact_store
+from broker.store.commands import projects as project_store
 from broker.store.store import Store
 
 MAX_THREAD_ID_CHARS = 128  # as summarize_thread
@@ -89,10 +89,10 @@ async def start_session(
 
 async def project_record(store: Store, slug: str, project_key: str) -> dict[str, Any]:
     """An existing project's project_dict (with archived_at when set); NOT_FOUND names it."""
-    record = await contact_store.project_record(store, slug=slug)
+    record = await project_store.project_record(store, slug=slug)
     if record is None:
         raise await refusals.project_not_found(store, project_key)
-    return project_dict([record.id, record.slug, record.human_key, record.created_at], record.archived_at)
+    return identity.project_view(record)
 
 
 def check_one_thread_id(thread_id: object) -> str:

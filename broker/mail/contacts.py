@@ -131,8 +131,8 @@ async def authenticated_sender(store: Store, sender: Sender, cost: int = 0) -> d
     slug = sender.slug
     spec = agent_spec(store.settings) if cost else ""
     try:
-        agent = await contact_store.agent_record(
-            store, slug=slug, name=sender.name, auth=sender.auth, rate_spec=spec, cost=cost
+        agent = await contact_store.authenticated_identity(
+            store, slug=slug, name=sender.name, credentials=sender.auth, rate_spec=spec, cost=cost
         )
     except Refusal as refused:
         if refused.code == "RATE_LIMITED":
@@ -162,7 +162,7 @@ async def _request(
     slug = target_slug
     try:
         requested = await contact_store.contact_request(
-            store, slug=slug, requester=requester, auth=auth, foreign=foreign, target=target, reason=reason,
+            store, slug=slug, requester=requester, credentials=auth, foreign=foreign, target=target, reason=reason,
             ttl_seconds=ttl, intro_body=intro_body,
         )  # fmt: skip
     except Refusal as refused:
@@ -315,7 +315,7 @@ async def respond_contact(
     auth = store.bindings.args(slug, me, registration_token)
     try:
         response = await contact_store.contact_respond(
-            store, slug=slug, responder=me, auth=auth, foreign=foreign, requester=requester, accept=accept,
+            store, slug=slug, responder=me, credentials=auth, foreign=foreign, requester=requester, accept=accept,
             ttl_seconds=ttl,
         )  # fmt: skip
     except Refusal as refused:
@@ -350,7 +350,7 @@ async def list_contacts(
     name = validate_name(agent_name)
     auth = store.bindings.args(slug, name, registration_token)
     try:
-        found = await contact_store.list_links(store, slug=slug, name=name, auth=auth)
+        found = await contact_store.list_links(store, slug=slug, name=name, credentials=auth)
     except Refusal as refused:
         await refusals.raise_for(store, refused.reply, slug, project_key)
         raise
@@ -382,7 +382,7 @@ async def set_contact_policy(
     value = check_policy(policy)
     auth = store.bindings.args(slug, name, registration_token)
     try:
-        changed = await contact_store.set_contact_policy(store, slug=slug, name=name, auth=auth, policy=value)
+        changed = await contact_store.set_contact_policy(store, slug=slug, name=name, credentials=auth, policy=value)
     except Refusal as refused:
         await refusals.raise_for(store, refused.reply, slug, project_key)
         raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, NoReturn
 
 from broker.errors import BrokerError
@@ -11,7 +10,9 @@ from broker.identity.auth import check_token
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
 from broker.mail.inputs import check_limit, check_topic, since_micros
+from broker.store.commands import identity as identity_store
 from broker.store.commands import mail as store_mail
+from broker.store.commands.agent_record import StoredAgent
 from broker.store.commands.mail import Marked
 from broker.store.refusals import Refusal
 from broker.store.store import Store
@@ -46,7 +47,7 @@ async def fetch_inbox(
     if urgent_only or topic:
         try:
             items = await store_mail.fetch_inbox_indexed(
-                store, slug=slug, name=name, token_digest=digest, token_required=require, limit=limit,
+                store, slug=slug, name=name, credentials=(digest, require), limit=limit,
                 since_us=since, urgent_only=urgent_only, topic=topic, include_bodies=include_bodies,
             )  # fmt: skip
         except Refusal as refused:
@@ -56,15 +57,13 @@ async def fetch_inbox(
         return items
 
     checked = bool(digest) or require == "1"
-    page = await store_mail.inbox_page(
-        store, slug=slug, name=name, since_us=since, limit=limit, with_agent_record=checked
-    )
+    page = await store_mail.inbox_page(store, slug=slug, name=name, since_us=since, limit=limit, with_agent=checked)
     if checked:
-        await check_reader(store, slug, project_key, name, page.agent_record, digest, require)
+        await check_reader(store, slug, project_key, name, page.agent, digest, require)
         store.bindings.bind(slug, name)
     elif not page.entries:
-        record = await store_mail.agent_record(store, slug=slug, name=name)
-        await check_reader(store, slug, project_key, name, record, digest, require)
+        agent = await identity_store.stored_agent(store, slug=slug, name=name)
+        await check_reader(store, slug, project_key, name, agent, digest, require)
     return await store_mail.inbox_items(store, slug=slug, entries=page.entries, include_bodies=include_bodies)
 
 
@@ -89,11 +88,12 @@ async def raise_refused(
 
 
 async def check_reader(
-    store: Store, slug: str, project_key: str, name: str, record: str | None, digest: str, require: str
+    store: Store, slug: str, project_key: str, name: str, agent: StoredAgent | None, digest: str, require: str
 ) -> None:
-    if record is None:
+    """Raise what the scripts' token check would for the agent's stored record (None: no such agent)."""
+    if agent is None:
         await refusals.raise_for(store, await refusals.missing_agent_reply(store, slug, name), slug, project_key)
-    failure = check_token(json.loads(record), digest, require)
+    failure = check_token(agent, digest, require)
     if failure:
         await refusals.raise_for(store, [failure, name], slug, project_key)
 
@@ -131,7 +131,7 @@ async def fetch_topic(
     auth = store.bindings.args(slug, viewer, registration_token)
     try:
         items = await store_mail.fetch_topic(
-            store, slug=slug, viewer=viewer, token_digest=auth[0], token_required=auth[1], topic=topic.lower(),
+            store, slug=slug, viewer=viewer, credentials=auth, topic=topic.lower(),
             limit=limit, since_us=since, include_bodies=include_bodies,
         )  # fmt: skip
     except Refusal as refused:
@@ -155,7 +155,7 @@ async def mark_message(
     marked: Marked | Refusal
     try:
         marked = await store_mail.mark_message(
-            store, slug=slug, name=name, token_digest=auth[0], token_required=auth[1], message_id=message_id, mode=mode
+            store, slug=slug, name=name, credentials=auth, message_id=message_id, mode=mode
         )
     except Refusal as refused:
         marked = refused

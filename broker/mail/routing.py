@@ -79,13 +79,15 @@ async def linked_agents(store: Store, slug: str, name: str) -> dict[str, tuple[s
     now_us = snapshot.now_us
     found: dict[str, tuple[str, str, int]] = {}
     for link in snapshot.links:
-        if link["status"] != "approved" or not link["exp_us"] or int(link["exp_us"]) <= now_us:
+        if link.status != "approved" or link.expires_us is None or link.expires_us <= now_us:
             continue
-        other = "b" if link["a_slug"] == slug and link["a"].lower() == name.lower() else "a"
-        other_slug, other_name = link[f"{other}_slug"], link[other]
+        if link.requester_slug == slug and link.requester.lower() == name.lower():
+            other_slug, other_name = link.target_slug, link.target
+        else:
+            other_slug, other_name = link.requester_slug, link.requester
         if other_slug == slug:
             continue
         lower = other_name.lower()
-        if lower not in found or found[lower][2] < int(link["upd_us"]):
-            found[lower] = (other_slug, other_name, int(link["upd_us"]))
+        if lower not in found or found[lower][2] < link.updated_us:
+            found[lower] = (other_slug, other_name, link.updated_us)
     return {lower: (s, n) for lower, (s, n, _) in found.items()}

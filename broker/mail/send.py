@@ -66,8 +66,7 @@ async def _deliver_one(
             store,
             slug=slug,
             sender_name=foreign["name"] if foreign else sender.name,
-            token_digest=auth[0],
-            token_required=auth[1],
+            credentials=auth,
             foreign_sender=foreign,
             subject=msg.subject,
             body_md=msg.body_md,
@@ -140,7 +139,7 @@ async def _send_refused(
 async def _unknown_recipients(store: Store, slug: str, lowered: list[str], given: list[str]) -> BrokerError:
     by_lower = {name.lower(): name for name in given}
     names = [by_lower.get(n, n) for n in lowered]
-    human_key, registered = await projects.agent_names(store, slug)
+    human_key, registered = await projects.agent_names(store, slug=slug)
     described = []
     for name in names:
         close = difflib.get_close_matches(name.lower(), [r.lower() for r in registered], n=1, cutoff=0.6)
@@ -345,9 +344,7 @@ async def _visible_message(
 ) -> VisibleMessage:
     refused: Refusal
     try:
-        return await store_mail.get_message(
-            store, slug=slug, viewer=viewer, token_digest=auth[0], token_required=auth[1], message_id=message_id
-        )
+        return await store_mail.get_message(store, slug=slug, viewer=viewer, credentials=auth, message_id=message_id)
     except Refusal as exc:
         refused = exc
     if refused.code == "NO_MESSAGE":

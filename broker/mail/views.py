@@ -22,6 +22,7 @@ from broker.mail import inbox
 from broker.mail.inbox import raise_refused
 from broker.mail.inputs import check_limit, check_thread_id, since_micros
 from broker.persistence.commits import message_commits
+from broker.store.commands import identity as identity_store
 from broker.store.commands import mail as store_mail
 from broker.store.commands import projects
 from broker.store.commands import views as store_views
@@ -105,7 +106,7 @@ async def authenticate(
     slug = await project_slug(store, project_key)
     name = agent.strip() if agent and agent.strip() else store.bindings.current_agent(slug)
     if not name:
-        human_key = await projects.human_key(store, slug)
+        human_key = await projects.human_key(store, slug=slug)
         if human_key is None:
             raise await refusals.project_not_found(store, project_key)
         raise BrokerError(
@@ -116,9 +117,7 @@ async def authenticate(
     name = validate_name(name, "agent")
     digest, require = store.bindings.args(slug, name, token)
     try:
-        record = await store_views.viewer_agent(
-            store, slug=slug, name=name, token_digest=digest, token_required=require
-        )
+        record = (await identity_store.get_agent(store, slug=slug, name=name, credentials=(digest, require))).agent
     except Refusal as refused:
         await raise_refused(store, refused, slug, project_key, TOKEN_PARAM)
     if digest:
@@ -127,7 +126,7 @@ async def authenticate(
 
 
 async def human_key_of(store: Store, slug: str) -> str:
-    return await projects.human_key(store, slug) or slug
+    return await projects.human_key(store, slug=slug) or slug
 
 
 def listing(human_key: str, viewer: Viewer, messages: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -213,7 +212,7 @@ async def message_view(
     visible: VisibleMessage | None = None
     with contextlib.suppress(Refusal):  # authenticated above: no token check again
         visible = await store_mail.get_message(
-            store, slug=slug, viewer=viewer.name, token_digest="", token_required="0", message_id=ident
+            store, slug=slug, viewer=viewer.name, credentials=("", "0"), message_id=ident
         )
     if visible is None:
         raise await refusals.message_not_found(store, slug, ident, viewer.name)

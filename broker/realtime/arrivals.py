@@ -22,7 +22,7 @@ from broker.identity.projects import project_slug
 from broker.mail.inbox import check_reader, items_from_entries
 from broker.mail.inputs import check_limit
 from broker.store.commands import arrivals as arrivals_store
-from broker.store.commands import mail as mail_store
+from broker.store.commands import identity as identity_store
 from broker.store.commands.arrivals import InboxEntry
 from broker.store.store import Store
 
@@ -79,8 +79,8 @@ async def authenticate(
     slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     digest, require = store.bindings.args(slug, name, registration_token)
-    record = await mail_store.agent_record(store, slug=slug, name=name)
-    await check_reader(store, slug, project_key, name, record, digest, require)
+    agent = await identity_store.stored_agent(store, slug=slug, name=name)
+    await check_reader(store, slug, project_key, name, agent, digest, require)
     if digest:
         store.bindings.bind(slug, name)
     return slug, name

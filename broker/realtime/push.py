@@ -84,7 +84,7 @@ async def canonical_inbox_uris(store: Store, uris: list[str]) -> list[str]:
     )
     for (name, project), slug, exists in zip(addresses, slugs, found, strict=True):
         if not exists:
-            if not await project_store.exists(store, slug):
+            if not await project_store.exists(store, slug=slug):
                 raise await refusals.project_not_found(store, project)
             raise await refusals.agent_not_found(store, slug, name)
     return [inbox_uri(slug, name) for (name, _), slug in zip(addresses, slugs, strict=True)]

@@ -126,7 +126,7 @@ async def _check_inbox(project: str, agent: str, limit: int) -> str:
         items, more = await arrivals.unseen_unread(store, slug, name, limit)
         if not items:
             return ""
-        human_key = await project_store.human_key(store, slug) or project
+        human_key = await project_store.human_key(store, slug=slug) or project
     finally:
         await store.close()
     noun = "message" if len(items) == 1 else "messages"

@@ -31,6 +31,7 @@ from broker.config import Settings, get_settings
 from broker.identity import refusals
 from broker.identity.slugs import resolve_sync
 from broker.reservations import globs
+from broker.store.commands import identity as identity_store
 from broker.store.commands import projects
 from broker.store.commands import reservations as reservation_store
 from broker.store.commands.reservation_record import ReservationRecord
@@ -285,12 +286,10 @@ async def _authorized_root(
         name = validate_name(name)
         digest, require = store.bindings.args(slug, name, token)
         try:
-            await reservation_store.check_agent(
-                store, slug=slug, agent=name, token_digest=digest, token_required=require
-            )
+            await identity_store.get_agent(store, slug=slug, name=name, credentials=(digest, require))
         except Refusal as refusal:
             await refusals.raise_for(store, refusal.reply, slug, project_key)
-    human_key = await projects.human_key(store, slug)
+    human_key = await projects.human_key(store, slug=slug)
     if human_key is None:
         raise await refusals.project_not_found(store, project_key)
     return slug, human_key

@@ -172,7 +172,7 @@ async def reserve(
     name, digest, require = check_caller(store, slug, agent_name, token)
     try:
         reserved = await reservation_store.reserve(
-            store, slug=slug, agent=name, token_digest=digest, token_required=require,
+            store, slug=slug, agent=name, credentials=(digest, require),
             ttl_us=ttl * 1_000_000, exclusive=exclusive, reason=reason,
             retention_seconds=store.settings.file_reservation_retention_seconds,
             max_holders=MAX_HOLDERS_LISTED, step_budget=STEP_BUDGET, rate_spec=agent_spec(store.settings),
@@ -213,7 +213,7 @@ async def release(
     name, digest, require = check_caller(store, slug, agent_name, token)
     try:
         released = await reservation_store.release_reservations(
-            store, slug=slug, agent=name, token_digest=digest, token_required=require, mode=mode, items=items,
+            store, slug=slug, agent=name, credentials=(digest, require), mode=mode, items=items,
             retention_seconds=store.settings.file_reservation_retention_seconds,
         )  # fmt: skip
     except Refusal as refusal:
@@ -237,7 +237,7 @@ async def renew(
     name, digest, require = check_caller(store, slug, agent_name, token)
     try:
         renewed = await reservation_store.renew_reservations(
-            store, slug=slug, agent=name, token_digest=digest, token_required=require, mode=mode, items=items,
+            store, slug=slug, agent=name, credentials=(digest, require), mode=mode, items=items,
             extend_us=extend * 1_000_000,
         )  # fmt: skip
     except Refusal as refusal:
@@ -319,14 +319,14 @@ async def force_release(
     digest, require = store.bindings.args(slug, name, token)
     # The caller first (the script checks again): no scan of the holder's files and git
     # history, and no word on its activity, for an unknown agent or a missing or wrong token.
-    await check_reader(store, slug, project_key, name, view.actor_record, digest, require)
+    await check_reader(store, slug, project_key, name, view.actor, digest, require)
     if record.released_us is not None:
         return {"released": 0, "released_at": iso_from_us(record.released_us), "already_released": True}
 
     async def release_as_checked() -> reservation_store.ForceReleased | None:
         try:
             return await reservation_store.force_release_reservation(
-                store, slug=slug, actor=name, token_digest=digest, token_required=require,
+                store, slug=slug, actor=name, credentials=(digest, require),
                 reservation_id=reservation_id, checked_expires_us=record.expires_us,
                 retention_seconds=settings.file_reservation_retention_seconds,
             )  # fmt: skip

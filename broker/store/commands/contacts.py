@@ -1,9 +1,10 @@
 """Contact links in Redis: the typed commands of broker/mail/contacts.py and the contact macros.
 
-Holds the contact scripts (contact_request, contact_respond, link_put, link_forget, list_links,
-set_contact_policy), the identity a sender proves in its own project before it writes into
-another one (get_agent / sender_pass, as ``agent_record``; the plain agent read ``known_agent``),
-and the project read of broker/macros/workflows.py (``project_record``).
+Holds the contact scripts (contact_request, contact_respond, link_put, list_links,
+set_contact_policy; link_forget runs with the hard deletes in broker/store/commands/erase.py)
+and the identity a sender proves in its own project before it writes into another one
+(identity's get_agent / sender_pass with the project's human_key, as ``authenticated_identity``;
+the plain agent read ``known_agent``).
 
 A link A->B (A asked to write to B) is kept in both endpoints' projects (layout in
 broker/scripts/lib/contacts.lua); ``Link`` is one copy, decoded, with the JSON it was stored as
@@ -15,25 +16,20 @@ persistence drain itself.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from redis import Redis as SyncRedis
-
-from broker.store.keys import Keys, is_outgoing_link
+from broker.store.commands.agent_record import decode_agent
+from broker.store.commands.identity import get_agent, sender_pass
+from broker.store.keys import is_outgoing_link
 from broker.store.luajson import INLINE_BODY_BYTES
-from broker.store.refusals import Refusal
-from broker.store.scripts import script_source
+from broker.store.refusals import Refusal, accepted
 from broker.store.store import Store
 
 # The requester identity the scripts take from another project (``foreign`` in
 # lib/contacts.lua's resolve_sender): {name, id, project_id, slug, human_key}.
 ForeignAgent = Mapping[str, Any]
-
-
-def _refusal(reply: list[Any]) -> Refusal:
-    return Refusal(str(reply[0]), *(str(detail) for detail in reply[1:]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,17 +118,6 @@ class PolicySet:
     policy: str
 
 
-@dataclass(frozen=True, slots=True)
-class ProjectRecord:
-    """The fields of a project hash the project_dict shows."""
-
-    id: int
-    slug: str
-    human_key: str
-    created_at: str
-    archived_at: str | None
-
-
 # -- identities ---------------------------------------------------------------------------
 
 
@@ -148,28 +133,24 @@ async def known_agent(store: Store, *, slug: str, name: str) -> AgentIdentity:
         raise Refusal("NO_PROJECT")
     if raw is None:
         raise Refusal("NO_AGENT", name)
-    agent = json.loads(raw)
+    agent = decode_agent(raw)
     return AgentIdentity(agent["name"], agent["id"], int(project_id), slug, human_key)
 
 
-async def agent_record(
-    store: Store, *, slug: str, name: str, auth: tuple[str, str], rate_spec: str = "", cost: int = 0
+async def authenticated_identity(
+    store: Store, *, slug: str, name: str, credentials: tuple[str, str], rate_spec: str = "", cost: int = 0
 ) -> AgentIdentity:
     """The agent, authenticated in its own project (get_agent.lua), as the identity other
-    projects' scripts take. ``auth`` is Bindings.args' (token digest, "1" if required). With
+    projects' scripts take. ``credentials`` is Bindings.args' (token digest, "1" if required). With
     ``cost`` the agent's own rate bucket (``rate_spec``, lib/ratelimit.lua) admits it and is
     charged that many tokens first (sender_pass.lua). Refusal NO_PROJECT, NO_AGENT, BAD_TOKEN,
     AUTH_REQUIRED, ..., or RATE_LIMITED with the milliseconds to wait (nothing charged)."""
-    keys = store.keys
-    script_keys = [keys.project(slug), keys.agents(slug), keys.active(slug)]
     if cost:
-        reply = await store.run("sender_pass", script_keys, [name, *auth, keys.project_prefix(slug), rate_spec, cost])
+        found = await sender_pass(store, slug=slug, name=name, credentials=credentials, rate_spec=rate_spec, cost=cost)
     else:
-        reply = await store.run("get_agent", script_keys, [name, *auth])
-    if reply[0] != "ok":
-        raise _refusal(reply)
-    agent = json.loads(reply[1])
-    human_key = await store.client().hget(keys.project(slug), "human_key")
+        found = await get_agent(store, slug=slug, name=name, credentials=credentials)
+    agent = found.agent
+    human_key = await store.client().hget(store.keys.project(slug), "human_key")
     return AgentIdentity(agent["name"], agent["id"], agent["project_id"], slug, human_key)
 
 
@@ -181,7 +162,7 @@ async def contact_request(
     *,
     slug: str,
     requester: str,
-    auth: tuple[str, str],
+    credentials: tuple[str, str],
     foreign: ForeignAgent | None,
     target: str,
     reason: str,
@@ -190,7 +171,7 @@ async def contact_request(
 ) -> ContactRequested:
     """Create or renew the link requester -> target in the target's project ``slug`` and send the
     intro mail when the request is new (contact_request.lua). A requester of another project comes
-    as ``foreign`` (authenticated there; ``auth`` is then not used). Refusal NO_PROJECT, NO_AGENT,
+    as ``foreign`` (authenticated there; ``credentials`` are then not used). Refusal NO_PROJECT, NO_AGENT,
     BAD_TOKEN, AUTH_REQUIRED, PROJECT_ARCHIVED, NO_TARGET, SELF, AGENT_RETIRED or CONTACT_BLOCKED
     (name, "block_all" | "refused")."""
     keys = store.keys
@@ -198,13 +179,12 @@ async def contact_request(
         "contact_request",
         [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
         [
-            keys.project_prefix(slug), keys.doorbell, slug, requester, *(("", "0") if foreign else auth),
+            keys.project_prefix(slug), keys.doorbell, slug, requester, *(("", "0") if foreign else credentials),
             json.dumps(foreign) if foreign else "", target, reason, ttl_seconds, await store.next_id("message"),
             intro_body, INLINE_BODY_BYTES,
         ],
     )  # fmt: skip
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     store.schedule_persist(slug, reply[3])
     return ContactRequested(Link.decode(reply[1]), json.loads(reply[2]) if reply[2] else None)
 
@@ -214,7 +194,7 @@ async def contact_respond(
     *,
     slug: str,
     responder: str,
-    auth: tuple[str, str],
+    credentials: tuple[str, str],
     foreign: ForeignAgent | None,
     requester: str,
     accept: bool,
@@ -227,11 +207,10 @@ async def contact_respond(
     reply = await store.run(
         "contact_respond",
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [keys.project_prefix(slug), keys.doorbell, slug, responder, *auth, json.dumps(foreign) if foreign else "",
+        [keys.project_prefix(slug), keys.doorbell, slug, responder, *credentials, json.dumps(foreign) if foreign else "",
          requester, "1" if accept else "0", ttl_seconds, INLINE_BODY_BYTES],
     )  # fmt: skip
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     store.schedule_persist(slug, reply[4])
     link = Link.decode(reply[1]) if reply[1] else None
     return ContactResponse(link, int(reply[2]), tuple(json.loads(reply[3])))
@@ -248,57 +227,29 @@ async def link_put(store: Store, *, slug: str, link: Link) -> bool:
     return True
 
 
-def link_forget(client: SyncRedis, keys: Keys, *, slug: str, copies: Iterable[tuple[str, str, int]], batch: int) -> int:
-    """In project ``slug``, forget the link copies whose other endpoint, an agent of another
-    project, was deleted (link_forget.lua), ``batch`` copies per call. ``copies``: (owner, the
-    lower name of this project's agent; its links field; the deleted agent's id). Synchronous, as
-    the hard deletes run on a thread. Returns how many copies were removed."""
-    script = client.register_script(script_source("link_forget"))
-    items = list(copies)
-    removed = 0
-    for start in range(0, len(items), batch):
-        args = [value for item in items[start : start + batch] for value in item]
-        reply = script(keys=[keys.pending(slug)], args=[keys.project_prefix(slug), *args])
-        removed += int(reply[1])
-    return removed
-
-
-async def list_links(store: Store, *, slug: str, name: str, auth: tuple[str, str]) -> AgentLinks:
+async def list_links(store: Store, *, slug: str, name: str, credentials: tuple[str, str]) -> AgentLinks:
     """The links the agent asked for, read after checking its token (list_links.lua). Refusal
     NO_PROJECT, NO_AGENT, BAD_TOKEN or AUTH_REQUIRED."""
     keys = store.keys
     reply = await store.run(
-        "list_links", [keys.project(slug), keys.agents(slug)], [keys.project_prefix(slug), name, *auth]
+        "list_links", [keys.project(slug), keys.agents(slug)], [keys.project_prefix(slug), name, *credentials]
     )
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     outgoing = tuple(
         Link.decode(raw) for field, raw in zip(reply[3::2], reply[4::2], strict=True) if is_outgoing_link(field)
     )
     return AgentLinks(reply[1], int(reply[2]), outgoing)
 
 
-async def set_contact_policy(store: Store, *, slug: str, name: str, auth: tuple[str, str], policy: str) -> PolicySet:
+async def set_contact_policy(
+    store: Store, *, slug: str, name: str, credentials: tuple[str, str], policy: str
+) -> PolicySet:
     """Set the agent's contact policy (already checked) after checking its token
     (set_contact_policy.lua). Refusal NO_PROJECT, NO_AGENT, BAD_TOKEN or AUTH_REQUIRED."""
     keys = store.keys
     reply = await store.run(
-        "set_contact_policy", [keys.project(slug), keys.agents(slug), keys.pending(slug)], [name, *auth, policy]
+        "set_contact_policy", [keys.project(slug), keys.agents(slug), keys.pending(slug)], [name, *credentials, policy]
     )
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     store.schedule_persist(slug, reply[3])
     return PolicySet(reply[1], reply[2])
-
-
-# -- macros -------------------------------------------------------------------------------
-
-
-async def project_record(store: Store, *, slug: str) -> ProjectRecord | None:
-    """The project's record (one HMGET), None when the project is not there."""
-    fields = await store.client().hmget(
-        store.keys.project(slug), "id", "slug", "human_key", "created_at", "archived_at"
-    )
-    if fields[0] is None:
-        return None
-    return ProjectRecord(int(fields[0]), fields[1], fields[2], fields[3], fields[4])

@@ -17,6 +17,7 @@ from typing import Any
 
 from redis.client import Pipeline
 
+from broker.store.commands.agent_record import StoredAgent, decode_agent
 from broker.store.ids import KINDS
 from broker.store.keys import Keys, receipt_fields
 from broker.store.scripts import SyncClient
@@ -80,7 +81,7 @@ class BatchRecords:
     the broker's id counters (kind -> value) and each entry's record (member -> EntryRecord)."""
 
     project: dict[str, str]
-    agents: dict[str, dict[str, Any]]
+    agents: dict[str, StoredAgent]
     active: dict[str, str]
     counters: dict[str, int]
     entries: dict[str, EntryRecord] = field(default_factory=dict)
@@ -146,4 +147,4 @@ def read_batch(client: SyncClient, keys: Keys, *, slug: str, members: Sequence[s
     for member, count, decode in queued:
         entries[member] = decode(replies[position : position + count])
         position += count
-    return BatchRecords(project, {k: json.loads(v) for k, v in agents.items()}, active, counters, entries)
+    return BatchRecords(project, {k: decode_agent(v) for k, v in agents.items()}, active, counters, entries)

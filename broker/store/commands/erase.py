@@ -15,10 +15,11 @@ from typing import Any, Generic, TypeVar
 
 from broker.store import keys as layout
 from broker.store.clients import make_sync_client
+from broker.store.commands.agent_record import StoredAgent, decode_agent
 from broker.store.commands.lifecycle import Caller
 from broker.store.keys import Keys
-from broker.store.refusals import Refusal
-from broker.store.scripts import script_source
+from broker.store.refusals import refusal
+from broker.store.scripts import run_sync
 
 UNLINK_BATCH = 500
 SCAN_COUNT = 1000
@@ -52,7 +53,7 @@ class Phase(Generic[T]):
     (``sent``: SentMessage; ``received``, ``reservations``: ids; ``contacts``: LinkCopy of other
     projects). ``more`` says whether to call the step again (with ``cursor`` for the scans)."""
 
-    agent: dict[str, Any]
+    agent: StoredAgent
     items: tuple[T, ...]
     more: bool
     cursor: str = "0"
@@ -86,7 +87,6 @@ class EraseSession:
     def __init__(self, redis_url: str, keys: Keys) -> None:
         self.keys = keys
         self._client = make_sync_client(redis_url)
-        self._scripts: dict[str, Any] = {}
 
     def __enter__(self) -> EraseSession:
         return self
@@ -94,23 +94,20 @@ class EraseSession:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._client.close()
 
-    def _script(self, name: str) -> Any:
-        if name not in self._scripts:
-            self._scripts[name] = self._client.register_script(script_source(name))
-        return self._scripts[name]
-
     # -- hard_delete_agent -------------------------------------------------------------
     def _agent_step(self, slug: str, name: str, caller: Caller, phase: str, batch: int, cursor: str) -> list[Any]:
         keys = self.keys
-        reply = self._script("hard_delete_agent")(
-            keys=[keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
-            args=[
+        reply = run_sync(
+            self._client,
+            "hard_delete_agent",
+            [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
+            [
                 keys.project_prefix(slug), name, caller.token_digest, "1" if caller.token_required else "0",
                 phase, batch, cursor,
             ],
         )  # fmt: skip
         if reply[0] not in ("ok", "MORE"):
-            raise Refusal(*(str(part) for part in reply))
+            raise refusal(reply)
         return reply
 
     def delete_sent(self, *, slug: str, name: str, caller: Caller, batch: int) -> Phase[SentMessage]:
@@ -122,24 +119,24 @@ class EraseSession:
             )
             for item in json.loads(reply[2])
         )
-        return Phase(agent=json.loads(reply[1]), items=items, more=reply[3] == "1")
+        return Phase(agent=decode_agent(reply[1]), items=items, more=reply[3] == "1")
 
     def delete_received(self, *, slug: str, name: str, caller: Caller, batch: int) -> Phase[int]:
         """Up to ``batch`` entries from the head of its inbox: the agent leaves those messages."""
         reply = self._agent_step(slug, name, caller, "received", batch, "0")
         ids = tuple(int(i) for i in json.loads(reply[2]))
-        return Phase(agent=json.loads(reply[1]), items=ids, more=reply[3] == "1")
+        return Phase(agent=decode_agent(reply[1]), items=ids, more=reply[3] == "1")
 
     def delete_reservations(self, *, slug: str, name: str, caller: Caller, batch: int, cursor: str) -> Phase[int]:
         """One scan step over the project's reservations: the agent's leave (ids)."""
         reply = self._agent_step(slug, name, caller, "reservations", batch, cursor)
         ids = tuple(int(i) for i in json.loads(reply[2]))
-        return Phase(agent=json.loads(reply[1]), items=ids, more=str(reply[3]) != "0", cursor=str(reply[3]))
+        return Phase(agent=decode_agent(reply[1]), items=ids, more=str(reply[3]) != "0", cursor=str(reply[3]))
 
     def delete_contacts(self, *, slug: str, name: str, caller: Caller, batch: int, cursor: str) -> Phase[LinkCopy]:
         """One scan step over its links; the copies kept in other projects (LinkCopy)."""
         reply = self._agent_step(slug, name, caller, "contacts", batch, cursor)
-        agent = json.loads(reply[1])
+        agent = decode_agent(reply[1])
         copies = tuple(
             LinkCopy(slug=c["slug"], owner=c["owner"], field=c["field"], agent_id=int(agent["id"]))
             for c in json.loads(reply[2])
@@ -156,18 +153,19 @@ class EraseSession:
             done=True, reservations=tuple(int(i) for i in result["reservations"]), windows=int(result["windows"])
         )
 
-    def forget_links(self, copies: set[LinkCopy], *, batch: int) -> None:
+    def forget_links(self, *, copies: set[LinkCopy], batch: int) -> None:
         """Remove link copies kept in OTHER projects (one link_forget.lua call per project and
         batch): an agent there must not keep an approval from, or mail held from, an agent that
         no longer exists, nor persist a link to it again."""
         by_slug: dict[str, list[LinkCopy]] = {}
         for copy in sorted(copies):
             by_slug.setdefault(copy.slug, []).append(copy)
-        script = self._script("link_forget")
         for slug, items in by_slug.items():
             for start in range(0, len(items), batch):
                 args = [x for c in items[start : start + batch] for x in (c.owner, c.field, c.agent_id)]
-                script(keys=[self.keys.pending(slug)], args=[self.keys.project_prefix(slug), *args])
+                run_sync(
+                    self._client, "link_forget", [self.keys.pending(slug)], [self.keys.project_prefix(slug), *args]
+                )
 
     # -- hard_delete_project -----------------------------------------------------------
     def claim_slug(self, *, slug: str) -> None:
@@ -202,7 +200,7 @@ class EraseSession:
     def link_copies(self, *, slug: str) -> set[LinkCopy]:
         """The copies kept in other projects of the links of this project's agents."""
         keys = self.keys
-        agents = {lower: json.loads(raw)["id"] for lower, raw in self._client.hgetall(keys.agents(slug)).items()}
+        agents = {lower: decode_agent(raw)["id"] for lower, raw in self._client.hgetall(keys.agents(slug)).items()}
         pipe = self._client.pipeline(transaction=False)
         for lower in agents:
             pipe.hkeys(keys.links(slug, lower))

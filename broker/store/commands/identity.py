@@ -1,5 +1,6 @@
 """Typed commands of identity: projects (ensure_project, the slug registry with its sync twin for
-the git guard), agents (register_agent, get_agent), window identities (window.lua), and the reads
+the git guard), agents (register_agent; get_agent and sender_pass, the token check every area
+runs; stored_agent, the record without one), window identities (window.lua), and the reads
 behind the project resources (projects, their agents, unread counts). Script error replies are
 raised as ``Refusal``."""
 
@@ -11,17 +12,14 @@ from typing import Any
 
 from redis import Redis as SyncRedis
 
+from broker.store.commands.agent_record import AgentRecord, StoredAgent, decode_agent
 from broker.store.commands.projects import ProjectRecord
 from broker.store.keys import Keys
-from broker.store.refusals import Refusal
+from broker.store.refusals import accepted, refusal
 from broker.store.store import Store
 
 # The blocking client the git guard and the CLI hold (broker.store.clients.make_sync_client).
 SyncClient = SyncRedis
-
-
-def _refusal(reply: list[Any]) -> Refusal:
-    return Refusal(*(str(part) for part in reply))
 
 
 # -- projects -------------------------------------------------------------------------------
@@ -30,12 +28,6 @@ class EnsuredProject:
     project: ProjectRecord
     created: bool  # this call created it
     persist_needed: bool  # a persistence job must be enqueued (store.schedule_persist)
-
-
-def _project_from_hash(fields: dict[str, str]) -> ProjectRecord:
-    return ProjectRecord(
-        int(fields["id"]), fields["slug"], fields["human_key"], fields["created_at"], fields.get("archived_at") or None
-    )
 
 
 async def ensure_project(store: Store, *, slug: str, human_key: str) -> EnsuredProject:
@@ -60,7 +52,7 @@ async def all_projects(store: Store) -> list[ProjectRecord]:
     pipe = store.client().pipeline(transaction=False)
     for slug in slugs:
         pipe.hgetall(store.keys.project(slug))
-    return [_project_from_hash(fields) for fields in await pipe.execute() if fields]
+    return [ProjectRecord.from_hash(fields) for fields in await pipe.execute() if fields]
 
 
 # -- slugs --------------------------------------------------------------------------------------
@@ -101,12 +93,6 @@ async def assign_slug(store: Store, *, human_key: str, candidates: list[str], le
 
 
 # -- agents -------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class AgentRecord:
-    agent: dict[str, Any]  # the stored record (with its token digest, never the token)
-    last_active_ts: str | None
-
-
 @dataclass(frozen=True, slots=True)
 class Profile:
     program: str
@@ -154,22 +140,48 @@ async def register_agent(
         ],
     )
     if reply[0] == "ok":
-        return Registered(AgentRecord(json.loads(reply[1]), reply[2]), reply[3] == 1, reply[4] == 1)
+        return Registered(AgentRecord(decode_agent(reply[1]), reply[2]), reply[3] == 1, reply[4] == 1)
     if reply[0] == "TAKEN":
         return None
-    raise _refusal(reply)
+    raise refusal(reply)
+
+
+def _checked_agent(reply: list[Any]) -> AgentRecord:
+    """get_agent.lua's and sender_pass.lua's reply: {"ok", record JSON, last_active_ts}."""
+    accepted(reply)
+    return AgentRecord(decode_agent(reply[1]), reply[2])
 
 
 async def get_agent(store: Store, *, slug: str, name: str, credentials: tuple[str, str]) -> AgentRecord:
     """One agent's record once ``credentials`` (store.bindings.args' (token digest, "1" if
-    required)) pass (get_agent.lua); Refusal for NO_PROJECT, NO_AGENT, BAD_TOKEN, AUTH_REQUIRED."""
+    required)) pass (get_agent.lua, read-only); Refusal for NO_PROJECT, NO_AGENT, BAD_TOKEN,
+    AUTH_REQUIRED."""
     keys = store.keys
     reply = await store.run(
         "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, *credentials]
     )
-    if reply[0] != "ok":
-        raise _refusal(reply)
-    return AgentRecord(json.loads(reply[1]), reply[2])
+    return _checked_agent(reply)
+
+
+async def sender_pass(
+    store: Store, *, slug: str, name: str, credentials: tuple[str, str], rate_spec: str, cost: int
+) -> AgentRecord:
+    """``get_agent`` for a sender: once ``credentials`` pass, the agent's own rate bucket
+    (``rate_spec``, lib/ratelimit.lua) admits it and is charged ``cost`` tokens (sender_pass.lua).
+    Refusal as get_agent's, or RATE_LIMITED with the milliseconds to wait (nothing charged)."""
+    keys = store.keys
+    reply = await store.run(
+        "sender_pass",
+        [keys.project(slug), keys.agents(slug), keys.active(slug)],
+        [name, *credentials, keys.project_prefix(slug), rate_spec, cost],
+    )
+    return _checked_agent(reply)
+
+
+async def stored_agent(store: Store, *, slug: str, name: str) -> StoredAgent | None:
+    """The agent's record without a token check (one HGET), None when there is no such agent."""
+    raw: str | None = await store.client().hget(store.keys.agents(slug), name.lower())
+    return None if raw is None else decode_agent(raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +202,9 @@ async def project_with_agents(store: Store, *, slug: str) -> ProjectAgents | Non
         return None
     records = []
     for raw in agents.values():
-        agent = json.loads(raw)
+        agent = decode_agent(raw)
         records.append(AgentRecord(agent, active.get(agent["name"])))
-    return ProjectAgents(_project_from_hash(fields), records)
+    return ProjectAgents(ProjectRecord.from_hash(fields), records)
 
 
 async def unread_counts(store: Store, *, slug: str, names: list[str]) -> list[int]:
@@ -217,9 +229,7 @@ async def _window(store: Store, slug: str, op: str, window_uuid: str = "", ttl_u
     reply = await store.run(
         "window", [keys.project(slug), keys.windows(slug), keys.window_seq(slug)], [op, window_uuid, ttl_us, name]
     )
-    if reply[0] != "ok":
-        raise _refusal(reply)  # NO_PROJECT, or NOT_FOUND for a window that is not live
-    return reply
+    return accepted(reply)  # Refusal NO_PROJECT, or NOT_FOUND for a window that is not live
 
 
 async def _change(store: Store, slug: str, op: str, window_uuid: str, ttl_us: int = 0, name: str = "") -> WindowChange:

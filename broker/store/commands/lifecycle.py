@@ -8,12 +8,11 @@ Hard deletes are in ``broker/store/commands/erase.py``, the rebuild from the ind
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 from broker.store import keys as layout
-from broker.store.refusals import Refusal
+from broker.store.commands.agent_record import StoredAgent, decode_agent
+from broker.store.refusals import accepted
 from broker.store.store import Store
 
 PAGE = 1000  # stream entries per XRANGE while looking for old mail
@@ -50,12 +49,7 @@ def _flag(value: bool) -> str:
     return "1" if value else "0"
 
 
-def _refuse(reply: list[Any]) -> None:
-    if reply[0] != "ok":
-        raise Refusal(*(str(part) for part in reply))
-
-
-async def agent_state(store: Store, *, slug: str, name: str, caller: Caller, op: str) -> dict[str, Any]:
+async def agent_state(store: Store, *, slug: str, name: str, caller: Caller, op: str) -> StoredAgent:
     """Retire, unretire or deregister ``name`` (``op``); its record afterwards. Enqueues the
     persistence drain the change needs. Raises Refusal (NO_PROJECT, NO_AGENT, BAD_TOKEN, ...)."""
     keys = store.keys
@@ -64,9 +58,9 @@ async def agent_state(store: Store, *, slug: str, name: str, caller: Caller, op:
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
         [name, caller.token_digest, _flag(caller.token_required), op],
     )
-    _refuse(reply)
+    accepted(reply)
     store.schedule_persist(slug, reply[2])
-    return json.loads(reply[1])
+    return decode_agent(reply[1])
 
 
 async def project_state(store: Store, *, slug: str, caller: Caller, op: str) -> ProjectState:
@@ -78,7 +72,7 @@ async def project_state(store: Store, *, slug: str, caller: Caller, op: str) -> 
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
         [op, caller.token_digest, _flag(caller.token_required), caller.session_agent],
     )
-    _refuse(reply)
+    accepted(reply)
     store.schedule_persist(slug, reply[2])
     return ProjectState(archived_at=reply[1] or "")
 
@@ -94,7 +88,7 @@ async def purge_messages(
         [keys.project(slug), keys.pending(slug)],
         [keys.project_prefix(slug), len(message_ids), *message_ids, *(x for entry in stream_entries for x in entry)],
     )
-    _refuse(reply)
+    accepted(reply)
     return int(reply[1])
 
 

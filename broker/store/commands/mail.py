@@ -12,13 +12,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from broker.store.commands.agent_record import StoredAgent, decode_agent
+from broker.store.commands.contacts import Link
 from broker.store.luajson import INLINE_BODY_BYTES
-from broker.store.refusals import Refusal
+from broker.store.refusals import accepted, refusal
 from broker.store.store import Store
-
-
-def _refusal(reply: list[Any]) -> Refusal:
-    return Refusal(str(reply[0]), *(str(part) for part in reply[1:]))
 
 
 # -- sending ----------------------------------------------------------------------------------
@@ -58,8 +56,7 @@ async def send_message(
     *,
     slug: str,
     sender_name: str,
-    token_digest: str,
-    token_required: str,
+    credentials: tuple[str, str],
     foreign_sender: dict[str, Any] | None,
     subject: str,
     body_md: str,
@@ -97,8 +94,7 @@ async def send_message(
             slug,
             message_id,
             sender_name,
-            token_digest,
-            token_required,
+            *credentials,
             subject,
             body_md,
             importance,
@@ -134,7 +130,7 @@ async def send_message(
         )
     if status == "NO_RECIPIENTS":
         return NobodyLeft(json.loads(reply[1]))
-    raise _refusal(reply)
+    raise refusal(reply)
 
 
 async def idempotency_fingerprints(
@@ -161,7 +157,7 @@ class VisibleMessage:
 
 
 async def get_message(
-    store: Store, *, slug: str, viewer: str, token_digest: str, token_required: str, message_id: int
+    store: Store, *, slug: str, viewer: str, credentials: tuple[str, str], message_id: int
 ) -> VisibleMessage:
     """One message its viewer sent or received (get_message.lua, read-only). Refusals:
     NO_MESSAGE (not there, or not the viewer's) and the common codes."""
@@ -169,10 +165,9 @@ async def get_message(
     reply = await store.run(
         "get_message",
         [keys.project(slug), keys.agents(slug)],
-        [keys.project_prefix(slug), viewer, token_digest, token_required, message_id],
+        [keys.project_prefix(slug), viewer, *credentials, message_id],
     )
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     return VisibleMessage(json.loads(reply[1]), json.loads(reply[2]), reply[3], reply[4], reply[5] or None)
 
 
@@ -187,7 +182,7 @@ class Marked:
 
 
 async def mark_message(
-    store: Store, *, slug: str, name: str, token_digest: str, token_required: str, message_id: int, mode: str
+    store: Store, *, slug: str, name: str, credentials: tuple[str, str], message_id: int, mode: str
 ) -> Marked:
     """Set the agent's read (``mode`` "read") or read and acknowledged ("ack") timestamp once
     (mark_message.lua). Refusals: NO_MESSAGE and the common codes."""
@@ -195,10 +190,9 @@ async def mark_message(
     reply = await store.run(
         "mark_message",
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [keys.project_prefix(slug), name, token_digest, token_required, message_id, mode],
+        [keys.project_prefix(slug), name, *credentials, message_id, mode],
     )
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     return Marked(reply[1] or None, reply[2] or None, reply[3] == "1", reply[4])
 
 
@@ -208,8 +202,7 @@ async def fetch_inbox_indexed(
     *,
     slug: str,
     name: str,
-    token_digest: str,
-    token_required: str,
+    credentials: tuple[str, str],
     limit: int,
     since_us: str,
     urgent_only: bool,
@@ -222,11 +215,10 @@ async def fetch_inbox_indexed(
     reply = await store.run(
         "fetch_inbox_indexed",
         [keys.project(slug), keys.agents(slug)],
-        [keys.project_prefix(slug), name, token_digest, token_required, limit, since_us,
+        [keys.project_prefix(slug), name, *credentials, limit, since_us,
          "1" if urgent_only else "0", topic, "1" if include_bodies else "0"],
     )  # fmt: skip
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     items: list[dict[str, Any]] = json.loads(reply[1])
     return items
 
@@ -236,8 +228,7 @@ async def fetch_topic(
     *,
     slug: str,
     viewer: str,
-    token_digest: str,
-    token_required: str,
+    credentials: tuple[str, str],
     topic: str,
     limit: int,
     since_us: str,
@@ -249,11 +240,10 @@ async def fetch_topic(
     reply = await store.run(
         "fetch_topic",
         [keys.project(slug), keys.agents(slug)],
-        [keys.project_prefix(slug), viewer, token_digest, token_required, topic, limit, since_us,
+        [keys.project_prefix(slug), viewer, *credentials, topic, limit, since_us,
          "1" if include_bodies else "0"],
     )  # fmt: skip
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     items: list[dict[str, Any]] = json.loads(reply[1])
     return items
 
@@ -261,15 +251,13 @@ async def fetch_topic(
 @dataclass(frozen=True, slots=True)
 class InboxPage:
     """The newest entries of an agent's inbox stream (what ``inbox_items`` turns into items), and
-    the agent's record JSON when it was read in the same round trip."""
+    the agent's record when it was read in the same round trip (None: not read, or no such agent)."""
 
     entries: list[dict[str, str]]
-    agent_record: str | None
+    agent: StoredAgent | None
 
 
-async def inbox_page(
-    store: Store, *, slug: str, name: str, since_us: str, limit: int, with_agent_record: bool
-) -> InboxPage:
+async def inbox_page(store: Store, *, slug: str, name: str, since_us: str, limit: int, with_agent: bool) -> InboxPage:
     """Up to ``limit`` inbox entries, newest first, created strictly after ``since_us`` ("" for
     all): one XREVRANGE (pipelined with the agent record's HGET when asked). Stream ids are the
     server's millisecond clock, the one that stamps created_ts, so ``since_us`` bounds the range."""
@@ -278,7 +266,7 @@ async def inbox_page(
     inbox = keys.inbox(slug, lower)
     oldest = str(int(since_us) // 1000) if since_us else "-"
     record = None
-    if with_agent_record:
+    if with_agent:
         pipe = store.client().pipeline(transaction=False)
         pipe.hget(keys.agents(slug), lower)
         pipe.xrevrange(inbox, min=oldest, count=limit)
@@ -291,13 +279,7 @@ async def inbox_page(
         cutoff = int(since_us)
         while selected and int(selected[-1]["f"].split("|", 1)[0]) <= cutoff:
             selected.pop()
-    return InboxPage(selected, record)
-
-
-async def agent_record(store: Store, *, slug: str, name: str) -> str | None:
-    """The agent's record JSON (None when no such agent): one HGET."""
-    record: str | None = await store.client().hget(store.keys.agents(slug), name.lower())
-    return record
+    return InboxPage(selected, None if record is None else decode_agent(record))
 
 
 async def inbox_items(
@@ -320,9 +302,9 @@ async def inbox_items(
 # -- routing ------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ContactLinks:
-    """An agent's contact links (both directions, decoded link records) and the server's clock."""
+    """An agent's contact links (both directions) and the server's clock."""
 
-    links: list[dict[str, Any]]
+    links: list[Link]
     now_us: int
 
 
@@ -332,4 +314,4 @@ async def contact_links(store: Store, *, slug: str, name: str) -> ContactLinks:
     pipe.hgetall(store.keys.links(slug, name))
     pipe.time()
     links, (sec, usec) = await pipe.execute()
-    return ContactLinks([json.loads(raw) for raw in links.values()], sec * 1_000_000 + usec)
+    return ContactLinks([Link.decode(raw) for raw in links.values()], sec * 1_000_000 + usec)

@@ -20,7 +20,7 @@ from broker.store.clients import make_client
 from broker.store.ids import KINDS
 from broker.store.keys import Keys, receipt_fields
 from broker.store.luajson import INLINE_BODY_BYTES
-from broker.store.scripts import script_source
+from broker.store.scripts import Scripts
 
 PIPELINE_CHUNK = 500
 SCAN_COUNT = 1000
@@ -53,15 +53,10 @@ class Rebuild:
     def __init__(self, redis_url: str, keys: Keys) -> None:
         self.keys = keys
         self._client = make_client(redis_url)
-        self._scripts: dict[str, Any] = {}
+        self._scripts = Scripts(self._client)
 
     async def close(self) -> None:
         await self._client.aclose()
-
-    def _script(self, name: str) -> Any:
-        if name not in self._scripts:
-            self._scripts[name] = self._client.register_script(script_source(name))
-        return self._scripts[name]
 
     # -- what is there -------------------------------------------------------------------
     async def project_exists(self, *, slug: str) -> bool:
@@ -265,9 +260,10 @@ class Rebuild:
         """Put back one reservation as reserve.lua stored it (restore_reservation.lua): a live one
         (``forget_after_us`` None) with its index entries, an ended one as the record release
         and pruning leave until ``forget_after_us``. False when it was already there."""
-        added = await self._script("restore_reservation")(
-            keys=[],
-            args=[
+        added = await self._scripts.run(
+            "restore_reservation",
+            [],
+            [
                 self.keys.project_prefix(slug), reservation_id, agent, pattern, "1" if exclusive else "0",
                 reason, created_us, expires_us, bucket,
                 "" if forget_after_us is None else str(forget_after_us),
@@ -306,8 +302,7 @@ class Rebuild:
         """Id counters past the largest id of their kind (``largest``, from the index), so new
         ids never reuse one (the async twin of broker.store.ids.raise_past_index, which says
         why by a margin)."""
-        raise_counter = self._script("raise_counter")
         for kind, top in largest.items():
             current = int(await self._client.get(self.keys.ids(kind)) or 0)
             if current < top:
-                await raise_counter(keys=[self.keys.ids(kind)], args=[top + KINDS[kind][1]])
+                await self._scripts.run("raise_counter", [self.keys.ids(kind)], [top + KINDS[kind][1]])

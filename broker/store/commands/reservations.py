@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from redis import Redis as SyncRedis
 
+from broker.store.commands.agent_record import StoredAgent, decode_agent
 from broker.store.commands.reservation_record import ReservationRecord, iso_from_us
 from broker.store.keys import Keys
-from broker.store.refusals import Refusal
+from broker.store.refusals import accepted
 
 if TYPE_CHECKING:
     from broker.store.store import Store
@@ -101,11 +102,11 @@ class ForceReleased:
 @dataclass(frozen=True, slots=True)
 class ForceReleaseView:
     """What a forced release checks first: the project's human_key (None: no project), the
-    reservation's record (None: not found) and the caller's agent record JSON (None: no agent)."""
+    reservation's record (None: not found) and the caller's stored agent record (None: no agent)."""
 
     human_key: str | None
     record: ReservationRecord | None
-    actor_record: str | None
+    actor: StoredAgent | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,18 +133,16 @@ def _json_list(text: str) -> list[Any]:
 
 
 async def _run_for_agent(
-    store: Store, script: str, slug: str, agent: str, token_digest: str, token_required: str, args: list[Any]
+    store: Store, script: str, slug: str, agent: str, credentials: tuple[str, str], args: list[Any]
 ) -> list[Any]:
     """Run a reservation script that acts for one agent; its reply when "ok", else Refusal."""
     keys = store.keys
     reply = await store.run(
         script,
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [keys.project_prefix(slug), agent, token_digest, token_required, *args],
+        [keys.project_prefix(slug), agent, *credentials, *args],
     )
-    if reply[0] != "ok":
-        raise Refusal(*(str(part) for part in reply))
-    return reply
+    return accepted(reply)
 
 
 async def reserve(
@@ -151,8 +150,7 @@ async def reserve(
     *,
     slug: str,
     agent: str,
-    token_digest: str,
-    token_required: str,
+    credentials: tuple[str, str],
     ttl_us: int,
     exclusive: bool,
     reason: str,
@@ -175,7 +173,7 @@ async def reserve(
     ]
     for triple in requests:
         args += triple
-    reply = await _run_for_agent(store, "reserve", slug, agent, token_digest, token_required, args)
+    reply = await _run_for_agent(store, "reserve", slug, agent, credentials, args)
     granted = tuple(
         Granted(int(g["id"]), g["path_pattern"], bool(g["exclusive"]), g["reason"], iso_from_us(g["expires_us"]))
         for g in _json_list(reply[1])
@@ -199,15 +197,14 @@ async def release_reservations(
     *,
     slug: str,
     agent: str,
-    token_digest: str,
-    token_required: str,
+    credentials: tuple[str, str],
     mode: str,
     items: list[str],
     retention_seconds: int,
 ) -> Released:
     """End the agent's live reservations: mode "all", or "paths"/"ids" with ``items``."""
     reply = await _run_for_agent(
-        store, "release_reservations", slug, agent, token_digest, token_required, [mode, retention_seconds, *items]
+        store, "release_reservations", slug, agent, credentials, [mode, retention_seconds, *items]
     )
     return Released(int(reply[1]), reply[2], reply[3] == 1)
 
@@ -217,16 +214,13 @@ async def renew_reservations(
     *,
     slug: str,
     agent: str,
-    token_digest: str,
-    token_required: str,
+    credentials: tuple[str, str],
     mode: str,
     items: list[str],
     extend_us: int,
 ) -> Renewed:
     """Extend the agent's live reservations: mode "all", or "paths"/"ids" with ``items``."""
-    reply = await _run_for_agent(
-        store, "renew_reservations", slug, agent, token_digest, token_required, [mode, extend_us, *items]
-    )
+    reply = await _run_for_agent(store, "renew_reservations", slug, agent, credentials, [mode, extend_us, *items])
     renewed = tuple(
         RenewedReservation(int(r["id"]), r["path_pattern"], r.get("old_expires_ts"), r.get("new_expires_ts"))
         for r in _json_list(reply[1])
@@ -239,8 +233,7 @@ async def force_release_reservation(
     *,
     slug: str,
     actor: str,
-    token_digest: str,
-    token_required: str,
+    credentials: tuple[str, str],
     reservation_id: int,
     checked_expires_us: int,
     retention_seconds: int,
@@ -252,26 +245,14 @@ async def force_release_reservation(
         "force_release_reservation",
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
         [
-            keys.project_prefix(slug), actor, token_digest, token_required, reservation_id,
+            keys.project_prefix(slug), actor, *credentials, reservation_id,
             checked_expires_us, retention_seconds,
         ],
     )  # fmt: skip
     if reply[0] == "CHANGED":
         return None
-    if reply[0] != "ok":
-        raise Refusal(*(str(part) for part in reply))
+    accepted(reply)
     return ForceReleased(reply[1], int(reply[2]), reply[3] == 1)
-
-
-async def check_agent(store: Store, *, slug: str, agent: str, token_digest: str, token_required: str) -> None:
-    """Check that ``agent`` is one of the project's agents and the token proves it (get_agent,
-    read-only); Refusal otherwise."""
-    keys = store.keys
-    reply = await store.run(
-        "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [agent, token_digest, token_required]
-    )
-    if reply[0] != "ok":
-        raise Refusal(*(str(part) for part in reply))
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +283,9 @@ async def force_release_view(store: Store, *, slug: str, reservation_id: int, ac
     pipe.hget(keys.project(slug), "human_key")
     pipe.hgetall(keys.reservation(slug, reservation_id))
     pipe.hget(keys.agents(slug), actor.lower())
-    human_key, record, actor_record = await pipe.execute()
+    human_key, record, actor = await pipe.execute()
     found = _records([record])
-    return ForceReleaseView(human_key, found[0] if found else None, actor_record)
+    return ForceReleaseView(human_key, found[0] if found else None, None if actor is None else decode_agent(actor))
 
 
 async def listing(store: Store, *, slug: str, now_us: int, ended_limit: int | None) -> Listing:

@@ -1,5 +1,6 @@
-"""Typed commands behind the mail resources (broker/mail/views.py): the viewing agent's record,
-the inbox views (fetch_view), sent messages (outbox), a thread's messages and a message's body.
+"""Typed commands behind the mail resources (broker/mail/views.py): the inbox views (fetch_view),
+sent messages (outbox), a thread's messages and a message's body. The viewing agent's token is
+checked with broker/store/commands/identity.py's get_agent.
 
 Each runs one script or one pipelined read and returns plain values or the frozen dataclasses
 below; a script's error reply raises ``Refusal``.
@@ -12,25 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.store.keys import receipt_fields
-from broker.store.refusals import Refusal
+from broker.store.refusals import accepted
 from broker.store.store import Store
-
-
-def _refusal(reply: list[Any]) -> Refusal:
-    return Refusal(str(reply[0]), *(str(part) for part in reply[1:]))
-
-
-async def viewer_agent(store: Store, *, slug: str, name: str, token_digest: str, token_required: str) -> dict[str, Any]:
-    """The agent's record once its token checked out (get_agent.lua, read-only). Refusals: the
-    common codes (NO_PROJECT, NO_AGENT, PROJECT_ARCHIVED, BAD_TOKEN, AUTH_REQUIRED)."""
-    keys = store.keys
-    reply = await store.run(
-        "get_agent", [keys.project(slug), keys.agents(slug), keys.active(slug)], [name, token_digest, token_required]
-    )
-    if reply[0] != "ok":
-        raise _refusal(reply)
-    record: dict[str, Any] = json.loads(reply[1])
-    return record
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +45,7 @@ async def fetch_view(
         [keys.project(slug), keys.agents(slug)],
         [keys.project_prefix(slug), viewer, "", "0", mode, limit, scan_entries, cutoff_ms, order],
     )
-    if reply[0] != "ok":
-        raise _refusal(reply)
+    accepted(reply)
     return [ViewItem(json.loads(reply[i]), reply[i + 1] or None) for i in range(1, len(reply), 2)]
 
 
@@ -70,6 +53,23 @@ async def message_body(store: Store, *, slug: str, message_id: int) -> str:
     """The message's body_md ("" when it is not there)."""
     body: str | None = await store.client().hget(store.keys.bodies(slug), str(message_id))
     return body or ""
+
+
+async def _messages(
+    store: Store, slug: str, ids: list[str], include_bodies: bool, fields: tuple[str, ...]
+) -> tuple[str | None, list[list[str | None]], list[str | None]]:
+    """The project's human_key, the ``fields`` of each message ``ids`` and their bodies (all
+    None unless asked for): one pipelined read."""
+    keys = store.keys
+    pipe = store.client().pipeline(transaction=False)
+    pipe.hget(keys.project(slug), "human_key")
+    for message_id in ids:
+        pipe.hmget(keys.message(slug, int(message_id)), *fields)
+    if include_bodies and ids:
+        pipe.hmget(keys.bodies(slug), ids)
+    replies = await pipe.execute()
+    bodies = replies[-1] if include_bodies and ids else [None] * len(ids)
+    return replies[0], replies[1 : 1 + len(ids)], bodies
 
 
 # -- outbox -------------------------------------------------------------------------------------
@@ -97,16 +97,7 @@ class SentPage:
 async def sent_messages(store: Store, *, slug: str, ids: list[str], include_bodies: bool) -> SentPage:
     """The project's human_key and the messages ``ids`` (heads, recipients, bodies if asked):
     one pipelined read."""
-    keys = store.keys
-    pipe = store.client().pipeline(transaction=False)
-    pipe.hget(keys.project(slug), "human_key")
-    for message_id in ids:
-        pipe.hmget(keys.message(slug, int(message_id)), "head", "recipients")
-    if include_bodies and ids:
-        pipe.hmget(keys.bodies(slug), ids)
-    replies = await pipe.execute()
-    human_key, records = replies[0], replies[1 : 1 + len(ids)]
-    bodies = replies[-1] if include_bodies and ids else [None] * len(ids)
+    human_key, records, bodies = await _messages(store, slug, ids, include_bodies, ("head", "recipients"))
     messages = [
         SentMessage(json.loads(head), json.loads(recipients), body)
         for (head, recipients), body in zip(records, bodies, strict=True)
@@ -138,16 +129,9 @@ class ThreadPage:
 async def viewer_messages(store: Store, *, slug: str, viewer: str, ids: list[str], include_bodies: bool) -> ThreadPage:
     """The project's human_key and those of the messages ``ids`` that ``viewer`` sent or received
     (heads, created_us, bodies if asked): one pipelined read."""
-    keys, me = store.keys, viewer.lower()
-    pipe = store.client().pipeline(transaction=False)
-    pipe.hget(keys.project(slug), "human_key")
-    for message_id in ids:
-        pipe.hmget(keys.message(slug, int(message_id)), "head", "sender", receipt_fields(me)[0], "created_us")
-    if include_bodies and ids:
-        pipe.hmget(keys.bodies(slug), ids)
-    replies = await pipe.execute()
-    human_key, records = replies[0], replies[1 : 1 + len(ids)]
-    bodies = replies[-1] if include_bodies and ids else [None] * len(ids)
+    me = viewer.lower()
+    fields = ("head", "sender", receipt_fields(me)[0], "created_us")
+    human_key, records, bodies = await _messages(store, slug, ids, include_bodies, fields)
     messages = [
         ThreadMessage(json.loads(head), int(created_us), body)
         for (head, sender, kind, created_us), body in zip(records, bodies, strict=True)
