@@ -92,11 +92,13 @@ def room(module: str) -> str:
     if len(parts) == 1:
         return "basic"
     head = parts[1]
-    if (ROOT / "broker" / head).is_dir() and head != "scripts":
-        return "domain" if head in DOMAIN else head
-    return {"mcp": "mcp", "store": "store", "persistence": "persistence"}.get(
-        FLAT.get(head, ""), "domain" if head in FLAT else "basic"
-    )
+    if head in ("mcp", "store", "persistence"):
+        return head
+    if head in DOMAIN and (ROOT / "broker" / head).is_dir():
+        return "domain"
+    if head in FLAT:  # a module of the flat layout
+        return "domain" if FLAT[head] in DOMAIN else FLAT[head]
+    return "basic"
 
 
 def against_layers(importer: str, imported: str) -> str | None:
