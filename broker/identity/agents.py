@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from broker.errors import BrokerError
-from broker.identity import refusals
+from broker.identity import refusals, windows
 from broker.identity.auth import new_token, token_hash
 from broker.identity.names import check_placeholder, generate_candidates, validate_name, validate_new_name
 from broker.identity.projects import _check_key_length, project_dict, project_slug
@@ -165,8 +165,6 @@ async def register_agent(
     profile = _checked_profile(program, model, task_description, attachments_policy)
     if name is not None and name.strip():
         return await _claim(store, slug, project_key, "upsert", [validate_new_name(name)], profile, registration_token)
-    from broker.identity import windows  # windows imports this module
-
     window = windows.configured_window(store.settings.window_id)
     if window is None:
         return await _claim(store, slug, project_key, "create", None, profile, None)

@@ -11,6 +11,7 @@ from broker.identity.projects import project_slug
 from broker.mail import contacts
 from broker.mail import send as mail
 from broker.mail.outgoing import Sender
+from broker.mail.routing import address_of
 from broker.store.commands import projects
 from broker.store.store import Store
 
@@ -109,7 +110,7 @@ async def contact_handshake(
         result["response_error"] = {"type": exc.code, "message": exc.message}
         return result
     if welcome:
-        address = target_name if target_slug == slug else f"project:{target_slug}#{target_name}"
+        address = address_of(target_slug, target_name, slug)
         try:
             result["welcome_message"] = await mail.send_message(
                 store, project_key, requester, [address], welcome_subject or "", welcome_body or "", None, None,

@@ -8,20 +8,18 @@ is idempotent and never replaces a newer version, so a retry converges.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from broker.errors import BrokerError
 from broker.identity import refusals
 from broker.identity.limits import agent_limited, agent_spec
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
+from broker.mail.outgoing import Outgoing, Sender
+from broker.mail.routing import Group, address_of, parse_address
 from broker.store.commands import contacts as contact_store
 from broker.store.refusals import Refusal
 from broker.store.store import Store
-
-if TYPE_CHECKING:
-    from broker.mail.outgoing import Outgoing, Sender
-    from broker.mail.routing import Group
 
 POLICIES = ("open", "auto", "contacts_only", "block_all")
 REQUEST_TTL_SECONDS = 7 * 86400
@@ -49,10 +47,6 @@ def check_policy(policy: object) -> str:
     return value
 
 
-def address_of(slug: str, name: str, here: str) -> str:
-    return name if slug == here else f"project:{slug}#{name}"
-
-
 def refusal(code: str, names: list[str], sender: Sender, sender_address: str, group: Group) -> BrokerError:
     """The error for recipients whose contact policy refused a send (nothing was sent)."""
     listed = ", ".join(names)
@@ -75,7 +69,7 @@ def refusal(code: str, names: list[str], sender: Sender, sender_address: str, gr
     cross = group.slug != sender.slug
     calls = []
     for name in names:
-        to_agent = f"project:{group.slug}#{name}" if cross else name
+        to_agent = address_of(group.slug, name, sender.slug)
         from_project = f", from_project='{sender.slug}'" if cross else ""
         calls.append(
             f"request_contact(project_key='{sender.project_key}', from_agent='{sender.name}', to_agent='{to_agent}'), "
@@ -251,8 +245,6 @@ async def request_for_held(
 
 def target_of(to_agent: str, to_project: str | None, here_key: str) -> tuple[str, str]:
     """(project key, name) of a contact target given as name, project:<key>#Name or Name@<key>."""
-    from broker.mail.routing import parse_address
-
     address = parse_address(to_agent, "to_agent")
     return (to_project or address.project_key or here_key), address.name
 
@@ -277,8 +269,6 @@ async def request_contact(
     auth = store.bindings.args(slug, requester, registration_token)
     foreign = None
     if target_slug != slug:
-        from broker.mail.outgoing import Sender
-
         foreign = await authenticated_sender(store, Sender(slug, project_key, requester, auth), cost=1)
     requested = await _request(
         store, target_slug, target_key, requester, auth, foreign, target, reason, ttl, reason, project_key

@@ -36,6 +36,12 @@ class Group:
         getattr(self, kind).append(name)
 
 
+def address_of(slug: str, name: str, here: str) -> str:
+    """How an agent of project ``slug`` is addressed from project ``here``: its bare name at home,
+    ``project:<slug>#<name>`` (the reference's cross-project form, what parse_address reads) elsewhere."""
+    return name if slug == here else f"project:{slug}#{name}"
+
+
 def parse_address(raw: object, where: str) -> Address:
     """A recipient as given: bare name, ``project:<key>#Name`` or ``Name@<key>``."""
     if not isinstance(raw, str):

@@ -21,7 +21,15 @@ from broker.mail import contacts, idempotency
 from broker.mail.idempotency import Idempotency
 from broker.mail.inputs import check_importance, check_recipient_count, check_text, check_thread_id, check_topic
 from broker.mail.outgoing import Outgoing, Sender
-from broker.mail.routing import Address, Group, group_by_project, linked_agents, parse_address, parse_recipients
+from broker.mail.routing import (
+    Address,
+    Group,
+    address_of,
+    group_by_project,
+    linked_agents,
+    parse_address,
+    parse_recipients,
+)
 from broker.store.commands import mail as store_mail
 from broker.store.commands import projects
 from broker.store.commands.mail import IdempotencyRecord, NobodyLeft, Sent, VisibleMessage
@@ -129,7 +137,7 @@ async def _send_refused(
     if code == "HOLD_FULL":
         return contacts.hold_full(store, details, sender, foreign, group)
     if code in contacts.REFUSALS:
-        sender_address = sender.name if not foreign else f"project:{sender.slug}#{foreign['name']}"
+        sender_address = sender.name if not foreign else address_of(sender.slug, foreign["name"], here="")
         return contacts.refusal(code, details, sender, sender_address, group)
     # group.project_key: the sender's own for a delivery into its project
     await refusals.raise_for(store, refused.reply, group.slug, group.project_key, "sender_token")
