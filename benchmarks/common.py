@@ -31,8 +31,8 @@ def redis_url() -> Any:
             proc.wait(5)
 
 
-def bench_settings(url: str, root: Path) -> Settings:
-    return Settings(REDIS_URL=url, REDIS_KEY_PREFIX=f"bench{uuid.uuid4().hex[:8]}", STORAGE_ROOT=root)
+def bench_settings(url: str, root: Path, **overrides: Any) -> Settings:
+    return Settings(REDIS_URL=url, REDIS_KEY_PREFIX=f"bench{uuid.uuid4().hex[:8]}", STORAGE_ROOT=root, **overrides)
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -186,7 +186,9 @@ def check_archive(settings: Settings, expected: int) -> int:
 
 async def main(args: argparse.Namespace) -> None:
     with redis_url() as (url, where), tempfile.TemporaryDirectory() as tmp:
-        settings = bench_settings(url, Path(tmp))
+        # one agent offers up to 3,000 sends a second: the per-agent rate limit (100/s) would refuse
+        # most of them, and this measures persistence, not the limiter
+        settings = bench_settings(url, Path(tmp), AGENT_RATE_LIMIT_PER_SECOND=0)
         server = build_server(settings)
         async with Client(server) as client:
             await client.call_tool("ensure_project", {"human_key": PROJECT})
