@@ -108,6 +108,32 @@ async def test_guard_refuses_commits_on_paths_held_by_others(world: Any, repo: P
     assert commit(repo, "src/more.py", settings, AGENT_NAME="GreenCastle").returncode == 0
 
 
+async def test_a_hook_installed_by_an_earlier_release_still_guards(world: Any, repo: Path) -> None:
+    """Hooks stay on disk in users' repositories: the line an earlier release wrote (before the
+    package layout changed) must still run the check, not fail every commit on a missing module."""
+    tools, settings = world
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text(
+        "#!/bin/sh\n"
+        f': "${{BROKER_GUARD_PROJECT:={repo}}}"; export BROKER_GUARD_PROJECT\n'
+        f'{sys.executable} -m broker.guard check --project "$BROKER_GUARD_PROJECT" || exit $?\n'
+    )
+    await tools.call("file_reservation_paths", project_key=str(repo), agent_name="BlueLake", paths=["src/"])
+    refused = commit(repo, "src/app.py", settings, AGENT_NAME="GreenCastle")
+    assert refused.returncode != 0
+    assert "- src/app.py matches src/** (holder: BlueLake" in refused.stderr, refused.stderr
+    git(repo, "reset", "-q")  # unstage the refused change
+    allowed = commit(repo, "docs/guide.md", settings, AGENT_NAME="GreenCastle")
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_the_hook_check_path_does_not_load_the_mcp_server_libraries() -> None:
+    """The hook runs on every commit: importing the guard must not pull in fastmcp (about 0.6 s)."""
+    probe = "import sys, broker.guard; print(sorted(m for m in sys.modules if m.split('.')[0] == 'fastmcp'))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 async def test_guard_when_the_broker_is_unreachable(world: Any, repo: Path) -> None:
     tools, settings = world
     await tools.call("install_precommit_guard", project_key=str(repo), code_repo_path=str(repo))

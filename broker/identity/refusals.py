@@ -16,27 +16,28 @@ async def raise_for(
     store: Store, reply: list[Any], slug: str, project_key: str, token_param: str = "registration_token"
 ) -> NoReturn:
     """Turn a script's error reply into a BrokerError with a remedy. ``token_param`` names
-    the argument that carries the agent's token in the failing tool."""
+    the argument that carries the agent's token in the failing tool. Raised ``from None``: the
+    store's Refusal it is called for is an implementation detail, not a cause to show."""
     code = reply[0]
     if code == "NO_PROJECT":
-        raise await project_not_found(store, project_key)
+        raise await project_not_found(store, project_key) from None
     if code == "NO_AGENT":
-        raise await agent_not_found(store, slug, reply[1])
+        raise await agent_not_found(store, slug, reply[1]) from None
     if code == "PROJECT_ARCHIVED":
-        raise project_archived(reply[1] if len(reply) > 1 and reply[1] else project_key)
+        raise project_archived(reply[1] if len(reply) > 1 and reply[1] else project_key) from None
     if code == "BAD_TOKEN":
         raise BrokerError(
             "AUTHENTICATION_FAILED",
             f"Invalid {token_param} for agent '{reply[1]}'. Pass the registration_token that "
             "register_agent returned for this agent.",
-        )
+        ) from None
     if code == "AUTH_REQUIRED":
         raise BrokerError(
             "AUTHENTICATION_REQUIRED",
             f"This call requires {token_param} for agent '{reply[1]}' (the registration_token "
             "register_agent returned), unless this MCP session has already authenticated as that agent.",
-        )
-    raise BrokerError("INTERNAL_ERROR", f"Unexpected script reply {code!r}; please report it.")
+        ) from None
+    raise BrokerError("INTERNAL_ERROR", f"Unexpected script reply {code!r}; please report it.") from None
 
 
 def project_archived(human_key: str) -> BrokerError:

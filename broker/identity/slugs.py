@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from broker.identity import refusals
 from broker.store.commands import identity as identity_store
 from broker.store.keys import Keys, looks_like_path, slug_candidates, slugify
 
@@ -72,6 +71,8 @@ async def resolve(store: Store, project_key: str) -> str:
     if owned:
         remember(store, human_key, slug)
     elif not slug:
+        from broker.identity import refusals  # not at import: the git hook imports this module
+
         raise await refusals.project_not_found(store, project_key)
     return slug
 

@@ -1,6 +1,6 @@
 """The git pre-commit guard: refuse a commit that touches files another agent holds exclusively.
 
-``install`` writes a small ``pre-commit`` shell hook that runs ``python -m broker.reservations.guard check``
+``install`` writes a small ``pre-commit`` shell hook that runs ``python -m broker.guard check`` (broker/guard.py)
 with the broker's settings baked in (project, STORAGE_ROOT, key prefix; never REDIS_URL, which
 may hold a password: the hook takes it from the environment or from an owner-only file);
 an existing hook is kept as ``pre-commit.orig`` and run after the check. The tools write only
@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from broker.config import Settings, get_settings
-from broker.identity import refusals
 from broker.identity.slugs import resolve_sync
 from broker.reservations import globs
 from broker.store.commands import identity as identity_store
@@ -189,7 +188,7 @@ def hook_script(settings: Settings, project_key: str) -> str:
     for name, value in exports.items():
         lines.append(f': "${{{name}:={shlex.quote(value)}}}"; export {name}')
     lines += [
-        f'{shlex.quote(sys.executable)} -m broker.reservations.guard check --project "$BROKER_GUARD_PROJECT" || exit $?',
+        f'{shlex.quote(sys.executable)} -m broker.guard check --project "$BROKER_GUARD_PROJECT" || exit $?',
         'chained="$(dirname "$0")/pre-commit.orig"',
         'if [ -x "$chained" ]; then exec "$chained" "$@"; fi',
         "",
@@ -288,9 +287,13 @@ async def _authorized_root(
         try:
             await identity_store.get_agent(store, slug=slug, name=name, credentials=(digest, require))
         except Refusal as refusal:
+            from broker.identity import refusals  # not at import: it loads fastmcp (see above)
+
             await refusals.raise_for(store, refusal.reply, slug, project_key)
     human_key = await projects.human_key(store, slug=slug)
     if human_key is None:
+        from broker.identity import refusals
+
         raise await refusals.project_not_found(store, project_key)
     return slug, human_key
 
@@ -408,11 +411,11 @@ def check(project_key: str, repo: Path, env: dict[str, str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m broker.reservations.guard check --project KEY [--repo PATH]``: what the hook runs. Parsed
+    """``python -m broker.guard check --project KEY [--repo PATH]``: what the hook runs. Parsed
     here rather than by the ``broker`` CLI, whose imports would cost every commit a second."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m broker.reservations.guard")
+    parser = argparse.ArgumentParser(prog="python -m broker.guard")
     commands = parser.add_subparsers(dest="command", required=True)
     check_parser = commands.add_parser("check", help="exit 1 if staged paths are reserved by another agent")
     check_parser.add_argument("--project", required=True, help="project key the reservations belong to")

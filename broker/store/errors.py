@@ -7,12 +7,15 @@ domain code expected into the coded error a client sees.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from redis.exceptions import ConnectionError as _ConnectionError
 from redis.exceptions import RedisError as StoreError
 from redis.exceptions import ResponseError as StoreRefused
 from redis.exceptions import TimeoutError as _TimeoutError
 
-from broker.errors import BrokerError
+if TYPE_CHECKING:
+    from broker.errors import BrokerError
 
 StoreUnavailable = (_ConnectionError, _TimeoutError)
 
@@ -21,6 +24,9 @@ __all__ = ["StoreError", "StoreRefused", "StoreUnavailable", "unexpected_error"]
 
 def unexpected_error(exc: BaseException) -> BrokerError:
     """The coded error for an exception that escaped a tool (never a bare traceback)."""
+    # not at import: BrokerError loads fastmcp, and the git hook imports this module
+    from broker.errors import BrokerError
+
     if isinstance(exc, UnicodeError):
         return BrokerError("INVALID_ARGUMENT", f"Text is not valid Unicode ({exc.reason}); send UTF-8 text.")
     if isinstance(exc, StoreUnavailable):

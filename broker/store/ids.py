@@ -18,7 +18,6 @@ from typing import Any
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from broker.errors import BrokerError
 from broker.store.keys import Keys
 from broker.store.scripts import run_sync, script_source
 
@@ -71,6 +70,8 @@ class IdAllocator:
             return int(await self._script(keys=[self._key], args=[self._block, ID_EPOCH_MS, IDS_PER_MS, ID_LIMIT]))
         except Exception as exc:
             if "ID_SPACE" in str(exc):
+                from broker.errors import BrokerError  # not at import: the git hook loads this module
+
                 raise BrokerError(
                     "ID_SPACE", f"ids of {self._key} reached {ID_LIMIT}. see docs/durability-ids.md"
                 ) from exc

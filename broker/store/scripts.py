@@ -17,16 +17,15 @@ runs the very same code as a real Redis.
 
 from __future__ import annotations
 
+import hashlib
 import re
-import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from redis import Redis as SyncClient
 from redis.asyncio import Redis
-from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 SCRIPT_DIR = Path(__file__).resolve().parent.parent / "scripts"
 
@@ -112,16 +111,17 @@ class Scripts:
         return self._scripts[name].sha
 
 
-# Scripts registered once per synchronous client (the persistence worker, the CLI).
-_sync_registered: WeakKeyDictionary[SyncClient, dict[str, Script]] = WeakKeyDictionary()
-_sync_registered_lock = threading.Lock()
+@cache
+def _sha(name: str) -> str:
+    return hashlib.sha1(script_source(name).encode()).hexdigest()
 
 
 def run_sync(client: SyncClient, name: str, keys: list[str], args: list[Any]) -> Any:
-    """Run a script on a synchronous client (registered on it once: EVALSHA, reloaded on NOSCRIPT)."""
-    with _sync_registered_lock:
-        scripts = _sync_registered.setdefault(client, {})
-        script = scripts.get(name)
-        if script is None:
-            script = scripts[name] = client.register_script(script_source(name))
-    return script(keys=keys, args=args)
+    """Run a script on a synchronous client: EVALSHA, loading the script on NOSCRIPT. Nothing is
+    kept per client (a registered Script holds its client, so a cache of them kept every
+    short-lived client of a hard delete alive)."""
+    try:
+        return client.evalsha(_sha(name), len(keys), *keys, *args)
+    except NoScriptError:
+        client.script_load(script_source(name))
+        return client.evalsha(_sha(name), len(keys), *keys, *args)
