@@ -1,7 +1,7 @@
 """Tool profiles: which registered tools a server keeps (TOOLS_FILTER_* settings, the
 reference's §3.10), so an agent can load a short tool list and save context.
 
-Applied once, after every tool module has registered its tools (``build_server``). Names are
+Applied once, after every tool module has registered its tools (``broker.mcp.server.assemble``). Names are
 checked against broker/mcp/catalog.py: an unknown profile, mode, cluster or tool name stops
 the server at startup (the reference ignores them silently).
 """

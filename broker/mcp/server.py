@@ -1,7 +1,7 @@
 """The MCP facade: FastMCP tools with the reference's names, arguments and result keys.
 
 Thin by design: each tool validates through its domain module and shapes the result.
-``build_server()`` returns a new server each call; all state is in Redis, so servers built
+``broker.server.build_server()`` builds a new server (through ``assemble``) each call; all state is in Redis, so servers built
 in one process (or in many processes) share it.
 """
 
@@ -86,7 +86,7 @@ class BrokerMCP(FastMCP):
         self.filtered_tools: dict[str, str] = {}
         self.metrics: BrokerMetrics | None = None
         self.call_log: CallLog | None = None
-        self.client_limiter = ClientLimiter(0, 0)  # build_server sets it from the settings
+        self.client_limiter = ClientLimiter(0, 0)  # assemble() sets it from the settings
 
     def tool(self, name_or_fn: Any = None, **kwargs: Any) -> Any:
         """``@mcp.tool`` on a plain function, with its parsed schemas reused (see parsed_tool)."""

@@ -44,7 +44,7 @@ class Store:
         self.settings = settings
         self.redis_url = redis_url
         self.keys = Keys(settings.redis_key_prefix)
-        # charge the current HTTP client's rate bucket this many tokens (build_server sets it)
+        # charge the current HTTP client's rate bucket this many tokens (mcp.server.assemble sets it)
         self.charge_client: Callable[[int], None] = lambda tokens: None
         self.bindings = bindings
         self.ids = {
