@@ -26,9 +26,10 @@ from typing import Any
 from broker.config import Settings
 from broker.persistence.index import Index
 from broker.reservations import globs
-from broker.store.commands.rehydrate import Rebuild, micros
+from broker.store.commands.rehydrate import Rebuild
 from broker.store.ids import largest_indexed_ids
 from broker.store.keys import Keys
+from broker.store.times import micros
 
 
 @dataclass

@@ -6,7 +6,6 @@ import re
 from datetime import UTC, datetime
 
 from broker.errors import BrokerError
-from broker.identity.names import validate_name
 from broker.store.store import Store
 
 THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -63,12 +62,6 @@ def since_micros(since_ts: str | None) -> str:
     micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
     # Every message is newer than the epoch, and stream ids cannot be negative.
     return str(micros) if micros > 0 else ""
-
-
-def recipient_names(value: list[str] | None, field: str) -> list[str]:
-    if value is None:
-        return []
-    return [validate_name(name, f"recipient in '{field}'") for name in value]
 
 
 def check_text(store: Store, subject: str, body_md: str) -> None:

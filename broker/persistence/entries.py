@@ -14,13 +14,13 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from broker.persistence.archive import ArchiveMessage
 from broker.persistence.index import Batch
 from broker.store.commands.drain_reads import EntryRecord, MessageRecord, ReceiptRecord
 from broker.store.commands.reservation_record import record_dict
+from broker.store.times import micros
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,6 @@ class ProjectState:
     def agent_id(self, name: str) -> int | None:
         agent = self.agents.get(name.lower())
         return int(agent["id"]) if agent else None
-
-
-def micros(iso: str) -> int:
-    """An ISO-8601 time as µs since 1970 (what a message's ``created_us`` holds)."""
-    moment = datetime.fromisoformat(iso)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
 @dataclass

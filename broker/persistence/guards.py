@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import logging
 
-from broker.persistence.entries import Work, micros
+from broker.persistence.entries import Work
 from broker.persistence.index import Index
 from broker.store.commands.drain import SyncClient
 from broker.store.ids import largest_indexed_ids, raise_past_index
 from broker.store.keys import Keys
+from broker.store.times import micros
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from broker.mail.inbox import check_reader
 from broker.reservations import globs
 from broker.reservations.staleness import Activity, full_verdict, holder_activity
 from broker.store.commands import reservations as reservation_store
-from broker.store.commands.reservation_record import iso_from_us
 from broker.store.refusals import Refusal
 from broker.store.store import Store
+from broker.store.times import iso_from_us
 
 # Bounds on one call's work (docs/architecture.md, decision 2); pattern caps live in broker/reservations/globs.py.
 MAX_PATHS_PER_CALL = 100

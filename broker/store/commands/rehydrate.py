@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from broker.store import keys as layout
@@ -21,17 +20,12 @@ from broker.store.ids import KINDS
 from broker.store.keys import Keys, receipt_fields
 from broker.store.luajson import INLINE_BODY_BYTES
 from broker.store.scripts import Scripts
+from broker.store.times import micros
 
 PIPELINE_CHUNK = 500
 SCAN_COUNT = 1000
 
 Row = Mapping[str, Any]
-
-
-def micros(iso: str) -> int:
-    """Microseconds since the epoch of an ISO timestamp (as the scripts store times)."""
-    moment = datetime.fromisoformat(iso)
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
 class _StreamIds:

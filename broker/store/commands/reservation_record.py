@@ -7,15 +7,9 @@ MCP side of the broker.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-
-def iso_from_us(value: str | int | None) -> str | None:
-    if value in (None, ""):
-        return None
-    seconds, micros = divmod(int(value), 1_000_000)  # integer maths: exact to the microsecond
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros).isoformat()
+from broker.store.times import iso_from_us
 
 
 def record_dict(record: dict[str, str]) -> dict[str, Any]:

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from redis import Redis as SyncRedis
 
 from broker.store.commands.agent_record import StoredAgent, decode_agent
-from broker.store.commands.reservation_record import ReservationRecord, iso_from_us
+from broker.store.commands.reservation_record import ReservationRecord
 from broker.store.keys import Keys
 from broker.store.refusals import accepted
+from broker.store.times import iso_from_us
 
 if TYPE_CHECKING:
     from broker.store.store import Store
