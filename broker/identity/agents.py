@@ -74,7 +74,6 @@ async def ensure_project(store: Store, human_key: object) -> dict[str, Any]:
             await _refuse_if_lost(store, claimed, canonical)
             slug = claimed
     ensured = await identity_store.ensure_project(store, slug=slug, human_key=canonical)
-    store.schedule_persist(slug, ensured.persist_needed)
     remember(store, canonical, slug)
     return project_view(ensured.project)
 
@@ -140,7 +139,6 @@ async def _claim(
             await refusals.raise_for(store, refusal.reply, slug, project_key)
         if registered is None:  # only in create mode: every candidate was taken; draw again
             continue
-        store.schedule_persist(slug, registered.persist_needed)
         agent = agent_dict(registered.record)
         store.bindings.bind(slug, agent["name"])
         # Only a digest is stored, so the token is returned when minted, or echoed when the

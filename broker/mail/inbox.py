@@ -163,7 +163,6 @@ async def mark_message(
         if marked.code == "NO_MESSAGE":
             raise await refusals.message_not_found(store, slug, message_id, name)
         await raise_refused(store, marked, slug, project_key)
-    store.schedule_persist(slug, marked.persist_needed)
     if auth[0]:
         store.bindings.bind(slug, name)
     read_at, ack_at = marked.read_at, marked.ack_at

@@ -97,7 +97,6 @@ async def _deliver_one(
         raise await _send_refused(store, sent, group, sender, foreign, broadcast, idem)
     if isinstance(sent, NobodyLeft):
         return {"project": None, "payload": None, "held": [], "skipped": sent.skipped}
-    store.schedule_persist(slug, sent.persist_needed)
     if auth[0]:
         store.bindings.bind(slug, sender.name)
     payload = {**sent.head, "body_md": msg.body_md, **sent.recipients}

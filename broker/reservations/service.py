@@ -143,9 +143,8 @@ def too_complex(what: str, count: int, steps: int) -> BrokerError:
     )
 
 
-def acted(store: Store, slug: str, name: str, digest: str, needs_drain: bool) -> None:
-    """After a script acted for an agent: a drain scheduled if it asked, the session bound."""
-    store.schedule_persist(slug, needs_drain)
+def acted(store: Store, slug: str, name: str, digest: str) -> None:
+    """After a script acted for an agent with its token: the session is bound to it."""
     if digest:
         store.bindings.bind(slug, name)
 
@@ -182,7 +181,7 @@ async def reserve(
         raise await refused(store, refusal, slug, project_key, name) from None
     # the agent's bucket paid for the work in the script; the client's here
     store.charge_client(reserved.steps // STEPS_PER_TOKEN)
-    acted(store, slug, name, digest, reserved.needs_drain)
+    acted(store, slug, name, digest)
     return {
         "granted": [
             {"id": g.id, "path_pattern": g.path_pattern, "exclusive": g.exclusive, "reason": g.reason,
@@ -218,7 +217,7 @@ async def release(
         )  # fmt: skip
     except Refusal as refusal:
         raise await refused(store, refusal, slug, project_key, name) from None
-    acted(store, slug, name, digest, released.needs_drain)
+    acted(store, slug, name, digest)
     return {"released": released.count, "released_at": released.released_at}
 
 
@@ -242,7 +241,7 @@ async def renew(
         )  # fmt: skip
     except Refusal as refusal:
         raise await refused(store, refusal, slug, project_key, name) from None
-    acted(store, slug, name, digest, renewed.needs_drain)
+    acted(store, slug, name, digest)
     shown = [
         {"id": r.id, "path_pattern": r.path_pattern, "old_expires_ts": r.old_expires_ts,
          "new_expires_ts": r.new_expires_ts}
@@ -337,8 +336,6 @@ async def force_release(
     now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
     if record.expires_us <= now_us:
         ended = await release_as_checked()
-        if ended is not None:
-            store.schedule_persist(slug, ended.needs_drain)
         released_at = ended.released_at if ended is not None else iso_from_us(now_us)
         return {"released": 0, "released_at": released_at, "already_released": True, "expired": True}
     verdict, evidence = await full_verdict(store, slug, human_key, record.agent, record.path_pattern)
@@ -357,7 +354,7 @@ async def force_release(
             f"{record.agent} renewed or released reservation {reservation_id} while it was being checked; "
             "it is not stale. Ask them by mail instead.",
         )
-    acted(store, slug, name, digest, ended.needs_drain)
+    acted(store, slug, name, digest)
     record = replace(record, released_us=ended.released_us)
     released = {**record.shown(), "stale_reasons": verdict.reasons, **evidence, "notified": False}
     if notify_previous and record.agent.lower() != name.lower():

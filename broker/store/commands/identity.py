@@ -27,7 +27,6 @@ SyncClient = SyncRedis
 class EnsuredProject:
     project: ProjectRecord
     created: bool  # this call created it
-    persist_needed: bool  # a persistence job must be enqueued (store.schedule_persist)
 
 
 async def ensure_project(store: Store, *, slug: str, human_key: str) -> EnsuredProject:
@@ -41,7 +40,8 @@ async def ensure_project(store: Store, *, slug: str, human_key: str) -> EnsuredP
         await store.client().hset(keys.projects, slug, human_key)
     archived_at = reply[6] if len(reply) > 6 else None
     project = ProjectRecord(int(reply[0]), reply[1], reply[2], reply[3], archived_at or None)
-    return EnsuredProject(project, created, reply[5] == 1)
+    store.schedule_persist(slug, reply[5])
+    return EnsuredProject(project, created)
 
 
 async def all_projects(store: Store) -> list[ProjectRecord]:
@@ -105,7 +105,6 @@ class Profile:
 class Registered:
     record: AgentRecord
     created: bool  # a new agent (its token is the one minted), not an update
-    persist_needed: bool
 
 
 async def register_agent(
@@ -140,7 +139,8 @@ async def register_agent(
         ],
     )
     if reply[0] == "ok":
-        return Registered(AgentRecord(decode_agent(reply[1]), reply[2]), reply[3] == 1, reply[4] == 1)
+        store.schedule_persist(slug, reply[4])
+        return Registered(AgentRecord(decode_agent(reply[1]), reply[2]), reply[3] == 1)
     if reply[0] == "TAKEN":
         return None
     raise refusal(reply)

@@ -39,7 +39,6 @@ class Sent:
     human_key: str
     head: dict[str, Any]  # the inbox item without kind and body
     recipients: dict[str, list[str]]  # {to, cc, bcc} names
-    persist_needed: int  # 1: enqueue a persistence job (Store.schedule_persist)
     held: list[dict[str, str]]  # [{name, kind}] held until they approve the sender
     skipped: list[dict[str, str]]  # [{recipient, reason}] a broadcast left out
 
@@ -120,11 +119,11 @@ async def send_message(
     )
     status = reply[0]
     if status == "ok":
+        store.schedule_persist(slug, reply[4])
         return Sent(
             human_key=reply[3],
             head=json.loads(reply[1]),
             recipients=json.loads(reply[2]),
-            persist_needed=reply[4],
             held=json.loads(reply[5]),
             skipped=json.loads(reply[6]),
         )
@@ -178,7 +177,6 @@ class Marked:
     read_at: str | None
     ack_at: str | None
     recipient: bool  # False for the message's sender, which has no recipient entry
-    persist_needed: int  # 1: enqueue a persistence job (Store.schedule_persist)
 
 
 async def mark_message(
@@ -193,7 +191,8 @@ async def mark_message(
         [keys.project_prefix(slug), name, *credentials, message_id, mode],
     )
     accepted(reply)
-    return Marked(reply[1] or None, reply[2] or None, reply[3] == "1", reply[4])
+    store.schedule_persist(slug, reply[4])
+    return Marked(reply[1] or None, reply[2] or None, reply[3] == "1")
 
 
 # -- inbox pages --------------------------------------------------------------------------------

@@ -69,14 +69,12 @@ class Reserved:
     granted: tuple[Granted, ...]
     conflicts: tuple[Conflict, ...]
     steps: int
-    needs_drain: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Released:
     count: int
     released_at: str
-    needs_drain: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,14 +88,12 @@ class RenewedReservation:
 @dataclass(frozen=True, slots=True)
 class Renewed:
     reservations: tuple[RenewedReservation, ...]
-    needs_drain: bool
 
 
 @dataclass(frozen=True, slots=True)
 class ForceReleased:
     released_at: str
     released_us: int
-    needs_drain: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +186,8 @@ async def reserve(
         )
         for c in _json_list(reply[2])
     )
-    return Reserved(granted, conflicts, int(reply[3]), reply[4] == 1)
+    store.schedule_persist(slug, reply[4])
+    return Reserved(granted, conflicts, int(reply[3]))
 
 
 async def release_reservations(
@@ -207,7 +204,8 @@ async def release_reservations(
     reply = await _run_for_agent(
         store, "release_reservations", slug, agent, credentials, [mode, retention_seconds, *items]
     )
-    return Released(int(reply[1]), reply[2], reply[3] == 1)
+    store.schedule_persist(slug, reply[3])
+    return Released(int(reply[1]), reply[2])
 
 
 async def renew_reservations(
@@ -226,7 +224,8 @@ async def renew_reservations(
         RenewedReservation(int(r["id"]), r["path_pattern"], r.get("old_expires_ts"), r.get("new_expires_ts"))
         for r in _json_list(reply[1])
     )
-    return Renewed(renewed, reply[2] == 1)
+    store.schedule_persist(slug, reply[2])
+    return Renewed(renewed)
 
 
 async def force_release_reservation(
@@ -253,7 +252,8 @@ async def force_release_reservation(
     if reply[0] == "CHANGED":
         return None
     accepted(reply)
-    return ForceReleased(reply[1], int(reply[2]), reply[3] == 1)
+    store.schedule_persist(slug, reply[3])
+    return ForceReleased(reply[1], int(reply[2]))
 
 
 @dataclass(frozen=True, slots=True)
