@@ -106,7 +106,7 @@ def _persistence_settings(settings: Settings) -> Settings:
     process, so a `broker worker` could never drain it."""
     from broker.store.embedded import resolve_redis_url
 
-    url, _ = resolve_redis_url(settings.redis_url, settings.storage_root)
+    url, _ = resolve_redis_url(settings.data_redis_url, settings.storage_root)
     if settings.persistence_worker == "external" and url.startswith("memory://"):
         _say(
             "warning: PERSISTENCE_WORKER=external, but no other process can reach in-process fakeredis: persisting here"
@@ -199,7 +199,7 @@ def worker(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
-    url, backend = resolve_redis_url(settings.redis_url, settings.storage_root)
+    url, backend = resolve_redis_url(settings.data_redis_url, settings.storage_root)
     if url.startswith("memory://"):
         _say("no Redis to share: set REDIS_URL, or install redis-server for the embedded default")
         raise typer.Exit(2)
@@ -222,7 +222,7 @@ def rehydrate(
     from broker.store.embedded import resolve_redis_url
 
     settings = get_settings()
-    url, backend = resolve_redis_url(settings.redis_url, settings.storage_root)
+    url, backend = resolve_redis_url(settings.data_redis_url, settings.storage_root)
     _say(f"storage: {backend}; index {settings.index_path}")
     report = asyncio.run(rehydrate_all(settings, url, force=force))
     for line in report.lines():
@@ -272,7 +272,7 @@ def _dead_letter_client() -> tuple[Any, Any, str]:
     from broker.store.keys import Keys
 
     settings = get_settings()
-    url, _ = resolve_redis_url(settings.redis_url, settings.storage_root)
+    url, _ = resolve_redis_url(settings.data_redis_url, settings.storage_root)
     if url.startswith("memory://"):
         _say("no Redis to share: set REDIS_URL, or install redis-server for the embedded default")
         raise typer.Exit(2)
@@ -326,7 +326,8 @@ def dead_letters_retry(
     client, keys, url = _dead_letter_client()
     slug = _project_slug(client, keys, project)
     slugs = [slug] if slug else sorted(dead_letter_summary(client, keys).projects)
-    queue = PersistQueue.for_connection(make_sync_client(url, decode_responses=False, timeout=10), keys)
+    queue_url = get_settings().queue_redis_url or url
+    queue = PersistQueue.for_connection(make_sync_client(queue_url, decode_responses=False, timeout=10), keys)
     total = 0
     for each in slugs:
         moved = retry_dead_letters(client, keys, each, entry or ())

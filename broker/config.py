@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import annotated_types
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -41,6 +41,20 @@ class Settings(BaseSettings):
         description="`redis://`, `rediss://` (TLS), `unix://` (socket) or `memory://<name>` (in-process fakeredis, "
         "shared by servers in one process). Empty: the embedded default (a managed `redis-server` under "
         "`<STORAGE_ROOT>/redis` when the binary exists, else in-process fakeredis).",
+    )
+    redis_cluster: bool = Field(
+        False,
+        alias="REDIS_CLUSTER",
+        description="`true`: `REDIS_URL` is a seed node of a Redis Cluster (`redis://` or `rediss://`; every "
+        "project lives in one slot). Needs `QUEUE_REDIS_URL`, since the persistence queue (rq) cannot live on "
+        "a cluster.",
+    )
+    queue_redis_url: str = Field(
+        "",
+        alias="QUEUE_REDIS_URL",
+        description="A standalone Redis for the persistence queue's jobs (hints only: the pending sets in "
+        "`REDIS_URL` are the record, and the reconciler re-queues lost jobs). Empty: `REDIS_URL` itself; "
+        "required with `REDIS_CLUSTER=true`.",
     )
     redis_key_prefix: str = Field(
         "am",
@@ -380,6 +394,33 @@ class Settings(BaseSettings):
     def _normalise_path(cls, value: str) -> str:
         value = "/" + value.strip("/")
         return value if value == "/" else value + "/"
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> Settings:
+        if self.queue_redis_url and not self.queue_redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("QUEUE_REDIS_URL must be a standalone Redis: redis://, rediss:// or unix://")
+        if not self.redis_cluster:
+            return self
+        if not self.redis_url.startswith(("redis://", "rediss://")):
+            raise ValueError(
+                "REDIS_CLUSTER_SETTINGS: REDIS_CLUSTER=true needs REDIS_URL set to a seed node of the cluster "
+                "(redis:// or rediss://); the embedded Redis is a single node"
+            )
+        if not self.queue_redis_url:
+            raise ValueError(
+                "REDIS_CLUSTER_SETTINGS: REDIS_CLUSTER=true needs QUEUE_REDIS_URL, a standalone Redis for the "
+                "persistence queue (rq cannot run on a cluster); see docs/operations.md"
+            )
+        return self
+
+    @property
+    def data_redis_url(self) -> str:
+        """REDIS_URL as the store opens it: marked as a cluster seed under REDIS_CLUSTER=true
+        (broker/store/clients.py); empty for the embedded default."""
+        if self.redis_cluster and self.redis_url:
+            scheme, _, rest = self.redis_url.partition("://")
+            return f"{scheme}+cluster://{rest}"
+        return self.redis_url
 
     @property
     def index_path(self) -> Path:

@@ -25,15 +25,17 @@ from broker.store.store import Store
 
 def wire_store(settings: Settings, redis_url: str, agent_auth: str | None = None) -> tuple[Store, PersistQueue]:
     """A Store with this process's session bindings and persistence queue wired in."""
-    queue = PersistQueue(redis_url, Keys(settings.redis_key_prefix))
+    queue_url = settings.queue_redis_url or redis_url
+    queue = PersistQueue(queue_url, Keys(settings.redis_key_prefix))
     bindings = SessionBindings(agent_auth or settings.agent_auth, settings.session_binding_ttl_seconds)
-    return Store(settings, redis_url, bindings, on_write=queue.enqueue_soon, on_close=queue.close), queue
+    store = Store(settings, redis_url, bindings, on_write=queue.enqueue_soon, on_close=queue.close, queue_url=queue_url)
+    return store, queue
 
 
 def build_server(settings: Settings | None = None, *, agent_auth: str | None = None) -> FastMCP:
     """The broker's MCP server: tools, resources and HTTP routes over one Store."""
     settings = settings or get_settings()
-    redis_url, backend = resolve_redis_url(settings.redis_url, settings.storage_root)
+    redis_url, backend = resolve_redis_url(settings.data_redis_url, settings.storage_root)
     store, queue = wire_store(settings, redis_url, agent_auth)
     mcp = assemble(settings, store, backend)
     mcp.persist_queue = queue  # type: ignore[attr-defined]  # for tests that wait for the queue

@@ -15,6 +15,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from cluster_helpers import QUEUE_URLS, start_cluster
 from fastmcp import Client, FastMCP
 from helpers import Tools, drop_prefix, make_settings
 from process_helpers import stop_process
@@ -24,6 +25,10 @@ from broker.config import Settings
 from broker.server import build_server
 from broker.store.clients import make_client
 from broker.store.embedded import start_redis_server
+
+# The modules whose backend-parametrized tests also run on the 3-master cluster: every script
+# and tool family, cross-project mail, persistence and realtime (filled in as they pass).
+CLUSTER_MODULES: set[str] = set()
 
 
 @pytest.fixture(scope="session")
@@ -40,17 +45,46 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop_process(proc, 5)
 
 
+@pytest.fixture(scope="session")
+def cluster_url(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A 3-master Redis Cluster started once per session (per xdist worker), as a seed URL;
+    its persistence queue lives on the session's standalone Redis, as docs/operations.md says."""
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+    QUEUE_URLS[cluster.seed_url] = redis_url
+    try:
+        yield cluster.seed_url
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(
     params=[
         pytest.param("fakeredis", id="fakeredis"),
         pytest.param("redis", id="redis", marks=pytest.mark.integration),
+        pytest.param("cluster", id="cluster", marks=[pytest.mark.integration, pytest.mark.cluster]),
     ]
 )
 def backend(request: pytest.FixtureRequest) -> str:
-    """A Redis URL: a fresh in-process fakeredis, or the session's real Redis."""
+    """A Redis URL: a fresh in-process fakeredis, the session's real Redis, or its cluster."""
     if request.param == "fakeredis":
         return f"memory://{uuid4()}"
+    if request.param == "cluster":
+        return request.getfixturevalue("cluster_url")
     return request.getfixturevalue("redis_url")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The cluster backend runs only in the modules of CLUSTER_MODULES (docs/development.md says
+    why those), unless BROKER_TEST_CLUSTER=all asks for every backend-parametrized test."""
+    if os.environ.get("BROKER_TEST_CLUSTER") == "all":
+        return
+    kept = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec and callspec.params.get("backend") == "cluster" and item.module.__name__ not in CLUSTER_MODULES:
+            continue
+        kept.append(item)
+    items[:] = kept
 
 
 @pytest.fixture

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+from cluster_helpers import QUEUE_URLS
 from fastmcp import Client
 
 from broker.config import Settings
+from broker.store.clients import is_cluster_url, plain_url
 from broker.store.store import Store
 
 PROJECT = "/tmp/concurrent-test"
@@ -19,6 +21,9 @@ SLUG = "tmp-concurrent-test"  # the slug of PROJECT
 
 def make_settings(url: str, root: Path, **overrides: Any) -> Settings:
     """Settings with a key prefix of their own, so tests sharing one Redis never collide."""
+    if is_cluster_url(url):  # a cluster seed from tests/cluster_helpers.py, with its queue Redis
+        overrides = {"REDIS_CLUSTER": True, "QUEUE_REDIS_URL": QUEUE_URLS[url], **overrides}
+        url = plain_url(url)
     values: dict[str, Any] = {
         "REDIS_URL": url,
         "REDIS_KEY_PREFIX": f"t{uuid4().hex[:10]}",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fastmcp import Client, FastMCP
-from helpers import PROJECT, Tools, make_settings
+from helpers import PROJECT, SLUG, Tools, make_settings
 from realtime_helpers import store_of, until, waiting
 from shapes import payload
 
@@ -48,8 +48,8 @@ async def own_tools(own_server: FastMCP) -> AsyncIterator[Tools]:
 async def drop_subscriber(server: FastMCP) -> None:
     store = store_of(server)
     assert await store.client().client_kill_filter(_type="pubsub") == 1
-    # Nobody hears the doorbell until the subscriber is back.
-    assert (await store.client().pubsub_numsub(store.keys.doorbell))[0][1] == 0
+    # Nobody hears the project's doorbell until the subscriber is back.
+    assert (await store.client().pubsub_shardnumsub(store.keys.doorbell(SLUG)))[0][1] == 0
 
 
 async def test_waiter_catches_up_after_the_subscriber_is_dropped(own_server: FastMCP, own_tools: Tools) -> None:

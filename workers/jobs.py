@@ -40,7 +40,7 @@ def _persister_for(prefix: str) -> Persister:
         raise RuntimeError(
             f"job for key prefix {prefix!r}, but this worker's REDIS_KEY_PREFIX is {settings.redis_key_prefix!r}"
         )
-    url, _ = resolve_redis_url(settings.redis_url, settings.storage_root)
+    url, _ = resolve_redis_url(settings.data_redis_url, settings.storage_root)
     persister = Persister(settings, make_sync_client(url))
     register_persister(persister)
     return persister

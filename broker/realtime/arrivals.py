@@ -158,7 +158,7 @@ async def wait_for_mail(
         )
     with doorbell.waiter(slug, lower) as waiter:
         if timeout > 0:
-            await doorbell.ready(timeout)  # if it is not up in time, the reads below still answer
+            await doorbell.ready(slug, timeout)  # if it is not up in time, the reads below still answer
         if after is None:
             unread, after = await recent_unread(store, slug, lower, limit)
             if unread:
@@ -199,7 +199,7 @@ async def follow(
     arrival, forever. Redis errors propagate; resume with the last cursor yielded."""
     doorbell = store.doorbell
     with doorbell.waiter(slug, lower) as waiter:
-        while not await doorbell.ready(5.0):
+        while not await doorbell.ready(slug, 5.0):
             pass  # the subscriber keeps reconnecting with back-off; reading before it is up could miss a ring
         while True:
             waiter.ring.clear()

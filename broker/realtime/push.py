@@ -60,6 +60,11 @@ def inbox_uri(slug: str, agent_name: str) -> str:
 INBOX_URI_PREFIX = "resource://inbox/"
 
 
+def canonical_slug(uri: str) -> str:
+    """The project slug of a canonical inbox URI (inbox_uri's output)."""
+    return uri.rpartition("?project=")[2]
+
+
 def _inbox_address(uri: str) -> tuple[str, str]:
     """(agent name, project key) of an inbox URI, or INVALID_SUBSCRIPTION."""
     shape = "resource://inbox/<agent>?project=<the project's absolute path or slug>"
@@ -110,13 +115,13 @@ class DoorbellBus:
         doorbell = self.store.doorbell
         if self._on_doorbell not in doorbell.observers:
             doorbell.observers.append(self._on_doorbell)
-        doorbell.start()
 
-    async def live(self) -> None:
-        """Start hearing the doorbell and wait (bounded) until it is subscribed, so a stream that
-        opens after this hears every arrival from then on."""
+    async def live(self, slugs: list[str]) -> None:
+        """Wait (bounded) until the projects' doorbells are subscribed (the caller holds them), so
+        a stream that opens after this hears every arrival from then on."""
         self._observe()
-        await self.store.doorbell.ready(SUBSCRIBE_READY_SECONDS)
+        for slug in slugs:
+            await self.store.doorbell.ready(slug, SUBSCRIBE_READY_SECONDS)
 
     def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
         # Called on the server's loop when a stream opens: make sure the doorbell runs there.
@@ -157,6 +162,7 @@ class SessionSubscriptions:
         self.store = store
         self._given: dict[Any, dict[str, str]] = {}  # connection -> {given URI: canonical URI}
         self._watchers: dict[str, set[Any]] = {}  # canonical URI -> connections
+        self._releases: dict[str, Callable[[], None]] = {}  # canonical URI -> stop hearing its project
         # One sender per (connection, URI) at most: arrivals while it sends only ask it to send
         # once more, so a session that stopped reading holds one task, not one per arrival.
         self._sending: dict[tuple[Any, str], asyncio.Task[None]] = {}
@@ -182,11 +188,13 @@ class SessionSubscriptions:
             self._given[connection] = {}
             connection.exit_stack.callback(self.forget, connection)
         self._given[connection][given] = canonical
+        if canonical not in self._watchers:
+            self._releases[canonical] = doorbell.watch(canonical_slug(canonical))
         self._watchers.setdefault(canonical, set()).add(connection)
         # Answer once the doorbell is subscribed: an arrival right after the client's subscribe
         # returned would otherwise go unheard (a notification has no cursor to catch up from).
         # Redis being down must not hang the request; the doorbell keeps reconnecting.
-        await doorbell.ready(SUBSCRIBE_READY_SECONDS)
+        await doorbell.ready(canonical_slug(canonical), SUBSCRIBE_READY_SECONDS)
         return EmptyResult()
 
     async def unsubscribe(self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
@@ -208,6 +216,9 @@ class SessionSubscriptions:
             watchers.discard(connection)
             if not watchers:
                 del self._watchers[canonical]
+                release = self._releases.pop(canonical, None)
+                if release is not None:
+                    release()
 
     @property
     def count(self) -> int:
@@ -273,8 +284,11 @@ def enable_push(mcp: FastMCP, store: Store) -> None:
 
     async def listen_when_live(ctx: ServerRequestContext[Any, Any], params: SubscriptionsListenRequestParams) -> Any:
         params = await _checked_listen(store, params)
-        await bus.live()  # the stream's acknowledgement then means arrivals are heard
-        return await listen(ctx, params)
+        slugs = [canonical_slug(uri) for uri in params.notifications.resource_subscriptions or ()]
+        # The handler runs as long as the stream: its projects' doorbells are heard that long.
+        with store.doorbell.watching(slugs):
+            await bus.live(slugs)  # the stream's acknowledgement then means arrivals are heard
+            return await listen(ctx, params)
 
     server.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, listen_when_live)
     sessions = SessionSubscriptions(store)

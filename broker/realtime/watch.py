@@ -34,7 +34,7 @@ AgentOption = Annotated[str, typer.Option("--agent", envvar="AGENT_BROKER_AGENT"
 
 def _store() -> Store:
     settings = get_settings()
-    url, _backend = resolve_redis_url(settings.redis_url, settings.storage_root)
+    url, _backend = resolve_redis_url(settings.data_redis_url, settings.storage_root)
     # reads only: no persistence queue; the token checks are open, as on a local terminal
     return Store(settings, url, SessionBindings("open", settings.session_binding_ttl_seconds))
 

@@ -7,7 +7,7 @@
 -- KEYS[3]  active hash
 -- KEYS[4]  pending-persistence zset
 -- ARGV[1]  project key prefix
--- ARGV[2]  doorbell channel
+-- ARGV[2]  the project's doorbell shard channel (SPUBLISH)
 -- ARGV[3]  project slug
 -- ARGV[4]  requester name (any case; used when ARGV[7] is "")
 -- ARGV[5]  SHA-256 hex of the requester's token, "" for none

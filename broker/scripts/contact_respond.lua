@@ -8,7 +8,7 @@
 -- KEYS[2]  agents hash
 -- KEYS[3]  pending-persistence zset
 -- ARGV[1]  project key prefix
--- ARGV[2]  doorbell channel
+-- ARGV[2]  the project's doorbell shard channel (SPUBLISH)
 -- ARGV[3]  project slug
 -- ARGV[4]  responder (target) name
 -- ARGV[5]  SHA-256 hex of the responder's token, "" for none

@@ -14,7 +14,7 @@
 --          when given, the last two ARGV are the window in ms and the request's fingerprint
 -- ARGV[1]  project key prefix "<p>:{slug}:" (bodies, msg:, inbox:, urgent:, rtopic:, stopic:,
 --          outbox:, unread:, thread:, tpart:, links:, held:, rate:)
--- ARGV[2]  doorbell channel
+-- ARGV[2]  the project's doorbell shard channel (SPUBLISH)
 -- ARGV[3]  project slug (for the doorbell event)
 -- ARGV[4]  message id
 -- ARGV[5]  sender name (any case)

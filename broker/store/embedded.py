@@ -22,6 +22,8 @@ from pathlib import Path
 
 import redis
 
+from broker.store.clients import is_cluster_url
+
 _chosen: tuple[str, str] | None = None
 
 
@@ -134,6 +136,8 @@ def _without_password(url: str) -> str:
 def resolve_redis_url(redis_url: str, storage_root: Path) -> tuple[str, str]:
     """The Redis URL to use and a sentence saying which backend was chosen."""
     global _chosen
+    if is_cluster_url(redis_url):
+        return redis_url, f"Redis Cluster seeded by {_without_password(redis_url)} (REDIS_URL, REDIS_CLUSTER=true)"
     if redis_url:
         return redis_url, f"Redis at {_without_password(redis_url)} (REDIS_URL)"
     if _chosen is None:

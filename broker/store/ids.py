@@ -17,6 +17,7 @@ from typing import Any
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from broker.store.keys import Keys
 from broker.store.scripts import run_sync, script_source
@@ -65,7 +66,8 @@ class IdAllocator:
 
     async def _reserve(self, client: Redis) -> int:
         if self._script is None or self._client is not client:
-            self._script, self._client = client.register_script(script_source("allocate_ids")), client
+            source = script_source("allocate_ids", isinstance(client, RedisCluster))
+            self._script, self._client = client.register_script(source), client
         try:
             return int(await self._script(keys=[self._key], args=[self._block, ID_EPOCH_MS, IDS_PER_MS, ID_LIMIT]))
         except Exception as exc:

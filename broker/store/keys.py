@@ -68,10 +68,6 @@ class Keys:
         return f"{self.prefix}:ids:{kind}"
 
     @property
-    def doorbell(self) -> str:
-        return f"{self.prefix}:doorbell"
-
-    @property
     def persist_stats(self) -> str:
         """HASH messages, commits: totals written by every persistence worker (for /metrics)."""
         return f"{self.prefix}:persist:stats"
@@ -84,6 +80,11 @@ class Keys:
     # -- per project --------------------------------------------------------------------
     def project_prefix(self, slug: str) -> str:
         return f"{self.prefix}:{{{slug}}}:"
+
+    def doorbell(self, slug: str) -> str:
+        """The project's shard channel (SPUBLISH/SSUBSCRIBE): a doorbell reaches only the node that
+        owns the project's slot, and only the broker processes waiting on that project."""
+        return self.project_prefix(slug) + "doorbell"
 
     def project(self, slug: str) -> str:
         return self.project_prefix(slug) + "project"

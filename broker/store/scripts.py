@@ -12,7 +12,11 @@ with ``local function`` is only visible to code that comes after it. Include lin
 allowed only in a file's leading block of comments (a late one would not be where it reads).
 
 Scripts are registered with redis-py (EVALSHA, reloaded on NOSCRIPT), so fakeredis[lua]
-runs the very same code as a real Redis.
+runs the very same code as a real Redis. On a Redis Cluster each script is sent with a
+``#!lua`` shebang line and no flags, which makes Redis refuse any access to a key outside the
+slot of the script's declared keys ("keys that do not hash to the same slot"): a script that
+strayed from its project fails loudly instead of working on one node and not on another
+(fakeredis does not parse shebangs, which is why they are not in the files).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 from redis import Redis as SyncClient
 from redis.asyncio import Redis
+from redis.cluster import RedisCluster as SyncCluster
 from redis.exceptions import NoScriptError
 
 SCRIPT_DIR = Path(__file__).resolve().parent.parent / "scripts"
@@ -86,10 +91,14 @@ def lua_source(relative: str) -> str:
     return "\n".join(_read(part) for part in resolve_includes(relative))
 
 
+CLUSTER_SHEBANG = "#!lua\n"
+
+
 @cache
-def script_source(name: str) -> str:
-    """The text sent to Redis for script ``name``: its included helpers, then its own body."""
-    return lua_source(f"{name}.lua")
+def script_source(name: str, cluster: bool = False) -> str:
+    """The text sent to Redis for script ``name``: its included helpers, then its own body
+    (after the shebang that makes a cluster enforce one slot)."""
+    return (CLUSTER_SHEBANG if cluster else "") + lua_source(f"{name}.lua")
 
 
 def script_names() -> list[str]:
@@ -100,8 +109,8 @@ def script_names() -> list[str]:
 class Scripts:
     """The broker's scripts registered on one client; ``await scripts.run(name, keys, args)``."""
 
-    def __init__(self, client: Redis) -> None:
-        self._scripts = {name: client.register_script(script_source(name)) for name in script_names()}
+    def __init__(self, client: Redis, cluster: bool = False) -> None:
+        self._scripts = {name: client.register_script(script_source(name, cluster)) for name in script_names()}
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self._scripts[name](keys=keys, args=args)
@@ -112,16 +121,17 @@ class Scripts:
 
 
 @cache
-def _sha(name: str) -> str:
-    return hashlib.sha1(script_source(name).encode()).hexdigest()
+def _sha(name: str, cluster: bool) -> str:
+    return hashlib.sha1(script_source(name, cluster).encode()).hexdigest()
 
 
 def run_sync(client: SyncClient, name: str, keys: list[str], args: list[Any]) -> Any:
     """Run a script on a synchronous client: EVALSHA, loading the script on NOSCRIPT. Nothing is
     kept per client (a registered Script holds its client, so a cache of them kept every
     short-lived client of a hard delete alive)."""
+    cluster = isinstance(client, SyncCluster)
     try:
-        return client.evalsha(_sha(name), len(keys), *keys, *args)
+        return client.evalsha(_sha(name, cluster), len(keys), *keys, *args)
     except NoScriptError:
-        client.script_load(script_source(name))
-        return client.evalsha(_sha(name), len(keys), *keys, *args)
+        client.script_load(script_source(name, cluster))
+        return client.evalsha(_sha(name, cluster), len(keys), *keys, *args)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from broker.config import Settings
-from broker.store.clients import make_client
+from broker.store.clients import is_cluster_url, make_client
 from broker.store.doorbell import Doorbell
 from broker.store.ids import IdAllocator
 from broker.store.keys import Keys
@@ -40,9 +40,13 @@ class Store:
         *,
         on_write: Callable[[str], None] = lambda slug: None,
         on_close: Callable[[], None] = lambda: None,
+        queue_url: str = "",
     ) -> None:
         self.settings = settings
         self.redis_url = redis_url
+        # the Redis of the persistence queue (rq's jobs and worker registry): REDIS_URL's own
+        # unless QUEUE_REDIS_URL names another (always so beside a cluster)
+        self.queue_url = queue_url or redis_url
         self.keys = Keys(settings.redis_key_prefix)
         # charge the current HTTP client's rate bucket this many tokens (mcp.server.assemble sets it)
         self.charge_client: Callable[[int], None] = lambda tokens: None
@@ -59,6 +63,7 @@ class Store:
         # human_key -> slug of projects seen in this process (broker/identity/slugs.py says why it is safe)
         self.slug_cache: dict[str, str] = {}
         self._client: Redis | None = None
+        self._queue_client: Redis | None = None
         self._scripts: Scripts | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._doorbell: Doorbell | None = None
@@ -71,12 +76,22 @@ class Store:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             self._client = make_client(self.redis_url, self.settings.redis_max_connections)
-            self._scripts = Scripts(self._client)
+            self._scripts = Scripts(self._client, is_cluster_url(self.redis_url))
             self._loop = loop
             self._doorbell = None
+            self._queue_client = None
             for allocator in self.ids.values():
                 allocator.reset()
         return self._client
+
+    def queue_client(self) -> Redis:
+        """A client of the persistence queue's Redis (the data client when they are one)."""
+        client = self.client()
+        if self.queue_url == self.redis_url:
+            return client
+        if self._queue_client is None:
+            self._queue_client = make_client(self.queue_url, 4)
+        return self._queue_client
 
     @property
     def doorbell(self) -> Doorbell:
@@ -118,6 +133,9 @@ class Store:
             await self._doorbell.close()
             self._doorbell = None
         self._on_close()
+        if self._queue_client is not None:
+            await self._queue_client.aclose()
+            self._queue_client = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None

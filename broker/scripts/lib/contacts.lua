@@ -138,7 +138,7 @@ local function deliver_to(ctx, lower, kind)
   if ctx.topic_lower ~= "" then
     redis.call("ZADD", pkey(ctx.prefix, "rtopic:" .. lower .. ":" .. ctx.topic_lower), ctx.us, ctx.id)
   end
-  redis.call("PUBLISH", ctx.doorbell, '{"project":' .. cjson.encode(ctx.slug) .. ',"agent":' .. cjson.encode(lower)
+  redis.call("SPUBLISH", ctx.doorbell, '{"project":' .. cjson.encode(ctx.slug) .. ',"agent":' .. cjson.encode(lower)
     .. ',"id":' .. ctx.id .. ',"cursor":"' .. cursor .. '"}')
   return cursor
 end

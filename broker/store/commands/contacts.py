@@ -179,7 +179,7 @@ async def contact_request(
         "contact_request",
         [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)],
         [
-            keys.project_prefix(slug), keys.doorbell, slug, requester, *(("", "0") if foreign else credentials),
+            keys.project_prefix(slug), keys.doorbell(slug), slug, requester, *(("", "0") if foreign else credentials),
             json.dumps(foreign) if foreign else "", target, reason, ttl_seconds, await store.next_id("message"),
             intro_body, INLINE_BODY_BYTES,
         ],
@@ -207,7 +207,7 @@ async def contact_respond(
     reply = await store.run(
         "contact_respond",
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [keys.project_prefix(slug), keys.doorbell, slug, responder, *credentials, json.dumps(foreign) if foreign else "",
+        [keys.project_prefix(slug), keys.doorbell(slug), slug, responder, *credentials, json.dumps(foreign) if foreign else "",
          requester, "1" if accept else "0", ttl_seconds, INLINE_BODY_BYTES],
     )  # fmt: skip
     accepted(reply)

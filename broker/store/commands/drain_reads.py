@@ -131,7 +131,8 @@ def read_batch(client: SyncClient, keys: Keys, *, slug: str, members: Sequence[s
     pipe.hgetall(keys.project(slug))
     pipe.hgetall(keys.agents(slug))
     pipe.hgetall(keys.active(slug))
-    pipe.mget([keys.ids(kind) for kind in KINDS])
+    for kind in KINDS:  # one GET each: a cluster pipeline refuses MGET (the counters span slots)
+        pipe.get(keys.ids(kind))
     queued: list[tuple[str, int, Callable[[list[Any]], EntryRecord]]] = []
     for member in members:
         kind, _, rest = member.partition(":")
@@ -141,9 +142,9 @@ def read_batch(client: SyncClient, keys: Keys, *, slug: str, members: Sequence[s
             queued.append((member, count, queue(pipe, keys, slug, rest)))
     replies = pipe.execute()
     project, agents, active = replies[0], replies[1], replies[2]
-    counters = {kind: int(value or 0) for kind, value in zip(KINDS, replies[3], strict=True)}
+    counters = {kind: int(value or 0) for kind, value in zip(KINDS, replies[3 : 3 + len(KINDS)], strict=True)}
     entries: dict[str, EntryRecord] = {}
-    position = 4
+    position = 3 + len(KINDS)
     for member, count, decode in queued:
         entries[member] = decode(replies[position : position + count])
         position += count

@@ -89,7 +89,7 @@ async def send_message(
         script_keys,
         [
             keys.project_prefix(slug),
-            keys.doorbell,
+            keys.doorbell(slug),
             slug,
             message_id,
             sender_name,

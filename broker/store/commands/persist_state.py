@@ -75,18 +75,18 @@ def _oldest(entries: list[tuple[str, float]]) -> float | None:
 async def persistence_reads(store: Store, *, cap: int) -> PersistenceReads:
     """The backlogs of at most ``cap`` projects, the workers and the totals."""
     redis, keys = store.client(), store.keys
+    queue = store.queue_client()
     pipe = redis.pipeline(transaction=False)
     pipe.hlen(keys.projects)
     pipe.hscan(keys.projects, 0, count=cap)
-    pipe.smembers(keys.persist_workers)
     pipe.hgetall(keys.persist_stats)
-    total, (cursor, first), worker_keys, totals = await pipe.execute()
+    total, (cursor, first), totals = await pipe.execute()
+    worker_keys = sorted(await queue.smembers(keys.persist_workers))
     slugs = list(first)[:cap]
     while cursor and len(slugs) < cap:  # big hashes come in slices; stop at the cap
         cursor, more = await redis.hscan(keys.projects, cursor, count=cap - len(slugs))
         slugs += [slug for slug in more if slug not in first][: cap - len(slugs)]
         first.update(more)
-    worker_keys = sorted(worker_keys)
 
     pipe = redis.pipeline(transaction=False)
     for slug in slugs:
@@ -96,9 +96,13 @@ async def persistence_reads(store: Store, *, cap: int) -> PersistenceReads:
         pipe.zrange(keys.inflight(slug), 0, 0, withscores=True)
         pipe.zcard(keys.dead_letters(slug))
         pipe.zrange(keys.dead_letters(slug), 0, 0, withscores=True)
-    for key in worker_keys:
-        pipe.hmget(key, list(_WORKER_FIELDS))
-    replies = await pipe.execute() if slugs or worker_keys else []
+    replies = await pipe.execute() if slugs else []
+    worker_fields = []
+    if worker_keys:
+        queue_pipe = queue.pipeline(transaction=False)
+        for key in worker_keys:
+            queue_pipe.hmget(key, list(_WORKER_FIELDS))
+        worker_fields = await queue_pipe.execute()
 
     backlogs = []
     for i, slug in enumerate(slugs):
@@ -114,9 +118,7 @@ async def persistence_reads(store: Store, *, cap: int) -> PersistenceReads:
                 _oldest(first_dead),
             )
         )
-    workers = tuple(
-        WorkerEntry(key, *fields) for key, fields in zip(worker_keys, replies[6 * len(slugs) :], strict=True)
-    )
+    workers = tuple(WorkerEntry(key, *fields) for key, fields in zip(worker_keys, worker_fields, strict=True))
     return PersistenceReads(
         projects_total=total,
         backlogs=tuple(backlogs),

@@ -273,14 +273,17 @@ class Rebuild:
             await self._client.hset(self.keys.mail_activity(slug), mapping=dict(last_ms))
 
     async def write_project(self, *, slug: str, project: Row) -> None:
-        """The project hash (written last: until then every call into the project is refused),
-        its slug's owner and its directory entry, in one transaction."""
+        """Its slug's owner and its directory entry, then the project hash (written last: until
+        then every call into the project is refused). Two steps, since the global hashes live in
+        other cluster slots than the project; a rebuild cut short between them is re-run whole."""
         keys = self.keys
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hset(keys.slug_owners, slug, project["human_key"])  # the index's slug, never recomputed
+        pipe.hset(keys.projects, slug, project["human_key"])
+        await pipe.execute()
         pipe = self._client.pipeline(transaction=True)
         if project["archived_at"]:
             pipe.hset(keys.project(slug), "archived_at", project["archived_at"])
-        pipe.hset(keys.slug_owners, slug, project["human_key"])  # the index's slug, never recomputed
-        pipe.hset(keys.projects, slug, project["human_key"])
         pipe.hset(
             keys.project(slug),
             mapping={
