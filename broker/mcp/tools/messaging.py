@@ -37,8 +37,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         idempotency_key: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Send a Markdown message to agents (Name, or Name@<slug> in another project); all recipients or none, once
-        per idempotency_key."""
+        """Send a Markdown message to all recipients or none, once per idempotency_key (Name@<slug>: other project)."""
         check_format(format)
         if attachment_paths:
             raise BrokerError(
