@@ -24,7 +24,7 @@ from helpers import drop_prefix, make_settings
 from broker.server import build_server
 
 FULL_BUDGET = 30_000
-CORE_BUDGET = 18_000  # 12,000 is below the floor of the core tools' schemas: see docs/tools.md
+CORE_BUDGET = 21_000  # 12,000 is below what the core tools' arguments alone take: docs/tools.md
 SNAPSHOT = Path(__file__).with_name("tool_input_schemas.json")
 
 
