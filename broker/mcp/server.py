@@ -62,12 +62,33 @@ INSTRUCTIONS = (
 _PARSED_TOOLS: dict[tuple[Any, str, str | None], FunctionTool] = {}
 
 
+# The output schema FastMCP derives from a ``-> dict[str, Any]`` result: it says no more than the
+# protocol does (structuredContent is an object), and every client reads the same structured
+# result without it (FastMCP sends a dict result as structuredContent either way). Listing it
+# cost 60 bytes a tool in every agent's context (docs/tools.md#what-the-tool-list-costs).
+OPEN_OBJECT = {"additionalProperties": True, "type": "object"}
+
+
+class ListedTool(FunctionTool):
+    """A FunctionTool listed without FastMCP's empty bookkeeping ``_meta: {"fastmcp": {"tags": []}}``
+    (this broker tags no tool; the bytes were paid in every agent's context)."""
+
+    def to_mcp_tool(self, **overrides: Any) -> Any:
+        listed = super().to_mcp_tool(**overrides)
+        if listed.meta == {"fastmcp": {"tags": []}}:
+            listed.meta = None
+        return listed
+
+
 def parsed_tool(fn: Callable[..., Any]) -> FunctionTool:
     """``fn`` as a FastMCP tool, its schemas parsed once per signature in this process."""
     key = (fn.__code__, str(inspect.signature(fn)), fn.__doc__)  # type: ignore[attr-defined]
     template = _PARSED_TOOLS.get(key)
     if template is None:
-        template = _PARSED_TOOLS[key] = FunctionTool.from_function(fn)
+        template = ListedTool.from_function(fn)
+        if template.output_schema == OPEN_OBJECT:
+            template = template.model_copy(update={"output_schema": None})
+        _PARSED_TOOLS[key] = template
     # deep: no server shares a schema dict with another (fn itself is not copied)
     return template.model_copy(update={"fn": fn}, deep=True)
 

@@ -30,8 +30,8 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         task_description: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Ask to_agent (of this project, or of to_project / 'project:<slug>#Name') for permission to
-        write to it: a pending link plus an ack-required intro mail. The target must be registered."""
+        """Ask to_agent (of this project or to_project) for permission to write to it: a pending link and an intro
+        mail."""
         check_format(format)
         return await contacts.request_contact(
             store, project_key, from_agent, to_agent, to_project, reason, ttl_seconds, registration_token
@@ -48,8 +48,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Approve (accept=True) or refuse from_agent's request to write to to_agent (the caller).
-        Approving delivers the messages held for to_agent; refusing drops them."""
+        """Approve (accept=True) or refuse from_agent's request to write to to_agent; approving delivers the held mail."""
         check_format(format)
         return await contacts.respond_contact(
             store, project_key, to_agent, from_agent, accept, ttl_seconds, from_project, registration_token
@@ -97,8 +96,8 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         thread_id: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Request contact from requester (alias agent_name) to target (alias to_agent); with
-        auto_accept also approve it for the target, and optionally send a welcome message."""
+        """Request contact from requester (alias agent_name) to target (alias to_agent); auto_accept also approves it;
+        welcome_subject/welcome_body send a first message."""
         check_format(format)
         return await handshake.contact_handshake(
             store,

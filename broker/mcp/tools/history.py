@@ -27,8 +27,8 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Full-text search (FTS5 syntax: phrases, prefix*, AND/OR/NOT, subject:/body:) over the
-        messages the agent sent or received, best match first. Lags sends by the persistence delay."""
+        """Full-text search (FTS5: phrases, prefix*, AND/OR/NOT, subject:/body:) of the agent's sent and received mail,
+        best first."""
         check_format(format)
         # A list result reaches the wire as {"result": [...]}, the reference's shape.
         return await history.search(project_key, query, limit, agent_name, registration_token)
@@ -45,8 +45,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Heuristic summary (participants, key points, action items, mentions, code references) of
-        one thread, or of several given as comma-separated ids. llm_mode is accepted; no LLM is used."""
+        """Heuristic summary of a thread, or of comma-separated thread ids (no LLM is used)."""
         check_format(format)
         return await history.summarize_thread(
             project_key, thread_id, include_examples, per_thread_limit, agent_name, registration_token
@@ -63,9 +62,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Summary of the messages of the last since_hours that agent_name sent or received
-        (stored; reused for 5 minutes). Needs an authenticated agent under AGENT_AUTH=required;
-        under open, without agent_name, the whole project's messages."""
+        """Summary of the mail agent_name sent or received in the last since_hours (kept 5 minutes)."""
         check_format(format)
         return await history.summarize_recent(project_key, since_hours, max_messages, agent_name, registration_token)
 
@@ -78,7 +75,6 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Stored summaries made for agent_name whose window ends within the last since_hours,
-        newest first (under open without agent_name: the project-wide ones)."""
+        """Stored summaries for agent_name from the last since_hours, newest first."""
         check_format(format)
         return await history.fetch_summary(project_key, since_hours, limit, agent_name, registration_token)

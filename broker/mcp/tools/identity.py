@@ -20,8 +20,7 @@ from broker.store.store import Store
 def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> None:
     @mcp.tool
     async def health_check(format: str | None = None) -> dict[str, Any]:
-        """Broker status and configuration echo (round-trips to Redis). persistence: who persists
-        (mode), workers alive, pending changes and the oldest one's age, dead letters."""
+        """Ping Redis; echo the configuration and the persistence state (workers, backlog, dead letters)."""
         check_format(format)
         await ping(store)
         return {
@@ -54,8 +53,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Register (or update) an agent identity; returns its profile and registration_token.
-        Omit name to get a generated adjective+noun name such as 'BlueLake'."""
+        """Register or update an agent; returns its profile and registration_token. Omit name to get one generated."""
         check_format(format)
         return await identity.register_agent(
             store, project_key, program, model, name, task_description, attachments_policy, registration_token
@@ -71,7 +69,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         attachments_policy: str = "auto",
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Always create a new agent identity (name_hint used when valid and free)."""
+        """Always create a new agent (name_hint used when valid and free)."""
         check_format(format)
         return await identity.create_agent_identity(
             store, project_key, program, model, name_hint, task_description, attachments_policy
@@ -86,8 +84,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         commit_limit: int = 5,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """An agent's profile; recent_commits: the Git archive's newest commits (commit_limit 1..50);
-        under AGENT_AUTH=required only those touching the agent's own archive folder."""
+        """An agent's profile and the archive's newest commits (commit_limit 1..50)."""
         check_format(format)
         agent = await identity.whois(store, project_key, agent_name, registration_token)
         # A commit's summary names a message's sender, recipients and subject: under `required`

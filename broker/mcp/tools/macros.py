@@ -33,9 +33,8 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         inbox_limit: int = 10,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Start a session in one call: ensure the project (human_key: the repository's absolute
-        path), register the agent (an existing agent_name needs its registration_token), reserve
-        file_reservation_paths exclusively, and list the newest inbox_limit messages (no bodies)."""
+        """In one call: ensure the project (human_key: its absolute path), register the agent, reserve
+        file_reservation_paths and list the newest inbox_limit messages."""
         check_format(format)
         return await macros.start_session(
             store,
@@ -68,9 +67,8 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         llm_model: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Get ready to work on a thread in one call: register the agent (or, with
-        register_if_missing=False, authenticate the existing agent_name), summarize the thread as
-        that agent sees it, and list its inbox. llm_mode is accepted; no LLM is used."""
+        """In one call: register the agent (or only authenticate it: register_if_missing=False), summarize the thread
+        as it sees it and list its inbox."""
         check_format(format)
         return await macros.prepare_thread(
             store,
@@ -100,8 +98,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Reserve paths as file_reservation_paths does; with auto_release the reservations just
-        granted are released again (released is null otherwise)."""
+        """file_reservation_paths, then with auto_release the release of what it granted."""
         check_format(format)
         return await macros.file_reservation_cycle(
             store, project_key, agent_name, paths, ttl_seconds, exclusive, reason, auto_release, registration_token

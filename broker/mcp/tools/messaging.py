@@ -37,7 +37,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         idempotency_key: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Send a Markdown message to agents of the project; delivered to all recipients or none, once per idempotency_key."""
+        """Send a Markdown message to all recipients or none, once per idempotency_key (Name@<slug>: other project)."""
         check_format(format)
         if attachment_paths:
             raise BrokerError(
@@ -77,7 +77,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         idempotency_key: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Reply in the message's thread; by default to its sender (at most once per idempotency_key)."""
+        """Reply in the message's thread, by default to its sender (once per idempotency_key)."""
         check_format(format)
         return await mail.reply_message(
             store, project_key, message_id, sender_name, body_md, to, cc, bcc, subject_prefix, sender_token,
@@ -96,7 +96,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> list[dict[str, Any]]:
-        """The agent's inbox, newest first (read-only: it does not mark anything read)."""
+        """The agent's inbox, newest first. Read-only: marks nothing read."""
         check_format(format)
         return await inbox.fetch_inbox(
             store, project_key, agent_name, limit, urgent_only, include_bodies, since_ts, topic, registration_token
@@ -113,7 +113,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Messages with a topic that the viewing agent sent or received, newest first."""
+        """Messages with this topic that the agent sent or received, newest first."""
         check_format(format)
         return await inbox.fetch_topic(
             store, project_key, topic_name, limit, include_bodies, since_ts, agent_name, registration_token
@@ -127,7 +127,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Mark a received message read (the first read time is kept)."""
+        """Mark a received message read."""
         check_format(format)
         return await inbox.mark_message(store, project_key, agent_name, message_id, registration_token, "read")
 
@@ -139,6 +139,6 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Acknowledge a received message (also marks it read; first times are kept)."""
+        """Acknowledge a received message (also marks it read)."""
         check_format(format)
         return await inbox.mark_message(store, project_key, agent_name, message_id, registration_token, "ack")

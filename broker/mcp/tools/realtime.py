@@ -26,12 +26,9 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         limit: int = 20,
         registration_token: str | None = None,
     ) -> dict[str, Any]:
-        """Wait for mail: returns {messages (inbox items, oldest first), cursor, timed_out}.
-
-        Without after_id: at once with the agent's unread mail if it has any, else at the next
-        arrival. With after_id (the cursor a previous call returned, or a message id): as soon as
-        anything newer than it is in the inbox. Pass the returned cursor as after_id next time so
-        nothing is missed or repeated. Waits at most timeout_seconds (0-120); read-only."""
+        """Long-poll the inbox: returns {messages, cursor, timed_out} as soon as there is mail newer than after_id
+        (without it: unread mail, else the next arrival), or after timeout_seconds (0-120). Pass the returned cursor
+        as the next after_id."""
         return await arrivals.wait_for_mail(
             store, project_key, agent_name, timeout_seconds, after_id, include_bodies, limit, registration_token
         )

@@ -29,9 +29,8 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Reserve files before editing them (advisory): every path is granted, and conflicts name
-        other agents' live reservations that overlap it. Patterns are relative to the project
-        root: 'src/app.py', 'src/' (a whole directory), 'src/**/*.py', 'tool://build'."""
+        """Reserve paths before editing. Advisory: always granted; conflicts lists other agents' overlapping
+        reservations. Patterns are relative to the project root: 'src/', 'src/**/*.py'."""
         check_format(format)
         return await reservations.reserve(
             store, project_key, agent_name, paths, ttl_seconds, exclusive, reason, registration_token
@@ -46,7 +45,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Release your reservations: those with these exact patterns or ids, else all of them."""
+        """Release your reservations with these patterns or ids, else all of them."""
         check_format(format)
         return await reservations.release(
             store, project_key, agent_name, paths, file_reservation_ids, registration_token
@@ -62,7 +61,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Extend your live reservations (new expiry = max(now, old expiry) + extend_seconds)."""
+        """Extend your live reservations by extend_seconds."""
         check_format(format)
         return await reservations.renew(
             store, project_key, agent_name, extend_seconds, paths, file_reservation_ids, registration_token
@@ -78,8 +77,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Release another agent's reservation whose holder looks stale (inactive, no recent mail,
-        and no recent file or git activity on its paths); the holder is told by mail."""
+        """Release another agent's reservation if its holder looks stale; the holder is told by mail."""
         check_format(format)
         return await reservations.force_release(
             store, project_key, agent_name, file_reservation_id, notify_previous, note, registration_token
@@ -93,10 +91,8 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Install a git pre-commit hook in code_repo_path (the project's path or a git working
-        tree inside it) that refuses commits touching files another agent (AGENT_NAME) holds
-        exclusively; an existing hook is kept and chained. Needs agent_name and
-        registration_token of an agent of the project under AGENT_AUTH=required."""
+        """Install a git pre-commit hook in code_repo_path that refuses commits touching files another agent holds
+        exclusively (an existing hook is chained)."""
         check_format(format)
         return await guard.install_for_project(store, project_key, code_repo_path, agent_name, registration_token)
 
@@ -108,8 +104,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         registration_token: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Remove the broker's pre-commit hook and restore the hook it chained, if any. Needs
-        project_key, agent_name and registration_token under AGENT_AUTH=required."""
+        """Remove the broker's pre-commit hook, restoring any hook it chained."""
         check_format(format)
         return await guard.uninstall(store, code_repo_path, project_key, agent_name, registration_token)
 
