@@ -75,7 +75,7 @@ async def test_concurrent_sends_through_two_servers_get_distinct_ids(two_servers
 
 async def test_servers_with_different_prefixes_are_isolated(settings: Settings, tmp_path: Path) -> None:
     mine = build_server(settings)
-    theirs = build_server(make_settings(settings.redis_url, tmp_path))
+    theirs = build_server(make_settings(settings.data_redis_url, tmp_path))
     try:
         async with Client(mine) as c1, Client(theirs) as c2:
             a, b = Tools(c1), Tools(c2)

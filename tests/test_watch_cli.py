@@ -31,6 +31,8 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Set
     for name in ("AGENT_BROKER_PROJECT", "AGENT_BROKER_AGENT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("REDIS_CLUSTER", "true" if settings.redis_cluster else "false")
+    monkeypatch.setenv("QUEUE_REDIS_URL", settings.queue_redis_url)
     monkeypatch.setenv("REDIS_KEY_PREFIX", settings.redis_key_prefix)
     monkeypatch.setenv("STORAGE_ROOT", str(settings.storage_root))
     get_settings.cache_clear()

@@ -215,12 +215,12 @@ def save_redis_url(settings: Settings) -> None:
     """Keep REDIS_URL for the hook in an owner-only file (dir 0700, file 0600): the hook reads it
     when the committing shell has no REDIS_URL; other local users cannot."""
     directory = settings.storage_root / GUARD_DIR
-    if not settings.redis_url or settings.redis_url.startswith("memory://"):
+    if not settings.data_redis_url or settings.data_redis_url.startswith("memory://"):
         (directory / URL_FILE).unlink(missing_ok=True)  # a stale URL must not beat the embedded one
         return
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.chmod(0o700)
-    _write(directory / URL_FILE, settings.redis_url + "\n", 0o600)
+    _write(directory / URL_FILE, settings.data_redis_url + "\n", 0o600)
 
 
 def install(settings: Settings, project_key: str, repo_path: str, project_root: str | None = None) -> dict[str, str]:
@@ -341,8 +341,8 @@ def staged_paths(repo: Path) -> list[str]:
 def redis_url_for(settings: Settings) -> str | None:
     """REDIS_URL, else the URL ``install`` kept in an owner-only file, else the embedded
     server's URL when one runs; never starts a server."""
-    if settings.redis_url:
-        return settings.redis_url
+    if settings.data_redis_url:
+        return settings.data_redis_url
     for url_file in (settings.storage_root / GUARD_DIR / URL_FILE, settings.storage_root / "redis" / "server.url"):
         if url_file.exists():
             return url_file.read_text().strip()

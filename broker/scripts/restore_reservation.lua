@@ -3,7 +3,8 @@
 -- with its index entries, an ended one (released, or expired) as the record and res:all entry
 -- release_reservations.lua / res_prune leave for its retention (res:ended says until when).
 -- A reservation already in Redis is left alone. Nothing is added to pending: it is persisted.
--- KEYS     none (the project prefix arrives in ARGV; every key shares its hash tag)
+-- KEYS[1]  the reservation's record (res:<id>): it routes the call to the project's slot (the
+--          other keys are built from the prefix and share its hash tag)
 -- ARGV[1]  project key prefix "<p>:{slug}:"
 -- ARGV[2]  id
 -- ARGV[3]  agent name
@@ -20,7 +21,7 @@
 -- @include lib/common.lua
 -- @include lib/reservations.lua
 local prefix, id, agent, pattern = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local record_key = pkey(prefix, "res:" .. id)
+local record_key = KEYS[1]
 if redis.call("EXISTS", record_key) == 1 then return 0 end
 local member = res_member(ARGV[9], id, agent, ARGV[5], pattern)
 redis.call("HSET", record_key, "id", id, "agent", agent, "path_pattern", pattern, "exclusive", ARGV[5],

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from broker.store.clients import is_cluster_url
+from broker.store.clients import is_cluster_url, plain_url
 
 _chosen: tuple[str, str] | None = None
 
@@ -137,7 +137,8 @@ def resolve_redis_url(redis_url: str, storage_root: Path) -> tuple[str, str]:
     """The Redis URL to use and a sentence saying which backend was chosen."""
     global _chosen
     if is_cluster_url(redis_url):
-        return redis_url, f"Redis Cluster seeded by {_without_password(redis_url)} (REDIS_URL, REDIS_CLUSTER=true)"
+        seed = _without_password(plain_url(redis_url))
+        return redis_url, f"Redis Cluster seeded by {seed} (REDIS_URL, REDIS_CLUSTER=true)"
     if redis_url:
         return redis_url, f"Redis at {_without_password(redis_url)} (REDIS_URL)"
     if _chosen is None:

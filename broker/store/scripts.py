@@ -29,6 +29,7 @@ from typing import Any
 
 from redis import Redis as SyncClient
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster as AsyncCluster
 from redis.cluster import RedisCluster as SyncCluster
 from redis.exceptions import NoScriptError
 
@@ -109,7 +110,8 @@ def script_names() -> list[str]:
 class Scripts:
     """The broker's scripts registered on one client; ``await scripts.run(name, keys, args)``."""
 
-    def __init__(self, client: Redis, cluster: bool = False) -> None:
+    def __init__(self, client: Redis) -> None:
+        cluster = isinstance(client, AsyncCluster)
         self._scripts = {name: client.register_script(script_source(name, cluster)) for name in script_names()}
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:

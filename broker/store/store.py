@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from broker.config import Settings
-from broker.store.clients import is_cluster_url, make_client
+from broker.store.clients import make_client
 from broker.store.doorbell import Doorbell
 from broker.store.ids import IdAllocator
 from broker.store.keys import Keys
@@ -76,7 +76,7 @@ class Store:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             self._client = make_client(self.redis_url, self.settings.redis_max_connections)
-            self._scripts = Scripts(self._client, is_cluster_url(self.redis_url))
+            self._scripts = Scripts(self._client)
             self._loop = loop
             self._doorbell = None
             self._queue_client = None

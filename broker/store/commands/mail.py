@@ -8,6 +8,7 @@ plain values or the frozen dataclasses below; a script's error reply raises ``Re
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -308,9 +309,8 @@ class ContactLinks:
 
 
 async def contact_links(store: Store, *, slug: str, name: str) -> ContactLinks:
-    """Every contact link of the agent and Redis's TIME, in one pipelined read."""
-    pipe = store.client().pipeline(transaction=False)
-    pipe.hgetall(store.keys.links(slug, name))
-    pipe.time()
-    links, (sec, usec) = await pipe.execute()
+    """Every contact link of the agent and Redis's TIME, read at once (two concurrent commands:
+    a cluster pipeline refuses TIME, which has no key to route by)."""
+    client = store.client()
+    links, (sec, usec) = await asyncio.gather(client.hgetall(store.keys.links(slug, name)), client.time())
     return ContactLinks([Link.decode(raw) for raw in links.values()], sec * 1_000_000 + usec)

@@ -256,7 +256,7 @@ class Rebuild:
         and pruning leave until ``forget_after_us``. False when it was already there."""
         added = await self._scripts.run(
             "restore_reservation",
-            [],
+            [self.keys.reservation(slug, reservation_id)],
             [
                 self.keys.project_prefix(slug), reservation_id, agent, pattern, "1" if exclusive else "0",
                 reason, created_us, expires_us, bucket,
