@@ -466,7 +466,7 @@ python -m broker.config > docs/configuration.md
 does is explained on its topic's page: [limits](limits.md), [durability](durability.md),
 [operations](operations.md), [metrics](metrics.md), [security](security.md),
 [reservations](reservations.md), [contacts](contacts.md), [lifecycle](lifecycle.md),
-[resources and profiles](resources-and-profiles.md).
+[resources and profiles](resources-and-profiles.md), [output format](tools.md#output-format).
 """
 
 _TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path"}

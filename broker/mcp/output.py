@@ -1,6 +1,7 @@
 """The reference's ``format`` argument: a result as JSON (as is) or as TOON, in an envelope.
 
-TOON (Token-Oriented Object Notation) carries the JSON data model in fewer tokens. With
+TOON (Token-Oriented Object Notation) writes the JSON data model line by line, uniform lists of
+objects as tables, to save tokens (how many depends on the shape: docs/tools.md). With
 ``format="toon"`` (or a server default of toon) a result is replaced by
 ``{"format": "toon", "data": "<TOON text>", "meta": {requested, source, encoder, [toon_stats]}}``;
 if the encoder fails, by ``{"format": "json", "data": <the result>, "meta": {requested, source,
