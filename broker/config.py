@@ -19,6 +19,32 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
+# The reference's `format` vocabulary: two output formats, four MIME-type aliases, and the
+# values that mean "no choice, use the server default" (docs/tools.md, "Output format").
+OUTPUT_FORMAT_NAMES = {
+    "json": "json",
+    "toon": "toon",
+    "application/json": "json",
+    "text/json": "json",
+    "application/toon": "toon",
+    "text/toon": "toon",
+}
+SERVER_DEFAULT_FORMAT_VALUES = ("", "auto", "default", "none", "null")
+
+
+def output_format_name(value: str) -> str:
+    """``json`` or ``toon`` for a format name or alias (any case, outer spaces ignored), ``""``
+    for a value asking for the server default; ValueError for anything else."""
+    text = value.strip().lower()
+    if text in SERVER_DEFAULT_FORMAT_VALUES:
+        return ""
+    if text not in OUTPUT_FORMAT_NAMES:
+        raise ValueError(
+            f"format '{value}' is not one of {', '.join(OUTPUT_FORMAT_NAMES)} "
+            f"(or {', '.join(repr(v) for v in SERVER_DEFAULT_FORMAT_VALUES)} for the server default)"
+        )
+    return OUTPUT_FORMAT_NAMES[text]
+
 
 def is_loopback(host: str) -> bool:
     if host in LOOPBACK_NAMES:
@@ -293,6 +319,24 @@ class Settings(BaseSettings):
         description="Default `ttl_seconds` of `resource://views/acks-stale`.",
     )
 
+    # Output format (the reference's names; docs/tools.md, "Output format").
+    output_format: str = Field(
+        "",
+        alias="MCP_AGENT_MAIL_OUTPUT_FORMAT",
+        description="Format of results when a call passes no `format` (or `auto`): `json`, `toon` or one of "
+        "their MIME-type aliases. Empty: `TOON_DEFAULT_FORMAT`.",
+    )
+    toon_default_format: str = Field(
+        "",
+        alias="TOON_DEFAULT_FORMAT",
+        description="The default format when `MCP_AGENT_MAIL_OUTPUT_FORMAT` is empty. Empty: `json`.",
+    )
+    toon_stats: bool = Field(
+        False,
+        alias="TOON_STATS",
+        description="TOON results carry `meta.toon_stats`: estimated tokens of the JSON and the TOON text.",
+    )
+
     # Lifecycle (docs/lifecycle.md).
     retention_max_age_days: int = Field(
         180,
@@ -389,6 +433,11 @@ class Settings(BaseSettings):
             raise ValueError("BROKER_ADMIN_TOKEN must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         return value
 
+    @field_validator("output_format", "toon_default_format")
+    @classmethod
+    def _check_output_format(cls, value: str) -> str:
+        return output_format_name(value)
+
     @field_validator("http_path")
     @classmethod
     def _normalise_path(cls, value: str) -> str:
@@ -458,7 +507,7 @@ python -m broker.config > docs/configuration.md
 does is explained on its topic's page: [limits](limits.md), [durability](durability.md),
 [operations](operations.md), [metrics](metrics.md), [security](security.md),
 [reservations](reservations.md), [contacts](contacts.md), [lifecycle](lifecycle.md),
-[resources and profiles](resources-and-profiles.md).
+[resources and profiles](resources-and-profiles.md), [output format](tools.md#output-format).
 """
 
 _TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path"}

@@ -127,7 +127,8 @@ CASES: list[tuple[str, str, dict[str, Any], str, tuple[str, ...]]] = [
     ("unknown-cc-and-bcc", "send_message", {**SEND, "cc": ["GreenCastel"], "bcc": ["claude-code"]},
      "RECIPIENT_NOT_FOUND", ("'GreenCastel'", "did you mean 'GreenCastle'", "'claude-code'", "program")),
     ("attachments", "send_message", {**SEND, "attachment_paths": ["diagram.png"]}, "UNSUPPORTED", ("body_md",)),
-    ("toon-format", "fetch_inbox", {**INBOX, "format": "toon"}, "INVALID_ARGUMENT", ("format='json'",)),
+    ("unknown-format", "send_message", {**SEND, "format": "yaml"}, "INVALID_ARGUMENT",
+     ("format 'yaml'", "json, toon, application/json", "format='toon'")),
     # -- wrong types -----------------------------------------------------------------------------
     ("limit-string", "fetch_inbox", {**INBOX, "limit": "abc"}, "INVALID_ARGUMENT", ("limit", "valid integer")),
     ("to-string", "send_message", {**SEND, "to": "GreenCastle"}, "INVALID_ARGUMENT", ("to", "valid list")),

@@ -49,8 +49,8 @@ async def test_environment_locks_and_format(tools: Tools, settings: Settings) ->
         "locks": [],
         "summary": {"total": 0, "active": 0, "stale": 0, "metadata_missing": 0},
     }
-    error = await read_error(tools.client, "resource://tooling/locks?format=toon")
-    assert error.startswith("INVALID_ARGUMENT: format 'toon' is not supported")
+    error = await read_error(tools.client, "resource://tooling/locks?format=yaml")
+    assert error.startswith("INVALID_ARGUMENT: format 'yaml' is not one of json, toon")
 
 
 async def test_bearer_token_is_never_echoed(backend: str, tmp_path: Path) -> None:
@@ -362,7 +362,7 @@ async def test_directory_and_schemas_describe_the_registered_tools(tools: Tools)
     listed = {tool.name: tool for tool in await tools.client.list_tools()}
     directory = await read(tools, "resource://tooling/directory")
     assert directory["metrics_uri"] == "resource://tooling/metrics"
-    assert directory["output_formats"] == ["json"]
+    assert directory["output_formats"] == ["json", "toon"]
     in_directory = [t["name"] for cluster in directory["clusters"] for t in cluster["tools"]]
     assert sorted(in_directory) == sorted(listed)
     messaging = next(c for c in directory["clusters"] if c["name"] == "messaging")
@@ -427,7 +427,7 @@ async def test_file_reservations_resource_takes_format(tools: Tools, trio: dict[
     rows = await read(tools, f"resource://file_reservations/{SLUG}?format=json&active_only=t")
     assert [r["path_pattern"] for r in rows] == ["src/**"]
     error = await read_error(tools.client, f"resource://file_reservations/{SLUG}?format=xml")
-    assert error.startswith("INVALID_ARGUMENT: format 'xml' is not supported")
+    assert error.startswith("INVALID_ARGUMENT: format 'xml' is not one of json, toon")
 
 
 async def test_unreachable_redis_is_a_connection_error(tmp_path: Path) -> None:

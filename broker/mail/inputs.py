@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from broker.config import output_format_name
 from broker.errors import BrokerError
 from broker.store.store import Store
 
@@ -95,13 +96,15 @@ def check_importance(importance: str) -> str:
     return importance
 
 
-JSON_FORMATS = {"", "json", "auto", "default", "none", "null", "application/json", "text/json"}
-
-
-def check_format(value: str | None) -> None:
-    """The reference's ``format`` argument: JSON is the only output we produce."""
-    if value is not None and value.strip().lower() not in JSON_FORMATS:
+def check_format(value: str | None) -> str | None:
+    """The reference's ``format`` argument: ``json`` or ``toon`` (any alias named), None when it
+    asks for the server default. broker/mcp/server.py checks it before a tool or resource runs and
+    shapes the result (broker/mcp/output.py)."""
+    if value is None:
+        return None
+    try:
+        return output_format_name(value) or None
+    except ValueError as exc:
         raise BrokerError(
-            "INVALID_ARGUMENT",
-            f"format '{value}' is not supported: this broker returns JSON only; pass format='json' or omit it.",
-        )
+            "INVALID_ARGUMENT", f"{exc}. Pass format='json' or format='toon', or omit it for the server default."
+        ) from None

@@ -7,6 +7,7 @@ in one process (or in many processes) share it.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from broker.mcp import resources as resource_tools
 from broker.mcp.calllog import CallLog, call_log
 from broker.mcp.limits import ClientLimiter
 from broker.mcp.metrics import BrokerMetrics
+from broker.mcp.output import Choice, OutputFormats, accept_envelope
 from broker.mcp.profiles import describe, enabled_tools
 from broker.mcp.tooling import registered_tools
 from broker.mcp.tools import contacts as contact_tools
@@ -97,7 +99,8 @@ class BrokerMCP(FastMCP):
     """FastMCP whose every failure (tool or resource) reaches the client as ``CODE: what happened. remedy``:
     argument type errors become INVALID_ARGUMENT, and unexpected exceptions (which FastMCP
     wraps as "Error calling tool ...") get a code too. It also counts tool calls for the
-    tooling metrics and refuses tools a profile removed. An override rather than a middleware,
+    tooling metrics, refuses tools a profile removed, and gives every result in the format
+    asked for (``format``, broker/mcp/output.py). An override rather than a middleware,
     because the middleware chain costs every call."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -108,13 +111,37 @@ class BrokerMCP(FastMCP):
         self.metrics: BrokerMetrics | None = None
         self.call_log: CallLog | None = None
         self.client_limiter = ClientLimiter(0, 0)  # assemble() sets it from the settings
+        self.output = OutputFormats()  # assemble() sets the server default from the settings
+        self.format_tools: set[str] = set()  # the tools taking a ``format`` argument
 
     def tool(self, name_or_fn: Any = None, **kwargs: Any) -> Any:
         """``@mcp.tool`` on a plain function, with its parsed schemas reused (see parsed_tool)."""
         if inspect.isroutine(name_or_fn) and not kwargs:
-            self.add_tool(parsed_tool(name_or_fn))
+            tool = parsed_tool(name_or_fn)
+            accept_envelope(tool.output_schema)
+            if "format" in (tool.parameters.get("properties") or {}):
+                self.format_tools.add(tool.name)
+            self.add_tool(tool)
             return name_or_fn
         return super().tool(name_or_fn, **kwargs)
+
+    def resource(self, uri: str, **kwargs: Any) -> Any:
+        """``@mcp.resource``, its reads given in the format asked for (``?format=``, else the
+        server default); a bad format is refused before the read."""
+        register = super().resource(uri, **kwargs)
+
+        def decorate(read: Callable[..., Any]) -> Any:
+            @functools.wraps(read)
+            async def formatted(**arguments: Any) -> Any:
+                try:
+                    choice = self.output.choose(arguments.get("format"))
+                except BrokerError as exc:
+                    raise resource_tools.ResourceFailure(exc) from exc
+                return self.output.shape(await read(**arguments), choice)
+
+            return register(formatted)
+
+        return decorate
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         # FastMCP calls this twice per client call: from the protocol handler, then (with
@@ -132,7 +159,10 @@ class BrokerMCP(FastMCP):
         started = time.perf_counter()
         try:
             self.client_limiter.check()
+            choice = self._output_choice(name, arguments)
             result = await self._call_tool(name, arguments, **kwargs)
+            if choice.format != "json":
+                result = self.output.tool_result(result, choice)
         except Exception as exc:
             if counts is not None:
                 counts[1] += 1
@@ -142,6 +172,13 @@ class BrokerMCP(FastMCP):
             self.usage.succeeded(name, arguments)
             self._observe(name, arguments, started, None)
         return result
+
+    def _output_choice(self, name: str, arguments: dict[str, Any] | None) -> Choice:
+        """The call's format, checked before the tool runs. A tool without a ``format`` argument
+        (the reference's [nf] ones) follows the server default; passing it one is refused as an
+        unknown argument."""
+        value = (arguments or {}).get("format") if name in self.format_tools else None
+        return self.output.choose(value if isinstance(value, str) else None)
 
     def _observe(self, name: str, arguments: dict[str, Any] | None, started: float, exc: BaseException | None) -> None:
         """Metrics and the call log (broker/mcp/metrics.py, broker/mcp/calllog.py); only for tools the
@@ -200,6 +237,7 @@ def assemble(settings: Settings, store: Store, backend: str) -> FastMCP:
     mcp.store = store  # type: ignore[attr-defined]  # for the HTTP layer and tests
     mcp.backend_description = backend  # type: ignore[attr-defined]
     mcp.client_limiter = ClientLimiter(settings.client_rate_limit_per_second, settings.client_rate_limit_burst)
+    mcp.output = OutputFormats(settings.output_format or settings.toon_default_format, settings.toon_stats)
     store.charge_client = mcp.client_limiter.pay
 
     for module in TOOL_MODULES:

@@ -14,7 +14,7 @@ from fastmcp.tools import Tool
 from broker.config import Settings
 from broker.mcp.catalog import CLUSTERS, FREQUENCY, PLAYBOOKS, PURPOSES
 
-OUTPUT_FORMATS = ["json"]
+OUTPUT_FORMATS = ["json", "toon"]
 METRICS_URI = "resource://tooling/metrics"
 ALIASES = {"macro_contact_handshake": {"agent_name": "requester", "to_agent": "target"}}
 
