@@ -26,9 +26,29 @@ from broker.server import build_server
 from broker.store.clients import make_client
 from broker.store.embedded import start_redis_server
 
-# The modules whose backend-parametrized tests also run on the 3-master cluster: every script
-# and tool family, cross-project mail, persistence and realtime (filled in as they pass).
-CLUSTER_MODULES: set[str] = set()
+# The modules whose backend-parametrized tests also run on the 3-master cluster (the rest run
+# on it with BROKER_TEST_CLUSTER=all, which passes too): mail in and across projects, contacts,
+# realtime and push, persistence, dead letters, rehydrate and deletes, idempotency. Every Lua
+# script runs on the cluster in test_cluster_scripts.py, and reservations across broker
+# processes in test_many_processes.py.
+CLUSTER_MODULES = {
+    "test_sending",
+    "test_reading",
+    "test_cross_project",
+    "test_held_mail_and_links",
+    "test_contacts",
+    "test_concurrent_operations",
+    "test_realtime",
+    "test_push",
+    "test_persistence",
+    "test_dead_letters",
+    "test_rehydrate",
+    "test_reservation_durability",
+    "test_hard_delete",
+    "test_delete_contacts",
+    "test_idempotency",
+    "test_watch_cli",
+}
 
 
 @pytest.fixture(scope="session")
