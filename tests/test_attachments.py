@@ -197,6 +197,37 @@ async def test_a_log_is_attached_verbatim(mail: Mail) -> None:
     assert archived_bytes(settings, meta["path"]) == (repo / "build.log").read_bytes()
 
 
+async def test_a_cross_project_send_archives_the_file_once(mail: Mail, tmp_path: Path) -> None:
+    tools, settings, server, repo = mail
+    other = make_repo(tmp_path / "work" / "other")
+    await tools.project(str(other))
+    await tools.agent("OrangeOwl", project_key=str(other))
+    await tools.call("set_contact_policy", project_key=str(other), agent_name="OrangeOwl", policy="open")
+    result = await tools.call(
+        "send_message", project_key=str(repo), sender_name="RedFox", subject="Look", body_md="See attached.",
+        to=["GreenCastle", f"OrangeOwl@{other}"], attachment_paths=["shots/screen.png"],
+    )  # fmt: skip
+    metas = [d["payload"]["attachments"] for d in result["deliveries"]]
+    assert len(metas) == 2 and metas[0] == metas[1]
+    [meta] = metas[0]
+    [received] = await tools.inbox("OrangeOwl", project_key=str(other))
+    assert received["attachments"] == [meta]
+    await run_worker(server, settings)
+    assert Image.open(io.BytesIO(archived_bytes(settings, meta["path"]))).size == (400, 300)
+    assert len(commits_touching(settings, meta["path"])) == 1
+
+
+async def test_hard_delete_project_removes_staged_files(mail: Mail) -> None:
+    tools, settings, _, repo = mail
+    result = await send(tools, repo, sender="RedFox", attachment_paths=["shots/screen.png"])
+    staged = settings.attachments_staging_path / result["attachments"][0]["path"]
+    assert staged.is_file() and staged.stat().st_mode & 0o077 == 0  # owner-only, like the archive
+    token = (await tools.agent("BlueLake", project_key=str(repo)))["registration_token"]
+    await tools.call("hard_delete_project", project_key=str(repo), confirmation="I UNDERSTAND",
+                     registration_token=token)  # fmt: skip
+    assert not staged.exists()
+
+
 # -- body_md -----------------------------------------------------------------------------------
 async def test_a_markdown_image_in_the_body_is_converted(mail: Mail) -> None:
     tools, settings, server, repo = mail
