@@ -320,6 +320,9 @@ async def test_a_missing_file_is_refused(mail: Mail) -> None:
     assert "ATTACHMENT_NOT_FOUND" in text and str(repo) in text
     text = await refused(tools, repo, attachment_paths=["shots"])  # a directory
     assert "ATTACHMENT_NOT_FOUND" in text
+    os.symlink("loop.png", repo / "loop.png")
+    text = await refused(tools, repo, attachment_paths=["loop.png"])
+    assert "ATTACHMENT_NOT_FOUND" in text
     assert await tools.inbox("GreenCastle", project_key=str(repo)) == []
 
 

@@ -68,6 +68,7 @@ class _Job:
     max_bytes: int
     inline_left: int  # bytes of inline images the message may still carry
     staging_root: Path
+    body_room: int = MAX_ATTACHMENTS  # attachments body images may add (attachment_paths come after)
     attachments: list[dict[str, Any]] = field(default_factory=list)
     by_sha1: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -118,6 +119,7 @@ async def prepare(
         max_bytes=settings.max_attachment_bytes,
         inline_left=settings.inline_image_max_bytes,
         staging_root=settings.attachments_staging_path,
+        body_room=MAX_ATTACHMENTS - len(attachment_paths),
     )
     return await asyncio.to_thread(_run, job, body_md, attachment_paths, body_images)
 
@@ -153,7 +155,10 @@ def _locate(job: _Job, raw: str) -> Path:
     expanded = os.path.expanduser(text)
     absolute = os.path.isabs(expanded)
     path = Path(expanded) if absolute else job.project_dir / expanded
-    real, home = path.resolve(), job.project_dir.resolve()
+    try:
+        real, home = path.resolve(), job.project_dir.resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop
+        raise _unreadable(raw, path, "a symbolic link loops") from None
     if not real.is_relative_to(home) and not (absolute and job.allow_absolute):
         if absolute:
             remedy = (
@@ -180,9 +185,20 @@ def _locate(job: _Job, raw: str) -> Path:
     return real
 
 
+def _unreadable(raw: str, path: Path, why: str) -> BrokerError:
+    return BrokerError(
+        "ATTACHMENT_NOT_FOUND",
+        f"attachment '{raw}' cannot be read ({why}; looked at '{path}'). Nothing was sent. Check the path "
+        "and that the broker's user may read the file.",
+    )
+
+
 def _read(job: _Job, path: Path, raw: str) -> bytes:
-    with open(path, "rb") as handle:
-        data = handle.read(job.max_bytes + 1)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(job.max_bytes + 1)
+    except OSError as exc:
+        raise _unreadable(raw, path, exc.strerror or type(exc).__name__) from None
     if len(data) > job.max_bytes:
         raise BrokerError(
             "ATTACHMENT_TOO_LARGE",
@@ -199,7 +215,7 @@ def _body_image(job: _Job, match: re.Match[str]) -> str:
         media_type = target[5:].split(",", 1)[0].split(";", 1)[0] or "text/plain"
         _remember(job, {"type": "inline", "media_type": media_type})
         return match[0]
-    if URL_SCHEME.match(target) or len(job.attachments) >= MAX_ATTACHMENTS:
+    if URL_SCHEME.match(target) or len(job.attachments) >= job.body_room:
         return match[0]
     try:
         path = _locate(job, target)
