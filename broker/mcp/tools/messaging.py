@@ -36,8 +36,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         idempotency_key: str | None = None,
         format: str | None = None,
     ) -> dict[str, Any]:
-        """Send a Markdown message to agents of the project; delivered to all recipients or none, once per idempotency_key.
-        attachment_paths: files under the project's directory to attach (images become WebP)."""
+        """Send a Markdown message to agents of the project; delivered to all recipients or none, once per idempotency_key."""
         check_format(format)
         return await mail.send_message(
             store,
