@@ -171,6 +171,16 @@ async def test_a_small_image_is_inline_as_a_data_uri(mail: Mail) -> None:
     assert not [f for f in committed_files(settings) if "/attachments/" in f]
 
 
+async def test_a_broadcast_inlines_nothing(mail: Mail) -> None:
+    tools, _, _, repo = mail
+    result = await tools.call(
+        "send_message", project_key=str(repo), sender_name="BlueLake", to=[], broadcast=True, subject="All",
+        body_md="Icon: ![i](shots/icon.png)",
+    )  # fmt: skip
+    [meta] = result["deliveries"][0]["payload"]["attachments"]
+    assert meta["type"] == "file" and meta["width"] == 16
+
+
 async def test_inline_images_of_one_message_share_the_size_limit(open_mail: Callable[..., Awaitable[Mail]]) -> None:
     dots = [png(12, 12 + index, noisy=True) for index in range(3)]
     sizes = []

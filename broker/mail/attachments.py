@@ -96,10 +96,12 @@ async def prepare(
     body_md: str,
     attachment_paths: list[str],
     convert_images: bool | None,
+    broadcast: bool = False,
 ) -> Prepared:
     """The message's attachments: every ``attachment_paths`` entry (a problem with one fails
     the send) and, when images are converted, every local image ``body_md`` references (one
-    that cannot be used is left as written, as the reference does)."""
+    that cannot be used is left as written, as the reference does). A broadcast inlines
+    nothing: its metadata is copied into up to 1,000 inbox entries."""
     if not attachment_paths and "![" not in body_md:
         return Prepared(body_md, [])
     settings = store.settings
@@ -117,7 +119,7 @@ async def prepare(
         keep_originals=settings.keep_original_images,
         allow_absolute=settings.allow_absolute_attachment_paths,
         max_bytes=settings.max_attachment_bytes,
-        inline_left=settings.inline_image_max_bytes,
+        inline_left=0 if broadcast else settings.inline_image_max_bytes,
         staging_root=settings.attachments_staging_path,
         body_room=MAX_ATTACHMENTS - len(attachment_paths),
     )

@@ -341,7 +341,9 @@ async def send_message(
     importance, thread_id = check_importance(importance), check_thread_id(thread_id)
     paths = attachments.check_paths(attachment_paths)
     sender = Sender(slug, project_key, name, store.bindings.args(slug, name, sender_token))
-    attached = await attachments.prepare(store, slug, project_key, name, sender.auth, body_md, paths, convert_images)
+    attached = await attachments.prepare(
+        store, slug, project_key, name, sender.auth, body_md, paths, convert_images, broadcast
+    )
     msg = Outgoing(subject, attached.body_md, importance, ack_required, thread_id, topic, attached.attachments)
     idem = idempotency.make(key, "send", msg, broadcast, _fingerprint_kinds(kinds))
     return await deliver(store, sender, kinds, msg, broadcast, _hold_default(store, auto_contact_if_blocked), idem)
