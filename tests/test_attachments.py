@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from fastmcp import Client, FastMCP
 from helpers import Tools, drop_prefix, make_repo, make_settings
-from persist_helpers import committed_files, run_worker
+from persist_helpers import committed_files, git, run_worker
 from PIL import Image
 
 from broker.config import Settings
+from broker.persistence import archive
 from broker.server import build_server
 
 WEBP_FILE = re.compile(r"^projects/[^/]+/attachments/([0-9a-f]{2})/([0-9a-f]{40})\.webp$")
@@ -148,6 +149,21 @@ async def test_the_same_image_is_stored_once(mail: Mail) -> None:
     [path] = paths
     assert [f for f in committed_files(settings) if WEBP_FILE.match(f)] == [path]
     assert len(commits_touching(settings, path)) == 1  # written once, never rewritten
+
+
+async def test_a_batch_of_large_files_is_committed_in_parts(mail: Mail, monkeypatch: pytest.MonkeyPatch) -> None:
+    tools, settings, server, repo = mail
+    monkeypatch.setattr(archive, "ATTACHMENT_COMMIT_BYTES", 1)  # every file over the bound
+    (repo / "other.png").write_bytes(png(120, 90, noisy=True))
+    first = await send(tools, repo, sender="RedFox", attachment_paths=["shots/screen.png", "build.log"])
+    second = await send(tools, repo, sender="RedFox", attachment_paths=["other.png"])
+    await run_worker(server, settings)
+    files = committed_files(settings)
+    for meta in first["attachments"] + second["attachments"]:
+        assert meta["path"] in files
+        assert not (settings.attachments_staging_path / meta["path"]).exists()
+    subjects = git(settings, "log", "--format=%s", "main").splitlines()
+    assert sum(1 for s in subjects if s.startswith("attachments: ")) >= 2
 
 
 async def test_a_large_image_is_a_file_even_under_policy_auto(mail: Mail) -> None:

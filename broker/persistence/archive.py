@@ -59,6 +59,8 @@ AUTHOR_NAME = "mcp-agent"
 AUTHOR_EMAIL = "mcp-agent@example.com"
 DIGEST_BODY_CHARS = 1200
 SUMMARY_LINES = 20
+# Most bytes of attachment files one commit carries (see _attachment_files).
+ATTACHMENT_COMMIT_BYTES = 64 * 1024 * 1024
 
 _repo_locks: dict[Path, threading.Lock] = {}
 _repo_locks_guard = threading.Lock()
@@ -379,7 +381,22 @@ class Archive:
         rels = list(dict.fromkeys(rel for _, _, msg in messages for rel in staged.message_files(msg.attachments)))
         if not rels:
             return {}
-        found, missing = staged.read_staged(self.staging, rels)
+        found: dict[str, bytes] = {}
+        missing: list[str] = []
+        size = 0
+        for rel in rels:
+            content = staged.read_staged(self.staging, rel)
+            if content is None:
+                missing.append(rel)
+                continue
+            if found and size + len(content) > ATTACHMENT_COMMIT_BYTES:
+                # a batch of large attachments is committed in parts before its messages, so a
+                # drain holds a bounded amount of file bytes in memory
+                self._commit(found, f"attachments: {len(found)} files")
+                staged.discard(self.staging, found)
+                found, size = {}, 0
+            found[rel] = content
+            size += len(content)
         if missing and self._head():
             out = self._git("cat-file", "--batch-check", stdin="".join(f"HEAD:{rel}\n" for rel in missing).encode())
             for rel, line in zip(missing, out.decode().splitlines(), strict=True):

@@ -80,17 +80,13 @@ def message_files(attachments: Iterable[Any]) -> list[str]:
     return found
 
 
-def read_staged(root: Path, rels: Iterable[str]) -> tuple[dict[str, bytes], list[str]]:
-    """The staged content of each path, and the paths not staged (committed and removed
+def read_staged(root: Path, rel: str) -> bytes | None:
+    """The staged content of a path, None when it is not staged (committed and removed
     already, or lost)."""
-    found: dict[str, bytes] = {}
-    missing: list[str] = []
-    for rel in rels:
-        try:
-            found[rel] = (root / rel).read_bytes()
-        except FileNotFoundError:
-            missing.append(rel)
-    return found, missing
+    try:
+        return (root / rel).read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def discard(root: Path, rels: Iterable[str]) -> None:
