@@ -155,6 +155,38 @@ class Settings(BaseSettings):
         100, alias="MAX_RECIPIENTS", description="Most names in `to` + `cc` + `bcc` of one send."
     )
 
+    # Attachments (docs/attachments.md).
+    inline_image_max_bytes: int = Field(
+        65_536,
+        alias="INLINE_IMAGE_MAX_BYTES",
+        ge=0,
+        description="Most bytes of converted images one message carries inline as `data:` URIs (they are "
+        "stored in Redis with the message); other images are stored as files in the archive.",
+    )
+    convert_images: bool = Field(
+        True,
+        alias="CONVERT_IMAGES",
+        description="Default of `send_message`'s `convert_images`: turn local images referenced in `body_md` "
+        "into WebP attachments.",
+    )
+    keep_original_images: bool = Field(
+        False,
+        alias="KEEP_ORIGINAL_IMAGES",
+        description="Also archive each image's original bytes under `attachments/originals/`.",
+    )
+    allow_absolute_attachment_paths: bool = Field(
+        False,
+        alias="ALLOW_ABSOLUTE_ATTACHMENT_PATHS",
+        description="Accept absolute attachment paths (any file the broker can read); relative paths must "
+        "stay inside the project's directory either way.",
+    )
+    max_attachment_bytes: int = Field(
+        10_485_760,
+        alias="MAX_ATTACHMENT_BYTES",
+        ge=1,
+        description="Largest file one attachment may read, in bytes.",
+    )
+
     # File reservations.
     file_reservation_min_ttl_seconds: int = Field(
         60,
@@ -480,6 +512,12 @@ class Settings(BaseSettings):
     def archive_path(self) -> Path:
         """Git archive location: ARCHIVE_ROOT, else <STORAGE_ROOT>/archive."""
         return (self.archive_root or self.storage_root / "archive").expanduser()
+
+    @property
+    def attachments_staging_path(self) -> Path:
+        """Where attachment files wait for the persistence worker to commit them:
+        <STORAGE_ROOT>/attachments (docs/attachments.md)."""
+        return self.storage_root / "attachments"
 
     def effective_agent_auth(self, http_host: str | None = None) -> str:
         """`required` is forced when HTTP listens beyond loopback (decision 7 in docs/architecture.md)."""

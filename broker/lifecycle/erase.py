@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -266,6 +267,8 @@ def _delete_project(settings: Settings, redis_url: str, keys: Keys, slug: str) -
         except Exception as exc:
             log.warning("archive cleanup of project %s failed: %s", slug, exc)
             files, dirs, errors = 0, 0, [f"{type(exc).__name__}: {exc}"]
+        # attachment files sent but not committed yet (broker/persistence/attachments.py)
+        shutil.rmtree(settings.attachments_staging_path / f"projects/{slug}", ignore_errors=True)
         counts["archive_files_removed"], counts["archive_dirs_removed"] = files, dirs
         session.unlink_project(slug=slug)
     return counts, errors

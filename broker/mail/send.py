@@ -17,7 +17,7 @@ from broker.identity import refusals
 from broker.identity.limits import agent_limited, agent_spec
 from broker.identity.names import mistake_hint, validate_name
 from broker.identity.projects import project_slug
-from broker.mail import contacts, idempotency
+from broker.mail import attachments, contacts, idempotency
 from broker.mail.idempotency import Idempotency
 from broker.mail.inputs import check_importance, check_recipient_count, check_text, check_thread_id, check_topic
 from broker.mail.outgoing import Outgoing, Sender
@@ -90,6 +90,7 @@ async def _deliver_one(
             hold=hold,
             rate_spec=agent_spec(store.settings),
             idempotency=IdempotencyRecord(sender.slug, sender.name, idem.key, idem.fingerprint) if idem else None,
+            attachments=msg.attachments,
         )
     except Refusal as refused:
         sent = refused
@@ -320,6 +321,8 @@ async def send_message(
     sender_token: str | None,
     auto_contact_if_blocked: bool | None = None,
     idempotency_key: str | None = None,
+    attachment_paths: list[str] | None = None,
+    convert_images: bool | None = None,
 ) -> dict[str, Any]:
     slug = await project_slug(store, project_key)
     key = idempotency.check_key(idempotency_key)
@@ -335,8 +338,13 @@ async def send_message(
         )
     check_recipient_count(store, total)
     check_text(store, subject, body_md)
+    importance, thread_id = check_importance(importance), check_thread_id(thread_id)
+    paths = attachments.check_paths(attachment_paths)
     sender = Sender(slug, project_key, name, store.bindings.args(slug, name, sender_token))
-    msg = Outgoing(subject, body_md, check_importance(importance), ack_required, check_thread_id(thread_id), topic)
+    attached = await attachments.prepare(
+        store, slug, project_key, name, sender.auth, body_md, paths, convert_images, broadcast
+    )
+    msg = Outgoing(subject, attached.body_md, importance, ack_required, thread_id, topic, attached.attachments)
     idem = idempotency.make(key, "send", msg, broadcast, _fingerprint_kinds(kinds))
     return await deliver(store, sender, kinds, msg, broadcast, _hold_default(store, auto_contact_if_blocked), idem)
 
@@ -399,8 +407,16 @@ async def reply_message(
     else:  # a sender of another project is answered in its project
         kinds["to"] = [parse_address(original.get("from_address") or original["from"], "to")]
     sender = Sender(slug, project_key, me, auth)
+    # the reference's reply takes no attachment_paths; local images in body_md are converted
+    attached = await attachments.prepare(store, slug, project_key, me, auth, body_md, [], None)
     msg = Outgoing(
-        subject, body_md, original["importance"], original["ack_required"], thread_key, original["topic"] or ""
+        subject,
+        attached.body_md,
+        original["importance"],
+        original["ack_required"],
+        thread_key,
+        original["topic"] or "",
+        attached.attachments,
     )
     idem = idempotency.make(
         key,

@@ -5,6 +5,8 @@
     projects/<slug>/messages/YYYY/MM/<file>.md          (canonical copy)
     projects/<slug>/messages/threads/<thread_id>.md     (digest)
     projects/<slug>/file_reservations/{<sha1>,id-<id>}.json
+    projects/<slug>/attachments/<sha1[:2]>/<sha1>.webp, originals/<sha1[:2]>/<sha1>.<ext>,
+        _manifests/<sha1>.json                          (staged by the send: attachments.py)
 
 ``<file>`` is ``<created %Y-%m-%dT%H-%M-%SZ>__<subject slug>__<id>.md``; a message file is
 ``---json`` front matter then the body. BCC names appear only in the sender's outbox copy and
@@ -43,6 +45,7 @@ from typing import Any
 import git
 
 from broker.config import Settings
+from broker.persistence import attachments as staged
 from broker.persistence.private import private_dir, private_file
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,8 @@ AUTHOR_NAME = "mcp-agent"
 AUTHOR_EMAIL = "mcp-agent@example.com"
 DIGEST_BODY_CHARS = 1200
 SUMMARY_LINES = 20
+# Most bytes of attachment files one commit carries (see _attachment_files).
+ATTACHMENT_COMMIT_BYTES = 64 * 1024 * 1024
 
 _repo_locks: dict[Path, threading.Lock] = {}
 _repo_locks_guard = threading.Lock()
@@ -121,10 +126,13 @@ class ArchiveMessage:
 class Archive:
     """The archive repository; ``slug`` selects the project directory the seed API writes to."""
 
-    def __init__(self, root: Path, slug: str, human_key: str | None = None) -> None:
+    def __init__(self, root: Path, slug: str, human_key: str | None = None, staging: Path | None = None) -> None:
         self.root = Path(root)
         self.slug = slug
         self.human_key = human_key or slug
+        # where sends stage attachment files (Settings.attachments_staging_path); None: no
+        # attachment files are committed
+        self.staging = staging
         self.repo: git.Repo | None = None
 
     def project_rel(self, slug: str | None = None) -> str:
@@ -357,7 +365,44 @@ class Archive:
                 files[f"{base}/{pattern_sha}.json"] = _json_bytes(record)
                 files[f"{base}/id-{record['id']}.json"] = _json_bytes(record)
             files.update(self._digests(threaded))
-            return self._commit(files, summary or _batch_summary(profiles, messages, reservations))
+            attached = self._attachment_files(messages)
+            files.update(attached)
+            commit = self._commit(files, summary or _batch_summary(profiles, messages, reservations))
+            if self.staging is not None:
+                staged.discard(self.staging, attached)  # committed (or already in HEAD)
+            return commit
+
+    def _attachment_files(self, messages: Sequence[tuple[str, str, ArchiveMessage]]) -> dict[str, bytes]:
+        """The staged attachment files the batch's messages name. A file not staged was
+        committed by an earlier batch (and removed from staging); one in neither place is
+        reported and the message committed without it."""
+        if self.staging is None:
+            return {}
+        rels = list(dict.fromkeys(rel for _, _, msg in messages for rel in staged.message_files(msg.attachments)))
+        if not rels:
+            return {}
+        found: dict[str, bytes] = {}
+        missing: list[str] = []
+        size = 0
+        for rel in rels:
+            content = staged.read_staged(self.staging, rel)
+            if content is None:
+                missing.append(rel)
+                continue
+            if found and size + len(content) > ATTACHMENT_COMMIT_BYTES:
+                # a batch of large attachments is committed in parts before its messages, so a
+                # drain holds a bounded amount of file bytes in memory
+                self._commit(found, f"attachments: {len(found)} files")
+                staged.discard(self.staging, found)
+                found, size = {}, 0
+            found[rel] = content
+            size += len(content)
+        if missing and self._head():
+            out = self._git("cat-file", "--batch-check", stdin="".join(f"HEAD:{rel}\n" for rel in missing).encode())
+            for rel, line in zip(missing, out.decode().splitlines(), strict=True):
+                if line.endswith(" missing"):
+                    log.warning("attachment %s is neither staged nor archived; its message is archived without it", rel)
+        return found
 
     def _digests(self, threaded: list[tuple[str, ArchiveMessage, str]]) -> dict[str, bytes]:
         """Thread digests with this batch's messages appended, each once: a message whose

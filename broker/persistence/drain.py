@@ -106,7 +106,7 @@ class Persister:
         self.keys = Keys(settings.redis_key_prefix)
         self.index = index or Index(settings.index_path)
         self.index.ensure_schema()
-        self.archive = Archive(settings.archive_path, "")
+        self.archive = Archive(settings.archive_path, "", staging=settings.attachments_staging_path)
         # claims a Redis outage kept us from releasing, per project (see _release)
         self._leftovers: dict[str, set[str]] = {}
         self._leftovers_lock = threading.Lock()  # the reconciler's thread releases them too

@@ -40,7 +40,10 @@
 -- ARGV[23] most messages one sender may have held for one recipient
 -- ARGV[24] the sender's rate-limit spec "<per second>:<burst>", "" for none (lib/ratelimit.lua);
 --          applies to a sender of this project (one of another project is limited in its own)
--- ARGV[25..] lower-cased names: to, then cc, then bcc (then the idempotency pair, with KEYS[5])
+-- ARGV[25] the message's attachments: a JSON list of their metadata (broker/mail/attachments.py),
+--          "[]" for none; bounded in size: image bytes never pass through here, only inline
+--          data URIs of at most INLINE_IMAGE_MAX_BYTES per message
+-- ARGV[26..] lower-cased names: to, then cc, then bcc (then the idempotency pair, with KEYS[5])
 -- Returns {"ok", head JSON, recipients JSON {to,cc,bcc}, human_key, 1 if a persistence job
 -- must be enqueued (see mark_pending) else 0, held JSON [{name, kind}], skipped JSON
 -- [{recipient, reason}]}, or
@@ -108,8 +111,8 @@ local function consider(agent, lower, kind)
   end
 end
 local nto, ncc = tonumber(ARGV[17]), tonumber(ARGV[18])
-for i = 25, last do
-  local idx = i - 24
+for i = 26, last do
+  local idx = i - 25
   local kind = idx <= nto and "to" or (idx <= nto + ncc and "cc" or "bcc")
   local lower = ARGV[i]
   if not seen[lower] then
@@ -147,7 +150,8 @@ local skipped_json = #skipped == 0 and "[]" or cjson.encode(skipped)
 if #targets == 0 and #held == 0 then return {"NO_RECIPIENTS", skipped_json} end
 
 local id = ARGV[4]
-local head = message_head(id, project[1], s, thread_id, topic, ARGV[8], ARGV[10], ARGV[11] == "1", iso)
+local head = message_head(id, project[1], s, thread_id, topic, ARGV[8], ARGV[10], ARGV[11] == "1", iso,
+  ARGV[25])
 local recipients = '{"to":' .. jlist(lists.to) .. ',"cc":' .. jlist(lists.cc) .. ',"bcc":' .. jlist(lists.bcc) .. '}'
 local msg_key = pkey(prefix, "msg:" .. id)
 redis.call("HSET", msg_key, "head", head, "sender", s.ident, "recipients", recipients, "created_us", us)

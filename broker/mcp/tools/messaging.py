@@ -8,7 +8,6 @@ from typing import Any
 from fastmcp import FastMCP
 
 from broker.config import Settings
-from broker.errors import BrokerError
 from broker.mail import inbox
 from broker.mail import send as mail
 from broker.mail.inputs import check_format
@@ -39,11 +38,6 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
     ) -> dict[str, Any]:
         """Send a Markdown message to all recipients or none, once per idempotency_key (Name@<slug>: other project)."""
         check_format(format)
-        if attachment_paths:
-            raise BrokerError(
-                "UNSUPPORTED",
-                "attachment_paths is not supported yet; reference files by their repository path in body_md instead.",
-            )
         return await mail.send_message(
             store,
             project_key,
@@ -61,6 +55,8 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
             sender_token,
             auto_contact_if_blocked,
             idempotency_key,
+            attachment_paths,
+            convert_images,
         )
 
     @mcp.tool

@@ -87,8 +87,9 @@ local function resolve_sender(project_key, agents_key, slug, hk, pid, name, dige
     ident = lower, same = true, agent = agent}, nil
 end
 
--- Head JSON of a new message (the inbox item without kind and body).
-local function message_head(id, project_id, s, thread_id, topic, subject, importance, ack, iso)
+-- Head JSON of a new message (the inbox item without kind and body); `attachments` is the
+-- JSON list of its attachments' metadata (nil for none).
+local function message_head(id, project_id, s, thread_id, topic, subject, importance, ack, iso, attachments)
   local head = '{"id":' .. id
     .. ',"project_id":' .. project_id
     .. ',"sender_id":' .. string.format("%d", s.id)
@@ -98,7 +99,7 @@ local function message_head(id, project_id, s, thread_id, topic, subject, import
     .. ',"importance":' .. cjson.encode(importance)
     .. ',"ack_required":' .. (ack and "true" or "false")
     .. ',"created_ts":"' .. iso .. '"'
-    .. ',"attachments":[]'
+    .. ',"attachments":' .. (attachments or "[]")
     .. ',"from":' .. cjson.encode(s.name)
   if not s.same then
     head = head .. ',"from_project":' .. cjson.encode(s.hk) .. ',"from_project_slug":' .. cjson.encode(s.slug)

@@ -72,10 +72,12 @@ async def send_message(
     hold: bool,
     rate_spec: str,
     idempotency: IdempotencyRecord | None,
+    attachments: list[dict[str, Any]] | None = None,
 ) -> Sent | NobodyLeft:
     """Store a message and deliver it to its recipients in project ``slug`` (send_message.lua):
     all or none. ``foreign_sender`` is the record of a sender of another project, authenticated
-    there; ``broadcast_cutoff`` the oldest last_active_ts a broadcast reaches ("" for none).
+    there; ``broadcast_cutoff`` the oldest last_active_ts a broadcast reaches ("" for none);
+    ``attachments`` the metadata of its attachments (their bytes are staged on disk, never here).
     Refusals: the common codes, UNKNOWN_RECIPIENTS, TOO_MANY_RECIPIENTS, BROADCAST_TOO_LARGE,
     IDEMPOTENCY_CONFLICT, RATE_LIMITED, HOLD_FULL and the contact refusals, with what they name."""
     keys, settings = store.keys, store.settings
@@ -112,6 +114,7 @@ async def send_message(
             settings.contact_hold_ttl_seconds,
             settings.contact_max_held,
             rate_spec,
+            json.dumps(attachments, separators=(",", ":")) if attachments else "[]",
             *(n.lower() for n in to),
             *(n.lower() for n in cc),
             *(n.lower() for n in bcc),
