@@ -27,6 +27,7 @@ from broker.mcp.metrics import BrokerMetrics
 from broker.mcp.output import Choice, OutputFormats, accept_envelope
 from broker.mcp.profiles import describe, enabled_tools
 from broker.mcp.tooling import registered_tools
+from broker.mcp.tools import build_slots as build_slot_tools
 from broker.mcp.tools import contacts as contact_tools
 from broker.mcp.tools import history as history_tools
 from broker.mcp.tools import identity as identity_tools
@@ -49,6 +50,7 @@ TOOL_MODULES = (
     macro_tools,
     resource_tools,
     contact_tools,
+    build_slot_tools,  # registers nothing unless WORKTREES_ENABLED or GIT_IDENTITY_ENABLED
 )
 
 INSTRUCTIONS = (
