@@ -34,6 +34,7 @@ from broker.mcp.tools import identity as identity_tools
 from broker.mcp.tools import lifecycle as lifecycle_tools
 from broker.mcp.tools import macros as macro_tools
 from broker.mcp.tools import messaging as messaging_tools
+from broker.mcp.tools import products as product_tools
 from broker.mcp.tools import realtime as realtime_tools
 from broker.mcp.tools import reservations as reservation_tools
 from broker.mcp.usage import ToolUsage
@@ -50,7 +51,8 @@ TOOL_MODULES = (
     macro_tools,
     resource_tools,
     contact_tools,
-    build_slot_tools,  # registers nothing unless WORKTREES_ENABLED or GIT_IDENTITY_ENABLED
+    build_slot_tools,  # these two register nothing unless WORKTREES_ENABLED or GIT_IDENTITY_ENABLED
+    product_tools,
 )
 
 INSTRUCTIONS = (
