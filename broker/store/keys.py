@@ -247,8 +247,8 @@ class Keys:
 
 # -- lifecycle: formats that are not keys themselves (Keys' methods all build keys) ------------
 # Per-project key suffixes only Redis holds, which `broker rehydrate --force` keeps: a retry's
-# idempotency record, hook cursors, window identities, rate buckets.
-KEPT_BY_REBUILD = ("idem:", "hookcursor:", "windows", "rate:")
+# idempotency record, hook cursors, window identities, rate buckets, build slot leases.
+KEPT_BY_REBUILD = ("idem:", "hookcursor:", "windows", "rate:", "slot:")
 # What a rebuild cut short (no project hash) also keeps: the pending sets a drain still writes.
 KEPT_BY_UNFINISHED_REBUILD = (*KEPT_BY_REBUILD, "pending", "deadletter")
 HELD_SUFFIX = "held:"  # the suffix of every held:<lower>:<slug>#<lower> key
