@@ -73,6 +73,21 @@ async def test_either_gate_setting_registers_the_eight_tools(backend: str, tmp_p
     assert "resource://product/{key}{?format}" in templates
 
 
+async def test_profiles_and_the_directory_know_the_gated_clusters(backend: str, tmp_path: Path) -> None:
+    custom = {"TOOLS_FILTER_ENABLED": "true", "TOOLS_FILTER_PROFILE": "custom", "TOOLS_FILTER_CLUSTERS": "build_slots"}
+    async for mcp in gated_server(backend, tmp_path, **custom):
+        async with Client(mcp) as client:
+            assert {tool.name for tool in await client.list_tools()} == {
+                "acquire_build_slot", "renew_build_slot", "release_build_slot"
+            }  # fmt: skip
+    async for mcp in gated_server(backend, tmp_path):
+        async with Client(mcp) as client:
+            directory = json.loads((await client.read_resource("resource://tooling/directory"))[0].text)
+    clusters = {c["name"]: [t["name"] for t in c["tools"]] for c in directory["clusters"]}
+    assert clusters["build_slots"] == ["acquire_build_slot", "renew_build_slot", "release_build_slot"]
+    assert len(clusters["product_bus"]) == 5
+
+
 async def test_the_gated_tools_have_the_references_parameters(slots: Tools) -> None:
     tools = {tool.name: tool for tool in await slots.client.list_tools()}
     params = {name: list(tools[name].input_schema["properties"]) for name in GATED}
