@@ -184,3 +184,11 @@ async def test_search_and_summary_across_the_product(bus: tuple[FastMCP, Tools],
     assert summary["summary"]["participants"] == ["BlueLake", "GreenCastle"]
     assert [e["id"] for e in summary["examples"]] == [plan["id"], api["id"]]
     assert "- [ ] TODO migrate the schema" in summary["summary"]["action_items"]
+    newest = await calls.call(
+        "summarize_thread_product", product_key="shop", thread_id="SHIP-1", per_thread_limit=1, agent_name="BlueLake"
+    )
+    assert newest["summary"]["total_messages"] == 1
+    error = await calls.error("summarize_thread_product", product_key="shop", thread_id="A,B", agent_name="BlueLake")
+    assert error.startswith("INVALID_THREAD_ID:")
+    error = await calls.error("fetch_inbox_product", product_key="shop", agent_name="BlueLake", since_ts="soon")
+    assert error.startswith("INVALID_TIMESTAMP:")

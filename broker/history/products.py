@@ -19,7 +19,7 @@ from broker.history.summaries import digest_of
 from broker.identity import products, refusals
 from broker.identity.names import validate_name
 from broker.mail import inbox
-from broker.mail.inputs import check_limit
+from broker.mail.inputs import check_limit, since_micros
 from broker.store.commands import identity as identity_store
 from broker.store.commands.projects import ProjectRecord
 from broker.store.refusals import Refusal
@@ -100,6 +100,7 @@ class ProductReads:
     ) -> list[dict[str, Any]]:
         validate_name(agent_name, "agent_name")
         check_limit(limit)
+        since_micros(since_ts)  # a bad since_ts is refused before any project is read
         found = await self.authorized(product_key, agent_name, token, "fetch_inbox_product")
         merged: list[dict[str, Any]] = []
         for a in found:
@@ -119,8 +120,12 @@ class ProductReads:
         token: str | None,
     ) -> dict[str, Any]:
         tid = thread_id.strip() if isinstance(thread_id, str) else ""
-        if not tid or len(tid) > 128:
-            raise BrokerError("INVALID_THREAD_ID", "thread_id must be one thread id of 1 to 128 characters.")
+        if not tid or len(tid) > 128 or "," in tid:
+            raise BrokerError(
+                "INVALID_THREAD_ID",
+                "thread_id must be one thread id of 1 to 128 characters (summarize_thread takes a comma-separated "
+                "list within one project).",
+            )
         if per_thread_limit is not None and not 1 <= per_thread_limit <= 1000:
             raise BrokerError("INVALID_LIMIT", f"per_thread_limit must be between 1 and 1000, got {per_thread_limit}.")
         found = await self.authorized(product_key, agent_name, token, "summarize_thread_product")
