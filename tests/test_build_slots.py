@@ -224,6 +224,14 @@ async def test_unknown_agent_project_and_archived_project(slots: Tools) -> None:
     assert error.startswith("PROJECT_ARCHIVED:")
 
 
+async def test_hard_deleting_an_agent_drops_its_leases(slots: Tools) -> None:
+    await acquire(slots, "BlueLake", branch="main")
+    await acquire(slots, "BlueLake", slot="dev-server", branch="feature")
+    await slots.call("hard_delete_agent", project_key=PROJECT, agent_name="BlueLake", confirmation="I UNDERSTAND")
+    assert (await acquire(slots, "GreenCastle", branch="main"))["conflicts"] == []
+    assert (await acquire(slots, "GreenCastle", slot="dev-server", branch="main"))["conflicts"] == []
+
+
 # -- concurrency ---------------------------------------------------------------------------------
 async def test_concurrent_acquires_of_one_exclusive_slot_see_a_serial_order(slots: Tools) -> None:
     names = [f"agent-{i}" for i in range(16)]

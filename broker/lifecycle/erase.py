@@ -31,6 +31,7 @@ from broker.lifecycle.state import agent_or_operator, check_confirmation, projec
 from broker.persistence.archive import Archive, ArchiveMessage
 from broker.persistence.drain import project_lock
 from broker.persistence.index import Index
+from broker.store.commands import build_slots as slot_store
 from broker.store.commands import products as product_store
 from broker.store.commands.erase import EraseSession, LinkCopy
 from broker.store.commands.lifecycle import Caller
@@ -77,6 +78,8 @@ async def hard_delete_agent(
     except Refusal as refused:  # no such agent or project, or auth
         await refusals.raise_for(store, refused.reply, slug, project_key)
         raise
+    # its build slot leases go too (Redis only, not counted: the reference's counts have no key for them)
+    await slot_store.drop_agent_leases(store, slug=slug, name=name)
     archive_files, archive_dirs, errors = done.archive
     return {
         "status": "hard_deleted",

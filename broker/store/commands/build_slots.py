@@ -93,3 +93,16 @@ async def release(
     """(whether a live lease was released, the release time as ISO)."""
     reply = accepted(await store.run("release_build_slot", _keys(store, slug, slot), [agent, *credentials, branch]))
     return bool(int(reply[1])), reply[2]
+
+
+async def drop_agent_leases(store: Store, *, slug: str, name: str) -> int:
+    """Delete every lease the agent holds in the project, on any slot and branch (hard_delete_agent):
+    one HDEL per slot hash, each a step that stands alone. How many leases went."""
+    client = store.client()
+    holder_prefix = name.lower() + " "
+    dropped = 0
+    async for key in client.scan_iter(match=store.keys.build_slot(slug, "*"), count=1000):
+        mine = [field for field in await client.hkeys(key) if field.startswith(holder_prefix)]
+        if mine:
+            dropped += int(await client.hdel(key, *mine))
+    return dropped
