@@ -200,6 +200,9 @@ async def test_an_expired_lease_is_no_conflict_and_is_dropped(slots: Tools, redi
 
 async def test_branch_defaults_to_the_projects_checked_out_branch(backend: str, tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "start")
+    linked = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", "-b", "wt/other", str(linked))
     git(repo, "checkout", "-q", "-b", "feature/slots")
     async for mcp in gated_server(backend, tmp_path / "root"):
         async with Client(mcp) as client:
@@ -210,7 +213,11 @@ async def test_branch_defaults_to_the_projects_checked_out_branch(backend: str, 
             await calls.agent("BlueLake")
             in_repo = await calls.call("acquire_build_slot", project_key=str(repo), agent_name="BlueLake", slot="b")
             elsewhere = await acquire(calls, "BlueLake")
+            await calls.project(str(linked))
+            await calls.agent("BlueLake", project_key=str(linked))
+            worktree = await calls.call("acquire_build_slot", project_key=str(linked), agent_name="BlueLake", slot="b")
     assert in_repo["granted"]["branch"] == "feature/slots"
+    assert worktree["granted"]["branch"] == "wt/other"  # a linked worktree's own HEAD
     assert elsewhere["granted"]["branch"] == "unknown"  # /tmp/concurrent-test is no repository here
 
 

@@ -10,6 +10,7 @@ another holder. Leases live in Redis only (docs/build-slots-and-products.md says
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,9 @@ async def _branch(store: Store, slug: str, branch: str | None) -> str:
     if branch is not None and branch.strip():
         return check_label(branch, "branch", "main")
     record = await project_store.project_record(store, slug=slug)
-    return current_branch(record.human_key) if record is not None else UNKNOWN_BRANCH
+    if record is None:
+        return UNKNOWN_BRANCH
+    return await asyncio.to_thread(current_branch, record.human_key)  # a slow disk never stalls the loop
 
 
 def lease_dict(lease: Lease) -> dict[str, Any]:
