@@ -220,6 +220,24 @@ class Settings(BaseSettings):
         "the index keeps it).",
     )
 
+    # Build slots and the product bus: the reference's gated tools (docs/build-slots-and-products.md).
+    worktrees_enabled: bool = Field(
+        False,
+        alias="WORKTREES_ENABLED",
+        description="Register the build-slot and product-bus tools (as `GIT_IDENTITY_ENABLED` does).",
+    )
+    git_identity_enabled: bool = Field(
+        False,
+        alias="GIT_IDENTITY_ENABLED",
+        description="Register the build-slot and product-bus tools (as `WORKTREES_ENABLED` does).",
+    )
+    build_slot_max_ttl_seconds: int = Field(
+        7 * 86400,
+        alias="BUILD_SLOT_MAX_TTL_SECONDS",
+        ge=60,
+        description="Longest `ttl_seconds` / `extend_seconds` of a build slot lease.",
+    )
+
     # Contacts.
     messaging_auto_handshake_on_block: bool = Field(
         True,
@@ -518,6 +536,11 @@ class Settings(BaseSettings):
         """Where attachment files wait for the persistence worker to commit them:
         <STORAGE_ROOT>/attachments (docs/attachments.md)."""
         return self.storage_root / "attachments"
+
+    @property
+    def gated_tools_enabled(self) -> bool:
+        """Whether the build-slot and product-bus tools are registered (the reference's gate)."""
+        return self.worktrees_enabled or self.git_identity_enabled
 
     def effective_agent_auth(self, http_host: str | None = None) -> str:
         """`required` is forced when HTTP listens beyond loopback (decision 7 in docs/architecture.md)."""

@@ -29,13 +29,16 @@ EXPECTED_CLUSTERS = {
                           "force_release_file_reservation"],
     "workflow_macros": ["macro_start_session", "macro_prepare_thread", "macro_file_reservation_cycle",
                         "macro_contact_handshake"],
+    "build_slots": ["acquire_build_slot", "renew_build_slot", "release_build_slot"],
+    "product_bus": ["ensure_product", "products_link", "search_messages_product", "fetch_inbox_product",
+                    "summarize_thread_product"],
 }  # fmt: skip
 MINIMAL = {"health_check", "ensure_project", "register_agent", "send_message", "fetch_inbox", "acknowledge_message"}
 
 
 def test_catalog_is_the_briefs_map() -> None:
     assert {cluster: list(tools) for cluster, tools in CLUSTERS.items()} == EXPECTED_CLUSTERS
-    assert sum(len(tools) for tools in CLUSTERS.values()) == 41  # the reference's 40 + wait_for_mail
+    assert sum(len(tools) for tools in CLUSTERS.values()) == 49  # the reference's 40 + 8 gated + wait_for_mail
 
 
 async def test_every_registered_tool_has_a_cluster(tools: Tools) -> None:

@@ -100,21 +100,37 @@ class History:
         if not 1 <= limit <= 1000:
             raise BrokerError("INVALID_LIMIT", f"limit must be between 1 and 1000, got {limit}.")
         viewer = await self.viewer(project_key, agent_name, token, "search_messages")
-        fts = sanitize_fts_query(query)
-        if not fts:
-            return []
-        params = {"q": fts, "pid": int(viewer["project_id"]), "viewer": int(viewer["id"]), "limit": limit}
-        return await self._run(self._search, params, query)
+        return await self.search_scopes([(int(viewer["project_id"]), int(viewer["id"]))], query, limit)
 
-    def _search(self, params: dict[str, Any], raw: str) -> list[dict[str, Any]]:
+    async def search_scopes(
+        self, scopes: list[tuple[int, int]], query: str, limit: int, with_project: bool = False
+    ) -> list[dict[str, Any]]:
+        """Search over (project id, viewer id) pairs at once, best match first; items carry
+        ``project_id`` when ``with_project`` (the product bus's search: one ranking, the limit
+        applied after visibility)."""
+        fts = sanitize_fts_query(query)
+        if not fts or not scopes:
+            return []
+        return await self._run(self._search, scopes, fts, query, limit, with_project)
+
+    def _search(
+        self, scopes: list[tuple[int, int]], fts: str, raw: str, limit: int, with_project: bool
+    ) -> list[dict[str, Any]]:
         columns = (
-            'm.id, m.subject, m.importance, m.ack_required, m.created_ts, m.thread_id, a.name AS "from" '
-            "FROM messages m LEFT JOIN agents a ON a.id = m.sender_id"
+            'm.id, m.subject, m.importance, m.ack_required, m.created_ts, m.thread_id, a.name AS "from"'
+            + (", m.project_id" if with_project else "")
+            + " FROM messages m LEFT JOIN agents a ON a.id = m.sender_id"
         )
+        params: dict[str, Any] = {"q": fts, "limit": limit}
+        clauses = []
+        for i, (pid, viewer) in enumerate(scopes):
+            params[f"pid{i}"], params[f"viewer{i}"] = pid, viewer
+            clauses.append(f"(m.project_id = :pid{i} AND {VISIBLE.replace(':viewer', f':viewer{i}')})")
+        scope = "(" + " OR ".join(clauses) + ")"
         try:
             rows = self.index.query(
                 f"SELECT {columns} JOIN fts_messages ON fts_messages.rowid = m.id WHERE fts_messages MATCH :q "
-                f"AND m.project_id = :pid AND {VISIBLE} ORDER BY bm25(fts_messages) ASC LIMIT :limit",
+                f"AND {scope} ORDER BY bm25(fts_messages) ASC LIMIT :limit",
                 params,
             )
         except sqlite3.OperationalError:
@@ -122,14 +138,13 @@ class History:
             tokens = like_tokens(raw)
             if not tokens:
                 return []
-            clauses, like_params = [], dict(params)
+            likes, like_params = [], dict(params)
             for i, token in enumerate(tokens):
                 escaped = token.replace("!", "!!").replace("%", "!%").replace("_", "!_")
                 like_params[f"t{i}"] = f"%{escaped}%"
-                clauses.append(f"(m.subject LIKE :t{i} ESCAPE '!' OR m.body_md LIKE :t{i} ESCAPE '!')")
+                likes.append(f"(m.subject LIKE :t{i} ESCAPE '!' OR m.body_md LIKE :t{i} ESCAPE '!')")
             rows = self.index.query(
-                f"SELECT {columns} WHERE m.project_id = :pid AND {VISIBLE} AND {' AND '.join(clauses)} "
-                "ORDER BY m.created_ts DESC LIMIT :limit",
+                f"SELECT {columns} WHERE {scope} AND {' AND '.join(likes)} ORDER BY m.created_ts DESC LIMIT :limit",
                 like_params,
             )
         return [dict(row) for row in rows]
@@ -186,6 +201,10 @@ class History:
                 for r in rows[:3]
             ]
         return result
+
+    async def thread_rows(self, pid: int, viewer: int, thread_id: str, limit: int) -> list[sqlite3.Row]:
+        """The newest ``limit`` messages of a thread the viewer may see, oldest first."""
+        return await self._run(self._thread_rows, pid, viewer, thread_id, limit)
 
     def _thread_rows(self, pid: int, viewer: int, thread_id: str, limit: int) -> list[sqlite3.Row]:
         # Membership as in the reference: thread_id == T, or the message whose id is T.

@@ -32,6 +32,8 @@ from broker.lifecycle.state import agent_or_operator, check_confirmation, projec
 from broker.persistence.archive import Archive, ArchiveMessage
 from broker.persistence.drain import project_lock
 from broker.persistence.index import Index
+from broker.store.commands import build_slots as slot_store
+from broker.store.commands import products as product_store
 from broker.store.commands.erase import EraseSession, LinkCopy
 from broker.store.commands.lifecycle import Caller
 from broker.store.keys import Keys
@@ -77,6 +79,8 @@ async def hard_delete_agent(
     except Refusal as refused:  # no such agent or project, or auth
         await refusals.raise_for(store, refused.reply, slug, project_key)
         raise
+    # its build slot leases go too (Redis only, not counted: the reference's counts have no key for them)
+    await slot_store.drop_agent_leases(store, slug=slug, name=name)
     archive_files, archive_dirs, errors = done.archive
     return {
         "status": "hard_deleted",
@@ -241,6 +245,9 @@ async def hard_delete_project(
     # the keys go; the project hash itself goes last, so a repeated call finishes the job.
     await project_state(store, project_key, token, operator_token, "archive", "hard_delete_project")
     counts, errors = await asyncio.to_thread(_delete_project, store.settings, store.redis_url, store.keys, slug)
+    # Products are global keys (another cluster slot): their links to the project go in a step of
+    # their own. A link this misses counts for nothing (it names a project id that is gone).
+    counts["product_links"] = await product_store.unlink_project(store, slug=slug)
     return {
         "status": "hard_deleted",
         "project_key": project_key,
@@ -326,5 +333,5 @@ def _index_delete_project(settings: Settings, slug: str, counts: dict[str, Any])
     counts["agent_links"] = indexed.get("agent_links", 0)
     counts["message_summaries"] = indexed.get("message_summaries", 0)
     counts["sibling_suggestions"] = 0
-    counts["product_links"] = 0
+    counts["product_links"] = 0  # hard_delete_project counts them
     counts["project"] = 1

@@ -1,8 +1,9 @@
 """Which cluster each tool belongs to: the reference's clusters (its §3 headings), used by tool
 profiles (broker/mcp/profiles.py) and the tooling directory (resource://tooling/directory).
 
-The map names every tool of the reference's always-on surface plus ``wait_for_mail`` (ours);
-a test checks that every tool a full server registers is in it. Per-tool descriptions and
+The map names every tool of the reference's surface, its gated build_slots and product_bus
+clusters included, plus ``wait_for_mail`` (ours); a test checks that every tool a full server
+registers is in it. Per-tool descriptions and
 argument schemas are NOT kept here: the directory reads them from the registered tools.
 """
 
@@ -54,11 +55,17 @@ CLUSTERS: dict[str, tuple[str, ...]] = {
         "macro_file_reservation_cycle",
         "macro_contact_handshake",
     ),
+    # gated: registered only with WORKTREES_ENABLED or GIT_IDENTITY_ENABLED (the reference's gate)
+    "build_slots": ("acquire_build_slot", "renew_build_slot", "release_build_slot"),
+    "product_bus": (
+        "ensure_product",
+        "products_link",
+        "search_messages_product",
+        "fetch_inbox_product",
+        "summarize_thread_product",
+    ),
 }
 
-# Clusters the reference gates behind settings we do not have; accepted in TOOLS_FILTER_CLUSTERS
-# (a configuration written for the reference keeps working) but they hold no tools here.
-EMPTY_CLUSTERS = ("build_slots", "product_bus")
 
 # One line per cluster for the tooling directory.
 PURPOSES: dict[str, str] = {
@@ -69,6 +76,8 @@ PURPOSES: dict[str, str] = {
     "search": "Search and summarise persisted mail.",
     "file_reservations": "Advisory reservations of files before editing them.",
     "workflow_macros": "One-call bundles of the common sequences.",
+    "build_slots": "Advisory leases that make agents take turns at a build or other shared step.",
+    "product_bus": "Products grouping projects, and mail reads across them.",
 }
 
 # How often an agent typically calls a cluster's tools, for the directory.
@@ -80,6 +89,8 @@ FREQUENCY: dict[str, str] = {
     "search": "occasional",
     "file_reservations": "per task",
     "workflow_macros": "once per session or task",
+    "build_slots": "per build",
+    "product_bus": "occasional",
 }
 
 # Typical sequences, for the directory's playbooks (tools not registered are left out).
@@ -91,10 +102,12 @@ PLAYBOOKS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Wait for mail", ("wait_for_mail", "mark_message_read")),
     ("Reach an agent that refuses mail", ("request_contact", "respond_contact", "send_message")),
     ("Catch up on a thread", ("summarize_thread", "fetch_topic", "search_messages")),
+    ("Take turns at the build", ("acquire_build_slot", "renew_build_slot", "release_build_slot")),
+    ("Read across a product's repositories", ("ensure_product", "products_link", "fetch_inbox_product")),
 )
 
 TOOL_CLUSTER: dict[str, str] = {tool: cluster for cluster, tools in CLUSTERS.items() for tool in tools}
-KNOWN_CLUSTERS: tuple[str, ...] = (*CLUSTERS, *EMPTY_CLUSTERS)
+KNOWN_CLUSTERS: tuple[str, ...] = tuple(CLUSTERS)
 
 
 def cluster_of(tool: str) -> str | None:

@@ -27,12 +27,14 @@ from broker.mcp.metrics import BrokerMetrics
 from broker.mcp.output import Choice, OutputFormats, accept_envelope
 from broker.mcp.profiles import describe, enabled_tools
 from broker.mcp.tooling import registered_tools
+from broker.mcp.tools import build_slots as build_slot_tools
 from broker.mcp.tools import contacts as contact_tools
 from broker.mcp.tools import history as history_tools
 from broker.mcp.tools import identity as identity_tools
 from broker.mcp.tools import lifecycle as lifecycle_tools
 from broker.mcp.tools import macros as macro_tools
 from broker.mcp.tools import messaging as messaging_tools
+from broker.mcp.tools import products as product_tools
 from broker.mcp.tools import realtime as realtime_tools
 from broker.mcp.tools import reservations as reservation_tools
 from broker.mcp.usage import ToolUsage
@@ -49,6 +51,8 @@ TOOL_MODULES = (
     macro_tools,
     resource_tools,
     contact_tools,
+    build_slot_tools,  # these two register nothing unless WORKTREES_ENABLED or GIT_IDENTITY_ENABLED
+    product_tools,
 )
 
 INSTRUCTIONS = (

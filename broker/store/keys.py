@@ -77,6 +77,33 @@ class Keys:
         """Name of the rq queue of drain jobs (rq builds its own keys from it)."""
         return f"{self.prefix}-persist"
 
+    # -- products (global: the product bus; one hash tag no slug can have) ----------------
+    @property
+    def products_prefix(self) -> str:
+        """``<p>:{#products}:``: every product key shares this tag ('#' is never in a slug), so
+        ensure_product.lua reads and writes one cluster slot, and no project's keys are its."""
+        return f"{self.prefix}:{{#products}}:"
+
+    @property
+    def products(self) -> str:
+        """HASH product_uid -> product JSON {id, product_uid, name, created_at}."""
+        return self.products_prefix + "byuid"
+
+    @property
+    def product_names(self) -> str:
+        """HASH name -> product_uid."""
+        return self.products_prefix + "byname"
+
+    @property
+    def product_seq(self) -> str:
+        """STRING the last product id given."""
+        return self.products_prefix + "seq"
+
+    def product_links(self, product_uid: str) -> str:
+        """HASH slug -> project id of the projects linked to a product (a link counts only while
+        that project still has that id: see broker/identity/products.py)."""
+        return f"{self.products_prefix}links:{product_uid}"
+
     # -- per project --------------------------------------------------------------------
     def project_prefix(self, slug: str) -> str:
         return f"{self.prefix}:{{{slug}}}:"
@@ -174,6 +201,10 @@ class Keys:
         """HASH pattern -> id of the agent's live reservations (lib/reservations.lua)."""
         return f"{self.project_prefix(slug)}res:agent:{name.lower()}"
 
+    def build_slot(self, slug: str, slot: str) -> str:
+        """HASH "<lower agent> <branch>" -> lease JSON of a build slot (lib/build_slots.lua)."""
+        return f"{self.project_prefix(slug)}slot:{slot}"
+
     def mail_activity(self, slug: str) -> str:
         return self.project_prefix(slug) + "mailact"
 
@@ -216,8 +247,8 @@ class Keys:
 
 # -- lifecycle: formats that are not keys themselves (Keys' methods all build keys) ------------
 # Per-project key suffixes only Redis holds, which `broker rehydrate --force` keeps: a retry's
-# idempotency record, hook cursors, window identities, rate buckets.
-KEPT_BY_REBUILD = ("idem:", "hookcursor:", "windows", "rate:")
+# idempotency record, hook cursors, window identities, rate buckets, build slot leases.
+KEPT_BY_REBUILD = ("idem:", "hookcursor:", "windows", "rate:", "slot:")
 # What a rebuild cut short (no project hash) also keeps: the pending sets a drain still writes.
 KEPT_BY_UNFINISHED_REBUILD = (*KEPT_BY_REBUILD, "pending", "deadletter")
 HELD_SUFFIX = "held:"  # the suffix of every held:<lower>:<slug>#<lower> key
