@@ -12,6 +12,7 @@ from broker.config import Settings
 from broker.history.search import History
 from broker.macros import workflows as macros
 from broker.mail.inputs import check_format
+from broker.mcp import notices
 from broker.persistence.index import Index
 from broker.store.store import Store
 
@@ -37,7 +38,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         path), register the agent (an existing agent_name needs its registration_token), reserve
         file_reservation_paths exclusively, and list the newest inbox_limit messages (no bodies)."""
         check_format(format)
-        return await macros.start_session(
+        result = await macros.start_session(
             store,
             human_key,
             program,
@@ -50,6 +51,9 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
             file_reservation_ttl_seconds,
             inbox_limit,
         )
+        await notices.warn_all(result)
+        await notices.warn_renamed(agent_name, result["agent"]["name"])
+        return result
 
     @mcp.tool
     async def macro_prepare_thread(
@@ -72,7 +76,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         register_if_missing=False, authenticate the existing agent_name), summarize the thread as
         that agent sees it, and list its inbox. llm_mode is accepted; no LLM is used."""
         check_format(format)
-        return await macros.prepare_thread(
+        result = await macros.prepare_thread(
             store,
             history,
             project_key,
@@ -87,6 +91,8 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
             inbox_limit,
             include_inbox_bodies,
         )
+        await notices.warn_renamed(agent_name, result["agent"]["name"])
+        return result
 
     @mcp.tool
     async def macro_file_reservation_cycle(
@@ -103,6 +109,8 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         """Reserve paths as file_reservation_paths does; with auto_release the reservations just
         granted are released again (released is null otherwise)."""
         check_format(format)
-        return await macros.file_reservation_cycle(
+        result = await macros.file_reservation_cycle(
             store, project_key, agent_name, paths, ttl_seconds, exclusive, reason, auto_release, registration_token
         )
+        await notices.warn_all(result)
+        return result
