@@ -11,6 +11,7 @@ from fastmcp import FastMCP
 from broker.config import Settings
 from broker.mail.inputs import check_format
 from broker.mail.views import flag, limit_of
+from broker.mcp import notices
 from broker.mcp.resources import guarded
 from broker.reservations import guard
 from broker.reservations import service as reservations
@@ -33,9 +34,11 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         other agents' live reservations that overlap it. Patterns are relative to the project
         root: 'src/app.py', 'src/' (a whole directory), 'src/**/*.py', 'tool://build'."""
         check_format(format)
-        return await reservations.reserve(
+        result = await reservations.reserve(
             store, project_key, agent_name, paths, ttl_seconds, exclusive, reason, registration_token
         )
+        await notices.warn_all(result)
+        return result
 
     @mcp.tool
     async def release_file_reservations(
@@ -64,9 +67,11 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
     ) -> dict[str, Any]:
         """Extend your live reservations (new expiry = max(now, old expiry) + extend_seconds)."""
         check_format(format)
-        return await reservations.renew(
+        result = await reservations.renew(
             store, project_key, agent_name, extend_seconds, paths, file_reservation_ids, registration_token
         )
+        await notices.warn_all(result)
+        return result
 
     @mcp.tool
     async def force_release_file_reservation(
