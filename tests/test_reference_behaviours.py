@@ -234,11 +234,16 @@ async def test_a_missing_target_may_be_registered(tools: Tools, trio: dict[str, 
 
     store = server.store  # type: ignore[attr-defined]
     before = await snapshot(store)
-    for target, extra in (("GoldHawk", {"register_if_missing": False}), ("ghost-agent", {})):
+    refused: list[tuple[str, dict[str, Any], str]] = [
+        ("GoldHawk", {"register_if_missing": False}, "NOT_FOUND: Agent 'GoldHawk'"),
+        ("ghost-agent", {}, "NOT_FOUND: Agent 'ghost-agent'"),  # only adjective+noun names are registered
+        ("GoldHawk", {"requester_registration_token": "wrong"}, "AUTHENTICATION_FAILED: "),
+    ]
+    for target, extra, expected in refused:
         error = await tools.error(
             "macro_contact_handshake", project_key=PROJECT, requester="BlueLake", target=target, **extra
         )
-        assert error.startswith("NOT_FOUND: Agent") and target in error, error
+        assert error.startswith(expected), error
     assert await snapshot(store) == before
     # request_contact still refuses: a typo there should not create a mailbox nobody reads
     assert (await tools.error("request_contact", project_key=PROJECT, from_agent="BlueLake", to_agent="TealCove")

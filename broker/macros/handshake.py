@@ -66,15 +66,19 @@ class MissingTarget:
     task_description: str | None = None
 
 
-async def _ensure_target(store: Store, slug: str, key: str, name: str, missing: MissingTarget) -> None:
+async def _ensure_target(
+    store: Store, requester: Sender, slug: str, key: str, name: str, missing: MissingTarget
+) -> None:
     """Register the target if nobody has (register_if_missing and an adjective+noun name, as the
-    reference's request_contact does); otherwise a missing target stays NOT_FOUND."""
+    reference's request_contact does); otherwise a missing target stays NOT_FOUND. The requester
+    is authenticated first: a refused call registers nobody."""
     try:
         await contact_store.known_agent(store, slug=slug, name=name)
         return
     except Refusal as refused:
         if refused.code != "NO_AGENT" or not missing.register or not is_generated_shape(name):
             await refusals.raise_for(store, refused.reply, slug, key)
+    await contacts.authenticated_sender(store, requester)
     await identity.register_absent(store, key, name, missing.program, missing.model, missing.task_description)
 
 
@@ -129,7 +133,8 @@ async def contact_handshake(
         }
         return {"request": approved, "response": approved, "welcome_message": None}
 
-    await _ensure_target(store, target_slug, target_key, target_name, missing or MissingTarget())
+    asking = Sender(slug, project_key, requester, store.bindings.args(slug, requester, requester_token))
+    await _ensure_target(store, asking, target_slug, target_key, target_name, missing or MissingTarget())
     request = await contacts.request_contact(
         store, project_key, requester, target_name, target_key, reason, ttl, requester_token
     )

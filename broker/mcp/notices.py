@@ -5,7 +5,13 @@ shape, and the tools that adjust a value also say so in the result (``warnings``
 
 from __future__ import annotations
 
+import warnings
+
 from fastmcp.server.dependencies import get_context
+
+# MCP 2026-07-28 deprecates the logging capability; FastMCP still delivers log messages, and these
+# notices are sent on purpose (the reference's clients read them), so the SDK's reminder is noise.
+warnings.filterwarnings("ignore", message="The logging capability is deprecated", module=r"fastmcp\.server\.context")
 
 
 async def warn(message: str) -> None:
