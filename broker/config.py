@@ -395,6 +395,13 @@ class Settings(BaseSettings):
         le=36_500,
         description="Default `max_age_days` of `purge_old_messages`.",
     )
+    agent_name_enforcement_mode: Literal["coerce", "strict", "always_auto"] = Field(
+        "coerce",
+        alias="AGENT_NAME_ENFORCEMENT_MODE",
+        description="What `register_agent` does with a `name` that is neither adjective+noun nor an explicit id "
+        "(`alpha-one`): `coerce` registers a generated name instead, `strict` refuses it with a coded error, "
+        "`always_auto` ignores every `name` and generates one.",
+    )
     window_id: str = Field(
         "",
         alias="MCP_AGENT_MAIL_WINDOW_ID",

@@ -150,7 +150,9 @@ async def test_block_all_refuses_every_path(tools: Tools, trio: dict[str, Any], 
     before = await snapshot(server.store)  # type: ignore[attr-defined]
     for extra in ({}, {"ack_required": True}, {"thread_id": "T-1"}, {"cc": ["alpha-one"]}):
         text = await send_error(tools, "BlueLake", ["GreenCastle"], **extra)
-        assert text.startswith("CONTACT_BLOCKED: Recipient(s) GreenCastle are not accepting messages from BlueLake")
+        assert text.startswith(
+            "CONTACT_BLOCKED: Recipient is not accepting messages: GreenCastle refuse(s) mail from BlueLake"
+        )
     text = await tools.error(
         "reply_message", project_key=PROJECT, message_id=first["id"], sender_name="BlueLake", body_md="x"
     )
@@ -244,8 +246,9 @@ async def test_archived_project_refuses_sends(tools: Tools, trio: dict[str, Any]
 async def test_handshake_fast_path_approves_without_mail(tools: Tools, trio: dict[str, Any]) -> None:
     await policy(tools, "GreenCastle", "contacts_only")
     result = await tools.call(
-        "macro_contact_handshake", project_key=PROJECT, agent_name="BlueLake", to_agent="GreenCastle", auto_accept=True
-    )
+        "macro_contact_handshake", project_key=PROJECT, agent_name="BlueLake", to_agent="GreenCastle", auto_accept=True,
+        target_registration_token=trio["agents"]["GreenCastle"]["registration_token"],
+    )  # fmt: skip
     assert set(result) == {"request", "response", "welcome_message"}
     assert result["request"] == result["response"]
     assert set(result["request"]) == {"from", "from_project", "to", "to_project", "status", "expires_ts"}
@@ -266,6 +269,7 @@ async def test_handshake_slow_path_with_welcome(tools: Tools, trio: dict[str, An
     result = await tools.call(
         "macro_contact_handshake", project_key=PROJECT, requester="BlueLake", target="GreenCastle",
         reason="pairing", auto_accept=True, welcome_subject="Hello", welcome_body="Let's pair", thread_id="PAIR-1",
+        target_registration_token=trio["agents"]["GreenCastle"]["registration_token"],
     )  # fmt: skip
     assert result["request"]["status"] == "pending"
     assert result["request"]["notification_message"]["body_md"] == "pairing"
@@ -285,7 +289,7 @@ async def test_handshake_argument_errors(tools: Tools, trio: dict[str, Any]) -> 
     cases = [
         ({"auto_accept": True, "welcome_subject": "Hi"}, "Pass both welcome_subject and welcome_body"),
         ({"auto_accept": True, "welcome_subject": " ", "welcome_body": "x"}, "must not be blank"),
-        ({"welcome_subject": "Hi", "welcome_body": "x"}, "needs auto_accept=True"),
+        ({"welcome_subject": "Hi", "welcome_body": "x"}, "require auto_accept=True"),
     ]
     for extra, expected in cases:
         text = await tools.error("macro_contact_handshake", **base, **extra)

@@ -258,6 +258,7 @@ async def test_handshake_across_projects_with_welcome(tools: Tools, two: dict[st
     result = await tools.call(
         "macro_contact_handshake", project_key=PROJECT, requester="BlueLake", target="RedFox", to_project=OTHER,
         auto_accept=True, welcome_subject="Hello", welcome_body="from the other side",
+        target_registration_token=two["other_agents"]["RedFox"]["registration_token"],
     )  # fmt: skip
     assert (result["request"]["to_project"], result["request"]["status"]) == (OTHER, "pending")
     assert result["response"]["approved"] is True

@@ -36,13 +36,14 @@ async def outcomes(tools: Tools, tool: str, calls: list[dict[str, object]]) -> l
 
 async def test_sends_into_another_project_draw_on_the_senders_bucket(tools: Tools) -> None:
     # an approved link; its contact request paid one of the 5 tokens
+    await tools.call("request_contact", project_key="/x/a", from_agent="BlueLake", to_agent="RedFox", to_project="/x/b")
     await tools.call(
-        "macro_contact_handshake",
-        project_key="/x/a",
-        requester="BlueLake",
-        target="RedFox",
-        to_project="/x/b",
-        auto_accept=True,
+        "respond_contact",
+        project_key="/x/b",
+        to_agent="RedFox",
+        from_agent="BlueLake",
+        from_project="/x/a",
+        accept=True,
     )
     send = {"project_key": "/x/a", "sender_name": "BlueLake", "to": ["project:x-b#RedFox"], "body_md": "b"}
     codes = await outcomes(tools, "send_message", [{**send, "subject": f"s{i}"} for i in range(8)])

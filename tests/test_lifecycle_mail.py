@@ -57,7 +57,7 @@ async def test_retired_agent_gets_no_mail_until_it_registers_again(tools: Tools,
 async def test_deregistered_agent_refuses_mail(tools: Tools, trio: dict[str, Any]) -> None:
     await tools.call("deregister_agent", project_key=PROJECT, agent_name="GreenCastle")
     text = await send_error(tools, "BlueLake", ["GreenCastle"])
-    assert text.startswith("CONTACT_BLOCKED: Recipient(s) GreenCastle are not accepting messages"), text
+    assert text.startswith("CONTACT_BLOCKED: Recipient is not accepting messages: GreenCastle refuse"), text
     broadcast = await tools.send("BlueLake", [], broadcast=True)
     assert broadcast["skipped"] == [{"recipient": "GreenCastle", "reason": "CONTACT_BLOCKED"}]
     assert await tools.inbox("GreenCastle") == []

@@ -13,6 +13,7 @@ from broker.identity.names import (
     is_explicit_id,
     is_generated_shape,
     mistake_hint,
+    requested_name,
     validate_name,
     validate_new_name,
 )
@@ -105,8 +106,9 @@ def test_valid_new_names(name: str) -> None:
         ("   ", "INVALID_ARGUMENT"),
         ("Alice", "INVALID_AGENT_NAME"),
         ("BlueLakes", "INVALID_AGENT_NAME"),
-        ("Blue Lake", "INVALID_AGENT_NAME"),
-        ("-alpha", "INVALID_AGENT_NAME"),
+        ("-alpha", "UNIX_USERNAME_AS_AGENT"),
+        ("BackendHarmonizer", "DESCRIPTIVE_NAME"),
+        ("alice", "UNIX_USERNAME_AS_AGENT"),
         ("a-" + "x" * 127, "INVALID_AGENT_NAME"),
         ("claude-code", "PROGRAM_NAME_AS_AGENT"),
         ("Codex", "PROGRAM_NAME_AS_AGENT"),
@@ -123,6 +125,42 @@ def test_invalid_new_names(name: str, code: str) -> None:
         validate_new_name(name)
     assert caught.value.code == code
     assert str(caught.value).startswith(f"{code}: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "strict", "coerce"),
+    [
+        # an explicit id is taken as given, unless it is a program or model name
+        ("alpha-one", "alpha-one", "alpha-one"),
+        ("db-migrator", "db-migrator", "db-migrator"),
+        ("claude-code", "PROGRAM_NAME_AS_AGENT", None),
+        # otherwise the alphanumerics must make an adjective+noun name (with the casing given)
+        ("Blue Lake", "BlueLake", "BlueLake"),
+        ("blue-lake!", "bluelake", "bluelake"),
+        ("Green_Castle", "Green_Castle", "Green_Castle"),
+        ("Backend-Harmonizer!!", "DESCRIPTIVE_NAME", None),
+        ("BackendHarmonizer", "DESCRIPTIVE_NAME", None),
+        ("greenlake", "greenlake", "greenlake"),
+        ("---", "INVALID_AGENT_NAME", None),
+    ],
+)
+def test_requested_name_by_mode(name: str, strict: str, coerce: str | None) -> None:
+    """What register_agent registers for a name (None: a generated one), per naming mode."""
+    assert requested_name(name, "coerce") == coerce
+    assert requested_name(name, "always_auto") is None
+    if strict.isupper() and "_" in strict:
+        with pytest.raises(BrokerError) as caught:
+            requested_name(name, "strict")
+        assert caught.value.code == strict
+    else:
+        assert requested_name(name, "strict") == strict
+
+
+def test_placeholders_are_refused_in_every_mode() -> None:
+    for mode in ("coerce", "strict", "always_auto"):
+        with pytest.raises(BrokerError) as caught:
+            requested_name("YOUR_AGENT_NAME", mode)
+        assert caught.value.code == "CONFIGURATION_ERROR"
 
 
 def test_lookup_names_are_checked_for_shape_only() -> None:

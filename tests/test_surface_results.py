@@ -202,12 +202,14 @@ async def test_contact_results(tools: Tools, trio: dict[str, Any]) -> None:
     # a message from another project carries the from_* keys
     await tools.send("BlueLake", [f"RedFox@{OTHER}"])
     each(await tools.inbox("RedFox", project_key=OTHER), INBOX_ITEM | FOREIGN)
-    fast = await call(tools, "macro_contact_handshake", requester="BlueLake", target="GreenCastle", auto_accept=True)
+    fast = await call(tools, "macro_contact_handshake", requester="BlueLake", target="GreenCastle", auto_accept=True,
+                      target_registration_token=trio["agents"]["GreenCastle"]["registration_token"])  # fmt: skip
     keys(fast, {"request", "response", "welcome_message"})
     keys(fast["request"], LINK)
     keys(fast["response"], LINK)
     full = await call(tools, "macro_contact_handshake", requester="BlueLake", target="alpha-one", auto_accept=True,
-                      welcome_subject="Hi", welcome_body="Welcome")  # fmt: skip
+                      welcome_subject="Hi", welcome_body="Welcome",
+                      target_registration_token=trio["agents"]["alpha-one"]["registration_token"])  # fmt: skip
     keys(full, {"request", "response", "welcome_message"}, {"response_error", "welcome_error"})
     keys(full["request"], LINK, LINK_OPT)
     keys(full["welcome_message"], {"deliveries", "count", "verified_sender"}, {"delivery_errors", "attachments"},

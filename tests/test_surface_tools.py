@@ -7,7 +7,9 @@ meaning "T or null". The reference omits ``ctx`` and ``format:?str=None``: every
 tools are not part of the always-on surface. A parameter or tool of ours that the reference does
 not have is listed in OUR_PARAMS / OUR_TOOLS with the docs/compatibility.md bullet that documents it.
 
-RESOURCES / TEMPLATES are transcribed from §4 (without the gated identity and product ones).
+RESOURCES / TEMPLATES are transcribed from §4 (without the gated product one). The gated identity
+one is always on here (docs/compatibility.md > Resources and tool profiles:
+"resource://identity/{project} is always there").
 """
 
 from __future__ import annotations
@@ -164,6 +166,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "resource://tooling/recent/{window_seconds}": ("agent", "project", "format"),
     "resource://project/{slug}": ("format",),
     "resource://agents/{project_key}": ("format",),
+    "resource://identity/{project}": ("format",),
     "resource://file_reservations/{slug}": ("active_only", "limit", "format"),
     "resource://message/{message_id}": ("project", "agent", "agent_token", "format"),
     "resource://thread/{thread_id}": ("project", "agent", "agent_token", "include_bodies", "format"),

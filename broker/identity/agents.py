@@ -9,7 +9,7 @@ from typing import Any
 from broker.errors import BrokerError
 from broker.identity import refusals, windows
 from broker.identity.auth import new_token, token_hash
-from broker.identity.names import check_placeholder, generate_candidates, validate_name, validate_new_name
+from broker.identity.names import check_placeholder, generate_candidates, requested_name, validate_name
 from broker.identity.projects import _check_key_length, project_dict, project_slug
 from broker.identity.slugs import assign, remember, resolve
 from broker.persistence.index import indexed_project_id
@@ -118,8 +118,10 @@ async def _claim(
     names: list[str] | None,
     profile: Profile,
     token: str | None,
+    exact: bool = False,
 ) -> dict[str, Any]:
-    """Run register_agent.lua until a name is claimed; returns the agent dict and token."""
+    """Run register_agent.lua until a name is claimed; returns the agent dict and token.
+    ``exact``: the one name given or nothing (create_agent_identity under strict naming)."""
     # Only an upsert can meet an existing agent, so only it carries the caller's credentials.
     digest, require = store.bindings.args(slug, names[0], token) if mode == "upsert" and names else ("", "0")
     for attempt in range(32):
@@ -138,6 +140,12 @@ async def _claim(
         except Refusal as refusal:
             await refusals.raise_for(store, refusal.reply, slug, project_key)
         if registered is None:  # only in create mode: every candidate was taken; draw again
+            if exact and names:
+                raise BrokerError(
+                    "INVALID_ARGUMENT",
+                    f"Agent name '{names[0]}' is already in use. Pass another name_hint, or omit it to have "
+                    "a name generated (AGENT_NAME_ENFORCEMENT_MODE=strict does not pick one for you).",
+                )
             continue
         agent = agent_dict(registered.record)
         store.bindings.bind(slug, agent["name"])
@@ -162,7 +170,12 @@ async def register_agent(
     slug = await project_slug(store, project_key)
     profile = _checked_profile(program, model, task_description, attachments_policy)
     if name is not None and name.strip():
-        return await _claim(store, slug, project_key, "upsert", [validate_new_name(name)], profile, registration_token)
+        # A name that is not one (coerce) registers a new agent under a generated name, as in the reference.
+        wanted = requested_name(name, store.settings.agent_name_enforcement_mode)
+        if wanted is not None:
+            return await _claim(store, slug, project_key, "upsert", [wanted], profile, registration_token)
+        if store.settings.agent_name_enforcement_mode == "coerce":
+            return await _claim(store, slug, project_key, "create", None, profile, None)
     window = windows.configured_window(store.settings.window_id)
     if window is None:
         return await _claim(store, slug, project_key, "create", None, profile, None)
@@ -187,14 +200,41 @@ async def create_agent_identity(
 ) -> dict[str, Any]:
     slug = await project_slug(store, project_key)
     profile = _checked_profile(program, model, task_description, attachments_policy)
+    mode = store.settings.agent_name_enforcement_mode
     names = None
     if name_hint and name_hint.strip():
-        # A hint is used when it is a valid name and free; otherwise a name is generated.
-        try:
-            names = [validate_new_name(name_hint), *generate_candidates(8)]
-        except BrokerError:
-            names = None
-    return await _claim(store, slug, project_key, "create", names, profile, None)
+        # A hint is used when it is a valid name and free; otherwise a name is generated, except
+        # under strict naming, which refuses an invalid or taken hint (as the reference does).
+        hint = requested_name(name_hint, mode)
+        if hint is not None:
+            names = [hint] if mode == "strict" else [hint, *generate_candidates(8)]
+    return await _claim(store, slug, project_key, "create", names, profile, None, exact=mode == "strict")
+
+
+async def register_absent(
+    store: Store, project_key: str, name: str, program: str | None, model: str | None, task_description: str | None
+) -> dict[str, Any] | None:
+    """Register an agent nobody has registered yet under ``name`` (an adjective+noun name), for a
+    contact handshake addressed to it (as the reference's register_if_missing does). Returns its
+    agent dict, or None when the name is taken meanwhile. The session is not bound to it and its
+    token is not returned: the caller is not that agent. Refused under AGENT_AUTH=required, where
+    nobody could ever prove to be the agent afterwards (the token minted here is never shown)."""
+    slug = await project_slug(store, project_key)
+    if store.bindings.mode == "required":
+        raise BrokerError(
+            "NOT_FOUND",
+            f"Agent '{name}' is not registered in project '{project_key}', and under AGENT_AUTH=required a "
+            "handshake does not register it for someone else. Ask that agent to call register_agent first.",
+        )
+    profile = _checked_profile(program or "unknown", model or "unknown", task_description or "", "auto")
+    try:
+        registered = await identity_store.register_agent(
+            store, slug=slug, mode="create", profile=profile, minted_digest=token_hash(new_token()),
+            credentials=("", "0"), candidates=[name],
+        )  # fmt: skip
+    except Refusal as refusal:
+        await refusals.raise_for(store, refusal.reply, slug, project_key)
+    return None if registered is None else agent_dict(registered.record)
 
 
 async def whois(store: Store, project_key: str, agent_name: str, registration_token: str | None) -> dict[str, Any]:

@@ -77,6 +77,12 @@ class SessionBindings:
         sid = session_id()
         return self._current.get((sid, slug)) if sid else None
 
+    def is_bound(self, slug: str, name: str) -> bool:
+        """Whether this MCP session proved it is the agent (a token check passed), whatever the mode."""
+        sid = session_id()
+        expiry = self._bound.get((sid, slug, name.lower())) if sid else None
+        return bool(expiry and expiry > time.monotonic())
+
     def args(self, slug: str, name: str, token: str | None) -> tuple[str, str]:
         """Script arguments (token digest, "1" if a token is required) for one call."""
         digest = token_hash(token)

@@ -256,16 +256,86 @@ def validate_name(name: object, what: str = "agent name") -> str:
     return name
 
 
-def validate_new_name(name: str) -> str:
-    """A name an agent may register under: adjective+noun, or an explicit id with a separator."""
-    name = validate_name(name)
-    if is_generated_shape(name) or (is_explicit_id(name) and not mistake_hint(name)):
-        return name
+DESCRIPTIVE_SUFFIXES = (
+    "agent",
+    "bot",
+    "assistant",
+    "helper",
+    "manager",
+    "coordinator",
+    "developer",
+    "engineer",
+    "migrator",
+    "refactorer",
+    "fixer",
+    "harmonizer",
+    "integrator",
+    "optimizer",
+    "analyzer",
+    "worker",
+)
+NAME_MODES = ("coerce", "strict", "always_auto")
+
+
+def _looks_like_program_or_model(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in PROGRAM_NAMES or any(marker in lowered for marker in MODEL_MARKERS)
+
+
+def registration_mistake(name: str) -> tuple[str, str] | None:
+    """Why ``name`` cannot be registered, as (code, advice): the lookup hints plus role names
+    ('BackendHarmonizer') and login names ('alice'), which are fine to look up but not to take."""
     hint = mistake_hint(name)
     if hint:
-        raise BrokerError(hint[0], f"Invalid agent name '{name}'. {hint[1]}")
+        return hint
+    lowered = name.lower()
+    if lowered.endswith(DESCRIPTIVE_SUFFIXES):
+        return (
+            "DESCRIPTIVE_NAME",
+            f"'{name}' describes a role; agent names are generated adjective+noun names such as 'BlueLake', "
+            "not descriptions of the task.",
+        )
+    if name.islower() and name.isalnum() and 2 <= len(name) <= 16 and lowered not in _WORDS:
+        return (
+            "UNIX_USERNAME_AS_AGENT",
+            f"'{name}' looks like a login name (e.g. from $USER), not an agent name such as 'BlueLake'.",
+        )
+    return None
+
+
+def requested_name(name: str, mode: str) -> str | None:
+    """The name a ``name`` argument registers under, or None to register a generated one.
+
+    As the reference: an explicit id ('alpha-one', 'cc-0') that is not a program or model name
+    is taken as given; otherwise the name without its non-alphanumerics ('Blue Lake' ->
+    'BlueLake') must be adjective+noun. Anything else is refused under ``strict`` (with the
+    mistake it looks like) and replaced by a generated name under ``coerce``; ``always_auto``
+    ignores the name. A placeholder ('YOUR_AGENT') is refused in every mode: it is a setup
+    mistake, and registering it would only hide it."""
+    name = name.strip()
+    check_placeholder(name, "The agent name")
+    if mode == "always_auto":
+        return None
+    if is_explicit_id(name) and not _looks_like_program_or_model(name):
+        return name
+    plain = re.sub(r"[^A-Za-z0-9]", "", name)[:128]
+    if plain and is_generated_shape(plain):
+        return plain
+    if mode != "strict":
+        return None
+    mistake = registration_mistake(name) or (registration_mistake(plain) if plain else None)
+    if mistake:
+        raise BrokerError(mistake[0], f"Invalid agent name '{name}'. {mistake[1]} Omit the name to have one generated.")
     raise BrokerError(
         "INVALID_AGENT_NAME",
         f"Invalid agent name format: '{name}'. Use an adjective+noun name such as 'BlueLake', an "
-        "explicit identity with a separator (e.g. 'alpha-one', 'cc-0'), or omit the name to have one generated.",
+        "explicit identity with a separator (e.g. 'alpha-one', 'cc-0'; letters, digits and '._-', at most "
+        "128 characters), or omit the name to have one generated.",
     )
+
+
+def validate_new_name(name: str) -> str:
+    """A name an agent may register under (``strict`` rules); raises with the remedy otherwise."""
+    if not isinstance(name, str) or not name.strip():
+        raise BrokerError("INVALID_ARGUMENT", "The agent name is empty. Omit it to have one generated.")
+    return requested_name(name, "strict") or name.strip()  # strict chooses a name or raises

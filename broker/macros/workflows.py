@@ -22,7 +22,7 @@ from broker.history.search import History
 from broker.identity import agents as identity
 from broker.identity import refusals
 from broker.identity.auth import token_hash
-from broker.identity.names import validate_name, validate_new_name
+from broker.identity.names import requested_name, validate_name
 from broker.identity.projects import project_slug
 from broker.mail import inbox
 from broker.mail.inputs import check_limit
@@ -55,8 +55,15 @@ async def start_session(
     """ensure_project, register_agent, file_reservation_paths (exclusive) and fetch_inbox."""
     identity._checked_profile(program, model, task_description, "auto")
     if agent_name is not None and agent_name.strip():
-        validate_new_name(agent_name)
+        requested_name(agent_name, store.settings.agent_name_enforcement_mode)  # refuses only under strict
     token_hash(registration_token)  # an overlong token fails here, before the project is created
+    if file_reservation_paths is not None and not file_reservation_paths:
+        # As the reference (its file_reservation_paths refuses []): omit the argument to reserve nothing.
+        raise BrokerError(
+            "EMPTY_PATHS",
+            "file_reservation_paths is an empty list: name at least one file, directory ('src/') or glob, "
+            "or omit it to reserve nothing.",
+        )
     paths = reservations.check_paths(file_reservation_paths, "file_reservation_paths")
     reason = reservations.check_reason(file_reservation_reason, "file_reservation_reason")
     if paths:  # the TTL matters only when something is reserved
@@ -134,7 +141,7 @@ async def prepare_thread(
     if register_if_missing:
         identity._checked_profile(program, model, task_description, "auto")
         if named:
-            validate_new_name(agent_name)  # type: ignore[arg-type]
+            requested_name(agent_name, store.settings.agent_name_enforcement_mode)  # type: ignore[arg-type]
     elif not named:
         raise BrokerError(
             "INVALID_ARGUMENT",

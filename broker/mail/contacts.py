@@ -61,8 +61,8 @@ def refusal(code: str, names: list[str], sender: Sender, sender_address: str, gr
     if code == "CONTACT_BLOCKED":
         return BrokerError(
             code,
-            f"Recipient(s) {listed} are not accepting messages from {sender_address} (contact policy "
-            "block_all, or they refused your contact request). Nothing was sent. Leave them out; only "
+            f"Recipient is not accepting messages: {listed} refuse(s) mail from {sender_address} (contact "
+            "policy block_all, or they refused your contact request). Nothing was sent. Leave them out; only "
             "they can change it (set_contact_policy, or respond_contact with accept=True).",
             data,
         )

@@ -330,7 +330,10 @@ async def send_message(
     name = validate_name(sender_name, "sender_name")
     kinds = {"to": parse_recipients(to, "to"), "cc": parse_recipients(cc, "cc"), "bcc": parse_recipients(bcc, "bcc")}
     if broadcast and kinds["to"]:
-        raise BrokerError("INVALID_ARGUMENT", "broadcast=True sends to every active agent; pass to=[] with it.")
+        raise BrokerError(
+            "INVALID_ARGUMENT",
+            "broadcast and to are mutually exclusive: broadcast=True sends to every active agent; pass to=[] with it.",
+        )
     total = sum(len(v) for v in kinds.values())
     if not broadcast and total == 0:
         raise BrokerError(

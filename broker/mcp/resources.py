@@ -20,6 +20,7 @@ from fastmcp.exceptions import ResourceError
 
 from broker.config import Settings
 from broker.errors import BrokerError
+from broker.identity import repository
 from broker.identity import views as project_views
 from broker.identity.projects import project_slug
 from broker.identity.slugs import known_slug
@@ -142,6 +143,13 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         """A project (by slug or URL-encoded absolute path) with its agents."""
         check_format(format)
         return await project_views.project_detail(store, slug)
+
+    @resource("resource://identity/{project}{?format}")
+    async def identity_resource(project: str, format: str | None = None) -> Any:
+        """A repository's identity (by URL-encoded absolute path, or a project's slug): its slug,
+        canonical path, Git facts on this host and project_uid."""
+        check_format(format)
+        return await repository.identity_of(store, project)
 
     @resource("resource://agents/{project_key}{?format}")
     async def agents_resource(project_key: str, format: str | None = None) -> Any:

@@ -61,15 +61,19 @@ def check_paths(paths: list[str] | None, field: str = "paths") -> list[str]:
     return normal
 
 
-def check_ttl(store: Store, seconds: int, field: str) -> int:
+def check_ttl(store: Store, seconds: int, field: str) -> tuple[int, list[str]]:
+    """(the seconds to use, warnings): below FILE_RESERVATION_MIN_TTL_SECONDS the value is raised
+    to it with a warning, as the reference's renew does; above the maximum it is refused."""
     low, high = store.settings.file_reservation_min_ttl_seconds, store.settings.file_reservation_max_ttl_seconds
-    if isinstance(seconds, bool) or not isinstance(seconds, int) or not low <= seconds <= high:
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds > high:
         raise BrokerError(
             "INVALID_ARGUMENT",
-            f"{field}={seconds!r} is out of range: pass whole seconds from {low} to {high} "
+            f"{field}={seconds!r} is out of range: pass whole seconds up to {high} "
             "(renew_file_reservations extends a reservation that needs longer).",
         )
-    return seconds
+    if seconds < low:
+        return low, [f"{field}={seconds} is below the minimum of {low} seconds; {low} seconds were used."]
+    return seconds, []
 
 
 def check_reason(reason: str | None, field: str = "reason") -> str:
@@ -164,7 +168,7 @@ async def reserve(
     if not paths:
         raise BrokerError("EMPTY_PATHS", "paths is empty: name at least one file, directory ('src/') or glob.")
     patterns = check_paths(paths)
-    ttl = check_ttl(store, ttl_seconds, "ttl_seconds")
+    ttl, warnings = check_ttl(store, ttl_seconds, "ttl_seconds")
     reason = check_reason(reason)
     requests = [(await store.next_id("reservation"), p, globs.index_bucket(p)) for p in patterns]
     slug = await project_slug(store, project_key)
@@ -182,7 +186,7 @@ async def reserve(
     # the agent's bucket paid for the work in the script; the client's here
     store.charge_client(reserved.steps // STEPS_PER_TOKEN)
     acted(store, slug, name, digest)
-    return {
+    result: dict[str, Any] = {
         "granted": [
             {"id": g.id, "path_pattern": g.path_pattern, "exclusive": g.exclusive, "reason": g.reason,
              "expires_ts": g.expires_ts}
@@ -197,6 +201,9 @@ async def reserve(
             for c in reserved.conflicts
         ],
     }  # fmt: skip
+    if warnings:
+        result["warnings"] = warnings
+    return result
 
 
 async def release(
@@ -231,7 +238,7 @@ async def renew(
     token: str | None,
 ) -> dict[str, Any]:
     mode, items = selection(paths, ids)
-    extend = check_ttl(store, extend_seconds, "extend_seconds")
+    extend, warnings = check_ttl(store, extend_seconds, "extend_seconds")
     slug = await project_slug(store, project_key)
     name, digest, require = check_caller(store, slug, agent_name, token)
     try:
@@ -247,7 +254,10 @@ async def renew(
          "new_expires_ts": r.new_expires_ts}
         for r in renewed.reservations
     ]  # fmt: skip
-    return {"renewed": len(shown), "file_reservations": shown}
+    result: dict[str, Any] = {"renewed": len(shown), "file_reservations": shown}
+    if warnings:
+        result["warnings"] = warnings
+    return result
 
 
 async def list_reservations(

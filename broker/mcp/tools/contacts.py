@@ -113,4 +113,5 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
             requester_registration_token,
             target_registration_token,
             thread_id,
+            handshake.MissingTarget(register_if_missing, program, model, task_description),
         )

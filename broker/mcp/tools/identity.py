@@ -11,6 +11,7 @@ from broker.config import Settings
 from broker.identity import agents as identity
 from broker.identity.projects import project_slug
 from broker.mail.inputs import check_format
+from broker.mcp import notices
 from broker.persistence.archive import recent_commits
 from broker.persistence.state import persistence_state
 from broker.store.commands.persist_state import ping
@@ -55,9 +56,11 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
     ) -> dict[str, Any]:
         """Register or update an agent; returns its profile and registration_token. Omit name to get one generated."""
         check_format(format)
-        return await identity.register_agent(
+        agent = await identity.register_agent(
             store, project_key, program, model, name, task_description, attachments_policy, registration_token
         )
+        await notices.warn_renamed(name, agent["name"])
+        return agent
 
     @mcp.tool
     async def create_agent_identity(
@@ -71,9 +74,11 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
     ) -> dict[str, Any]:
         """Always create a new agent (name_hint used when valid and free)."""
         check_format(format)
-        return await identity.create_agent_identity(
+        agent = await identity.create_agent_identity(
             store, project_key, program, model, name_hint, task_description, attachments_policy
         )
+        await notices.warn_renamed(name_hint, agent["name"])
+        return agent
 
     @mcp.tool
     async def whois(

@@ -12,6 +12,7 @@ from broker.config import Settings
 from broker.history.search import History
 from broker.macros import workflows as macros
 from broker.mail.inputs import check_format
+from broker.mcp import notices
 from broker.persistence.index import Index
 from broker.store.store import Store
 
@@ -36,7 +37,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         """In one call: ensure the project (human_key: its absolute path), register the agent, reserve
         file_reservation_paths and list the newest inbox_limit messages."""
         check_format(format)
-        return await macros.start_session(
+        result = await macros.start_session(
             store,
             human_key,
             program,
@@ -49,6 +50,9 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
             file_reservation_ttl_seconds,
             inbox_limit,
         )
+        await notices.warn_all(result)
+        await notices.warn_renamed(agent_name, result["agent"]["name"])
+        return result
 
     @mcp.tool
     async def macro_prepare_thread(
@@ -70,7 +74,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         """In one call: register the agent (or only authenticate it: register_if_missing=False), summarize the thread
         as it sees it and list its inbox."""
         check_format(format)
-        return await macros.prepare_thread(
+        result = await macros.prepare_thread(
             store,
             history,
             project_key,
@@ -85,6 +89,8 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
             inbox_limit,
             include_inbox_bodies,
         )
+        await notices.warn_renamed(agent_name, result["agent"]["name"])
+        return result
 
     @mcp.tool
     async def macro_file_reservation_cycle(
@@ -100,6 +106,8 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
     ) -> dict[str, Any]:
         """file_reservation_paths, then with auto_release the release of what it granted."""
         check_format(format)
-        return await macros.file_reservation_cycle(
+        result = await macros.file_reservation_cycle(
             store, project_key, agent_name, paths, ttl_seconds, exclusive, reason, auto_release, registration_token
         )
+        await notices.warn_all(result)
+        return result

@@ -11,6 +11,7 @@ from fastmcp import FastMCP
 from broker.config import Settings
 from broker.mail.inputs import check_format
 from broker.mail.views import flag, limit_of
+from broker.mcp import notices
 from broker.mcp.resources import guarded
 from broker.reservations import guard
 from broker.reservations import service as reservations
@@ -32,9 +33,11 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         """Reserve paths before editing. Advisory: always granted; conflicts lists other agents' overlapping
         reservations. Patterns are relative to the project root: 'src/', 'src/**/*.py'."""
         check_format(format)
-        return await reservations.reserve(
+        result = await reservations.reserve(
             store, project_key, agent_name, paths, ttl_seconds, exclusive, reason, registration_token
         )
+        await notices.warn_all(result)
+        return result
 
     @mcp.tool
     async def release_file_reservations(
@@ -63,9 +66,11 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
     ) -> dict[str, Any]:
         """Extend your live reservations by extend_seconds."""
         check_format(format)
-        return await reservations.renew(
+        result = await reservations.renew(
             store, project_key, agent_name, extend_seconds, paths, file_reservation_ids, registration_token
         )
+        await notices.warn_all(result)
+        return result
 
     @mcp.tool
     async def force_release_file_reservation(
