@@ -34,7 +34,7 @@ from broker.store.commands.dead_letters import (
     project_slugs,
 )
 from broker.store.commands.drain import SyncClient, drain_fail
-from broker.store.errors import StoreError
+from broker.store.errors import StoreFailure
 from broker.store.keys import Keys, looks_like_path
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ def is_transient(error: BaseException) -> bool:
     import errno
     import sqlite3
 
-    if isinstance(error, StoreError | sqlite3.OperationalError):
+    if isinstance(error, (*StoreFailure, sqlite3.OperationalError)):
         return True
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
         return True

@@ -43,7 +43,7 @@ from broker.store.commands.drain import (
     drain_requeue,
 )
 from broker.store.commands.drain_reads import EntryRecord, read_batch
-from broker.store.errors import StoreError
+from broker.store.errors import StoreFailure
 from broker.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class Persister:
         # its first batch (each batch checks again: docs/durability-ids.md).
         try:
             guard_counters(connection, self.keys, self.index, {})
-        except StoreError as exc:  # Redis not up yet: the first batch checks
+        except StoreFailure as exc:  # Redis not up yet: the first batch checks
             log.warning("could not check the id counters against the index: %s", exc)
 
     # -- draining -----------------------------------------------------------------------

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from broker.errors import BrokerError
 from broker.realtime import arrivals
-from broker.store.errors import StoreError, unexpected_error
+from broker.store.errors import StoreFailure, unexpected_error
 from broker.store.store import Store
 
 EVENTS_ROUTE = "/events/{project:path}/{agent}"
@@ -60,7 +60,7 @@ def add_event_routes(mcp: FastMCP) -> None:
             cursor = await arrivals.start_cursor(store, slug, name, resume)
         except BrokerError as exc:
             return error_response(exc)
-        except StoreError as exc:
+        except StoreFailure as exc:
             return error_response(unexpected_error(exc))
         held = (slug, name.lower())
         if open_streams.get(held, 0) >= MAX_STREAMS_PER_AGENT:

@@ -21,7 +21,7 @@ from broker.identity.auth import SessionBindings
 from broker.realtime import arrivals
 from broker.store.commands import projects as project_store
 from broker.store.embedded import resolve_redis_url
-from broker.store.errors import StoreError
+from broker.store.errors import StoreFailure
 from broker.store.store import Store
 
 hook_app = typer.Typer(help="Commands for agent hooks (e.g. Claude Code's UserPromptSubmit).", no_args_is_help=True)
@@ -81,7 +81,7 @@ async def _watch(
                         cursor, shown, backoff = entry_id, shown + 1, 0.1
                         if count is not None and shown >= count:
                             break
-            except StoreError as exc:  # resume from the last cursor once Redis answers again
+            except StoreFailure as exc:  # resume from the last cursor once Redis answers again
                 console.print(f"[yellow]Redis unreachable ({exc}); retrying in {backoff:.1f}s[/yellow]")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -34,7 +34,7 @@ from broker.store.commands import identity as identity_store
 from broker.store.commands import projects
 from broker.store.commands import reservations as reservation_store
 from broker.store.commands.reservation_record import ReservationRecord
-from broker.store.errors import StoreError
+from broker.store.errors import StoreFailure
 from broker.store.keys import Keys, looks_like_path, slugify
 from broker.store.refusals import Refusal
 
@@ -376,7 +376,7 @@ def check(project_key: str, repo: Path, env: dict[str, str]) -> int:
     me = env.get("AGENT_NAME", "").strip().lower()
     try:
         held = live_exclusive(get_settings(), project_key)
-    except (StoreError, OSError, NoBroker) as exc:
+    except (*StoreFailure, OSError, NoBroker) as exc:
         block = env.get("BROKER_GUARD_UNREACHABLE", "").lower() == "block"
         print(
             f"agent-broker guard: cannot read reservations ({exc}); "
