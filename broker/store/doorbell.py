@@ -24,6 +24,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.crc import key_slot
@@ -154,6 +155,7 @@ class Doorbell:
         self._readers: dict[str, _NodeReader] = {}  # node URL -> reader
         self._node_of_channel: dict[str, str] = {}
         self._slots: list[tuple[int, int, str, int]] = []  # cluster: (start, end, host, port)
+        self._known_nodes: list[str] = []  # cluster: every node URL of the last slot map
         self._lock = asyncio.Lock()
         self._placing: set[asyncio.Task[None]] = set()
         self._reroute_task: asyncio.Task[None] | None = None
@@ -359,21 +361,33 @@ class Doorbell:
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
     async def _refresh_slots(self) -> None:
-        candidates = [plain_url(self.redis_url), *self._readers]
-        for url in dict.fromkeys(candidates):
-            client = make_client(url, 1)
-            try:
-                slots = await asyncio.wait_for(client.execute_command("CLUSTER SLOTS"), 2.0)
-            except Exception:
-                continue
-            finally:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-            host_of_seed = urlsplit(plain_url(self.redis_url)).hostname or "127.0.0.1"
-            self._slots = [
-                (int(start), int(end), (master[0] or host_of_seed), int(master[1])) for start, end, master, *_ in slots
-            ]
-            return
+        """Read the slot map from the first node that answers: the seed, every node of the last
+        map (masters and replicas: the seed may be the master that died) and the readers' nodes,
+        asked at once so that dead ones cost no waiting."""
+        candidates = dict.fromkeys([plain_url(self.redis_url), *self._known_nodes, *self._readers])
+        asking = [asyncio.create_task(_cluster_slots(url)) for url in candidates]
+        try:
+            for answer in asyncio.as_completed(asking):
+                slots = await answer
+                if slots is not None:
+                    self._learn(slots)
+                    return
+        finally:
+            for task in asking:
+                task.cancel()
+            await asyncio.gather(*asking, return_exceptions=True)
+
+    def _learn(self, slots: list[Any]) -> None:
+        """Keep a CLUSTER SLOTS reply: each range's master, and every node it names."""
+        host_of_seed = urlsplit(plain_url(self.redis_url)).hostname or "127.0.0.1"
+        self._slots = [
+            (int(start), int(end), (master[0] or host_of_seed), int(master[1])) for start, end, master, *_ in slots
+        ]
+        self._known_nodes = list(
+            dict.fromkeys(
+                self._node_url(node[0] or host_of_seed, int(node[1])) for _, _, *nodes in slots for node in nodes
+            )
+        )
 
     # -- events ---------------------------------------------------------------------------------
     def _confirmed(self, channel: str) -> asyncio.Event:
@@ -405,3 +419,15 @@ class Doorbell:
                 observer(*key)
             except Exception:  # an observer's failure must not stop the doorbell
                 logger.exception("doorbell observer failed")
+
+
+async def _cluster_slots(url: str) -> list[Any] | None:
+    """One node's CLUSTER SLOTS reply, or None if it does not answer within 2 s."""
+    client = make_client(url, 1)
+    try:
+        return await asyncio.wait_for(client.execute_command("CLUSTER SLOTS"), 2.0)
+    except Exception:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
