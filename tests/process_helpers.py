@@ -18,7 +18,7 @@ from uuid import uuid4
 import httpx
 
 BROKER = str(Path(sys.executable).with_name("broker"))
-START_SECONDS = 30  # for one process to answer /health/liveness
+START_SECONDS = 60  # for one process to answer /health/liveness (a busy CI machine: seconds of imports)
 
 
 def free_port() -> int:

@@ -35,7 +35,8 @@ from shapes import payload
 
 from broker.store.clients import plain_url
 
-pytestmark = pytest.mark.integration
+# starts three processes (each imports for seconds of CPU) before its checks
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 PROMPTLY = 5.0  # seconds; a doorbell takes milliseconds, this bounds a loaded CI machine
 
 
