@@ -1,8 +1,10 @@
 """Three ``broker serve`` processes on one Redis behave as one broker, on a single redis-server and
 on the 3-master cluster: a waiter, an SSE stream or a push subscription on one process hears mail
-sent through another, and racing reservations spread over all three stay atomic. MCP sessions
+sent through another, racing reservations spread over all three stay atomic, and the one
+persistence worker (A's) persists what every process writes. MCP sessions
 (handshake-era clients) are the one thing that does not travel: a session lives in the process
-that opened it, so a load balancer must keep it there (docs/deploy.md, "Several broker processes").
+that opened it, with its agent bindings, so a load balancer must keep it there (docs/deploy.md,
+"Several broker processes").
 
 A persists on a thread of its own (the default); B and C run with PERSISTENCE_WORKER=external.
 """
@@ -14,6 +16,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -24,13 +27,13 @@ from cluster_helpers import QUEUE_URLS
 from fastmcp import Client
 from fastmcp.client.messages import MessageHandler
 from fastmcp.client.transports import StreamableHttpTransport
-from helpers import Tools
+from helpers import PROJECT, Tools, make_settings
 from mcp.client.subscriptions import listen
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import ResourceUpdatedNotification
 from process_helpers import Served, broker_env, serving_all
-from realtime_helpers import read_events
+from realtime_helpers import http_broker, read_events
 from shapes import payload
 
 from broker.store.clients import plain_url
@@ -182,6 +185,28 @@ async def push_subscriptions_on_one_process_hear_mail_sent_through_the_others(br
                 assert await asyncio.wait_for(legacy_updates.get(), PROMPTLY) == uri
 
 
+async def one_worker_persists_what_every_process_writes(brokers: list[Served]) -> None:
+    """Only A persists: mail sent through B and C reaches the one index of STORAGE_ROOT, and
+    search_messages finds it through every process."""
+    async with tools_on(*brokers) as on:
+        project, _ = await new_project(on[1], "GreenCastle", "BlueLake")
+        word = f"w{uuid4().hex[:12]}"
+        sent = {
+            payload(await tools.send("BlueLake", ["GreenCastle"], project_key=project, subject=f"{word} via {via}"))[
+                "id"
+            ]
+            for tools, via in ((on[1], "B"), (on[2], "C"))
+        }
+        deadline = time.monotonic() + 30
+        for tools in on:
+            while True:  # persisted a moment after the send (no event reaches this test)
+                found = await tools.call("search_messages", project_key=project, query=word, agent_name="GreenCastle")
+                if {m["id"] for m in found} == sent:
+                    break
+                assert time.monotonic() < deadline, f"persisted so far: {found}"
+                await asyncio.sleep(0.05)
+
+
 class Balancer(httpx2.AsyncHTTPTransport):
     """A load balancer in the client: each request goes to the next of the given ports."""
 
@@ -246,4 +271,28 @@ async def test_three_processes_behave_as_one(brokers: list[Served]) -> None:
     await reservations_stay_atomic_across_processes(brokers)
     await an_sse_stream_on_one_process_delivers_mail_sent_through_the_others(brokers)
     await push_subscriptions_on_one_process_hear_mail_sent_through_the_others(brokers)
+    await one_worker_persists_what_every_process_writes(brokers)
     await sessionless_calls_work_on_any_process_and_a_session_only_on_its_own(brokers)
+
+
+async def test_an_agent_binding_stays_with_the_session_and_process_that_made_it(redis_url: str, tmp_path: Path) -> None:
+    """Under AGENT_AUTH=required a handshake-era session that passed an agent's token once may
+    leave it out afterwards, on that session only: another broker (two apps on one Redis and
+    key prefix, in this loop: no state shared but Redis's) does not know the binding."""
+    settings = make_settings(redis_url, tmp_path, AGENT_AUTH="required")
+    async with http_broker(settings) as (a, _), http_broker(settings) as (b, _):
+        async with Client(StreamableHttpTransport(f"{b}/mcp/")) as setup:  # apart: registering binds its session
+            await Tools(setup).project()
+            token = (await Tools(setup).agent("GreenCastle"))["registration_token"]
+        args = {"project_key": PROJECT, "agent_name": "GreenCastle"}
+        async with (
+            Client(StreamableHttpTransport(f"{a}/mcp/"), mode="legacy") as client_a,
+            Client(StreamableHttpTransport(f"{b}/mcp/"), mode="legacy") as client_b,
+        ):
+            on_a, on_b = Tools(client_a), Tools(client_b)
+            assert (await on_a.error("fetch_inbox", **args)).startswith("AUTHENTICATION_REQUIRED:")
+            assert await on_a.call("fetch_inbox", **args, registration_token=token) == []
+            assert await on_a.call("fetch_inbox", **args) == []  # bound: A's session may leave the token out
+            assert (await on_b.error("fetch_inbox", **args)).startswith("AUTHENTICATION_REQUIRED:")
+            # With its token the call works on B too: token-carrying calls need no stickiness.
+            assert await on_b.call("fetch_inbox", **args, registration_token=token) == []
