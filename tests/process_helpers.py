@@ -18,6 +18,7 @@ from uuid import uuid4
 import httpx
 
 BROKER = str(Path(sys.executable).with_name("broker"))
+START_SECONDS = 60  # for one process to answer /health/liveness (a busy CI machine: seconds of imports)
 
 
 def free_port() -> int:
@@ -53,6 +54,32 @@ def serving(
     env: dict[str, str], broker: str = BROKER, cwd: Path | None = None, host: str = "127.0.0.1"
 ) -> Iterator[Served]:
     """Run ``broker serve`` on a random port of ``host``; yield once /health/liveness answers."""
+    with serving_all([env], broker, cwd, host) as [served]:
+        yield served
+
+
+@contextmanager
+def serving_all(
+    envs: list[dict[str, str]], broker: str = BROKER, cwd: Path | None = None, host: str = "127.0.0.1"
+) -> Iterator[list[Served]]:
+    """One ``broker serve`` per environment, started together (their start-ups overlap); yield
+    them once each one's /health/liveness answers."""
+    started: list[Served] = []
+    try:
+        for env in envs:
+            started.append(_launch(env, broker, cwd, host))
+        # imports alone take seconds of CPU each: several at once on a busy machine need longer
+        deadline = time.monotonic() + START_SECONDS * len(envs)
+        for served in started:
+            _wait_alive(served, deadline)
+        yield started
+    finally:
+        for served in started:
+            stop_process(served.proc)
+            served.log.unlink(missing_ok=True)
+
+
+def _launch(env: dict[str, str], broker: str, cwd: Path | None, host: str) -> Served:
     port = free_port()
     with tempfile.NamedTemporaryFile("w+", prefix="broker-serve-", suffix=".log", delete=False) as log:
         proc = subprocess.Popen(
@@ -63,24 +90,21 @@ def serving(
             stderr=subprocess.STDOUT,
             text=True,
         )
-    served = Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/mcp/", proc, Path(log.name))
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{served.base}/health/liveness", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                raise AssertionError(f"broker serve did not start:\n{served.output()}")
-            time.sleep(0.1)
-        yield served
-    finally:
-        stop_process(proc)
-        served.log.unlink(missing_ok=True)
+    return Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/mcp/", proc, Path(log.name))
+
+
+def _wait_alive(served: Served, deadline: float) -> None:
+    while True:
+        try:
+            if httpx.get(f"{served.base}/health/liveness", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if served.proc.poll() is not None or time.monotonic() > deadline:
+            served.proc.kill()
+            served.proc.wait()
+            raise AssertionError(f"broker serve did not start:\n{served.output()}")
+        time.sleep(0.1)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -62,3 +63,19 @@ async def local_tools(settings: Settings) -> AsyncIterator[Tools]:
     """Tools on an in-process server sharing the HTTP broker's Redis and key prefix."""
     async with Client(build_server(settings, agent_auth="open")) as client:
         yield Tools(client)
+
+
+async def read_events(lines: AsyncIterator[str], count: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """The next ``count`` SSE events as (id, event, data JSON); comment lines (pings) skipped."""
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    fields: dict[str, str] = {}
+    while len(events) < count:
+        line = await asyncio.wait_for(anext(lines), 5)
+        if not line:
+            if "data" in fields:
+                events.append((fields.get("id", ""), fields.get("event", ""), json.loads(fields["data"])))
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+    return events

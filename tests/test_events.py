@@ -5,10 +5,7 @@ streamable HTTP, and MCP push over HTTP."""
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -20,26 +17,10 @@ from helpers import PROJECT, SLUG, make_settings
 from mcp.client.subscriptions import listen
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import ResourceUpdatedNotification
-from realtime_helpers import http_broker, local_tools, until
+from realtime_helpers import http_broker, local_tools, read_events, until
 from shapes import payload
 
 BEARER = "bearer-for-events"
-
-
-async def read_events(lines: AsyncIterator[str], count: int) -> list[tuple[str, str, dict[str, Any]]]:
-    """The next ``count`` SSE events as (id, event, data JSON); comment lines (pings) skipped."""
-    events: list[tuple[str, str, dict[str, Any]]] = []
-    fields: dict[str, str] = {}
-    while len(events) < count:
-        line = await asyncio.wait_for(anext(lines), 5)
-        if not line:
-            if "data" in fields:
-                events.append((fields.get("id", ""), fields.get("event", ""), json.loads(fields["data"])))
-            fields = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            fields[name] = value.removeprefix(" ")
-    return events
 
 
 async def test_sse_replays_after_last_event_id_then_streams_live(backend: str, tmp_path: Path) -> None:
