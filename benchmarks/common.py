@@ -39,11 +39,17 @@ def percentile(samples: list[float], q: float) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[q - 1] if q != 50 else statistics.median(samples)
 
 
-async def interleaved(calls: dict[str, Callable[[], Awaitable[Any]]], rounds: int) -> dict[str, list[float]]:
-    """Time each call once per round, alternating, so machine noise hits all of them alike."""
+async def interleaved(
+    calls: dict[str, Callable[[], Awaitable[Any]]], rounds: int, rotate: bool = False
+) -> dict[str, list[float]]:
+    """Time each call once per round, alternating, so machine noise hits all of them alike.
+    ``rotate`` starts each round with the next call: on a busy machine the first call of a round
+    (the first Redis round trip after the others' work) can be markedly slower than the rest."""
     samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
+    order = list(calls.items())
+    for round_ in range(rounds):
+        shift = round_ % len(order) if rotate else 0
+        for name, call in order[shift:] + order[:shift]:
             start = time.perf_counter()
             await call()
             samples[name].append(time.perf_counter() - start)
