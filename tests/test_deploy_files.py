@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yaml"
 HOST_TOOLS = ROOT / "compose.host-tools.yaml"
+CLUSTER = ROOT / "compose.cluster.yaml"
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 
 
@@ -42,7 +43,7 @@ def schema_check(*files: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_compose_files_follow_the_compose_spec(tmp_path: Path) -> None:
-    done = schema_check(COMPOSE, HOST_TOOLS)
+    done = schema_check(COMPOSE, HOST_TOOLS, CLUSTER)
     assert done.returncode == 0, done.stdout + done.stderr
     # The check does catch a mistake: a misspelt healthcheck key.
     bad = compose()
@@ -66,10 +67,31 @@ def test_compose_structure() -> None:
         assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
 
 
+def test_cluster_compose_structure() -> None:
+    services = yaml.safe_load(CLUSTER.read_text())["services"]
+    nodes = ["redis-1", "redis-2", "redis-3"]
+    brokers = [name for name in services if name.startswith("broker-")]
+    assert len(brokers) >= 2
+    for name in [*nodes, "queue", "cluster-init"]:
+        assert "ports" not in services[name] and "network_mode" not in services[name], name
+    for name in nodes:
+        assert services[name]["command"][0] == "redis-server" and "--cluster-enabled" in services[name]["command"]
+    assert "--cluster create" in services["cluster-init"]["command"][-1]
+    for name in [*brokers, "worker"]:
+        env = services[name]["environment"]
+        assert env["REDIS_CLUSTER"] == "true" and env["REDIS_URL"] == "redis://redis-1:6379/0", name
+        assert env["QUEUE_REDIS_URL"] == "redis://queue:6379/0", name
+        assert services[name]["depends_on"]["cluster-init"]["condition"] == "service_completed_successfully"
+    for name in brokers:
+        assert services[name]["environment"]["PERSISTENCE_WORKER"] == "external", name
+
+
 def test_compose_commands_exist_in_the_cli() -> None:
     cli = typer.main.get_command(app)
-    for name in ("broker", "worker"):
-        argv = compose()["services"][name]["command"]
+    cluster = yaml.safe_load(CLUSTER.read_text())["services"]
+    for name, argv in [(name, compose()["services"][name]["command"]) for name in ("broker", "worker")] + [
+        (name, cluster[name]["command"]) for name in ("broker-1", "broker-2", "worker")
+    ]:
         assert argv[0] == "broker", name
         command = cli.commands[argv[1]]  # type: ignore[attr-defined]
         known = {opt for param in command.params for opt in param.opts}
