@@ -23,7 +23,7 @@ from typing import Any
 
 from fastmcp import Client, FastMCP
 
-from benchmarks.common import bench_settings, interleaved, percentile, redis_url
+from benchmarks.common import bench_settings, interleaved, machine_load, percentile, redis_url
 from benchmarks.messaging import BODY, floor_server
 from broker.server import build_server
 from tests.cluster_helpers import start_cluster
@@ -77,7 +77,7 @@ async def run(rounds: int) -> None:
     p50 = {name: percentile(samples, 50) * 1e3 for name, samples in sends.items()}
     p95 = {name: percentile(samples, 95) * 1e3 for name, samples in sends.items()}
     ratio = p50["cluster"] / p50["single"]
-    print(f"Redis: {source} vs a 3-master cluster (no replicas); {rounds} sends each, interleaved")
+    print(f"Redis: {source} vs a 3-master cluster (no replicas); {rounds} sends each, interleaved; {machine_load()}")
     for name in ("single", "cluster", "floor"):
         print(f"  send_message p50 {name:<8} {p50[name]:7.3f} ms  p95 {p95[name]:7.3f} ms")
     print(

@@ -35,6 +35,11 @@ def bench_settings(url: str, root: Path, **overrides: Any) -> Settings:
     return Settings(REDIS_URL=url, REDIS_KEY_PREFIX=f"bench{uuid.uuid4().hex[:8]}", STORAGE_ROOT=root, **overrides)
 
 
+def machine_load() -> str:
+    """The 1-minute load average beside the core count: the shared machine's state during a run."""
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+
+
 def percentile(samples: list[float], q: float) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[q - 1] if q != 50 else statistics.median(samples)
 

@@ -3,9 +3,9 @@ that measure served broker processes (benchmarks.scaling, benchmarks.transport).
 
 The client speaks the protocol as any MCP client does (``initialize``, ``notifications/initialized``,
 then ``tools/call`` on its session, replies read from the server-sent event stream of each POST),
-but with each request body encoded once, on one shared connection pool: fastmcp's Client costs
-several times more CPU per call, which on this 2-core machine would be taken from the servers
-under test.
+but with each request body encoded once and HTTP/1.1 written by hand on one keep-alive
+connection per session: fastmcp's Client (or httpx) costs several times more CPU per call, which
+on this 2-core machine would be taken from the servers under test.
 
 Run as the load process: python -m benchmarks.load --urls URL[,URL...] --calls FILE.json
     [--clients N] [--warmup S] [--seconds S]   (prints one JSON line of results)
@@ -15,62 +15,85 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import time
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 PROTOCOL = "2025-06-18"
-HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
 class McpSession:
-    """One MCP session on a server; ``call`` sends a pre-encoded tools/call request."""
+    """One MCP session on its own HTTP/1.1 keep-alive connection; ``call`` sends a pre-encoded
+    tools/call request. The HTTP is written by hand (one write per request, the reply read as a
+    chunked or sized body): the load process must spend as little CPU per call as it can."""
 
-    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
-        self.http = http
-        self.url = url
-        self.headers = dict(HEADERS)
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port, self.path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
+        self.headers = {"Host": f"{self.host}:{self.port}", **HEADERS}
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
 
     async def open(self) -> McpSession:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         hello = {
             "jsonrpc": "2.0", "id": 0, "method": "initialize",
             "params": {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},
         }  # fmt: skip
-        reply = await self.http.post(self.url, headers=self.headers, json=hello)
-        reply.raise_for_status()
+        status, headers, _ = await self._post(json.dumps(hello).encode())
+        if status != 200:
+            raise RuntimeError(f"initialize answered HTTP {status}")
         self.headers["mcp-protocol-version"] = PROTOCOL
-        if "mcp-session-id" in reply.headers:
-            self.headers["mcp-session-id"] = reply.headers["mcp-session-id"]
-        done = await self.http.post(
-            self.url, headers=self.headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"}
-        )
-        done.raise_for_status()
+        if "mcp-session-id" in headers:
+            self.headers["mcp-session-id"] = headers["mcp-session-id"]
+        status, _, _ = await self._post(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode())
+        if status >= 300:
+            raise RuntimeError(f"notifications/initialized answered HTTP {status}")
         return self
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
 
     @staticmethod
     def encode(tool: str, arguments: dict[str, Any]) -> bytes:
         request = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
         return json.dumps(request).encode()
 
+    async def _post(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        assert self.reader is not None and self.writer is not None, "open() first"
+        head = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+        self.writer.write(f"POST {self.path} HTTP/1.1\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        status = int((await self.reader.readline()).split(b" ", 2)[1])
+        headers = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("transfer-encoding") == "chunked":
+            chunks = []
+            while size := int((await self.reader.readline()).split(b";")[0], 16):
+                chunks.append((await self.reader.readexactly(size + 2))[:-2])
+            await self.reader.readline()  # the blank line after the last chunk
+            return status, headers, b"".join(chunks)
+        return status, headers, await self.reader.readexactly(int(headers.get("content-length", 0)))
+
     async def call(self, body: bytes) -> dict[str, Any]:
         """The JSON-RPC result of one call (raises on a transport or protocol error)."""
-        reply = await self.http.post(self.url, headers=self.headers, content=body)
-        reply.raise_for_status()
-        text = reply.text
-        if reply.headers.get("content-type", "").startswith("text/event-stream"):
-            text = next(line[5:] for line in text.splitlines() if line.startswith("data:"))
-        message = json.loads(text)
+        status, headers, payload = await self._post(body)
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {payload[:200]!r}")
+        if headers.get("content-type", "").startswith("text/event-stream"):
+            payload = next(line[5:] for line in payload.splitlines() if line.startswith(b"data:"))
+        message = json.loads(payload)
         if "error" in message:
             raise RuntimeError(f"JSON-RPC error: {message['error']}")
         return message["result"]
-
-
-def http_client(connections: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(limits=limits, timeout=60)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -84,8 +107,8 @@ async def generate(urls: list[str], calls: list[tuple[str, dict[str, Any]]], cli
                    seconds: float) -> dict[str, Any]:  # fmt: skip
     """``clients`` concurrent sessions, client i on urls[i % len(urls)], each calling its share of
     ``calls`` in turn as fast as replies come; counts the calls that end inside the window."""
-    async with http_client(clients) as http:
-        sessions = [await McpSession(http, urls[i % len(urls)]).open() for i in range(clients)]
+    sessions = [await McpSession(urls[i % len(urls)]).open() for i in range(clients)]
+    try:
         bodies = [McpSession.encode(tool, arguments) for tool, arguments in calls]
         start = time.perf_counter()
         window = (start + warmup, start + warmup + seconds)
@@ -99,7 +122,7 @@ async def generate(urls: list[str], calls: list[tuple[str, dict[str, Any]]], cli
                 try:
                     result = await sessions[i].call(mine[n % len(mine)])
                     outcome = "errors" if result.get("isError") else "ok"
-                except (httpx.HTTPError, RuntimeError, ValueError):
+                except (OSError, asyncio.IncompleteReadError, RuntimeError, ValueError):
                     outcome = "errors"
                 n += 1
                 now = time.perf_counter()
@@ -116,6 +139,9 @@ async def generate(urls: list[str], calls: list[tuple[str, dict[str, Any]]], cli
 
         await asyncio.gather(announce(), *(loop(i) for i in range(clients)))
         cpu = time.process_time() - cpu_before[0] if cpu_before else 0.0
+    finally:
+        for session in sessions:
+            await session.close()
     return {**counts, "seconds": seconds, "calls_per_s": counts["ok"] / seconds, "load_cpu_per_s": cpu / seconds}
 
 

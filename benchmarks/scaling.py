@@ -32,8 +32,8 @@ from typing import Any
 
 import redis
 
-from benchmarks.common import redis_url
-from benchmarks.load import McpSession, cpu_seconds, http_client
+from benchmarks.common import machine_load, redis_url
+from benchmarks.load import McpSession, cpu_seconds
 from benchmarks.messaging import BODY
 from tests.process_helpers import Served, broker_env, serving
 
@@ -45,15 +45,15 @@ UNLIMITED = {"AGENT_RATE_LIMIT_PER_SECOND": "0", "CLIENT_RATE_LIMIT_PER_SECOND":
 
 async def send_calls(mcp_url: str, agents: int) -> list[tuple[str, dict[str, Any]]]:
     """Register ``agents`` agents; one send_message per agent, each to the next one."""
-    async with http_client(1) as http:
-        session = await McpSession(http, mcp_url).open()
-        await session.call(McpSession.encode("ensure_project", {"human_key": PROJECT}))
-        names = []
-        for _ in range(agents):
-            reply = await session.call(
-                McpSession.encode("register_agent", {"project_key": PROJECT, "program": "bench", "model": "m"})
-            )
-            names.append(reply["structuredContent"]["name"])
+    session = await McpSession(mcp_url).open()
+    await session.call(McpSession.encode("ensure_project", {"human_key": PROJECT}))
+    names = []
+    for _ in range(agents):
+        reply = await session.call(
+            McpSession.encode("register_agent", {"project_key": PROJECT, "program": "bench", "model": "m"})
+        )
+        names.append(reply["structuredContent"]["name"])
+    await session.close()
     return [
         ("send_message", {"project_key": PROJECT, "sender_name": name, "to": [names[(i + 1) % agents]],
                           "subject": "scaling benchmark", "body_md": BODY})
@@ -85,9 +85,12 @@ def phase(served: list[Served], redis_pid: int, calls_file: Path, args: argparse
 
 def describe(label: str, result: dict[str, Any]) -> str:
     cores = ", ".join(f"{name} {value:4.2f}" for name, value in result.items() if name.startswith(("broker", "redis")))
+    rate = max(result["calls_per_s"], 1e-9)
+    brokers = sum(value for name, value in result.items() if name.startswith("broker"))
     return (
         f"  {label:<11} {result['calls_per_s']:7.0f} calls/s  errors {result['errors']:<3} "
-        f"CPU cores: {cores}, load {result['load_cpu_per_s']:4.2f}"
+        f"CPU cores: {cores}, load {result['load_cpu_per_s']:4.2f}; per call: broker {brokers / rate * 1e3:4.2f} ms, "
+        f"redis {result['redis'] / rate * 1e6:4.0f} us"
     )
 
 
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> None:
         redis_pid = int(redis.Redis.from_url(url).info("server")["process_id"])
         rates: dict[int, list[float]] = {1: [], 2: []}
         print(f"Redis: {source}; {args.clients} MCP sessions in one load process, {args.agents} agents, "
-              f"{args.seconds:g} s counted per phase")  # fmt: skip
+              f"{args.seconds:g} s counted per phase; {machine_load()}")  # fmt: skip
         for repeat in range(args.repeats):
             for processes in (1, 2) if repeat % 2 == 0 else (2, 1):
                 result = phase(served[:processes], redis_pid, calls_file, args)

@@ -8,6 +8,8 @@ redis-server, and reports per message:
 * Redis CPU: the user + system time of the redis-server process (script, commands, network I/O,
   the persistence queue's calls, everything Redis did for the sends), and the part of it
   ``INFO commandstats`` counts inside the send script (EVALSHA);
+* Redis CPU per ``fetch_inbox`` (an agent's 20 newest messages with bodies, ``--fetches`` calls
+  through the in-memory FastMCP client, one at a time), for the reads beside the sends;
 * Redis memory: the growth of ``used_memory``, first with every message still pending
   persistence (no worker ran), then after a ``broker worker`` process has drained them (what
   stays in Redis for as long as the mail is kept).
@@ -29,7 +31,7 @@ from pathlib import Path
 import redis
 from fastmcp import Client
 
-from benchmarks.common import bench_settings, redis_url
+from benchmarks.common import bench_settings, machine_load, redis_url
 from benchmarks.load import cpu_seconds
 from benchmarks.messaging import BODY
 from broker.mail import send as mail
@@ -103,16 +105,23 @@ async def run(args: argparse.Namespace) -> None:
         script_after = script_usec(sync)
         calls, usec = script_after[0] - script_before[0], script_after[1] - script_before[1]
         memory_pending = used_memory(sync) - memory_before
+        async with Client(server) as client:  # the commonest read: an agent's 20 newest, with bodies
+            cpu_before = cpu_seconds(redis_pid)
+            for i in range(args.fetches):
+                fetch = {"project_key": PROJECT, "agent_name": names[i % len(names)], "include_bodies": True}
+                await client.call_tool("fetch_inbox", fetch)
+            fetch_cpu = cpu_seconds(redis_pid) - cpu_before
         await server.store.close()  # type: ignore[attr-defined]
         drained = drain(url, settings.redis_key_prefix, tmp, Keys(settings.redis_key_prefix).pending(slug), sync)
         memory_kept = used_memory(sync) - memory_before
 
     n = args.messages
     print(f"Redis: {source}; {n} messages (512 B body, 1 recipient) among {args.agents} agents, "
-          f"{args.in_flight} in flight, {n / elapsed:.0f} msg/s from one process")  # fmt: skip
+          f"{args.in_flight} in flight, {n / elapsed:.0f} msg/s from one process; {machine_load()}")  # fmt: skip
     print(f"Redis CPU per send: {cpu / n * 1e6:6.1f} us of redis-server process time "
           f"(so at most {n / cpu:,.0f} sends/s per master at 100% of its core); "
           f"inside the send script (EVALSHA, {calls / n:.2f} calls per send): {usec / n:6.1f} us")  # fmt: skip
+    print(f"Redis CPU per fetch_inbox (20 newest, with bodies): {fetch_cpu / args.fetches * 1e6:6.1f} us")
     print(
         f"Redis memory per message: {memory_pending / n:6.0f} B while pending persistence, "
         f"{memory_kept / n:6.0f} B once persisted (a broker worker drained them in {drained:.1f} s)"
@@ -124,6 +133,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000, help="messages sent and measured")
     parser.add_argument("--agents", type=int, default=100, help="agents of the project")
     parser.add_argument("--in-flight", type=int, default=50, help="concurrent sends")
+    parser.add_argument("--fetches", type=int, default=2000, help="fetch_inbox calls measured")
     asyncio.run(run(parser.parse_args()))
 
 

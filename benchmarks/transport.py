@@ -29,7 +29,7 @@ import httpx
 from fastmcp import Client
 from fastmcp.client.transports import StreamableHttpTransport
 
-from benchmarks.common import interleaved, redis_url, row
+from benchmarks.common import interleaved, machine_load, redis_url, row
 from benchmarks.messaging import BODY, floor_server
 from benchmarks.scaling import UNLIMITED
 from tests.process_helpers import broker_env, free_port, serving, stop_process
@@ -99,7 +99,9 @@ def run(rounds: int) -> None:
         env = broker_env(url, Path(tmp), PERSISTENCE_WORKER="external", **UNLIMITED)
         with serving(env) as broker, noop_serving() as noop_url:
             sends = asyncio.run(measure(broker.mcp_url, noop_url, rounds))
-    print(f"Redis: {source}; {rounds} sends per server over streamable HTTP (fastmcp Client), interleaved")
+    print(
+        f"Redis: {source}; {rounds} sends per server over streamable HTTP (fastmcp Client), interleaved; {machine_load()}"
+    )
     print(row("send_message over HTTP vs no-op", sends["ours"], sends["noop"], target=TARGET))
 
 
