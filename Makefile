@@ -46,3 +46,7 @@ bench: install redis-server
 	$(BIN)/python -m benchmarks.durability
 	$(BIN)/python -m benchmarks.fairness
 	$(BIN)/python -m benchmarks.observability
+	$(BIN)/python -m benchmarks.scaling
+	$(BIN)/python -m benchmarks.cluster
+	$(BIN)/python -m benchmarks.transport
+	$(BIN)/python -m benchmarks.sizing

@@ -1,7 +1,7 @@
 """Sizing benchmark: Redis CPU and memory per message, the figures behind docs/operations.md#sizing.
 
-Sends ``--messages`` messages (512-byte body, one recipient, between ``--agents`` agents of one
-project) through ``broker.mail.send.send_message`` (the tool's function and Lua script, without
+Sends ``--messages`` messages (a 512-byte body unless ``--body-bytes``, one recipient, between
+``--agents`` agents of one project) through ``broker.mail.send.send_message`` (the tool's function and Lua script, without
 the MCP layer: this measures Redis, not the caller), ``--in-flight`` at a time, to a throwaway
 redis-server, and reports per message:
 
@@ -33,7 +33,6 @@ from fastmcp import Client
 
 from benchmarks.common import bench_settings, machine_load, redis_url
 from benchmarks.load import cpu_seconds
-from benchmarks.messaging import BODY
 from broker.mail import send as mail
 from broker.server import build_server
 from broker.store.keys import Keys
@@ -85,10 +84,12 @@ async def run(args: argparse.Namespace) -> None:
                 names.append(reg.data["name"])
             slug = (await client.call_tool("ensure_project", {"human_key": PROJECT})).data["slug"]
 
+        body = "x" * args.body_bytes
+
         async def send(i: int) -> None:
             sender, recipient = names[i % len(names)], names[(i + 1) % len(names)]
             await mail.send_message(
-                store, PROJECT, sender, [recipient], f"sizing benchmark #{i}", BODY,
+                store, PROJECT, sender, [recipient], f"sizing benchmark #{i}", body,
                 None, None, "normal", False, None, False, None, None,
             )  # fmt: skip
 
@@ -116,7 +117,7 @@ async def run(args: argparse.Namespace) -> None:
         memory_kept = used_memory(sync) - memory_before
 
     n = args.messages
-    print(f"Redis: {source}; {n} messages (512 B body, 1 recipient) among {args.agents} agents, "
+    print(f"Redis: {source}; {n} messages ({args.body_bytes} B body, 1 recipient) among {args.agents} agents, "
           f"{args.in_flight} in flight, {n / elapsed:.0f} msg/s from one process; {machine_load()}")  # fmt: skip
     print(f"Redis CPU per send: {cpu / n * 1e6:6.1f} us of redis-server process time "
           f"(so at most {n / cpu:,.0f} sends/s per master at 100% of its core); "
@@ -132,6 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000, help="messages sent and measured")
     parser.add_argument("--agents", type=int, default=100, help="agents of the project")
+    parser.add_argument("--body-bytes", type=int, default=512, help="size of each message's body_md")
     parser.add_argument("--in-flight", type=int, default=50, help="concurrent sends")
     parser.add_argument("--fetches", type=int, default=2000, help="fetch_inbox calls measured")
     asyncio.run(run(parser.parse_args()))

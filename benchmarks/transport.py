@@ -44,7 +44,10 @@ def serve_noop(port: int) -> None:
 
     import uvicorn
 
-    sock = socket.socket()
+    # IPPROTO_TCP as `broker serve` binds (broker/cli.py, from getaddrinfo): asyncio turns Nagle's
+    # algorithm off only on sockets created with it, and with Nagle on, each reply's event waited
+    # for the client's delayed ACK of the headers (about 40 ms a call).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     sock.listen(2048)
