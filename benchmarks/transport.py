@@ -62,14 +62,14 @@ def noop_serving() -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.transport", "--serve-noop", str(port)])
     url = f"http://127.0.0.1:{port}/mcp/"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # imports take a while on a busy machine
         while True:
             try:
                 httpx.get(url, timeout=1)  # any HTTP answer (a 4xx to a bare GET) means it serves
                 break
             except httpx.TransportError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the no-op server did not start") from None
+                    raise RuntimeError(f"the no-op server did not start (exit status {proc.poll()})") from None
                 time.sleep(0.1)
         yield url
     finally:
