@@ -59,7 +59,10 @@ def serve_noop(port: int) -> None:
 def noop_serving() -> Iterator[str]:
     """The no-op server in a process of its own; yields its MCP URL once it answers."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.transport", "--serve-noop", str(port)])
+    # a session of its own, as the broker's (see benchmarks.scaling: CPU is shared per session)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.transport", "--serve-noop", str(port)], start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}/mcp/"
     try:
         deadline = time.monotonic() + 120  # imports take a while on a busy machine
@@ -100,7 +103,7 @@ async def measure(broker_url: str, noop_url: str, rounds: int) -> dict[str, list
 def run(rounds: int) -> None:
     with redis_url() as (url, source), tempfile.TemporaryDirectory() as tmp:
         env = broker_env(url, Path(tmp), PERSISTENCE_WORKER="external", **UNLIMITED)
-        with serving(env) as broker, noop_serving() as noop_url:
+        with serving(env, new_session=True) as broker, noop_serving() as noop_url:
             sends = asyncio.run(measure(broker.mcp_url, noop_url, rounds))
     print(
         f"Redis: {source}; {rounds} sends per server over streamable HTTP (fastmcp Client), interleaved; {machine_load()}"

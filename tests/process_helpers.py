@@ -51,23 +51,34 @@ class Served:
 
 @contextmanager
 def serving(
-    env: dict[str, str], broker: str = BROKER, cwd: Path | None = None, host: str = "127.0.0.1"
+    env: dict[str, str],
+    broker: str = BROKER,
+    cwd: Path | None = None,
+    host: str = "127.0.0.1",
+    new_session: bool = False,
 ) -> Iterator[Served]:
     """Run ``broker serve`` on a random port of ``host``; yield once /health/liveness answers."""
-    with serving_all([env], broker, cwd, host) as [served]:
+    with serving_all([env], broker, cwd, host, new_session) as [served]:
         yield served
 
 
 @contextmanager
 def serving_all(
-    envs: list[dict[str, str]], broker: str = BROKER, cwd: Path | None = None, host: str = "127.0.0.1"
+    envs: list[dict[str, str]],
+    broker: str = BROKER,
+    cwd: Path | None = None,
+    host: str = "127.0.0.1",
+    new_session: bool = False,
 ) -> Iterator[list[Served]]:
     """One ``broker serve`` per environment, started together (their start-ups overlap); yield
-    them once each one's /health/liveness answers."""
+    them once each one's /health/liveness answers. ``new_session``: each in a session of its
+    own, as a service manager starts it (the benchmarks use it: Linux shares CPU fairly between
+    sessions, so brokers started in the caller's session would split one session's share on a
+    busy machine)."""
     started: list[Served] = []
     try:
         for env in envs:
-            started.append(_launch(env, broker, cwd, host))
+            started.append(_launch(env, broker, cwd, host, new_session))
         # imports alone take seconds of CPU each: several at once on a busy machine need longer
         deadline = time.monotonic() + START_SECONDS * len(envs)
         for served in started:
@@ -79,7 +90,7 @@ def serving_all(
             served.log.unlink(missing_ok=True)
 
 
-def _launch(env: dict[str, str], broker: str, cwd: Path | None, host: str) -> Served:
+def _launch(env: dict[str, str], broker: str, cwd: Path | None, host: str, new_session: bool) -> Served:
     port = free_port()
     with tempfile.NamedTemporaryFile("w+", prefix="broker-serve-", suffix=".log", delete=False) as log:
         proc = subprocess.Popen(
@@ -89,6 +100,7 @@ def _launch(env: dict[str, str], broker: str, cwd: Path | None, host: str) -> Se
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=new_session,
         )
     return Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/mcp/", proc, Path(log.name))
 
