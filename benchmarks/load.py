@@ -122,8 +122,11 @@ async def generate(urls: list[str], calls: list[tuple[str, dict[str, Any]]], cli
                 try:
                     result = await sessions[i].call(mine[n % len(mine)])
                     outcome = "errors" if result.get("isError") else "ok"
-                except (OSError, asyncio.IncompleteReadError, RuntimeError, ValueError):
+                except (RuntimeError, ValueError):  # an HTTP or JSON-RPC error: the session goes on
                     outcome = "errors"
+                except (OSError, asyncio.IncompleteReadError):  # the connection is gone: so is the session
+                    counts["errors"] += 1
+                    return
                 n += 1
                 now = time.perf_counter()
                 if now >= window[1]:
