@@ -7,8 +7,8 @@ same starter the test suite's cluster backend uses), with that redis-server as i
 (QUEUE_REDIS_URL). The same send (512-byte body, one recipient) is timed on each, alternating,
 so machine noise hits both alike; a no-op FastMCP tool with the same arguments is timed in the
 same rounds, for reference. Each round starts with the next of the three in turn (the first call
-of a round was slower on the busy shared machine, whichever it was). Nothing persists (PERSISTENCE_WORKER=external, no worker), as in
-the other latency benchmarks.
+of a round was slower on the busy shared machine, whichever it was). No worker runs, as in the
+other latency benchmarks.
 
 Run: python -m benchmarks.cluster [--rounds N]   (from the repository root: it imports tests/)
 """
@@ -46,7 +46,7 @@ async def run(rounds: int) -> None:
     with redis_url() as (url, source), tempfile.TemporaryDirectory() as tmp:
         cluster = start_cluster(Path(tmp) / "cluster", masters=3)
         try:
-            common = {"AGENT_RATE_LIMIT_PER_SECOND": 0, "PERSISTENCE_WORKER": "external"}
+            common = {"AGENT_RATE_LIMIT_PER_SECOND": 0}
             single = build_server(bench_settings(url, Path(tmp) / "single", **common))
             clustered = build_server(
                 bench_settings(
