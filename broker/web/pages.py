@@ -71,9 +71,10 @@ async def inbox_page(store: Store, request: Request) -> Page:
     slug, listing = await _project(store, request.path_params["slug"])
     filters = _filters(request)
     cursor = request.query_params.get("cursor", "").strip()
+    limit = number(request.query_params.get("limit"), "limit", PAGE_SIZE, 1, oversight.MAX_PAGE)
     page = await oversight.inbox_page(
         store, slug, agent=filters["agent"], cursor=cursor, importance=filters["importance"],
-        unread_only=filters["unread"], topic=filters["topic"], limit=PAGE_SIZE,
+        unread_only=filters["unread"], topic=filters["topic"], limit=limit,
     )  # fmt: skip
     rows = [{"row": row, "item": row.item, "receipts": receipts_summary(row)} for row in page.rows]
     context = {

@@ -15,7 +15,7 @@ from broker.store.store import Store
 
 @dataclass(frozen=True, slots=True)
 class InboxRow:
-    cursor: str  # "<entry ms>:<message id>": the next page starts after it
+    cursor: str  # "<created_us>:<message id>": the next page starts after it
     item: dict[str, Any]  # the inbox item (head with kind, no body)
     recipients: dict[str, list[str]]  # {to, cc, bcc}
     receipts: dict[str, tuple[str, str]]  # lower name -> (read_ts or "", ack_ts or "")
