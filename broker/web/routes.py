@@ -42,7 +42,11 @@ from broker.web.security import (
     set_cookie,
 )
 
-STATIC_TYPES = {"web.js": "text/javascript; charset=utf-8", "web.css": "text/css; charset=utf-8"}
+STATIC_TYPES = {
+    "web.js": "text/javascript; charset=utf-8",
+    "web.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 STATUS = {"NOT_FOUND": 404, "PROJECT_NOT_FOUND": 404, "CSRF_REFUSED": 403, "RATE_LIMITED": 429}
 MAX_FORM_BYTES = 256 * 1024
 
