@@ -115,7 +115,9 @@ PAYLOADS = [
     '"><a href="javascript:window.__xss=1">j</a>',
     '<iframe src="data:text/html,<script>parent.__xss=1</script>"></iframe>',
 ]
-BODY = "\n\n".join([*PAYLOADS, "[click](javascript:window.__xss=1)", "![x](data:image/svg+xml;base64,PHN2Zy8+)"])
+BODY = "\n\n".join(
+    [*PAYLOADS, "[click](javascript:window.__xss=1)", "![x](data:image/svg+xml;base64,PHN2Zy8+)", "| n |\n|--:|\n| 1 |"]
+)
 
 
 async def seed_payloads(tools: Tools) -> dict[str, Any]:

@@ -27,7 +27,7 @@
 local human_key = redis.call("HGET", KEYS[1], "human_key")
 if not human_key then return {"NO_PROJECT"} end
 local prefix = ARGV[1]
-local SLACK_MS = 2000
+local SLACK_MS = 1000
 local before_us, before_id
 if ARGV[3] ~= "" then
   local us, id = string.match(ARGV[3], "^(%d+):(%d+)$")
@@ -60,7 +60,7 @@ local function walk(lower)
     upper = "(" .. entries[#entries][1]
     for _, entry in ipairs(entries) do
       local ms = tonumber(string.match(entry[1], "^(%d+)"))
-      -- enough rows, and what is left arrived too early to be newer than any of them
+      -- enough rows, and what is left arrived too early to be newer than the page's rows
       if kept > limit and (ms + SLACK_MS) * 1000 < oldest_kept then return end
       local values, id, filter, item = entry[2], nil, "", nil
       for i = 1, #values, 2 do
@@ -77,7 +77,8 @@ local function walk(lower)
       if keep then
         table.insert(rows, {us, n, id, item})
         kept = kept + 1
-        if not oldest_kept or us < oldest_kept then oldest_kept = us end
+        -- the oldest of the first ARGV[7] + 1 rows kept: no older than the page can reach
+        if kept <= limit + 1 and (not oldest_kept or us < oldest_kept) then oldest_kept = us end
       end
     end
   end

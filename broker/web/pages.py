@@ -18,6 +18,7 @@ from broker.mail import oversight
 from broker.mail.views import flag, number
 from broker.reservations import globs
 from broker.reservations.service import list_reservations
+from broker.store.commands.oversight import InboxRow
 from broker.store.store import Store
 
 PAGE_SIZE = 50
@@ -54,12 +55,21 @@ def _filters(request: Request) -> dict[str, Any]:
     }
 
 
-def receipts_summary(row: Any) -> dict[str, Any]:
-    """How many recipients read and acknowledged a row's message, and who acknowledged."""
-    names = [n for kind in ("to", "cc", "bcc") for n in row.recipients.get(kind, [])]
-    read = [n for n in names if row.receipts.get(n.lower(), ("", ""))[0]]
-    acked = [n for n in names if row.receipts.get(n.lower(), ("", ""))[1]]
-    return {"total": len(names), "read": read, "acked": acked}
+def row_view(row: InboxRow) -> dict[str, Any]:
+    """What a row shows: the item, and each recipient with its kind and whether it read and
+    acknowledged the message (computed here, so the template only prints)."""
+    people = []
+    for kind in ("to", "cc", "bcc"):
+        for name in row.recipients.get(kind, []):
+            read_ts, ack_ts = row.receipts.get(name.lower(), ("", ""))
+            people.append({"name": name, "kind": kind, "read": bool(read_ts), "acked": bool(ack_ts)})
+    return {
+        "item": row.item,
+        "people": people,
+        "total": len(people),
+        "read": sum(p["read"] for p in people),
+        "acked": [p["name"] for p in people if p["acked"]],
+    }
 
 
 # -- pages ----------------------------------------------------------------------------------
@@ -76,7 +86,7 @@ async def inbox_page(store: Store, request: Request) -> Page:
         store, slug, agent=filters["agent"], cursor=cursor, importance=filters["importance"],
         unread_only=filters["unread"], topic=filters["topic"], limit=limit,
     )  # fmt: skip
-    rows = [{"row": row, "item": row.item, "receipts": receipts_summary(row)} for row in page.rows]
+    rows = [row_view(row) for row in page.rows]
     context = {
         "listing": listing,
         "project": listing["project"],
@@ -84,9 +94,11 @@ async def inbox_page(store: Store, request: Request) -> Page:
         "cursor": cursor,
         "rows": rows,
         "page": page,
-        "next_cursor": page.rows[-1].cursor if page.more and page.rows else "",
+        # after a filtered walk stopped at its bound, Older continues past what it looked at
+        "next_cursor": page.rows[-1].cursor if page.rows and (page.more or not page.complete) else "",
         "sent": request.query_params.get("sent", ""),
         "importances": oversight.IMPORTANCES,
+        "scan_bound": oversight.SCAN_ENTRIES_PER_AGENT,
     }
     return Page("inbox.html", context, live=slug)
 
@@ -104,7 +116,7 @@ async def agent_page(store: Store, request: Request) -> Page:
     if agent is None:
         raise BrokerError("NOT_FOUND", f"Project '{listing['project']['human_key']}' has no agent named '{name}'.")
     inbox = await oversight.inbox_page(store, slug, agent=agent["name"], limit=AGENT_PAGE_SIZE)
-    rows = [{"row": row, "item": row.item, "receipts": receipts_summary(row)} for row in inbox.rows]
+    rows = [row_view(row) for row in inbox.rows]
     sent = await oversight.outbox(store, slug, agent["name"], AGENT_PAGE_SIZE)
     context = {"listing": listing, "project": listing["project"], "agent": agent, "rows": rows, "sent": sent}
     return Page("agent.html", context, live=slug)
@@ -123,8 +135,8 @@ async def thread_page(store: Store, request: Request) -> Page:
 
 
 def mark_conflicts(entries: list[dict[str, Any]]) -> None:
-    """Give each live reservation ``conflicts_with``: the ids of other holders' live reservations
-    whose patterns overlap it when either is exclusive."""
+    """Give each live reservation ``conflicts_with``: the other holders' live reservations whose
+    patterns overlap it when either is exclusive ({id, agent, path_pattern} each)."""
     for entry in entries:
         entry["conflicts_with"] = []
     live = [e for e in entries if not e.get("released_ts")]
@@ -138,8 +150,8 @@ def mark_conflicts(entries: list[dict[str, Any]]) -> None:
                     continue
             except globs.PatternError:
                 continue
-            a["conflicts_with"].append(b["id"])
-            b["conflicts_with"].append(a["id"])
+            a["conflicts_with"].append({k: b[k] for k in ("id", "agent", "path_pattern")})
+            b["conflicts_with"].append({k: a[k] for k in ("id", "agent", "path_pattern")})
 
 
 async def reservations_page(store: Store, request: Request) -> Page:
