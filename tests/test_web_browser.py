@@ -108,6 +108,33 @@ async def test_overseer_mail_reaches_the_agents_inbox(browser: Browser, broker: 
     assert problems == []
 
 
+async def test_login_keeps_the_token_in_a_cookie_the_page_cannot_read(
+    browser: Browser, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_url, tmp_path, HTTP_BEARER_TOKEN="web-login-token")
+    async with http_broker(settings) as (base, _store), local_tools(settings) as tools:
+        await tools.project()
+        page, problems = await open_page(browser, f"{base}/mail/{SLUG}")
+        assert "/mail/_/login" in page.url
+        await page.fill("input[name='token']", "not-it")
+        await page.click(".login button[type='submit']")
+        assert "not the broker's" in await page.inner_text("[role='alert']")
+        problems.clear()  # the refused login answered 401, which the console reports
+        await page.fill("input[name='token']", "web-login-token")
+        await page.click(".login button[type='submit']")
+        await page.wait_for_selector("body[data-live='on']")  # back on the inbox, its stream open
+        assert page.url == f"{base}/mail/{SLUG}"
+        assert await page.evaluate("document.cookie") == ""  # HttpOnly: no script sees the token
+        [cookie] = [c for c in await page.context.cookies() if c["name"] == "broker_web_auth"]
+        assert (cookie["secure"], cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (
+            True,
+            True,
+            "Strict",
+            "/mail",
+        )
+        assert problems == []
+
+
 PAYLOADS = [
     "<script>window.__xss=1;alert(1)</script>",
     '<img src=x onerror="window.__xss=1;alert(1)">',
