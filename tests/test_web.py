@@ -222,3 +222,35 @@ class Elements(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.found.append((tag, attrs))
+
+
+async def test_reservations_board_marks_conflicts_and_stale_holders(redis_url: str, tmp_path: Path) -> None:
+    # no grace at all: every holder that has been quiet for a second counts as stale
+    settings = make_settings(
+        redis_url, tmp_path, FILE_RESERVATION_INACTIVITY_SECONDS=0, FILE_RESERVATION_ACTIVITY_GRACE_SECONDS=0
+    )
+    async with http_broker(settings) as (base, _store), local_tools(settings) as tools, httpx.AsyncClient(base_url=base) as http:  # fmt: skip
+        await tools.project()
+        for name in ("BlueLake", "GreenCastle", "alpha-one"):
+            await tools.agent(name)
+
+        async def reserve(agent: str, pattern: str, exclusive: bool) -> int:
+            granted = await tools.call(
+                "file_reservation_paths", project_key=PROJECT, agent_name=agent, paths=[pattern], exclusive=exclusive
+            )
+            return int(granted["granted"][0]["id"])
+
+        wide = await reserve("BlueLake", "src/**", True)
+        inside = await reserve("GreenCastle", "src/app.py", True)
+        shared = await reserve("alpha-one", "docs/*.md", False)
+        board = (await http.get(f"/mail/{SLUG}/reservations")).text
+        by_id = {
+            int(rid): classes.split()
+            for classes, rid in re.findall(r'<tr class="([^"]*)" data-reservation-id="(\d+)"', board)
+        }
+        assert "conflict" in by_id[wide] and "conflict" in by_id[inside]
+        assert "conflict" not in by_id[shared]
+        assert "conflicts with GreenCastle's src/app.py" in board
+        assert set(by_id) == {wide, inside, shared}  # every live reservation is listed
+        assert all("stale" in classes for classes in by_id.values())  # nobody acted within the (zero) grace
+        assert board.count("stale holder") == 3
