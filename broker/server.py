@@ -50,7 +50,7 @@ def build_http_app(settings: Settings, host: str) -> tuple[Any, FastMCP]:
     add_health_routes(mcp, settings)
     add_event_routes(mcp)
     add_metrics_route(mcp, settings)
-    add_web_routes(mcp, settings)
+    add_web_routes(mcp, settings, host)
     middleware = [Middleware(SlashAlias, path=settings.http_path)]
     if settings.http_bearer_token:
         open_paths = (LOGIN_PATH, STATIC_PREFIX)

@@ -14,6 +14,7 @@ from helpers import PROJECT, SLUG, Tools, make_settings
 from realtime_helpers import http_broker, local_tools
 from shapes import payload
 
+from broker.server import build_http_app
 from broker.web.rendering import markdown_html
 from broker.web.security import CONTENT_SECURITY_POLICY
 
@@ -254,3 +255,16 @@ async def test_reservations_board_marks_conflicts_and_stale_holders(redis_url: s
         assert set(by_id) == {wide, inside, shared}  # every live reservation is listed
         assert all("stale" in classes for classes in by_id.values())  # nobody acted within the (zero) grace
         assert board.count("stale holder") == 3
+
+
+async def test_the_view_is_closed_beyond_loopback_without_a_bearer_token(redis_url: str, tmp_path: Path) -> None:
+    """Every agent's mail is on these pages: on a network address they need HTTP_BEARER_TOKEN."""
+    for token, status in (("", 403), (TOKEN, 200)):
+        settings = make_settings(redis_url, tmp_path, HTTP_BEARER_TOKEN=token)
+        app, mcp = build_http_app(settings, "0.0.0.0")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://broker") as http:
+            page = await http.get("/mail", headers={"authorization": f"Bearer {TOKEN}"} if token else {})
+        await mcp.store.close()  # type: ignore[attr-defined]
+        assert page.status_code == status
+        if not token:
+            assert "WEB_VIEW_CLOSED" in page.text and "HTTP_BEARER_TOKEN" in page.text

@@ -17,7 +17,7 @@ from fastmcp import FastMCP
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from broker.config import Settings
+from broker.config import Settings, is_loopback
 from broker.errors import BrokerError
 from broker.history.search import History
 from broker.identity.projects import project_slug
@@ -47,14 +47,18 @@ STATIC_TYPES = {
     "web.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
-STATUS = {"NOT_FOUND": 404, "PROJECT_NOT_FOUND": 404, "CSRF_REFUSED": 403, "RATE_LIMITED": 429}
+STATUS = {"NOT_FOUND": 404, "PROJECT_NOT_FOUND": 404, "CSRF_REFUSED": 403, "WEB_VIEW_CLOSED": 403, "RATE_LIMITED": 429}
 MAX_FORM_BYTES = 256 * 1024
 
 Handler = Callable[[Request], Awaitable[Page | Response]]
 
 
-def add_web_routes(mcp: FastMCP, settings: Settings) -> None:
+def add_web_routes(mcp: FastMCP, settings: Settings, host: str) -> None:
+    """The web view's routes. It shows every agent's mail, so when the broker listens beyond
+    loopback without HTTP_BEARER_TOKEN (anyone on the network could read it all), its pages
+    refuse with WEB_VIEW_CLOSED, as agent auth turns required there (decision 7)."""
     store: Store = mcp.store  # type: ignore[attr-defined]
+    closed = not settings.http_bearer_token and not is_loopback(host)
     history = History(store, Index(settings.index_path))
     env = environment()
     streams = ProjectStreams(store)
@@ -90,6 +94,12 @@ def add_web_routes(mcp: FastMCP, settings: Settings) -> None:
                 try:
                     # a page is a request like a tool call: the client's bucket pays for it
                     mcp.client_limiter.check_client(request.client.host if request.client else "unknown")  # type: ignore[attr-defined]
+                    if closed and not request.url.path.startswith(STATIC_PREFIX):
+                        raise BrokerError(
+                            "WEB_VIEW_CLOSED",
+                            f"The web view shows every agent's mail, and this broker listens on {host} without "
+                            "HTTP_BEARER_TOKEN. Set HTTP_BEARER_TOKEN (then log in with it here), or serve on 127.0.0.1.",
+                        )
                     result = await handler(request)
                 except BrokerError as exc:
                     result = Page("error.html", {"error": exc}, status=STATUS.get(exc.code, 400))
