@@ -47,7 +47,14 @@ STATIC_TYPES = {
     "web.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
-STATUS = {"NOT_FOUND": 404, "PROJECT_NOT_FOUND": 404, "CSRF_REFUSED": 403, "WEB_VIEW_CLOSED": 403, "RATE_LIMITED": 429}
+STATUS = {
+    "NOT_FOUND": 404,
+    "PROJECT_NOT_FOUND": 404,
+    "CSRF_REFUSED": 403,
+    "WEB_VIEW_CLOSED": 403,
+    "RATE_LIMITED": 429,
+    "TOO_MANY_STREAMS": 429,
+}
 MAX_FORM_BYTES = 256 * 1024
 
 Handler = Callable[[Request], Awaitable[Page | Response]]
