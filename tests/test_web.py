@@ -138,10 +138,10 @@ async def test_overseer_mail_passes_contact_policy_and_wakes_a_waiting_agent(bac
         ]
         [got] = await tools.inbox("GreenCastle", include_bodies=True)
         assert (got["from"], got["importance"], got["body_md"]) == ("HumanOverseer", "high", "**Stop** merging.")
-        # the overseer is an agent of the project that no agent can register as
-        assert "INVALID_AGENT_NAME" in await tools.error(
-            "register_agent", project_key=PROJECT, program="x", model="y", name="HumanOverseer"
-        )
+        # the overseer is an agent of the project that no agent can register as (the name is
+        # not an adjective+noun one: it is coerced to a generated name, or refused under strict)
+        other = await tools.call("register_agent", project_key=PROJECT, program="x", model="y", name="HumanOverseer")
+        assert other["name"] != "HumanOverseer"
         # a bad form comes back with the problem and what was typed
         again, cookie = csrf_of(await http.get(f"/mail/{SLUG}/overseer"))
         empty = await http.post(

@@ -251,8 +251,9 @@ async def whois(store: Store, project_key: str, agent_name: str, registration_to
 
 
 # -- the human overseer ---------------------------------------------------------------------------
-# The name the web view's mail is sent under, as in the reference. validate_new_name refuses it
-# (no separator, not adjective+noun), so no agent can register it and speak as the overseer.
+# The name the web view's mail is sent under, as in the reference. It is neither adjective+noun
+# nor an explicit id (no separator), so register_agent never gives it to an agent (a generated
+# name instead, or a refusal under strict): no agent can speak as the overseer.
 OVERSEER_NAME = "HumanOverseer"
 
 
