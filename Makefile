@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: install serve test lint bench redis-server package-check
+.PHONY: install serve test lint bench redis-server chromium package-check
 
 $(BIN)/broker: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ redis-server:
 	  echo "installing redis-server from Debian's packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
+# The web view's browser tests drive Debian's chromium through Playwright (never a downloaded browser).
+chromium:
+	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || { \
+	  echo "installing chromium from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 serve: install
 	@[ -n "$$REDIS_URL" ] || $(MAKE) --no-print-directory redis-server
 	$(BIN)/broker serve
@@ -31,7 +37,7 @@ lint: install
 
 # Three test processes: most tests wait on Redis, subprocesses and sockets, not on the CPU,
 # so even two cores run the suite in about half the time of one process.
-test: install redis-server lint
+test: install redis-server chromium lint
 	$(BIN)/pytest -q -n 3
 
 # The wheel as users get it: built from the checkout's files, installed with its dependencies into
@@ -50,3 +56,4 @@ bench: install redis-server
 	$(BIN)/python -m benchmarks.cluster
 	$(BIN)/python -m benchmarks.transport
 	$(BIN)/python -m benchmarks.sizing
+	$(BIN)/python -m benchmarks.bench_web

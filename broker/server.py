@@ -21,6 +21,8 @@ from broker.realtime.sse import add_event_routes
 from broker.store.embedded import resolve_redis_url
 from broker.store.keys import Keys
 from broker.store.store import Store
+from broker.web.routes import add_web_routes
+from broker.web.security import AUTH_COOKIE, LOGIN_PATH, STATIC_PREFIX, WEB_PREFIX
 
 
 def wire_store(settings: Settings, redis_url: str, agent_auth: str | None = None) -> tuple[Store, PersistQueue]:
@@ -48,8 +50,20 @@ def build_http_app(settings: Settings, host: str) -> tuple[Any, FastMCP]:
     add_health_routes(mcp, settings)
     add_event_routes(mcp)
     add_metrics_route(mcp, settings)
+    add_web_routes(mcp, settings, host)
     middleware = [Middleware(SlashAlias, path=settings.http_path)]
     if settings.http_bearer_token:
-        open_paths = (settings.metrics_path,) if settings.metrics_auth == "none" else ()
-        middleware.append(Middleware(BearerToken, token=settings.http_bearer_token, open_paths=open_paths))
+        open_paths = (LOGIN_PATH, STATIC_PREFIX)
+        if settings.metrics_auth == "none":
+            open_paths += (settings.metrics_path,)
+        middleware.append(
+            Middleware(
+                BearerToken,
+                token=settings.http_bearer_token,
+                open_paths=open_paths,
+                cookie_name=AUTH_COOKIE,
+                cookie_prefix=WEB_PREFIX,
+                login_path=LOGIN_PATH,
+            )
+        )
     return mcp.http_app(path=settings.http_path, middleware=middleware), mcp

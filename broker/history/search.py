@@ -102,19 +102,27 @@ class History:
         viewer = await self.viewer(project_key, agent_name, token, "search_messages")
         return await self.search_scopes([(int(viewer["project_id"]), int(viewer["id"]))], query, limit)
 
+    async def search_project(self, project_key: str, query: str, limit: int) -> list[dict[str, Any]]:
+        """search_messages over every message of the project, for the overseers' web view (which
+        is behind the HTTP auth and reads every agent's mail); the same FTS5 syntax and fallback."""
+        if not isinstance(query, str) or len(query) > MAX_QUERY_CHARS:
+            raise BrokerError("INVALID_ARGUMENT", f"query must be text of at most {MAX_QUERY_CHARS} characters.")
+        return await self.search_scopes([(await self.project_id(project_key), None)], query, limit)
+
     async def search_scopes(
-        self, scopes: list[tuple[int, int]], query: str, limit: int, with_project: bool = False
+        self, scopes: list[tuple[int, int | None]], query: str, limit: int, with_project: bool = False
     ) -> list[dict[str, Any]]:
         """Search over (project id, viewer id) pairs at once, best match first; items carry
         ``project_id`` when ``with_project`` (the product bus's search: one ranking, the limit
-        applied after visibility)."""
+        applied after visibility). A viewer id of None sees every message of its project (the
+        web view)."""
         fts = sanitize_fts_query(query)
         if not fts or not scopes:
             return []
         return await self._run(self._search, scopes, fts, query, limit, with_project)
 
     def _search(
-        self, scopes: list[tuple[int, int]], fts: str, raw: str, limit: int, with_project: bool
+        self, scopes: list[tuple[int, int | None]], fts: str, raw: str, limit: int, with_project: bool
     ) -> list[dict[str, Any]]:
         columns = (
             'm.id, m.subject, m.importance, m.ack_required, m.created_ts, m.thread_id, a.name AS "from"'
@@ -124,7 +132,11 @@ class History:
         params: dict[str, Any] = {"q": fts, "limit": limit}
         clauses = []
         for i, (pid, viewer) in enumerate(scopes):
-            params[f"pid{i}"], params[f"viewer{i}"] = pid, viewer
+            params[f"pid{i}"] = pid
+            if viewer is None:
+                clauses.append(f"(m.project_id = :pid{i})")
+                continue
+            params[f"viewer{i}"] = viewer
             clauses.append(f"(m.project_id = :pid{i} AND {VISIBLE.replace(':viewer', f':viewer{i}')})")
         scope = "(" + " OR ".join(clauses) + ")"
         try:

@@ -248,3 +248,33 @@ async def whois(store: Store, project_key: str, agent_name: str, registration_to
     if credentials[0]:
         store.bindings.bind(slug, name)
     return agent_dict(record)
+
+
+# -- the human overseer ---------------------------------------------------------------------------
+# The name the web view's mail is sent under, as in the reference. It is neither adjective+noun
+# nor an explicit id (no separator), so register_agent never gives it to an agent (a generated
+# name instead, or a refusal under strict): no agent can speak as the overseer.
+OVERSEER_NAME = "HumanOverseer"
+
+
+async def ensure_overseer(store: Store, project_key: str) -> str:
+    """The overseer's agent in the project, registered on first use (its token is never handed
+    out: only the web view, behind the HTTP auth, sends as it)."""
+    slug = await project_slug(store, project_key)
+    if await identity_store.stored_agent(store, slug=slug, name=OVERSEER_NAME) is not None:
+        return OVERSEER_NAME
+    profile = _checked_profile("web-view", "human", "The human overseer, writing from the web view at /mail.", "auto")
+    try:
+        # create mode: when another request registered it meanwhile, nothing is claimed (None)
+        await identity_store.register_agent(
+            store,
+            slug=slug,
+            mode="create",
+            profile=profile,
+            minted_digest=token_hash(new_token()),
+            credentials=("", "0"),
+            candidates=[OVERSEER_NAME],
+        )
+    except Refusal as refusal:
+        await refusals.raise_for(store, refusal.reply, slug, project_key)
+    return OVERSEER_NAME

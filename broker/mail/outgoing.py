@@ -26,3 +26,5 @@ class Sender:
     project_key: str
     name: str
     auth: tuple[str, str]
+    # the human overseer (broker/web/): its mail passes every contact policy, as in the reference
+    overseer: bool = False

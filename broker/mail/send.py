@@ -91,6 +91,7 @@ async def _deliver_one(
             rate_spec=agent_spec(store.settings),
             idempotency=IdempotencyRecord(sender.slug, sender.name, idem.key, idem.fingerprint) if idem else None,
             attachments=msg.attachments,
+            past_contact_policy=sender.overseer,
         )
     except Refusal as refused:
         sent = refused

@@ -6,10 +6,11 @@ import asyncio
 import hmac
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from fastmcp import FastMCP
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.requests import Request, cookie_parser
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.config import Settings
@@ -23,12 +24,27 @@ PROBE_TIMEOUT_SECONDS = 2.0
 
 class BearerToken:
     """Require ``Authorization: Bearer <token>`` (constant-time compare) except on health probes.
-    The scheme name is case-insensitive (RFC 7235 section 2.1): ``bearer <token>`` passes too."""
+    The scheme name is case-insensitive (RFC 7235 section 2.1): ``bearer <token>`` passes too.
 
-    def __init__(self, app: ASGIApp, token: str, open_paths: tuple[str, ...] = ()) -> None:
+    Under ``cookie_prefix`` (the web view, which a browser opens without that header) the token
+    may come in the cookie ``cookie_name`` instead, set by the view's login form; a page request
+    without either is sent to ``login_path``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        open_paths: tuple[str, ...] = (),
+        cookie_name: str = "",
+        cookie_prefix: str = "",
+        login_path: str = "",
+    ) -> None:
         self.app = app
         self.expected = token.encode()
         self.open_prefixes = (HEALTH_PREFIX, *open_paths)
+        self.cookie_name = cookie_name
+        self.cookie_prefix = cookie_prefix
+        self.login_path = login_path
 
     def _authorized(self, header: bytes) -> bool:
         scheme, _, credentials = header.partition(b" ")
@@ -36,19 +52,39 @@ class BearerToken:
         token_ok = hmac.compare_digest(credentials.lstrip(b" "), self.expected)
         return scheme.lower() == b"bearer" and token_ok
 
+    def _cookie_authorized(self, header: bytes) -> bool:
+        given = cookie_parser(header.decode("latin-1")).get(self.cookie_name, "")
+        return hmac.compare_digest(given.encode(), self.expected)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guarded = (
             scope["type"] == "http"
             and not scope["path"].startswith(self.open_prefixes)
             and scope["method"] != "OPTIONS"
         )
-        if guarded and not self._authorized(dict(scope["headers"]).get(b"authorization", b"")):
+        if not guarded:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if self._authorized(headers.get(b"authorization", b"")):
+            await self.app(scope, receive, send)
+            return
+        web = bool(self.cookie_prefix) and (
+            scope["path"] == self.cookie_prefix or scope["path"].startswith(self.cookie_prefix + "/")
+        )
+        if web and self._cookie_authorized(headers.get(b"cookie", b"")):
+            await self.app(scope, receive, send)
+            return
+        response: Response
+        if web and scope["method"] in ("GET", "HEAD") and b"text/html" in headers.get(b"accept", b""):
+            query = scope.get("query_string", b"").decode("latin-1")
+            target = scope["path"] + (f"?{query}" if query else "")
+            response = RedirectResponse(f"{self.login_path}?{urlencode({'next': target})}", status_code=303)
+        else:
             response = JSONResponse(
                 {"detail": "Unauthorized: send 'Authorization: Bearer <HTTP_BEARER_TOKEN>'"}, status_code=401
             )
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+        await response(scope, receive, send)
 
 
 class SlashAlias:

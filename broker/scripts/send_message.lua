@@ -34,7 +34,8 @@
 -- ARGV[17] number of `to` names
 -- ARGV[18] number of `cc` names
 -- ARGV[19] "1": hold the message for recipients that lack only a contact link, "0": refuse
--- ARGV[20] "1": a contact request's intro mail (no link or thread check)
+-- ARGV[20] "1": a contact request's intro mail (no link or thread check); "2": the human
+--          overseer's mail (broker/web/), delivered past every contact policy (to a retired agent: no)
 -- ARGV[21] sender of another project, JSON {name, id, project_id, slug, human_key}, or ""
 -- ARGV[22] seconds a held message waits for the contact to be approved
 -- ARGV[23] most messages one sender may have held for one recipient
@@ -82,7 +83,7 @@ local bucket_state = s.same and rate_open(pkey(prefix, "rate:" .. s.lower), ARGV
 local wait = rate_wait(bucket_state)
 if wait then return {"RATE_LIMITED", wait} end
 local thread_id, topic = ARGV[12], ARGV[13]
-local broadcast, hold, intro = ARGV[14] ~= "", ARGV[19] == "1", ARGV[20] == "1"
+local broadcast, hold, intro, overseer = ARGV[14] ~= "", ARGV[19] == "1", ARGV[20] == "1", ARGV[20] == "2"
 
 -- Resolve recipients; an agent named twice keeps its strongest kind (to > cc > bcc).
 local lists = {to = {}, cc = {}, bcc = {}}
@@ -91,7 +92,12 @@ local refused = {}
 local seen = {}
 local unknown = {"UNKNOWN_RECIPIENTS"}
 local function consider(agent, lower, kind)
-  local verdict = contact_verdict(prefix, agent, lower, s, thread_id, us, intro)
+  local verdict
+  if overseer then
+    verdict = is_set(agent.retired_at) and "AGENT_RETIRED" or nil
+  else
+    verdict = contact_verdict(prefix, agent, lower, s, thread_id, us, intro)
+  end
   if not verdict then
     table.insert(lists[kind], agent.name)
     table.insert(targets, {lower, kind})

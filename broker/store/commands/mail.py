@@ -73,13 +73,15 @@ async def send_message(
     rate_spec: str,
     idempotency: IdempotencyRecord | None,
     attachments: list[dict[str, Any]] | None = None,
+    past_contact_policy: bool = False,
 ) -> Sent | NobodyLeft:
     """Store a message and deliver it to its recipients in project ``slug`` (send_message.lua):
     all or none. ``foreign_sender`` is the record of a sender of another project, authenticated
     there; ``broadcast_cutoff`` the oldest last_active_ts a broadcast reaches ("" for none);
     ``attachments`` the metadata of its attachments (their bytes are staged on disk, never here).
     Refusals: the common codes, UNKNOWN_RECIPIENTS, TOO_MANY_RECIPIENTS, BROADCAST_TOO_LARGE,
-    IDEMPOTENCY_CONFLICT, RATE_LIMITED, HOLD_FULL and the contact refusals, with what they name."""
+    IDEMPOTENCY_CONFLICT, RATE_LIMITED, HOLD_FULL and the contact refusals, with what they name.
+    ``past_contact_policy``: the human overseer's mail, which no contact policy holds back."""
     keys, settings = store.keys, store.settings
     script_keys = [keys.project(slug), keys.agents(slug), keys.active(slug), keys.pending(slug)]
     idem_args: list[Any] = []
@@ -109,7 +111,7 @@ async def send_message(
             len(to),
             len(cc),
             "1" if hold else "0",
-            "0",
+            "2" if past_contact_policy else "0",
             json.dumps(foreign_sender) if foreign_sender else "",
             settings.contact_hold_ttl_seconds,
             settings.contact_max_held,

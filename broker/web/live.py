@@ -1,0 +1,85 @@
+"""``GET /mail/{slug}/_/events``: a project's changes as server-sent events, for the pages' script.
+
+Two sources, because the broker announces only one kind of change:
+
+- **mail**: every delivery rings the project's doorbell (broker/store/doorbell.py); this stream
+  is an observer of it, so a new message is announced as soon as Redis publishes it.
+- **state**: acknowledgements, reads and reservation grants, renewals and releases ring no
+  doorbell. Rather than add a publish to every one of those scripts, each open stream compares a
+  small digest of that state (broker/mail/oversight.py ``change_mark``: three bounded reads)
+  every STATE_CHECK_SECONDS and announces a change when it differs.
+
+Events carry no data beyond their name: the page re-fetches the part that shows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from broker.mail.oversight import change_mark
+from broker.store.errors import StoreError
+from broker.store.store import Store
+
+STATE_CHECK_SECONDS = 0.5  # an ack or a reservation change shows within about this long
+PING_SECONDS = 15
+MAX_STREAMS_PER_PROJECT = 64  # open pages per project in one process (each polls the digest)
+
+
+class ProjectStreams:
+    """The open event streams of this process, per project."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.open: dict[str, int] = {}
+
+    def full(self, slug: str) -> bool:
+        return self.open.get(slug, 0) >= MAX_STREAMS_PER_PROJECT
+
+    def response(self, slug: str) -> EventSourceResponse:
+        self.open[slug] = self.open.get(slug, 0) + 1
+        return EventSourceResponse(self._events(slug), ping=PING_SECONDS)
+
+    async def _events(self, slug: str) -> AsyncIterator[ServerSentEvent]:
+        doorbell = self.store.doorbell
+        ring = asyncio.Event()
+
+        def on_doorbell(project: str, _agent: str) -> None:
+            if project == slug:
+                ring.set()
+
+        doorbell.observers.append(on_doorbell)
+        try:
+            with doorbell.watching([slug]):
+                await doorbell.ready(slug, 5.0)
+                mark = await self._mark(slug)
+                yield ServerSentEvent("ready", event="ready")
+                while True:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(ring.wait(), STATE_CHECK_SECONDS)
+                    if ring.is_set():
+                        ring.clear()
+                        mark = await self._mark(slug)  # a send changes the digest too: one event
+                        yield ServerSentEvent("mail", event="mail")
+                        continue
+                    current = await self._mark(slug)
+                    if current != mark:
+                        mark = current
+                        yield ServerSentEvent("state", event="state")
+        finally:
+            with contextlib.suppress(ValueError):
+                doorbell.observers.remove(on_doorbell)
+            left = self.open.get(slug, 1) - 1
+            if left > 0:
+                self.open[slug] = left
+            else:
+                self.open.pop(slug, None)
+
+    async def _mark(self, slug: str) -> str:
+        try:
+            return await change_mark(self.store, slug)
+        except StoreError:
+            return ""  # Redis away: the page keeps what it shows; the next answer counts as a change
