@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import sqlite3
@@ -36,6 +37,7 @@ from redis.crc import key_slot
 
 from broker.config import Settings
 from broker.lifecycle import retention
+from broker.persistence.index import Index
 from broker.server import build_server
 from broker.store.clients import plain_url
 from broker.store.commands import reservations as reservation_store
@@ -189,7 +191,8 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         REDIS_KEY_PREFIX=settings.redis_key_prefix,
         STORAGE_ROOT=str(settings.storage_root),
     )
-    done = subprocess.run([sys.executable, "-m", "broker.cli", *args], env=env, capture_output=True, text=True)
+    command = [sys.executable, "-m", "broker.cli", *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done
 
@@ -197,8 +200,6 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 @contextmanager
 def poisoned(settings: Settings) -> Iterator[None]:
     """The index refuses the message with subject POISON until the block is left (the fix)."""
-    from broker.persistence.index import Index
-
     Index(settings.index_path).ensure_schema()
     with sqlite3.connect(settings.index_path) as db:
         db.execute(
@@ -217,14 +218,12 @@ def first_id(sent: dict[str, Any]) -> int:
 
 
 async def read(tools: Tools, uri: str) -> Any:
-    import json
-
     return json.loads((await tools.client.read_resource(uri))[0].text)
 
 
 # -- what users do, area by area (each names the scripts it reaches) ---------------------------
 async def mail_in_one_project(tools: Tools) -> None:
-    """send_message, fetch_inbox_indexed (urgent and topic filters), fetch_topic, fetch_view,
+    """send_message, fetch_inbox_indexed (the urgent filter), fetch_topic, fetch_view,
     mark_message, get_message (a reply reads the original), get_agent (whois)."""
     mid = first_id(
         await tools.send(
