@@ -29,8 +29,9 @@ from broker.store.embedded import start_redis_server
 # The modules whose backend-parametrized tests also run on the 3-master cluster (the rest run
 # on it with BROKER_TEST_CLUSTER=all, which passes too): mail in and across projects, contacts,
 # realtime and push, persistence, dead letters, rehydrate and deletes, idempotency, build slots
-# and products. Every Lua script runs on the cluster in test_cluster_scripts.py, and
-# reservations across broker processes in test_many_processes.py.
+# and products, identity, id allocation, windows, lifecycle and macros. Every Lua script runs
+# on the cluster in test_cluster_scripts.py, and reservations across broker processes in
+# test_many_processes.py.
 CLUSTER_MODULES = {
     "test_sending",
     "test_reading",
@@ -50,6 +51,11 @@ CLUSTER_MODULES = {
     "test_watch_cli",
     "test_build_slots",
     "test_products",
+    "test_identity",
+    "test_ids",
+    "test_windows",
+    "test_lifecycle",
+    "test_macros",
 }
 
 
