@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import httpx
 import pytest
 import redis
 from fastmcp import Client, FastMCP
 from helpers import PROJECT, SLUG, Tools, drop_prefix, make_settings
 from persist_helpers import index_rows, run_worker
+from realtime_helpers import http_broker
 from redis.crc import key_slot
 
 from broker.config import Settings
@@ -393,6 +395,14 @@ async def hard_delete(tools: Tools, other: str) -> None:
     assert await tools.call("list_contacts", project_key=other, agent_name="RedFox") == []
 
 
+async def web_view(settings: Settings) -> None:
+    """project_inbox: the overseers' web view lists the project's unified inbox (served over HTTP,
+    by `broker serve`'s app; it drops the test's keys when it stops, so it comes last)."""
+    async with http_broker(settings) as (base, _store), httpx.AsyncClient(base_url=base) as http:
+        page = await http.get(f"/mail/{SLUG}", headers={"accept": "text/html"})
+        assert page.status_code == 200, page.text[:300]
+
+
 # -- the tests ---------------------------------------------------------------------------------
 @pytest.mark.integration
 @pytest.mark.cluster
@@ -432,6 +442,7 @@ async def test_every_script_runs_in_one_slot_on_a_cluster(
             await purge(tools, server, other)
             await lose_redis_and_rehydrate(tools, server, settings)
             await hard_delete(tools, other)
+            await web_view(settings)
     finally:
         watch.stop()
 
