@@ -56,6 +56,7 @@ class _NodeReader:
         self.url = url
         self.channels: set[str] = set()  # what this node should carry
         self.pubsub: object | None = None  # set while connected
+        self.closing = False
         self.task = asyncio.create_task(self._run(), name=f"doorbell:{url.rpartition('@')[2]}")
 
     async def add(self, channels: Iterable[str]) -> None:
@@ -77,17 +78,22 @@ class _NodeReader:
                 await pubsub.sunsubscribe(*gone)  # type: ignore[attr-defined]
 
     async def close(self) -> None:
+        # A cancellation that lands as get_message's own timeout fires can be swallowed inside
+        # redis-py; the loops also stop on the flag, and close never waits on them for long.
+        self.closing = True
         self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
+        done, _ = await asyncio.wait({self.task}, timeout=2.0)
+        if not done:
+            self.task.cancel()
+            logger.warning("doorbell reader for %s did not stop; abandoned", self.url.rpartition("@")[2])
 
     async def _run(self) -> None:
         backoff = 0.05
-        while True:
+        while not self.closing:
             client = make_client(self.url, 1)
             pubsub = client.pubsub()
             try:
-                while not self.channels:  # nothing to carry yet (or any more): wait for a channel
+                while not self.channels and not self.closing:  # nothing to carry yet: wait for a channel
                     await asyncio.sleep(0.05)
                 wanted = set(self.channels)
                 await pubsub.ssubscribe(*wanted)
@@ -114,7 +120,7 @@ class _NodeReader:
             self.doorbell._reroute_soon()
 
     async def _pump(self, pubsub: object) -> None:
-        while True:
+        while not self.closing:
             message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=IDLE_PING_SECONDS)  # type: ignore[attr-defined]
             if message is None:
                 await pubsub.ping()  # type: ignore[attr-defined]
