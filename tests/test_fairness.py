@@ -73,11 +73,9 @@ async def test_worst_allowed_requests_hold_redis_a_few_ms(tools: Tools, slowlog:
     """The costliest shapes the caps allow, held and requested in bulk: every reserve.lua run,
     granted or refused as too complex, stays within a few milliseconds of Redis."""
     await tools.project()
-    holder, asker = (await tools.agent())["name"], (await tools.agent())["name"]
+    holder = (await tools.agent())["name"]
     at_caps = "*" + "a" * 18 + "*" + "a" * 18  # weight 40 with one more character
     await reserve(tools, holder, [at_caps + "b", *(f"src/*{i}x" for i in range(99))])
-    await slowlog.client().slowlog_reset()
-    outcomes = []
     requests = [
         ["a" * 511 + "c"],  # the longest plain path against a glob at the caps: ~20,500 steps
         [f"src/{i}.py" for i in range(2)],  # two paths against 100 globs: ~18,000
@@ -86,15 +84,25 @@ async def test_worst_allowed_requests_hold_redis_a_few_ms(tools: Tools, slowlog:
         [f"**/*{i}*.py" for i in range(100)],  # 100 '**' globs x 100 holdings: far over
         [f"src/{i}.py" for i in range(100)],  # 100 paths x 100 holdings: far over
     ]
-    for paths in requests:
-        result = await tools.client.call_tool(
-            "file_reservation_paths", {"project_key": P, "agent_name": asker, "paths": paths}, raise_on_error=False
-        )
-        outcomes.append(result.content[0].text.split(":")[0] if result.is_error else "granted")
-    durations = await reserve_durations(slowlog)
-    assert len(durations) == len(requests)
-    assert outcomes == ["granted"] * 2 + ["RESERVATION_TOO_COMPLEX"] * 4, outcomes
-    assert max(durations) < FEW_MS_US, (durations, outcomes)
+    # SLOWLOG times are wall time inside Redis: a busy machine can only make them longer, so the
+    # cost is the best of three rounds (a real regression is slow in every round).
+    worst_per_round = []
+    for _round in range(3):
+        asker = (await tools.agent())["name"]
+        await slowlog.client().slowlog_reset()
+        outcomes = []
+        for paths in requests:
+            result = await tools.client.call_tool(
+                "file_reservation_paths", {"project_key": P, "agent_name": asker, "paths": paths}, raise_on_error=False
+            )
+            outcomes.append(result.content[0].text.split(":")[0] if result.is_error else "granted")
+        durations = await reserve_durations(slowlog)
+        assert len(durations) == len(requests)
+        assert outcomes == ["granted"] * 2 + ["RESERVATION_TOO_COMPLEX"] * 4, outcomes
+        worst_per_round.append(max(durations))
+        if worst_per_round[-1] < FEW_MS_US:
+            break
+    assert min(worst_per_round) < FEW_MS_US, worst_per_round
 
 
 @REAL_REDIS_ONLY
