@@ -24,7 +24,7 @@ from broker.mail.oversight import change_mark
 from broker.store.errors import StoreError
 from broker.store.store import Store
 
-STATE_CHECK_SECONDS = 0.5  # an ack or a reservation change shows within about this long
+STATE_CHECK_SECONDS = 0.25  # an ack or a reservation change shows within about this long (plus a page fetch)
 PING_SECONDS = 15
 MAX_STREAMS_PER_PROJECT = 64  # open pages per project in one process (each polls the digest)
 
