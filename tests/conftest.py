@@ -27,7 +27,7 @@ from broker.store.clients import make_client
 from broker.store.embedded import start_redis_server
 
 # The modules whose backend-parametrized tests also run on the 3-master cluster in CI; the rest
-# run on it with BROKER_TEST_CLUSTER=all (which passes too, in about 11 minutes on 2 cores).
+# run on it with BROKER_TEST_CLUSTER=all (which passes too, and takes several minutes more).
 # Chosen for what a cluster changes: cross-project mail and contacts (per-project steps on
 # different nodes), realtime and push (shard-channel doorbells), persistence and rehydrate
 # (the queue off the cluster, scans over every node). Every Lua script runs on the cluster in
