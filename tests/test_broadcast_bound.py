@@ -15,7 +15,7 @@ from broker.config import Settings
 
 pytestmark = pytest.mark.integration
 
-FEW_MS_US = 8_000  # as in test_fairness: "a few milliseconds", with a margin for a loaded machine
+FEW_MS_US = 8_000  # "a few milliseconds", with a margin for a loaded machine
 BOTS = 20_000  # before the bound one refused broadcast read them all: about 150 ms of Lua
 
 
