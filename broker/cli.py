@@ -326,7 +326,7 @@ def dead_letters_retry(
     client, keys, url = _dead_letter_client()
     slug = _project_slug(client, keys, project)
     slugs = [slug] if slug else sorted(dead_letter_summary(client, keys).projects)
-    queue_url = get_settings().queue_redis_url or url
+    queue_url = get_settings().queue_url(url)
     queue = PersistQueue.for_connection(make_sync_client(queue_url, decode_responses=False, timeout=10), keys)
     total = 0
     for each in slugs:

@@ -528,6 +528,11 @@ class Settings(BaseSettings):
             return f"{scheme}+cluster://{rest}"
         return self.redis_url
 
+    def queue_url(self, data_url: str) -> str:
+        """The Redis of the persistence queue: QUEUE_REDIS_URL, else the data Redis ``data_url``
+        (REDIS_URL as resolved, the embedded one included)."""
+        return self.queue_redis_url or data_url
+
     @property
     def index_path(self) -> Path:
         """SQLite index location: DATABASE_PATH, else <STORAGE_ROOT>/index.sqlite3."""

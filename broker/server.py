@@ -27,7 +27,7 @@ from broker.web.security import AUTH_COOKIE, LOGIN_PATH, STATIC_PREFIX, WEB_PREF
 
 def wire_store(settings: Settings, redis_url: str, agent_auth: str | None = None) -> tuple[Store, PersistQueue]:
     """A Store with this process's session bindings and persistence queue wired in."""
-    queue_url = settings.queue_redis_url or redis_url
+    queue_url = settings.queue_url(redis_url)
     queue = PersistQueue(queue_url, Keys(settings.redis_key_prefix))
     bindings = SessionBindings(agent_auth or settings.agent_auth, settings.session_binding_ttl_seconds)
     store = Store(settings, redis_url, bindings, on_write=queue.enqueue_soon, on_close=queue.close, queue_url=queue_url)

@@ -25,7 +25,7 @@ def live_workers_here() -> list[str]:
     settings = get_settings()
     if not settings.redis_url:
         raise SystemExit("workers.alive: REDIS_URL is not set; a separate `broker worker` needs it")
-    connection = make_sync_client(settings.queue_redis_url or settings.redis_url, decode_responses=False, timeout=5)
+    connection = make_sync_client(settings.queue_url(settings.redis_url), decode_responses=False, timeout=5)
     try:
         queue = Queue(Keys(settings.redis_key_prefix).persist_queue, connection=connection, serializer=JSONSerializer)
         host = socket.gethostname()

@@ -116,7 +116,7 @@ class PersistenceWorker:
         self.persister = Persister(settings, make_sync_client(redis_url))
         register_persister(self.persister)
         # rq's jobs and registry: QUEUE_REDIS_URL when set (always beside a cluster), else REDIS_URL
-        self.rq_connection = make_sync_client(settings.queue_redis_url or redis_url, decode_responses=False)
+        self.rq_connection = make_sync_client(settings.queue_url(redis_url), decode_responses=False)
         self.queue = PersistQueue.for_connection(self.rq_connection, self.persister.keys)
         self._stop = threading.Event()
         self._worker: PromptWorker | None = None
