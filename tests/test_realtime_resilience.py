@@ -5,6 +5,7 @@ with nothing lost and nothing repeated."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -102,4 +103,24 @@ async def test_follow_loses_and_repeats_nothing_across_reconnects(own_server: Fa
     consumer.cancel()
     await asyncio.gather(consumer, return_exceptions=True)
     assert received == sent
+    assert store.doorbell.waiter_count == 0
+
+
+async def test_follow_stops_when_a_library_dropped_its_cancellation(own_server: FastMCP, own_tools: Tools) -> None:
+    """On Python 3.11, ``asyncio.wait_for`` inside redis-py drops a cancel that lands as a command
+    completes (CPython gh-86296): the follower must still stop at its next wait, not wait forever
+    (this hung a test teardown, and would keep an SSE follower alive after its client left)."""
+    store = store_of(own_server)
+    slug = await project_slug(store, PROJECT)
+
+    async def consume() -> None:
+        asyncio.current_task().cancel()  # type: ignore[union-attr]
+        with contextlib.suppress(asyncio.CancelledError):  # dropped, as the library does;
+            await asyncio.sleep(0)  # the task still counts the request
+        async for _ in arrivals.follow(store, slug, "greencastle", "0-0", False):
+            pass
+
+    consumer = asyncio.create_task(consume())
+    done, _ = await asyncio.wait({consumer}, timeout=5)
+    assert consumer in done and consumer.cancelled()
     assert store.doorbell.waiter_count == 0

@@ -21,6 +21,7 @@ from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
 from broker.mail.inbox import check_reader, items_from_entries
 from broker.mail.inputs import check_limit
+from broker.realtime.cancellation import stop_if_cancelled
 from broker.store.commands import arrivals as arrivals_store
 from broker.store.commands import identity as identity_store
 from broker.store.commands.arrivals import InboxEntry
@@ -174,8 +175,10 @@ async def wait_for_mail(
             if remaining <= 0:
                 return {"messages": [], "cursor": after, "timed_out": True}
             # On timeout, one last read above, in case the doorbell was lost.
+            stop_if_cancelled()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.ring.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await waiter.ring.wait()
 
 
 # -- follow (SSE, watch) ----------------------------------------------------------------------
@@ -199,12 +202,14 @@ async def follow(
     arrival, forever. Redis errors propagate; resume with the last cursor yielded."""
     doorbell = store.doorbell
     with doorbell.waiter(slug, lower) as waiter:
+        # The subscriber keeps reconnecting with back-off; reading before it is up could miss a ring.
         while not await doorbell.ready(slug, 5.0):
-            pass  # the subscriber keeps reconnecting with back-off; reading before it is up could miss a ring
+            stop_if_cancelled()
         while True:
             waiter.ring.clear()
             entries = await entries_after(store, slug, lower, cursor, FOLLOW_PAGE)
             if not entries:
+                stop_if_cancelled()
                 await waiter.ring.wait()
                 continue
             items = await _result(store, slug, entries, include_bodies)

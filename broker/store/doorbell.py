@@ -230,7 +230,8 @@ class Doorbell:
         if confirmed.is_set():
             return True
         try:
-            await asyncio.wait_for(confirmed.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for, which loses a cancel on 3.11
+                await confirmed.wait()
         except TimeoutError:
             return False
         return True

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from broker.mail.oversight import change_mark
+from broker.realtime.cancellation import stop_if_cancelled
 from broker.store.errors import StoreError
 from broker.store.store import Store
 
@@ -58,8 +59,10 @@ class ProjectStreams:
                 mark = await self._mark(slug)
                 yield ServerSentEvent("ready", event="ready")
                 while True:
+                    stop_if_cancelled()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(ring.wait(), STATE_CHECK_SECONDS)
+                        async with asyncio.timeout(STATE_CHECK_SECONDS):
+                            await ring.wait()
                     if ring.is_set():
                         ring.clear()
                         mark = await self._mark(slug)  # a send changes the digest too: one event
