@@ -43,7 +43,7 @@ def test_no_module_imports_itself_back_through_others() -> None:
 
 def test_broker_top_level_holds_only_entry_points_and_shared_basics() -> None:
     modules = sorted(p.name for p in BROKER.glob("*.py"))
-    assert modules == ["__init__.py", "cli.py", "config.py", "errors.py", "guard.py", "server.py"]
+    assert modules == ["__init__.py", "cli.py", "errors.py", "guard.py", "server.py"]
 
 
 def test_only_the_store_touches_the_redis_client() -> None:

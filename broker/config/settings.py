@@ -1,58 +1,21 @@
 """Settings, read from the environment when a server is built (never at import).
 
 Every field carries its env name (alias) and a description: `python -m broker.config` renders them
-as the table of docs/configuration.md, and tests/test_configuration_docs.py keeps that page equal
-to the output, so a setting without a description or a stale page fails CI.
+as the table of docs/configuration.md (broker/config/page.py), and tests/test_configuration_docs.py
+keeps that page equal to the output, so a setting without a description or a stale page fails CI.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Literal
 
-import annotated_types
 from pydantic import Field, field_validator, model_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
-
-# The reference's `format` vocabulary: two output formats, four MIME-type aliases, and the
-# values that mean "no choice, use the server default" (docs/tools.md, "Output format").
-OUTPUT_FORMAT_NAMES = {
-    "json": "json",
-    "toon": "toon",
-    "application/json": "json",
-    "text/json": "json",
-    "application/toon": "toon",
-    "text/toon": "toon",
-}
-SERVER_DEFAULT_FORMAT_VALUES = ("", "auto", "default", "none", "null")
-
-
-def output_format_name(value: str) -> str:
-    """``json`` or ``toon`` for a format name or alias (any case, outer spaces ignored), ``""``
-    for a value asking for the server default; ValueError for anything else."""
-    text = value.strip().lower()
-    if text in SERVER_DEFAULT_FORMAT_VALUES:
-        return ""
-    if text not in OUTPUT_FORMAT_NAMES:
-        raise ValueError(
-            f"format '{value}' is not one of {', '.join(OUTPUT_FORMAT_NAMES)} "
-            f"(or {', '.join(repr(v) for v in SERVER_DEFAULT_FORMAT_VALUES)} for the server default)"
-        )
-    return OUTPUT_FORMAT_NAMES[text]
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from broker.config.hosts import is_loopback
+from broker.config.output_format import output_format_name
 
 
 class Settings(BaseSettings):
@@ -564,63 +527,3 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
-
-
-CONFIGURATION_INTRO = """# Configuration
-
-Every setting of the broker, read from the environment (or a `.env` file in the working
-directory) when a server, worker or CLI command is built. This page is generated from
-`broker/config.py`; do not edit it by hand, run
-
-```sh
-python -m broker.config > docs/configuration.md
-```
-
-(`tests/test_configuration_docs.py` fails when it is out of date). What each group of settings
-does is explained on its topic's page: [limits](limits.md), [durability](durability.md),
-[operations](operations.md), [metrics](metrics.md), [security](security.md),
-[reservations](reservations.md), [contacts](contacts.md), [lifecycle](lifecycle.md),
-[resources and profiles](resources-and-profiles.md), [output format](tools.md#output-format).
-"""
-
-_TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path"}
-_BOUNDS = ((annotated_types.Ge, ">=", "ge"), (annotated_types.Gt, ">", "gt"), (annotated_types.Le, "<=", "le"))
-
-
-def _type_text(field: FieldInfo) -> str:
-    annotation: Any = field.annotation
-    if get_origin(annotation) is Literal:
-        text = " \\| ".join(f"`{value}`" for value in get_args(annotation))
-    else:
-        kinds = [kind for kind in get_args(annotation) or (annotation,) if kind is not type(None)]
-        text = " or ".join(_TYPE_NAMES.get(kind, getattr(kind, "__name__", str(kind))) for kind in kinds)
-    for meta in field.metadata:
-        for kind, sign, attr in _BOUNDS:
-            if isinstance(meta, kind):
-                text += f", {sign} {getattr(meta, attr)}"
-        if isinstance(meta, annotated_types.MaxLen):
-            text += f", at most {meta.max_length} characters"
-    return text
-
-
-def _default_text(value: object) -> str:
-    if value is None or value == "":
-        return "(empty)"
-    if isinstance(value, bool):
-        return f"`{str(value).lower()}`"
-    return f"`{value}`"
-
-
-def settings_markdown() -> str:
-    """docs/configuration.md: the intro, then one table row per setting in declaration order."""
-    rows = ["| Variable | Type | Default | Description |", "| --- | --- | --- | --- |"]
-    for name, field in Settings.model_fields.items():
-        if not field.alias or not field.description:
-            raise ValueError(f"Settings.{name} needs an alias (its env name) and a description")
-        description = field.description.replace("|", "\\|")
-        rows.append(f"| `{field.alias}` | {_type_text(field)} | {_default_text(field.default)} | {description} |")
-    return CONFIGURATION_INTRO + "\n" + "\n".join(rows) + "\n"
-
-
-if __name__ == "__main__":
-    print(settings_markdown(), end="")
