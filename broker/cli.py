@@ -7,6 +7,7 @@ import sys
 import threading
 from collections.abc import Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -393,6 +394,41 @@ def guard_check(
     from broker.reservations import guard
 
     raise typer.Exit(guard.check(project, Path(repo), dict(os.environ)))
+
+
+@app.command("export-agent-mail")
+def export_agent_mail(
+    out: Annotated[Path, typer.Option(help="new or empty directory: gets storage.sqlite3 and archive/")],
+) -> None:
+    """Write the persisted state (SQLite index, Git archive) in MCP Agent Mail's layout, to go back
+    to it (docs/migration.md). Safe while the broker runs; Redis changes not yet persisted stay out."""
+    from broker.errors import BrokerError
+    from broker.migration.exporter import export_agent_mail as export
+    from broker.migration.exporter import unexported_backlog
+
+    settings = get_settings()
+    try:
+        report = export(settings.index_path, settings.archive_path, out)
+    except BrokerError as exc:
+        _say(str(exc))
+        raise typer.Exit(1) from exc
+    for line in report.lines():
+        _say(line)
+    if not settings.data_redis_url:
+        _say(
+            "persistence backlog not checked (REDIS_URL unset): stop the broker after its worker drains for an exact export"
+        )
+        return
+    try:
+        behind = unexported_backlog(settings.data_redis_url, settings.redis_key_prefix)
+    except Exception as exc:  # the export is written; the check is advisory
+        _say(f"persistence backlog unknown ({type(exc).__name__}: {exc})")
+        return
+    if behind:
+        _say(
+            f"warning: changes not yet persisted in {len(behind)} project(s) ({', '.join(behind[:10])}) are not in the "
+            "export: let the worker drain (health_check shows persistence.pending 0) and export again"
+        )
 
 
 def _add_realtime_commands() -> None:
