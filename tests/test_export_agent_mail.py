@@ -4,6 +4,7 @@ its archive files (docs/migration.md, "Export")."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from fastmcp import Client, FastMCP
@@ -24,12 +26,13 @@ from test_attachments import png
 
 from broker.config import Settings
 from broker.errors import BrokerError
-from broker.migration.exporter import export_agent_mail
+from broker.migration.exporter import export_agent_mail, redis_rows_reader
 from broker.migration.reference import SCHEMA, TABLES
 from broker.server import build_server
 
 pytestmark = pytest.mark.integration
 
+WINDOW = str(uuid4())
 OTHER = "/tmp/export-other"
 OTHER_SLUG = "tmp-export-other"
 REFERENCE_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}$")
@@ -41,7 +44,10 @@ FRONT_KEYS |= {"ack_required", "created", "attachments"}
 @pytest.fixture
 async def broker(redis_url: str, tmp_path: Path) -> AsyncIterator[tuple[Tools, Settings, FastMCP, Path]]:
     """A broker on the session's real Redis, with a project at a real Git work tree (for attachments)."""
-    settings = make_settings(redis_url, tmp_path / "storage")
+    # a window identity for the process, and the product bus (gated)
+    settings = make_settings(
+        redis_url, tmp_path / "storage", MCP_AGENT_MAIL_WINDOW_ID=WINDOW, GIT_IDENTITY_ENABLED="true"
+    )
     server = build_server(settings)
     repo = make_repo(tmp_path / "work" / "repo")
     (repo / "shots").mkdir()
@@ -69,6 +75,9 @@ async def build_state(tools: Tools, repo: Path) -> dict[str, Any]:
         await tools.agent(name, project_key=here)
     await tools.agent("RedFox", project_key=here, attachments_policy="file")
     await tools.agent("OrangeOwl", project_key=OTHER)
+    windowed = await tools.agent(project_key=OTHER)  # no name: the window's identity
+    await tools.call("ensure_product", name="shop")
+    await tools.call("products_link", product_key="shop", project_key=here)
 
     async def send(sender: str, to: list[str], **extra: Any) -> int:
         result = await tools.send(sender, to, project_key=here, **extra)
@@ -100,7 +109,20 @@ async def build_state(tools: Tools, repo: Path) -> dict[str, Any]:
         "file_reservation_paths", project_key=here, agent_name="GreenCastle", paths=["docs/*.md"], exclusive=False
     )
     await tools.call("release_file_reservations", project_key=here, agent_name="GreenCastle", paths=["docs/*.md"])
-    return {"plan": plan, "reply": int(reply["id"]), "shot": shot, "away": away, "held": held["granted"][0]["id"]}
+    return {
+        "window_name": windowed["name"],
+        "plan": plan,
+        "reply": int(reply["id"]),
+        "shot": shot,
+        "away": away,
+        "held": held["granted"][0]["id"],
+    }
+
+
+async def export(settings: Settings, out: Path) -> Any:
+    """The export as the command makes it, Redis-only tables included (off the test's loop)."""
+    live = redis_rows_reader(settings, settings.redis_url)
+    return await asyncio.to_thread(export_agent_mail, settings.index_path, settings.archive_path, out, live)
 
 
 def rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -140,7 +162,7 @@ async def test_export_writes_every_row_and_archive_file_in_the_reference_layout(
     tools, settings, server, repo = broker
     ids = await persisted_state(tools, settings, server, repo)
     out = tmp_path / "back"
-    report = export_agent_mail(settings.index_path, settings.archive_path, out)
+    report = await export(settings, out)
     db = out / "storage.sqlite3"
     slug = rows(db, "SELECT slug FROM projects WHERE human_key = ?", (str(repo),))[0]["slug"]
 
@@ -172,7 +194,7 @@ async def test_export_writes_every_row_and_archive_file_in_the_reference_layout(
 
     # tokens: none in clear, no digest passed off as one
     assert {a["registration_token"] for a in rows(db, "SELECT registration_token FROM agents")} == {None}
-    assert report.tokens_cleared == 5
+    assert report.tokens_cleared == 6
     assert b"sha256:" not in db.read_bytes()
 
     plan = rows(db, "SELECT *, typeof(ack_required) AS t FROM messages WHERE id = ?", (ids["plan"],))[0]
@@ -211,6 +233,23 @@ async def test_export_writes_every_row_and_archive_file_in_the_reference_layout(
         ("src/**", 1, "integer", True),
         ("docs/*.md", 0, "integer", False),
     }
+    # what the broker keeps only in Redis: the live window, the product and its link
+    [window] = rows(db, "SELECT w.*, p.slug FROM window_identities w JOIN projects p ON p.id = w.project_id")
+    assert (window["window_uuid"], window["display_name"], window["slug"]) == (WINDOW, ids["window_name"], OTHER_SLUG)
+    assert all(REFERENCE_TIME.match(window[c]) for c in ("created_ts", "last_active_ts", "expires_ts"))
+    [product] = rows(db, "SELECT * FROM products")
+    assert product["name"] == "shop" and REFERENCE_TIME.match(product["created_at"])
+    [product_link] = rows(db, "SELECT product_id, project_id, created_at FROM product_project_links")
+    assert product_link == {
+        "product_id": product["id"],
+        "project_id": rows(db, "SELECT id FROM projects WHERE slug = ?", (slug,))[0]["id"],
+        "created_at": product["created_at"],
+    }
+    assert (report.rows["window_identities"], report.rows["products"], report.rows["product_project_links"]) == (
+        1,
+        1,
+        1,
+    )
     # the reference's full-text search works on the exported rows (its triggers filled it)
     assert rows(db, "SELECT rowid FROM fts_messages WHERE fts_messages MATCH 'mailbox'") == [{"rowid": ids["plan"]}]
 
@@ -293,8 +332,8 @@ async def test_two_exports_of_the_same_state_are_identical(
     tools, settings, server, repo = broker
     await persisted_state(tools, settings, server, repo)
     first, second = tmp_path / "one", tmp_path / "two"
-    export_agent_mail(settings.index_path, settings.archive_path, first)
-    export_agent_mail(settings.index_path, settings.archive_path, second)
+    await export(settings, first)
+    await export(settings, second)
     for table in TABLES:
         assert rows(first / "storage.sqlite3", f"SELECT * FROM {table}") == rows(
             second / "storage.sqlite3", f"SELECT * FROM {table}"
@@ -327,8 +366,12 @@ async def test_bad_targets_and_sources_are_refused_with_a_remedy(
     with pytest.raises(BrokerError) as refused:
         export_agent_mail(settings.index_path, tmp_path / "no-archive", tmp_path / "c")
     assert refused.value.code == "ARCHIVE_NOT_FOUND"
+    dead = redis_rows_reader(settings, "redis://127.0.0.1:1/0")
+    with pytest.raises(BrokerError) as refused:
+        await asyncio.to_thread(export_agent_mail, settings.index_path, settings.archive_path, tmp_path / "d", dead)
+    assert refused.value.code == "REDIS_UNREACHABLE" and "--skip-redis" in str(refused.value)
     # nothing half-written is left behind by a refused export
-    assert sorted(p.name for p in tmp_path.iterdir() if "export-" in p.name or p.name in ("a", "b", "c")) == []
+    assert sorted(p.name for p in tmp_path.iterdir() if "export-" in p.name or p.name in ("a", "b", "c", "d")) == []
 
 
 async def test_cli_exports_and_names_projects_whose_changes_are_not_persisted_yet(
@@ -360,3 +403,11 @@ async def test_cli_exports_and_names_projects_whose_changes_are_not_persisted_ye
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert again.returncode == 1 and "EXPORT_TARGET_NOT_EMPTY" in again.stderr
+
+    bare = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "export-agent-mail", "--out", str(tmp_path / "bare"), "--skip-redis"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bare.returncode == 0 and "persistence backlog not checked (--skip-redis)" in bare.stderr
+    assert rows(tmp_path / "bare" / "storage.sqlite3", "SELECT count(*) AS n FROM products") == [{"n": 0}]
+    assert rows(out / "storage.sqlite3", "SELECT count(*) AS n FROM products") == [{"n": 1}]

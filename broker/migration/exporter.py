@@ -23,6 +23,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,15 @@ from broker.migration.reference import SCHEMA, TABLES, to_reference_time
 from broker.persistence.archive import AUTHOR_EMAIL, AUTHOR_NAME, BRANCH, ArchiveMessage
 from broker.persistence.drain import project_lock
 from broker.persistence.private import private_dir, private_file
+from broker.store.errors import StoreFailure
 
 DATABASE_FILE = "storage.sqlite3"
 ARCHIVE_DIR = "archive"
 # Tables the index must have for an export (the rest are optional: the broker keeps products
 # and window identities in Redis only).
 REQUIRED_TABLES = ("projects", "agents", "messages", "message_recipients", "file_reservations", "agent_links")
+# The rows of the Redis-only tables, by table, given the exported projects' ids by slug.
+LiveRows = Callable[[dict[str, int]], dict[str, list[dict[str, Any]]]]
 # Most message ids a report lists by name.
 LISTED = 10
 
@@ -70,10 +74,15 @@ class ExportReport:
         return said
 
 
-def export_agent_mail(index_path: Path, archive_path: Path, out: Path) -> ExportReport:
+def export_agent_mail(
+    index_path: Path, archive_path: Path, out: Path, live_rows: LiveRows | None = None
+) -> ExportReport:
     """Write the index at ``index_path`` and the archive at ``archive_path`` to ``out`` in the
     reference's layout. ``out`` must not exist or be empty. The export is built next to ``out``
-    and moved into place at the end, so a failed export leaves nothing half-written there."""
+    and moved into place at the end, so a failed export leaves nothing half-written there.
+    ``live_rows`` gives the rows of the tables the broker keeps only in Redis (window
+    identities, products and their links; see ``redis_rows``), given the exported projects'
+    ids by slug; without it those tables are left empty."""
     out = Path(out)
     _check_target(out)
     source = _open_index(Path(index_path))
@@ -90,7 +99,9 @@ def export_agent_mail(index_path: Path, archive_path: Path, out: Path) -> Export
         try:
             private_dir(building)
             report = ExportReport(out=out, commit=commit)
-            _write_database(source, building / DATABASE_FILE, report)
+            projects = {row["slug"]: int(row["id"]) for row in source.execute("SELECT id, slug FROM projects")}
+            extra = live_rows(projects) if live_rows is not None else {}
+            _write_database(source, building / DATABASE_FILE, report, extra)
             _write_archive(archive_path, commit, building / ARCHIVE_DIR)
             report.missing_files = _missing_canonical_files(source, building / ARCHIVE_DIR)
             source.execute("COMMIT")
@@ -179,7 +190,9 @@ def reference_value(column: str, kind: str, value: Any) -> Any:
     return value
 
 
-def _write_database(source: sqlite3.Connection, path: Path, report: ExportReport) -> None:
+def _write_database(
+    source: sqlite3.Connection, path: Path, report: ExportReport, extra: dict[str, list[dict[str, Any]]]
+) -> None:
     present = {row[0] for row in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     private_file(path)
     target = sqlite3.connect(path, isolation_level=None)
@@ -187,6 +200,15 @@ def _write_database(source: sqlite3.Connection, path: Path, report: ExportReport
         target.executescript(SCHEMA)
         target.execute("BEGIN")
         for table, columns in _reference_columns().items():
+            if table in extra:
+                kinds = dict(columns)
+                names = [name for name, _ in columns]
+                target.executemany(
+                    f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                    [[reference_value(n, kinds[n], row.get(n)) for n in names] for row in extra[table]],
+                )
+                report.rows[table] = len(extra[table])
+                continue
             if table not in present:
                 report.rows[table] = 0
                 continue
@@ -252,9 +274,9 @@ def _git(repo: Path | None, *args: str) -> str:
     return done.stdout
 
 
-def unexported_backlog(redis_url: str, key_prefix: str) -> list[str]:
+def unexported_backlog(redis_url: str, key_prefix: str) -> list[str] | None:
     """The projects whose changes Redis holds but the worker has not persisted yet (pending or
-    in flight): what an export taken now leaves out. Raises on an unreachable Redis."""
+    in flight): what an export taken now leaves out. None when Redis does not answer."""
     from broker.store.clients import make_sync_client
     from broker.store.commands.drain import backlog_heads
     from broker.store.keys import Keys
@@ -262,6 +284,69 @@ def unexported_backlog(redis_url: str, key_prefix: str) -> list[str]:
     client = make_sync_client(redis_url, timeout=5)
     try:
         heads = backlog_heads(client, Keys(key_prefix))
+    except StoreFailure:
+        return None
     finally:
         client.close()
     return sorted(h.slug for h in heads if h.oldest_pending_ms is not None or h.oldest_inflight_ms is not None)
+
+
+async def redis_rows(store: Any, projects: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of ``window_identities``, ``products`` and ``product_project_links``, which the
+    broker keeps only in Redis: the live (unexpired) windows of the exported projects, every
+    product, and its links to exported projects. Window ids count per project here and
+    globally in the reference, so they are numbered afresh (nothing refers to them); the broker
+    does not record when a link was made, so a link's ``created_at`` is its product's."""
+    from broker.store.commands.identity import live_windows
+    from broker.store.commands.products import all_products, linked_projects
+
+    windows: list[dict[str, Any]] = []
+    for slug, project_id in sorted(projects.items(), key=lambda item: item[1]):
+        for window in sorted(await live_windows(store, slug=slug), key=lambda w: int(w["id"])):
+            windows.append({**window, "id": len(windows) + 1, "project_id": project_id})
+    products: list[dict[str, Any]] = []
+    links: list[dict[str, Any]] = []
+    for product in await all_products(store):
+        products.append(
+            {
+                "id": product.id,
+                "product_uid": product.product_uid,
+                "name": product.name,
+                "created_at": product.created_at,
+            }
+        )
+        for project in await linked_projects(store, product_uid=product.product_uid):
+            if projects.get(project.slug) == project.id:
+                links.append(
+                    {"id": len(links) + 1, "product_id": product.id, "project_id": project.id,
+                     "created_at": product.created_at}
+                )  # fmt: skip
+    return {"window_identities": windows, "products": products, "product_project_links": links}
+
+
+def redis_rows_reader(settings: Any, redis_url: str) -> LiveRows:
+    """``live_rows`` for ``export_agent_mail``: reads ``redis_rows`` from the broker's Redis
+    (on a loop and connection of its own; call it where no event loop runs)."""
+    import asyncio
+
+    from broker.identity.auth import SessionBindings
+    from broker.store.store import Store
+
+    def read(projects: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+        async def run() -> dict[str, list[dict[str, Any]]]:
+            store = Store(settings, redis_url, SessionBindings("open", settings.session_binding_ttl_seconds))
+            try:
+                return await redis_rows(store, projects)
+            finally:
+                await store.close()
+
+        try:
+            return asyncio.run(run())
+        except StoreFailure as exc:
+            raise BrokerError(
+                "REDIS_UNREACHABLE",
+                f"cannot read window identities and products from Redis ({exc}). Start the broker's Redis "
+                "(REDIS_URL), or pass --skip-redis to export without them",
+            ) from exc
+
+    return read
