@@ -402,6 +402,9 @@ def export_agent_mail(
     skip_redis: Annotated[
         bool, typer.Option(help="export the index and archive only: no window identities or products, no backlog check")
     ] = False,
+    new_tokens: Annotated[
+        bool, typer.Option(help="give every agent a new registration token, listed in <out>/registration-tokens.json")
+    ] = False,
 ) -> None:
     """Write the persisted state (SQLite index, Git archive; window identities and products from
     Redis) in MCP Agent Mail's layout, to go back to it (docs/migration.md). Safe while the broker
@@ -421,9 +424,8 @@ def export_agent_mail(
             )
             raise typer.Exit(1)
     try:
-        report = export(
-            settings.index_path, settings.archive_path, out, redis_rows_reader(settings, url) if url else None
-        )
+        live = redis_rows_reader(settings, url) if url else None
+        report = export(settings.index_path, settings.archive_path, out, live, new_tokens=new_tokens)
     except BrokerError as exc:
         _say(str(exc))
         raise typer.Exit(1) from exc

@@ -342,6 +342,34 @@ async def test_two_exports_of_the_same_state_are_identical(
     assert git(first / "archive", "log", "--format=%H %s") == git(second / "archive", "log", "--format=%H %s")
 
 
+async def test_new_tokens_are_minted_only_when_asked_and_listed_for_the_operator(
+    broker: tuple[Tools, Settings, FastMCP, Path], tmp_path: Path
+) -> None:
+    tools, settings, server, repo = broker
+    await persisted_state(tools, settings, server, repo)
+    held = (await tools.agent("BlueLake", project_key=str(repo)))["registration_token"]
+    out = tmp_path / "with-tokens"
+    report = await asyncio.to_thread(
+        export_agent_mail, settings.index_path, settings.archive_path, out, None, new_tokens=True
+    )
+    agents = rows(
+        out / "storage.sqlite3",
+        "SELECT p.slug, a.name, a.registration_token FROM agents a JOIN projects p ON p.id = a.project_id",
+    )
+    listed = json.loads((out / "registration-tokens.json").read_text())
+    assert oct((out / "registration-tokens.json").stat().st_mode & 0o777) == "0o600"
+    assert sorted((e["project_slug"], e["agent"], e["registration_token"]) for e in listed) == sorted(
+        (a["slug"], a["name"], a["registration_token"]) for a in agents
+    )
+    tokens = [a["registration_token"] for a in agents]
+    assert len(set(tokens)) == len(agents) == 6 and all(re.fullmatch(r"[A-Za-z0-9_-]{43}", t) for t in tokens)
+    assert held and held not in tokens  # a new token, not the one the broker gave (which it never kept)
+    assert "6 new one(s) minted" in "\n".join(report.lines())
+    assert not (tmp_path / "plain").exists()
+    await export(settings, tmp_path / "plain")
+    assert not (tmp_path / "plain" / "registration-tokens.json").exists()
+
+
 async def test_bad_targets_and_sources_are_refused_with_a_remedy(
     broker: tuple[Tools, Settings, FastMCP, Path], tmp_path: Path
 ) -> None:
@@ -394,7 +422,7 @@ async def test_cli_exports_and_names_projects_whose_changes_are_not_persisted_ye
     assert done.returncode == 0, done.stderr
     slug = rows(out / "storage.sqlite3", "SELECT slug FROM projects WHERE human_key = ?", (str(repo),))[0]["slug"]
     assert f"changes not yet persisted in 1 project(s) ({slug})" in done.stderr
-    assert "each agent calls register_agent again" in done.stderr
+    assert "6 agent(s) exported without one" in done.stderr and "--new-tokens" in done.stderr
     late_id = late["deliveries"][0]["payload"]["id"]
     assert rows(out / "storage.sqlite3", "SELECT id FROM messages WHERE id = ?", (late_id,)) == []
 

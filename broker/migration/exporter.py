@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -36,6 +37,7 @@ from broker.persistence.private import private_dir, private_file
 from broker.store.errors import StoreFailure
 
 DATABASE_FILE = "storage.sqlite3"
+TOKENS_FILE = "registration-tokens.json"
 ARCHIVE_DIR = "archive"
 # Tables the index must have for an export (the rest are optional: the broker keeps products
 # and window identities in Redis only).
@@ -55,6 +57,8 @@ class ExportReport:
     rows: dict[str, int] = field(default_factory=dict)
     commit: str = ""
     tokens_cleared: int = 0
+    # (project slug, agent name, token) of the tokens minted with new_tokens
+    tokens_minted: list[tuple[str, str, str]] = field(default_factory=list)
     missing_files: list[int] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -62,9 +66,18 @@ class ExportReport:
         said = [
             f"database {self.out / DATABASE_FILE}: {counted}",
             f"archive {self.out / ARCHIVE_DIR}: a git repository on {BRANCH} at {self.commit[:12]}",
-            f"registration tokens: {self.tokens_cleared} agent(s) exported without one (this broker keeps only "
-            "digests): each agent calls register_agent again on the reference, which issues a new token",
         ]
+        if self.tokens_minted:
+            said.append(
+                f"registration tokens: {len(self.tokens_minted)} new one(s) minted, listed in "
+                f"{self.out / TOKENS_FILE} (owner-only): give each agent its own"
+            )
+        else:
+            said.append(
+                f"registration tokens: {self.tokens_cleared} agent(s) exported without one (this broker keeps only "
+                "digests): the reference refuses their token-checked calls; export with --new-tokens to mint "
+                "tokens for them"
+            )
         if self.missing_files:
             shown = ", ".join(str(i) for i in self.missing_files[:LISTED])
             said.append(
@@ -75,14 +88,15 @@ class ExportReport:
 
 
 def export_agent_mail(
-    index_path: Path, archive_path: Path, out: Path, live_rows: LiveRows | None = None
+    index_path: Path, archive_path: Path, out: Path, live_rows: LiveRows | None = None, new_tokens: bool = False
 ) -> ExportReport:
     """Write the index at ``index_path`` and the archive at ``archive_path`` to ``out`` in the
     reference's layout. ``out`` must not exist or be empty. The export is built next to ``out``
     and moved into place at the end, so a failed export leaves nothing half-written there.
     ``live_rows`` gives the rows of the tables the broker keeps only in Redis (window
     identities, products and their links; see ``redis_rows``), given the exported projects'
-    ids by slug; without it those tables are left empty."""
+    ids by slug; without it those tables are left empty. ``new_tokens``: give every agent a
+    newly minted token (listed in ``<out>/registration-tokens.json``) instead of none."""
     out = Path(out)
     _check_target(out)
     source = _open_index(Path(index_path))
@@ -101,7 +115,9 @@ def export_agent_mail(
             report = ExportReport(out=out, commit=commit)
             projects = {row["slug"]: int(row["id"]) for row in source.execute("SELECT id, slug FROM projects")}
             extra = live_rows(projects) if live_rows is not None else {}
-            _write_database(source, building / DATABASE_FILE, report, extra)
+            _write_database(source, building / DATABASE_FILE, report, extra, new_tokens)
+            if report.tokens_minted:
+                _write_tokens(building / TOKENS_FILE, report.tokens_minted)
             _write_archive(archive_path, commit, building / ARCHIVE_DIR)
             report.missing_files = _missing_canonical_files(source, building / ARCHIVE_DIR)
             source.execute("COMMIT")
@@ -130,7 +146,7 @@ def _open_index(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise BrokerError(
             "INDEX_NOT_FOUND",
-            f"no SQLite index at {path}. Point STORAGE_ROOT (or INDEX_PATH) at the broker's storage, "
+            f"no SQLite index at {path}. Point STORAGE_ROOT (or DATABASE_PATH) at the broker's storage, "
             "and let the persistence worker run once",
         )
     try:
@@ -148,7 +164,7 @@ def _open_index(path: Path) -> sqlite3.Connection:
         conn.close()
         raise BrokerError(
             "INDEX_UNREADABLE",
-            f"{path} is not a broker index (no table {', '.join(missing)}). Point STORAGE_ROOT (or INDEX_PATH) "
+            f"{path} is not a broker index (no table {', '.join(missing)}). Point STORAGE_ROOT (or DATABASE_PATH) "
             "at the broker's storage",
         )
     return conn
@@ -191,8 +207,13 @@ def reference_value(column: str, kind: str, value: Any) -> Any:
 
 
 def _write_database(
-    source: sqlite3.Connection, path: Path, report: ExportReport, extra: dict[str, list[dict[str, Any]]]
+    source: sqlite3.Connection,
+    path: Path,
+    report: ExportReport,
+    extra: dict[str, list[dict[str, Any]]],
+    new_tokens: bool,
 ) -> None:
+    slugs = {int(row[0]): row[1] for row in source.execute("SELECT id, slug FROM projects")}
     present = {row[0] for row in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     private_file(path)
     target = sqlite3.connect(path, isolation_level=None)
@@ -225,9 +246,15 @@ def _write_database(
                     converted = [reference_value(n, kinds[n], row[n]) for n in names]
                     if table == "agents" and "registration_token" in names:
                         # the index keeps only sha256 digests: a digest is no token the reference
-                        # could check, so the column is left empty (docs/migration.md)
-                        report.tokens_cleared += 1
-                        converted[names.index("registration_token")] = None
+                        # could check, so the column is left empty, or gets a new token when
+                        # asked for (docs/migration.md)
+                        token = None
+                        if new_tokens:
+                            token = secrets.token_urlsafe(32)  # the reference's own token form
+                            report.tokens_minted.append((slugs[int(row["project_id"])], row["name"], token))
+                        else:
+                            report.tokens_cleared += 1
+                        converted[names.index("registration_token")] = token
                     values.append(converted)
                 target.executemany(insert, values)
                 count += len(chunk)
@@ -235,6 +262,12 @@ def _write_database(
         target.execute("COMMIT")
     finally:
         target.close()
+
+
+def _write_tokens(path: Path, minted: list[tuple[str, str, str]]) -> None:
+    entries = [{"project_slug": slug, "agent": name, "registration_token": token} for slug, name, token in minted]
+    private_file(path)
+    path.write_text(json.dumps(entries, indent=2) + "\n")
 
 
 def _write_archive(archive_path: Path, commit: str, dest: Path) -> None:
