@@ -71,8 +71,7 @@ async def build_state(tools: Tools, repo: Path) -> dict[str, Any]:
     here = str(repo)
     await tools.project(here)
     await tools.project(OTHER)
-    for name in ("BlueLake", "GreenCastle", "alpha-one"):
-        await tools.agent(name, project_key=here)
+    registered = [await tools.agent(name, project_key=here) for name in ("BlueLake", "GreenCastle", "alpha-one")]
     await tools.agent("RedFox", project_key=here, attachments_policy="file")
     await tools.agent("OrangeOwl", project_key=OTHER)
     windowed = await tools.agent(project_key=OTHER)  # no name: the window's identity
@@ -110,6 +109,7 @@ async def build_state(tools: Tools, repo: Path) -> dict[str, Any]:
     )
     await tools.call("release_file_reservations", project_key=here, agent_name="GreenCastle", paths=["docs/*.md"])
     return {
+        "token": registered[0]["registration_token"],
         "window_name": windowed["name"],
         "plan": plan,
         "reply": int(reply["id"]),
@@ -346,8 +346,7 @@ async def test_new_tokens_are_minted_only_when_asked_and_listed_for_the_operator
     broker: tuple[Tools, Settings, FastMCP, Path], tmp_path: Path
 ) -> None:
     tools, settings, server, repo = broker
-    await persisted_state(tools, settings, server, repo)
-    held = (await tools.agent("BlueLake", project_key=str(repo)))["registration_token"]
+    held = (await persisted_state(tools, settings, server, repo))["token"]
     out = tmp_path / "with-tokens"
     report = await asyncio.to_thread(
         export_agent_mail, settings.index_path, settings.archive_path, out, None, new_tokens=True
