@@ -12,6 +12,8 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +30,9 @@ from broker.config import Settings
 from broker.errors import BrokerError
 from broker.migration.exporter import export_agent_mail, redis_rows_reader
 from broker.migration.reference import SCHEMA, TABLES
+from broker.persistence.archive import Archive, ArchiveMessage
+from broker.persistence.drain import project_lock
+from broker.persistence.index import Batch, Index
 from broker.server import build_server
 
 pytestmark = pytest.mark.integration
@@ -438,3 +443,50 @@ async def test_cli_exports_and_names_projects_whose_changes_are_not_persisted_ye
     assert bare.returncode == 0 and "persistence backlog not checked (--skip-redis)" in bare.stderr
     assert rows(tmp_path / "bare" / "storage.sqlite3", "SELECT count(*) AS n FROM products") == [{"n": 0}]
     assert rows(out / "storage.sqlite3", "SELECT count(*) AS n FROM products") == [{"n": 1}]
+
+
+async def test_an_export_started_during_a_batch_gets_all_of_it(
+    broker: tuple[Tools, Settings, FastMCP, Path], tmp_path: Path
+) -> None:
+    """A batch commits to Git, then to SQLite, holding its project's drain lock: an export that
+    starts in between waits, and shows the batch in both or (had it not waited) the file
+    without its row."""
+    tools, settings, server, repo = broker
+    await persisted_state(tools, settings, server, repo)
+    [project] = index_rows(settings, "SELECT id, slug, human_key FROM projects WHERE human_key = ?", (str(repo),))
+    sender = index_rows(settings, "SELECT id FROM agents WHERE name = 'BlueLake'")[0]["id"]
+    newest = index_rows(settings, "SELECT max(id) AS id FROM messages")[0]["id"]
+    created = datetime.now(UTC).isoformat()
+    message = ArchiveMessage(
+        id=newest + 1, subject="Mid-batch", body_md="Written by a batch.", sender="BlueLake", created=created,
+        to=["GreenCastle"],
+    )  # fmt: skip
+    row = {
+        "id": message.id, "project_id": project["id"], "sender_id": sender, "thread_id": None, "topic": None,
+        "subject": message.subject, "body_md": message.body_md, "importance": "normal", "ack_required": 0,
+        "created_ts": created, "attachments": "[]",
+    }  # fmt: skip
+    holding = threading.Event()
+
+    def batch() -> None:
+        with project_lock(settings.index_path, project["slug"]):
+            holding.set()
+            Archive(settings.archive_path, project["slug"]).write_batch(
+                messages=[(project["slug"], project["human_key"], message)]
+            )
+            time.sleep(0.5)  # between the Git commit and the SQLite transaction, as a worker may be
+            index = Index(settings.index_path)
+            index.write_batch(Batch(messages=[row]))
+            index.close()
+
+    writer = threading.Thread(target=batch)
+    writer.start()
+    await asyncio.to_thread(holding.wait, 10)
+    out = tmp_path / "during"
+    report = await export(settings, out)
+    await asyncio.to_thread(writer.join, 10)
+
+    exported = {r["id"] for r in rows(out / "storage.sqlite3", "SELECT id FROM messages")}
+    files = tree_files(out / "archive")
+    archived = {int(MESSAGE_FILE.match(p.rsplit("/", 1)[-1]).group(1)) for p in files if "/messages/2" in p}
+    assert message.id in exported and archived == exported and report.missing_files == []
