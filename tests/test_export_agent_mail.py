@@ -398,12 +398,23 @@ async def test_bad_targets_and_sources_are_refused_with_a_remedy(
     with pytest.raises(BrokerError) as refused:
         export_agent_mail(settings.index_path, tmp_path / "no-archive", tmp_path / "c")
     assert refused.value.code == "ARCHIVE_NOT_FOUND"
+    # the drain locks cannot be taken (here: a file where their directory goes)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / ".drain-locks").write_text("")
+    with sqlite3.connect(settings.index_path) as live, sqlite3.connect(copy / "index.sqlite3") as backup:
+        live.backup(backup)
+    with pytest.raises(BrokerError) as refused:
+        export_agent_mail(copy / "index.sqlite3", settings.archive_path, tmp_path / "e")
+    assert refused.value.code == "EXPORT_LOCK_FAILED" and "as the user the broker runs as" in str(refused.value)
     dead = redis_rows_reader(settings, "redis://127.0.0.1:1/0")
     with pytest.raises(BrokerError) as refused:
         await asyncio.to_thread(export_agent_mail, settings.index_path, settings.archive_path, tmp_path / "d", dead)
     assert refused.value.code == "REDIS_UNREACHABLE" and "--skip-redis" in str(refused.value)
     # nothing half-written is left behind by a refused export
-    assert sorted(p.name for p in tmp_path.iterdir() if "export-" in p.name or p.name in ("a", "b", "c", "d")) == []
+    assert (
+        sorted(p.name for p in tmp_path.iterdir() if "export-" in p.name or p.name in ("a", "b", "c", "d", "e")) == []
+    )
 
 
 async def test_cli_exports_and_names_projects_whose_changes_are_not_persisted_yet(

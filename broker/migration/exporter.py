@@ -176,8 +176,15 @@ def _snapshot(source: sqlite3.Connection, index_path: Path, archive_path: Path) 
     lock held; a batch commits to Git first, then SQLite, inside that lock)."""
     slugs = sorted(row[0] for row in source.execute("SELECT slug FROM projects"))
     with contextlib.ExitStack() as locks:
-        for slug in slugs:
-            locks.enter_context(project_lock(index_path, slug))
+        try:
+            for slug in slugs:
+                locks.enter_context(project_lock(index_path, slug))
+        except OSError as exc:
+            raise BrokerError(
+                "EXPORT_LOCK_FAILED",
+                f"cannot take the persistence worker's drain locks next to {index_path} ({exc}). Run the export "
+                "as the user the broker runs as",
+            ) from exc
         source.execute("BEGIN")
         source.execute("SELECT count(*) FROM projects").fetchone()  # the snapshot starts at the first read
         return _git(archive_path, "rev-parse", "--verify", f"refs/heads/{BRANCH}").strip()
