@@ -7,6 +7,7 @@ import sys
 import threading
 from collections.abc import Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -393,6 +394,56 @@ def guard_check(
     from broker.reservations import guard
 
     raise typer.Exit(guard.check(project, Path(repo), dict(os.environ)))
+
+
+@app.command("export-agent-mail")
+def export_agent_mail(
+    out: Annotated[Path, typer.Option(help="new or empty directory: gets storage.sqlite3 and archive/")],
+    skip_redis: Annotated[
+        bool, typer.Option(help="export the index and archive only: no window identities or products, no backlog check")
+    ] = False,
+    new_tokens: Annotated[
+        bool, typer.Option(help="give every agent a new registration token, listed in <out>/registration-tokens.json")
+    ] = False,
+) -> None:
+    """Write the persisted state (SQLite index, Git archive; window identities and products from
+    Redis) in MCP Agent Mail's layout, to go back to it (docs/migration.md). Safe while the broker
+    runs; changes the persistence worker has not written yet are not in it, and are reported."""
+    from broker.errors import BrokerError
+    from broker.migration.exporter import export_agent_mail as export
+    from broker.migration.exporter import redis_rows_reader, unexported_backlog
+    from broker.store.embedded import resolve_redis_url
+
+    settings = get_settings()
+    url = ""
+    if not skip_redis:
+        url, _ = resolve_redis_url(settings.data_redis_url, settings.storage_root)
+        if url.startswith("memory://"):
+            _say(
+                "REDIS_UNREACHABLE: no Redis to read (REDIS_URL unset, no redis-server). Set REDIS_URL, or pass --skip-redis"
+            )
+            raise typer.Exit(1)
+    try:
+        live = redis_rows_reader(settings, url) if url else None
+        report = export(settings.index_path, settings.archive_path, out, live, new_tokens=new_tokens)
+    except BrokerError as exc:
+        _say(str(exc))
+        raise typer.Exit(1) from exc
+    for line in report.lines():
+        _say(line)
+    if not url:
+        _say(
+            "persistence backlog not checked (--skip-redis): stop the broker after its worker drains for an exact export"
+        )
+        return
+    behind = unexported_backlog(url, settings.redis_key_prefix)
+    if behind is None:
+        _say("persistence backlog unknown (Redis stopped answering): compare with health_check before relying on it")
+    elif behind:
+        _say(
+            f"warning: changes not yet persisted in {len(behind)} project(s) ({', '.join(behind[:10])}) are not in the "
+            "export: let the worker drain (health_check shows persistence.pending 0) and export again"
+        )
 
 
 def _add_realtime_commands() -> None:

@@ -55,6 +55,12 @@ async def find(store: Store, *, key: str) -> Product | None:
     return None if found is None else Product.from_json(found)
 
 
+async def all_products(store: Store) -> list[Product]:
+    """Every product, by id (for ``broker export-agent-mail``)."""
+    found = await store.client().hvals(store.keys.products)
+    return sorted((Product.from_json(text) for text in found), key=lambda product: product.id)
+
+
 async def link(store: Store, *, product_uid: str, slug: str, project_id: int) -> None:
     await store.client().hset(store.keys.product_links(product_uid), slug, project_id)
 
