@@ -344,3 +344,24 @@ async def test_acks_and_reservation_changes_reach_the_page_stream_at_once(
                     await asyncio.sleep(0.01)
                 assert changes == [(SLUG, "reservations")]
                 assert not waiter.ring.is_set()  # no change event woke GreenCastle's wait_for_mail
+
+
+async def test_a_reservation_that_expires_leaves_the_open_page(redis_url: str, tmp_path: Path) -> None:
+    """An expiry by time publishes nothing: the stream's digest poll announces it, and the board
+    then lists the reservation no more."""
+    settings = make_settings(redis_url, tmp_path, FILE_RESERVATION_MIN_TTL_SECONDS=1)
+    async with http_broker(settings) as (base, _store), local_tools(settings) as tools, httpx.AsyncClient(base_url=base) as http:  # fmt: skip
+        await tools.project()
+        await tools.agent("BlueLake")
+        granted = await tools.call(
+            "file_reservation_paths", project_key=PROJECT, agent_name="BlueLake", paths=["src/app.py"], ttl_seconds=2
+        )
+        rid = granted["granted"][0]["id"]
+        expires = time.monotonic() + 2
+        assert f'data-reservation-id="{rid}"' in (await http.get(f"/mail/{SLUG}/reservations")).text
+        async with http.stream("GET", f"/mail/{SLUG}/_/events", timeout=10) as response:
+            names = event_names(response.aiter_lines())
+            assert await asyncio.wait_for(anext(names), 5) == "ready"
+            assert await asyncio.wait_for(anext(names), 5) == "state"
+            assert time.monotonic() > expires - 0.1  # at the expiry, not before
+        assert f'data-reservation-id="{rid}"' not in (await http.get(f"/mail/{SLUG}/reservations")).text
