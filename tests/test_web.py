@@ -292,13 +292,13 @@ async def event_names(lines: AsyncIterator[str]) -> AsyncIterator[str]:
             yield line.partition(":")[2].strip()
 
 
-async def test_acks_and_reservation_changes_reach_the_page_stream_at_once(
+async def test_receipts_reservations_and_agents_reach_the_page_stream_at_once(
     real_redis: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each read, acknowledgement, grant, renewal and release made by another broker process (its
-    own connections) reaches an open page's stream as a "state" event within a second, with the
-    digest poll slowed to a minute so that only the script's published change event can bring it;
-    agents' waiters do not wake for those events."""
+    """Each read, acknowledgement, grant, renewal, release, registration and retirement made by
+    another broker process (its own connections) reaches an open page's stream as a "state" event
+    within a second, with the digest poll slowed to a minute so that only the script's published
+    change event can bring it; agents' waiters do not wake for those events."""
     monkeypatch.setattr(live, "STATE_CHECK_SECONDS", 60.0)
     settings = make_settings(
         real_redis, tmp_path, FILE_RESERVATION_INACTIVITY_SECONDS=0, FILE_RESERVATION_ACTIVITY_GRACE_SECONDS=0
@@ -318,6 +318,8 @@ async def test_acks_and_reservation_changes_reach_the_page_stream_at_once(
             ("file_reservation_paths", {**at, "agent_name": "BlueLake", "paths": ["src/**"]}, "reservations"),
             ("renew_file_reservations", {**at, "agent_name": "BlueLake", "extend_seconds": 600}, "reservations"),
             ("release_file_reservations", {**at, "agent_name": "BlueLake"}, "reservations"),
+            ("register_agent", {"project_key": PROJECT, "program": "p", "model": "m", "name": "RedStone"}, "agents"),
+            ("retire_agent", {"project_key": PROJECT, "agent_name": "RedStone"}, "agents"),
         ]
         async with http.stream("GET", f"/mail/{SLUG}/_/events", timeout=10) as response:
             names = event_names(response.aiter_lines())

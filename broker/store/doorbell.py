@@ -2,15 +2,15 @@
 
 ``send_message`` publishes one event per delivered recipient with SPUBLISH on its project's shard
 channel ``<p>:{<slug>}:doorbell`` (JSON ``{project, agent, id, cursor}``); the scripts that change
-read or acknowledgement state or reservations publish a change event there (JSON ``{project,
-change}``, built by ``change_event``), which goes to ``change_observers`` only (the web view),
-never to an agent's waiters. On a Redis Cluster a
-shard channel lives on the node that owns the project's slot, so an event travels to that node's
-subscribers only, not across the cluster bus to every node. This module subscribes to the channel
-of each project that has local waiters or observers (and lingers a minute after the last one
-leaves, so a wait_for_mail loop does not resubscribe per call), one connection per Redis node,
-and fans events out to in-memory waiters keyed by (project slug, lower-cased agent name): a
-thousand waiting agents cost a thousand ``asyncio.Event`` objects, not a thousand connections.
+read or acknowledgement state, reservations or agents publish a change event there (JSON
+``{project, change}``, built by ``change_event``), which goes to ``change_observers`` only (the web
+view), never to an agent's waiters. On a Redis Cluster a shard channel lives on the node that owns
+the project's slot, so an event travels to that node's subscribers only, not across the cluster bus
+to every node. This module subscribes to the channel of each project that has local waiters or
+observers (and lingers a minute after the last one leaves, so a wait_for_mail loop does not
+resubscribe per call), one connection per Redis node, and fans events out to in-memory waiters
+keyed by (project slug, lower-cased agent name): a thousand waiting agents cost a thousand
+``asyncio.Event`` objects, not a thousand connections.
 
 A doorbell is only a hint. Waiters always re-read the inbox stream by cursor after a ring, and
 every (re)subscription of a project's channel rings that project's waiters, so events lost while
@@ -40,14 +40,16 @@ IDLE_PING_SECONDS = 15.0  # a silent connection is probed so a dead one is notic
 MAX_BACKOFF_SECONDS = 2.0
 LINGER_SECONDS = 60.0  # a project's channel stays subscribed this long after its last listener
 
-# What a change event names (docs/realtime.md): read or acknowledgement timestamps, reservations.
+# What a change event names (docs/realtime.md): read or acknowledgement timestamps,
+# reservations, agents (registered, updated, retired, unretired, deregistered).
 RECEIPTS = "receipts"
 RESERVATIONS = "reservations"
+AGENTS = "agents"
 
 
 def change_event(slug: str, change: str) -> str:
     """The event a script publishes on the project's doorbell channel when it changes ``change``
-    (RECEIPTS or RESERVATIONS): no ``agent`` field, so no agent's waiter is woken by it."""
+    (RECEIPTS, RESERVATIONS or AGENTS): no ``agent`` field, so no agent's waiter is woken by it."""
     return json.dumps({"project": slug, "change": change}, separators=(",", ":"))
 
 

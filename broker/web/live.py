@@ -3,9 +3,10 @@
 Two sources:
 
 - **the doorbell** (broker/store/doorbell.py), of which this stream is an observer: every
-  delivery publishes a mail event there, and every read, acknowledgement and reservation grant,
-  renewal and release a change event, so these are announced ("mail", "state") as soon as Redis
-  publishes them, from whichever broker process made them.
+  delivery publishes a mail event there, and every read, acknowledgement, reservation grant,
+  renewal and release, and agent registration or retirement a change event, so these are
+  announced ("mail", "state") as soon as Redis publishes them, from whichever broker process
+  made them.
 - **a digest poll**, for what publishes nothing: a reservation that expires by time, an agent's
   last activity. Each open stream compares a small digest of that state (broker/mail/oversight.py
   ``change_mark``: three bounded reads) every STATE_CHECK_SECONDS and announces "state" when it
