@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
+import pytest
 from helpers import PROJECT, SLUG, Tools, make_settings
 from realtime_helpers import http_broker, local_tools
 from shapes import payload
 
 from broker.server import build_http_app
+from broker.web import live
 from broker.web.rendering import markdown_html
 from broker.web.security import CONTENT_SECURITY_POLICY
 
@@ -268,3 +272,98 @@ async def test_the_view_is_closed_beyond_loopback_without_a_bearer_token(redis_u
         assert page.status_code == status
         if not token:
             assert "WEB_VIEW_CLOSED" in page.text and "HTTP_BEARER_TOKEN" in page.text
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("redis_url", id="redis", marks=pytest.mark.integration),
+        pytest.param("cluster_url", id="cluster", marks=[pytest.mark.integration, pytest.mark.cluster]),
+    ]
+)
+def real_redis(request: pytest.FixtureRequest) -> str:
+    """A real Redis: the session's standalone one, or its 3-master cluster (shard channels)."""
+    return str(request.getfixturevalue(request.param))
+
+
+async def event_names(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The names of a page stream's events (their data is only the name again)."""
+    async for line in lines:
+        if line.startswith("event:"):
+            yield line.partition(":")[2].strip()
+
+
+async def test_receipts_reservations_and_agents_reach_the_page_stream_at_once(
+    real_redis: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each read, acknowledgement, grant, renewal, release, registration and retirement made by
+    another broker process (its own connections) reaches an open page's stream as a "state" event
+    within a second, with the digest poll slowed to a minute so that only the script's published
+    change event can bring it; agents' waiters do not wake for those events."""
+    monkeypatch.setattr(live, "STATE_CHECK_SECONDS", 60.0)
+    settings = make_settings(
+        real_redis, tmp_path, FILE_RESERVATION_INACTIVITY_SECONDS=0, FILE_RESERVATION_ACTIVITY_GRACE_SECONDS=0
+    )
+    async with http_broker(settings) as (base, store), local_tools(settings) as tools, httpx.AsyncClient(base_url=base) as http:  # fmt: skip
+        await tools.project()
+        for name in ("BlueLake", "GreenCastle"):
+            await tools.agent(name)
+        first = payload(await tools.send("BlueLake", ["GreenCastle"], subject="one", ack_required=True))["id"]
+        second = payload(await tools.send("BlueLake", ["GreenCastle"], subject="two", ack_required=True))["id"]
+        changes: list[tuple[str, str]] = []
+        store.doorbell.change_observers.append(lambda slug, change: changes.append((slug, change)))
+        at = {"project_key": PROJECT, "agent_name": "GreenCastle"}
+        steps = [
+            ("mark_message_read", {**at, "message_id": first}, "receipts"),
+            ("acknowledge_message", {**at, "message_id": second}, "receipts"),
+            ("file_reservation_paths", {**at, "agent_name": "BlueLake", "paths": ["src/**"]}, "reservations"),
+            ("renew_file_reservations", {**at, "agent_name": "BlueLake", "extend_seconds": 600}, "reservations"),
+            ("release_file_reservations", {**at, "agent_name": "BlueLake"}, "reservations"),
+            ("register_agent", {"project_key": PROJECT, "program": "p", "model": "m", "name": "RedStone"}, "agents"),
+            ("retire_agent", {"project_key": PROJECT, "agent_name": "RedStone"}, "agents"),
+        ]
+        async with http.stream("GET", f"/mail/{SLUG}/_/events", timeout=10) as response:
+            names = event_names(response.aiter_lines())
+            assert await asyncio.wait_for(anext(names), 5) == "ready"
+            with store.doorbell.waiter(SLUG, "greencastle") as waiter:
+                for tool, arguments, change in steps:
+                    await tools.call(tool, **arguments)
+                    called = time.monotonic()
+                    assert await asyncio.wait_for(anext(names), 1.0) == "state", tool
+                    assert time.monotonic() - called < 1.0, tool
+                    assert changes == [(SLUG, change)], tool
+                    changes.clear()
+                # what changes nothing publishes nothing: a second read of a read message (the
+                # grant after it publishes on the same channel, so its event comes after any other)
+                await tools.call("mark_message_read", **at, message_id=first)
+                held = await tools.call("file_reservation_paths", **{**at, "agent_name": "BlueLake", "paths": ["x.py"]})
+                assert await asyncio.wait_for(anext(names), 1.0) == "state"
+                assert changes == [(SLUG, "reservations")]
+                changes.clear()
+                # the stale holder's reservation, forced free by another agent (who then mails it)
+                await tools.call("force_release_file_reservation", **at, file_reservation_id=held["granted"][0]["id"])
+                deadline = time.monotonic() + 1.0
+                while not changes and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                assert changes == [(SLUG, "reservations")]
+                assert not waiter.ring.is_set()  # no change event woke GreenCastle's wait_for_mail
+
+
+async def test_a_reservation_that_expires_leaves_the_open_page(redis_url: str, tmp_path: Path) -> None:
+    """An expiry by time publishes nothing: the stream's digest poll announces it, and the board
+    then lists the reservation no more."""
+    settings = make_settings(redis_url, tmp_path, FILE_RESERVATION_MIN_TTL_SECONDS=1)
+    async with http_broker(settings) as (base, _store), local_tools(settings) as tools, httpx.AsyncClient(base_url=base) as http:  # fmt: skip
+        await tools.project()
+        await tools.agent("BlueLake")
+        granted = await tools.call(
+            "file_reservation_paths", project_key=PROJECT, agent_name="BlueLake", paths=["src/app.py"], ttl_seconds=2
+        )
+        rid = granted["granted"][0]["id"]
+        expires = time.monotonic() + 2
+        assert f'data-reservation-id="{rid}"' in (await http.get(f"/mail/{SLUG}/reservations")).text
+        async with http.stream("GET", f"/mail/{SLUG}/_/events", timeout=10) as response:
+            names = event_names(response.aiter_lines())
+            assert await asyncio.wait_for(anext(names), 5) == "ready"
+            assert await asyncio.wait_for(anext(names), 5) == "state"
+            assert time.monotonic() > expires - 0.1  # at the expiry, not before
+        assert f'data-reservation-id="{rid}"' not in (await http.get(f"/mail/{SLUG}/reservations")).text

@@ -9,6 +9,7 @@ bounded by the page it shows, never by the size of the project.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from broker.errors import BrokerError
@@ -116,5 +117,7 @@ async def send_as_overseer(store: Store, project_key: str, to: list[str], subjec
 
 async def change_mark(store: Store, slug: str) -> str:
     """Changes when an agent reads or acknowledges mail, acts, or a reservation is granted,
-    renewed or released (broker/store/commands/oversight.py)."""
-    return await oversight_store.change_mark(store, slug=slug)
+    renewed, released or expires (broker/store/commands/oversight.py); expiry by this process's
+    clock, as the reservation listings judge it (broker/reservations/service.py)."""
+    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    return await oversight_store.change_mark(store, slug=slug, now_us=now_us)

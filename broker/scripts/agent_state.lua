@@ -1,7 +1,8 @@
 -- agent_state: retire, unretire or deregister an agent (its record in the agents hash).
 -- retire sets retired_at (kept when already retired); unretire removes the field (absent when
 -- active: cjson cannot store a JSON null); deregister sets contact_policy "block_all" and
--- prefixes task_description with "[DEREGISTERED at <iso>] " (once).
+-- prefixes task_description with "[DEREGISTERED at <iso>] " (once). Each is announced on the
+-- project's doorbell channel (the web view).
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
 -- KEYS[3]  pending-persistence zset
@@ -9,6 +10,8 @@
 -- ARGV[2]  SHA-256 hex of the token passed, "" for none
 -- ARGV[3]  "1" if a token is required ("0" also when the caller is the operator)
 -- ARGV[4]  operation: "retire", "unretire" or "deregister"
+-- ARGV[5]  the project's doorbell shard channel (SPUBLISH)
+-- ARGV[6]  the change event published there (broker/store/doorbell.py change_event)
 -- Returns {"ok", agent JSON, 1 if a persistence drain must be enqueued else 0} or an error
 -- table from resolve_agent.
 -- @include lib/common.lua
@@ -29,4 +32,5 @@ else
 end
 local encoded = cjson.encode(agent)
 redis.call("HSET", KEYS[2], string.lower(agent.name), encoded)
+redis.call("SPUBLISH", ARGV[5], ARGV[6])
 return {"ok", encoded, mark_pending(KEYS[3], ms, "agent:" .. agent.id)}

@@ -1,5 +1,6 @@
 -- mark_message: set a recipient's read (and for "ack", acknowledged) timestamp, once.
--- Later calls return the original timestamps. A sender with no recipient entry gets "".
+-- Later calls return the original timestamps. A sender with no recipient entry gets "". A change
+-- is announced on the project's doorbell channel.
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
 -- KEYS[3]  pending-persistence zset
@@ -9,6 +10,9 @@
 -- ARGV[4]  "1" if a token is required
 -- ARGV[5]  message id
 -- ARGV[6]  "read" or "ack"
+-- ARGV[7]  the project's doorbell shard channel (SPUBLISH)
+-- ARGV[8]  the change event published there when a timestamp is set (broker/store/doorbell.py
+--          change_event: the web view shows it at once; agents' waiters ignore it)
 -- Returns {"ok", read_ts or "", ack_ts or "", "1" if the agent is a recipient else "0",
 -- 1 if a persistence job must be enqueued (see mark_pending) else 0},
 -- or {"NO_MESSAGE"} when the message does not exist or is not visible to the agent.
@@ -40,5 +44,6 @@ local schedule = 0
 if changed then
   schedule = mark_pending(KEYS[3], ms, "rcpt:" .. id .. ":" .. name)
   redis.call("HSET", pkey(prefix, "mailact"), name, ms)  -- recent mail activity keeps reservations
+  redis.call("SPUBLISH", ARGV[7], ARGV[8])
 end
 return {"ok", read_ts, ack_ts or "", "1", schedule}

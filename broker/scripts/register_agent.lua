@@ -1,10 +1,11 @@
 -- register_agent: create an agent, or update an existing one, claiming its name atomically.
 -- Names are unique per project case-insensitively: the agents hash is keyed by lower(name).
+-- A registration or update is announced on the project's doorbell channel (the web view).
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash (lower name -> agent JSON)
 -- KEYS[3]  active hash (name -> last_active_ts)
 -- KEYS[4]  pending-persistence zset
--- ARGV[1]  mode: "upsert" (ARGV[10] may exist: update it) or "create" (first free candidate)
+-- ARGV[1]  mode: "upsert" (ARGV[12] may exist: update it) or "create" (first free candidate)
 -- ARGV[2]  id for a new agent
 -- ARGV[3]  program
 -- ARGV[4]  model
@@ -14,7 +15,9 @@
 --          is stored: a dump of Redis reveals no token)
 -- ARGV[8]  SHA-256 hex of the token the caller passed, "" for none
 -- ARGV[9]  "1" if an existing agent must be authenticated by token
--- ARGV[10..] candidate names, in order of preference
+-- ARGV[10] the project's doorbell shard channel (SPUBLISH)
+-- ARGV[11] the change event published there (broker/store/doorbell.py change_event)
+-- ARGV[12..] candidate names, in order of preference
 -- Registering an existing agent makes it active again (removes retired_at). An archived
 -- project (archived_at set) takes no new or updated agents.
 -- Returns {"ok", agent JSON, last_active_ts, created 0|1, 1 if a persistence job must be
@@ -28,7 +31,7 @@ if project[2] then return {"PROJECT_ARCHIVED", project[3]} end
 local iso, _, ms = now()
 
 if ARGV[1] == "upsert" then
-  local agent = load_agent(KEYS[2], string.lower(ARGV[10]))
+  local agent = load_agent(KEYS[2], string.lower(ARGV[12]))
   if agent then
     local err = auth_error(agent, ARGV[8], ARGV[9])
     if err then return {err, agent.name} end
@@ -41,11 +44,12 @@ if ARGV[1] == "upsert" then
     redis.call("HSET", KEYS[2], string.lower(agent.name), encoded)
     redis.call("HSET", KEYS[3], agent.name, iso)
     local schedule = mark_pending(KEYS[4], ms, "agent:" .. agent.id)
+    redis.call("SPUBLISH", ARGV[10], ARGV[11])
     return {"ok", encoded, iso, 0, schedule}
   end
 end
 
-for i = 10, #ARGV do
+for i = 12, #ARGV do
   local lower = string.lower(ARGV[i])
   if redis.call("HEXISTS", KEYS[2], lower) == 0 then
     local agent = {
@@ -58,6 +62,7 @@ for i = 10, #ARGV do
     redis.call("HSET", KEYS[2], lower, encoded)
     redis.call("HSET", KEYS[3], ARGV[i], iso)
     local schedule = mark_pending(KEYS[4], ms, "agent:" .. ARGV[2])
+    redis.call("SPUBLISH", ARGV[10], ARGV[11])
     return {"ok", encoded, iso, 1, schedule}
   end
 end

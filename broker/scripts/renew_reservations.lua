@@ -1,5 +1,6 @@
 -- renew_reservations: extend the agent's live reservations (all, or those with the given exact
--- patterns or ids): new expiry = max(now, old expiry) + extension.
+-- patterns or ids): new expiry = max(now, old expiry) + extension, announced on the project's
+-- doorbell channel.
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
 -- KEYS[3]  pending-persistence zset
@@ -9,7 +10,9 @@
 -- ARGV[4]  "1" if a token is required
 -- ARGV[5]  mode: "all", "paths" or "ids"
 -- ARGV[6]  extension in microseconds
--- ARGV[7..] patterns or ids for the mode
+-- ARGV[7]  the project's doorbell shard channel (SPUBLISH)
+-- ARGV[8]  the change event published there when one is renewed (broker/store/doorbell.py change_event)
+-- ARGV[9..] patterns or ids for the mode
 -- Returns {"ok", JSON list of {id, path_pattern, old_expires_ts, new_expires_ts}, 1 if a drain
 -- must be enqueued else 0} or an error table from resolve_agent.
 -- @include lib/common.lua
@@ -20,7 +23,7 @@ local prefix = ARGV[1]
 local _, now_us, ms = now()
 local now_num = tonumber(now_us)
 local items = {}
-for k = 7, #ARGV do items[#items + 1] = ARGV[k] end
+for k = 9, #ARGV do items[#items + 1] = ARGV[k] end
 local renewed, changed = {}, {}
 for _, id in ipairs(res_select(prefix, string.lower(agent.name), now_num, ARGV[5], items)) do
   local record_key = pkey(prefix, "res:" .. id)
@@ -35,4 +38,5 @@ for _, id in ipairs(res_select(prefix, string.lower(agent.name), now_num, ARGV[5
   renewed[#renewed + 1] = {id = tonumber(id), path_pattern = r[2], old_expires_ts = iso_from_us(r[1]),
     new_expires_ts = iso_from_us(expires_us)}
 end
+if #renewed > 0 then redis.call("SPUBLISH", ARGV[7], ARGV[8]) end
 return {"ok", cjson.encode(renewed), mark_pending_all(KEYS[3], ms, changed)}

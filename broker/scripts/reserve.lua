@@ -7,7 +7,8 @@
 -- first; then the index entries it would read are counted (ZLEXCOUNT) and the pairs it would
 -- compare are priced (pair_steps) before any matching, and a call over the step budget is
 -- refused then; the matcher's own count stops it too (a backstop). Nothing is written on a
--- refusal but the bucket, which pays for the work done.
+-- refusal but the bucket, which pays for the work done. A grant publishes a change event on the
+-- project's doorbell channel (the web view's live board).
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
 -- KEYS[3]  pending-persistence zset
@@ -22,7 +23,9 @@
 -- ARGV[9]  most holders to list per path
 -- ARGV[10] step budget of this call (broker/reservations/service.py STEP_BUDGET)
 -- ARGV[11] rate-limit spec "<per second>:<burst>", "" for none (lib/ratelimit.lua)
--- ARGV[12..] triples: new id, normalised pattern, bucket (see lib/reservations.lua)
+-- ARGV[12] the project's doorbell shard channel (SPUBLISH)
+-- ARGV[13] the change event published there on a grant (broker/store/doorbell.py change_event)
+-- ARGV[14..] triples: new id, normalised pattern, bucket (see lib/reservations.lua)
 -- Returns {"ok", granted JSON, conflicts JSON, steps of work done (the HTTP client's bucket pays
 -- for them too, broker/mcp/limits.py), 1 if a persistence drain must be enqueued else 0}
 -- (times as expires_us strings, which the caller formats),
@@ -33,7 +36,7 @@
 -- @include lib/globs.lua
 -- @include lib/ratelimit.lua
 -- @include lib/reservations.lua
-local FIRST = 12  -- the first triple
+local FIRST = 14  -- the first triple
 -- Steps (about 0.15 us each, one matcher table cell) charged per index entry read and per
 -- pair compared besides its cells, and the steps one token of the agent's bucket pays for.
 local READ_STEPS, PAIR_STEPS, STEPS_PER_TOKEN = 8, 32, 1000
@@ -235,4 +238,5 @@ if #index_new > 0 then redis.call("ZADD", index, unpack(index_new)) end
 redis.call("ZADD", pkey(prefix, "res:expiry"), unpack(expiry_new))
 local schedule = mark_pending_all(KEYS[3], ms, pending_new)
 rate_pay(bucket_state, 1 + math.floor((spent + glob_steps) / STEPS_PER_TOKEN))
+if #granted > 0 then redis.call("SPUBLISH", ARGV[12], ARGV[13]) end
 return {"ok", cjson.encode(granted), cjson.encode(conflicts), spent + glob_steps, schedule}

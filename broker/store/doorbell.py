@@ -1,13 +1,16 @@
 """The doorbell listener: per process (per event loop), the shard subscriptions that wake local waiters.
 
 ``send_message`` publishes one event per delivered recipient with SPUBLISH on its project's shard
-channel ``<p>:{<slug>}:doorbell`` (JSON ``{project, agent, id, cursor}``). On a Redis Cluster a
-shard channel lives on the node that owns the project's slot, so an event travels to that node's
-subscribers only, not across the cluster bus to every node. This module subscribes to the channel
-of each project that has local waiters or observers (and lingers a minute after the last one
-leaves, so a wait_for_mail loop does not resubscribe per call), one connection per Redis node,
-and fans events out to in-memory waiters keyed by (project slug, lower-cased agent name): a
-thousand waiting agents cost a thousand ``asyncio.Event`` objects, not a thousand connections.
+channel ``<p>:{<slug>}:doorbell`` (JSON ``{project, agent, id, cursor}``); the scripts that change
+read or acknowledgement state, reservations or agents publish a change event there (JSON
+``{project, change}``, built by ``change_event``), which goes to ``change_observers`` only (the web
+view), never to an agent's waiters. On a Redis Cluster a shard channel lives on the node that owns
+the project's slot, so an event travels to that node's subscribers only, not across the cluster bus
+to every node. This module subscribes to the channel of each project that has local waiters or
+observers (and lingers a minute after the last one leaves, so a wait_for_mail loop does not
+resubscribe per call), one connection per Redis node, and fans events out to in-memory waiters
+keyed by (project slug, lower-cased agent name): a thousand waiting agents cost a thousand
+``asyncio.Event`` objects, not a thousand connections.
 
 A doorbell is only a hint. Waiters always re-read the inbox stream by cursor after a ring, and
 every (re)subscription of a project's channel rings that project's waiters, so events lost while
@@ -36,6 +39,18 @@ logger = logging.getLogger(__name__)
 IDLE_PING_SECONDS = 15.0  # a silent connection is probed so a dead one is noticed and replaced
 MAX_BACKOFF_SECONDS = 2.0
 LINGER_SECONDS = 60.0  # a project's channel stays subscribed this long after its last listener
+
+# What a change event names (docs/realtime.md): read or acknowledgement timestamps,
+# reservations, agents (registered, updated, retired, unretired, deregistered).
+RECEIPTS = "receipts"
+RESERVATIONS = "reservations"
+AGENTS = "agents"
+
+
+def change_event(slug: str, change: str) -> str:
+    """The event a script publishes on the project's doorbell channel when it changes ``change``
+    (RECEIPTS, RESERVATIONS or AGENTS): no ``agent`` field, so no agent's waiter is woken by it."""
+    return json.dumps({"project": slug, "change": change}, separators=(",", ":"))
 
 
 class Waiter:
@@ -152,6 +167,8 @@ class Doorbell:
         self._waiters: dict[tuple[str, str], set[Waiter]] = {}
         # Called with (project slug, lower agent name) on every doorbell (MCP push, broker/realtime/push.py).
         self.observers: list[Callable[[str, str], None]] = []
+        # Called with (project slug, what changed) on every change event (the web view, broker/web/live.py).
+        self.change_observers: list[Callable[[str, str], None]] = []
         # Called with each event's cursor (its inbox entry id, Redis time) for the lag metric.
         self.lag_observer: Callable[[str], None] | None = None
         self._interest: dict[str, int] = {}  # slug -> waiters and watchers now
@@ -413,6 +430,9 @@ class Doorbell:
     def _ring_event(self, data: str | bytes) -> None:
         try:
             event = json.loads(data)
+            if "change" in event:
+                self._announce_change(event["project"], event["change"])
+                return
             key = (event["project"], event["agent"])
         except (ValueError, KeyError, TypeError):
             logger.warning("ignoring a malformed doorbell event: %r", data)
@@ -426,6 +446,13 @@ class Doorbell:
                 observer(*key)
             except Exception:  # an observer's failure must not stop the doorbell
                 logger.exception("doorbell observer failed")
+
+    def _announce_change(self, slug: str, change: str) -> None:
+        for observer in self.change_observers:
+            try:
+                observer(slug, change)
+            except Exception:  # an observer's failure must not stop the doorbell
+                logger.exception("doorbell change observer failed")
 
 
 async def _cluster_slots(url: str) -> list[Any] | None:

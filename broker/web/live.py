@@ -1,13 +1,16 @@
 """``GET /mail/{slug}/_/events``: a project's changes as server-sent events, for the pages' script.
 
-Two sources, because the broker announces only one kind of change:
+Two sources:
 
-- **mail**: every delivery rings the project's doorbell (broker/store/doorbell.py); this stream
-  is an observer of it, so a new message is announced as soon as Redis publishes it.
-- **state**: acknowledgements, reads and reservation grants, renewals and releases ring no
-  doorbell. Rather than add a publish to every one of those scripts, each open stream compares a
-  small digest of that state (broker/mail/oversight.py ``change_mark``: three bounded reads)
-  every STATE_CHECK_SECONDS and announces a change when it differs.
+- **the doorbell** (broker/store/doorbell.py), of which this stream is an observer: every
+  delivery publishes a mail event there, and every read, acknowledgement, reservation grant,
+  renewal and release, and agent registration or retirement a change event, so these are
+  announced ("mail", "state") as soon as Redis publishes them, from whichever broker process
+  made them.
+- **a digest poll**, for what publishes nothing: a reservation that expires by time, an agent's
+  last activity. Each open stream compares a small digest of that state (broker/mail/oversight.py
+  ``change_mark``: three bounded reads) every STATE_CHECK_SECONDS and announces "state" when it
+  differs.
 
 Events carry no data beyond their name: the page re-fetches the part that shows them.
 """
@@ -25,7 +28,7 @@ from broker.realtime.cancellation import stop_if_cancelled
 from broker.store.errors import StoreError
 from broker.store.store import Store
 
-STATE_CHECK_SECONDS = 0.25  # an ack or a reservation change shows within about this long (plus a page fetch)
+STATE_CHECK_SECONDS = 0.25  # an expiry or an agent's activity shows within about this long (plus a page fetch)
 PING_SECONDS = 15
 MAX_STREAMS_PER_PROJECT = 64  # open pages per project in one process (each polls the digest)
 
@@ -47,12 +50,20 @@ class ProjectStreams:
     async def _events(self, slug: str) -> AsyncIterator[ServerSentEvent]:
         doorbell = self.store.doorbell
         ring = asyncio.Event()
+        heard: set[str] = set()  # the events rung since the last announcement: "mail", "state"
 
-        def on_doorbell(project: str, _agent: str) -> None:
+        def on_mail(project: str, _agent: str) -> None:
             if project == slug:
+                heard.add("mail")
                 ring.set()
 
-        doorbell.observers.append(on_doorbell)
+        def on_change(project: str, _change: str) -> None:
+            if project == slug:
+                heard.add("state")
+                ring.set()
+
+        doorbell.observers.append(on_mail)
+        doorbell.change_observers.append(on_change)
         try:
             with doorbell.watching([slug]):
                 await doorbell.ready(slug, 5.0)
@@ -65,8 +76,10 @@ class ProjectStreams:
                             await ring.wait()
                     if ring.is_set():
                         ring.clear()
-                        mark = await self._mark(slug)  # a send changes the digest too: one event
-                        yield ServerSentEvent("mail", event="mail")
+                        name = "mail" if "mail" in heard else "state"  # the page re-fetches either way
+                        heard.clear()
+                        mark = await self._mark(slug)  # the change is in the digest too: one event
+                        yield ServerSentEvent(name, event=name)
                         continue
                     current = await self._mark(slug)
                     if current != mark:
@@ -74,7 +87,9 @@ class ProjectStreams:
                         yield ServerSentEvent("state", event="state")
         finally:
             with contextlib.suppress(ValueError):
-                doorbell.observers.remove(on_doorbell)
+                doorbell.observers.remove(on_mail)
+            with contextlib.suppress(ValueError):
+                doorbell.change_observers.remove(on_change)
             left = self.open.get(slug, 1) - 1
             if left > 0:
                 self.open[slug] = left

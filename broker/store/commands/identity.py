@@ -14,6 +14,7 @@ from redis import Redis as SyncRedis
 
 from broker.store.commands.agent_record import AgentRecord, StoredAgent, decode_agent
 from broker.store.commands.projects import ProjectRecord
+from broker.store.doorbell import AGENTS, change_event
 from broker.store.keys import Keys
 from broker.store.refusals import accepted, refusal
 from broker.store.store import Store
@@ -135,6 +136,8 @@ async def register_agent(
             profile.attachments_policy,
             minted_digest,
             *credentials,
+            keys.doorbell(slug),
+            change_event(slug, AGENTS),
             *candidates,
         ],
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from broker.store import keys as layout
 from broker.store.commands.agent_record import StoredAgent, decode_agent
+from broker.store.doorbell import AGENTS, change_event
 from broker.store.refusals import accepted
 from broker.store.store import Store
 
@@ -56,7 +57,7 @@ async def agent_state(store: Store, *, slug: str, name: str, caller: Caller, op:
     reply = await store.run(
         "agent_state",
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [name, caller.token_digest, _flag(caller.token_required), op],
+        [name, caller.token_digest, _flag(caller.token_required), op, keys.doorbell(slug), change_event(slug, AGENTS)],
     )
     accepted(reply)
     store.schedule_persist(slug, reply[2])

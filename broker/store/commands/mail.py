@@ -15,6 +15,7 @@ from typing import Any
 
 from broker.store.commands.agent_record import StoredAgent, decode_agent
 from broker.store.commands.contacts import Link
+from broker.store.doorbell import RECEIPTS, change_event
 from broker.store.luajson import INLINE_BODY_BYTES
 from broker.store.refusals import accepted, refusal
 from broker.store.store import Store
@@ -194,8 +195,9 @@ async def mark_message(
     reply = await store.run(
         "mark_message",
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [keys.project_prefix(slug), name, *credentials, message_id, mode],
-    )
+        [keys.project_prefix(slug), name, *credentials, message_id, mode, keys.doorbell(slug),
+         change_event(slug, RECEIPTS)],
+    )  # fmt: skip
     accepted(reply)
     store.schedule_persist(slug, reply[4])
     return Marked(reply[1] or None, reply[2] or None, reply[3] == "1")

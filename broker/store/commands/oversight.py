@@ -1,6 +1,6 @@
 """Typed reads behind the overseers' web view (broker/web/): a page of a project's unified
 inbox (project_inbox.lua) and the mark of its acknowledgement, read and reservation state,
-which the web view compares to notice changes the doorbell does not announce."""
+which the web view compares to notice the changes no script announces (an expiry, activity)."""
 
 from __future__ import annotations
 
@@ -68,16 +68,18 @@ async def project_inbox(
     return InboxPage(reply[1], rows, reply[3] == "1", reply[2] == "1")
 
 
-async def change_mark(store: Store, *, slug: str) -> str:
-    """A digest of what changes without a doorbell: each agent's last read or acknowledgement
-    (``mailact``), last activity (``active``) and the live reservations with their expiry
-    (``res:expiry``: a grant adds, a renewal moves, a release removes). Three small reads in one
-    pipeline, bounded by the project's agents and live reservations."""
+async def change_mark(store: Store, *, slug: str, now_us: int) -> str:
+    """A digest of what the web view shows besides mail: each agent's last read or acknowledgement
+    (``mailact``), last activity (``active``) and the reservations live at ``now_us`` with their
+    expiry (``res:expiry``: a grant adds, a renewal moves, a release removes; one that expires
+    leaves the digest at its expiry, although it stays in the zset until pruned). Three small
+    reads in one pipeline, bounded by the project's agents and live reservations."""
     keys = store.keys
     pipe = store.client().pipeline(transaction=False)
     pipe.hgetall(keys.mail_activity(slug))
     pipe.hgetall(keys.active(slug))
     pipe.zrange(keys.reservation_expiry(slug), 0, -1, withscores=True)
     mail_activity, active, expiry = await pipe.execute()
-    state = json.dumps([sorted(mail_activity.items()), sorted(active.items()), expiry], default=str)
+    live = [(rid, expires) for rid, expires in expiry if expires > now_us]
+    state = json.dumps([sorted(mail_activity.items()), sorted(active.items()), live], default=str)
     return hashlib.sha256(state.encode()).hexdigest()

@@ -20,6 +20,7 @@ from redis import Redis as SyncRedis
 
 from broker.store.commands.agent_record import StoredAgent, decode_agent
 from broker.store.commands.reservation_record import ReservationRecord
+from broker.store.doorbell import RESERVATIONS, change_event
 from broker.store.keys import Keys
 from broker.store.refusals import accepted
 from broker.store.times import iso_from_us
@@ -130,16 +131,23 @@ def _json_list(text: str) -> list[Any]:
 
 
 async def _run_for_agent(
-    store: Store, script: str, slug: str, agent: str, credentials: tuple[str, str], args: list[Any]
+    store: Store, script: str, slug: str, agent: str, credentials: tuple[str, str], args: list[Any], items: list[Any]
 ) -> list[Any]:
-    """Run a reservation script that acts for one agent; its reply when "ok", else Refusal."""
+    """Run a reservation script that acts for one agent; its reply when "ok", else Refusal. Its
+    ARGV: the prefix, the agent and credentials, ``args``, the doorbell channel and the change
+    event it publishes there, then the variable ``items``."""
     keys = store.keys
     reply = await store.run(
         script,
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
-        [keys.project_prefix(slug), agent, *credentials, *args],
+        [keys.project_prefix(slug), agent, *credentials, *args, *_announce(store, slug), *items],
     )
     return accepted(reply)
+
+
+def _announce(store: Store, slug: str) -> tuple[str, str]:
+    """The doorbell channel and the change event a reservation script publishes when it changes one."""
+    return store.keys.doorbell(slug), change_event(slug, RESERVATIONS)
 
 
 async def reserve(
@@ -168,9 +176,10 @@ async def reserve(
         step_budget,
         rate_spec,
     ]
+    triples: list[Any] = []
     for triple in requests:
-        args += triple
-    reply = await _run_for_agent(store, "reserve", slug, agent, credentials, args)
+        triples += triple
+    reply = await _run_for_agent(store, "reserve", slug, agent, credentials, args, triples)
     granted = tuple(
         Granted(int(g["id"]), g["path_pattern"], bool(g["exclusive"]), g["reason"], iso_from_us(g["expires_us"]))
         for g in _json_list(reply[1])
@@ -202,7 +211,7 @@ async def release_reservations(
 ) -> Released:
     """End the agent's live reservations: mode "all", or "paths"/"ids" with ``items``."""
     reply = await _run_for_agent(
-        store, "release_reservations", slug, agent, credentials, [mode, retention_seconds, *items]
+        store, "release_reservations", slug, agent, credentials, [mode, retention_seconds], items
     )
     store.schedule_persist(slug, reply[3])
     return Released(int(reply[1]), reply[2])
@@ -219,7 +228,7 @@ async def renew_reservations(
     extend_us: int,
 ) -> Renewed:
     """Extend the agent's live reservations: mode "all", or "paths"/"ids" with ``items``."""
-    reply = await _run_for_agent(store, "renew_reservations", slug, agent, credentials, [mode, extend_us, *items])
+    reply = await _run_for_agent(store, "renew_reservations", slug, agent, credentials, [mode, extend_us], items)
     renewed = tuple(
         RenewedReservation(int(r["id"]), r["path_pattern"], r.get("old_expires_ts"), r.get("new_expires_ts"))
         for r in _json_list(reply[1])
@@ -246,7 +255,7 @@ async def force_release_reservation(
         [keys.project(slug), keys.agents(slug), keys.pending(slug)],
         [
             keys.project_prefix(slug), actor, *credentials, reservation_id,
-            checked_expires_us, retention_seconds,
+            checked_expires_us, retention_seconds, *_announce(store, slug),
         ],
     )  # fmt: skip
     if reply[0] == "CHANGED":
