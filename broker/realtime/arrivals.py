@@ -175,7 +175,7 @@ async def wait_for_mail(
             if remaining <= 0:
                 return {"messages": [], "cursor": after, "timed_out": True}
             # On timeout, one last read above, in case the doorbell was lost.
-            stop_if_cancelled()
+            await stop_if_cancelled()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await waiter.ring.wait()
@@ -204,12 +204,12 @@ async def follow(
     with doorbell.waiter(slug, lower) as waiter:
         # The subscriber keeps reconnecting with back-off; reading before it is up could miss a ring.
         while not await doorbell.ready(slug, 5.0):
-            stop_if_cancelled()
+            await stop_if_cancelled()
         while True:
             waiter.ring.clear()
             entries = await entries_after(store, slug, lower, cursor, FOLLOW_PAGE)
             if not entries:
-                stop_if_cancelled()
+                await stop_if_cancelled()
                 await waiter.ring.wait()
                 continue
             items = await _result(store, slug, entries, include_bodies)

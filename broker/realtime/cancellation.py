@@ -12,9 +12,21 @@ from __future__ import annotations
 
 import asyncio
 
+# Loop turns given to an anyio cancel scope (MCP requests, SSE streams) to deliver its own
+# cancellation again: it re-cancels every turn until the task leaves the scope.
+REDELIVERY_TURNS = 3
 
-def stop_if_cancelled() -> None:
-    """Raise the CancelledError that a library call swallowed, if this task was cancelled."""
+
+async def stop_if_cancelled() -> None:
+    """Raise the CancelledError that a library call swallowed, if this task was cancelled.
+
+    Inside an anyio cancel scope the scope's own error must be the one raised: anyio lets a
+    CancelledError it did not send escape the scope as a foreign cancel, which ends the whole
+    MCP session. So first yield for the scope to send it, and raise a bare one only when no
+    scope does (a plain ``Task.cancel``)."""
     task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+    if task is None or not task.cancelling():
+        return
+    for _ in range(REDELIVERY_TURNS):
+        await asyncio.sleep(0)
+    raise asyncio.CancelledError

@@ -70,7 +70,7 @@ class ProjectStreams:
                 mark = await self._mark(slug)
                 yield ServerSentEvent("ready", event="ready")
                 while True:
-                    stop_if_cancelled()
+                    await stop_if_cancelled()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(STATE_CHECK_SECONDS):
                             await ring.wait()
