@@ -160,7 +160,9 @@ class ReferenceMailbox:
             self._json(f"{base}/id-{rid}.json", record)
         return rid
 
-    def link(self, a: int, b: int, status: str, created: datetime, expires: datetime | None = None, reason: str = "") -> int:
+    def link(
+        self, a: int, b: int, status: str, created: datetime, expires: datetime | None = None, reason: str = ""
+    ) -> int:
         lid = self._next("agent_links")
         self._insert(
             "agent_links",

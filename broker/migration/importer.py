@@ -33,8 +33,8 @@ from broker.migration.source import Mailbox, Problem, Progress, read_mailbox
 from broker.persistence import attachments as staged
 from broker.persistence.archive import Archive, ArchiveMessage
 from broker.persistence.entries import PROFILE_FIELDS
-from broker.persistence.private import private_dir
 from broker.persistence.index import Batch, Index
+from broker.persistence.private import private_dir
 from broker.store.commands.rehydrate import Rebuild
 from broker.store.ids import largest_indexed_ids
 from broker.store.keys import Keys
