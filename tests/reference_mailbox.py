@@ -239,5 +239,40 @@ class ReferenceMailbox:
         return self
 
 
-def days_ago(days: float, now: datetime | None = None) -> datetime:
-    return (now or datetime.now(UTC)) - timedelta(days=days)
+PROJECTS = 4
+AGENTS = 10
+
+
+def build_many(root: Path, messages: int) -> ReferenceMailbox:
+    """A large mailbox (the benchmark's, and the interrupted-import test's): 4 projects of 10
+    agents, each message to one agent and cc'ing another (every fifth also bcc's a third), a
+    third in threads, half read, a tenth acknowledged, every fiftieth cross-project, a file
+    attachment every thousandth; reservations and links. Its archive holds the attachment files
+    only (the import reads nothing else from it)."""
+    box = ReferenceMailbox(root, files=False)
+    start = datetime.now(UTC) - timedelta(days=30)
+    agents: list[list[int]] = []
+    for p in range(PROJECTS):
+        pid = box.project(f"/bench/project-{p}", f"bench-project-{p}", start)
+        agents.append([box.agent(pid, f"agent-{p}-{a}", start, token=f"token-{p}-{a}") for a in range(AGENTS)])
+    pictures = [box.attachment_file(1, f"picture {i}".encode()) for i in range(20)]
+    for i in range(messages):
+        p = i % PROJECTS
+        local = agents[p]
+        sender = agents[(p + 1) % PROJECTS][i % AGENTS] if i % 50 == 0 else local[i % AGENTS]
+        to, cc = local[(i + 1) % AGENTS], local[(i + 2) % AGENTS]
+        when = start + timedelta(seconds=20 * i)
+        box.message(
+            p + 1, sender, when, to=[to], cc=[cc], bcc=[local[(i + 3) % AGENTS]] if i % 5 == 0 else [],
+            subject=f"Build {i} status", body=f"Build {i} finished; see the log of step {i % 97}. " * 3,
+            thread_id=f"T-{i % 2000}" if i % 3 == 0 else None, topic="build" if i % 7 == 0 else None,
+            ack_required=i % 10 == 0, attachments=[pictures[i % 20]] if i % 1000 == 0 else None,
+            read={to: when + timedelta(minutes=1)} if i % 2 == 0 else None,
+            acked={to: when + timedelta(minutes=2)} if i % 10 == 0 else None,
+        )  # fmt: skip
+    for p in range(PROJECTS):
+        for a in range(AGENTS):
+            now = datetime.now(UTC)
+            box.reservation(p + 1, agents[p][a], f"src/module_{a}/**", now, now + timedelta(hours=2))
+        box.link(agents[p][0], agents[(p + 1) % PROJECTS][0], "approved", start, start + timedelta(days=60))
+    return box.commit()

@@ -1,45 +1,34 @@
-"""``broker import-agent-mail``: a reference mailbox into the Git archive, the SQLite index and
+"""``broker import-agent-mail``: a reference mailbox into the SQLite index, the Git archive and
 Redis, with the ids it has.
 
-The import writes what the persistence worker would have written for the same data, in its
-order: the archive first (broker/persistence/archive.py), then the index in one transaction
-(``Index.write_batch``), then Redis rebuilt from the index by ``broker rehydrate``'s per-project
-rebuild, so imported state is what live sends and ``broker rehydrate`` produce (one path).
+It writes what the persistence worker writes for the same data and rebuilds Redis from the
+index with ``broker rehydrate``'s per-project rebuild, so imported state is what live sends and
+``broker rehydrate`` produce (one path): the index in one transaction (``Index.write_batch``),
+then the archive (``copies.py``, in a child process) beside the Redis rebuild.
 
-Resumable by comparison, not by checkpoints: each source row is compared with the target's
-row of the same id (``plan.py``): new and changed rows are written, equal ones are not. Every
-write is an idempotent upsert, so an import cut short anywhere is finished by running it again:
-before the index commit nothing counts as written (the archive ignores files it holds), after
-it the rows compare equal and only Redis is left, where a project whose rebuild did not finish
-has no project hash (written last) and is rebuilt. A second run of a finished import writes
-nothing.
+Resumable by comparison, not by checkpoints: each source row is compared with the target's row
+of the same key (``plan.py``): new and changed rows are written, equal ones are not, and every
+write is an idempotent upsert. An import cut short is finished by running it again: before the
+index commit nothing was written; after it the rows compare equal, the archive writes the files
+HEAD lacks, and a project whose Redis rebuild did not finish has no project hash (written last)
+and is rebuilt. A second run of a finished import writes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import tempfile
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from broker.config import Settings
 from broker.lifecycle import rehydrate
+from broker.migration import copies
 from broker.migration.plan import KINDS, Plan, plan_import
 from broker.migration.source import Mailbox, Problem, Progress, read_mailbox
-from broker.persistence import attachments as staged
-from broker.persistence.archive import Archive, ArchiveMessage
-from broker.persistence.entries import PROFILE_FIELDS
 from broker.persistence.index import Batch, Index
-from broker.persistence.private import private_dir
 from broker.store.commands.rehydrate import Rebuild
 from broker.store.ids import largest_indexed_ids
 from broker.store.keys import Keys
-
-ARCHIVE_CHUNK = 5000  # messages per archive commit: bounded memory, few commits
 
 
 @dataclass
@@ -84,9 +73,13 @@ def run_import(
     report = ImportReport(dry_run, plan.counts(), box.problems)
     if dry_run:
         return report
-    _write_archive(settings, box, plan, report, progress)
     _write_index(settings, plan, progress)
-    asyncio.run(_rebuild_redis(settings, redis_url, box, plan, report, progress))
+    archived = copies.start(settings, box, plan, progress)
+    try:
+        asyncio.run(_rebuild_redis(settings, redis_url, box, plan, report, progress))
+    finally:
+        written = archived()
+    report.commits, report.attachment_files = written.commits, written.attachment_files
     return report
 
 
@@ -99,109 +92,6 @@ async def _plan(settings: Settings, redis_url: str, box: Mailbox) -> Plan:
         return plan_import(settings.index_path, box, live)
     finally:
         await rebuild.close()
-
-
-def _write_archive(
-    settings: Settings, box: Mailbox, plan: Plan, report: ImportReport, progress: Progress | None
-) -> None:
-    """The new messages' copies and digests, the new or changed profiles and reservations, and
-    the attachment files the messages name, in commits of ARCHIVE_CHUNK messages."""
-    projects = box.projects
-    agents = box.agents
-    profiles = []
-    for agent in plan.agents:
-        profile = {key: agent[key] for key in PROFILE_FIELDS}
-        if agent["retired_at"]:
-            profile["retired_at"] = agent["retired_at"]
-        profiles.append((projects[agent["project_id"]]["slug"], profile))
-    reservations = []
-    for row in plan.reservations:
-        record = {
-            "id": row["id"],
-            "project": projects[row["project_id"]]["human_key"],
-            "agent": agents[row["agent_id"]]["name"],
-            "path_pattern": row["path_pattern"],
-            "exclusive": bool(row["exclusive"]),
-            "reason": row["reason"],
-            "created_ts": row["created_ts"],
-            # as the reference and the broker write an ended one: clamped to its release
-            "expires_ts": min(row["expires_ts"], row["released_ts"] or row["expires_ts"]),
-        }
-        if row["released_ts"]:
-            record["released_ts"] = row["released_ts"]
-        reservations.append((projects[row["project_id"]]["slug"], record))
-    names: dict[int, dict[str, list[str]]] = defaultdict(lambda: {"to": [], "cc": [], "bcc": []})
-    for (message_id, agent_id), row in box.recipients.items():
-        names[message_id][row["kind"]].append(agents[agent_id]["name"])
-    messages = [
-        (
-            projects[row["project_id"]]["slug"],
-            projects[row["project_id"]]["human_key"],
-            _archived(box, row, names[row["id"]]),
-        )
-        for row in plan.messages
-    ]
-    private_dir(settings.storage_root)
-    with tempfile.TemporaryDirectory(prefix="import-staging-", dir=settings.storage_root) as staging_dir:
-        staging = Path(staging_dir)
-        target = Archive(settings.archive_path, "", staging=staging)
-        total = max(len(messages), 1)
-        first = True
-        for start in range(0, max(len(messages), 1), ARCHIVE_CHUNK):
-            chunk = messages[start : start + ARCHIVE_CHUNK]
-            for rel in dict.fromkeys(r for _, _, m in chunk for r in staged.message_files(m.attachments)):
-                if rel in box.attachment_files:
-                    _stage_copy(staging, rel, box.attachment_files[rel])
-                    report.attachment_files += 1
-            commit = target.write_batch(
-                profiles=profiles if first else (),
-                reservations=reservations if first else (),
-                messages=chunk,
-                summary=f"import: {len(chunk)} messages from MCP Agent Mail"
-                + (f", {len(profiles)} profiles, {len(reservations)} reservations" if first else ""),
-            )
-            first = False
-            report.commits += commit is not None
-            if progress:
-                progress("writing the archive", min(start + ARCHIVE_CHUNK, total), total)
-
-
-def _stage_copy(staging: Path, rel: str, source: Path) -> None:
-    target = staging / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        os.link(source, target) if _same_device(source, staging) else target.write_bytes(source.read_bytes())
-
-
-def _same_device(a: Path, b: Path) -> bool:
-    return a.stat().st_dev == b.stat().st_dev
-
-
-def _archived(box: Mailbox, row: dict[str, Any], names: dict[str, list[str]]) -> ArchiveMessage:
-    sender = box.agents[row["sender_id"]]
-    extra: dict[str, Any] = {}
-    if sender["project_id"] != row["project_id"]:
-        home = box.projects[sender["project_id"]]
-        extra = {
-            "from_project": home["human_key"],
-            "from_project_slug": home["slug"],
-            "from_address": f"project:{home['slug']}#{sender['name']}",
-        }
-    return ArchiveMessage(
-        id=row["id"],
-        subject=row["subject"],
-        body_md=row["body_md"],
-        sender=sender["name"],
-        created=row["created_ts"],
-        to=names["to"],
-        cc=names["cc"],
-        bcc=names["bcc"],
-        thread_id=row["thread_id"],
-        importance=row["importance"],
-        ack_required=bool(row["ack_required"]),
-        attachments=json.loads(row["attachments"]),
-        extra=extra,
-    )
 
 
 def _write_index(settings: Settings, plan: Plan, progress: Progress | None) -> None:

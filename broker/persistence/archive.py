@@ -224,6 +224,17 @@ class Archive:
             position += size + 1
         return found
 
+    def existing(self, rel_paths: Sequence[str]) -> set[str]:
+        """Which of these paths HEAD holds, in one git call (none before the first commit)."""
+        with self._locked():
+            self._open()
+            head = self._head()
+            if head is None or not rel_paths:
+                return set()
+            request = "".join(f"{head}:{rel}\n" for rel in rel_paths).encode()
+            out = self._git("cat-file", "--batch-check", stdin=request).decode("utf-8").splitlines()
+        return {rel for rel, line in zip(rel_paths, out, strict=True) if not line.endswith(" missing")}
+
     def _commit(self, files: dict[str, bytes], message: str, deletions: Sequence[str] = ()) -> str | None:
         """Commit these files on top of HEAD with one ``git fast-import`` run: blobs go straight
         into the object store (no work tree, no index to rewrite), identical contents are
