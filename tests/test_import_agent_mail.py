@@ -21,6 +21,7 @@ import pytest
 from fastmcp import Client
 from helpers import Tools, drop_prefix, make_settings, snapshot
 from process_helpers import BROKER, broker_env
+from redis import Redis as SyncRedis
 from reference_mailbox import build_many
 
 from broker.config import Settings
@@ -206,24 +207,38 @@ async def test_dry_run_writes_nothing(settings: Settings, mailbox: tuple[Any, di
     assert await redis_state(settings) == {}
 
 
+def _started(step: str, settings: Settings, client: SyncRedis) -> bool:
+    """Whether the import under ``settings`` has begun ``step``."""
+    if step == "index":
+        return settings.index_path.exists()
+    if step == "archive":
+        return (settings.archive_path / "HEAD").exists()
+    return next(client.scan_iter(match=f"{settings.redis_key_prefix}:*", count=1000), None) is not None
+
+
 async def test_a_killed_import_is_finished_by_the_next_run(redis_url: str, tmp_path: Path) -> None:
-    box = build_many(tmp_path / "reference", messages=6000)
+    box = build_many(tmp_path / "reference", messages=4000)
     whole = make_settings(redis_url, tmp_path / "whole")
     assert run_cli(whole, *source_args(box)).returncode == 0
     expected = (index_dump(whole), await redis_state(whole))
-    for delay in (1.5, 3.0, 4.5):  # cut at different steps: reading, index, archive and Redis
-        cut = make_settings(redis_url, tmp_path / f"cut-{delay}")
+    client = SyncRedis.from_url(redis_url)
+    for step in ("index", "archive", "redis"):  # SIGKILL as soon as the import reaches each step
+        cut = make_settings(redis_url, tmp_path / f"cut-{step}")
         proc = subprocess.Popen(
             [BROKER, "import-agent-mail", *source_args(box)], env=_env(cut), start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        time.sleep(delay)
+        deadline = time.monotonic() + 120
+        while not _started(step, cut, client) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, f"the import ended before the {step} step began"
         os.killpg(proc.pid, signal.SIGKILL)  # the command and its archive writer, at once
         proc.wait()
         done = run_cli(cut, *source_args(box))
         assert done.returncode == 0, done.stderr
-        assert (index_dump(cut), await redis_state(cut)) == expected
-        assert archive_files(cut) == archive_files(whole)
+        assert (index_dump(cut), await redis_state(cut)) == expected, step
+        assert archive_files(cut) == archive_files(whole), step
+    client.close()
 
 
 def archive_files(settings: Settings) -> list[str]:

@@ -181,10 +181,11 @@ class Background:
 
     def _read(self) -> None:
         while True:
+            alive = self._child.is_alive()  # before the read: what it sent before dying is in the pipe
             try:
                 kind, value = self._queue.get(timeout=1)
             except queue.Empty:
-                if self._child.is_alive():
+                if alive:
                     continue
                 self._result = f"the archive writer exited with status {self._child.exitcode} without an outcome"
                 return
