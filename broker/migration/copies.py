@@ -12,6 +12,7 @@ each keeps its own core busy.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import queue
@@ -169,6 +170,9 @@ class Background:
 
     def _run(self, settings: Settings, box: Mailbox, plan: Plan) -> None:
         out = self._queue
+        # a file the metadata names but the reference's archive lacks is in the import's report
+        # already; a manifest it lacks is derived data the reference rarely keeps: no warnings
+        logging.getLogger("broker.persistence.archive").setLevel(logging.ERROR)
         try:
             written = write_archive(settings, box, plan, lambda *step: out.put(("progress", step)))
             out.put(("done", written))
