@@ -94,7 +94,9 @@ def plan_import(index_path: Path, box: Mailbox, live: Mapping[str, Mapping[str, 
 def _open(path: Path) -> sqlite3.Connection | None:
     if not Path(path).exists():
         return None
-    conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    # read-write, never create: the first connection after a writer was killed must recover the
+    # WAL, which a read-only one cannot ("attempt to write a readonly database"); only reads follow
+    conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=rw", uri=True, timeout=60)
     conn.row_factory = sqlite3.Row
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages'").fetchone():
         conn.close()

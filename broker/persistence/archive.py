@@ -161,12 +161,17 @@ class Archive:
     def _open(self) -> git.Repo:
         if self.repo is not None:
             return self.repo
-        if (self.root / "HEAD").exists():
+        # HEAD is among the first files `git init` writes: a writer killed during the init leaves
+        # it without objects/ or refs/, which `git init` again completes (it is safe to re-run)
+        if (self.root / "HEAD").exists() and git.repo.fun.is_git_dir(self.root):
             repo = git.Repo(self.root)
             if repo.config_reader().get_value("core", "sharedRepository", "") != SHARED:
                 with repo.config_writer() as config:  # archives made before it was set
                     config.set_value("core", "sharedRepository", SHARED)
         else:
+            # a config.lock left by a killed init would fail this one; we hold the archive lock,
+            # so no git process of ours is running
+            (self.root / "config.lock").unlink(missing_ok=True)
             # core.sharedRepository=0600: git makes every file it writes later (objects, packs,
             # refs, by any writer and whatever its umask) 0600, and directories 0700
             repo = git.Repo.init(self.root, bare=True, initial_branch=BRANCH, shared=SHARED)
