@@ -3,8 +3,8 @@ Redis, with the ids it has.
 
 It writes what the persistence worker writes for the same data and rebuilds Redis from the
 index with ``broker rehydrate``'s per-project rebuild, so imported state is what live sends and
-``broker rehydrate`` produce (one path): the index in one transaction (``Index.write_batch``),
-then the archive (``copies.py``, in a child process) beside the Redis rebuild.
+``broker rehydrate`` produce (one path): the index in one transaction (``Index.write_batch``)
+then the Redis rebuild, while a child process writes the archive (``copies.py``).
 
 Resumable by comparison, not by checkpoints: each source row is compared with the target's row
 of the same key (``plan.py``): new and changed rows are written, equal ones are not, and every
@@ -73,9 +73,11 @@ def run_import(
     report = ImportReport(dry_run, plan.counts(), box.problems)
     if dry_run:
         return report
-    _write_index(settings, plan, progress)
+    # the archive beside the index and the Redis rebuild: it takes longest (the worker's order,
+    # archive before index, holds for every file it commits before the index does)
     archived = copies.start(settings, box, plan, progress)
     try:
+        _write_index(settings, plan, progress)
         asyncio.run(_rebuild_redis(settings, redis_url, box, plan, report, progress))
     finally:
         written = archived()

@@ -39,6 +39,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -110,15 +111,15 @@ class ArchiveMessage:
     # (its front matter carries them, and it has no outbox copy here)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property  # asked for each copy of the message
     def when(self) -> datetime:
         return _created(self.created)
 
-    @property
+    @cached_property  # asked for each copy of the message
     def filename(self) -> str:
         return f"{self.when.astimezone(UTC).strftime('%Y-%m-%dT%H-%M-%SZ')}__{subject_slug(self.subject)}__{self.id}.md"
 
-    @property
+    @cached_property  # asked for each copy of the message
     def month_dir(self) -> str:
         return self.when.astimezone(UTC).strftime("%Y/%m")
 
