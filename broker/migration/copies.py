@@ -33,7 +33,7 @@ from broker.persistence.archive import Archive, ArchiveMessage
 from broker.persistence.entries import PROFILE_FIELDS
 from broker.persistence.private import private_dir
 
-CHUNK = 5000  # messages per commit: bounded memory, few commits
+CHUNK = 25_000  # messages per commit: each commit rewrites the growing month trees, so few; ~30 MB each
 
 
 @dataclass
