@@ -256,3 +256,34 @@ async def test_a_slug_the_target_holds_for_another_project_is_refused(
     assert "IMPORT_CONFLICT" in done.stderr and "'data-backend'" in done.stderr and "hard_delete_project" in done.stderr
     assert not settings.index_path.exists()  # nothing written
     assert "NOT_FOUND" in await tools.error("fetch_inbox", project_key=FRONTEND, agent_name="PurpleBear")
+
+
+async def test_a_reimport_takes_what_changed_in_the_mailbox(
+    settings: Settings, tools: Tools, mailbox: tuple[Any, dict[str, Any]]
+) -> None:
+    box, ids = mailbox
+    assert run_cli(settings, *source_args(box)).returncode == 0
+    assert await tools.inbox("worker_42", project_key=BACKEND)  # unread so far
+    # meanwhile, in the reference: worker_42 read the kickoff and BlueLake released its reservation
+    read_at = ids["now"].replace(microsecond=0)
+    conn = sqlite3.connect(box.database)
+    with conn:
+        conn.execute(
+            "UPDATE message_recipients SET read_ts = ? WHERE message_id = ? AND agent_id = ?",
+            (read_at.strftime("%Y-%m-%d %H:%M:%S.%f"), ids["kickoff"], ids["worker"]),
+        )
+        conn.execute(
+            "UPDATE file_reservations SET released_ts = ? WHERE id = ?",
+            (read_at.strftime("%Y-%m-%d %H:%M:%S.%f"), ids["held"]),
+        )
+    conn.close()
+    done = run_cli(settings, *source_args(box))
+    assert done.returncode == 0, done.stderr
+    assert "recipients                0 /      1 /        7" in done.stdout
+    assert "reservations              0 /      1 /        3" in done.stdout
+    assert "redis: 1 project(s) rebuilt" in done.stdout  # data-backend only
+    again = await tools.call("mark_message_read", project_key=BACKEND, agent_name="worker_42",
+                             message_id=ids["kickoff"])  # fmt: skip
+    assert again["read_at"] == read_at.isoformat()
+    live = json.loads((await tools.client.read_resource("resource://file_reservations/data-backend"))[0].text)
+    assert live == []
