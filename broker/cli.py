@@ -230,6 +230,18 @@ def rehydrate(
         _say(line)
 
 
+@app.command("import-agent-mail")
+def import_agent_mail(
+    database: Annotated[str, typer.Option(help="the reference's SQLite database (storage.sqlite3)")],
+    archive: Annotated[str, typer.Option(help="the reference's STORAGE_ROOT (its Git archive)")],
+    dry_run: Annotated[bool, typer.Option(help="report what would be imported; write nothing")] = False,
+) -> None:
+    """Import an MCP Agent Mail mailbox (docs/migration.md); run it again to finish or repeat one."""
+    from broker.migration.cli import import_command
+
+    raise typer.Exit(import_command(get_settings(), database, archive, dry_run))
+
+
 @app.command("redis-stop")
 def redis_stop() -> None:
     """Stop the embedded redis-server that brokers share when REDIS_URL is unset."""

@@ -39,6 +39,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -110,15 +111,15 @@ class ArchiveMessage:
     # (its front matter carries them, and it has no outbox copy here)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property  # asked for each copy of the message
     def when(self) -> datetime:
         return _created(self.created)
 
-    @property
+    @cached_property  # asked for each copy of the message
     def filename(self) -> str:
         return f"{self.when.astimezone(UTC).strftime('%Y-%m-%dT%H-%M-%SZ')}__{subject_slug(self.subject)}__{self.id}.md"
 
-    @property
+    @cached_property  # asked for each copy of the message
     def month_dir(self) -> str:
         return self.when.astimezone(UTC).strftime("%Y/%m")
 
@@ -161,12 +162,17 @@ class Archive:
     def _open(self) -> git.Repo:
         if self.repo is not None:
             return self.repo
-        if (self.root / "HEAD").exists():
+        # HEAD is among the first files `git init` writes: a writer killed during the init leaves
+        # it without objects/ or refs/, which `git init` again completes (it is safe to re-run)
+        if (self.root / "HEAD").exists() and git.repo.fun.is_git_dir(self.root):
             repo = git.Repo(self.root)
             if repo.config_reader().get_value("core", "sharedRepository", "") != SHARED:
                 with repo.config_writer() as config:  # archives made before it was set
                     config.set_value("core", "sharedRepository", SHARED)
         else:
+            # a config.lock left by a killed init would fail this one; we hold the archive lock,
+            # so no git process of ours is running
+            (self.root / "config.lock").unlink(missing_ok=True)
             # core.sharedRepository=0600: git makes every file it writes later (objects, packs,
             # refs, by any writer and whatever its umask) 0600, and directories 0700
             repo = git.Repo.init(self.root, bare=True, initial_branch=BRANCH, shared=SHARED)
@@ -223,6 +229,21 @@ class Archive:
             found[rel] = out[position : position + size].decode("utf-8")
             position += size + 1
         return found
+
+    def existing(self, rel_paths: Sequence[str]) -> set[str]:
+        """Which of these paths HEAD holds (none before the first commit): one listing of their
+        directories, far cheaper than looking each path up when they are many."""
+        with self._locked():
+            self._open()
+            head = self._head()
+            if head is None or not rel_paths:
+                return set()
+            dirs = sorted({rel.rsplit("/", 1)[0] + "/" for rel in rel_paths})
+            listed: set[str] = set()
+            for start in range(0, len(dirs), 200):
+                out = self._git("ls-tree", "--name-only", "-z", head, "--", *dirs[start : start + 200])
+                listed.update(out.decode("utf-8").split("\0"))
+        return listed.intersection(rel_paths)
 
     def _commit(self, files: dict[str, bytes], message: str, deletions: Sequence[str] = ()) -> str | None:
         """Commit these files on top of HEAD with one ``git fast-import`` run: blobs go straight

@@ -56,6 +56,10 @@ class Rebuild:
     async def project_exists(self, *, slug: str) -> bool:
         return bool(await self._client.exists(self.keys.project(slug)))
 
+    async def project_record(self, *, slug: str) -> dict[str, str]:
+        """The project hash (id, slug, human_key, created_at), empty when it is not there."""
+        return await self._client.hgetall(self.keys.project(slug))
+
     async def has_unpersisted(self, *, slug: str) -> bool:
         """Pending, in-flight or dead-lettered entries: changes not in the index yet."""
         keys = self.keys
