@@ -273,3 +273,17 @@ async def test_handshake_across_projects_with_welcome(tools: Tools, two: dict[st
     # the fast path is for one project only: across projects the request is made (with its intro)
     [link] = await tools.call("list_contacts", project_key=PROJECT, agent_name="BlueLake")
     assert (link["to"], link["status"]) == ("RedFox", "approved")
+
+
+async def test_mail_sent_only_elsewhere_is_the_senders_activity_at_home(
+    tools: Tools, two: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    """Redis and the index agree on the sender's last activity, also when none of the mail
+    stayed in its project (the index takes every send as activity; so does Redis now)."""
+    await link(tools)
+    message = payload(await tools.send("BlueLake", [f"project:{OTHER_SLUG}#RedFox"], subject="Only elsewhere"))
+    whois = await tools.call("whois", project_key=PROJECT, agent_name="BlueLake", include_recent_commits=False)
+    assert whois["last_active_ts"] == message["created_ts"]
+    await run_worker(server, settings)
+    [row] = index_rows(settings, "SELECT last_active_ts FROM agents WHERE name = 'BlueLake'")
+    assert row["last_active_ts"] == message["created_ts"]

@@ -30,6 +30,7 @@ from broker.mail.routing import (
     parse_address,
     parse_recipients,
 )
+from broker.store.commands import identity as identity_store
 from broker.store.commands import mail as store_mail
 from broker.store.commands import projects
 from broker.store.commands.mail import IdempotencyRecord, NobodyLeft, Sent, VisibleMessage
@@ -244,6 +245,12 @@ async def deliver(
             errors.append({"project": group.project_key, "type": exc.code, "message": exc.message, **exc.data})
             if conflict:
                 break
+    delivered = [d["payload"] for _, d in done_list if d["payload"]]
+    if delivered and not any(group.slug == sender.slug and d["payload"] for group, d in done_list):
+        # all of it went elsewhere: the sender's own project records the send as its activity
+        await identity_store.record_activity(
+            store, slug=sender.slug, name=sender.name, at=max(p["created_ts"] for p in delivered)
+        )
     if errors and not any(d["payload"] for _, d in done_list):
         if len(errors) == 1 and not done_list:
             raise BrokerError(errors[0]["type"], errors[0]["message"])

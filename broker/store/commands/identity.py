@@ -181,6 +181,12 @@ async def sender_pass(
     return _checked_agent(reply)
 
 
+async def record_activity(store: Store, *, slug: str, name: str, at: str) -> None:
+    """The agent's last activity moved forward to ``at`` (record_activity.lua)."""
+    keys = store.keys
+    await store.run("record_activity", [keys.active(slug), keys.agents(slug)], [name, at])
+
+
 async def stored_agent(store: Store, *, slug: str, name: str) -> StoredAgent | None:
     """The agent's record without a token check (one HGET), None when there is no such agent."""
     raw: str | None = await store.client().hget(store.keys.agents(slug), name.lower())
