@@ -116,16 +116,10 @@ SLOW_FIRST = (
 )
 
 
-# Modules whose tests share a costly module-scoped fixture: one xdist process runs all of them
-# (--dist loadgroup), so it is set up once per run instead of once per process.
-ONE_PROCESS = {"test_web_browser": "chromium"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The cluster backend runs only in the modules of CLUSTER_MODULES (docs/development.md says
     why those), unless BROKER_TEST_CLUSTER=all asks for every backend-parametrized test; the
-    modules of SLOW_FIRST run first, those of ONE_PROCESS in one process."""
+    modules of SLOW_FIRST run first."""
     everywhere = os.environ.get("BROKER_TEST_CLUSTER") == "all"
     kept = []
     for item in items:
@@ -133,8 +127,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         on_cluster = callspec and callspec.params.get("backend") == "cluster"
         if on_cluster and not everywhere and item.module.__name__ not in CLUSTER_MODULES:
             continue
-        if item.module.__name__ in ONE_PROCESS:
-            item.add_marker(pytest.mark.xdist_group(ONE_PROCESS[item.module.__name__]))
         kept.append(item)
     rank = {name: index for index, name in enumerate(SLOW_FIRST)}
     kept.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))  # stable: file order otherwise
