@@ -36,9 +36,11 @@ lint: install
 	$(BIN)/ruff format --check broker workers tests benchmarks examples dev
 
 # Three test processes: most tests wait on Redis, subprocesses and sockets, not on the CPU,
-# so even two cores run the suite in about half the time of one process.
+# so even two cores run the suite in about half the time of one process. loadgroup: one test at
+# a time to whichever process is free, slowest modules first (tests/conftest.py, SLOW_FIRST).
+# The slowest steps are printed so a growing CI time shows where it went (docs/development.md).
 test: install redis-server chromium lint
-	$(BIN)/pytest -q -n 3
+	$(BIN)/pytest -q -n 3 --dist loadgroup --durations=15
 
 # The wheel as users get it: built from the checkout's files, installed with its dependencies into
 # a fresh venv outside the tree, serving MCP over HTTP (also part of `make test`).

@@ -85,17 +85,51 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("redis_url")
 
 
+# The modules whose tests take seconds each (real processes, a wheel build, fault scenarios,
+# a thousand sends), slowest first. They run first: `make test` runs xdist with --dist loadgroup,
+# which hands out one test at a time in this order to whichever process is free, so the hundreds
+# of sub-second tests fill the gaps and the end of the run. In file order they came last
+# (test_wheel.py, test_web_browser.py) and one process ran them alone at the end; and xdist's
+# default --dist load sends each process a block of consecutive tests first, so one process
+# would get all of these.
+SLOW_FIRST = (
+    "test_wheel",
+    "test_fault_suite",
+    "test_fault_redis_loss",
+    "test_deploy_files",
+    "test_serve",
+    "test_faults",
+    "test_concurrent_operations",
+    "test_cluster_scripts",
+    "test_many_processes",
+    "test_cluster_failover",
+    "test_globs",
+    "test_operations",
+    "test_examples",
+    "test_guard",
+    "test_access",
+    "test_client_docs",
+    "test_embedded_worker",
+    "test_rehydrate",
+    "test_web_browser",
+    "test_metrics",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The cluster backend runs only in the modules of CLUSTER_MODULES (docs/development.md says
-    why those), unless BROKER_TEST_CLUSTER=all asks for every backend-parametrized test."""
-    if os.environ.get("BROKER_TEST_CLUSTER") == "all":
-        return
+    why those), unless BROKER_TEST_CLUSTER=all asks for every backend-parametrized test; the
+    modules of SLOW_FIRST run first."""
+    everywhere = os.environ.get("BROKER_TEST_CLUSTER") == "all"
     kept = []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec and callspec.params.get("backend") == "cluster" and item.module.__name__ not in CLUSTER_MODULES:
+        on_cluster = callspec and callspec.params.get("backend") == "cluster"
+        if on_cluster and not everywhere and item.module.__name__ not in CLUSTER_MODULES:
             continue
         kept.append(item)
+    rank = {name: index for index, name in enumerate(SLOW_FIRST)}
+    kept.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))  # stable: file order otherwise
     items[:] = kept
 
 

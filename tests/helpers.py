@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import pytest
 from cluster_helpers import QUEUE_URLS
 from fastmcp import Client
 
@@ -17,6 +18,13 @@ from broker.store.store import Store
 
 PROJECT = "/tmp/concurrent-test"
 SLUG = "tmp-concurrent-test"  # the slug of PROJECT
+
+
+def real_redis_only(test: Any) -> Any:
+    """Run a backend-parametrized test on the real redis-server only. For volume tests (a thousand
+    sends, hundreds of property examples through one script): their fakeredis run executes the
+    same Lua, only several times slower, and proves nothing the real Redis run does not."""
+    return pytest.mark.integration(pytest.mark.parametrize("backend", ["redis"], indirect=True)(test))
 
 
 def make_settings(url: str, root: Path, **overrides: Any) -> Settings:

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 from fastmcp import Client, FastMCP
-from helpers import PROJECT, Tools
+from helpers import PROJECT, Tools, real_redis_only
 
 from broker.identity.names import is_generated_shape
 
@@ -191,6 +191,7 @@ async def test_concurrent_inbox_fetch_during_message_send(tools: Tools) -> None:
 
 
 # -- stress: 50 senders, 1,000 messages ----------------------------------------------------
+@real_redis_only
 async def test_fifty_concurrent_senders_thousand_messages(server: FastMCP) -> None:
     rng = random.Random(20250101)
     senders, per_sender = 50, 20

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import typer.main
 import yaml
-from process_helpers import BROKER, broker_env, serving
+from process_helpers import BROKER, Served, broker_env, serving_all
 
 from broker.cli import app
 
@@ -105,16 +105,19 @@ def healthcheck(service: str) -> list[str]:
 
 async def test_broker_healthcheck_passes_only_when_ready(redis_url: str, tmp_path: Path) -> None:
     test = healthcheck("broker")
-    with serving(broker_env(redis_url, tmp_path / "ok")) as served:
+
+    def probe(served: Served) -> subprocess.CompletedProcess[str]:
         port = served.base.rsplit(":", 1)[1]
-        probe = [sys.executable if arg == "python" else arg.replace(":8765/", f":{port}/") for arg in test]
-        done = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+        argv = [sys.executable if arg == "python" else arg.replace(":8765/", f":{port}/") for arg in test]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+    # Both brokers start together (their start-ups overlap); the second one's Redis is unreachable.
+    envs = [broker_env(redis_url, tmp_path / "ok"), broker_env("redis://127.0.0.1:1/0", tmp_path / "down")]
+    with serving_all(envs) as (ready, unready):
+        done = probe(ready)
         assert done.returncode == 0, done.stderr
-    # A broker whose Redis is unreachable is alive but not ready: the healthcheck fails.
-    with serving(broker_env("redis://127.0.0.1:1/0", tmp_path / "down")) as served:
-        port = served.base.rsplit(":", 1)[1]
-        probe = [sys.executable if arg == "python" else arg.replace(":8765/", f":{port}/") for arg in test]
-        assert subprocess.run(probe, capture_output=True, timeout=30).returncode != 0
+        # A broker whose Redis is unreachable is alive but not ready: the healthcheck fails.
+        assert probe(unready).returncode != 0
 
 
 def test_worker_healthcheck_follows_the_worker(redis_url: str, tmp_path: Path) -> None:

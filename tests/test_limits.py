@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from fastmcp import Client, FastMCP
-from helpers import PROJECT, Tools, make_settings, snapshot
+from helpers import PROJECT, Tools, make_settings, real_redis_only, snapshot
 
 from broker.mail import send as mail
 from broker.server import build_server
@@ -58,6 +58,7 @@ async def test_reply_checks_its_own_limits_before_reading(
     assert await snapshot(server.store) == before  # type: ignore[attr-defined]
 
 
+@real_redis_only
 async def test_fetch_topic_finds_old_messages_behind_busy_topics(tools: Tools, pair: dict[str, Any]) -> None:
     """A viewer's older topic message stays reachable however many messages of that topic other
     agents exchange later (the read walks the viewer's own topic index)."""

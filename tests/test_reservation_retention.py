@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from fastmcp import Client, FastMCP
-from helpers import PROJECT, Tools, drop_prefix, make_settings
+from helpers import PROJECT, Tools, drop_prefix, make_settings, real_redis_only
 from persist_helpers import index_rows, reserve
 
 from broker.config import Settings
@@ -67,6 +67,7 @@ async def test_ended_reservations_are_forgotten_once_retained_and_persisted(reta
     assert [r["path_pattern"] for r in listed] == ["a.py", "b.py"]
 
 
+@real_redis_only
 async def test_reserve_and_release_cycles_keep_redis_bounded(retained: Any) -> None:
     """Agents that reserve and release over and over (the load test's pattern) leave only the
     reservations of the last retention period in Redis."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fastmcp import Client, FastMCP
-from helpers import PROJECT, Tools, make_settings, snapshot
+from helpers import PROJECT, Tools, make_settings, real_redis_only, snapshot
 
 from broker.reservations import service as reservations
 from broker.server import build_server
@@ -365,6 +365,7 @@ async def test_unknown_project_in_resource(tools: Tools) -> None:
 
 
 # -- the index never hides a conflict -----------------------------------------------------------
+@real_redis_only
 async def test_index_finds_every_overlap_the_matcher_knows(tools: Tools, five: list[str]) -> None:
     """Random holdings and requests over a small tree: the conflicts the server reports (through
     its bucket index) are exactly the holdings that overlap each request by broker.reservations.globs."""
