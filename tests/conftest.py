@@ -101,6 +101,8 @@ SLOW_FIRST = (
     "test_faults",
     "test_concurrent_operations",
     "test_cluster_scripts",
+    "test_import_agent_mail",
+    "test_export_agent_mail",
     "test_many_processes",
     "test_cluster_failover",
     "test_globs",
