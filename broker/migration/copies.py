@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.config import Settings
+from broker.mail.routing import address_of
 from broker.migration.plan import Plan
 from broker.migration.source import Mailbox, Progress
 from broker.persistence import attachments as staged
@@ -60,9 +61,9 @@ def write_archive(settings: Settings, box: Mailbox, plan: Plan, progress: Progre
             project["slug"], project["human_key"], msg,
         )  # fmt: skip
     held = target.existing([*profiles, *reservations, *messages])
-    changed_agents = {a["id"] for a in plan.agents}
-    changed_reservations = {r["id"] for r in plan.reservations}
-    new_messages = {m["id"] for m in plan.messages}
+    changed_agents = {a["id"] for a in plan.rows.agents}
+    changed_reservations = {r["id"] for r in plan.rows.reservations}
+    new_messages = {m["id"] for m in plan.rows.messages}
     profile_rows = [(slug_of[a["project_id"]], _profile(a)) for rel, a in profiles.items()
                     if a["id"] in changed_agents or rel not in held]  # fmt: skip
     reservation_rows = [(slug_of[r["project_id"]], _reservation(box, r)) for rel, r in reservations.items()
@@ -125,7 +126,7 @@ def _archived(box: Mailbox, row: dict[str, Any], names: dict[str, list[str]]) ->
         extra = {
             "from_project": home["human_key"],
             "from_project_slug": home["slug"],
-            "from_address": f"project:{home['slug']}#{sender['name']}",
+            "from_address": address_of(home["slug"], sender["name"], here=""),
         }
     return ArchiveMessage(
         id=row["id"],

@@ -25,7 +25,7 @@ from broker.lifecycle import rehydrate
 from broker.migration import copies
 from broker.migration.plan import KINDS, Plan, plan_import
 from broker.migration.source import Mailbox, Problem, Progress, read_mailbox
-from broker.persistence.index import Batch, Index
+from broker.persistence.index import Index
 from broker.store.commands.rehydrate import Rebuild
 from broker.store.ids import largest_indexed_ids
 from broker.store.keys import Keys
@@ -70,7 +70,7 @@ def run_import(
     target holds other data under its slugs, names or ids."""
     box = read_mailbox(database, archive, progress)
     plan = asyncio.run(_plan(settings, redis_url, box))
-    report = ImportReport(dry_run, plan.counts(), box.problems)
+    report = ImportReport(dry_run, plan.tally, box.problems)
     if dry_run:
         return report
     # the archive beside the index and the Redis rebuild: it takes longest (the worker's order,
@@ -100,16 +100,8 @@ def _write_index(settings: Settings, plan: Plan, progress: Progress | None) -> N
     index = Index(settings.index_path)
     try:
         index.ensure_schema()
-        batch = Batch(
-            projects=plan.projects,
-            agents=plan.agents,
-            messages=plan.messages,
-            recipients=plan.recipients,
-            reservations=plan.reservations,
-            links=plan.links,
-        )
-        if len(batch):
-            index.write_batch(batch)
+        if len(plan.rows):
+            index.write_batch(plan.rows)
         if progress:
             progress("writing the index", 1, 1)
     finally:
@@ -127,7 +119,7 @@ async def _rebuild_redis(
     touched = plan.touched_projects()
     outcome = rehydrate.Report()
     try:
-        slugs = sorted(box.projects[pid]["slug"] for pid in plan.importable_projects())
+        slugs = sorted(box.projects[pid]["slug"] for pid in plan.all_projects)
         for done, slug in enumerate(slugs, 1):
             exists = await rebuild.project_exists(slug=slug)
             if exists and slug not in touched:

@@ -18,6 +18,7 @@ from typing import Any
 
 from broker.errors import BrokerError
 from broker.migration.source import Mailbox
+from broker.persistence.index import Batch
 
 KINDS = ("projects", "agents", "messages", "recipients", "reservations", "links")
 SHOWN_CONFLICTS = 20
@@ -29,14 +30,10 @@ AGENT_PROFILE = ("program", "model", "task_description", "inception_ts", "attach
 
 @dataclass
 class Plan:
-    """The rows to write (new and changed), how many were unchanged, and which projects they touch."""
+    """The rows to write (new and changed: the index's own Batch, written as the worker writes
+    one), how many were unchanged, and which projects they touch."""
 
-    projects: list[dict[str, Any]] = field(default_factory=list)
-    agents: list[dict[str, Any]] = field(default_factory=list)
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    recipients: list[dict[str, Any]] = field(default_factory=list)
-    reservations: list[dict[str, Any]] = field(default_factory=list)
-    links: list[dict[str, Any]] = field(default_factory=list)
+    rows: Batch = field(default_factory=Batch)
     tally: dict[str, dict[str, int]] = field(
         default_factory=lambda: {kind: {"new": 0, "changed": 0, "unchanged": 0} for kind in KINDS}
     )
@@ -45,20 +42,14 @@ class Plan:
     slugs: dict[int, str] = field(default_factory=dict)
     conflicts: list[str] = field(default_factory=list)
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        return self.tally
-
     def touched_projects(self) -> set[str]:
         return {self.slugs[pid] for pid in self.touched}
-
-    def importable_projects(self) -> list[int]:
-        return self.all_projects
 
     def take(self, kind: str, row: dict[str, Any], held: Mapping[str, Any] | None, changed: bool, *pids: int) -> None:
         state = "new" if held is None else ("changed" if changed else "unchanged")
         self.tally[kind][state] += 1
         if state != "unchanged":
-            getattr(self, kind).append(row)
+            getattr(self.rows, kind).append(row)
             self.touched.update(pids)
 
 
