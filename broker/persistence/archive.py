@@ -58,6 +58,12 @@ STAGING_REF = "refs/broker/staging"
 DIGEST_LINK = re.compile(r"\[View canonical\]\(([^)]+)\)")
 AUTHOR_NAME = "mcp-agent"
 AUTHOR_EMAIL = "mcp-agent@example.com"
+CONFIG = (
+    ("core", "sharedRepository", SHARED),
+    ("commit", "gpgsign", "false"),
+    ("user", "name", AUTHOR_NAME),
+    ("user", "email", AUTHOR_EMAIL),
+)
 DIGEST_BODY_CHARS = 1200
 SUMMARY_LINES = 20
 # Most bytes of attachment files one commit carries (see _attachment_files).
@@ -162,24 +168,25 @@ class Archive:
     def _open(self) -> git.Repo:
         if self.repo is not None:
             return self.repo
+        # a config.lock left by a writer killed mid-init would fail the config write below; we
+        # hold the archive lock, so no git process of ours is running
+        (self.root / "config.lock").unlink(missing_ok=True)
         # HEAD is among the first files `git init` writes: a writer killed during the init leaves
         # it without objects/ or refs/, which `git init` again completes (it is safe to re-run)
         if (self.root / "HEAD").exists() and git.repo.fun.is_git_dir(self.root):
             repo = git.Repo(self.root)
-            if repo.config_reader().get_value("core", "sharedRepository", "") != SHARED:
-                with repo.config_writer() as config:  # archives made before it was set
-                    config.set_value("core", "sharedRepository", SHARED)
         else:
-            # a config.lock left by a killed init would fail this one; we hold the archive lock,
-            # so no git process of ours is running
-            (self.root / "config.lock").unlink(missing_ok=True)
             # core.sharedRepository=0600: git makes every file it writes later (objects, packs,
             # refs, by any writer and whatever its umask) 0600, and directories 0700
             repo = git.Repo.init(self.root, bare=True, initial_branch=BRANCH, shared=SHARED)
-            with repo.config_writer() as config:
-                config.set_value("commit", "gpgsign", "false")
-                config.set_value("user", "name", AUTHOR_NAME)
-                config.set_value("user", "email", AUTHOR_EMAIL)
+        # the settings an init cut short, or an archive made before one was set, lacks; read raw
+        # (get_value turns "0600" into 600), so an archive that has them is not rewritten
+        config = repo.config_reader("repository")
+        missing = [(s, o, v) for s, o, v in CONFIG if not config.has_option(s, o) or config.get(s, o) != v]
+        if missing:
+            with repo.config_writer() as writer:
+                for section, option, value in missing:
+                    writer.set_value(section, option, value)
         self.repo = repo
         if not self._head():
             self._commit({".gitattributes": b"*.json text\n*.md text\n"}, "chore: initialize archive")
