@@ -63,10 +63,16 @@ class Settings(BaseSettings):
         description="Local data directory: the embedded Redis (`redis/`), the archive, the index and the "
         "operator token file live under it.",
     )
+    database_url: str = Field(
+        "",
+        alias="DATABASE_URL",
+        description="The index: `postgresql://user:password@host:5432/db` (shared by brokers on several "
+        "hosts) or `sqlite:///path`. Unset: the SQLite file of `DATABASE_PATH` (docs/operations.md).",
+    )
     database_path: Path | None = Field(
         None,
         alias="DATABASE_PATH",
-        description="The SQLite index. Unset: `<STORAGE_ROOT>/index.sqlite3`.",
+        description="The SQLite index when `DATABASE_URL` is unset. Unset: `<STORAGE_ROOT>/index.sqlite3`.",
     )
     archive_root: Path | None = Field(
         None,
@@ -348,6 +354,26 @@ class Settings(BaseSettings):
         False,
         alias="TOON_STATS",
         description="TOON results carry `meta.toon_stats`: estimated tokens of the JSON and the TOON text.",
+    )
+
+    # The hot window (docs/operations.md#sizing): what Redis keeps; the index serves the rest.
+    hot_retention_seconds: int = Field(
+        7 * 86_400,
+        alias="HOT_RETENTION_SECONDS",
+        ge=1,
+        description="Messages older than this leave Redis once persisted; reads take them from the index.",
+    )
+    hot_inbox_max_messages: int = Field(
+        10_000,
+        alias="HOT_INBOX_MAX_MESSAGES",
+        ge=1,
+        description="Newest messages kept in Redis per inbox and per outbox; older ones leave once persisted.",
+    )
+    hot_trim_interval_seconds: float = Field(
+        30.0,
+        alias="HOT_TRIM_INTERVAL_SECONDS",
+        gt=0,
+        description="How often each persistence worker moves messages past the hot window out of Redis.",
     )
 
     # Lifecycle (docs/lifecycle.md).

@@ -175,6 +175,11 @@ class Keys:
     def pending(self, slug: str) -> str:
         return self.project_prefix(slug) + "pending"
 
+    def cold(self, slug: str) -> str:
+        """HASH of what the hot-window trimmer moved out of Redis (docs/data-model.md, "The hot
+        window"): per-stream marks a read checks to know whether it must ask the index too."""
+        return self.project_prefix(slug) + "cold"
+
     def reservation(self, slug: str, reservation_id: int | str) -> str:
         return f"{self.project_prefix(slug)}res:{reservation_id}"
 
