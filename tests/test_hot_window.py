@@ -6,6 +6,9 @@ gone from Redis entirely, counted in the project's cold hash, and still in the i
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -263,3 +266,25 @@ async def test_the_worker_trims_on_its_own(tools: Tools, server: FastMCP) -> Non
         assert await hot_ids(tools, "GreenCastle") == ids[2:]
     finally:
         await asyncio.to_thread(worker.stop)
+
+
+async def test_broker_trim_runs_one_pass_by_hand(
+    tools: Tools, server: FastMCP, settings: Settings, trio: dict[str, Any]
+) -> None:
+    if settings.redis_url.startswith("memory://"):
+        pytest.skip("the command needs a Redis of its own process to share")
+    ids = [await send(tools, "BlueLake", ["GreenCastle"], f"n{i}") for i in range(CAP + 2)]
+    await run_worker(server, settings)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "QUEUE_", "STORAGE_", "AGENT_", "HOT_"))}
+    env.update(
+        REDIS_URL=settings.redis_url,
+        REDIS_KEY_PREFIX=settings.redis_key_prefix,
+        STORAGE_ROOT=str(settings.storage_root),
+        HOT_INBOX_MAX_MESSAGES=str(CAP),
+    )
+    command = [sys.executable, "-m", "broker.cli", "trim", "--project", PROJECT]
+    done = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{SLUG}\t2\n"
+    assert "2 message(s) moved out of Redis" in done.stderr
+    assert await hot_ids(tools, "GreenCastle") == ids[2:]
