@@ -79,9 +79,12 @@ local function view(suffix)
   return v
 end
 
--- Read the next page of v's entries outside the window; false when the budget is spent.
+-- Read the next page of v's entries outside the window; false when the budget is spent. While
+-- entries are past the cap, the page reaches one entry beyond them; after that, and for a stream
+-- within its cap, the first read looks at one entry only (most streams have nothing to trim).
 local function extend(v)
-  local count = math.min(PAGE, budget - spent)
+  local wanted = v.over - v.read
+  local count = math.min(wanted > 0 and wanted + 1 or (v.last and PAGE or 1), PAGE, budget - spent)
   if count <= 0 then return false end
   local page = redis.call("XRANGE", v.key, v.last and "(" .. v.last or "-", "+", "COUNT", count)
   spent = spent + math.max(1, #page)
