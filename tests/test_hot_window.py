@@ -247,6 +247,18 @@ async def test_sends_go_on_while_the_trimmer_works_in_small_calls(
     assert marks["unread:bluelake"] == str(len(later) - CAP)
 
 
+async def test_a_budget_smaller_than_one_message_still_moves_mail(
+    tools: Tools, server: FastMCP, settings: Settings, trio: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call decides its first message even when reading every holder's stream costs more than
+    its budget (a message to many recipients), so no message stays hot for that."""
+    monkeypatch.setattr(hot_window, "WORK_BUDGET", 6)
+    ids = [await send(tools, "BlueLake", ["GreenCastle", "alpha-one"], f"n{i}") for i in range(CAP + 2)]
+    await run_worker(server, settings)
+    assert (await trim(server, settings)).deleted == 2
+    assert await hot_ids(tools, "GreenCastle") == await hot_ids(tools, "alpha-one") == ids[2:]
+
+
 async def test_the_worker_trims_on_its_own(tools: Tools, server: FastMCP) -> None:
     from workers.runner import PersistenceWorker
 
