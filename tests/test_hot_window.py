@@ -98,7 +98,9 @@ async def test_only_persisted_mail_past_the_window_leaves_and_is_counted(
     tools: Tools, server: FastMCP, settings: Settings, trio: dict[str, Any]
 ) -> None:
     ids = [await send(tools, "BlueLake", ["GreenCastle"], f"n{i}") for i in range(5)]
-    assert (await trim(server, settings)).deleted == 0  # nothing persisted yet: nothing leaves
+    # nothing persisted yet: nothing leaves, past the cap or past the retention
+    assert (await trim(server, settings)).deleted == 0
+    assert (await trim(server, settings, later_ms=2 * HOUR_MS)).deleted == 0
     assert await hot_ids(tools, "GreenCastle") == ids
     await tools.call("mark_message_read", project_key=PROJECT, agent_name="GreenCastle", message_id=ids[0])
     await run_worker(server, settings)
