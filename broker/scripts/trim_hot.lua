@@ -152,6 +152,7 @@ local function decide(id)
   local record = {}
   for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
   local created_us = record.created_us
+  if not tonumber(created_us) or not record.head then return "kept" end -- not a whole message
   local created_ms = math.floor(tonumber(created_us) / 1000)
   local pair = record.sender and (string.match(record.sender, "^project:(.*)$") or (slug .. "#" .. record.sender))
   local holders, readers = {}, {}
