@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from persist_helpers import index_rows, run_worker
 from shapes import payload
 
 from broker.config import Settings
-from broker.lifecycle import hot_window
+from broker.lifecycle import hot_window, retention
 from broker.lifecycle.hot_window import HotTrimmer, TrimReport
 from broker.store.clients import make_sync_client
 
@@ -225,6 +226,22 @@ async def test_mail_from_another_project_is_trimmed_in_the_project_that_holds_it
     assert set(await cold(server, OTHER_SLUG)) == {"in:redfox", "unread:redfox", "t"}  # no outbox there
     assert await cold(server) == {}
     assert await residue(server, ids[0]) == []
+
+
+async def test_a_purge_takes_what_it_deletes_out_of_the_cold_counts(
+    tools: Tools, server: FastMCP, settings: Settings, trio: dict[str, Any]
+) -> None:
+    ids = [await send(tools, "BlueLake", ["GreenCastle"], f"n{i}") for i in range(CAP + 3)]
+    await tools.call("mark_message_read", project_key=PROJECT, agent_name="GreenCastle", message_id=ids[0])
+    await run_worker(server, settings)
+    assert (await trim(server, settings)).deleted == 3
+    assert (await cold(server))["unread:greencastle"] == "2"
+    store = server.store  # type: ignore[attr-defined]
+    later = datetime.now(UTC) + timedelta(days=2)
+    purged = await retention.purge_old_messages(store, PROJECT, 1, False, None, now=later)
+    assert purged["messages_affected"] == len(ids)
+    assert "unread:greencastle" not in await cold(server)
+    assert indexed(settings) == set()
 
 
 async def test_sends_go_on_while_the_trimmer_works_in_small_calls(
