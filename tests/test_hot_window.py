@@ -244,6 +244,29 @@ async def test_a_purge_takes_what_it_deletes_out_of_the_cold_counts(
     assert indexed(settings) == set()
 
 
+async def test_a_hard_deleted_agent_takes_its_cold_marks_and_counts_along(
+    tools: Tools, server: FastMCP, settings: Settings, trio: dict[str, Any]
+) -> None:
+    await send(tools, "BlueLake", ["alpha-one"], "from BlueLake")  # one of alpha-one's that stays counted
+    for i in range(CAP + 2):
+        await send(tools, "BlueLake", ["GreenCastle"], f"in{i}")
+        await send(tools, "GreenCastle", ["alpha-one"], f"out{i}")
+    await run_worker(server, settings)
+    assert (await trim(server, settings)).deleted == 5
+    marks = await cold(server)
+    assert marks["unread:greencastle"] == "2" and marks["unread:alpha-one"] == "3"
+    assert {"in:greencastle", "out:greencastle"} <= set(marks)
+
+    deleted = await tools.call(
+        "hard_delete_agent", project_key=PROJECT, agent_name="GreenCastle", confirmation="I UNDERSTAND"
+    )
+    assert deleted["status"] == "hard_deleted"
+    marks = await cold(server)
+    assert not {"in:greencastle", "out:greencastle", "unread:greencastle"} & set(marks)
+    # GreenCastle's two trimmed messages to alpha-one left the index with it; BlueLake's stays
+    assert marks["unread:alpha-one"] == "1"
+
+
 async def test_sends_go_on_while_the_trimmer_works_in_small_calls(
     tools: Tools, server: FastMCP, settings: Settings, trio: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

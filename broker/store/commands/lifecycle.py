@@ -100,7 +100,7 @@ async def forget_cold_unread(store: Store, *, slug: str, counts: dict[str, int])
     if not counts:
         return 0
     pairs = [value for name, count in sorted(counts.items()) for value in (name.lower(), count)]
-    return int(await store.run("cold_forget", [store.keys.cold(slug)], pairs))
+    return int(await store.run("cold_forget", [store.keys.cold(slug)], ["", *pairs]))
 
 
 async def old_mail(store: Store, *, slug: str, cutoff_us: int) -> OldMail:
