@@ -77,3 +77,24 @@ def cool_now(store: Store, slug: str) -> int:
         return cool_messages(client, store.keys, slug=slug, cutoff_us=int(time.time() * 1_000_000) + 1)
     finally:
         client.close()
+
+
+# -- a small hot window (HOT_INBOX_MAX_MESSAGES=2) and what stays in it ---------------------------
+WINDOW = {"HOT_INBOX_MAX_MESSAGES": 2}
+
+
+async def window_mail(tools: Any, project: str) -> dict[str, Any]:
+    """Six messages under a window of 2 per inbox and outbox: BlueLake -> GreenCastle m1..m5
+    (alpha-one cc'd on m2 only), GreenCastle -> BlueLake m6; GreenCastle read m1, alpha-one
+    acknowledged m2. Inside some holder's window: m2 (alpha-one's inbox), m4, m5, m6; m1 and
+    m3 are outside every one (``cold``)."""
+    ids = []
+    for n in range(1, 6):
+        extra = {"cc": ["alpha-one"], "ack_required": True} if n == 2 else {}
+        sent = await tools.send("BlueLake", ["GreenCastle"], project_key=project, subject=f"m{n}", **extra)
+        ids.append(int(sent["deliveries"][0]["payload"]["id"]))
+    sent = await tools.send("GreenCastle", ["BlueLake"], project_key=project, subject="m6", topic="ops")
+    ids.append(int(sent["deliveries"][0]["payload"]["id"]))
+    await tools.call("mark_message_read", project_key=project, agent_name="GreenCastle", message_id=ids[0])
+    await tools.call("acknowledge_message", project_key=project, agent_name="alpha-one", message_id=ids[1])
+    return {"ids": ids, "cold": [ids[0], ids[2]], "hot": [ids[1], ids[3], ids[4], ids[5]]}
