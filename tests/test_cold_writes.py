@@ -7,14 +7,18 @@ Redis, with the SQLite index."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
+import httpx
 from cold_write_helpers import cool_now, make_cold
-from fastmcp import FastMCP
-from helpers import PROJECT, Tools
+from fastmcp import Client, FastMCP
+from helpers import PROJECT, Tools, drop_prefix, make_settings
 from persist_helpers import index_rows, run_worker
 
 from broker.config import Settings
+from broker.server import build_http_app
 
 SLUG = "tmp-concurrent-test"
 
@@ -214,3 +218,34 @@ async def test_unread_counts_stay_exact_through_trim_read_and_trim_again(
         "GreenCastle": True,
         "alpha-one": True,
     }
+
+
+async def test_web_view_shows_cold_threads_and_unread_counts(backend: str, tmp_path: Path) -> None:
+    """The overseers' thread page lists every message of a partly cold thread once, with its
+    recipients; the agents page counts cold unread mail."""
+    settings = make_settings(backend, tmp_path)
+    app, mcp = build_http_app(settings, "127.0.0.1")
+    store = mcp.store  # type: ignore[attr-defined]
+    try:
+        async with (
+            Client(mcp) as client,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://broker") as http,
+        ):
+            tools = Tools(client)
+            await tools.project()
+            for name in ("BlueLake", "GreenCastle", "alpha-one"):
+                await tools.agent(name)
+            ids = [message_id(await tools.send("BlueLake", ["GreenCastle"], thread_id="T-1", subject=f"s{n}"))
+                   for n in range(3)]  # fmt: skip
+            before = await http.get(f"/mail/{SLUG}/threads/T-1")
+            assert re.findall(r'data-message-id="(\d+)"', before.text) == [str(i) for i in ids]
+            await run_worker(mcp, settings)
+            await make_cold(store, SLUG, ids[:2])
+            after = await http.get(f"/mail/{SLUG}/threads/T-1")
+            assert re.findall(r'data-message-id="(\d+)"', after.text) == [str(i) for i in ids]
+            assert after.text.count("GreenCastle") == before.text.count("GreenCastle")
+            agents = (await http.get(f"/mail/{SLUG}/agents")).text
+            row = re.search(r"GreenCastle</a></td>\s*<td><time[^>]*>[^<]*</time></td>\s*<td>(\d+)</td>", agents)
+            assert row is not None and row.group(1) == "3", agents
+    finally:
+        await drop_prefix(store)

@@ -155,39 +155,76 @@ async def mark_message(
 
 
 # -- threads ----------------------------------------------------------------------------------
-def _thread_items(index: Index, project_id: int, viewer_id: int, thread_id: str) -> list[tuple[int, int, str, str]]:
-    """The thread's messages (with this thread_id, or whose id it is) the viewer sent or
-    received, oldest first: (created_us, id, head JSON, body) each."""
+@dataclass(frozen=True)
+class ThreadItem:
+    """A thread message as the index has it, shown as the hot record would be."""
+
+    created_us: int
+    id: int
+    head: dict[str, Any]
+    body: str
+    recipients: dict[str, list[str]] | None  # {to, cc, bcc} when asked for
+
+
+def _thread_items(
+    index: Index, project_id: int, viewer_id: int | None, thread_id: str, newest: int, with_recipients: bool
+) -> list[ThreadItem]:
+    """The thread's newest ``newest`` messages (with this thread_id, or whose id it is), oldest
+    first; only those the viewer sent or received unless ``viewer_id`` is None."""
     numeric = int(thread_id) if thread_id.isascii() and thread_id.isdigit() and int(thread_id) < 2**63 else -1
+    visible = (
+        "AND (m.sender_id = :viewer OR EXISTS (SELECT 1 FROM message_recipients r "
+        "WHERE r.message_id = m.id AND r.agent_id = :viewer)) "
+        if viewer_id is not None
+        else ""
+    )
     rows = index.query(
         "SELECT m.*, a.name AS sender_name, a.project_id AS sender_pid, p.slug AS sender_slug, "
         "p.human_key AS sender_hk FROM messages m JOIN agents a ON a.id = m.sender_id "
         "JOIN projects p ON p.id = a.project_id "
-        "WHERE m.project_id = :pid AND (m.thread_id = :tid OR m.id = :mid) "
-        "AND (m.sender_id = :viewer OR EXISTS (SELECT 1 FROM message_recipients r "
-        "WHERE r.message_id = m.id AND r.agent_id = :viewer)) ORDER BY m.created_ts, m.id",
-        {"pid": project_id, "tid": thread_id, "mid": numeric, "viewer": viewer_id},
+        f"WHERE m.project_id = :pid AND (m.thread_id = :tid OR m.id = :mid) {visible}"
+        "ORDER BY m.created_ts DESC, m.id DESC LIMIT :newest",
+        {"pid": project_id, "tid": thread_id, "mid": numeric, "viewer": viewer_id, "newest": newest},
     )
+    lists: dict[int, dict[str, list[str]]] = {}
+    if with_recipients and rows:
+        names = {f"i{n}": row["id"] for n, row in enumerate(rows)}
+        for row in index.query(
+            "SELECT r.message_id, r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id "
+            f"WHERE r.message_id IN ({', '.join(':' + name for name in names)}) ORDER BY r.rowid",
+            names,
+        ):
+            lists.setdefault(row["message_id"], {"to": [], "cc": [], "bcc": []})[row["kind"]].append(row["name"])
     out = []
-    for row in rows:
+    for row in reversed(rows):
         message = dict(row)
         other = None
         if message["sender_pid"] != message["project_id"]:
             other = {"slug": message["sender_slug"], "human_key": message["sender_hk"]}
         attachments = json.loads(message["attachments"] or "[]")
         head = luajson.message_head(message, message["sender_name"], other, attachments)
-        out.append((micros(message["created_ts"]), message["id"], head, message["body_md"] or ""))
+        shown = lists.get(message["id"], {"to": [], "cc": [], "bcc": []}) if with_recipients else None
+        out.append(
+            ThreadItem(micros(message["created_ts"]), message["id"], json.loads(head), message["body_md"] or "", shown)
+        )
     return out
 
 
 async def thread_messages(
-    store: Store, slug: str, project_id: int, viewer_id: int, thread_id: str
-) -> list[tuple[int, int, dict[str, Any], str]]:
-    """The thread's messages the viewer sent or received as the index has them, oldest first:
-    (created_us, id, head, body) each, the head as the hot record shows it. No index read
-    while nothing of the project was ever trimmed (no ``t`` in its cold hash): Redis holds all
-    of it. Call it after the hot read, so a message trimmed meanwhile is found here."""
+    store: Store,
+    slug: str,
+    project_id: int,
+    viewer_id: int | None,
+    thread_id: str,
+    newest: int,
+    with_recipients: bool = False,
+) -> list[ThreadItem]:
+    """The thread's newest ``newest`` messages the viewer sent or received (every one for
+    ``viewer_id`` None: the overseers' web view) as the index has them, oldest first. No index
+    read while nothing of the project was ever trimmed (no ``t`` in its cold hash): Redis holds
+    all of it. Call it after the hot read, so a message trimmed meanwhile is found here."""
     if not await store_cold.trimmed_any(store, slug=slug):
         return []
-    found = await asyncio.to_thread(_thread_items, index_of(store), project_id, viewer_id, thread_id)
-    return [(us, ident, json.loads(head), body) for us, ident, head, body in found]
+    return await asyncio.to_thread(
+        _thread_items, index_of(store), project_id, viewer_id, thread_id, newest, with_recipients
+    )

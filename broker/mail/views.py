@@ -257,13 +257,12 @@ async def thread_view(
         found.append((message.created_us, int(item["id"]), item))
     # the part the trimmer moved to the index (read after the hot part: nothing falls between)
     seen = {ident for _, ident, _ in found}
-    for created_us, ident, item, body in await cold.thread_messages(
-        store, slug, int(viewer.record["project_id"]), int(viewer.record["id"]), tid
-    ):
-        if ident not in seen:
+    project_id, viewer_id = int(viewer.record["project_id"]), int(viewer.record["id"])
+    for cold_item in await cold.thread_messages(store, slug, project_id, viewer_id, tid, MAX_THREAD_MESSAGES):
+        if cold_item.id not in seen:
             if include_bodies:
-                item["body_md"] = body
-            found.append((created_us, ident, item))
+                cold_item.head["body_md"] = cold_item.body
+            found.append((cold_item.created_us, cold_item.id, cold_item.head))
     found.sort(key=lambda entry: entry[:2])
     found = found[-MAX_THREAD_MESSAGES:]
     return {"project": page.human_key or slug, "thread_id": tid, "messages": [item for _, _, item in found]}
