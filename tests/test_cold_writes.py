@@ -249,3 +249,14 @@ async def test_web_view_shows_cold_threads_and_unread_counts(backend: str, tmp_p
             assert row is not None and row.group(1) == "3", agents
     finally:
         await drop_prefix(store)
+
+
+async def test_a_hard_deleted_agent_takes_its_cold_unread_count_along(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    await cold_mail(tools, server, settings, count=2)
+    assert (await unread_counts(tools))["GreenCastle"] == 2
+    await tools.call("hard_delete_agent", project_key=PROJECT, agent_name="GreenCastle", confirmation="I UNDERSTAND")
+    await tools.agent("GreenCastle")  # the name again: a new agent with no mail
+    assert (await unread_counts(tools))["GreenCastle"] == 0
+    assert (await unread_counts(tools))["alpha-one"] == 2
