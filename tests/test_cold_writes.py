@@ -6,6 +6,7 @@ Redis, with the SQLite index."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -260,3 +261,36 @@ async def test_a_hard_deleted_agent_takes_its_cold_unread_count_along(
     await tools.agent("GreenCastle")  # the name again: a new agent with no mail
     assert (await unread_counts(tools))["GreenCastle"] == 0
     assert (await unread_counts(tools))["alpha-one"] == 2
+
+
+async def test_concurrent_marks_on_cold_messages_count_once(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    """Both recipients mark and acknowledge every cold message at once, three times over: each
+    read is counted once, each first time is kept, and the index gets each once."""
+    ids = await cold_mail(tools, server, settings, count=6)
+    calls = [
+        tools.call(tool, project_key=PROJECT, agent_name=agent, message_id=ident)
+        for _ in range(3)
+        for ident in ids
+        for agent in ("GreenCastle", "alpha-one")
+        for tool in ("mark_message_read", "acknowledge_message")
+    ]
+    results = await asyncio.gather(*calls)
+    assert await unread_counts(tools) == {"BlueLake": 0, "GreenCastle": 0, "alpha-one": 0}
+    acked: dict[tuple[int, str], set[str]] = {}
+    for call, result in zip(
+        [(i, a, t) for _ in range(3) for i in ids for a in ("GreenCastle", "alpha-one")
+         for t in ("mark_message_read", "acknowledge_message")],
+        results,
+        strict=True,
+    ):  # fmt: skip
+        if call[2] == "acknowledge_message":
+            acked.setdefault((call[0], call[1]), set()).add(result["acknowledged_at"])
+    assert all(len(times) == 1 for times in acked.values())
+    await run_worker(server, settings)
+    for ident in ids:
+        shown = receipts(settings, ident)
+        assert {name: ack for name, (_, ack) in shown.items()} == {
+            name: next(iter(acked[(ident, name)])) for name in ("GreenCastle", "alpha-one")
+        }

@@ -1,8 +1,9 @@
 -- cool_messages: remove again from Redis the messages restore_message.lua put back for a write,
 -- once that write is persisted (no msg:<id> or rcpt:<id>:<name> entry of theirs in pending,
 -- in-flight or dead letters) and they came back at least a while ago (the caller's cutoff, so
--- a write that restored one finds it). Each goes with lib/lifecycle.lua delete_message, as the
--- trimmer removes messages; no count of the cold hash changes: a restored message's unread
+-- a write that restored one finds it). Only its hash and body go: a restored message has no
+-- stream entry, unread-set member or index entry (restore_message.lua adds none), so nothing
+-- else refers to it. No count of the cold hash changes: a restored message's unread
 -- recipients were counted there all along (mark_message.lua takes one off per read).
 -- KEYS[1]  project hash
 -- KEYS[2]  warm zset (restored message ids by the µs they came back)
@@ -15,7 +16,6 @@
 -- Returns {"ok", number removed, number left because a change of theirs is not persisted yet}
 -- or {"NO_PROJECT"}.
 -- @include lib/common.lua
--- @include lib/lifecycle.lua
 if redis.call("EXISTS", KEYS[1]) == 0 then return {"NO_PROJECT"} end
 local prefix, removed, kept = ARGV[1], 0, 0
 local unwritten = {KEYS[3], KEYS[4], KEYS[5]}
@@ -40,7 +40,10 @@ for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", ARGV[2], "LIMIT
   if busy then
     kept = kept + 1
   else
-    if redis.call("HGET", msg_key, "cold") then delete_message(prefix, KEYS[3], id) end
+    if redis.call("HGET", msg_key, "cold") then
+      redis.call("DEL", msg_key)
+      redis.call("HDEL", pkey(prefix, "bodies"), id)
+    end
     redis.call("ZREM", KEYS[2], id)
     removed = removed + 1
   end
