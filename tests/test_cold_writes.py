@@ -294,3 +294,30 @@ async def test_concurrent_marks_on_cold_messages_count_once(
         assert {name: ack for name, (_, ack) in shown.items()} == {
             name: next(iter(acked[(ident, name)])) for name in ("GreenCastle", "alpha-one")
         }
+
+
+async def test_a_cold_message_from_another_project_reads_and_answers_as_before(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    other, other_slug = "/tmp/other-proj", "tmp-other-proj"
+    await tools.project(other)
+    await tools.agent("RedFox", project_key=other)
+    await tools.call("request_contact", project_key=PROJECT, from_agent="BlueLake", to_agent="RedFox", to_project=other)
+    await tools.call(
+        "respond_contact", project_key=other, to_agent="RedFox", from_agent="BlueLake", from_project=PROJECT,
+        accept=True,
+    )  # fmt: skip
+    ident = message_id(await tools.send("BlueLake", [f"project:{other_slug}#RedFox"], subject="cross", topic="ops"))
+    uri = f"resource://message/{ident}?project={other_slug}&agent=RedFox"
+    before = await resource(tools, uri)
+    await run_worker(server, settings)
+    await make_cold(server.store, other_slug, [ident])  # type: ignore[attr-defined]
+    assert await resource(tools, uri) == before
+    assert before["from_address"] == f"project:{SLUG}#BlueLake"
+    read = await tools.call("mark_message_read", project_key=other, agent_name="RedFox", message_id=ident)
+    assert read["read"]
+    reply = await tools.call("reply_message", project_key=other, message_id=ident, sender_name="RedFox", body_md="ok")
+    assert reply["deliveries"][0]["project"] == PROJECT  # answered in the sender's project
+    await run_worker(server, settings)
+    rows = index_rows(settings, "SELECT read_ts FROM message_recipients WHERE message_id = :id", {"id": ident})  # type: ignore[arg-type]
+    assert rows == [{"read_ts": read["read_at"]}]
