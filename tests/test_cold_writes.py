@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from helpers import PROJECT, Tools, drop_prefix, make_settings
 from persist_helpers import index_rows, run_worker
 
 from broker.config import Settings
+from broker.lifecycle.retention import purge_old_messages
 from broker.server import build_http_app
 
 SLUG = "tmp-concurrent-test"
@@ -321,3 +323,21 @@ async def test_a_cold_message_from_another_project_reads_and_answers_as_before(
     await run_worker(server, settings)
     rows = index_rows(settings, "SELECT read_ts FROM message_recipients WHERE message_id = :id", {"id": ident})  # type: ignore[arg-type]
     assert rows == [{"read_ts": read["read_at"]}]
+
+
+async def test_purging_old_mail_takes_cold_unread_counts_along(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    """purge_old_messages deletes trimmed messages from the index: their unread counts go too,
+    the hot ones' from the unread sets as before."""
+    ids = await cold_mail(tools, server, settings, count=3)
+    await tools.call("mark_message_read", project_key=PROJECT, agent_name="alpha-one", message_id=ids[0])
+    await tools.send("BlueLake", ["GreenCastle"], subject="hot one")
+    await run_worker(server, settings)
+    assert await unread_counts(tools) == {"BlueLake": 0, "GreenCastle": 4, "alpha-one": 2}
+    later = datetime.now(UTC) + timedelta(days=2)
+    store = server.store  # type: ignore[attr-defined]
+    purged = await purge_old_messages(store, PROJECT, 1, False, None, now=later)
+    assert purged["messages_affected"] == 4
+    assert await unread_counts(tools) == {"BlueLake": 0, "GreenCastle": 0, "alpha-one": 0}
+    assert index_rows(settings, "SELECT count(*) AS n FROM messages")[0]["n"] == 0

@@ -19,8 +19,10 @@ from broker.errors import BrokerError
 from broker.identity import refusals
 from broker.identity.projects import project_slug
 from broker.lifecycle.state import project_state
+from broker.mail import cold
 from broker.persistence.drain import project_lock
 from broker.persistence.index import Index
+from broker.store.commands import cold as store_cold
 from broker.store.commands import lifecycle as commands
 from broker.store.commands.lifecycle import OldMail
 from broker.store.refusals import Refusal
@@ -64,6 +66,8 @@ async def purge_old_messages(
     # a cutoff before 1970 is older than every message (and than any stream id can say)
     old = await commands.old_mail(store, slug=slug, cutoff_us=cutoff_us) if cutoff_us > 0 else OldMail((), ())
     ids, entries = list(old.message_ids), list(old.stream_entries)
+    # trimmed ones the index deletes below take their unread counts along (broker/mail/cold.py)
+    cold_unread = {} if dry_run else await cold.cold_unread_before(store, slug, cutoff.isoformat(), set(ids))
     if not dry_run:
         for start in range(0, max(len(ids), len(entries)), BATCH):
             try:
@@ -76,6 +80,7 @@ async def purge_old_messages(
             except Refusal as refused:
                 await refusals.raise_for(store, refused.reply, slug, project_key)
     indexed = await asyncio.to_thread(_index_purge, store.settings.index_path, slug, cutoff.isoformat(), dry_run)
+    await store_cold.take_cold_unread(store, slug=slug, counts=cold_unread)
     return {
         "status": "dry_run" if dry_run else "purged",
         "messages_affected": len(set(ids) | indexed),

@@ -154,6 +154,33 @@ async def mark_message(
     raise missing
 
 
+# -- purging old mail ---------------------------------------------------------------------------
+def _unread_before(index: Index, slug: str, cutoff_iso: str) -> list[tuple[int, str]]:
+    return [
+        (row["message_id"], row["name"])
+        for row in index.query(
+            "SELECT r.message_id, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id "
+            "JOIN messages m ON m.id = r.message_id JOIN projects p ON p.id = m.project_id "
+            "WHERE p.slug = :slug AND m.created_ts < :cutoff AND r.read_ts IS NULL",
+            {"slug": slug, "cutoff": cutoff_iso},
+        )
+    ]
+
+
+async def cold_unread_before(store: Store, slug: str, cutoff_iso: str, hot_ids: set[int]) -> dict[str, int]:
+    """Per agent (lower name), how many of the project's indexed messages created before the
+    cutoff it has not read, leaving out ``hot_ids`` (those Redis held: counted in its unread
+    sets). What purge_old_messages takes off the cold hash's unread counts. Empty while nothing
+    of the project was ever trimmed."""
+    if not await store_cold.trimmed_any(store, slug=slug):
+        return {}
+    counts: dict[str, int] = {}
+    for ident, name in await asyncio.to_thread(_unread_before, index_of(store), slug, cutoff_iso):
+        if ident not in hot_ids:
+            counts[name.lower()] = counts.get(name.lower(), 0) + 1
+    return counts
+
+
 # -- threads ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ThreadItem:

@@ -41,6 +41,14 @@ async def cold_unread(store: Store, *, slug: str, names: Sequence[str]) -> list[
     return [int(v or 0) for v in values]
 
 
+async def take_cold_unread(store: Store, *, slug: str, counts: Mapping[str, int]) -> None:
+    """Take ``counts`` (lower name -> how many) off the cold hash's unread:<name>, never below 0
+    (cold_unread_take.lua)."""
+    if counts:
+        pairs = [part for name, count in counts.items() for part in (name.lower(), count)]
+        await store.run("cold_unread_take", [store.keys.cold(slug)], pairs)
+
+
 async def trimmed_any(store: Store, *, slug: str) -> bool:
     """Whether the trimmer ever moved a message of the project out of Redis (the cold hash's
     ``t``; rehydrate sets it too for what it leaves in the index)."""
