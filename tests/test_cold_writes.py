@@ -341,3 +341,13 @@ async def test_purging_old_mail_takes_cold_unread_counts_along(
     assert purged["messages_affected"] == 4
     assert await unread_counts(tools) == {"BlueLake": 0, "GreenCastle": 0, "alpha-one": 0}
     assert index_rows(settings, "SELECT count(*) AS n FROM messages")[0]["n"] == 0
+
+
+async def test_hard_deleting_a_sender_takes_its_cold_unread_mail_off_the_counts(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    await cold_mail(tools, server, settings, count=2)  # from BlueLake, unread by both
+    await tools.send("GreenCastle", ["alpha-one"], subject="stays")
+    assert await unread_counts(tools) == {"BlueLake": 0, "GreenCastle": 2, "alpha-one": 3}
+    await tools.call("hard_delete_agent", project_key=PROJECT, agent_name="BlueLake", confirmation="I UNDERSTAND")
+    assert await unread_counts(tools) == {"GreenCastle": 0, "alpha-one": 1}

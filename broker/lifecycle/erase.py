@@ -59,6 +59,8 @@ class AgentDeletion:
     agent_links: int = 0
     foreign_links: set[LinkCopy] = field(default_factory=set)  # copies kept in other projects
     archive: tuple[int, int, list[str]] = (0, 0, [])  # files, directories removed; errors
+    # lower recipient -> how many of the trimmed messages it sent (index only) they had not read
+    cold_unread: dict[str, int] = field(default_factory=dict)
 
 
 async def hard_delete_agent(
@@ -112,6 +114,8 @@ def _delete_agent(
             session.forget_links(copies=found.foreign_links, batch=BATCH)
             with project_lock(settings.index_path, slug):
                 _index_delete_agent(settings, found)
+                session.take_cold_unread(slug=slug, counts=found.cold_unread)
+                found.cold_unread = {}
                 found.archive = _archive_delete_agent(settings, slug, found)
                 final = session.delete_final(slug=slug, name=name, caller=caller, batch=BATCH)
             if final.done:
@@ -160,6 +164,7 @@ def _index_delete_agent(settings: Settings, found: AgentDeletion) -> None:
     recipient rows), the summaries made for it, its reservations, links touching it, and the
     agent row."""
     agent_id, project_id = int(found.agent["id"]), int(found.agent["project_id"])
+    in_redis = set(found.sent)  # deleted from Redis with their unread-set entries
     index = Index(settings.index_path)
     try:
         index.ensure_schema()
@@ -178,11 +183,14 @@ def _index_delete_agent(settings: Settings, found: AgentDeletion) -> None:
                 chunk = sent_ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 for row in conn.execute(
-                    f"SELECT r.message_id, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id "
-                    f"WHERE r.message_id IN ({marks})",
+                    f"SELECT r.message_id, r.read_ts, a.name FROM message_recipients r JOIN agents a "
+                    f"ON a.id = r.agent_id WHERE r.message_id IN ({marks})",
                     chunk,
                 ):
                     names.setdefault(row["message_id"], []).append(row["name"])
+                    if row["read_ts"] is None and row["message_id"] not in in_redis:
+                        lower = row["name"].lower()
+                        found.cold_unread[lower] = found.cold_unread.get(lower, 0) + 1
                     found.sent_pairs.add((row["message_id"], row["name"].lower()))
                 conn.execute(f"DELETE FROM message_recipients WHERE message_id IN ({marks})", chunk)
                 conn.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)

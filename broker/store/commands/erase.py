@@ -168,6 +168,13 @@ class EraseSession:
                 )
 
     # -- hard_delete_project -----------------------------------------------------------
+    def take_cold_unread(self, *, slug: str, counts: dict[str, int]) -> None:
+        """Take ``counts`` (lower name -> how many) off the cold hash's unread:<name>, never below 0
+        (cold_unread_take.lua): trimmed messages deleted from the index that they had not read."""
+        if counts:
+            pairs = [part for name, count in counts.items() for part in (name, count)]
+            run_sync(self._client, "cold_unread_take", [self.keys.cold(slug)], pairs)
+
     def claim_slug(self, *, slug: str) -> None:
         """A project made before <p>:slugs existed owns its slug only through its directory
         entry: claim the slug for its path, so no other path can take it once the project goes."""
