@@ -351,3 +351,25 @@ async def test_hard_deleting_a_sender_takes_its_cold_unread_mail_off_the_counts(
     assert await unread_counts(tools) == {"BlueLake": 0, "GreenCastle": 2, "alpha-one": 3}
     await tools.call("hard_delete_agent", project_key=PROJECT, agent_name="BlueLake", confirmation="I UNDERSTAND")
     assert await unread_counts(tools) == {"GreenCastle": 0, "alpha-one": 1}
+
+
+async def test_contact_rules_hold_for_a_reply_into_a_cold_unthreaded_message(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings
+) -> None:
+    """GreenCastle (contacts_only) wrote to BlueLake without a thread: BlueLake may answer in
+    that thread without a contact link, also once the message left Redis."""
+    await tools.call("set_contact_policy", project_key=PROJECT, agent_name="GreenCastle", policy="contacts_only")
+    ident = message_id(await tools.send("GreenCastle", ["BlueLake"], subject="unthreaded"))
+    await run_worker(server, settings)
+    await make_cold(server.store, SLUG, [ident])  # type: ignore[attr-defined]
+    reply = await tools.call(
+        "reply_message", project_key=PROJECT, message_id=ident, sender_name="BlueLake", body_md="sure"
+    )
+    assert reply["to"] == ["GreenCastle"] and reply["thread_id"] == str(ident)
+    assert [m["subject"] for m in await tools.inbox("GreenCastle")] == ["Re: unthreaded"]
+    # and alpha-one, who took no part, still may not
+    error = await tools.error(
+        "send_message", project_key=PROJECT, sender_name="alpha-one", to=["GreenCastle"], subject="x",
+        body_md="y", thread_id=str(ident), auto_contact_if_blocked=False,
+    )  # fmt: skip
+    assert "CONTACT" in error

@@ -15,6 +15,7 @@ recipient; a bcc recipient is shown only itself among the bcc (broker/mail/views
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import weakref
 from dataclasses import dataclass
@@ -152,6 +153,24 @@ async def mark_message(
             store, slug=slug, message_id=message_id, fields=cold.record.fields, body=cold.record.body
         )
     raise missing
+
+
+async def ensure_thread_root(store: Store, slug: str, thread_id: str) -> None:
+    """Put back the message whose id a numeric thread id is, when it is only in the index: the
+    contact check of a send into the thread (lib/contacts.lua takes_part) reads its sender and
+    recipients from its hash, so a reply into a thread started by a trimmed unthreaded message
+    passes the contact rules as before."""
+    if not (thread_id.isascii() and thread_id.isdigit()) or int(thread_id) >= 2**63:
+        return
+    message_id = int(thread_id)
+    if await store_cold.message_in_redis(store, slug=slug, message_id=message_id):
+        return
+    cold = await indexed_message(store, slug, message_id)
+    if cold is not None:
+        with contextlib.suppress(Refusal):  # a project gone meanwhile: the send says so
+            await store_cold.restore_message(
+                store, slug=slug, message_id=message_id, fields=cold.record.fields, body=cold.record.body
+            )
 
 
 # -- purging old mail ---------------------------------------------------------------------------

@@ -69,6 +69,7 @@ async def _deliver_one(
         cutoff = (datetime.now(UTC) - timedelta(days=BROADCAST_ACTIVE_DAYS)).isoformat()
     limit = MAX_BROADCAST_RECIPIENTS if broadcast else store.settings.max_recipients
     auth = ("", "0") if foreign else sender.auth
+    await cold.ensure_thread_root(store, slug, msg.thread_id)  # its contact check reads the root
     sent: Sent | NobodyLeft | Refusal
     try:
         sent = await store_mail.send_message(

@@ -33,6 +33,11 @@ async def restore_message(store: Store, *, slug: str, message_id: int, fields: M
     return bool(int(reply[1]))
 
 
+async def message_in_redis(store: Store, *, slug: str, message_id: int) -> bool:
+    """Whether the message's hash is in Redis."""
+    return bool(await store.client().exists(store.keys.message(slug, message_id)))
+
+
 async def cold_unread(store: Store, *, slug: str, names: Sequence[str]) -> list[int]:
     """The cold hash's unread:<name> of each agent (0 where none), in the order of ``names``."""
     if not names:
