@@ -1,5 +1,6 @@
 -- restore_message: put a message the hot-window trimmer moved out of Redis back for a write on
--- it (mark read, acknowledge; broker/mail/cold.py), from its index rows: its msg:<id> hash as
+-- it (mark read, acknowledge), or as the root of a numeric thread a send goes into (the contact
+-- check reads its hash; broker/mail/cold.py), from its index rows: its msg:<id> hash as
 -- the send and mark scripts left it (broker/store/commands/rehydrate.py message_record builds
 -- the fields), marked "cold" = "1", and its body. No stream entry, unread-set member, topic,
 -- urgent or thread index entry comes back: reads keep finding it in the index, and its unread
