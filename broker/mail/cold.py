@@ -18,8 +18,9 @@ import asyncio
 import contextlib
 import json
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from broker.persistence.index import Index
 from broker.store import luajson
@@ -31,20 +32,35 @@ from broker.store.refusals import Refusal
 from broker.store.store import Store
 from broker.store.times import micros
 
+T = TypeVar("T")
+
 # A write retries after restoring at most this many times (a cool-down or trim in between).
 RESTORE_TRIES = 2
 
 _indexes: weakref.WeakKeyDictionary[Store, Index] = weakref.WeakKeyDictionary()
+_ready: weakref.WeakSet[Index] = weakref.WeakSet()
 
 
 def index_of(store: Store) -> Index:
-    """The index this store's process reads (one per store; schema created on first use)."""
+    """The index this store's process reads (one per store)."""
     index = _indexes.get(store)
     if index is None:
-        index = Index(store.settings.index_path)
-        index.ensure_schema()
-        _indexes[store] = index
+        index = _indexes[store] = Index(store.settings.index_path)
     return index
+
+
+async def _query(store: Store, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(index, *args)`` on a worker thread (a slow query never stalls the event loop), the
+    schema created on first use."""
+    index = index_of(store)
+
+    def call() -> T:
+        if index not in _ready:
+            index.ensure_schema()
+            _ready.add(index)
+        return fn(index, *args)
+
+    return await asyncio.to_thread(call)
 
 
 @dataclass(frozen=True)
@@ -103,8 +119,7 @@ def _lookup(index: Index, slug: str, message_id: int) -> ColdMessage | None:
 
 async def indexed_message(store: Store, slug: str, message_id: int) -> ColdMessage | None:
     """The message as the index has it (None when it has no such message in the project)."""
-    index = index_of(store)
-    return await asyncio.to_thread(_lookup, index, slug, message_id)
+    return await _query(store, _lookup, slug, message_id)
 
 
 async def get_message(
@@ -194,7 +209,7 @@ async def cold_unread_before(store: Store, slug: str, cutoff_iso: str, hot_ids: 
     if not await store_cold.trimmed_any(store, slug=slug):
         return {}
     counts: dict[str, int] = {}
-    for ident, name in await asyncio.to_thread(_unread_before, index_of(store), slug, cutoff_iso):
+    for ident, name in await _query(store, _unread_before, slug, cutoff_iso):
         if ident not in hot_ids:
             counts[name.lower()] = counts.get(name.lower(), 0) + 1
     return counts
@@ -271,6 +286,4 @@ async def thread_messages(
     all of it. Call it after the hot read, so a message trimmed meanwhile is found here."""
     if not await store_cold.trimmed_any(store, slug=slug):
         return []
-    return await asyncio.to_thread(
-        _thread_items, index_of(store), project_id, viewer_id, thread_id, newest, with_recipients
-    )
+    return await _query(store, _thread_items, project_id, viewer_id, thread_id, newest, with_recipients)
