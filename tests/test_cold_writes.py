@@ -17,7 +17,7 @@ import httpx
 from cold_write_helpers import cool_now, make_cold
 from fastmcp import Client, FastMCP
 from helpers import PROJECT, Tools, drop_prefix, make_settings
-from persist_helpers import index_rows, run_worker
+from persist_helpers import committed_files, git, index_rows, run_worker
 
 from broker.config import Settings
 from broker.lifecycle.retention import purge_old_messages
@@ -65,6 +65,7 @@ async def test_mark_read_and_ack_on_a_cold_message_reach_the_index_once(
 ) -> None:
     first, second = await cold_mail(tools, server, settings, ack_required=True)
     store = server.store  # type: ignore[attr-defined]
+    archived = git(settings, "rev-parse", "HEAD"), committed_files(settings)
     assert not await store.client().exists(store.keys.message(SLUG, first))
 
     read = await tools.call("mark_message_read", project_key=PROJECT, agent_name="GreenCastle", message_id=first)
@@ -84,6 +85,8 @@ async def test_mark_read_and_ack_on_a_cold_message_reach_the_index_once(
     }
     assert receipts(settings, second)["alpha-one"] == (only_ack["read_at"], only_ack["acknowledged_at"])
     assert index_rows(settings, "SELECT count(*) AS n FROM messages")[0]["n"] == 2  # no copy written
+    # the archive holds messages, not receipts: restoring one rewrote nothing there
+    assert (git(settings, "rev-parse", "HEAD"), committed_files(settings)) == archived
     pending = await store.client().zcard(store.keys.pending(SLUG))
     assert pending == 0
 
