@@ -22,70 +22,18 @@ contact approval (in Redis only).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from broker.config import Settings
+from broker.lifecycle.hot_window import Window, cold_fields, hot_ids, messages_of, thread_participants
 from broker.persistence.index import Index
 from broker.reservations import globs
-from broker.store.commands.rehydrate import ColdMarks, Rebuild
+from broker.store.commands.rehydrate import Rebuild
 from broker.store.ids import largest_indexed_ids
 from broker.store.keys import Keys
 from broker.store.times import micros
-
-# The messages columns but the body (rehydrate reads bodies of the hot window only).
-HEAD_COLUMNS = "id, project_id, sender_id, thread_id, topic, subject, importance, ack_required, created_ts, attachments"
-BODY_CHUNK = 500
-
-
-@dataclass(frozen=True)
-class Window:
-    """The hot window (docs/data-model.md, "The hot window"): per inbox and per outbox the
-    newest ``max_messages`` messages created at or after ``since_us``."""
-
-    max_messages: int
-    since_us: int
-
-    @classmethod
-    def of(cls, settings: Settings, now: datetime | None = None) -> Window:
-        now_us = micros((now or datetime.now(UTC)).isoformat())
-        return cls(settings.hot_inbox_max_messages, now_us - settings.hot_retention_seconds * 1_000_000)
-
-
-def hot_window(
-    messages: list[dict[str, Any]],
-    agents: dict[int, dict[str, Any]],
-    recipients: dict[int, list[dict[str, Any]]],
-    window: Window,
-) -> set[int]:
-    """Ids of the messages (oldest first) inside the window of any holder: the inbox of each
-    recipient and the outbox of a sender of this project. A message is hot or cold whole, as
-    the trimmer leaves it: inside one holder's window, it keeps every holder's entry."""
-    held: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for message in messages:
-        if message["sender_id"] in agents:
-            held[("out", message["sender_id"])].append(message)
-        for row in recipients.get(message["id"], []):
-            if row["agent_id"] in agents:
-                held[("in", row["agent_id"])].append(message)
-    hot: set[int] = set()
-    for stream in held.values():
-        newest = stream[-window.max_messages :] if window.max_messages > 0 else []
-        hot.update(m["id"] for m in newest if micros(m["created_ts"]) >= window.since_us)
-    return hot
-
-
-def _bodies(index: Index, ids: list[int]) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for start in range(0, len(ids), BODY_CHUNK):
-        chunk = ids[start : start + BODY_CHUNK]
-        names = {f"i{n}": value for n, value in enumerate(chunk)}
-        marks = ", ".join(f":{name}" for name in names)
-        for row in index.query(f"SELECT id, body_md FROM messages WHERE id IN ({marks})", names):
-            out[row["id"]] = row["body_md"] or ""
-    return out
 
 
 @dataclass
@@ -182,13 +130,6 @@ async def rehydrate_project(
     await rebuild.write_agents(slug=slug, project_id=pid, agents=list(agents.values()))
     report.agents += len(agents)
 
-    recipients: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in index.query(
-        "SELECT r.* FROM message_recipients r JOIN messages m ON m.id = r.message_id "
-        "WHERE m.project_id = :pid ORDER BY r.rowid",
-        {"pid": pid},
-    ):
-        recipients[row["message_id"]].append(dict(row))
     foreign = {
         row["id"]: dict(row)
         for row in index.query(
@@ -197,23 +138,19 @@ async def rehydrate_project(
             {"pid": pid},
         )
     }
-    # every message but its body; the bodies of the hot window's only
-    messages = [
-        {**dict(row), "body_md": ""}
-        for row in index.query(
-            f"SELECT {HEAD_COLUMNS} FROM messages WHERE project_id = :pid ORDER BY created_ts, id", {"pid": pid}
-        )
-    ]
-    hot = hot_window(messages, agents, recipients, window) if window else {m["id"] for m in messages}
-    bodies = _bodies(index, sorted(hot))
-    for message in messages:
-        if message["id"] in hot:
-            message["body_md"] = bodies.get(message["id"], "")
+    # the hot window's messages only; the rest is marked in the cold hash (broker/lifecycle/hot_window.py)
+    hot = hot_ids(index, pid, window)
+    messages, recipients = messages_of(index, hot)
     report.deliveries += await rebuild.write_messages(
-        slug=slug, messages=messages, agents=agents, recipients=recipients, foreign=foreign, marks=ColdMarks(hot)
+        slug=slug, messages=messages, agents=agents, recipients=recipients, foreign=foreign
     )
     report.messages += len(hot)
-    report.cold_messages += len(messages) - len(hot)
+    if window is not None:
+        total = index.query("SELECT count(*) AS n FROM messages WHERE project_id = :pid", {"pid": pid})[0]["n"]
+        report.cold_messages += total - len(hot)
+        if total > len(hot):
+            await rebuild.write_cold(slug=slug, fields=cold_fields(index, pid, agents, window))
+            await rebuild.write_thread_participants(slug=slug, participants=thread_participants(index, pid, agents))
     report.reservations += await _restore_reservations(rebuild, index, slug, pid, agents, retention)
     await _restore_mail_activity(rebuild, index, slug, pid, agents)
     report.links += await _restore_links(rebuild, index, pid)

@@ -98,36 +98,6 @@ def message_record(
     )  # fmt: skip
 
 
-class ColdMarks:
-    """What rehydrate leaves in the index, as the trimmer would have marked it in the project's
-    ``cold`` hash (docs/data-model.md, "The hot window"): per inbox and outbox the newest
-    entry id left out, per agent how many left-out messages it had not read, and ``t``."""
-
-    def __init__(self, hot_ids: set[int]) -> None:
-        self._hot = hot_ids
-        self.fields: dict[str, str | int] = {}
-        self._unread: dict[str, int] = {}
-        self._t = 0
-
-    def keep(self, message_id: int) -> bool:
-        return message_id in self._hot
-
-    def trimmed(self, stream: str, name: str, entry_id: str, *, unread: bool) -> None:
-        self.fields[f"{stream}:{name.lower()}"] = entry_id  # ids come oldest first
-        if unread:
-            self._unread[name.lower()] = self._unread.get(name.lower(), 0) + 1
-
-    def newest(self, created_us: int) -> None:
-        self._t = max(self._t, created_us)
-
-    def mapping(self) -> dict[str, str | int]:
-        out = dict(self.fields)
-        out.update({f"unread:{name}": count for name, count in self._unread.items()})
-        if self._t:
-            out["t"] = str(self._t)
-        return out
-
-
 class Rebuild:
     """A connection to the Redis being rebuilt; ``await rebuild.close()`` when done."""
 
@@ -207,26 +177,36 @@ class Rebuild:
         agents: Mapping[int, Row],
         recipients: Mapping[int, list[Row]],
         foreign: Mapping[int, Row],
-        marks: ColdMarks | None = None,
     ) -> int:
         """The project's messages (index rows, oldest first) with their recipient rows: hash,
         body, inbox entries, unread, urgent and topic indexes, outboxes, thread indexes. Senders
         not in ``agents`` are looked up in ``foreign`` (agents of other projects, with slug and
-        human_key). With ``marks``, only the messages it keeps are written; the others (whose
-        rows need no body) set the project's cold hash as the trimmer would have. Returns how
-        many inbox entries were written."""
+        human_key). Returns how many inbox entries were written."""
         streams = _StreamIds()
         delivered = 0
         for start in range(0, len(messages), PIPELINE_CHUNK):
             pipe = self._client.pipeline(transaction=False)
             for message in messages[start : start + PIPELINE_CHUNK]:
                 delivered += self._message(
-                    pipe, slug, dict(message), agents, recipients.get(message["id"], []), streams, foreign, marks
+                    pipe, slug, dict(message), agents, recipients.get(message["id"], []), streams, foreign
                 )
             await pipe.execute()
-        if marks is not None and marks.mapping():
-            await self._client.hset(self.keys.cold(slug), mapping=marks.mapping())
         return delivered
+
+    async def write_cold(self, *, slug: str, fields: Mapping[str, str]) -> None:
+        """The project's cold hash (docs/data-model.md, "The hot window"), for what rehydrate
+        leaves in the index."""
+        if fields:
+            await self._client.hset(self.keys.cold(slug), mapping=dict(fields))
+
+    async def write_thread_participants(self, *, slug: str, participants: Mapping[str, set[str]]) -> None:
+        """tpart:<thread_id> of every thread (thread id -> participant members)."""
+        items = [(tid, members) for tid, members in participants.items() if members]
+        for start in range(0, len(items), PIPELINE_CHUNK):
+            pipe = self._client.pipeline(transaction=False)
+            for tid, members in items[start : start + PIPELINE_CHUNK]:
+                pipe.sadd(self.keys.thread_participants(slug, tid), *sorted(members))
+            await pipe.execute()
 
     def _message(
         self,
@@ -237,19 +217,14 @@ class Rebuild:
         rows: list[Row],
         streams: _StreamIds,
         foreign: Mapping[int, Row],
-        marks: ColdMarks | None = None,
     ) -> int:
         """Queue the writes of one message; returns how many inbox entries it made. A sender of
-        another project gets the from_project fields and no outbox entry here. With ``marks``,
-        a message left in the index (``marks.keep`` is False for it) only moves the cold marks
-        its stream entries would have had, and its thread participants."""
+        another project gets the from_project fields and no outbox entry here."""
         keys = self.keys
         record = message_record(message, agents, rows, foreign)
         message_id, us, ms = record.message_id, record.created_us, record.created_us // 1000
-        hot = marks is None or marks.keep(message_id)
-        if hot:
-            pipe.hset(keys.message(slug, message_id), mapping=record.fields)
-            pipe.hset(keys.bodies(slug), str(message_id), record.body)
+        pipe.hset(keys.message(slug, message_id), mapping=record.fields)
+        pipe.hset(keys.bodies(slug), str(message_id), record.body)
         urgent = message["importance"] in ("high", "urgent")
         topic = message["topic"] or ""
         filter_text = f"{us}|{1 if urgent else 0}|{topic.lower()}"
@@ -257,15 +232,10 @@ class Rebuild:
         delivered = 0
         for name, row in record.receivers:
             inbox = keys.inbox(slug, name)
-            entry_id = streams.next(inbox, ms)
-            if not hot:
-                assert marks is not None
-                marks.trimmed("in", name, entry_id, unread=not row["read_ts"])
-                continue
             entry = {"m": str(message_id), "f": filter_text, "j": luajson.inbox_item(record.head, row["kind"])}
             if inline:
                 entry["b"] = record.body
-            pipe.xadd(inbox, entry, id=entry_id)
+            pipe.xadd(inbox, entry, id=streams.next(inbox, ms))
             if not row["read_ts"]:
                 pipe.sadd(keys.unread(slug, name), str(message_id))
             if urgent:
@@ -275,20 +245,11 @@ class Rebuild:
             delivered += 1
         if not record.foreign:
             outbox = keys.outbox(slug, record.sender)
-            entry_id = streams.next(outbox, ms)
-            if hot:
-                pipe.xadd(outbox, {"m": str(message_id), "c": str(us)}, id=entry_id)
-                if topic:
-                    pipe.zadd(keys.sent_topic(slug, record.sender, topic), {str(message_id): us})
-            else:
-                assert marks is not None
-                marks.trimmed("out", record.sender, entry_id, unread=False)
-        if not hot:
-            assert marks is not None
-            marks.newest(us)
+            pipe.xadd(outbox, {"m": str(message_id), "c": str(us)}, id=streams.next(outbox, ms))
+            if topic:
+                pipe.zadd(keys.sent_topic(slug, record.sender, topic), {str(message_id): us})
         if message["thread_id"]:
-            if hot:
-                pipe.zadd(keys.thread(slug, message["thread_id"]), {str(message_id): us})
+            pipe.zadd(keys.thread(slug, message["thread_id"]), {str(message_id): us})
             members = [record.ident] + [n.lower() for kind in record.lists.values() for n in kind]
             pipe.sadd(keys.thread_participants(slug, message["thread_id"]), *members)
         return delivered
