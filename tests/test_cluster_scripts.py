@@ -390,15 +390,21 @@ async def lose_redis_and_rehydrate(tools: Tools, server: FastMCP, settings: Sett
     assert int(await store.client().get(store.keys.ids("message"))) >= max(inbox)
 
 
-async def trim_hot_window(server: FastMCP, settings: Settings) -> None:
+async def trim_hot_window(tools: Tools, server: FastMCP, settings: Settings) -> None:
     """trim_hot: with a window of one message per stream, a pass of the worker's trimmer moves the
-    persisted mail past it out of Redis (each project's batches in its own slot)."""
+    persisted mail past it out of Redis (each project's batches in its own slot); restore_message:
+    marking a trimmed message read puts its hash back in its project's slot first."""
     store = server.store  # type: ignore[attr-defined]
+    before = await hot_inbox_ids(server, "BlueLake")
     tight = settings.model_copy(update={"hot_inbox_max_messages": 1})
     trimmer = HotTrimmer(tight, make_sync_client(store.redis_url), store.keys)
     report = await asyncio.to_thread(trimmer.run_pass)
     assert report.deleted >= 1 and report.complete
-    assert len(await hot_inbox_ids(server, "BlueLake")) == 1
+    after = await hot_inbox_ids(server, "BlueLake")
+    assert len(after) == 1
+    trimmed = int(next(m for m in before if m not in after))
+    where = {"project_key": PROJECT, "agent_name": "BlueLake", "message_id": trimmed}
+    assert (await tools.call("mark_message_read", **where))["read"] is True
 
 
 async def hot_inbox_ids(server: FastMCP, name: str) -> list[str]:
@@ -464,7 +470,7 @@ async def test_every_script_runs_in_one_slot_on_a_cluster(
             await persistence(tools, server, settings)
             await purge(tools, server, settings, other, other_slug)
             await lose_redis_and_rehydrate(tools, server, settings)
-            await trim_hot_window(server, settings)
+            await trim_hot_window(tools, server, settings)
             await hard_delete(tools, other)
             await web_view(settings)
     finally:

@@ -1,10 +1,14 @@
 """``broker rehydrate``: rebuild Redis from the SQLite index after Redis lost its data.
 
 For each project in the index it writes back what the send and mark scripts would have
-written: the project and agent records (with token digests, so tokens keep working), every
-message with its body, each recipient's inbox stream entry, unread set, urgent and topic
-indexes, read/ack times, the senders' outboxes and topic indexes, the thread indexes, and the
-live file reservations.
+written: the project and agent records (with token digests, so tokens keep working), the
+messages of the hot window (per inbox and per outbox the newest HOT_INBOX_MAX_MESSAGES created
+within HOT_RETENTION_SECONDS; a message inside any holder's window comes back whole) with their
+bodies, each recipient's inbox stream entry, unread set, urgent and topic indexes, read/ack
+times, the senders' outboxes and topic indexes, the thread indexes, and the live file
+reservations. The older messages stay in the index only: the project's ``cold`` hash gets the
+marks and unread counts the trimmer would have left for them (docs/data-model.md, "The hot
+window"), so reads still answer for them.
 Inbox stream ids are rebuilt from each message's creation time, so ``since_ts`` paging and
 newest-first order behave as before. Id counters are raised past the largest id in the index
 so new ids never collide. Nothing is added to the pending set: it is all persisted already.
@@ -18,12 +22,12 @@ contact approval (in Redis only).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from broker.config import Settings
+from broker.lifecycle.rehydrate_window import Window, cold_fields, hot_ids, messages_of, thread_participants
 from broker.persistence.index import Index
 from broker.reservations import globs
 from broker.store.commands.rehydrate import Rebuild
@@ -40,13 +44,15 @@ class Report:
     held: list[str] = field(default_factory=list)
     agents: int = 0
     messages: int = 0
+    cold_messages: int = 0
     deliveries: int = 0
     reservations: int = 0
     links: int = 0
 
     def lines(self) -> list[str]:
         out = [
-            f"rehydrated {len(self.projects)} project(s): {self.agents} agents, {self.messages} messages, "
+            f"rehydrated {len(self.projects)} project(s): {self.agents} agents, {self.messages} messages "
+            f"(and {self.cold_messages} older ones left to the index), "
             f"{self.deliveries} inbox entries, {self.reservations} live file reservations, "
             f"{self.links} contact links"
         ]
@@ -66,15 +72,16 @@ class Report:
         return out
 
 
-async def rehydrate_all(settings: Settings, redis_url: str, force: bool = False) -> Report:
+async def rehydrate_all(settings: Settings, redis_url: str, force: bool = False, now: datetime | None = None) -> Report:
     rebuild = Rebuild(redis_url, Keys(settings.redis_key_prefix))
     index = Index(settings.index_path)
     index.ensure_schema()
     report = Report()
+    window = Window.of(settings, now)
     try:
         for project in index.query("SELECT * FROM projects ORDER BY id"):
             await rehydrate_project(
-                rebuild, index, dict(project), report, force, settings.file_reservation_retention_seconds
+                rebuild, index, dict(project), report, force, settings.file_reservation_retention_seconds, window
             )
         await rebuild.raise_counters(largest=largest_indexed_ids(index))
     finally:
@@ -84,7 +91,13 @@ async def rehydrate_all(settings: Settings, redis_url: str, force: bool = False)
 
 
 async def rehydrate_project(
-    rebuild: Rebuild, index: Index, project: dict[str, Any], report: Report, force: bool, retention: int
+    rebuild: Rebuild,
+    index: Index,
+    project: dict[str, Any],
+    report: Report,
+    force: bool,
+    retention: int,
+    window: Window | None = None,
 ) -> None:
     slug = project["slug"]
     exists = await rebuild.project_exists(slug=slug)
@@ -113,30 +126,31 @@ async def rehydrate_project(
     # rebuild cannot append a live stream entry ahead of the older ones restored after it
     # (which failed the rebuild half-way, leaving inboxes without their older mail).
     pid = project["id"]
-    agents = {row["id"]: dict(row) for row in index.query("SELECT * FROM agents WHERE project_id = ?", (pid,))}
+    agents = {row["id"]: dict(row) for row in index.query("SELECT * FROM agents WHERE project_id = :pid", {"pid": pid})}
     await rebuild.write_agents(slug=slug, project_id=pid, agents=list(agents.values()))
     report.agents += len(agents)
 
-    recipients: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in index.query(
-        "SELECT r.* FROM message_recipients r JOIN messages m ON m.id = r.message_id "
-        "WHERE m.project_id = ? ORDER BY r.rowid",
-        (pid,),
-    ):
-        recipients[row["message_id"]].append(dict(row))
     foreign = {
         row["id"]: dict(row)
         for row in index.query(
             "SELECT a.id, a.name, p.slug, p.human_key FROM agents a JOIN projects p ON p.id = a.project_id "
-            "WHERE a.project_id != ?",
-            (pid,),
+            "WHERE a.project_id <> :pid",
+            {"pid": pid},
         )
     }
-    messages = index.query("SELECT * FROM messages WHERE project_id = ? ORDER BY created_ts, id", (pid,))
+    # the hot window's messages only; the rest is marked in the cold hash (broker/lifecycle/rehydrate_window.py)
+    hot = hot_ids(index, pid, window)
+    messages, recipients = messages_of(index, hot)
     report.deliveries += await rebuild.write_messages(
         slug=slug, messages=messages, agents=agents, recipients=recipients, foreign=foreign
     )
-    report.messages += len(messages)
+    report.messages += len(hot)
+    if window is not None:
+        total = index.query("SELECT count(*) AS n FROM messages WHERE project_id = :pid", {"pid": pid})[0]["n"]
+        report.cold_messages += total - len(hot)
+        if total > len(hot):
+            await rebuild.write_cold(slug=slug, fields=cold_fields(index, pid, agents, window))
+            await rebuild.write_thread_participants(slug=slug, participants=thread_participants(index, pid, agents))
     report.reservations += await _restore_reservations(rebuild, index, slug, pid, agents, retention)
     await _restore_mail_activity(rebuild, index, slug, pid, agents)
     report.links += await _restore_links(rebuild, index, pid)
@@ -152,8 +166,8 @@ async def _restore_links(rebuild: Rebuild, index: Index, pid: int) -> int:
         "pb.slug AS b_slug, pb.human_key AS b_hk FROM agent_links l "
         "JOIN agents a ON a.id = l.a_agent_id JOIN agents b ON b.id = l.b_agent_id "
         "JOIN projects pa ON pa.id = l.a_project_id JOIN projects pb ON pb.id = l.b_project_id "
-        "WHERE l.a_project_id = ? OR l.b_project_id = ?",
-        (pid, pid),
+        "WHERE l.a_project_id = :pid OR l.b_project_id = :pid",
+        {"pid": pid},
     )
     await rebuild.write_links(project_id=pid, links=rows)
     return len(rows)
@@ -172,7 +186,7 @@ async def _restore_reservations(
     ``retention`` seconds after the end) as the record that release and pruning leave, so
     listings of ended reservations read as before. Returns how many live ones."""
     now = datetime.now(UTC)
-    rows = index.query("SELECT * FROM file_reservations WHERE project_id = ? ORDER BY id", (pid,))
+    rows = index.query("SELECT * FROM file_reservations WHERE project_id = :pid ORDER BY id", {"pid": pid})
     restored = 0
     for row in rows:
         agent = agents.get(row["agent_id"], {}).get("name")
@@ -207,10 +221,12 @@ async def _restore_mail_activity(
 ) -> None:
     """Each agent's last read or ack, which keeps its reservations from looking stale."""
     rows = index.query(
-        "SELECT r.agent_id, max(max(coalesce(r.read_ts, ''), coalesce(r.ack_ts, ''))) AS last "
-        "FROM message_recipients r JOIN messages m ON m.id = r.message_id "
-        "WHERE m.project_id = ? GROUP BY r.agent_id",
-        (pid,),
+        "SELECT agent_id, max(t) AS last FROM ("
+        "SELECT r.agent_id, r.read_ts AS t FROM message_recipients r JOIN messages m ON m.id = r.message_id "
+        "WHERE m.project_id = :pid UNION ALL "
+        "SELECT r.agent_id, r.ack_ts AS t FROM message_recipients r JOIN messages m ON m.id = r.message_id "
+        "WHERE m.project_id = :pid) times WHERE t IS NOT NULL GROUP BY agent_id",
+        {"pid": pid},
     )
     latest = {
         agents[row["agent_id"]]["name"].lower(): micros(row["last"]) // 1000

@@ -9,6 +9,7 @@ from broker.identity import refusals
 from broker.identity.auth import check_token
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
+from broker.mail import cold
 from broker.mail.inputs import check_limit, check_topic, since_micros
 from broker.store.commands import identity as identity_store
 from broker.store.commands import mail as store_mail
@@ -154,7 +155,7 @@ async def mark_message(
     auth = store.bindings.args(slug, name, registration_token)
     marked: Marked | Refusal
     try:
-        marked = await store_mail.mark_message(
+        marked = await cold.mark_message(
             store, slug=slug, name=name, credentials=auth, message_id=message_id, mode=mode
         )
     except Refusal as refused:

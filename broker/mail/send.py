@@ -17,7 +17,7 @@ from broker.identity import refusals
 from broker.identity.limits import agent_limited, agent_spec
 from broker.identity.names import mistake_hint, validate_name
 from broker.identity.projects import project_slug
-from broker.mail import attachments, contacts, idempotency
+from broker.mail import attachments, cold, contacts, idempotency
 from broker.mail.idempotency import Idempotency
 from broker.mail.inputs import check_importance, check_recipient_count, check_text, check_thread_id, check_topic
 from broker.mail.outgoing import Outgoing, Sender
@@ -69,6 +69,7 @@ async def _deliver_one(
         cutoff = (datetime.now(UTC) - timedelta(days=BROADCAST_ACTIVE_DAYS)).isoformat()
     limit = MAX_BROADCAST_RECIPIENTS if broadcast else store.settings.max_recipients
     auth = ("", "0") if foreign else sender.auth
+    await cold.ensure_thread_root(store, slug, msg.thread_id)  # its contact check reads the root
     sent: Sent | NobodyLeft | Refusal
     try:
         sent = await store_mail.send_message(
@@ -370,7 +371,10 @@ async def _visible_message(
 ) -> VisibleMessage:
     refused: Refusal
     try:
-        return await store_mail.get_message(store, slug=slug, viewer=viewer, credentials=auth, message_id=message_id)
+        visible, _body = await cold.get_message(
+            store, slug=slug, viewer=viewer, credentials=auth, message_id=message_id
+        )
+        return visible
     except Refusal as exc:
         refused = exc
     if refused.code == "NO_MESSAGE":

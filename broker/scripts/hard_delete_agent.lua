@@ -17,7 +17,7 @@
 --   "final"         {"MORE"} while its inbox or outbox is not empty (mail arrived meanwhile);
 --                   else its live reservations, its window identities, and the agent itself:
 --                   record, activity, mail activity, streams, indexes, links, hook cursor,
---                   rate-limit bucket, pending entry
+--                   rate-limit bucket, pending entry, its fields of the cold hash
 -- "sent" and "received" also take it out of the participant sets (tpart:) of their threads.
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
@@ -159,6 +159,7 @@ end
 redis.call("HDEL", KEYS[2], lower)
 redis.call("HDEL", KEYS[3], agent.name)
 redis.call("HDEL", pkey(prefix, "mailact"), lower)
+redis.call("HDEL", pkey(prefix, "cold"), "in:" .. lower, "out:" .. lower, "unread:" .. lower)
 redis.call("DEL", inbox, outbox, map, pkey(prefix, "unread:" .. lower), pkey(prefix, "urgent:" .. lower),
   pkey(prefix, "hookcursor:" .. lower), pkey(prefix, "links:" .. lower), pkey(prefix, "rate:" .. lower))
 redis.call("ZREM", KEYS[4], "agent:" .. string.format("%d", agent.id))
