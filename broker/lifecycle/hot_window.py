@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from broker.config import Settings
 from broker.store.commands import hot_window as commands
+from broker.store.commands.cold import COOL_AFTER_SECONDS, cool_messages
 from broker.store.keys import Keys
 from broker.store.scripts import SyncClient
 
@@ -110,6 +111,9 @@ class HotTrimmer:
         first = next((i for i, slug in enumerate(slugs) if slug >= self._next_project), 0)
         report = TrimReport()
         for slug in slugs[first:] + slugs[:first]:
+            # messages put back for a write (broker/mail/cold.py) leave again once persisted; the
+            # drain does this too, but an idle project has no drain to do it
+            cool_messages(self.client, self.keys, slug=slug, cutoff_us=int((time.time() - COOL_AFTER_SECONDS) * 1e6))
             done = self.trim_project(slug, now_ms=now_ms, deadline=deadline)
             report.add(done, slug)
             if not done.complete:
