@@ -57,7 +57,7 @@ def redacted(url: URL) -> str:
     if url.get_backend_name() == "sqlite":
         return f"sqlite:///{url.database}"
     scheme = "postgresql" if url.drivername.lower() in POSTGRES_SCHEMES else url.drivername
-    return url.set(drivername=scheme, password=None, query={}).render_as_string(hide_password=True)
+    return url._replace(drivername=scheme, password=None, query={}).render_as_string(hide_password=True)
 
 
 def _unsupported(url: URL | str, why: str) -> BrokerError:
