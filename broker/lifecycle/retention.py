@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from broker.errors import BrokerError
 from broker.identity import refusals
 from broker.identity.projects import project_slug
 from broker.lifecycle.state import project_state
-from broker.persistence.drain import project_lock
 from broker.persistence.index import Index
 from broker.store.commands import lifecycle as commands
 from broker.store.commands.lifecycle import OldMail
@@ -75,9 +73,9 @@ async def purge_old_messages(
                 )
             except Refusal as refused:
                 await refusals.raise_for(store, refused.reply, slug, project_key)
-    path, cutoff_iso = store.settings.index_path, cutoff.isoformat()
-    cold_unread = {} if dry_run else await asyncio.to_thread(_cold_unread, path, slug, cutoff_iso, set(ids))
-    indexed = await asyncio.to_thread(_index_purge, path, slug, cutoff_iso, dry_run)
+    url, cutoff_iso = store.settings.index_url, cutoff.isoformat()
+    cold_unread = {} if dry_run else await asyncio.to_thread(_cold_unread, url, slug, cutoff_iso, set(ids))
+    indexed = await asyncio.to_thread(_index_purge, url, slug, cutoff_iso, dry_run)
     await commands.forget_cold_unread(store, slug=slug, counts=cold_unread)
     return {
         "status": "dry_run" if dry_run else "purged",
@@ -87,13 +85,13 @@ async def purge_old_messages(
     }
 
 
-def _cold_unread(path: Path, slug: str, cutoff_iso: str, hot: set[int]) -> dict[str, int]:
+def _cold_unread(url: str, slug: str, cutoff_iso: str, hot: set[int]) -> dict[str, int]:
     """Per agent, how many of the project's indexed messages created before the cutoff it had not
     read and were not in Redis: the hot-window trimmer had moved them out and counts them in the
     project's cold hash, which the purge must lower (docs/data-model.md, "The hot window")."""
-    if not Path(path).exists():
+    index = Index(url)
+    if index.path is not None and not index.path.exists():
         return {}
-    index = Index(path)
     try:
         index.ensure_schema()
         rows = index.query(
@@ -112,27 +110,25 @@ def _cold_unread(path: Path, slug: str, cutoff_iso: str, hot: set[int]) -> dict[
     return counts
 
 
-def _index_purge(path: Path, slug: str, cutoff_iso: str, dry_run: bool) -> set[int]:
+def _index_purge(url: str, slug: str, cutoff_iso: str, dry_run: bool) -> set[int]:
     """Ids of the project's indexed messages created before the cutoff; deleted unless dry_run.
     Stored times are the ISO text the tools return, which sorts as time within one offset."""
-    if not Path(path).exists():
+    index = Index(url)
+    if index.path is not None and not index.path.exists():
         return set()
-    index = Index(path)
+    params = {"slug": slug, "cutoff": cutoff_iso}
     try:
         index.ensure_schema()
         if dry_run:
             rows = index.query(
                 "SELECT m.id FROM messages m JOIN projects p ON p.id = m.project_id "
-                "WHERE p.slug = ? AND m.created_ts < ?",
-                (slug, cutoff_iso),
+                "WHERE p.slug = :slug AND m.created_ts < :cutoff",
+                params,
             )
             return {row[0] for row in rows}
-        with project_lock(path, slug), index.transaction() as conn:
-            old = "SELECT m.id FROM messages m JOIN projects p ON p.id = m.project_id WHERE p.slug = ?1 AND m.created_ts < ?2"
-            conn.execute(f"DELETE FROM message_recipients WHERE message_id IN ({old})", (slug, cutoff_iso))
-            return {
-                row[0]
-                for row in conn.execute(f"DELETE FROM messages WHERE id IN ({old}) RETURNING id", (slug, cutoff_iso))
-            }
+        with index.project_lock(slug), index.transaction() as conn:
+            old = "SELECT m.id FROM messages m JOIN projects p ON p.id = m.project_id WHERE p.slug = :slug AND m.created_ts < :cutoff"
+            conn.execute(f"DELETE FROM message_recipients WHERE message_id IN ({old})", params)
+            return {row[0] for row in conn.execute(f"DELETE FROM messages WHERE id IN ({old}) RETURNING id", params)}
     finally:
         index.close()

@@ -45,7 +45,7 @@ def index_of(store: Store) -> Index:
     """The index this store's process reads (one per store)."""
     index = _indexes.get(store)
     if index is None:
-        index = _indexes[store] = Index(store.settings.index_path)
+        index = _indexes[store] = Index.from_settings(store.settings)
     return index
 
 
