@@ -62,7 +62,7 @@ async def fetch_inbox(
             return items
         assert upper is not None
         return await _with_cold(
-            store, items, [_by_created(item) for item in items], limit,
+            store, items, [_by_created(item) for item in items],
             slug=slug, name=name, upper_us=upper, limit=limit, since_us=since, urgent_only=urgent_only, topic=topic,
             include_bodies=include_bodies,
         )  # fmt: skip
@@ -91,7 +91,7 @@ async def fetch_inbox(
         for entry_id, fields in zip(page.entry_ids, page.entries, strict=True)
     ]
     return await _with_cold(
-        store, items, keys, limit, slug=slug, name=name, upper_us=upper, limit=limit, since_us=since,
+        store, items, keys, slug=slug, name=name, upper_us=upper, limit=limit, since_us=since,
         include_bodies=include_bodies,
     )  # fmt: skip
 
@@ -102,14 +102,14 @@ def _by_created(item: dict[str, Any]) -> tuple[int, int, int]:
 
 
 async def _with_cold(
-    store: Store, items: list[dict[str, Any]], keys: list[tuple[int, int, int]], limit: int, **query: Any
+    store: Store, items: list[dict[str, Any]], keys: list[tuple[int, int, int]], **query: Any
 ) -> list[dict[str, Any]]:
     """The hot page ``items`` (merge ``keys`` beside them) united with the index's received rows
     at or below the mark (cold.ColdSource.received's ``query``), limit applied last."""
     source = cold.source(store)
     rows = await source.run(source.received, **query)
     hot = [cold.Ranked(key, item) for key, item in zip(keys, items, strict=True)]
-    return [ranked.item for ranked in cold.merge(hot, rows, limit)]
+    return [ranked.item for ranked in cold.merge(hot, rows, query["limit"])]
 
 
 async def _fill_bodies(store: Store, items: list[dict[str, Any]]) -> None:

@@ -184,11 +184,10 @@ async def outbox_view(
     ids = sent_ids.ids
     page = await store_views.sent_messages(store, slug=slug, ids=ids, include_bodies=include_bodies)
     held = {int(sent.head["id"]): sent for sent in page.messages}
-    source = cold.source(store)
+    found: dict[int, dict[str, Any]] = {}
     if len(held) < len(ids):  # left Redis after the ids were read (else purged): the index has them
+        source = cold.source(store)
         found = await source.run(source.heads, [int(i) for i in ids if int(i) not in held])
-    else:
-        found = {}
     hot: list[cold.Ranked] = []
     for message_id, (entry_id, created_us) in zip(ids, sent_ids.entries, strict=True):
         sent = held.get(int(message_id))
@@ -207,6 +206,7 @@ async def outbox_view(
     oldest = cold.entry_ms(sent_ids.entries[-1][0]) * 1000 + 999 if sent_ids.entries else None
     if cold.reaches(oldest, len(ids) >= limit, upper, since):
         assert upper is not None
+        source = cold.source(store)
         rows = await source.run(
             source.sent, slug=slug, name=viewer.lower, upper_us=upper, limit=limit, since_us=since,
             include_bodies=include_bodies,
