@@ -2,12 +2,13 @@
 (docs/data-model.md, "The hot window"): persisted first, then deleted from Redis entirely (as
 purge_old_messages deletes them), with the project's ``cold`` marks raised to cover them.
 
-``make_cold`` is the one function the tests call; once the trimmer lands it can call the
-trimmer instead (with a window that leaves exactly these messages outside it).
+``make_cold`` moves chosen messages (any pattern, e.g. every third one); ``trim_to`` runs the
+real trimmer (broker/lifecycle/hot_window.py) with a window of ``cap`` messages per stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from fastmcp import FastMCP
@@ -15,8 +16,19 @@ from helpers import SLUG
 from persist_helpers import run_worker
 
 from broker.config import Settings
+from broker.lifecycle.hot_window import HotTrimmer, TrimReport
+from broker.store.clients import make_sync_client
 from broker.store.commands import lifecycle
 from broker.store.store import Store
+
+
+async def trim_to(server: FastMCP, settings: Settings, cap: int) -> TrimReport:
+    """One pass of the real trimmer keeping the newest ``cap`` entries of every stream (messages
+    already persisted; the retention stays as set)."""
+    store: Store = server.store  # type: ignore[attr-defined]
+    window = settings.model_copy(update={"hot_inbox_max_messages": cap})
+    trimmer = HotTrimmer(window, make_sync_client(store.redis_url), store.keys)
+    return await asyncio.to_thread(trimmer.run_pass)
 
 
 def _newer(a: str | None, b: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from cold_helpers import make_cold
+from cold_helpers import make_cold, trim_to
 from fastmcp import FastMCP
 from helpers import PROJECT, SLUG, Tools, real_redis_only
 from persist_helpers import run_worker
@@ -253,3 +253,52 @@ async def test_a_reader_paging_while_messages_go_cold_sees_each_once(
     assert pages > 0
     assert await still_in_redis(server, ids[:55]) == []
     assert await tools.inbox("BlueLake", limit=60, include_bodies=True) == expected
+
+
+async def test_a_reader_paging_while_the_trimmer_runs_sees_each_once(
+    tools: Tools, server: FastMCP, settings: Settings
+) -> None:
+    """The real trimmer (one pass per window, the window shrinking from 55 to 1 message per
+    stream) runs in a thread while a reader reads pages of every filter: each page equals the
+    page read before anything was cold."""
+    await tools.project()
+    for name in ("BlueLake", "GreenCastle"):
+        await tools.agent(name)
+    ids = []
+    for i in range(60):
+        extra = {"topic": "t"} if i % 2 else {}
+        ids.append(await send(tools, "GreenCastle", ["BlueLake"], subject=f"n{i}", body_md="b" * (i * 97 % 3000),
+                              importance="urgent" if i % 3 else "normal", ack_required=i % 4 == 0, **extra))  # fmt: skip
+    await run_worker(server, settings)
+
+    async def everything() -> list[Any]:
+        found: list[Any] = []
+        for limit in (10, 60):
+            found.append(await tools.inbox("BlueLake", limit=limit, include_bodies=True))
+            found.append(await tools.inbox("BlueLake", limit=limit, urgent_only=True))
+            found.append(await tools.call("fetch_topic", project_key=PROJECT, topic_name="t", agent_name="BlueLake",
+                                          limit=limit))  # fmt: skip
+            found.append(await resource(tools, f"resource://outbox/GreenCastle?{Q}&limit={limit}"))
+            found.append(await resource(tools, f"resource://views/ack-required/BlueLake?{Q}&limit={limit}"))
+        return found
+
+    expected = await everything()
+    done = asyncio.Event()
+    reads_made = 0
+
+    async def trim() -> None:
+        for cap in range(55, 0, -6):
+            await trim_to(server, settings, cap)
+        await trim_to(server, settings, 1)
+        done.set()
+
+    async def read() -> None:
+        nonlocal reads_made
+        while not done.is_set():
+            assert await everything() == expected
+            reads_made += 1
+
+    await asyncio.gather(trim(), read())
+    assert reads_made > 0
+    assert len(await still_in_redis(server, ids)) == 1
+    assert await everything() == expected
