@@ -124,33 +124,37 @@ def merge(hot: Sequence[Ranked], cold: Iterable[Ranked], limit: int, newest_firs
 
 # -- items ----------------------------------------------------------------------------------------
 def head_of(row: Any) -> dict[str, Any]:
-    """A message's head as send_message.lua writes it (lib/contacts.lua message_head)."""
+    """A message's head as send_message.lua writes it (lib/contacts.lua message_head), from a
+    row whose first columns are HEAD_COLUMNS (read by position: the hot loop of a cold page)."""
+    (message_id, project_id, sender_id, thread_id, topic, subject, importance, ack, created, attachments,
+     sender, sender_pid, sender_slug, sender_hk) = tuple(row[:14])  # fmt: skip
     head: dict[str, Any] = {
-        "id": int(row["id"]),
-        "project_id": int(row["project_id"]),
-        "sender_id": int(row["sender_id"]),
-        "thread_id": row["thread_id"] or None,
-        "topic": row["topic"] or None,
-        "subject": row["subject"],
-        "importance": row["importance"],
-        "ack_required": bool(row["ack_required"]),
-        "created_ts": row["created_ts"],
-        "attachments": json.loads(row["attachments"]) if row["attachments"] else [],
-        "from": row["sender_name"],
+        "id": int(message_id),
+        "project_id": int(project_id),
+        "sender_id": int(sender_id),
+        "thread_id": thread_id or None,
+        "topic": topic or None,
+        "subject": subject,
+        "importance": importance,
+        "ack_required": bool(ack),
+        "created_ts": created,
+        "attachments": json.loads(attachments) if attachments and attachments != "[]" else [],
+        "from": sender,
     }
-    if int(row["sender_pid"]) != int(row["project_id"]):
-        head["from_project"] = row["sender_hk"]
-        head["from_project_slug"] = row["sender_slug"]
-        head["from_address"] = f"project:{row['sender_slug']}#{row['sender_name']}"
+    if sender_pid != project_id:
+        head["from_project"] = sender_hk
+        head["from_project_slug"] = sender_slug
+        head["from_address"] = f"project:{sender_slug}#{sender}"
     return head
 
 
 def _received_item(row: Any, bodies: bool, with_kind: bool = True) -> dict[str, Any]:
+    """A received item: the head, then kind (column 15) and body_md (column 16) as asked."""
     item = head_of(row)
     if with_kind:
-        item["kind"] = row["kind"]
+        item["kind"] = row[14]
     if bodies:
-        item["body_md"] = row["body_md"] or ""
+        item["body_md"] = row[15] or ""
     return item
 
 
@@ -189,8 +193,12 @@ class ColdSource:
         with_kind: bool = True,
     ) -> list[Ranked]:
         """The agent's newest received messages created at or before ``upper_us`` with the
-        filters (``topic`` lower-cased, "" for any), newest first."""
-        where = ["r.agent_id = " + ME, "m.project_id = " + PROJECT, "m.created_ts <= :upper"]
+        filters (``topic`` lower-cased, "" for any), newest first.
+
+        The page's ids are picked first from the project's (project_id, created_ts) index and the
+        recipients' primary key alone, newest first with no sort, so mail the agent did not
+        receive costs an index step, not a row read; then only the page's rows are read."""
+        where = ["m.project_id = " + PROJECT, "m.created_ts <= :upper"]
         params: dict[str, Any] = {"slug": slug, "me": name.lower(), "upper": iso(upper_us), "limit": limit}
         if since_us:
             where.append("m.created_ts > :since")
@@ -202,14 +210,14 @@ class ColdSource:
             params["topic"] = topic
         body = ", m.body_md" if include_bodies else ""
         rows = self._query(
-            f"SELECT {HEAD_COLUMNS}, r.kind{body} FROM message_recipients r JOIN messages m ON m.id = r.message_id "
-            f"{SENDER_JOIN} WHERE {' AND '.join(where)} {NEWEST} LIMIT :limit",
+            f"SELECT {HEAD_COLUMNS}, page.kind{body} FROM (SELECT m.id AS id, m.created_ts AS created_ts, r.kind AS kind "
+            f"FROM messages m JOIN message_recipients r ON r.message_id = m.id AND r.agent_id = {ME} "
+            f"WHERE {' AND '.join(where)} {NEWEST} LIMIT :limit) page JOIN messages m ON m.id = page.id "
+            f"{SENDER_JOIN} ORDER BY page.created_ts DESC, page.id DESC",
             params,
         )
-        return [
-            Ranked(cold_key(micros(row["created_ts"]), int(row["id"])), _received_item(row, include_bodies, with_kind))
-            for row in rows
-        ]
+        items = [_received_item(row, include_bodies, with_kind) for row in rows]
+        return [Ranked(cold_key(micros(item["created_ts"]), item["id"]), item) for item in items]
 
     def view(
         self, *, slug: str, name: str, upper_us: int, window: int, mode: str, limit: int, newest_first: bool
