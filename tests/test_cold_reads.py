@@ -18,7 +18,7 @@ from persist_helpers import run_worker
 from shapes import payload
 
 from broker.config import Settings
-from broker.mail import cold
+from broker.mail import cold, oversight
 
 OTHER = "/tmp/other-proj"
 OTHER_SLUG = "tmp-other-proj"
@@ -302,3 +302,38 @@ async def test_a_reader_paging_while_the_trimmer_runs_sees_each_once(
     assert reads_made > 0
     assert len(await still_in_redis(server, ids)) == 1
     assert await everything() == expected
+
+
+async def overseen(server: FastMCP) -> dict[str, Any]:
+    """The web view's unified inbox (followed page by page, every filter) and outboxes."""
+    store = server.store  # type: ignore[attr-defined]
+    out: dict[str, Any] = {}
+    for agent in ("", "BlueLake", "GreenCastle"):
+        for query in ({}, {"importance": "high"}, {"unread_only": True}, {"topic": "build"}):
+            rows, cursor = [], ""
+            while True:
+                page = await oversight.inbox_page(store, PROJECT, agent=agent, cursor=cursor, limit=4, **query)
+                for row in page.rows:
+                    item = {k: v for k, v in row.item.items() if agent or k != "kind"}  # kind: the first inbox met
+                    rows.append((row.cursor, item, row.recipients, row.receipts))
+                if not page.rows or not (page.more or not page.complete):
+                    break
+                cursor = page.rows[-1].cursor
+            out[f"inbox {agent} {query}"] = rows
+        if agent:
+            out[f"outbox {agent}"] = await oversight.outbox(store, PROJECT, agent, limit=50)
+    return out
+
+
+@pytest.mark.parametrize("pattern", ["scattered", "all"])
+async def test_the_web_views_unified_inbox_and_outbox_read_the_same_cold(
+    tools: Tools, server: FastMCP, settings: Settings, pattern: str
+) -> None:
+    ids = await build(tools)
+    await run_worker(server, settings)
+    hot = await overseen(server)
+    assert len(hot["inbox  {}"]) >= 31
+    await make_cold(server, settings, ids[::3] if pattern == "scattered" else ids, persist=False)
+    now = await overseen(server)
+    for name in hot:
+        assert now[name] == hot[name], name

@@ -297,6 +297,76 @@ class ColdSource:
                 lists.setdefault(row["kind"], []).append(row["name"])
         return found
 
+    def overseen(
+        self,
+        *,
+        slug: str,
+        agent: str,
+        upper_us: int,
+        before: tuple[int, int] | None,
+        importance: str,
+        unread_only: bool,
+        topic: str,
+        limit: int,
+    ) -> list[tuple[int, dict[str, Any], dict[str, list[str]], dict[str, tuple[str, str]]]]:
+        """The unified inbox's rows (every agent's received mail, or ``agent``'s) created at or
+        before ``upper_us`` and before the cursor ``before`` (created_us, id), newest first:
+        (created_us, item with kind, {to, cc, bcc}, {lower name: (read_ts or "", ack_ts or "")})."""
+        where = ["m.project_id = " + PROJECT, "m.created_ts <= :upper"]
+        params: dict[str, Any] = {"slug": slug, "upper": iso(upper_us), "limit": limit}
+        held = ["r.message_id = m.id"]
+        if agent:
+            held.append("r.agent_id = " + ME)
+            params["me"] = agent.lower()
+        else:
+            held.append("r.agent_id IN (SELECT a.id FROM agents a WHERE a.project_id = " + PROJECT + ")")
+        if unread_only:
+            held.append("r.read_ts IS NULL")
+        where.append(f"EXISTS (SELECT 1 FROM message_recipients r WHERE {' AND '.join(held)})")
+        if before:
+            where.append("(m.created_ts < :cts OR (m.created_ts = :cts AND m.id < :cid))")
+            params.update(cts=iso(before[0]), cid=before[1])
+        if importance:
+            where.append("m.importance = :importance")
+            params["importance"] = importance
+        if topic:
+            where.append("lower(m.topic) = :topic")
+            params["topic"] = topic
+        rows = self._query(
+            f"SELECT {HEAD_COLUMNS} FROM messages m {SENDER_JOIN} WHERE {' AND '.join(where)} {NEWEST} LIMIT :limit",
+            params,
+        )
+        states = self.receipts([int(row[0]) for row in rows]) if rows else {}
+        found = []
+        for row in rows:
+            head = head_of(row)
+            lists, receipts, kinds = states.get(head["id"], ({"to": [], "cc": [], "bcc": []}, {}, {}))
+            kind = kinds.get(agent.lower()) if agent else next(iter(kinds.values()), None)
+            found.append((micros(head["created_ts"]), {**head, "kind": kind}, lists, receipts))
+        return found
+
+    def receipts(
+        self, ids: list[int]
+    ) -> dict[int, tuple[dict[str, list[str]], dict[str, tuple[str, str]], dict[str, str]]]:
+        """message id -> ({to, cc, bcc} names, {lower name: (read_ts or "", ack_ts or "")},
+        {lower name: kind}), recipients in the order they were named."""
+        found: dict[int, tuple[dict[str, list[str]], dict[str, tuple[str, str]], dict[str, str]]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join(f":m{n}" for n in range(len(chunk)))
+            rows = self._query(
+                f"SELECT r.message_id, r.kind, a.name, r.read_ts, r.ack_ts FROM message_recipients r "
+                f"JOIN agents a ON a.id = r.agent_id WHERE r.message_id IN ({marks}) "
+                f"ORDER BY r.message_id, {RECIPIENT_ORDER}",
+                {f"m{n}": message_id for n, message_id in enumerate(chunk)},
+            )
+            for message_id, kind, name, read_ts, ack_ts in rows:
+                lists, receipts, kinds = found.setdefault(int(message_id), ({"to": [], "cc": [], "bcc": []}, {}, {}))
+                lists.setdefault(kind, []).append(name)
+                receipts[name.lower()] = (read_ts or "", ack_ts or "")
+                kinds[name.lower()] = kind
+        return found
+
     def bodies(self, ids: list[int]) -> dict[int, str]:
         """message id -> body_md, for messages whose body left Redis between two reads."""
         found: dict[int, str] = {}

@@ -22,6 +22,7 @@ from broker.identity.projects import project_slug
 from broker.mail import cold, inbox
 from broker.mail.inbox import raise_refused
 from broker.mail.inputs import check_limit, check_thread_id, since_micros
+from broker.mail.sent import sent_page
 from broker.persistence.commits import message_commits
 from broker.store.commands import identity as identity_store
 from broker.store.commands import mail as store_mail
@@ -180,41 +181,11 @@ async def outbox_view(
     since = since_micros(since_ts)
     viewer = await authenticate(store, project, agent, token, resource)
     slug = viewer.slug
-    sent_ids = await store_views.sent_ids(store, slug=slug, name=viewer.lower, since_us=since, limit=limit)
-    ids = sent_ids.ids
-    page = await store_views.sent_messages(store, slug=slug, ids=ids, include_bodies=include_bodies)
-    held = {int(sent.head["id"]): sent for sent in page.messages}
-    found: dict[int, dict[str, Any]] = {}
-    if len(held) < len(ids):  # left Redis after the ids were read (else purged): the index has them
-        source = cold.source(store)
-        found = await source.run(source.heads, [int(i) for i in ids if int(i) not in held])
-    hot: list[cold.Ranked] = []
-    for message_id, (entry_id, created_us) in zip(ids, sent_ids.entries, strict=True):
-        sent = held.get(int(message_id))
-        if sent is not None:
-            item = {**sent.head, **sent.recipients}
-            if include_bodies:
-                item["body_md"] = sent.body or ""
-        elif int(message_id) in found:
-            item = dict(found[int(message_id)])
-            if not include_bodies:
-                item.pop("body_md")
-        else:
-            continue  # purged
-        hot.append(cold.Ranked((cold.entry_ms(entry_id), created_us, int(message_id)), item))
-    upper = cold.mark_upper_us(sent_ids.mark)
-    oldest = cold.entry_ms(sent_ids.entries[-1][0]) * 1000 + 999 if sent_ids.entries else None
-    if cold.reaches(oldest, len(ids) >= limit, upper, since):
-        assert upper is not None
-        source = cold.source(store)
-        rows = await source.run(
-            source.sent, slug=slug, name=viewer.lower, upper_us=upper, limit=limit, since_us=since,
-            include_bodies=include_bodies,
-        )  # fmt: skip
-        hot = cold.merge(hot, rows, limit)
-    items = [ranked.item for ranked in hot]
+    human_key, items = await sent_page(
+        store, slug=slug, name=viewer.lower, since_us=since, limit=limit, include_bodies=include_bodies
+    )
     await attach_commits(store, slug, items, False)
-    return listing(page.human_key or slug, viewer, items)
+    return listing(human_key or slug, viewer, items)
 
 
 # -- one message, one thread ------------------------------------------------------------------
