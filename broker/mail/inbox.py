@@ -72,9 +72,8 @@ async def fetch_inbox(
     if checked:
         await check_reader(store, slug, project_key, name, page.agent, digest, require)
         store.bindings.bind(slug, name)
-    elif not page.entries:
-        agent = await identity_store.stored_agent(store, slug=slug, name=name)
-        await check_reader(store, slug, project_key, name, agent, digest, require)
+    elif not page.entries and not page.mark:
+        await _check_exists(store, slug, project_key, name, digest, require)
     gone: list[dict[str, Any]] = []
     items = await store_mail.inbox_items(
         store, slug=slug, entries=page.entries, include_bodies=include_bodies, gone=gone
@@ -84,16 +83,26 @@ async def fetch_inbox(
     upper = cold.mark_upper_us(page.mark)
     oldest = cold.entry_ms(page.entry_ids[-1]) * 1000 + 999 if page.entry_ids else None
     if not cold.reaches(oldest, len(items) >= limit, upper, since):
+        if not items and page.mark and not checked:
+            await _check_exists(store, slug, project_key, name, digest, require)
         return items
     assert upper is not None
     keys = [
         (cold.entry_ms(entry_id), int(fields["f"].split("|", 1)[0]), int(fields["m"]))
         for entry_id, fields in zip(page.entry_ids, page.entries, strict=True)
     ]
-    return await _with_cold(
+    items = await _with_cold(
         store, items, keys, slug=slug, name=name, upper_us=upper, limit=limit, since_us=since,
         include_bodies=include_bodies,
     )  # fmt: skip
+    if not items and not checked:  # "no mail" or "no such agent": the agent record tells
+        await _check_exists(store, slug, project_key, name, digest, require)
+    return items
+
+
+async def _check_exists(store: Store, slug: str, project_key: str, name: str, digest: str, require: str) -> None:
+    agent = await identity_store.stored_agent(store, slug=slug, name=name)
+    await check_reader(store, slug, project_key, name, agent, digest, require)
 
 
 def _by_created(item: dict[str, Any]) -> tuple[int, int, int]:
