@@ -206,7 +206,7 @@ async def test_a_page_of_a_thousand_across_hot_and_cold(tools: Tools, server: Fa
     for name in ("BlueLake", "GreenCastle"):
         await tools.agent(name)
     ids = []
-    for i in range(1100):
+    for i in range(1020):
         ids.append(await send(tools, "GreenCastle", ["BlueLake"], subject=f"n{i}", topic="t" if i % 2 else "",
                               importance="urgent" if i % 3 == 0 else "normal"))  # fmt: skip
     await run_worker(server, settings)
@@ -214,7 +214,7 @@ async def test_a_page_of_a_thousand_across_hot_and_cold(tools: Tools, server: Fa
     urgent = await tools.inbox("BlueLake", limit=1000, urgent_only=True)
     topic = await tools.inbox("BlueLake", limit=1000, topic="t")
     assert [i["id"] for i in hot] == ids[::-1][:1000]
-    await make_cold(server, settings, ids[:700], persist=False)
+    await make_cold(server, settings, ids[:600], persist=False)
     assert await tools.inbox("BlueLake", limit=1000, include_bodies=True) == hot
     assert await tools.inbox("BlueLake", limit=1000, urgent_only=True) == urgent
     assert await tools.inbox("BlueLake", limit=1000, topic="t") == topic
