@@ -18,7 +18,7 @@ from persist_helpers import run_worker
 from shapes import payload
 
 from broker.config import Settings
-from broker.mail import cold, oversight
+from broker.mail import cold_pages, oversight
 
 OTHER = "/tmp/other-proj"
 OTHER_SLUG = "tmp-other-proj"
@@ -139,7 +139,7 @@ async def test_every_list_read_answers_the_same_once_all_mail_is_cold(
     await run_worker(server, settings)  # persisted first, so the archive commits are the same
     hot = await reads(tools, since)
     assert len(hot["inbox BlueLake False"]) >= 31 and hot["urgent-unread 20"]["count"] > 0
-    assert not cold._sources.get(server.store)  # type: ignore[attr-defined]  # nothing cold: no index read
+    assert not cold_pages._sources.get(server.store)  # type: ignore[attr-defined]  # nothing cold: no index read
 
     await make_cold(server, settings, ids, persist=False)
     assert await still_in_redis(server, ids) == []

@@ -17,7 +17,7 @@ from broker.identity import refusals
 from broker.identity.agents import ensure_overseer
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
-from broker.mail import cold
+from broker.mail import cold_pages
 from broker.mail.inputs import check_recipient_count, check_text, check_thread_id, check_topic
 from broker.mail.outgoing import Outgoing, Sender
 from broker.mail.routing import parse_recipients
@@ -67,13 +67,13 @@ async def inbox_page(
         )  # fmt: skip
     except Refusal:
         raise await refusals.project_not_found(store, project_key) from None
-    upper = cold.upper_of_t(page.mark)
+    upper = cold_pages.upper_of_t(page.mark)
     oldest = int(page.rows[-1].cursor.split(":")[0]) if page.rows else None
-    if not cold.reaches(oldest, len(page.rows) >= limit, upper, ""):
+    if not cold_pages.reaches(oldest, len(page.rows) >= limit, upper, ""):
         return page
     assert upper is not None
     before = tuple(int(part) for part in cursor.split(":")) if cursor else None
-    source = cold.source(store)
+    source = cold_pages.source(store)
     found = await source.run(
         source.overseen, slug=slug, agent=name, upper_us=upper, before=before, importance=importance,
         unread_only=unread_only, topic=topic.lower(), limit=limit + 1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.mail import cold
+from broker.mail import cold_pages
 from broker.store.commands import views as store_views
 from broker.store.store import Store
 
@@ -24,9 +24,9 @@ async def sent_page(
     held = {int(sent.head["id"]): sent for sent in page.messages}
     found: dict[int, dict[str, Any]] = {}
     if len(held) < len(ids):  # left Redis after the ids were read (else purged): the index has them
-        source = cold.source(store)
+        source = cold_pages.source(store)
         found = await source.run(source.heads, [int(i) for i in ids if int(i) not in held])
-    hot: list[cold.Ranked] = []
+    hot: list[cold_pages.Ranked] = []
     for message_id, (entry_id, created_us) in zip(ids, sent_ids.entries, strict=True):
         sent = held.get(int(message_id))
         if sent is not None:
@@ -39,15 +39,15 @@ async def sent_page(
                 item.pop("body_md")
         else:
             continue  # purged
-        hot.append(cold.Ranked((cold.entry_ms(entry_id), created_us, int(message_id)), item))
-    upper = cold.mark_upper_us(sent_ids.mark)
-    oldest = cold.entry_ms(sent_ids.entries[-1][0]) * 1000 + 999 if sent_ids.entries else None
-    if cold.reaches(oldest, len(ids) >= limit, upper, since_us):
+        hot.append(cold_pages.Ranked((cold_pages.entry_ms(entry_id), created_us, int(message_id)), item))
+    upper = cold_pages.mark_upper_us(sent_ids.mark)
+    oldest = cold_pages.entry_ms(sent_ids.entries[-1][0]) * 1000 + 999 if sent_ids.entries else None
+    if cold_pages.reaches(oldest, len(ids) >= limit, upper, since_us):
         assert upper is not None
-        source = cold.source(store)
+        source = cold_pages.source(store)
         rows = await source.run(
             source.sent, slug=slug, name=name, upper_us=upper, limit=limit, since_us=since_us,
             include_bodies=include_bodies,
         )  # fmt: skip
-        hot = cold.merge(hot, rows, limit)
+        hot = cold_pages.merge(hot, rows, limit)
     return page.human_key, [ranked.item for ranked in hot]

@@ -4,7 +4,7 @@
 Every one of them names its project with ``?project=`` (required) and authenticates the
 viewing agent with ``agent_token`` exactly as tools do with ``registration_token``. They read
 Redis (the hot store), reusing the tools' reads where one exists (fetch_inbox, the get_message
-script), and the index for what left Redis (broker/mail/cold.py: only when the page reaches the
+script), and the index for what left Redis (broker/mail/cold_pages.py: only when the page reaches the
 cold mark read with it); ``commit`` fields come from the Git archive (broker/persistence/commits.py).
 """
 
@@ -19,7 +19,7 @@ from broker.errors import BrokerError
 from broker.identity import refusals
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
-from broker.mail import cold, inbox
+from broker.mail import cold_pages, inbox
 from broker.mail.inbox import raise_refused
 from broker.mail.inputs import check_limit, check_thread_id, since_micros
 from broker.mail.sent import sent_page
@@ -270,7 +270,7 @@ async def _view(
     except Refusal as refused:
         await raise_refused(store, refused, viewer.slug, viewer.project_key, TOKEN_PARAM)
     found = [(view.item, view.read_at) for view in page.items]
-    upper = cold.mark_upper_us(page.mark)
+    upper = cold_pages.mark_upper_us(page.mark)
     window = VIEW_SCAN_ENTRIES - page.seen
     if upper is None or window <= 0:
         return found
@@ -278,10 +278,10 @@ async def _view(
         upper = min(upper, int(cutoff_ms) * 1000 + 999)
     newest_first = order == "newest"
     if page.last and not page.ended and newest_first and len(found) >= limit:
-        last_us = int(page.last) if mode == "urgent-unread" else cold.entry_ms(page.last) * 1000
+        last_us = int(page.last) if mode == "urgent-unread" else cold_pages.entry_ms(page.last) * 1000
         if last_us > upper:
             return found  # the page stopped above the mark
-    source = cold.source(store)
+    source = cold_pages.source(store)
     rows = await source.run(
         source.view, slug=viewer.slug, name=viewer.name, upper_us=upper, window=window, mode=mode, limit=limit,
         newest_first=newest_first,
@@ -293,19 +293,19 @@ async def _view(
         read_ts, ack_ts = state.get(int(ranked.item["id"]), (ranked.extra, None))
         if (mode == "urgent-unread" and read_ts) or (mode == "ack" and ack_ts):
             continue
-        kept.append(cold.Ranked(ranked.key, ranked.item, read_ts or None))
-    hot = [cold.Ranked(_created_key(item), item, read_at) for item, read_at in found]
+        kept.append(cold_pages.Ranked(ranked.key, ranked.item, read_ts or None))
+    hot = [cold_pages.Ranked(_created_key(item), item, read_at) for item, read_at in found]
     if not newest_first:
         hot.reverse()
         kept.reverse()
-    merged = cold.merge(hot, kept, len(hot) + len(kept))
+    merged = cold_pages.merge(hot, kept, len(hot) + len(kept))
     if not newest_first:
         merged = merged[::-1][:limit]
     return [(ranked.item, ranked.extra) for ranked in merged[:limit]]
 
 
 def _created_key(item: dict[str, Any]) -> tuple[int, int, int]:
-    return cold.cold_key(cold.micros(item["created_ts"]), int(item["id"]))
+    return cold_pages.cold_key(cold_pages.micros(item["created_ts"]), int(item["id"]))
 
 
 async def unanswered_view(

@@ -1,4 +1,4 @@
-"""Cold mail: the messages the hot-window trimmer moved out of Redis, read back from the index.
+"""Cold pages: what list reads take from the index once the hot-window trimmer moved it out of Redis.
 
 A list read (fetch_inbox, fetch_topic, the inbox/mailbox/outbox resources, the inbox views)
 reads its hot page and the project's ``cold`` marks in one step (docs/data-model.md, "The hot
@@ -12,6 +12,8 @@ was read is on the page already.
 Items are built to equal the hot ones key for key and in the same key order (the head that
 send_message.lua writes, then ``kind``, then ``body_md``). Every query is one statement with
 joins and named parameters (portable between SQLite and PostgreSQL), run on a worker thread.
+Single messages (the message and thread resources, marks and acks on cold mail) are another
+module's (broker/mail/cold.py).
 """
 
 from __future__ import annotations
