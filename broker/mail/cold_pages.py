@@ -45,9 +45,17 @@ ME = "(SELECT a.id FROM agents a JOIN projects p ON p.id = a.project_id WHERE p.
 PROJECT = "(SELECT p.id FROM projects p WHERE p.slug = :slug)"
 NEWEST = "ORDER BY m.created_ts DESC, m.id DESC"
 # The order in which a message's recipients were named (to, cc, bcc each in the order of the
-# send). The index keeps it only as the rows' insertion order, which rehydrate reads the same
-# way (broker/lifecycle/rehydrate.py); change both together.
-RECIPIENT_ORDER = "r.rowid"
+# send). SQLite keeps it as the rows' insertion order (rowid), which rehydrate reads the same way
+# (broker/lifecycle/rehydrate.py); change both together. PostgreSQL has no such order (an
+# update moves a row): there the lists come in name order until the index stores the position.
+SQLITE_RECIPIENT_ORDER = "r.rowid"
+OTHER_RECIPIENT_ORDER = "a.name"
+
+
+def _dialect(index: Index) -> str:
+    """The index's SQL dialect ("sqlite" for an index without an engine: the sqlite3 one)."""
+    engine = getattr(index, "engine", None)
+    return str(engine.dialect.name) if engine is not None else "sqlite"
 
 
 # -- marks ----------------------------------------------------------------------------------------
@@ -168,6 +176,7 @@ class ColdSource:
         self.index = index
         self._ready = False
         self._lock = threading.Lock()
+        self._order = SQLITE_RECIPIENT_ORDER if _dialect(index) == "sqlite" else OTHER_RECIPIENT_ORDER
 
     def _query(self, sql: str, params: dict[str, Any]) -> list[Any]:
         if not self._ready:
@@ -291,7 +300,7 @@ class ColdSource:
             marks = ", ".join(f":m{n}" for n in range(len(chunk)))
             rows = self._query(
                 f"SELECT r.message_id, r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id "
-                f"WHERE r.message_id IN ({marks}) ORDER BY r.message_id, {RECIPIENT_ORDER}",
+                f"WHERE r.message_id IN ({marks}) ORDER BY r.message_id, {self._order}",
                 {f"m{n}": message_id for n, message_id in enumerate(chunk)},
             )
             for row in rows:
@@ -359,7 +368,7 @@ class ColdSource:
             rows = self._query(
                 f"SELECT r.message_id, r.kind, a.name, r.read_ts, r.ack_ts FROM message_recipients r "
                 f"JOIN agents a ON a.id = r.agent_id WHERE r.message_id IN ({marks}) "
-                f"ORDER BY r.message_id, {RECIPIENT_ORDER}",
+                f"ORDER BY r.message_id, {self._order}",
                 {f"m{n}": message_id for n, message_id in enumerate(chunk)},
             )
             for message_id, kind, name, read_ts, ack_ts in rows:
@@ -410,5 +419,7 @@ def source(store: Store) -> ColdSource:
     with _sources_lock:
         found = _sources.get(store)
         if found is None:
-            found = _sources[store] = ColdSource(Index(store.settings.index_path))
+            opener = getattr(Index, "from_settings", None)  # the index of DATABASE_URL, once it has one
+            index = opener(store.settings) if opener else Index(store.settings.index_path)
+            found = _sources[store] = ColdSource(index)
         return found
