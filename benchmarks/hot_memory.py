@@ -38,8 +38,11 @@ from broker.store.keys import Keys
 PROJECT = "/bench/hot-memory"
 
 
-def used_memory(client: redis.Redis) -> int:
-    return int(client.info("memory")["used_memory"])
+def used_memory(client: redis.Redis) -> tuple[int, int]:
+    """Redis ``used_memory``, and its ``used_memory_dataset`` (without the clients' buffers, the
+    script cache and Redis's own overhead: steadier between readings)."""
+    info = client.info("memory")
+    return int(info["used_memory"]), int(info["used_memory_dataset"])
 
 
 def start_worker(url: str, prefix: str, root: str, cap: int, interval: float) -> subprocess.Popen[bytes]:
@@ -117,7 +120,28 @@ async def run(args: argparse.Namespace) -> None:
                 sent = target
                 waited = await asyncio.to_thread(settle, sync, keys, slug, streams, args.cap, worker)
                 hot = sum(sync.xlen(k) for k in streams if "inbox:" in k)
-                rows.append((target, used_memory(sync) - baseline, hot, waited, time.perf_counter() - started))
+                memory, dataset = used_memory(sync)
+                rows.append(
+                    (target, memory - baseline[0], dataset - baseline[1], hot, waited, time.perf_counter() - started)
+                )
+            # then how long each script call holds Redis, by its own clock (SLOWLOG of every
+            # command): ``--probe`` more messages, every one past the window
+            sync.config_set("slowlog-log-slower-than", 0)
+            sync.config_set("slowlog-max-len", 1_000_000)
+            sync.slowlog_reset()
+            before_probe = latencies[:]
+            latencies.clear()
+            for start in range(sent, sent + args.probe, args.in_flight):
+                await asyncio.gather(*(send(i) for i in range(start, min(start + args.in_flight, sent + args.probe))))
+            await asyncio.to_thread(settle, sync, keys, slug, streams, args.cap, worker)
+            time.sleep(2 * args.trim_interval)  # and a pass that finds nothing more to do
+            scripts = {store.script_sha("trim_hot"): "trim_hot", store.script_sha("send_message"): "send_message"}
+            calls: dict[str, list[float]] = {name: [] for name in scripts.values()}
+            for entry in sync.slowlog_get(1_000_000):
+                raw = entry["command"]
+                command = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw).split(" ", 2)
+                if command[0].lower() == "evalsha" and len(command) > 1 and command[1] in scripts:
+                    calls[scripts[command[1]]].append(int(entry["duration"]) / 1e3)
         finally:
             worker.terminate()
             worker.wait(10)
@@ -128,20 +152,33 @@ async def run(args: argparse.Namespace) -> None:
         f"Redis: {source}; {args.agents} agents, {args.body_bytes} B bodies, 1 recipient, cap "
         f"HOT_INBOX_MAX_MESSAGES={args.cap}, trimmer every {args.trim_interval} s; {machine_load()}"
     )
-    for target, memory, hot, waited, elapsed in rows:
+    for target, memory, dataset, hot, waited, elapsed in rows:
         print(
             f"after {target:>7,} messages: used_memory +{memory / 1e6:7.2f} MB over the empty project "
-            f"({memory / target:6.0f} B per message sent), {hot:,} messages hot; "
+            f"({memory / target:5.0f} B per message sent; dataset +{dataset / 1e6:.2f} MB), {hot:,} messages hot; "
             f"settled {waited:.1f} s after the last send, {elapsed:.0f} s in all"
         )
     if len(rows) > 1:
-        (first, m1, *_), (last, m2, *_) = rows[0], rows[-1]
+        (first, m1, d1, *_), (last, m2, d2, *_) = rows[0], rows[-1]
         growth = (m2 - m1) / (last - first)
         verdict = "ok" if growth <= 100 else "OVER TARGET"
-        print(f"growth past the window: {growth:.1f} B per message (target <= 100 B: {verdict})")
+        print(
+            f"growth past the window: {growth:.1f} B per message of used_memory (target <= 100 B: {verdict}), "
+            f"{(d2 - d1) / (last - first):.1f} B of dataset"
+        )
     print(
-        f"send latency while the worker persisted and trimmed: p50 {percentile(latencies, 50) * 1e3:.2f} ms, "
-        f"p99 {percentile(latencies, 99) * 1e3:.2f} ms, max {max(latencies) * 1e3:.1f} ms"
+        "send latency while the worker persisted and trimmed, up to the last checkpoint: "
+        f"p50 {percentile(before_probe, 50) * 1e3:.2f} ms, p99 {percentile(before_probe, 99) * 1e3:.2f} ms, max {max(before_probe) * 1e3:.1f} ms"
+    )
+    for name, found in calls.items():
+        if found:
+            print(
+                f"{name} calls during {args.probe:,} more sends: {len(found):,}, Redis time per call "
+                f"p50 {percentile(found, 50):.2f} ms, p99 {percentile(found, 99):.2f} ms, max {max(found):.2f} ms"
+            )
+    print(
+        f"send latency during those sends: p50 {percentile(latencies, 50) * 1e3:.2f} ms, "
+        f"p99 {percentile(latencies, 99) * 1e3:.2f} ms"
     )
     print(
         f"cold marks: {len(cold)} fields, unread counted {sum(int(v) for k, v in cold.items() if k[:7] == 'unread:'):,}"
@@ -155,6 +192,7 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=1000, help="HOT_INBOX_MAX_MESSAGES")
     parser.add_argument("--body-bytes", type=int, default=600, help="size of each message's body_md")
     parser.add_argument("--in-flight", type=int, default=50, help="concurrent sends")
+    parser.add_argument("--probe", type=int, default=5000, help="messages sent while script calls are timed")
     parser.add_argument("--trim-interval", type=float, default=1.0, help="HOT_TRIM_INTERVAL_SECONDS of the worker")
     asyncio.run(run(parser.parse_args()))
 

@@ -355,14 +355,20 @@ async def persistence(tools: Tools, server: FastMCP, settings: Settings) -> None
     assert await store.client().zcard(store.keys.pending(SLUG)) == 0
 
 
-async def purge(tools: Tools, server: FastMCP, other: str) -> None:
+async def purge(tools: Tools, server: FastMCP, settings: Settings, other: str, other_slug: str) -> None:
     """purge_messages: the other project's mail, aged by moving the purge's clock two days on
-    (as tests/test_lifecycle.py does: no tool takes a clock)."""
+    (as tests/test_lifecycle.py does: no tool takes a clock); cold_forget: part of it was first
+    trimmed out of Redis unread (a window of one), so the purge lowers the cold unread count."""
     store = server.store  # type: ignore[attr-defined]
+    tight = settings.model_copy(update={"hot_inbox_max_messages": 1})
+    trimmer = HotTrimmer(tight, make_sync_client(store.redis_url), store.keys)
+    assert (await asyncio.to_thread(trimmer.trim_project, other_slug)).deleted >= 1
+    assert int(await store.client().hget(store.keys.cold(other_slug), "unread:redfox")) >= 1
     later = datetime.now(UTC) + timedelta(days=2)
     purged = await retention.purge_old_messages(store, other, 1, False, None, now=later)
     assert purged["status"] == "purged" and purged["messages_affected"] >= 2
     assert await tools.inbox("RedFox", project_key=other) == []
+    assert await store.client().hget(store.keys.cold(other_slug), "unread:redfox") is None
 
 
 async def lose_redis_and_rehydrate(tools: Tools, server: FastMCP, settings: Settings) -> None:
@@ -456,7 +462,7 @@ async def test_every_script_runs_in_one_slot_on_a_cluster(
             [overlap] = await reservation_store.glob_overlap(store, pairs=[("src/**", "src/a.py")])
             assert overlap.overlaps
             await persistence(tools, server, settings)
-            await purge(tools, server, other)
+            await purge(tools, server, settings, other, other_slug)
             await lose_redis_and_rehydrate(tools, server, settings)
             await trim_hot_window(server, settings)
             await hard_delete(tools, other)

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from persist_helpers import index_rows, run_worker
 from shapes import payload
 
 from broker.config import Settings
-from broker.lifecycle import hot_window
+from broker.lifecycle import hot_window, retention
 from broker.lifecycle.hot_window import HotTrimmer, TrimReport
 from broker.store.clients import make_sync_client
 
@@ -101,13 +102,16 @@ async def test_only_persisted_mail_past_the_window_leaves_and_is_counted(
     tools: Tools, server: FastMCP, settings: Settings, trio: dict[str, Any]
 ) -> None:
     ids = [await send(tools, "BlueLake", ["GreenCastle"], f"n{i}") for i in range(5)]
-    assert (await trim(server, settings)).deleted == 0  # nothing persisted yet: nothing leaves
+    # nothing persisted yet: nothing leaves, past the cap or past the retention
+    assert (await trim(server, settings)).deleted == 0
+    assert (await trim(server, settings, later_ms=2 * HOUR_MS)).deleted == 0
     assert await hot_ids(server, "GreenCastle") == ids
     await tools.call("mark_message_read", project_key=PROJECT, agent_name="GreenCastle", message_id=ids[0])
     await run_worker(server, settings)
-    inbox = await entry_ids(server, f"{server.store.keys.inbox(SLUG, 'GreenCastle')}")  # type: ignore[attr-defined]
-    outbox = await entry_ids(server, f"{server.store.keys.outbox(SLUG, 'BlueLake')}")  # type: ignore[attr-defined]
-    created = {r["id"]: r for r in index_rows(settings, "SELECT id, created_ts FROM messages")}
+    store = server.store  # type: ignore[attr-defined]
+    inbox = await entry_ids(server, store.keys.inbox(SLUG, "GreenCastle"))
+    outbox = await entry_ids(server, store.keys.outbox(SLUG, "BlueLake"))
+    created_us = {i: await store.client().hget(store.keys.message(SLUG, i), "created_us") for i in ids}
 
     report = await trim(server, settings)
     assert report.deleted == 2 and report.complete
@@ -116,8 +120,7 @@ async def test_only_persisted_mail_past_the_window_leaves_and_is_counted(
     assert marks["in:greencastle"] == inbox[ids[1]] and marks["out:bluelake"] == outbox[ids[1]]
     assert marks["unread:greencastle"] == "1"  # the first one was read before it left
     assert set(marks) == {"in:greencastle", "out:bluelake", "unread:greencastle", "t"}
-    msg_us = int(await server.store.client().hget(server.store.keys.message(SLUG, ids[2]), "created_us"))  # type: ignore[attr-defined]
-    assert ids[1] in created and int(marks["t"]) < msg_us
+    assert marks["t"] == created_us[ids[1]]  # the newest message that left
     for gone in ids[:2]:
         assert await residue(server, gone) == []
     for kept in ids[2:]:
@@ -228,6 +231,45 @@ async def test_mail_from_another_project_is_trimmed_in_the_project_that_holds_it
     assert await residue(server, ids[0]) == []
 
 
+async def test_a_purge_takes_what_it_deletes_out_of_the_cold_counts(
+    tools: Tools, server: FastMCP, settings: Settings, trio: dict[str, Any]
+) -> None:
+    ids = [await send(tools, "BlueLake", ["GreenCastle"], f"n{i}") for i in range(CAP + 3)]
+    await tools.call("mark_message_read", project_key=PROJECT, agent_name="GreenCastle", message_id=ids[0])
+    await run_worker(server, settings)
+    assert (await trim(server, settings)).deleted == 3
+    assert (await cold(server))["unread:greencastle"] == "2"
+    store = server.store  # type: ignore[attr-defined]
+    later = datetime.now(UTC) + timedelta(days=2)
+    purged = await retention.purge_old_messages(store, PROJECT, 1, False, None, now=later)
+    assert purged["messages_affected"] == len(ids)
+    assert "unread:greencastle" not in await cold(server)
+    assert indexed(settings) == set()
+
+
+async def test_a_hard_deleted_agent_takes_its_cold_marks_and_counts_along(
+    tools: Tools, server: FastMCP, settings: Settings, trio: dict[str, Any]
+) -> None:
+    await send(tools, "BlueLake", ["alpha-one"], "from BlueLake")  # one of alpha-one's that stays counted
+    for i in range(CAP + 2):
+        await send(tools, "BlueLake", ["GreenCastle"], f"in{i}")
+        await send(tools, "GreenCastle", ["alpha-one"], f"out{i}")
+    await run_worker(server, settings)
+    assert (await trim(server, settings)).deleted == 5
+    marks = await cold(server)
+    assert marks["unread:greencastle"] == "2" and marks["unread:alpha-one"] == "3"
+    assert {"in:greencastle", "out:greencastle"} <= set(marks)
+
+    deleted = await tools.call(
+        "hard_delete_agent", project_key=PROJECT, agent_name="GreenCastle", confirmation="I UNDERSTAND"
+    )
+    assert deleted["status"] == "hard_deleted"
+    marks = await cold(server)
+    assert not {"in:greencastle", "out:greencastle", "unread:greencastle"} & set(marks)
+    # GreenCastle's two trimmed messages to alpha-one left the index with it; BlueLake's stays
+    assert marks["unread:alpha-one"] == "1"
+
+
 async def test_sends_go_on_while_the_trimmer_works_in_small_calls(
     tools: Tools, server: FastMCP, settings: Settings, trio: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -248,6 +290,18 @@ async def test_sends_go_on_while_the_trimmer_works_in_small_calls(
     marks = await cold(server)
     assert marks["unread:greencastle"] == marks["unread:alpha-one"] == str(len(first) - CAP)
     assert marks["unread:bluelake"] == str(len(later) - CAP)
+
+
+async def test_a_budget_smaller_than_one_message_still_moves_mail(
+    tools: Tools, server: FastMCP, settings: Settings, trio: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call decides its first message even when reading every holder's stream costs more than
+    its budget (a message to many recipients), so no message stays hot for that."""
+    monkeypatch.setattr(hot_window, "WORK_BUDGET", 6)
+    ids = [await send(tools, "BlueLake", ["GreenCastle", "alpha-one"], f"n{i}") for i in range(CAP + 2)]
+    await run_worker(server, settings)
+    assert (await trim(server, settings)).deleted == 2
+    assert await hot_ids(server, "GreenCastle") == await hot_ids(server, "alpha-one") == ids[2:]
 
 
 async def test_the_worker_trims_on_its_own(tools: Tools, server: FastMCP) -> None:

@@ -167,7 +167,12 @@ class PersistenceWorker:
                 _ratelog.warning("trim", "hot-window trim pass failed: %s", exc)
                 continue
             if report.deleted:
-                log.info("hot-window trim moved %d message(s) out of Redis", report.deleted)
+                log.info(
+                    "hot-window trim moved %d message(s) out of Redis in %d call(s), longest %.1f ms",
+                    report.deleted,
+                    report.calls,
+                    report.longest_call * 1000,
+                )
 
     def run(self, *, burst: bool = False) -> None:
         """Reconcile, then work the queue until stopped (or, with ``burst``, until it is empty)."""

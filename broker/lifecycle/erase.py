@@ -21,6 +21,7 @@ import asyncio
 import logging
 import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from broker.config import Settings
@@ -111,9 +112,11 @@ def _delete_agent(
             _redis_rounds(session, slug, name, caller, found)
             session.forget_links(copies=found.foreign_links, batch=BATCH)
             with project_lock(settings.index_path, slug):
+                cold_unread = _cold_unread_sent(settings, found)
                 _index_delete_agent(settings, found)
                 found.archive = _archive_delete_agent(settings, slug, found)
                 final = session.delete_final(slug=slug, name=name, caller=caller, batch=BATCH)
+                session.forget_cold(slug=slug, gone=name if final.done else "", counts=cold_unread)
             if final.done:
                 found.reservations.update(final.reservations)
                 found.windows += final.windows
@@ -153,6 +156,32 @@ def _redis_rounds(session: EraseSession, slug: str, name: str, caller: Caller, f
         step = session.delete_contacts(slug=slug, name=name, caller=caller, batch=BATCH, cursor=cursor)
         found.foreign_links.update(step.items)
         cursor, more = step.cursor, step.more
+
+
+def _cold_unread_sent(settings: Settings, found: AgentDeletion) -> dict[str, int]:
+    """Per recipient, the messages the agent sent that are only in the index (the hot-window
+    trimmer moved them out of Redis; the hot ones are in ``found.sent`` already) and that it had
+    not read: deleting them from the index lowers the project's cold unread counts."""
+    if not Path(settings.index_path).exists():
+        return {}
+    agent_id, project_id = int(found.agent["id"]), int(found.agent["project_id"])
+    index = Index(settings.index_path)
+    try:
+        index.ensure_schema()
+        rows = index.query(
+            "SELECT m.id AS id, a.name AS name FROM messages m JOIN message_recipients r ON r.message_id = m.id "
+            "JOIN agents a ON a.id = r.agent_id WHERE m.project_id = :project AND m.sender_id = :agent "
+            "AND r.agent_id <> :agent AND r.read_ts IS NULL",
+            {"project": project_id, "agent": agent_id},
+        )
+    finally:
+        index.close()
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row["id"] not in found.sent:
+            name = row["name"].lower()
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _index_delete_agent(settings: Settings, found: AgentDeletion) -> None:

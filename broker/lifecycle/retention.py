@@ -75,13 +75,41 @@ async def purge_old_messages(
                 )
             except Refusal as refused:
                 await refusals.raise_for(store, refused.reply, slug, project_key)
-    indexed = await asyncio.to_thread(_index_purge, store.settings.index_path, slug, cutoff.isoformat(), dry_run)
+    path, cutoff_iso = store.settings.index_path, cutoff.isoformat()
+    cold_unread = {} if dry_run else await asyncio.to_thread(_cold_unread, path, slug, cutoff_iso, set(ids))
+    indexed = await asyncio.to_thread(_index_purge, path, slug, cutoff_iso, dry_run)
+    await commands.forget_cold_unread(store, slug=slug, counts=cold_unread)
     return {
         "status": "dry_run" if dry_run else "purged",
         "messages_affected": len(set(ids) | indexed),
         "cutoff_date": cutoff.isoformat(),
         "max_age_days": days,
     }
+
+
+def _cold_unread(path: Path, slug: str, cutoff_iso: str, hot: set[int]) -> dict[str, int]:
+    """Per agent, how many of the project's indexed messages created before the cutoff it had not
+    read and were not in Redis: the hot-window trimmer had moved them out and counts them in the
+    project's cold hash, which the purge must lower (docs/data-model.md, "The hot window")."""
+    if not Path(path).exists():
+        return {}
+    index = Index(path)
+    try:
+        index.ensure_schema()
+        rows = index.query(
+            "SELECT a.name AS name, m.id AS id FROM messages m JOIN projects p ON p.id = m.project_id "
+            "JOIN message_recipients r ON r.message_id = m.id JOIN agents a ON a.id = r.agent_id "
+            "WHERE p.slug = :slug AND m.created_ts < :cutoff AND r.read_ts IS NULL",
+            {"slug": slug, "cutoff": cutoff_iso},
+        )
+    finally:
+        index.close()
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row["id"] not in hot:
+            name = row["name"].lower()
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _index_purge(path: Path, slug: str, cutoff_iso: str, dry_run: bool) -> set[int]:

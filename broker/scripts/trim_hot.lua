@@ -12,7 +12,8 @@
 --   * for every holder, each recipient's inbox in this project and its sender's outbox (a
 --     sender of another project has none here), its entry is outside that stream's window
 --     too (or that stream no longer holds it).
--- Anything undecided when the work budget runs out stays for the next call.
+-- Anything undecided when the work budget runs out stays for the next call (the call's first
+-- message may spend a few budgets, so a message to many recipients is decided too).
 -- Per message deleted, the cold hash gets in:<recipient> / out:<sender> raised to the entry id
 -- removed from that stream, unread:<recipient> + 1 when the message was in unread:<recipient>,
 -- and t raised to its created_us. Nothing else is left of it in Redis.
@@ -46,6 +47,9 @@ local cutoff_ms = now_ms - tonumber(ARGV[3])
 local now_us = now_ms * 1000
 local cap, budget, delete_max = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local PAGE = 16
+-- The call's first message may spend this many budgets to be decided (a message to many
+-- recipients reads every recipient's stream), so each call decides one message at least.
+local FORCED_BUDGETS = 4
 local spent, deleted = 0, 0
 local slug = prefix_slug(prefix)
 
@@ -79,9 +83,14 @@ local function view(suffix)
   return v
 end
 
--- Read the next page of v's entries outside the window; false when the budget is spent.
+-- Read the next page of v's entries outside the window; false when the budget is spent. While
+-- entries are past the cap, the page reaches one entry beyond them; after that, and for a stream
+-- within its cap, the first read looks at one entry only (most streams have nothing to trim).
+local forcing = false
 local function extend(v)
-  local count = math.min(PAGE, budget - spent)
+  local wanted = v.over - v.read
+  local room = (forcing and FORCED_BUDGETS * budget or budget) - spent
+  local count = math.min(wanted > 0 and wanted + 1 or (v.last and PAGE or 1), PAGE, room)
   if count <= 0 then return false end
   local page = redis.call("XRANGE", v.key, v.last and "(" .. v.last or "-", "+", "COUNT", count)
   spent = spent + math.max(1, #page)
@@ -143,6 +152,7 @@ local function decide(id)
   local record = {}
   for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
   local created_us = record.created_us
+  if not tonumber(created_us) or not record.head then return "kept" end -- not a whole message
   local created_ms = math.floor(tonumber(created_us) / 1000)
   local pair = record.sender and (string.match(record.sender, "^project:(.*)$") or (slug .. "#" .. record.sender))
   local holders, readers = {}, {}
@@ -198,7 +208,9 @@ for position = 7, #ARGV do
       local id = v.order[k]
       if not decided[id] then
         if deleted >= delete_max then stopped = true break end
+        forcing = next(decided) == nil
         local verdict = decide(id)
+        forcing = false
         if verdict == nil then stopped = true break end
         decided[id] = verdict
         if verdict == "deleted" then deleted = deleted + 1 end

@@ -153,6 +153,16 @@ class EraseSession:
             done=True, reservations=tuple(int(i) for i in result["reservations"]), windows=int(result["windows"])
         )
 
+    def forget_cold(self, *, slug: str, gone: str, counts: dict[str, int]) -> None:
+        """The project's cold hash after deleting from the index messages the hot-window trimmer
+        had moved out of Redis (cold_forget.lua): each recipient's unread count lowered by its
+        unread ones among them (name -> count), and the marks and count of agent ``gone`` ("" for
+        none) dropped."""
+        if not gone and not counts:
+            return
+        pairs = [value for name, count in sorted(counts.items()) for value in (name.lower(), count)]
+        run_sync(self._client, "cold_forget", [self.keys.cold(slug)], [gone.lower(), *pairs])
+
     def forget_links(self, *, copies: set[LinkCopy], batch: int) -> None:
         """Remove link copies kept in OTHER projects (one link_forget.lua call per project and
         batch): an agent there must not keep an approval from, or mail held from, an agent that

@@ -1,6 +1,7 @@
 """The typed commands of the lifecycle tools: an agent's state (agent_state.lua), a project's
 state and admin auth (project_state.lua), and purge_old_messages' search for old mail (stream
-and held-set reads) and its deletion in batches (purge_messages.lua).
+and held-set reads), its deletion in batches (purge_messages.lua) and the cold unread counts it
+lowers (cold_forget.lua).
 
 Hard deletes are in ``broker/store/commands/erase.py``, the rebuild from the index in
 ``broker/store/commands/rehydrate.py``.
@@ -91,6 +92,15 @@ async def purge_messages(
     )
     accepted(reply)
     return int(reply[1])
+
+
+async def forget_cold_unread(store: Store, *, slug: str, counts: dict[str, int]) -> int:
+    """Lower the project's cold unread counts by the purged messages each agent had not read
+    (cold_forget.lua; agent name -> count); returns how many counts changed."""
+    if not counts:
+        return 0
+    pairs = [value for name, count in sorted(counts.items()) for value in (name.lower(), count)]
+    return int(await store.run("cold_forget", [store.keys.cold(slug)], ["", *pairs]))
 
 
 async def old_mail(store: Store, *, slug: str, cutoff_us: int) -> OldMail:
