@@ -337,3 +337,26 @@ async def test_the_web_views_unified_inbox_and_outbox_read_the_same_cold(
     now = await overseen(server)
     for name in hot:
         assert now[name] == hot[name], name
+
+
+def test_a_page_above_the_mark_asks_no_index_and_the_merge_keeps_hot_order() -> None:
+    """The decision and the merge alone: a full page whose oldest item is newer than the mark's
+    bound (or a since_ts past it, or no mark) is the whole answer; a merge keeps the hot order,
+    places cold rows by key, keeps a message on both sides once, and applies the limit last."""
+    bound = cold_pages.mark_upper_us("1700000000123-4")
+    assert bound == 1_700_000_000_123_999
+    assert not cold_pages.reaches(1_700_000_000_124_000, True, bound, "")
+    assert cold_pages.reaches(1_700_000_000_124_000, False, bound, "")  # a short page reaches past it
+    assert cold_pages.reaches(bound, True, bound, "")
+    assert not cold_pages.reaches(None, False, bound, str(bound))  # since_ts at the bound
+    assert not cold_pages.reaches(None, False, None, "")  # nothing cold
+
+    def ranked(key: int, message_id: int) -> cold_pages.Ranked:
+        return cold_pages.Ranked((key, key, message_id), {"id": message_id})
+
+    hot = [ranked(9, 1), ranked(7, 2), ranked(8, 3)]  # a held message delivered late (id 3)
+    cold = [ranked(8, 3), ranked(6, 4), ranked(5, 5)]
+    merged = cold_pages.merge(hot, cold, 4)
+    assert [r.item["id"] for r in merged] == [1, 2, 3, 4]
+    assert [r.item["id"] for r in cold_pages.merge(hot, cold, 10)] == [1, 2, 3, 4, 5]
+    assert [r.item["id"] for r in cold_pages.merge([], cold, 2)] == [3, 4]
