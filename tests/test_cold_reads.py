@@ -6,7 +6,9 @@ duplicate and no gap, also while messages move out under a reader; BCC privacy h
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -258,9 +260,9 @@ async def test_a_reader_paging_while_messages_go_cold_sees_each_once(
 async def test_a_reader_paging_while_the_trimmer_runs_sees_each_once(
     tools: Tools, server: FastMCP, settings: Settings
 ) -> None:
-    """The real trimmer (one pass per window, the window shrinking from 55 to 1 message per
-    stream) runs in a thread while a reader reads pages of every filter: each page equals the
-    page read before anything was cold."""
+    """The real trimmer (one pass per window, the window shrinking from 59 to 1 message per
+    stream) runs in a thread while a reader reads pages of every filter, one after the other:
+    each page equals the page read before anything was cold."""
     await tools.project()
     for name in ("BlueLake", "GreenCastle"):
         await tools.agent(name)
@@ -271,37 +273,38 @@ async def test_a_reader_paging_while_the_trimmer_runs_sees_each_once(
                               importance="urgent" if i % 3 else "normal", ack_required=i % 4 == 0, **extra))  # fmt: skip
     await run_worker(server, settings)
 
-    async def everything() -> list[Any]:
-        found: list[Any] = []
-        for limit in (10, 60):
-            found.append(await tools.inbox("BlueLake", limit=limit, include_bodies=True))
-            found.append(await tools.inbox("BlueLake", limit=limit, urgent_only=True))
-            found.append(await tools.call("fetch_topic", project_key=PROJECT, topic_name="t", agent_name="BlueLake",
-                                          limit=limit))  # fmt: skip
-            found.append(await resource(tools, f"resource://outbox/GreenCastle?{Q}&limit={limit}"))
-            found.append(await resource(tools, f"resource://views/ack-required/BlueLake?{Q}&limit={limit}"))
-        return found
-
-    expected = await everything()
+    calls: list[Callable[[], Awaitable[Any]]] = []
+    for limit in (10, 60):
+        calls += [
+            functools.partial(tools.inbox, "BlueLake", limit=limit, include_bodies=True),
+            functools.partial(tools.inbox, "BlueLake", limit=limit, urgent_only=True),
+            functools.partial(
+                tools.call, "fetch_topic", project_key=PROJECT, topic_name="t", agent_name="BlueLake", limit=limit
+            ),
+            functools.partial(resource, tools, f"resource://outbox/GreenCastle?{Q}&limit={limit}"),
+            functools.partial(resource, tools, f"resource://views/ack-required/BlueLake?{Q}&limit={limit}"),
+        ]
+    expected = [await call() for call in calls]
     done = asyncio.Event()
     reads_made = 0
 
     async def trim() -> None:
-        for cap in range(55, 0, -6):
+        for cap in range(59, 0, -2):  # 30 passes, each moving out a message or two per stream
             await trim_to(server, settings, cap)
-        await trim_to(server, settings, 1)
+            await asyncio.sleep(0.005)
         done.set()
 
     async def read() -> None:
         nonlocal reads_made
         while not done.is_set():
-            assert await everything() == expected
-            reads_made += 1
+            for call, answer in zip(calls, expected, strict=True):
+                assert await call() == answer
+                reads_made += 1
 
     await asyncio.gather(trim(), read())
-    assert reads_made > 0
+    assert reads_made >= 30
     assert len(await still_in_redis(server, ids)) == 1
-    assert await everything() == expected
+    assert [await call() for call in calls] == expected
 
 
 async def overseen(server: FastMCP) -> dict[str, Any]:
