@@ -59,8 +59,11 @@ async def cold(server: FastMCP, slug: str = SLUG) -> dict[str, str]:
     return await store.client().hgetall(store.keys.cold(slug))
 
 
-async def hot_ids(tools: Tools, agent: str, project_key: str = PROJECT) -> list[int]:
-    return sorted(m["id"] for m in await tools.inbox(agent, project_key=project_key, limit=100))
+async def hot_ids(server: FastMCP, agent: str, project_key: str = PROJECT) -> list[int]:
+    """The ids the agent's inbox stream holds in Redis (fetch_inbox answers with cold mail too)."""
+    slug = {PROJECT: SLUG, OTHER: OTHER_SLUG}[project_key]
+    store = server.store  # type: ignore[attr-defined]
+    return sorted(int(f["m"]) for _entry, f in await store.client().xrange(store.keys.inbox(slug, agent.lower())))
 
 
 async def entry_ids(server: FastMCP, key: str) -> dict[int, str]:
@@ -102,7 +105,7 @@ async def test_only_persisted_mail_past_the_window_leaves_and_is_counted(
     # nothing persisted yet: nothing leaves, past the cap or past the retention
     assert (await trim(server, settings)).deleted == 0
     assert (await trim(server, settings, later_ms=2 * HOUR_MS)).deleted == 0
-    assert await hot_ids(tools, "GreenCastle") == ids
+    assert await hot_ids(server, "GreenCastle") == ids
     await tools.call("mark_message_read", project_key=PROJECT, agent_name="GreenCastle", message_id=ids[0])
     await run_worker(server, settings)
     store = server.store  # type: ignore[attr-defined]
@@ -112,7 +115,7 @@ async def test_only_persisted_mail_past_the_window_leaves_and_is_counted(
 
     report = await trim(server, settings)
     assert report.deleted == 2 and report.complete
-    assert await hot_ids(tools, "GreenCastle") == ids[2:]
+    assert await hot_ids(server, "GreenCastle") == ids[2:]
     marks = await cold(server)
     assert marks["in:greencastle"] == inbox[ids[1]] and marks["out:bluelake"] == outbox[ids[1]]
     assert marks["unread:greencastle"] == "1"  # the first one was read before it left
@@ -126,7 +129,7 @@ async def test_only_persisted_mail_past_the_window_leaves_and_is_counted(
 
     again = await trim(server, settings)  # idempotent: nothing more leaves, the marks stay
     assert again.deleted == 0 and await cold(server) == marks
-    assert await hot_ids(tools, "GreenCastle") == ids[2:]
+    assert await hot_ids(server, "GreenCastle") == ids[2:]
 
 
 async def test_read_and_ack_state_not_yet_persisted_keeps_the_message(
@@ -139,16 +142,16 @@ async def test_read_and_ack_state_not_yet_persisted_keeps_the_message(
     # the second one's receipt failed for good: dead-lettered, as the worker leaves it
     await store.client().zadd(store.keys.dead_letters(SLUG), {f"rcpt:{ids[1]}:greencastle": 1})
     assert (await trim(server, settings)).deleted == 0
-    assert await hot_ids(tools, "GreenCastle") == ids
+    assert await hot_ids(server, "GreenCastle") == ids
 
     await run_worker(server, settings)  # the acknowledgement reaches the index
     assert (await trim(server, settings)).deleted == 1
-    assert await hot_ids(tools, "GreenCastle") == ids[1:]
+    assert await hot_ids(server, "GreenCastle") == ids[1:]
     assert (await cold(server)).get("unread:greencastle") is None  # acknowledged means read
 
     await store.client().zrem(store.keys.dead_letters(SLUG), f"rcpt:{ids[1]}:greencastle")
     assert (await trim(server, settings)).deleted == 1
-    assert await hot_ids(tools, "GreenCastle") == ids[2:]
+    assert await hot_ids(server, "GreenCastle") == ids[2:]
     assert (await cold(server))["unread:greencastle"] == "1"
 
 
@@ -161,14 +164,14 @@ async def test_a_message_in_one_window_stays_for_everyone_until_its_time_is_up(
 
     # past the cap in alpha-one's inbox and BlueLake's outbox, but GreenCastle holds three at most
     assert (await trim(server, settings)).deleted == 1
-    assert await hot_ids(tools, "alpha-one") == [shared, *rest[1:]]
-    assert await hot_ids(tools, "GreenCastle") == [shared]
+    assert await hot_ids(server, "alpha-one") == [shared, *rest[1:]]
+    assert await hot_ids(server, "GreenCastle") == [shared]
     assert await residue(server, rest[0]) == []
 
     # GreenCastle never reads: an hour on, the time window lets everything go
     assert (await trim(server, settings, later_ms=HOUR_MS - 60_000)).deleted == 0
     assert (await trim(server, settings, later_ms=HOUR_MS + 60_000)).deleted == 4
-    assert await hot_ids(tools, "alpha-one") == [] and await hot_ids(tools, "GreenCastle") == []
+    assert await hot_ids(server, "alpha-one") == [] and await hot_ids(server, "GreenCastle") == []
     marks = await cold(server)
     assert (marks["unread:alpha-one"], marks["unread:greencastle"]) == ("5", "1")
     for message_id in (shared, *rest):
@@ -192,7 +195,7 @@ async def test_held_mail_stays_until_its_hold_ends(
     assert (await trim(server, settings, later_ms=two_hours)).deleted == 5
     assert await residue(server, held) != []
     assert (await respond(tools, "GreenCastle", "BlueLake"))["delivered_message_ids"] == [held]
-    assert await hot_ids(tools, "GreenCastle") == [held]
+    assert await hot_ids(server, "GreenCastle") == [held]
     await run_worker(server, settings)
     assert (await trim(server, settings, later_ms=two_hours)).deleted == 1
     assert await residue(server, held) == []
@@ -222,7 +225,7 @@ async def test_mail_from_another_project_is_trimmed_in_the_project_that_holds_it
     ids = [await send(tools, "BlueLake", [address], f"n{i}") for i in range(4)]
     await run_worker(server, settings)
     assert (await trim(server, settings)).deleted == 1
-    assert await hot_ids(tools, "RedFox", project_key=OTHER) == ids[1:]
+    assert await hot_ids(server, "RedFox", project_key=OTHER) == ids[1:]
     assert set(await cold(server, OTHER_SLUG)) == {"in:redfox", "unread:redfox", "t"}  # no outbox there
     assert await cold(server) == {}
     assert await residue(server, ids[0]) == []
@@ -281,8 +284,8 @@ async def test_sends_go_on_while_the_trimmer_works_in_small_calls(
     await run_worker(server, settings)
     while (await trim(server, settings)).deleted:
         pass
-    assert await hot_ids(tools, "GreenCastle") == first[-CAP:]
-    assert await hot_ids(tools, "BlueLake") == later[-CAP:]
+    assert await hot_ids(server, "GreenCastle") == first[-CAP:]
+    assert await hot_ids(server, "BlueLake") == later[-CAP:]
     assert indexed(settings) == {*first, *later}
     marks = await cold(server)
     assert marks["unread:greencastle"] == marks["unread:alpha-one"] == str(len(first) - CAP)
@@ -298,7 +301,7 @@ async def test_a_budget_smaller_than_one_message_still_moves_mail(
     ids = [await send(tools, "BlueLake", ["GreenCastle", "alpha-one"], f"n{i}") for i in range(CAP + 2)]
     await run_worker(server, settings)
     assert (await trim(server, settings)).deleted == 2
-    assert await hot_ids(tools, "GreenCastle") == await hot_ids(tools, "alpha-one") == ids[2:]
+    assert await hot_ids(server, "GreenCastle") == await hot_ids(server, "alpha-one") == ids[2:]
 
 
 async def test_the_worker_trims_on_its_own(tools: Tools, server: FastMCP) -> None:
@@ -314,10 +317,10 @@ async def test_the_worker_trims_on_its_own(tools: Tools, server: FastMCP) -> Non
     worker.start_thread()
     try:
         for _ in range(100):
-            if await hot_ids(tools, "GreenCastle") == ids[2:]:
+            if await hot_ids(server, "GreenCastle") == ids[2:]:
                 break
             await asyncio.sleep(0.1)
-        assert await hot_ids(tools, "GreenCastle") == ids[2:]
+        assert await hot_ids(server, "GreenCastle") == ids[2:]
     finally:
         await asyncio.to_thread(worker.stop)
 
@@ -341,4 +344,4 @@ async def test_broker_trim_runs_one_pass_by_hand(
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{SLUG}\t2\n"
     assert "2 message(s) moved out of Redis" in done.stderr
-    assert await hot_ids(tools, "GreenCastle") == ids[2:]
+    assert await hot_ids(server, "GreenCastle") == ids[2:]

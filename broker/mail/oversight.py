@@ -17,15 +17,16 @@ from broker.identity import refusals
 from broker.identity.agents import ensure_overseer
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
-from broker.mail import cold
+from broker.mail import cold, cold_pages
 from broker.mail.inputs import check_recipient_count, check_text, check_thread_id, check_topic
 from broker.mail.outgoing import Outgoing, Sender
 from broker.mail.routing import parse_recipients
 from broker.mail.send import deliver
+from broker.mail.sent import sent_page
 from broker.store.commands import oversight as oversight_store
 from broker.store.commands import projects
 from broker.store.commands import views as store_views
-from broker.store.commands.oversight import InboxPage
+from broker.store.commands.oversight import InboxPage, InboxRow
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 
@@ -59,23 +60,43 @@ async def inbox_page(
         raise BrokerError("INVALID_LIMIT", f"limit must be between 1 and {MAX_PAGE}, got {limit}.")
     name = validate_name(agent, "agent") if agent else ""
     slug = await project_slug(store, project_key)
+    topic = check_topic(topic)
     try:
-        return await oversight_store.project_inbox(
+        page = await oversight_store.project_inbox(
             store, slug=slug, agent=name, cursor=cursor, importance=importance, unread_only=unread_only,
-            topic=check_topic(topic), limit=limit, scan_entries=SCAN_ENTRIES_PER_AGENT,
+            topic=topic, limit=limit, scan_entries=SCAN_ENTRIES_PER_AGENT,
         )  # fmt: skip
     except Refusal:
         raise await refusals.project_not_found(store, project_key) from None
+    upper = cold_pages.upper_of_t(page.mark)
+    oldest = int(page.rows[-1].cursor.split(":")[0]) if page.rows else None
+    if not cold_pages.reaches(oldest, len(page.rows) >= limit, upper, ""):
+        return page
+    assert upper is not None
+    before = tuple(int(part) for part in cursor.split(":")) if cursor else None
+    source = cold_pages.source(store)
+    found = await source.run(
+        source.overseen, slug=slug, agent=name, upper_us=upper, before=before, importance=importance,
+        unread_only=unread_only, topic=topic.lower(), limit=limit + 1,
+    )  # fmt: skip
+    listed = {int(row.item["id"]) for row in page.rows}
+    rows = [*page.rows]
+    for created_us, item, recipients, receipts in found:
+        if int(item["id"]) not in listed:
+            rows.append(InboxRow(f"{created_us}:{item['id']}", item, recipients, receipts))
+    rows.sort(key=lambda row: tuple(int(part) for part in row.cursor.split(":")), reverse=True)
+    return InboxPage(page.human_key, rows[:limit], page.more or len(rows) > limit, page.complete, page.mark)
 
 
 async def outbox(store: Store, project_key: str, agent: str, limit: int = 50) -> list[dict[str, Any]]:
     """The newest ``limit`` messages ``agent`` sent in its project, newest first, with their
-    recipients (one XREVRANGE and one pipelined read)."""
+    recipients (broker/mail/sent.py)."""
     name = validate_name(agent, "agent")
     slug = await project_slug(store, project_key)
-    ids = await store_views.sent_ids(store, slug=slug, name=name.lower(), since_us="", limit=limit)
-    page = await store_views.sent_messages(store, slug=slug, ids=ids, include_bodies=False)
-    return [{**sent.head, **sent.recipients} for sent in page.messages]
+    _human_key, items = await sent_page(
+        store, slug=slug, name=name.lower(), since_us="", limit=limit, include_bodies=False
+    )
+    return items
 
 
 async def thread(store: Store, project_key: str, thread_id: str) -> list[dict[str, Any]]:

@@ -3,8 +3,9 @@
 
 Every one of them names its project with ``?project=`` (required) and authenticates the
 viewing agent with ``agent_token`` exactly as tools do with ``registration_token``. They read
-Redis only (the hot store), reusing the tools' reads where one exists (fetch_inbox, the
-get_message script); ``commit`` fields come from the Git archive (broker/persistence/commits.py).
+Redis (the hot store), reusing the tools' reads where one exists (fetch_inbox, the get_message
+script), and the index for what left Redis (broker/mail/cold_pages.py: only when the page reaches the
+cold mark read with it); ``commit`` fields come from the Git archive (broker/persistence/commits.py).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from broker.errors import BrokerError
 from broker.identity import refusals
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
-from broker.mail import cold, inbox
+from broker.mail import cold, cold_pages, inbox
 from broker.mail.inbox import raise_refused
 from broker.mail.inputs import check_limit, check_thread_id, since_micros
+from broker.mail.sent import sent_page
 from broker.persistence.commits import message_commits
 from broker.store.commands import identity as identity_store
+from broker.store.commands import mail as store_mail
 from broker.store.commands import projects
 from broker.store.commands import views as store_views
 from broker.store.commands.mail import VisibleMessage
@@ -178,16 +181,11 @@ async def outbox_view(
     since = since_micros(since_ts)
     viewer = await authenticate(store, project, agent, token, resource)
     slug = viewer.slug
-    ids = await store_views.sent_ids(store, slug=slug, name=viewer.lower, since_us=since, limit=limit)
-    page = await store_views.sent_messages(store, slug=slug, ids=ids, include_bodies=include_bodies)
-    items = []
-    for sent in page.messages:  # purged ones are left out
-        item = {**sent.head, **sent.recipients}
-        if include_bodies:
-            item["body_md"] = sent.body or ""
-        items.append(item)
+    human_key, items = await sent_page(
+        store, slug=slug, name=viewer.lower, since_us=since, limit=limit, include_bodies=include_bodies
+    )
     await attach_commits(store, slug, items, False)
-    return listing(page.human_key or slug, viewer, items)
+    return listing(human_key or slug, viewer, items)
 
 
 # -- one message, one thread ------------------------------------------------------------------
@@ -273,13 +271,49 @@ async def _view(
     store: Store, viewer: Viewer, mode: str, limit: int, cutoff_ms: str = "+", order: str = "newest"
 ) -> list[tuple[dict[str, Any], str | None]]:
     try:  # the viewer is authenticated already: no token check again
-        found = await store_views.fetch_view(
+        page = await store_views.fetch_view(
             store, slug=viewer.slug, viewer=viewer.name, mode=mode, limit=limit, scan_entries=VIEW_SCAN_ENTRIES,
             cutoff_ms=cutoff_ms, order=order,
         )  # fmt: skip
     except Refusal as refused:
         await raise_refused(store, refused, viewer.slug, viewer.project_key, TOKEN_PARAM)
-    return [(view.item, view.read_at) for view in found]
+    found = [(view.item, view.read_at) for view in page.items]
+    upper = cold_pages.mark_upper_us(page.mark)
+    window = VIEW_SCAN_ENTRIES - page.seen
+    if upper is None or window <= 0:
+        return found
+    if cutoff_ms != "+":
+        upper = min(upper, int(cutoff_ms) * 1000 + 999)
+    newest_first = order == "newest"
+    if page.last and not page.ended and newest_first and len(found) >= limit:
+        last_us = int(page.last) if mode == "urgent-unread" else cold_pages.entry_ms(page.last) * 1000
+        if last_us > upper:
+            return found  # the page stopped above the mark
+    source = cold_pages.source(store)
+    rows = await source.run(
+        source.view, slug=viewer.slug, name=viewer.name, upper_us=upper, window=window, mode=mode, limit=limit,
+        newest_first=newest_first,
+    )  # fmt: skip
+    # a message brought back into Redis after it left carries its newest read and ack state there
+    state = await store_mail.receipts(store, slug=viewer.slug, name=viewer.name, ids=[int(r.item["id"]) for r in rows])
+    kept = []
+    for ranked in rows:
+        read_ts, ack_ts = state.get(int(ranked.item["id"]), (ranked.extra, None))
+        if (mode == "urgent-unread" and read_ts) or (mode == "ack" and ack_ts):
+            continue
+        kept.append(cold_pages.Ranked(ranked.key, ranked.item, read_ts or None))
+    hot = [cold_pages.Ranked(_created_key(item), item, read_at) for item, read_at in found]
+    if not newest_first:
+        hot.reverse()
+        kept.reverse()
+    merged = cold_pages.merge(hot, kept, len(hot) + len(kept))
+    if not newest_first:
+        merged = merged[::-1][:limit]
+    return [(ranked.item, ranked.extra) for ranked in merged[:limit]]
+
+
+def _created_key(item: dict[str, Any]) -> tuple[int, int, int]:
+    return cold_pages.cold_key(cold_pages.micros(item["created_ts"]), int(item["id"]))
 
 
 async def unanswered_view(

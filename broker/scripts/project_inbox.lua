@@ -11,6 +11,7 @@
 -- many entries however large the project is; with no filter a walk stops soon after ARGV[7] + 1.
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
+-- KEYS[3]  cold hash (docs/data-model.md, "The hot window"): its mark "t" is read with the page
 -- ARGV[1]  project key prefix "<p>:{slug}:" (inbox:, unread:, msg:)
 -- ARGV[2]  lower-cased agent name to list only its inbox, "" for every agent of the project
 -- ARGV[3]  cursor "<created_us>:<message id>": only older rows, "" for the newest
@@ -20,7 +21,7 @@
 -- ARGV[7]  rows per page (1..1000)
 -- ARGV[8]  most inbox entries one agent's walk looks at
 -- Returns {"ok", human_key, "1" if every walk ended before its budget else "0", "1" if there
--- are more rows after this page else "0", then per row: created_us, inbox item JSON (the kind is
+-- are more rows after this page else "0", the project's cold mark "t" or "", then per row: created_us, inbox item JSON (the kind is
 -- that of the first inbox it was met in), recipients JSON {to, cc, bcc}, receipts JSON
 -- {<lower name>: [read_ts or "", ack_ts or ""]}} or {"NO_PROJECT"}.
 -- @include lib/common.lua
@@ -87,7 +88,7 @@ end
 for _, lower in ipairs(names) do walk(string.lower(lower)) end
 
 table.sort(rows, function(a, b) return newer(a[1], a[2], b[1], b[2]) end)
-local reply, listed, shown = {"ok", human_key, complete and "1" or "0", "0"}, {}, 0
+local reply, listed, shown = {"ok", human_key, complete and "1" or "0", "0", redis.call("HGET", KEYS[3], "t") or ""}, {}, 0
 for _, row in ipairs(rows) do
   if not listed[row[3]] then
     if shown == limit then reply[4] = "1" break end
