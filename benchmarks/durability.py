@@ -66,7 +66,7 @@ class Poller(threading.Thread):
                     continue
                 low = min(self.unseen) - 1
             try:
-                rows = self.index.query("SELECT id FROM messages WHERE id > ?", (low,))
+                rows = self.index.query("SELECT id FROM messages WHERE id > :low", {"low": low})
             except Exception:  # the worker may not have created the schema yet
                 continue
             now = time.perf_counter()

@@ -54,6 +54,7 @@ def serve(
     from broker.server import build_server
 
     settings = _persistence_settings(get_settings())
+    _check_index(settings)
     if transport is Transport.stdio:
         mcp = build_server(settings)
         _say(f"storage: {mcp.backend_description}")  # type: ignore[attr-defined]
@@ -82,6 +83,24 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     _say(f"serving MCP at http://{shown}:{port}{settings.http_path} (health: /health/liveness, /health/readiness)")
     uvicorn.Server(uvicorn.Config(asgi, log_level="warning")).run(sockets=[sock])
+
+
+def _check_index(settings: Settings) -> None:
+    """Reach the index and bring its schema up to date, or exit 1 naming DATABASE_URL: a database
+    that is down or a scheme we do not support stops the start, never a silent SQLite fallback."""
+    from broker.errors import BrokerError
+    from broker.persistence.index import Index
+
+    try:
+        index = Index.from_settings(settings)
+        try:
+            index.check()
+        finally:
+            index.close()
+    except BrokerError as exc:
+        _say(str(exc))
+        raise typer.Exit(1) from None
+    _say(f"index: {index.dialect} at {index.display_url}")
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -127,7 +146,7 @@ def _start_persistence(mcp: object, settings: Settings) -> None:
         worker = PersistenceWorker(settings, url)
         worker.start_thread()
         _stop_on_exit(worker.stop)
-        _say(f"persistence worker: in-process (archive {settings.archive_path}, index {settings.index_path})")
+        _say(f"persistence worker: in-process (archive {settings.archive_path}, index {settings.index_url_redacted})")
     else:
         _say("persistence worker: external (PERSISTENCE_WORKER=external; `broker worker` processes persist)")
     if state is not None:
@@ -204,7 +223,8 @@ def worker(
     if url.startswith("memory://"):
         _say("no Redis to share: set REDIS_URL, or install redis-server for the embedded default")
         raise typer.Exit(2)
-    _say(f"storage: {backend}; archive {settings.archive_path}; index {settings.index_path}")
+    _check_index(settings)
+    _say(f"storage: {backend}; archive {settings.archive_path}; index {settings.index_url_redacted}")
     runner = PersistenceWorker(settings, url)
     if burst:
         runner.run(burst=True)
@@ -224,7 +244,7 @@ def rehydrate(
 
     settings = get_settings()
     url, backend = resolve_redis_url(settings.data_redis_url, settings.storage_root)
-    _say(f"storage: {backend}; index {settings.index_path}")
+    _say(f"storage: {backend}; index {settings.index_url_redacted}")
     report = asyncio.run(rehydrate_all(settings, url, force=force))
     for line in report.lines():
         _say(line)
@@ -437,7 +457,7 @@ def export_agent_mail(
             raise typer.Exit(1)
     try:
         live = redis_rows_reader(settings, url) if url else None
-        report = export(settings.index_path, settings.archive_path, out, live, new_tokens=new_tokens)
+        report = export(settings.index_url, settings.archive_path, out, live, new_tokens=new_tokens)
     except BrokerError as exc:
         _say(str(exc))
         raise typer.Exit(1) from exc

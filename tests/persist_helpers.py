@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 from typing import Any
 
@@ -23,8 +22,9 @@ async def run_worker(server: FastMCP, settings: Settings) -> PersistenceWorker:
     return worker
 
 
-def index_rows(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    index = Index(settings.index_path)
+def index_rows(settings: Settings, sql: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Rows of one query on the index ``settings`` name (SQLite or PostgreSQL), as dicts."""
+    index = Index.from_settings(settings)
     try:
         return [dict(row) for row in index.query(sql, params)]
     finally:
@@ -35,7 +35,9 @@ def persisted_count(settings: Settings) -> int:
     """Messages in the index; 0 while the worker has created the file but not its schema."""
     try:
         return index_rows(settings, "SELECT count(*) AS n FROM messages")[0]["n"]
-    except sqlite3.OperationalError:
+    except Exception as exc:  # no such table yet (sqlite3 / psycopg say it each their way)
+        if "messages" not in str(exc):
+            raise
         return 0
 
 

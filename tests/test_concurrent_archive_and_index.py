@@ -77,25 +77,29 @@ async def test_concurrent_message_read_write(settings: Settings) -> None:
     index = Index(settings.index_path)
     index.ensure_schema()
     index.ensure_schema()  # idempotent
-    conn = index.connect()
-    conn.execute(
-        "INSERT INTO projects (slug, human_key, created_at) VALUES (?, ?, datetime('now'))",
-        ("db-concurrent", "/tmp/db-concurrent"),
-    )
-    project_id = conn.execute("SELECT id FROM projects WHERE slug = ?", ("db-concurrent",)).fetchone()[0]
+    with index.transaction() as conn:
+        conn.execute(
+            "INSERT INTO projects (id, slug, human_key, created_at) VALUES (1, :slug, :key, :now)",
+            {"slug": "db-concurrent", "key": "/tmp/db-concurrent", "now": "2026-01-01T00:00:00+00:00"},
+        )
+    project_id = index.query("SELECT id FROM projects WHERE slug = :slug", {"slug": "db-concurrent"})[0][0]
 
     def write_message(i: int) -> None:
         with index.transaction() as tx:
             tx.execute(
-                "INSERT INTO messages (project_id, subject, body_md, importance, ack_required, sender_id, created_ts) "
-                "VALUES (?, ?, ?, ?, ?, 1, datetime('now'))",
-                (project_id, f"Msg {i}", f"Body {i}", "normal", 0),
+                "INSERT INTO messages (id, project_id, subject, body_md, importance, ack_required, sender_id, "
+                "created_ts) VALUES (:id, :pid, :subject, :body, 'normal', FALSE, 1, :now)",
+                {
+                    "id": i + 1,
+                    "pid": project_id,
+                    "subject": f"Msg {i}",
+                    "body": f"Body {i}",
+                    "now": f"2026-01-01T00:00:{i:02d}+00:00",
+                },
             )
 
     def read_messages() -> int:
-        return (
-            index.connect().execute("SELECT COUNT(*) FROM messages WHERE project_id = ?", (project_id,)).fetchone()[0]
-        )
+        return index.query("SELECT COUNT(*) FROM messages WHERE project_id = :pid", {"pid": project_id})[0][0]
 
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=15) as pool:  # all fifteen at once, each its own connection
@@ -107,11 +111,17 @@ async def test_concurrent_message_read_write(settings: Settings) -> None:
     assert [r for r in results if isinstance(r, Exception)] == []
     assert read_messages() == 10
     # the FTS table follows the messages table through its triggers
-    hits = conn.execute("SELECT rowid FROM fts_messages WHERE fts_messages MATCH 'Msg'").fetchall()
+    hits = index.query("SELECT rowid FROM fts_messages WHERE fts_messages MATCH 'Msg'")
     assert len(hits) == 10
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"projects", "agents", "messages", "message_recipients", "file_reservations", "agent_links"} <= tables
+    assert index.query("PRAGMA journal_mode")[0][0] == "wal"
+    assert {
+        "projects",
+        "agents",
+        "messages",
+        "message_recipients",
+        "file_reservations",
+        "agent_links",
+    } <= index.tables()
 
 
 def test_a_transaction_that_sqlite_already_ended_reports_the_real_error(tmp_path: Path) -> None:

@@ -78,15 +78,16 @@ def test_opening_the_index_again_keeps_another_connections_writes(tmp_path: Path
     path = tmp_path / "index.sqlite3"
     index = Index(path)
     index.ensure_schema()
-    writer = index.connect()
-    writer.execute("CREATE TABLE IF NOT EXISTS notes (n INTEGER)")
-    writer.execute("INSERT INTO notes VALUES (1)")
-    opened = threading.Thread(target=lambda: Index(path).connect())  # another thread's connection
+    with index.transaction() as writer:  # its connection stays open in the index's pool
+        writer.execute("CREATE TABLE IF NOT EXISTS notes (n INTEGER)")
+        writer.execute("INSERT INTO notes VALUES (1)")
+    opened = threading.Thread(target=lambda: Index(path).query("SELECT 1"))  # another thread's connection
     opened.start()
     opened.join()
     read = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT count(*) FROM notes'); c.close()"
     subprocess.run([sys.executable, "-c", read, str(path)], check=True)
-    writer.execute("INSERT INTO notes VALUES (2)")
+    with index.transaction() as writer:
+        writer.execute("INSERT INTO notes VALUES (2)")
     count = (
         "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM notes').fetchone()[0])"
     )

@@ -524,8 +524,34 @@ class Settings(BaseSettings):
 
     @property
     def index_path(self) -> Path:
-        """SQLite index location: DATABASE_PATH, else <STORAGE_ROOT>/index.sqlite3."""
+        """SQLite index location: the path of a ``sqlite:///`` DATABASE_URL, else DATABASE_PATH, else
+        <STORAGE_ROOT>/index.sqlite3. With a PostgreSQL DATABASE_URL it is unused by the index
+        (only the default location of files kept beside it)."""
+        url = self.database_url.strip()
+        if url.lower().startswith("sqlite:///") and len(url) > len("sqlite:///"):
+            return Path(url[len("sqlite:///") :]).expanduser()
         return (self.database_path or self.storage_root / "index.sqlite3").expanduser()
+
+    @property
+    def index_url(self) -> str:
+        """The index's database URL as configured: DATABASE_URL, else ``sqlite:///<index_path>``.
+        It may carry a password: show ``index_url_redacted``, never this. Checked (scheme, reach)
+        by broker.persistence.index when the index opens."""
+        url = self.database_url.strip()
+        return url if url else f"sqlite:///{self.index_path}"
+
+    @property
+    def index_url_redacted(self) -> str:
+        """``index_url`` without its password (``postgresql://user@host:5432/db``)."""
+        url = self.index_url
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower().startswith("sqlite"):
+            return url
+        netloc, slash, path = rest.partition("/")
+        userinfo, at, hostport = netloc.rpartition("@")
+        if at:
+            netloc = f"{userinfo.partition(':')[0]}@{hostport}"
+        return f"{scheme}://{netloc}{slash}{path.partition('?')[0]}"
 
     @property
     def archive_path(self) -> Path:

@@ -82,7 +82,7 @@ async def _refuse_if_lost(store: Store, slug: str, human_key: str) -> None:
     """A project the index holds but Redis does not: Redis lost its data. Creating it afresh
     would restart the id counters, so new messages would reuse persisted ids (and be dropped
     by the index) and new agents would take old agents' ids; `broker rehydrate` must run first."""
-    if await asyncio.to_thread(indexed_project_id, store.settings.index_path, slug, human_key) is not None:
+    if await asyncio.to_thread(indexed_project_id, store.settings, slug, human_key) is not None:
         raise BrokerError(
             "REHYDRATE_REQUIRED",
             f"Project '{human_key}' is in the persisted index but not in Redis (Redis lost its data). "

@@ -110,7 +110,7 @@ def _delete_agent(
         for _ in range(MAX_ROUNDS):
             _redis_rounds(session, slug, name, caller, found)
             session.forget_links(copies=found.foreign_links, batch=BATCH)
-            with project_lock(settings.index_path, slug):
+            with project_lock(settings.index_url, slug):
                 _index_delete_agent(settings, found)
                 found.archive = _archive_delete_agent(settings, slug, found)
                 final = session.delete_final(slug=slug, name=name, caller=caller, batch=BATCH)
@@ -160,32 +160,33 @@ def _index_delete_agent(settings: Settings, found: AgentDeletion) -> None:
     recipient rows), the summaries made for it, its reservations, links touching it, and the
     agent row."""
     agent_id, project_id = int(found.agent["id"]), int(found.agent["project_id"])
-    index = Index(settings.index_path)
+    index = Index.from_settings(settings)
     try:
         index.ensure_schema()
         with index.transaction() as conn:
             received = conn.execute(
-                "DELETE FROM message_recipients WHERE agent_id = ? RETURNING message_id", (agent_id,)
+                "DELETE FROM message_recipients WHERE agent_id = :agent RETURNING message_id", {"agent": agent_id}
             ).fetchall()
             found.received.update(row[0] for row in received)
             sent = conn.execute(
-                "SELECT id, subject, created_ts FROM messages WHERE project_id = ? AND sender_id = ?",
-                (project_id, agent_id),
+                "SELECT id, subject, created_ts FROM messages WHERE project_id = :pid AND sender_id = :agent",
+                {"pid": project_id, "agent": agent_id},
             ).fetchall()
             sent_ids = [row["id"] for row in sent]
             names: dict[int, list[str]] = {}
             for start in range(0, len(sent_ids), 500):
                 chunk = sent_ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
+                marks = ", ".join(f":m{n}" for n in range(len(chunk)))
+                chunk_ids = {f"m{n}": mid for n, mid in enumerate(chunk)}
                 for row in conn.execute(
                     f"SELECT r.message_id, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id "
                     f"WHERE r.message_id IN ({marks})",
-                    chunk,
+                    chunk_ids,
                 ):
                     names.setdefault(row["message_id"], []).append(row["name"])
                     found.sent_pairs.add((row["message_id"], row["name"].lower()))
-                conn.execute(f"DELETE FROM message_recipients WHERE message_id IN ({marks})", chunk)
-                conn.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
+                conn.execute(f"DELETE FROM message_recipients WHERE message_id IN ({marks})", chunk_ids)
+                conn.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk_ids)
             for row in sent:
                 found.sent.setdefault(
                     row["id"],
@@ -195,16 +196,18 @@ def _index_delete_agent(settings: Settings, found: AgentDeletion) -> None:
                     },
                 )
             # summaries made for it hold key points of its mail (not counted: not a reference key)
-            conn.execute("DELETE FROM message_summaries WHERE agent_id = ?", (agent_id,))
-            held = conn.execute("DELETE FROM file_reservations WHERE agent_id = ? RETURNING id", (agent_id,))
+            conn.execute("DELETE FROM message_summaries WHERE agent_id = :agent", {"agent": agent_id})
+            held = conn.execute(
+                "DELETE FROM file_reservations WHERE agent_id = :agent RETURNING id", {"agent": agent_id}
+            )
             found.reservations.update(row[0] for row in held.fetchall())
             links = conn.execute(
-                "DELETE FROM agent_links WHERE (a_project_id = ?1 AND a_agent_id = ?2) "
-                "OR (b_project_id = ?1 AND b_agent_id = ?2)",
-                (project_id, agent_id),
+                "DELETE FROM agent_links WHERE (a_project_id = :pid AND a_agent_id = :agent) "
+                "OR (b_project_id = :pid AND b_agent_id = :agent)",
+                {"pid": project_id, "agent": agent_id},
             )
             found.agent_links = links.rowcount
-            conn.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
+            conn.execute("DELETE FROM agents WHERE id = :agent", {"agent": agent_id})
     finally:
         index.close()
 
@@ -258,7 +261,7 @@ async def hard_delete_project(
 
 
 def _delete_project(settings: Settings, redis_url: str, keys: Keys, slug: str) -> tuple[dict[str, int], list[str]]:
-    with EraseSession(redis_url, keys) as session, project_lock(settings.index_path, slug):
+    with EraseSession(redis_url, keys) as session, project_lock(settings.index_url, slug):
         # A project made before <p>:slugs existed owns its slug only through its directory
         # entry, which goes below: claim the slug for its path first, so that no other path
         # can take it (another process may still have this path cached under this slug).
@@ -296,34 +299,34 @@ def _redis_counts(session: EraseSession, slug: str) -> dict[str, Any]:
 
 
 def _index_delete_project(settings: Settings, slug: str, counts: dict[str, Any]) -> None:
-    index = Index(settings.index_path)
+    index = Index.from_settings(settings)
     try:
         index.ensure_schema()
         with index.transaction() as conn:
-            row = conn.execute("SELECT id FROM projects WHERE slug = ?", (slug,)).fetchone()
+            row = conn.execute("SELECT id FROM projects WHERE slug = :slug", {"slug": slug}).fetchone()
             indexed: dict[str, int] = {}
             held: set[int] = set()
             if row is not None:
-                pid = row["id"]
-                agents = "SELECT id FROM agents WHERE project_id = ?1"
+                pid = {"pid": row["id"]}
+                agents = "SELECT id FROM agents WHERE project_id = :pid"
                 indexed["message_recipients"] = conn.execute(
-                    "DELETE FROM message_recipients WHERE message_id IN (SELECT id FROM messages WHERE project_id = ?1) "
+                    "DELETE FROM message_recipients WHERE message_id IN (SELECT id FROM messages WHERE project_id = :pid) "
                     f"OR agent_id IN ({agents})",
-                    (pid,),
+                    pid,
                 ).rowcount
-                indexed["messages"] = conn.execute("DELETE FROM messages WHERE project_id = ?", (pid,)).rowcount
+                indexed["messages"] = conn.execute("DELETE FROM messages WHERE project_id = :pid", pid).rowcount
                 held = {
                     r[0]
-                    for r in conn.execute("DELETE FROM file_reservations WHERE project_id = ? RETURNING id", (pid,))
+                    for r in conn.execute("DELETE FROM file_reservations WHERE project_id = :pid RETURNING id", pid)
                 }
                 indexed["agent_links"] = conn.execute(
-                    "DELETE FROM agent_links WHERE a_project_id = ?1 OR b_project_id = ?1", (pid,)
+                    "DELETE FROM agent_links WHERE a_project_id = :pid OR b_project_id = :pid", pid
                 ).rowcount
                 indexed["message_summaries"] = conn.execute(
-                    "DELETE FROM message_summaries WHERE project_id = ?", (pid,)
+                    "DELETE FROM message_summaries WHERE project_id = :pid", pid
                 ).rowcount
-                indexed["agents"] = conn.execute("DELETE FROM agents WHERE project_id = ?", (pid,)).rowcount
-                conn.execute("DELETE FROM projects WHERE id = ?", (pid,))
+                indexed["agents"] = conn.execute("DELETE FROM agents WHERE project_id = :pid", pid).rowcount
+                conn.execute("DELETE FROM projects WHERE id = :pid", pid)
     finally:
         index.close()
     counts.pop("project_id")

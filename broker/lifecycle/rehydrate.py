@@ -68,7 +68,7 @@ class Report:
 
 async def rehydrate_all(settings: Settings, redis_url: str, force: bool = False) -> Report:
     rebuild = Rebuild(redis_url, Keys(settings.redis_key_prefix))
-    index = Index(settings.index_path)
+    index = Index.from_settings(settings)
     index.ensure_schema()
     report = Report()
     try:

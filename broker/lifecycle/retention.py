@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from broker.errors import BrokerError
 from broker.identity import refusals
 from broker.identity.projects import project_slug
 from broker.lifecycle.state import project_state
-from broker.persistence.drain import project_lock
 from broker.persistence.index import Index
 from broker.store.commands import lifecycle as commands
 from broker.store.commands.lifecycle import OldMail
@@ -75,7 +73,7 @@ async def purge_old_messages(
                 )
             except Refusal as refused:
                 await refusals.raise_for(store, refused.reply, slug, project_key)
-    indexed = await asyncio.to_thread(_index_purge, store.settings.index_path, slug, cutoff.isoformat(), dry_run)
+    indexed = await asyncio.to_thread(_index_purge, store.settings.index_url, slug, cutoff.isoformat(), dry_run)
     return {
         "status": "dry_run" if dry_run else "purged",
         "messages_affected": len(set(ids) | indexed),
@@ -84,27 +82,25 @@ async def purge_old_messages(
     }
 
 
-def _index_purge(path: Path, slug: str, cutoff_iso: str, dry_run: bool) -> set[int]:
+def _index_purge(url: str, slug: str, cutoff_iso: str, dry_run: bool) -> set[int]:
     """Ids of the project's indexed messages created before the cutoff; deleted unless dry_run.
     Stored times are the ISO text the tools return, which sorts as time within one offset."""
-    if not Path(path).exists():
+    index = Index(url)
+    if index.path is not None and not index.path.exists():
         return set()
-    index = Index(path)
+    params = {"slug": slug, "cutoff": cutoff_iso}
     try:
         index.ensure_schema()
         if dry_run:
             rows = index.query(
                 "SELECT m.id FROM messages m JOIN projects p ON p.id = m.project_id "
-                "WHERE p.slug = ? AND m.created_ts < ?",
-                (slug, cutoff_iso),
+                "WHERE p.slug = :slug AND m.created_ts < :cutoff",
+                params,
             )
             return {row[0] for row in rows}
-        with project_lock(path, slug), index.transaction() as conn:
-            old = "SELECT m.id FROM messages m JOIN projects p ON p.id = m.project_id WHERE p.slug = ?1 AND m.created_ts < ?2"
-            conn.execute(f"DELETE FROM message_recipients WHERE message_id IN ({old})", (slug, cutoff_iso))
-            return {
-                row[0]
-                for row in conn.execute(f"DELETE FROM messages WHERE id IN ({old}) RETURNING id", (slug, cutoff_iso))
-            }
+        with index.project_lock(slug), index.transaction() as conn:
+            old = "SELECT m.id FROM messages m JOIN projects p ON p.id = m.project_id WHERE p.slug = :slug AND m.created_ts < :cutoff"
+            conn.execute(f"DELETE FROM message_recipients WHERE message_id IN ({old})", params)
+            return {row[0] for row in conn.execute(f"DELETE FROM messages WHERE id IN ({old}) RETURNING id", params)}
     finally:
         index.close()

@@ -35,7 +35,7 @@ def environment(settings: Settings) -> dict[str, Any]:
     which may carry a password)."""
     return {
         "environment": settings.environment,
-        "database_url": f"sqlite:///{settings.index_path}",
+        "database_url": settings.index_url_redacted,
         "http": {"host": settings.http_host, "port": settings.http_port, "path": settings.http_path},
     }
 

@@ -20,7 +20,7 @@ def import_command(settings: Settings, database: str, archive: str, dry_run: boo
     err = Console(stderr=True)
     out = Console(highlight=False, soft_wrap=True)
     url, backend = resolve_redis_url(settings.data_redis_url, settings.storage_root)
-    err.print(f"broker: storage: {backend}; index {settings.index_path}; archive {settings.archive_path}")
+    err.print(f"broker: storage: {backend}; index {settings.index_url_redacted}; archive {settings.archive_path}")
     tasks: dict[str, TaskID] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as bar:

@@ -2,14 +2,14 @@
 layout, so a team can return to MCP Agent Mail (docs/migration.md, "Export").
 
 ``<out>/storage.sqlite3`` is a database with the reference's schema (``reference.SCHEMA``)
-holding every row of the SQLite index in the reference's value forms (naive UTC text
+holding every row of the index (SQLite or PostgreSQL) in the reference's value forms (naive UTC text
 timestamps, 0/1 booleans, JSON text); ``<out>/archive`` is a normal Git repository (a clone of
 the bare archive, checked out on ``main``) that is the reference's ``STORAGE_ROOT``.
 
 Consistency while the broker runs: the persistence worker writes a batch to Git and then to
-SQLite while it holds the project's drain lock. The export takes every indexed project's drain
+the index while it holds the project's drain lock. The export takes every indexed project's drain
 lock for a moment, opens a read transaction on the index and notes the archive's HEAD, then
-lets go: the rows it copies (from that transaction, a fixed WAL snapshot) and the commit it
+lets go: the rows it copies (from that transaction: a fixed WAL snapshot on SQLite, REPEATABLE READ on PostgreSQL) and the commit it
 checks out are the state between two batches. What Redis holds but the worker has not drained
 yet is not in the export; the command reports that backlog.
 """
@@ -32,7 +32,7 @@ from typing import Any
 from broker.errors import BrokerError
 from broker.migration.reference import SCHEMA, TABLES, to_reference_time
 from broker.persistence.archive import AUTHOR_EMAIL, AUTHOR_NAME, BRANCH, ArchiveMessage
-from broker.persistence.drain import project_lock
+from broker.persistence.index import Connection, Index
 from broker.persistence.private import private_dir, private_file
 from broker.store.errors import StoreFailure
 
@@ -46,6 +46,8 @@ REQUIRED_TABLES = ("projects", "agents", "messages", "message_recipients", "file
 LiveRows = Callable[[dict[str, int]], dict[str, list[dict[str, Any]]]]
 # Most message ids a report lists by name.
 LISTED = 10
+# How the copy orders each of our tables (its primary key)
+PRIMARY_KEYS = {"message_recipients": ["message_id", "agent_id"]}
 
 
 @dataclass
@@ -88,18 +90,23 @@ class ExportReport:
 
 
 def export_agent_mail(
-    index_path: Path, archive_path: Path, out: Path, live_rows: LiveRows | None = None, new_tokens: bool = False
+    index_target: str | Path,
+    archive_path: Path,
+    out: Path,
+    live_rows: LiveRows | None = None,
+    new_tokens: bool = False,
 ) -> ExportReport:
-    """Write the index at ``index_path`` and the archive at ``archive_path`` to ``out`` in the
-    reference's layout. ``out`` must not exist or be empty. The export is built next to ``out``
-    and moved into place at the end, so a failed export leaves nothing half-written there.
-    ``live_rows`` gives the rows of the tables the broker keeps only in Redis (window
-    identities, products and their links; see ``redis_rows``), given the exported projects'
-    ids by slug; without it those tables are left empty. ``new_tokens``: give every agent a
-    newly minted token (listed in ``<out>/registration-tokens.json``) instead of none."""
+    """Write the index at ``index_target`` (its SQLite path or its DATABASE_URL) and the archive at
+    ``archive_path`` to ``out`` in the reference's layout. ``out`` must not exist or be empty.
+    The export is built next to ``out`` and moved into place at the end, so a failed export
+    leaves nothing half-written there. ``live_rows`` gives the rows of the tables the broker
+    keeps only in Redis (window identities, products and their links; see ``redis_rows``),
+    given the exported projects' ids by slug; without it those tables are left empty.
+    ``new_tokens``: give every agent a newly minted token (listed in
+    ``<out>/registration-tokens.json``) instead of none."""
     out = Path(out)
     _check_target(out)
-    source = _open_index(Path(index_path))
+    index, present = _open_index(index_target)
     try:
         archive_path = Path(archive_path)
         if not (archive_path / "HEAD").exists():
@@ -107,29 +114,30 @@ def export_agent_mail(
                 "ARCHIVE_NOT_FOUND",
                 f"no Git archive at {archive_path}. Point STORAGE_ROOT (or ARCHIVE_ROOT) at the broker's storage",
             )
-        commit = _snapshot(source, Path(index_path), archive_path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
-        try:
-            private_dir(building)
-            report = ExportReport(out=out, commit=commit)
-            projects = {row["slug"]: int(row["id"]) for row in source.execute("SELECT id, slug FROM projects")}
-            extra = live_rows(projects) if live_rows is not None else {}
-            _write_database(source, building / DATABASE_FILE, report, extra, new_tokens)
-            if report.tokens_minted:
-                _write_tokens(building / TOKENS_FILE, report.tokens_minted)
-            _write_archive(archive_path, commit, building / ARCHIVE_DIR)
-            report.missing_files = _missing_canonical_files(source, building / ARCHIVE_DIR)
-            source.execute("COMMIT")
-            if out.exists():
-                out.rmdir()  # empty, checked above
-            building.rename(out)
-        except BaseException:
-            shutil.rmtree(building, ignore_errors=True)
-            raise
+        with contextlib.ExitStack() as held:
+            source, commit = _snapshot(index, held, archive_path)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            building = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+            try:
+                private_dir(building)
+                report = ExportReport(out=out, commit=commit)
+                projects = {row["slug"]: int(row["id"]) for row in source.execute("SELECT id, slug FROM projects")}
+                extra = live_rows(projects) if live_rows is not None else {}
+                columns = {table: index.columns(table) for table in TABLES if table in present}
+                _write_database(source, columns, building / DATABASE_FILE, report, extra, new_tokens)
+                if report.tokens_minted:
+                    _write_tokens(building / TOKENS_FILE, report.tokens_minted)
+                _write_archive(archive_path, commit, building / ARCHIVE_DIR)
+                report.missing_files = _missing_canonical_files(source, building / ARCHIVE_DIR)
+                if out.exists():
+                    out.rmdir()  # empty, checked above
+                building.rename(out)
+            except BaseException:
+                shutil.rmtree(building, ignore_errors=True)
+                raise
         return report
     finally:
-        source.close()
+        index.close()
 
 
 def _check_target(out: Path) -> None:
@@ -141,53 +149,55 @@ def _check_target(out: Path) -> None:
         )
 
 
-def _open_index(path: Path) -> sqlite3.Connection:
-    """The index, read-only, with the tables an export needs."""
-    if not path.is_file():
+def _open_index(target: str | Path) -> tuple[Index, set[str]]:
+    """Our index (never created here) and the tables it holds; refused without the tables an
+    export needs."""
+    index = Index(target)
+    where = index.display_url
+    if index.path is not None and not index.path.is_file():
         raise BrokerError(
             "INDEX_NOT_FOUND",
-            f"no SQLite index at {path}. Point STORAGE_ROOT (or DATABASE_PATH) at the broker's storage, "
-            "and let the persistence worker run once",
+            f"no SQLite index at {index.path}. Point STORAGE_ROOT (or DATABASE_PATH, DATABASE_URL) at the broker's "
+            "storage, and let the persistence worker run once",
         )
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=60)
-        conn.row_factory = sqlite3.Row
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.Error as exc:
+        tables = index.tables()
+    except Exception as exc:
+        index.close()
         raise BrokerError(
             "INDEX_UNREADABLE",
-            f"cannot read the SQLite index at {path} ({exc}). Check the file's owner and permissions, "
-            "or restore it from a backup",
-        ) from exc
+            f"cannot read the index at {where} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            "Check the file's owner and permissions or DATABASE_URL, or restore it from a backup",
+        ) from None
     missing = [t for t in REQUIRED_TABLES if t not in tables]
     if missing:
-        conn.close()
+        index.close()
         raise BrokerError(
             "INDEX_UNREADABLE",
-            f"{path} is not a broker index (no table {', '.join(missing)}). Point STORAGE_ROOT (or DATABASE_PATH) "
-            "at the broker's storage",
+            f"{where} is not a broker index (no table {', '.join(missing)}). Point STORAGE_ROOT (or DATABASE_PATH, "
+            "DATABASE_URL) at the broker's storage",
         )
-    return conn
+    return index, tables
 
 
-def _snapshot(source: sqlite3.Connection, index_path: Path, archive_path: Path) -> str:
-    """Open the read transaction the export copies from and return the archive commit that
-    matches it, both taken between two persistence batches (every indexed project's drain
-    lock held; a batch commits to Git first, then SQLite, inside that lock)."""
-    slugs = sorted(row[0] for row in source.execute("SELECT slug FROM projects"))
+def _snapshot(index: Index, held: contextlib.ExitStack, archive_path: Path) -> tuple[Connection, str]:
+    """Open the read transaction the export copies from (kept open by ``held``) and return it
+    with the archive commit that matches it, both taken between two persistence batches (every
+    indexed project's drain lock held; a batch commits to Git first, then the index, inside it)."""
+    slugs = sorted(row[0] for row in index.query("SELECT slug FROM projects"))
     with contextlib.ExitStack() as locks:
         try:
             for slug in slugs:
-                locks.enter_context(project_lock(index_path, slug))
+                locks.enter_context(index.project_lock(slug))
         except OSError as exc:
             raise BrokerError(
                 "EXPORT_LOCK_FAILED",
-                f"cannot take the persistence worker's drain locks next to {index_path} ({exc}). Run the export "
+                f"cannot take the persistence worker's drain locks of {index.display_url} ({exc}). Run the export "
                 "as the user the broker runs as",
             ) from exc
-        source.execute("BEGIN")
-        source.execute("SELECT count(*) FROM projects").fetchone()  # the snapshot starts at the first read
-        return _git(archive_path, "rev-parse", "--verify", f"refs/heads/{BRANCH}").strip()
+        source = held.enter_context(index.snapshot())
+        source.execute("SELECT count(*) FROM projects")  # the snapshot starts at the first read
+        return source, _git(archive_path, "rev-parse", "--verify", f"refs/heads/{BRANCH}").strip()
 
 
 def _reference_columns() -> dict[str, list[tuple[str, str]]]:
@@ -214,14 +224,14 @@ def reference_value(column: str, kind: str, value: Any) -> Any:
 
 
 def _write_database(
-    source: sqlite3.Connection,
+    source: Connection,
+    ours: dict[str, list[str]],
     path: Path,
     report: ExportReport,
     extra: dict[str, list[dict[str, Any]]],
     new_tokens: bool,
 ) -> None:
     slugs = {int(row[0]): row[1] for row in source.execute("SELECT id, slug FROM projects")}
-    present = {row[0] for row in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     private_file(path)
     target = sqlite3.connect(path, isolation_level=None)
     try:
@@ -237,17 +247,15 @@ def _write_database(
                 )
                 report.rows[table] = len(extra[table])
                 continue
-            if table not in present:
+            if table not in ours:
                 report.rows[table] = 0
                 continue
-            ours = {row[1] for row in source.execute(f"PRAGMA table_info({table})")}
-            names = [name for name, _ in columns if name in ours]
-            keys = [row[1] for row in source.execute(f"PRAGMA table_info({table})") if row[5]] or ["rowid"]
+            names = [name for name, _ in columns if name in ours[table]]
+            keys = PRIMARY_KEYS.get(table, ["id"])
             kinds = dict(columns)
             insert = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
             count = 0
-            rows = source.execute(f"SELECT {', '.join(names)} FROM {table} ORDER BY {', '.join(keys)}")
-            while chunk := rows.fetchmany(1000):
+            for chunk in source.stream(f"SELECT {', '.join(names)} FROM {table} ORDER BY {', '.join(keys)}"):
                 values = []
                 for row in chunk:
                     converted = [reference_value(n, kinds[n], row[n]) for n in names]
@@ -289,7 +297,7 @@ def _write_archive(archive_path: Path, commit: str, dest: Path) -> None:
     _git(dest, "gc", "--quiet", "--prune=now")  # drops objects of commits after ``commit``
 
 
-def _missing_canonical_files(source: sqlite3.Connection, tree: Path) -> list[int]:
+def _missing_canonical_files(source: Connection, tree: Path) -> list[int]:
     missing = []
     rows = source.execute(
         "SELECT m.id, m.subject, m.created_ts, p.slug FROM messages m JOIN projects p ON p.id = m.project_id "

@@ -91,13 +91,13 @@ async def _plan(settings: Settings, redis_url: str, box: Mailbox) -> Plan:
         live = {}
         for project in box.projects.values():
             live[project["slug"]] = await rebuild.project_record(slug=project["slug"])
-        return plan_import(settings.index_path, box, live)
+        return plan_import(settings.index_url, box, live)
     finally:
         await rebuild.close()
 
 
 def _write_index(settings: Settings, plan: Plan, progress: Progress | None) -> None:
-    index = Index(settings.index_path)
+    index = Index.from_settings(settings)
     try:
         index.ensure_schema()
         if len(plan.rows):
@@ -115,7 +115,7 @@ async def _rebuild_redis(
     complete (no project hash: never rebuilt, or a rebuild cut short), then raise the id
     counters past every indexed id."""
     rebuild = Rebuild(redis_url, Keys(settings.redis_key_prefix))
-    index = Index(settings.index_path)
+    index = Index.from_settings(settings)
     touched = plan.touched_projects()
     outcome = rehydrate.Report()
     try:
@@ -124,7 +124,7 @@ async def _rebuild_redis(
             exists = await rebuild.project_exists(slug=slug)
             if exists and slug not in touched:
                 continue
-            project = dict(index.query("SELECT * FROM projects WHERE slug = ?", (slug,))[0])
+            project = dict(index.query("SELECT * FROM projects WHERE slug = :slug", {"slug": slug})[0])
             await rehydrate.rehydrate_project(
                 rebuild, index, project, outcome, exists, settings.file_reservation_retention_seconds
             )

@@ -10,7 +10,6 @@ merging would rewrite data the target's own clients rely on.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from broker.errors import BrokerError
 from broker.migration.source import Mailbox
-from broker.persistence.index import Batch
+from broker.persistence.index import Batch, Index, Row
 
 KINDS = ("projects", "agents", "messages", "recipients", "reservations", "links")
 SHOWN_CONFLICTS = 20
@@ -53,11 +52,11 @@ class Plan:
             self.touched.update(pids)
 
 
-def plan_import(index_path: Path, box: Mailbox, live: Mapping[str, Mapping[str, str]]) -> Plan:
-    """Compare ``box`` with the index at ``index_path`` (read-only; absent is empty) and the live
+def plan_import(index_url: str | Path, box: Mailbox, live: Mapping[str, Mapping[str, str]]) -> Plan:
+    """Compare ``box`` with the index at ``index_url`` (a path or URL; read-only; absent is empty) and the live
     project hashes ``live`` (slug -> Redis project hash, empty when none)."""
     plan = Plan(all_projects=sorted(box.projects), slugs={pid: p["slug"] for pid, p in box.projects.items()})
-    conn = _open(index_path)
+    conn = _open(index_url)
     try:
         _projects(plan, conn, box, live)
         _agents(plan, conn, box)
@@ -82,32 +81,33 @@ def plan_import(index_path: Path, box: Mailbox, live: Mapping[str, Mapping[str, 
     return plan
 
 
-def _open(path: Path) -> sqlite3.Connection | None:
-    if not Path(path).exists():
+def _open(target: str | Path) -> Index | None:
+    """Our index, or None when it has no schema yet (an SQLite file is never created here)."""
+    index = Index(target)
+    if index.path is not None and not index.path.exists():
         return None
-    # read-write, never create: the first connection after a writer was killed must recover the
-    # WAL, which a read-only one cannot ("attempt to write a readonly database"); only reads follow
-    conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=rw", uri=True, timeout=60)
-    conn.row_factory = sqlite3.Row
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages'").fetchone():
-        conn.close()
+    try:
+        index.query("SELECT 1 FROM messages WHERE 1 = 0")
+    except Exception:  # no schema yet (or no such file): nothing to compare with
+        index.close()
         return None
-    return conn
+    return index
 
 
-def _rows(conn: sqlite3.Connection | None, sql: str, keys: Iterable[Any]) -> list[sqlite3.Row]:
+def _rows(conn: Index | None, sql: str, keys: Iterable[Any]) -> list[Row]:
     """``sql`` (with ``{marks}`` for an IN list) run over ``keys`` in chunks."""
     if conn is None:
         return []
     keys = list(keys)
-    found: list[sqlite3.Row] = []
+    found: list[Row] = []
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
-        found += conn.execute(sql.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
+        marks = ", ".join(f":k{n}" for n in range(len(chunk)))
+        found += conn.query(sql.format(marks=marks), {f"k{n}": key for n, key in enumerate(chunk)})
     return found
 
 
-def _projects(plan: Plan, conn: sqlite3.Connection | None, box: Mailbox, live: Mapping[str, Mapping[str, str]]) -> None:
+def _projects(plan: Plan, conn: Index | None, box: Mailbox, live: Mapping[str, Mapping[str, str]]) -> None:
     by_id = {r["id"]: r for r in _rows(conn, "SELECT * FROM projects WHERE id IN ({marks})", box.projects)}
     slugs = [p["slug"] for p in box.projects.values()]
     by_slug = {r["slug"]: r for r in _rows(conn, "SELECT * FROM projects WHERE slug IN ({marks})", slugs)}
@@ -133,7 +133,7 @@ def _projects(plan: Plan, conn: sqlite3.Connection | None, box: Mailbox, live: M
             plan.take("projects", row, held, changed, pid)
 
 
-def _agents(plan: Plan, conn: sqlite3.Connection | None, box: Mailbox) -> None:
+def _agents(plan: Plan, conn: Index | None, box: Mailbox) -> None:
     by_id = {r["id"]: r for r in _rows(conn, "SELECT * FROM agents WHERE id IN ({marks})", box.agents)}
     named = {
         (r["project_id"], r["name"].lower()): r
@@ -157,7 +157,7 @@ def _agents(plan: Plan, conn: sqlite3.Connection | None, box: Mailbox) -> None:
             plan.take("agents", row, held, changed, row["project_id"])
 
 
-def _messages(plan: Plan, conn: sqlite3.Connection | None, box: Mailbox) -> None:
+def _messages(plan: Plan, conn: Index | None, box: Mailbox) -> None:
     columns = ", ".join(MESSAGE_COLUMNS)
     by_id = {
         r["id"]: r for r in _rows(conn, f"SELECT id, {columns} FROM messages WHERE id IN ({{marks}})", box.messages)
@@ -170,7 +170,7 @@ def _messages(plan: Plan, conn: sqlite3.Connection | None, box: Mailbox) -> None
         plan.take("messages", row, held, False, row["project_id"])
 
 
-def _recipients(plan: Plan, conn: sqlite3.Connection | None, box: Mailbox) -> None:
+def _recipients(plan: Plan, conn: Index | None, box: Mailbox) -> None:
     held_rows = {
         (r["message_id"], r["agent_id"]): r
         for r in _rows(conn, "SELECT * FROM message_recipients WHERE message_id IN ({marks})", box.messages)
@@ -185,7 +185,7 @@ def _recipients(plan: Plan, conn: sqlite3.Connection | None, box: Mailbox) -> No
         plan.take("recipients", row, held, changed, box.messages[key[0]]["project_id"])
 
 
-def _reservations(plan: Plan, conn: sqlite3.Connection | None, box: Mailbox) -> None:
+def _reservations(plan: Plan, conn: Index | None, box: Mailbox) -> None:
     by_id = {r["id"]: r for r in _rows(conn, "SELECT * FROM file_reservations WHERE id IN ({marks})", box.reservations)}
     for rid, row in box.reservations.items():
         held = by_id.get(rid)
@@ -199,7 +199,7 @@ def _reservations(plan: Plan, conn: sqlite3.Connection | None, box: Mailbox) -> 
         plan.take("reservations", row, held, changed, row["project_id"])
 
 
-def _links(plan: Plan, conn: sqlite3.Connection | None, box: Mailbox) -> None:
+def _links(plan: Plan, conn: Index | None, box: Mailbox) -> None:
     held_rows = {
         (r["a_project_id"], r["a_agent_id"], r["b_project_id"], r["b_agent_id"]): r
         for r in _rows(conn, "SELECT * FROM agent_links WHERE a_project_id IN ({marks})", box.projects)

@@ -241,13 +241,14 @@ def _error_text(error: BaseException) -> str:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Failures of the environment rather than of the entries: Redis unreachable, SQLite locked
-    or out of disk, a full or read-only disk, the job's time limit. A batch failing so is
+    """Failures of the environment rather than of the entries: Redis unreachable, the index locked,
+    unreachable or out of disk, a full or read-only disk, the job's time limit. A batch failing so is
     retried whole later and counts no try against its entries."""
     import errno
-    import sqlite3
 
-    if isinstance(error, (*StoreFailure, sqlite3.OperationalError)):
+    from broker.persistence.index import TRANSIENT_ERRORS
+
+    if isinstance(error, (*StoreFailure, *TRANSIENT_ERRORS)):
         return True
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
         return True

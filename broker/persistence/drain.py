@@ -15,8 +15,6 @@ What each kind of entry reads and writes is in broker/persistence/entries.py.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import logging
 import threading
 import time
@@ -54,30 +52,26 @@ _ratelog = RateLimitedLog(log)
 DRAIN_BUDGET_SECONDS = 60.0
 INFLIGHT_REQUEUE_CHUNK = 5000
 
-_drain_locks: dict[str, threading.Lock] = {}
-_drain_locks_guard = threading.Lock()
-
 
 @contextmanager
-def project_lock(index_path: Path, slug: str) -> Iterator[None]:
-    """One batch of a project at a time, across threads and worker processes (a thread lock
-    plus ``flock`` on a file next to the index, released by the OS if the worker dies). Without it a
-    second drain claims a change made while the first batch is being written, and the
-    first batch, holding the older state it read, can commit after it (a renewal's expiry
-    or a profile overwritten by the one before), and its ack drops the second's claim from
-    in-flight. The hard deletes and purge hold it too, so no batch that read data before it
-    was deleted writes it back after."""
-    path = Path(index_path).parent / ".drain-locks" / f"{hashlib.sha1(slug.encode()).hexdigest()[:20]}.lock"
-    with _drain_locks_guard:
-        lock = _drain_locks.setdefault(str(path.resolve()), threading.Lock())
-    with lock:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+def project_lock(index: Index | Path | str, slug: str) -> Iterator[None]:
+    """The project's drain lock (``Index.project_lock``): one batch of a project at a time,
+    across threads, worker processes and, on PostgreSQL, hosts. Without it a second drain claims
+    a change made while the first batch is being written, and the first batch, holding the older
+    state it read, can commit after it (a renewal's expiry or a profile overwritten by the one
+    before), and its ack drops the second's claim from in-flight. The hard deletes, the purge and
+    the export hold it too, so no batch that read data before it was deleted writes it back after.
+    Takes the Index, or its path / URL."""
+    if isinstance(index, Index):
+        with index.project_lock(slug):
+            yield
+        return
+    own = Index(index)
+    try:
+        with own.project_lock(slug):
+            yield
+    finally:
+        own.close()
 
 
 @dataclass
@@ -104,7 +98,7 @@ class Persister:
         self.settings = settings
         self.connection = connection
         self.keys = Keys(settings.redis_key_prefix)
-        self.index = index or Index(settings.index_path)
+        self.index = index or Index.from_settings(settings)
         self.index.ensure_schema()
         self.archive = Archive(settings.archive_path, "", staging=settings.attachments_staging_path)
         # claims a Redis outage kept us from releasing, per project (see _release)
@@ -166,7 +160,7 @@ class Persister:
                 return stats
 
     def _project_lock(self, slug: str) -> contextlib.AbstractContextManager[None]:
-        return project_lock(self.index.path, slug)
+        return self.index.project_lock(slug)
 
     def _forget(self, slug: str, done: list[str]) -> None:
         """Entries written: out of in-flight, their failed tries and any dead letter of theirs

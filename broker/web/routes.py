@@ -66,7 +66,7 @@ def add_web_routes(mcp: FastMCP, settings: Settings, host: str) -> None:
     refuse with WEB_VIEW_CLOSED, as agent auth turns required there (decision 7)."""
     store: Store = mcp.store  # type: ignore[attr-defined]
     closed = not settings.http_bearer_token and not is_loopback(host)
-    history = History(store, Index(settings.index_path))
+    history = History(store, Index.from_settings(settings))
     env = environment()
     streams = ProjectStreams(store)
     login_enabled = bool(settings.http_bearer_token)

@@ -29,7 +29,7 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
             "environment": settings.environment,
             "http_host": settings.http_host,
             "http_port": settings.http_port,
-            "database_url": f"sqlite:///{settings.index_path}",
+            "database_url": settings.index_url_redacted,
             "redis": backend,
             "agent_auth": store.bindings.mode,
             "persistence": await persistence_state(store, settings),

@@ -18,7 +18,7 @@ from broker.store.store import Store
 
 
 def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> None:
-    history = History(store, Index(settings.index_path))
+    history = History(store, Index.from_settings(settings))
 
     @mcp.tool
     async def macro_start_session(

@@ -21,7 +21,7 @@ from broker.store.store import Store
 def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> None:
     if not settings.gated_tools_enabled:
         return
-    reads = ProductReads(store, History(store, Index(settings.index_path)))
+    reads = ProductReads(store, History(store, Index.from_settings(settings)))
 
     @mcp.tool
     async def ensure_product(

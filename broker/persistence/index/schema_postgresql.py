@@ -1,0 +1,174 @@
+"""The PostgreSQL index's schema as migration 1 creates it: the SQLite index's tables, columns and
+indexes, with these deliberate differences (docs/index-backends.md):
+
+- Text columns are ``TEXT COLLATE "C"``: timestamps are ISO-8601 text that must sort bytewise
+  (``created_ts`` orders mail), and names and slugs then sort as SQLite's BINARY collation sorts
+  them; the database's default collation (often en_US) would not. No ``VARCHAR(n)``: SQLite
+  never enforced those lengths, and a length the server enforces would refuse rows the SQLite
+  index takes (an import, a long subject) and dead-letter them.
+- No foreign keys: SQLite declares them but does not enforce them (``foreign_keys`` is off), and
+  the worker relies on that (a recipient in another project may be indexed after the mail, a
+  re-key moves ids under their references).
+- ``ack_required`` and ``exclusive`` are ``BOOLEAN`` (test them as ``ack_required`` /
+  ``NOT ack_required``); ``agent_links.id`` and ``message_summaries.id`` are identities (the
+  rows are inserted without an id, as SQLite's ``INTEGER PRIMARY KEY`` assigns one).
+- Full-text search: ``fts_messages(message_id, document)``, one ``tsvector`` per message kept by
+  a trigger, the subject weighted 'A' and the body 'B' (so ``subject:word`` becomes the tsquery
+  ``word:A``), config 'simple' (no stemming, as FTS5's default tokenizer), a GIN index. A
+  separate table, not a generated column, so ``SELECT * FROM messages`` reads the same columns
+  on both backends. The body's first ``FTS_BODY_CHARS`` characters are indexed (a ``tsvector``
+  is limited to 1 MB; FTS5 indexes the whole body).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FTS_BODY_CHARS = 300_000
+C = 'TEXT COLLATE "C"'
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS projects (
+  id BIGINT PRIMARY KEY,
+  slug {C} NOT NULL UNIQUE,
+  human_key {C} NOT NULL,
+  created_at {C} NOT NULL,
+  archived_at {C}
+);
+CREATE INDEX IF NOT EXISTS ix_projects_human_key ON projects(human_key);
+
+CREATE TABLE IF NOT EXISTS agents (
+  id BIGINT PRIMARY KEY,
+  project_id BIGINT NOT NULL,
+  name {C} NOT NULL,
+  program {C} NOT NULL,
+  model {C} NOT NULL,
+  task_description {C} NOT NULL DEFAULT '',
+  inception_ts {C} NOT NULL,
+  last_active_ts {C} NOT NULL,
+  attachments_policy {C} NOT NULL DEFAULT 'auto',
+  contact_policy {C} NOT NULL DEFAULT 'auto',
+  registration_token {C},
+  retired_at {C},
+  UNIQUE (project_id, name)
+);
+CREATE INDEX IF NOT EXISTS ix_agents_project_id ON agents(project_id);
+CREATE INDEX IF NOT EXISTS ix_agents_registration_token ON agents(registration_token);
+
+CREATE TABLE IF NOT EXISTS messages (
+  id BIGINT PRIMARY KEY,
+  project_id BIGINT NOT NULL,
+  sender_id BIGINT NOT NULL,
+  thread_id {C},
+  topic {C},
+  subject {C} NOT NULL,
+  body_md {C} NOT NULL,
+  importance {C} NOT NULL DEFAULT 'normal',
+  ack_required BOOLEAN NOT NULL DEFAULT FALSE,
+  created_ts {C} NOT NULL,
+  attachments {C} NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS ix_messages_project_id ON messages(project_id);
+CREATE INDEX IF NOT EXISTS ix_messages_sender_id ON messages(sender_id);
+CREATE INDEX IF NOT EXISTS idx_messages_thread_id ON messages(thread_id);
+CREATE INDEX IF NOT EXISTS idx_messages_created_ts ON messages(created_ts);
+CREATE INDEX IF NOT EXISTS idx_messages_importance ON messages(importance);
+CREATE INDEX IF NOT EXISTS idx_messages_project_created ON messages(project_id, created_ts);
+CREATE INDEX IF NOT EXISTS idx_messages_project_sender_created ON messages(project_id, sender_id, created_ts);
+CREATE INDEX IF NOT EXISTS idx_messages_project_topic ON messages(project_id, topic);
+
+CREATE TABLE IF NOT EXISTS message_recipients (
+  message_id BIGINT NOT NULL,
+  agent_id BIGINT NOT NULL,
+  kind {C} NOT NULL DEFAULT 'to',
+  read_ts {C},
+  ack_ts {C},
+  PRIMARY KEY (message_id, agent_id)
+);
+CREATE INDEX IF NOT EXISTS idx_message_recipients_agent ON message_recipients(agent_id);
+CREATE INDEX IF NOT EXISTS idx_message_recipients_agent_message ON message_recipients(agent_id, message_id);
+
+CREATE TABLE IF NOT EXISTS file_reservations (
+  id BIGINT PRIMARY KEY,
+  project_id BIGINT NOT NULL,
+  agent_id BIGINT NOT NULL,
+  path_pattern {C} NOT NULL,
+  exclusive BOOLEAN NOT NULL DEFAULT TRUE,
+  reason {C} NOT NULL DEFAULT '',
+  created_ts {C} NOT NULL,
+  expires_ts {C} NOT NULL,
+  released_ts {C}
+);
+CREATE INDEX IF NOT EXISTS ix_file_reservations_project_id ON file_reservations(project_id);
+CREATE INDEX IF NOT EXISTS ix_file_reservations_agent_id ON file_reservations(agent_id);
+CREATE INDEX IF NOT EXISTS idx_file_reservations_project_released_expires
+  ON file_reservations(project_id, released_ts, expires_ts);
+CREATE INDEX IF NOT EXISTS idx_file_reservations_project_agent_released
+  ON file_reservations(project_id, agent_id, released_ts);
+CREATE INDEX IF NOT EXISTS idx_file_reservations_expires_ts ON file_reservations(expires_ts);
+
+CREATE TABLE IF NOT EXISTS agent_links (
+  id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+  a_project_id BIGINT NOT NULL,
+  a_agent_id BIGINT NOT NULL,
+  b_project_id BIGINT NOT NULL,
+  b_agent_id BIGINT NOT NULL,
+  status {C} NOT NULL DEFAULT 'pending',
+  reason {C} NOT NULL DEFAULT '',
+  created_ts {C} NOT NULL,
+  updated_ts {C} NOT NULL,
+  expires_ts {C},
+  UNIQUE (a_project_id, a_agent_id, b_project_id, b_agent_id)
+);
+CREATE INDEX IF NOT EXISTS idx_agent_links_a_project ON agent_links(a_project_id);
+CREATE INDEX IF NOT EXISTS idx_agent_links_b_project ON agent_links(b_project_id);
+CREATE INDEX IF NOT EXISTS idx_agent_links_b_project_agent ON agent_links(b_project_id, b_agent_id);
+CREATE INDEX IF NOT EXISTS idx_agent_links_status ON agent_links(status);
+
+CREATE TABLE IF NOT EXISTS message_summaries (
+  id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+  project_id BIGINT NOT NULL,
+  summary_text {C} NOT NULL,
+  start_ts {C} NOT NULL,
+  end_ts {C} NOT NULL,
+  source_message_count INTEGER NOT NULL DEFAULT 0,
+  source_thread_ids {C} NOT NULL DEFAULT '[]',
+  llm_model {C},
+  cost_usd DOUBLE PRECISION,
+  created_ts {C} NOT NULL,
+  agent_id BIGINT
+);
+CREATE INDEX IF NOT EXISTS idx_summaries_project_end ON message_summaries(project_id, end_ts);
+CREATE INDEX IF NOT EXISTS idx_summaries_project_agent_end ON message_summaries(project_id, agent_id, end_ts);
+
+CREATE TABLE IF NOT EXISTS fts_messages (
+  message_id BIGINT PRIMARY KEY,
+  document tsvector NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_fts_messages_document ON fts_messages USING GIN (document);
+
+CREATE OR REPLACE FUNCTION fts_messages_sync() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+  IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.id <> NEW.id) THEN
+    DELETE FROM fts_messages WHERE message_id = OLD.id;
+  END IF;
+  IF TG_OP = 'DELETE' THEN
+    RETURN OLD;
+  END IF;
+  INSERT INTO fts_messages (message_id, document)
+  VALUES (NEW.id, setweight(to_tsvector('simple', NEW.subject), 'A')
+                  || setweight(to_tsvector('simple', left(NEW.body_md, {FTS_BODY_CHARS})), 'B'))
+  ON CONFLICT (message_id) DO UPDATE SET document = EXCLUDED.document;
+  RETURN NEW;
+END
+$body$;
+DROP TRIGGER IF EXISTS fts_messages_sync ON messages;
+CREATE TRIGGER fts_messages_sync AFTER INSERT OR DELETE OR UPDATE OF id, subject, body_md ON messages
+  FOR EACH ROW EXECUTE FUNCTION fts_messages_sync();
+"""
+
+
+def baseline(conn: Any) -> None:
+    """Migration 1 on PostgreSQL: the whole schema, sent as one script (no parameters, so the
+    server splits it), on the migration's own transaction."""
+    conn.sa.connection.dbapi_connection.cursor().execute(SCHEMA)
