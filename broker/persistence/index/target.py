@@ -56,8 +56,8 @@ def redacted(url: URL) -> str:
     """The URL as it may be shown: no password (``postgresql://user@host:5432/db``)."""
     if url.get_backend_name() == "sqlite":
         return f"sqlite:///{url.database}"
-    shown = url.set(drivername="postgresql", password=None, query={})
-    return shown.render_as_string(hide_password=True)
+    scheme = "postgresql" if url.drivername.lower() in POSTGRES_SCHEMES else url.drivername
+    return url._replace(drivername=scheme, password=None, query={}).render_as_string(hide_password=True)
 
 
 def _unsupported(url: URL | str, why: str) -> BrokerError:
@@ -91,7 +91,9 @@ def make_engine(url: URL) -> Engine:
         pool_size=PG_POOL_SIZE,
         max_overflow=PG_MAX_OVERFLOW,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "agent-broker"},
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        if "application_name" in url.query
+        else {"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "agent-broker"},
     )
 
 
