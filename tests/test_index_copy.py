@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from fastmcp import Client
 from helpers import PROJECT, Tools, drop_prefix, make_settings
+from index_helpers import end_connections, new_schema_url
 from persist_helpers import run_worker
-from pg_helpers import throwaway_database
 
 from broker.persistence.index_copy import TABLES
 from broker.server import build_server
@@ -28,10 +28,15 @@ from broker.server import build_server
 QUERIES = ["deploy", "plan", '"step 7"', "revi*", "deploy NOT plan", "subject:note OR body:checklist", "v1.2.3"]
 
 
+pytestmark = pytest.mark.postgresql
+
+
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    with throwaway_database() as url:
-        yield url
+def postgres_url(pg_database: str) -> Iterator[str]:
+    """A schema of its own in the session's throwaway database (tests/index_helpers.py)."""
+    url = new_schema_url(pg_database)
+    yield url
+    end_connections(url)
 
 
 async def _source(tmp_path: Path) -> tuple[Any, Any]:

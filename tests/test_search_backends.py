@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from fastmcp import Client
 from helpers import PROJECT, Tools, drop_prefix, make_settings
+from index_helpers import end_connections, new_schema_url
 from persist_helpers import run_worker
-from pg_helpers import throwaway_database
 
 from broker.server import build_server
 
@@ -87,10 +87,15 @@ async def _corpus(settings: Any) -> tuple[Any, dict[str, int]]:
     return server, ids
 
 
+pytestmark = pytest.mark.postgresql
+
+
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    with throwaway_database() as url:
-        yield url
+def postgres_url(pg_database: str) -> Iterator[str]:
+    """A schema of its own in the session's throwaway database (tests/index_helpers.py)."""
+    url = new_schema_url(pg_database)
+    yield url
+    end_connections(url)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import sqlite3
 from typing import Any
 
 import pytest
-from pg_helpers import throwaway_database
+from index_helpers import end_connections, new_schema_url
 
 from broker.history.tsquery import FtsSyntaxError, to_tsquery_text, words
 from broker.persistence.index import Index
@@ -117,7 +117,8 @@ def _random_query(rng: random.Random, depth: int = 0) -> str:
     return query
 
 
-def test_random_queries_match_the_same_rows_as_fts5() -> None:
+@pytest.mark.postgresql
+def test_random_queries_match_the_same_rows_as_fts5(pg_database: str) -> None:
     """800 random queries of the accepted syntax over the same rows: FTS5 in SQLite, and the
     translation against the real PostgreSQL schema (its trigger and migrations): the same rows,
     or a refusal on both. ``^`` and accents, which differ by design, are not generated."""
@@ -125,33 +126,34 @@ def test_random_queries_match_the_same_rows_as_fts5() -> None:
     fts.execute("CREATE VIRTUAL TABLE f USING fts5(message_id UNINDEXED, subject, body)")
     for key, (subject, body) in DOCS.items():
         fts.execute("INSERT INTO f (rowid, message_id, subject, body) VALUES (?, ?, ?, ?)", (key, key, subject, body))
-    with throwaway_database() as url:
-        index = Index(url)
-        index.ensure_schema()
-        with index.transaction() as conn:
-            conn.execute("INSERT INTO projects (id, slug, human_key, created_at) VALUES (1, 'p', '/p', 't')")
-            conn.execute(
-                "INSERT INTO messages (id, project_id, sender_id, subject, body_md, created_ts) "
-                "VALUES (:id, 1, 1, :subject, :body, 't')",
-                [{"id": k, "subject": s, "body": b} for k, (s, b) in DOCS.items()],
-            )
-        rng = random.Random(19)
-        refused = 0
-        try:
-            for _ in range(800):
-                query = _random_query(rng)
-                try:
-                    expected: Any = sorted(r[0] for r in fts.execute("SELECT rowid FROM f WHERE f MATCH ?", (query,)))
-                except sqlite3.OperationalError:
-                    expected = "refused"
-                    refused += 1
-                try:
-                    text = to_tsquery_text(query)
-                    sql = "SELECT message_id FROM fts_messages WHERE document @@ to_tsquery('simple', :q)"
-                    found: Any = sorted(r[0] for r in index.query(sql, {"q": text})) if text else []
-                except FtsSyntaxError:
-                    found = "refused"
-                assert found == expected, (query, text)
-        finally:
-            index.close()
+    url = new_schema_url(pg_database)
+    index = Index(url)
+    index.ensure_schema()
+    with index.transaction() as conn:
+        conn.execute("INSERT INTO projects (id, slug, human_key, created_at) VALUES (1, 'p', '/p', 't')")
+        conn.execute(
+            "INSERT INTO messages (id, project_id, sender_id, subject, body_md, created_ts) "
+            "VALUES (:id, 1, 1, :subject, :body, 't')",
+            [{"id": k, "subject": s, "body": b} for k, (s, b) in DOCS.items()],
+        )
+    rng = random.Random(19)
+    refused = 0
+    try:
+        for _ in range(800):
+            query = _random_query(rng)
+            try:
+                expected: Any = sorted(r[0] for r in fts.execute("SELECT rowid FROM f WHERE f MATCH ?", (query,)))
+            except sqlite3.OperationalError:
+                expected = "refused"
+                refused += 1
+            try:
+                text = to_tsquery_text(query)
+                sql = "SELECT message_id FROM fts_messages WHERE document @@ to_tsquery('simple', :q)"
+                found: Any = sorted(r[0] for r in index.query(sql, {"q": text})) if text else []
+            except FtsSyntaxError:
+                found = "refused"
+            assert found == expected, (query, text)
+    finally:
+        index.close()
+        end_connections(url)
     assert 50 < refused < 600  # both kinds were exercised
