@@ -99,6 +99,7 @@ SLOW_FIRST = (
     "test_fault_redis_loss",
     "test_deploy_files",
     "test_serve",
+    "test_index_startup",
     "test_faults",
     "test_concurrent_operations",
     "test_cluster_scripts",

@@ -22,7 +22,7 @@ async def run_worker(server: FastMCP, settings: Settings) -> PersistenceWorker:
     return worker
 
 
-def index_rows(settings: Settings, sql: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+def index_rows(settings: Settings, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Rows of one query on the index ``settings`` name (SQLite or PostgreSQL), as dicts."""
     index = Index.from_settings(settings)
     try:

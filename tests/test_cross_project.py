@@ -194,7 +194,9 @@ async def test_cross_project_message_and_link_are_persisted(
     [agent] = index_rows(settings, "SELECT contact_policy FROM agents WHERE name = 'RedFox'")
     assert agent["contact_policy"] == "contacts_only"
 
-    [row] = index_rows(settings, "SELECT project_id, sender_id, subject FROM messages WHERE id = ?", (message["id"],))
+    [row] = index_rows(
+        settings, "SELECT project_id, sender_id, subject FROM messages WHERE id = :id", {"id": message["id"]}
+    )
     assert row == {
         "project_id": two["other"]["id"],
         "sender_id": two["agents"]["BlueLake"]["id"],

@@ -117,7 +117,7 @@ async def test_hard_delete_agent_removes_its_links_holds_and_thread_membership(
 
     # a drain afterwards writes no link of the deleted agent back
     await run_worker(server, settings)
-    rows = index_rows(settings, "SELECT * FROM agent_links WHERE a_agent_id = ?1 OR b_agent_id = ?1", (blue_id,))
+    rows = index_rows(settings, "SELECT * FROM agent_links WHERE a_agent_id = :id OR b_agent_id = :id", {"id": blue_id})
     assert rows == []
 
 

@@ -53,7 +53,7 @@ async def test_a_renewal_drained_while_an_older_batch_is_in_flight_is_not_overwr
     await asyncio.to_thread(a.join, 30)
     await asyncio.to_thread(b.join, 30)
     assert await store.client().zcard(pending) == 0 and await store.client().zcard(inflight) == 0
-    row = index_rows(settings, "SELECT expires_ts FROM file_reservations WHERE id = ?", (rid,))
+    row = index_rows(settings, "SELECT expires_ts FROM file_reservations WHERE id = :id", {"id": rid})
     assert row == [{"expires_ts": renewed}]
     archived = json.loads(show(settings, f"projects/{SLUG}/file_reservations/id-{rid}.json"))
     assert archived["expires_ts"] == renewed

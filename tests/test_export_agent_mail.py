@@ -31,7 +31,6 @@ from broker.errors import BrokerError
 from broker.migration.exporter import export_agent_mail, redis_rows_reader
 from broker.migration.reference import SCHEMA, TABLES
 from broker.persistence.archive import Archive, ArchiveMessage
-from broker.persistence.drain import project_lock
 from broker.persistence.index import Batch, Index
 from broker.server import build_server
 
@@ -127,7 +126,7 @@ async def build_state(tools: Tools, repo: Path) -> dict[str, Any]:
 async def export(settings: Settings, out: Path) -> Any:
     """The export as the command makes it, Redis-only tables included (off the test's loop)."""
     live = redis_rows_reader(settings, settings.redis_url)
-    return await asyncio.to_thread(export_agent_mail, settings.index_path, settings.archive_path, out, live)
+    return await asyncio.to_thread(export_agent_mail, settings.index_url, settings.archive_path, out, live)
 
 
 def rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -280,7 +279,7 @@ async def test_export_writes_every_row_and_archive_file_in_the_reference_layout(
 
     plan_files = copies(ids["plan"])
     month = datetime.fromisoformat(
-        index_rows(settings, "SELECT created_ts FROM messages WHERE id = ?", (ids["plan"],))[0]["created_ts"]
+        index_rows(settings, "SELECT created_ts FROM messages WHERE id = :id", {"id": ids["plan"]})[0]["created_ts"]
     ).strftime("%Y/%m")
     name = next(p for p in plan_files if p.startswith(f"{base}/messages/")).rsplit("/", 1)[1]
     assert name.endswith(f"__plan-the-export__{ids['plan']}.md")
@@ -464,7 +463,9 @@ async def test_an_export_started_during_a_batch_gets_all_of_it(
     without its row."""
     tools, settings, server, repo = broker
     await persisted_state(tools, settings, server, repo)
-    [project] = index_rows(settings, "SELECT id, slug, human_key FROM projects WHERE human_key = ?", (str(repo),))
+    [project] = index_rows(
+        settings, "SELECT id, slug, human_key FROM projects WHERE human_key = :key", {"key": str(repo)}
+    )
     sender = index_rows(settings, "SELECT id FROM agents WHERE name = 'BlueLake'")[0]["id"]
     newest = index_rows(settings, "SELECT max(id) AS id FROM messages")[0]["id"]
     created = datetime.now(UTC).isoformat()
@@ -479,16 +480,16 @@ async def test_an_export_started_during_a_batch_gets_all_of_it(
     }  # fmt: skip
     holding = threading.Event()
 
+    index = Index.from_settings(settings)
+
     def batch() -> None:
-        with project_lock(settings.index_path, project["slug"]):
+        with index.project_lock(project["slug"]):
             holding.set()
             Archive(settings.archive_path, project["slug"]).write_batch(
                 messages=[(project["slug"], project["human_key"], message)]
             )
             time.sleep(0.5)  # between the Git commit and the SQLite transaction, as a worker may be
-            index = Index(settings.index_path)
             index.write_batch(Batch(messages=[row]))
-            index.close()
 
     writer = threading.Thread(target=batch)
     writer.start()
@@ -496,6 +497,7 @@ async def test_an_export_started_during_a_batch_gets_all_of_it(
     out = tmp_path / "during"
     report = await export(settings, out)
     await asyncio.to_thread(writer.join, 10)
+    index.close()
 
     exported = {r["id"] for r in rows(out / "storage.sqlite3", "SELECT id FROM messages")}
     files = tree_files(out / "archive")

@@ -156,7 +156,7 @@ async def test_aof_tail_lost_after_persisting_reuses_no_id_and_persistence_goes_
     # SQLite: every message once, the lost agent under its new id with all its mail
     assert sorted(r["id"] for r in index_rows(host.settings, "SELECT id FROM messages")) == sorted(accepted)
     assert index_rows(host.settings, "SELECT id FROM agents WHERE name = 'RedFox'") == [{"id": again["id"]}]
-    from_lost = index_rows(host.settings, "SELECT id FROM messages WHERE sender_id = ?", (again["id"],))
+    from_lost = index_rows(host.settings, "SELECT id FROM messages WHERE sender_id = :id", {"id": again["id"]})
     assert sorted(r["id"] for r in from_lost) == sorted(lost[:20] + later[:20])
     cc_rows = index_rows(
         host.settings, "SELECT count(*) AS n FROM message_recipients WHERE agent_id = ?", (again["id"],)

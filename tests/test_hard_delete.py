@@ -134,8 +134,8 @@ async def test_hard_delete_agent_removes_its_mail_everywhere(
     ]
     messages = [r["id"] for r in index_rows(settings, "SELECT id FROM messages ORDER BY id")]
     assert messages == sorted([ids["green"], ids["alpha"], reply["id"]])
-    assert index_rows(settings, "SELECT * FROM message_recipients WHERE agent_id = ?", (blue_id,)) == []
-    assert index_rows(settings, "SELECT * FROM messages WHERE sender_id = ?", (blue_id,)) == []
+    assert index_rows(settings, "SELECT * FROM message_recipients WHERE agent_id = :id", {"id": blue_id}) == []
+    assert index_rows(settings, "SELECT * FROM messages WHERE sender_id = :id", {"id": blue_id}) == []
     held = index_rows(settings, "SELECT id FROM file_reservations")
     assert [r["id"] for r in held] == [green_res]
     files = committed_files(settings)

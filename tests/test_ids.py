@@ -114,9 +114,9 @@ async def test_a_second_message_under_a_persisted_id_is_not_written_twice(
         [message_id, later["deliveries"][0]["payload"]["id"]]
     )
     assert not any("impostor" in f for f in committed_files(settings))
-    rows = index_rows(settings, "SELECT subject FROM messages WHERE id = ?", (message_id,))
+    rows = index_rows(settings, "SELECT subject FROM messages WHERE id = :id", {"id": message_id})
     assert rows == [{"subject": "original"}]
-    receipt = index_rows(settings, "SELECT read_ts FROM message_recipients WHERE message_id = ?", (message_id,))
+    receipt = index_rows(settings, "SELECT read_ts FROM message_recipients WHERE message_id = :id", {"id": message_id})
     assert receipt == [{"read_ts": None}]
 
 

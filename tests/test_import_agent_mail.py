@@ -39,6 +39,8 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 def _env(settings: Settings) -> dict[str, str]:
     env = broker_env(settings.redis_url, settings.storage_root, AGENT_AUTH="open")
     env["REDIS_KEY_PREFIX"] = settings.redis_key_prefix
+    if settings.database_url:  # the settings' index (PostgreSQL), not the SQLite file
+        env["DATABASE_URL"] = settings.database_url
     return env
 
 

@@ -246,6 +246,7 @@ def _hold(index: Index, slug: str, order: list[str]) -> None:
     [
         ("mysql://root@127.0.0.1/db", "DATABASE_URL_UNSUPPORTED"),
         ("sqlite://", "DATABASE_URL_UNSUPPORTED"),
+        ("sqlite+aiosqlite:///./storage.sqlite3", "DATABASE_URL_UNSUPPORTED"),  # the reference's form
         ("postgresql://u:s3cret@127.0.0.1:1/db", "DATABASE_UNREACHABLE"),
     ],
 )

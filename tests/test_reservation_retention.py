@@ -138,5 +138,5 @@ async def test_a_dead_lettered_reservation_is_not_forgotten_before_it_is_persist
         db.execute("DROP TRIGGER poison")
     assert await asyncio.to_thread(retry_dead_letters, persister.connection, keys, SLUG) == [f"res:{granted['id']}"]
     await asyncio.to_thread(persister.drain, SLUG)
-    rows = index_rows(settings, "SELECT path_pattern FROM file_reservations WHERE id = ?", (granted["id"],))
+    rows = index_rows(settings, "SELECT path_pattern FROM file_reservations WHERE id = :id", {"id": granted["id"]})
     assert rows == [{"path_pattern": "poison.py"}]

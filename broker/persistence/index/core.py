@@ -251,20 +251,33 @@ def _reason(exc: BaseException) -> str:
 
 _shared: dict[tuple[int, str], Index] = {}
 _shared_guard = threading.Lock()
+SHARED_MAX = 8  # databases one process keeps a shared pool for (tests make one per test)
 
 
 def shared_index(target: Settings | str | Path) -> Index:
-    """One Index per database and process, for callers that would otherwise open one per call."""
+    """One Index per database and process, for callers that would otherwise open one per call
+    (the least recently used beyond SHARED_MAX is closed)."""
     url = target.index_url if hasattr(target, "index_url") else target
     key = (os.getpid(), str(url))
     with _shared_guard:
-        index = _shared.get(key)
+        index = _shared.pop(key, None)
         if index is None:
-            index = _shared[key] = Index(url)  # type: ignore[arg-type]
+            index = Index(url)  # type: ignore[arg-type]
+        _shared[key] = index  # newest last
+        while len(_shared) > SHARED_MAX:
+            _shared.pop(next(iter(_shared))).close()
         return index
 
 
 def indexed_project_id(target: Settings | str | Path, slug: str, human_key: str = "") -> int | None:
     """The id in the index of the project with that slug (or that human_key), or None (no index
-    file, no schema yet, or no such project). Never creates the SQLite file."""
-    return shared_index(target).project_id(slug, human_key)
+    file, no schema yet, or no such project). Never creates the SQLite file, and opens an SQLite
+    index for this call only (no connection left on a file that may be moved or deleted)."""
+    url = target.index_url if hasattr(target, "index_url") else target
+    if resolve(url).get_backend_name() != "sqlite":  # type: ignore[arg-type]
+        return shared_index(url).project_id(slug, human_key)  # type: ignore[arg-type]
+    own = Index(url)  # type: ignore[arg-type]
+    try:
+        return own.project_id(slug, human_key)
+    finally:
+        own.close()

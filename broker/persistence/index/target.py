@@ -49,6 +49,12 @@ def resolve(target: str | Path | URL) -> URL:
         if not url.database:
             raise _unsupported(url, "it names no database (postgresql://user@host:5432/<database>)")
         return url.set(drivername="postgresql+psycopg")
+    if "+" in scheme:  # sqlite+aiosqlite://, postgresql+asyncpg://: MCP Agent Mail's own forms
+        raise _unsupported(
+            url,
+            f"the scheme {scheme!r} names another driver (MCP Agent Mail's DATABASE_URL takes this form, and its "
+            "database is not the broker's index; docs/migration.md)",
+        )
     raise _unsupported(url, f"the scheme {scheme!r} is not one the index supports")
 
 
