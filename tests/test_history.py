@@ -1,16 +1,27 @@
-"""History tools on the index: search_messages, summarize_thread, summarize_recent, fetch_summary."""
+"""History tools on the index: search_messages, summarize_thread, summarize_recent, fetch_summary,
+each on the SQLite and on the PostgreSQL index."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from fastmcp import FastMCP
 from helpers import PROJECT, Tools
+from index_helpers import on_index_backend
 from persist_helpers import run_worker
 
 from broker.config import Settings
 from broker.history.search import like_tokens, sanitize_fts_query
+
+
+@pytest.fixture
+def settings(settings: Settings, index_backend: str, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Every test here on the SQLite and on the PostgreSQL index."""
+    with on_index_backend(settings, index_backend, request) as on_backend:
+        yield on_backend
 
 
 async def _mail(tools: Tools, server: FastMCP, settings: Settings) -> dict[str, int]:

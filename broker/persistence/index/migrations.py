@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection as SAConnection
 from sqlalchemy import text
 
-from broker.persistence.index import schema_postgresql, schema_sqlite
+from broker.persistence.index import schema_postgresql, schema_sqlite, search_words
 from broker.persistence.index.rows import Connection
 
 if TYPE_CHECKING:
@@ -53,6 +53,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "baseline: the reference's tables, full-text search, message_summaries.agent_id",
         schema_sqlite.baseline,
         schema_postgresql.baseline,
+    ),
+    Migration(
+        2,
+        "search words as FTS5's: ASCII punctuation separates words in PostgreSQL's documents",
+        search_words.sqlite,
+        search_words.postgresql,
     ),
 )
 LATEST = MIGRATIONS[-1].version
