@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection as SAConnection
 from sqlalchemy import text
 
-from broker.persistence.index import schema_postgresql, schema_sqlite
+from broker.persistence.index import schema_commits, schema_postgresql, schema_sqlite
 from broker.persistence.index.rows import Connection
 
 if TYPE_CHECKING:
@@ -53,6 +53,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "baseline: the reference's tables, full-text search, message_summaries.agent_id",
         schema_sqlite.baseline,
         schema_postgresql.baseline,
+    ),
+    Migration(
+        2,
+        "message_commits: each message's archive commit, so brokers need no archive to show it",
+        schema_commits.sqlite,
+        schema_commits.postgresql,
     ),
 )
 LATEST = MIGRATIONS[-1].version
