@@ -18,6 +18,7 @@ import pytest
 from cluster_helpers import QUEUE_URLS, start_cluster
 from fastmcp import Client, FastMCP
 from helpers import Tools, drop_prefix, make_settings
+from index_helpers import on_index_backend, throwaway_database
 from process_helpers import stop_process
 from redis.asyncio import Redis
 
@@ -129,10 +130,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         on_cluster = callspec and callspec.params.get("backend") == "cluster"
         if on_cluster and not everywhere and item.module.__name__ not in CLUSTER_MODULES:
             continue
+        # the PostgreSQL index with fakeredis only: a real Redis changes nothing on the index side
+        if (
+            callspec
+            and callspec.params.get("index_backend") == "postgresql"
+            and callspec.params.get("backend", "fakeredis") != "fakeredis"
+        ):
+            continue
         kept.append(item)
     rank = {name: index for index, name in enumerate(SLOW_FIRST)}
     kept.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))  # stable: file order otherwise
     items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A throwaway PostgreSQL database for this test session (per xdist process), dropped at its
+    end (tests/index_helpers.py)."""
+    with throwaway_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def index_backend(request: pytest.FixtureRequest) -> str:
+    """The index backend of ``index_settings``: the SQLite file, or a schema of its own in the
+    session's PostgreSQL database. On PostgreSQL only with the fakeredis Redis backend (the
+    Redis side is the same; see pytest_collection_modifyitems)."""
+    return request.param
+
+
+@pytest.fixture
+def index_settings(index_backend: str, settings: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """``settings`` on the ``index_backend`` index (DATABASE_URL set for PostgreSQL)."""
+    with on_index_backend(settings, index_backend, request) as on_backend:
+        yield on_backend
 
 
 @pytest.fixture

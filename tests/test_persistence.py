@@ -4,16 +4,25 @@ in group commits, on fakeredis and a real Redis."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastmcp import FastMCP
 from helpers import PROJECT, Tools
+from index_helpers import on_index_backend
 from persist_helpers import committed_files, front_matter, git, index_rows, run_worker, show
 
 from broker.config import Settings
 from broker.persistence.drain import Persister
 from broker.store.clients import make_sync_client
+
+
+@pytest.fixture
+def settings(settings: Settings, index_backend: str, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Every test here on the SQLite and on the PostgreSQL index."""
+    with on_index_backend(settings, index_backend, request) as on_backend:
+        yield on_backend
 
 
 async def test_messages_profiles_and_receipts_reach_git_and_sqlite_once(

@@ -91,7 +91,9 @@ def make_engine(url: URL) -> Engine:
         pool_size=PG_POOL_SIZE,
         max_overflow=PG_MAX_OVERFLOW,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "agent-broker"},
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        if "application_name" in url.query
+        else {"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "agent-broker"},
     )
 
 
