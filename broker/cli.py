@@ -262,6 +262,28 @@ def import_agent_mail(
     raise typer.Exit(import_command(get_settings(), database, archive, dry_run))
 
 
+index_app = typer.Typer(
+    help="The index (SQLite or PostgreSQL): copy an SQLite index into PostgreSQL (docs/index-copy.md).",
+    no_args_is_help=True,
+)
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("copy")
+def index_copy(
+    to: Annotated[str, typer.Option("--to", help="the PostgreSQL database to copy into (postgresql://...)")],
+    source: Annotated[
+        str | None, typer.Option("--from", help="the SQLite index to copy (default: the configured one)")
+    ] = None,
+    batch: Annotated[int, typer.Option(help="rows per batch (one transaction each)", min=1, max=50_000)] = 1000,
+) -> None:
+    """Copy an SQLite index into PostgreSQL: resumable, idempotent, counts per table at the end."""
+    from broker.config import get_settings
+    from broker.persistence.index_copy import copy_command
+
+    raise typer.Exit(copy_command(get_settings(), to, source, batch))
+
+
 @app.command("redis-stop")
 def redis_stop() -> None:
     """Stop the embedded redis-server that brokers share when REDIS_URL is unset."""

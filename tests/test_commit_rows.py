@@ -1,4 +1,4 @@
-"""Each message's archive commit is kept in the index (``message_commits``, migration 2), so the
+"""Each message's archive commit is kept in the index (``message_commits``, migration 3), so the
 mailbox resources show ``commit`` fields without the Git archive: the rows equal what Git says,
 on SQLite and on PostgreSQL; a batch replayed after its commit landed keeps the first commit; a
 message indexed before the table existed falls back to Git where the archive is, else shows
@@ -87,7 +87,7 @@ async def test_an_older_index_falls_back_to_git_where_the_archive_is(
     await run_worker(server, settings)
     expected = await read(tools, f"resource://mailbox-with-commits/GreenCastle{Q}")
     index = Index.from_settings(settings)
-    with index.transaction() as conn:  # what an index written before migration 2 holds
+    with index.transaction() as conn:  # what an index written before migration 3 holds
         conn.execute("DELETE FROM message_commits")
     index.close()
 

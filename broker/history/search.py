@@ -1,11 +1,15 @@
-"""Reading history from the SQLite index: search_messages, summarize_thread, summarize_recent,
-fetch_summary.
+"""Reading history from the index (SQLite or PostgreSQL): search_messages, summarize_thread,
+summarize_recent, fetch_summary.
 
 The index is written behind the hot path by the persistence worker, so these tools see a
 message once its batch is persisted (the persistence lag, measured by
 ``benchmarks/durability.py``), not the moment send_message returns. The viewer is
 authenticated against Redis (one script call); the query runs on a worker thread so a slow
 query never stalls the event loop.
+
+Search takes FTS5's query syntax on both backends: SQLite runs it as an FTS5 MATCH ranked by
+bm25; PostgreSQL runs its translation (broker/history/tsquery.py) against the ``tsvector`` of
+``fts_messages`` ranked by ts_rank. A query FTS5 refuses takes the same LIKE fallback on both.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from broker.errors import BrokerError
 from broker.history.summaries import Digest, digest_of
+from broker.history.tsquery import FtsSyntaxError, to_tsquery_text
 from broker.identity import refusals
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
@@ -43,6 +48,9 @@ VISIBLE = (
     "(m.sender_id = :viewer OR EXISTS (SELECT 1 FROM message_recipients r "
     "WHERE r.message_id = m.id AND r.agent_id = :viewer))"
 )
+# ts_rank's weights for D, C, B (body), A (subject): both columns count the same, as FTS5's
+# bm25() with no weights; normalisation 1 divides by 1 + log(length), as bm25 favours short rows
+PG_RANK = "ts_rank(CAST('{0.1, 0.1, 1, 1}' AS float4[]), f.document, to_tsquery('simple', :q), 1)"
 
 
 class History:
@@ -140,26 +148,42 @@ class History:
             clauses.append(f"(m.project_id = :pid{i} AND {VISIBLE.replace(':viewer', f':viewer{i}')})")
         scope = "(" + " OR ".join(clauses) + ")"
         try:
-            rows = self.index.query(
-                f"SELECT {columns} JOIN fts_messages ON fts_messages.rowid = m.id WHERE fts_messages MATCH :q "
-                f"AND {scope} ORDER BY bm25(fts_messages) ASC LIMIT :limit",
-                params,
-            )
-        except sqlite3.OperationalError:
+            if getattr(self.index, "dialect", "sqlite") == "postgresql":
+                tsquery = to_tsquery_text(fts)
+                if tsquery is None:  # nothing can match (an empty phrase, message_id:...)
+                    return []
+                rows = self.index.query(
+                    f"SELECT {columns} JOIN fts_messages f ON f.message_id = m.id "
+                    f"WHERE f.document @@ to_tsquery('simple', :q) AND {scope} "
+                    f"ORDER BY {PG_RANK} DESC, m.id ASC LIMIT :limit",
+                    {**params, "q": tsquery},
+                )
+            else:
+                rows = self.index.query(
+                    f"SELECT {columns} JOIN fts_messages ON fts_messages.rowid = m.id WHERE fts_messages MATCH :q "
+                    f"AND {scope} ORDER BY bm25(fts_messages) ASC LIMIT :limit",
+                    params,
+                )
+        except (sqlite3.OperationalError, FtsSyntaxError):
             # Not valid FTS5 syntax even after sanitising: every plain token must appear.
-            tokens = like_tokens(raw)
-            if not tokens:
-                return []
-            likes, like_params = [], dict(params)
-            for i, token in enumerate(tokens):
-                escaped = token.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-                like_params[f"t{i}"] = f"%{escaped}%"
-                likes.append(f"(m.subject LIKE :t{i} ESCAPE '!' OR m.body_md LIKE :t{i} ESCAPE '!')")
-            rows = self.index.query(
-                f"SELECT {columns} WHERE {scope} AND {' AND '.join(likes)} ORDER BY m.created_ts DESC LIMIT :limit",
-                like_params,
-            )
-        return [dict(row) for row in rows]
+            rows = self._search_like(columns, scope, params, raw)
+        return [_search_item(row) for row in rows]
+
+    def _search_like(self, columns: str, scope: str, params: dict[str, Any], raw: str) -> list[Any]:
+        tokens = like_tokens(raw)
+        if not tokens:
+            return []
+        # LIKE ignores ASCII case on SQLite; ILIKE is PostgreSQL's case-blind LIKE
+        like = "ILIKE" if getattr(self.index, "dialect", "sqlite") == "postgresql" else "LIKE"
+        likes, like_params = [], dict(params)
+        for i, token in enumerate(tokens):
+            escaped = token.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+            like_params[f"t{i}"] = f"%{escaped}%"
+            likes.append(f"(m.subject {like} :t{i} ESCAPE '!' OR m.body_md {like} :t{i} ESCAPE '!')")
+        return self.index.query(
+            f"SELECT {columns} WHERE {scope} AND {' AND '.join(likes)} ORDER BY m.created_ts DESC LIMIT :limit",
+            like_params,
+        )
 
     # -- threads ------------------------------------------------------------------------
     async def summarize_thread(
@@ -214,11 +238,11 @@ class History:
             ]
         return result
 
-    async def thread_rows(self, pid: int, viewer: int, thread_id: str, limit: int) -> list[sqlite3.Row]:
+    async def thread_rows(self, pid: int, viewer: int, thread_id: str, limit: int) -> list[Any]:
         """The newest ``limit`` messages of a thread the viewer may see, oldest first."""
         return await self._run(self._thread_rows, pid, viewer, thread_id, limit)
 
-    def _thread_rows(self, pid: int, viewer: int, thread_id: str, limit: int) -> list[sqlite3.Row]:
+    def _thread_rows(self, pid: int, viewer: int, thread_id: str, limit: int) -> list[Any]:
         # Membership as in the reference: thread_id == T, or the message whose id is T.
         # ASCII digits only (int() rejects "²"), and within SQLite's integers (a 20-digit
         # thread id is valid but is no message's id).
@@ -301,14 +325,17 @@ class History:
         if truncated:
             text["truncated"] = True
             text["truncation_note"] = f"Only the newest {max_messages} messages of the window were summarised."
+        stored = {
+            "pid": pid, "text": json.dumps(text), "start": start_ts, "end": end_ts, "count": len(rows),
+            "threads": json.dumps(thread_ids), "viewer": viewer,
+        }  # fmt: skip
         with self.index.transaction() as conn:
-            cursor = conn.execute(
+            summary_id = conn.execute(
                 "INSERT INTO message_summaries (project_id, summary_text, start_ts, end_ts, source_message_count, "
                 "source_thread_ids, llm_model, cost_usd, created_ts, agent_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
-                (pid, json.dumps(text), start_ts, end_ts, len(rows), json.dumps(thread_ids), end_ts, viewer),
-            )
-            summary_id = cursor.lastrowid
+                "VALUES (:pid, :text, :start, :end, :count, :threads, NULL, NULL, :end, :viewer) RETURNING id",
+                stored,
+            ).fetchone()[0]
         return {
             "id": summary_id, "cached": False, "summary_text": json.dumps(text), "start_ts": start_ts,
             "end_ts": end_ts, "source_message_count": len(rows), "source_thread_ids": thread_ids,
@@ -316,19 +343,20 @@ class History:
         }  # fmt: skip
 
     def _cached_summary(self, pid: int, viewer: int | None, start: datetime, end: datetime) -> dict[str, Any] | None:
-        """A stored summary made for the same viewer (``IS``: NULL, project-wide, matches only
-        NULL) whose window is within CACHE_SLACK of this one."""
+        """A stored summary made for the same viewer (NULL, project-wide, matches only NULL)
+        whose window is within CACHE_SLACK of this one."""
         rows = self.index.query(
-            "SELECT * FROM message_summaries WHERE project_id = ? AND agent_id IS ? AND start_ts BETWEEN ? AND ? "
-            "AND end_ts BETWEEN ? AND ? ORDER BY end_ts DESC LIMIT 1",
-            (
-                pid,
-                viewer,
-                (start - CACHE_SLACK).isoformat(),
-                (start + CACHE_SLACK).isoformat(),
-                (end - CACHE_SLACK).isoformat(),
-                (end + CACHE_SLACK).isoformat(),
-            ),
+            f"SELECT * FROM message_summaries WHERE project_id = :pid AND {_for_viewer(viewer)} "
+            "AND start_ts BETWEEN :start_lo AND :start_hi AND end_ts BETWEEN :end_lo AND :end_hi "
+            "ORDER BY end_ts DESC LIMIT 1",
+            {
+                "pid": pid,
+                "viewer": viewer,
+                "start_lo": (start - CACHE_SLACK).isoformat(),
+                "start_hi": (start + CACHE_SLACK).isoformat(),
+                "end_lo": (end - CACHE_SLACK).isoformat(),
+                "end_hi": (end + CACHE_SLACK).isoformat(),
+            },
         )
         return _summary_row(rows[0]) if rows else None
 
@@ -350,14 +378,25 @@ class History:
         cutoff = (datetime.now(UTC) - timedelta(hours=since_hours)).isoformat()
         rows = await self._run(
             self.index.query,
-            "SELECT * FROM message_summaries WHERE project_id = ? AND agent_id IS ? AND end_ts >= ? "
-            "ORDER BY end_ts DESC, id DESC LIMIT ?",
-            (pid, viewer, cutoff, limit),
+            f"SELECT * FROM message_summaries WHERE project_id = :pid AND {_for_viewer(viewer)} "
+            "AND end_ts >= :cutoff ORDER BY end_ts DESC, id DESC LIMIT :limit",
+            {"pid": pid, "viewer": viewer, "cutoff": cutoff, "limit": limit},
         )
         return [_summary_row(row) for row in rows]
 
 
-def _summary_row(row: sqlite3.Row) -> dict[str, Any]:
+def _for_viewer(viewer: int | None) -> str:
+    """Summaries made for this viewer; None (project-wide) matches only project-wide ones."""
+    return "agent_id IS NULL" if viewer is None else "agent_id = :viewer"
+
+
+def _search_item(row: Any) -> dict[str, Any]:
+    item = dict(row)
+    item["ack_required"] = int(item["ack_required"])  # 0/1 on both backends (a BOOLEAN on PostgreSQL)
+    return item
+
+
+def _summary_row(row: Any) -> dict[str, Any]:
     return {
         "id": row["id"],
         "summary_text": row["summary_text"],

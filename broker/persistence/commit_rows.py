@@ -7,7 +7,7 @@ transaction, whose ``Batch.commits`` carries these rows (broker/persistence/inde
 and author time, and the canonical file's line counts and first lines. A message whose file an
 earlier commit added (a batch replayed after its commit landed but before its index transaction
 did) gets its row from Git by that same read: the worker has the archive. The row is written
-once (``ON CONFLICT DO NOTHING``) and dropped with its message (a trigger, migration 2).
+once (``ON CONFLICT DO NOTHING``) and dropped with its message (a trigger, migration 3).
 
 Messages indexed before this table existed have no row: readers fall back to the Git read when
 the archive is on their host and show ``commit: null`` otherwise (docs/operations.md, "Brokers

@@ -1,4 +1,4 @@
-"""Migration 2: ``message_commits``, each message's archive commit (broker/persistence/commit_rows.py),
+"""Migration 3: ``message_commits``, each message's archive commit (broker/persistence/commit_rows.py),
 so brokers read the mailbox resources' ``commit`` fields from the index, not from the Git archive.
 
 One row per message, written by the persistence worker in the batch's transaction; a trigger
