@@ -392,6 +392,26 @@ def dead_letters_retry(
     _say(f"{total} dead letter(s) back in pending")
 
 
+@app.command()
+def trim(project: ProjectOption = "") -> None:
+    """Move the messages past the hot window (HOT_INBOX_MAX_MESSAGES, HOT_RETENTION_SECONDS) out of
+    Redis now, as the persistence worker does every HOT_TRIM_INTERVAL_SECONDS (docs/operations.md)."""
+    from broker.lifecycle.hot_window import HotTrimmer
+
+    client, keys, _ = _dead_letter_client()
+    slug = _project_slug(client, keys, project)
+    trimmer = HotTrimmer(get_settings(), client, keys)
+    if slug:
+        report = trimmer.trim_project(slug)
+        by_project = {slug: report.deleted} if report.deleted else {}
+    else:
+        report = trimmer.run_pass(seconds=float("inf"))
+        by_project = report.by_project
+    for each, count in sorted(by_project.items()):
+        print(f"{each}\t{count}")
+    _say(f"{report.deleted} message(s) moved out of Redis in {report.calls} batch(es)")
+
+
 guard_app = typer.Typer(help="The git pre-commit guard for exclusive file reservations.", no_args_is_help=True)
 app.add_typer(guard_app, name="guard")
 

@@ -39,9 +39,10 @@ from redis.crc import key_slot
 
 from broker.config import Settings
 from broker.lifecycle import retention
+from broker.lifecycle.hot_window import HotTrimmer
 from broker.persistence.index import Index
 from broker.server import build_server
-from broker.store.clients import plain_url
+from broker.store.clients import make_sync_client, plain_url
 from broker.store.commands import reservations as reservation_store
 from broker.store.keys import Keys, slug_candidates
 from broker.store.scripts import SCRIPT_DIR, lua_source, script_names, script_source
@@ -383,6 +384,22 @@ async def lose_redis_and_rehydrate(tools: Tools, server: FastMCP, settings: Sett
     assert int(await store.client().get(store.keys.ids("message"))) >= max(inbox)
 
 
+async def trim_hot_window(server: FastMCP, settings: Settings) -> None:
+    """trim_hot: with a window of one message per stream, a pass of the worker's trimmer moves the
+    persisted mail past it out of Redis (each project's batches in its own slot)."""
+    store = server.store  # type: ignore[attr-defined]
+    tight = settings.model_copy(update={"hot_inbox_max_messages": 1})
+    trimmer = HotTrimmer(tight, make_sync_client(store.redis_url), store.keys)
+    report = await asyncio.to_thread(trimmer.run_pass)
+    assert report.deleted >= 1 and report.complete
+    assert len(await hot_inbox_ids(server, "BlueLake")) == 1
+
+
+async def hot_inbox_ids(server: FastMCP, name: str) -> list[str]:
+    store = server.store  # type: ignore[attr-defined]
+    return [fields["m"] for _, fields in await store.client().xrange(store.keys.inbox(SLUG, name))]
+
+
 async def hard_delete(tools: Tools, other: str) -> None:
     """hard_delete_agent in BlueLake's project, then link_forget in RedFox's: RedFox's link to
     BlueLake, kept there, goes too (a step in the other project's slot)."""
@@ -441,6 +458,7 @@ async def test_every_script_runs_in_one_slot_on_a_cluster(
             await persistence(tools, server, settings)
             await purge(tools, server, other)
             await lose_redis_and_rehydrate(tools, server, settings)
+            await trim_hot_window(server, settings)
             await hard_delete(tools, other)
             await web_view(settings)
     finally:

@@ -11,6 +11,10 @@ PERSIST_RECONCILE_INTERVAL_SECONDS, it enqueues projects whose oldest pending en
 than PERSIST_RECONCILE_AGE_SECONDS and re-queues in-flight entries older than the drain time
 limit.
 
+The hot-window trimmer (broker/lifecycle/hot_window.py) runs on a thread of its own: every
+HOT_TRIM_INTERVAL_SECONDS (first one interval after start) a pass moves the messages past the
+hot window out of Redis, in short script calls, so it never holds a send or a drain up.
+
 Liveness: besides rq's own heartbeat (once per dequeue timeout), a heartbeat thread refreshes the
 worker's rq hash every PERSIST_WORKER_HEARTBEAT_SECONDS, also while a drain runs, and states that
 interval in the hash, so health (broker/persistence/state.py) notices a killed worker within a few
@@ -35,6 +39,7 @@ from rq.timeouts import TimerDeathPenalty
 from rq.worker import WorkerStatus
 
 from broker.config import Settings
+from broker.lifecycle.hot_window import HotTrimmer
 from broker.persistence.drain import Persister
 from broker.persistence.queue import DRAIN_TIMEOUT_SECONDS, PersistQueue
 from broker.persistence.ratelog import RateLimitedLog
@@ -121,6 +126,8 @@ class PersistenceWorker:
         self._stop = threading.Event()
         self._worker: PromptWorker | None = None
         self._reconciler: threading.Thread | None = None
+        self._trimmer: threading.Thread | None = None
+        self.trimmer = HotTrimmer(settings, self.persister.connection, self.persister.keys)
         self._thread: threading.Thread | None = None
         self._running: PromptWorker | None = None  # the worker while its work loop runs
 
@@ -152,6 +159,16 @@ class PersistenceWorker:
             except Exception as exc:  # keep the safety net running through Redis hiccups
                 _ratelog.warning("reconcile", "reconciler pass failed: %s", exc)
 
+    def _trim_forever(self) -> None:
+        while not self._stop.wait(self.settings.hot_trim_interval_seconds):
+            try:
+                report = self.trimmer.run_pass()
+            except Exception as exc:  # Redis away: the next pass goes on
+                _ratelog.warning("trim", "hot-window trim pass failed: %s", exc)
+                continue
+            if report.deleted:
+                log.info("hot-window trim moved %d message(s) out of Redis", report.deleted)
+
     def run(self, *, burst: bool = False) -> None:
         """Reconcile, then work the queue until stopped (or, with ``burst``, until it is empty)."""
         rq_log = logging.getLogger("rq")
@@ -173,6 +190,9 @@ class PersistenceWorker:
         if not burst and self._reconciler is None:
             self._reconciler = threading.Thread(target=self._reconcile_forever, name="persist-reconciler", daemon=True)
             self._reconciler.start()
+        if not burst and self._trimmer is None:
+            self._trimmer = threading.Thread(target=self._trim_forever, name="hot-trimmer", daemon=True)
+            self._trimmer.start()
         done = threading.Event()
         threading.Thread(target=self._beat, args=(worker, done), name="persist-heartbeat", daemon=True).start()
         try:

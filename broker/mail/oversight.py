@@ -71,8 +71,8 @@ async def outbox(store: Store, project_key: str, agent: str, limit: int = 50) ->
     recipients (one XREVRANGE and one pipelined read)."""
     name = validate_name(agent, "agent")
     slug = await project_slug(store, project_key)
-    ids = await store_views.sent_ids(store, slug=slug, name=name.lower(), since_us="", limit=limit)
-    page = await store_views.sent_messages(store, slug=slug, ids=ids, include_bodies=False)
+    sent = await store_views.sent_ids(store, slug=slug, name=name.lower(), since_us="", limit=limit)
+    page = await store_views.sent_messages(store, slug=slug, ids=sent.ids, include_bodies=False)
     return [{**sent.head, **sent.recipients} for sent in page.messages]
 
 

@@ -4,6 +4,7 @@
 -- With both filters it walks the agent's urgent messages and keeps those with the topic.
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
+-- KEYS[3]  cold hash (docs/data-model.md, "The hot window"): the inbox's mark is read with the page
 -- ARGV[1]  project key prefix "<p>:{slug}:"
 -- ARGV[2]  agent name (any case)
 -- ARGV[3]  SHA-256 hex of the token passed, "" for none
@@ -13,7 +14,8 @@
 -- ARGV[7]  "1" for urgent only (importance high or urgent)
 -- ARGV[8]  lower(topic) to match, "" for any
 -- ARGV[9]  "1" to include bodies
--- Returns {"ok", JSON array of inbox items} or an error table.
+-- Returns {"ok", JSON array of inbox items, the inbox's cold mark "in:<agent>" or ""} or an
+-- error table.
 -- @include lib/common.lua
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
@@ -44,4 +46,4 @@ while #items < limit do
     end
   end
 end
-return {"ok", "[" .. table.concat(items, ",") .. "]"}
+return {"ok", "[" .. table.concat(items, ",") .. "]", redis.call("HGET", KEYS[3], "in:" .. me) or ""}

@@ -3,6 +3,7 @@
 -- visible to the viewer and the work is bounded by the limit. Read-only.
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
+-- KEYS[3]  cold hash (docs/data-model.md, "The hot window"): its marks are read with the page
 -- ARGV[1]  project key prefix "<p>:{slug}:"
 -- ARGV[2]  viewer name (any case)
 -- ARGV[3]  SHA-256 hex of the token passed, "" for none
@@ -11,7 +12,8 @@
 -- ARGV[6]  limit (1..1000)
 -- ARGV[7]  since: epoch microseconds (exclusive), "" for all
 -- ARGV[8]  "1" to include bodies
--- Returns {"ok", JSON array text} or an error table.
+-- Returns {"ok", JSON array text, the viewer's inbox cold mark "in:<viewer>" or "", the
+-- project's cold mark "t" or ""} or an error table.
 -- @include lib/common.lua
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
@@ -50,4 +52,5 @@ for _, id in ipairs(merged) do
     table.insert(items, head)
   end
 end
-return {"ok", "[" .. table.concat(items, ",") .. "]"}
+local marks = redis.call("HMGET", KEYS[3], "in:" .. me, "t")
+return {"ok", "[" .. table.concat(items, ",") .. "]", marks[1] or "", marks[2] or ""}

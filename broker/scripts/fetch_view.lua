@@ -7,6 +7,7 @@
 -- however large the inbox is; older entries are not considered.
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
+-- KEYS[3]  cold hash (docs/data-model.md, "The hot window"): the inbox's mark is read with the walk
 -- ARGV[1]  project key prefix "<p>:{slug}:"
 -- ARGV[2]  agent name (any case)
 -- ARGV[3]  SHA-256 hex of the token passed, "" for none
@@ -16,8 +17,10 @@
 -- ARGV[7]  most entries to look at
 -- ARGV[8]  "ack" only: newest stream id to consider ("+" for all; an entry id is the creation ms)
 -- ARGV[9]  "ack" only: "newest" or "oldest" first
--- Returns {"ok", item JSON, read_ts or "", item JSON, read_ts or "", ...} (items carry kind,
--- no body) or an error table.
+-- Returns {"ok", the inbox's cold mark "in:<agent>" or "", entries looked at, where the walk
+-- stopped (the created_us of the last urgent index entry, or the last stream entry id; "" if
+-- none), "1" if it ran out of entries else "0", item JSON, read_ts or "", item JSON, read_ts or
+-- "", ...} (items carry kind, no body) or an error table.
 -- @include lib/common.lua
 local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
@@ -25,6 +28,7 @@ local prefix, me = ARGV[1], string.lower(agent.name)
 local limit, budget = tonumber(ARGV[6]), tonumber(ARGV[7])
 local CHUNK = 256
 local found = {}  -- {item, read_ts} pairs, newest first
+local seen, last, ended = 0, "", "0"
 
 local function item_of(id, fields)
   -- fields = HMGET msg head, rk:<me>, rt:<me>, at:<me>
@@ -34,11 +38,15 @@ end
 if ARGV[5] == "urgent-unread" then
   local unread = pkey(prefix, "unread:" .. me)
   local offset = 0
+  local urgent = pkey(prefix, "urgent:" .. me)
   while #found < limit and offset < budget do
-    local ids = redis.call("ZREVRANGE", pkey(prefix, "urgent:" .. me), offset, offset + math.min(CHUNK, budget - offset) - 1)
+    local want = math.min(CHUNK, budget - offset)
+    local ids = redis.call("ZREVRANGE", urgent, offset, offset + want - 1)
+    if #ids < want then ended = "1" end
     if #ids == 0 then break end
     offset = offset + #ids
     for _, id in ipairs(ids) do
+      seen, last = seen + 1, id
       if redis.call("SISMEMBER", unread, id) == 1 then
         local fields = redis.call("HMGET", pkey(prefix, "msg:" .. id), "head", "rk:" .. me, "rt:" .. me)
         if fields[1] and fields[2] then
@@ -48,15 +56,19 @@ if ARGV[5] == "urgent-unread" then
       end
     end
   end
+  if last ~= "" then last = redis.call("ZSCORE", urgent, last) or "" end
 else
   local newest_first = ARGV[9] == "newest"
   local inbox = pkey(prefix, "inbox:" .. me)
-  local upper, seen = ARGV[8], 0
+  local upper = ARGV[8]
   while seen < budget do
-    local entries = redis.call("XREVRANGE", inbox, upper, "-", "COUNT", math.min(CHUNK, budget - seen))
+    local want = math.min(CHUNK, budget - seen)
+    local entries = redis.call("XREVRANGE", inbox, upper, "-", "COUNT", want)
+    if #entries < want then ended = "1" end
     if #entries == 0 then break end
     seen = seen + #entries
-    upper = "(" .. entries[#entries][1]
+    last = entries[#entries][1]
+    upper = "(" .. last
     for _, entry in ipairs(entries) do
       local values = entry[2]
       local id, item
@@ -79,7 +91,7 @@ else
   end
 end
 
-local reply = {"ok"}
+local reply = {"ok", redis.call("HGET", KEYS[3], "in:" .. me) or "", seen, last, ended}
 for i = 1, math.min(#found, limit) do
   table.insert(reply, found[i][1])
   table.insert(reply, found[i][2])

@@ -58,9 +58,12 @@ end
 
 -- Delete one message everywhere in its project: hash, body, every recipient's inbox entry,
 -- unread/urgent/topic indexes, the sender's outbox entry and topic index, its thread index and
--- its pending-persistence entries. Returns {head JSON, recipients JSON, recipient count} or nil
+-- its pending-persistence entries. `entries` (optional) maps a stream key suffix ("inbox:<name>",
+-- "outbox:<name>") to the message's entry id there, when the caller already found it; a held
+-- message delivered on approval has its inbox entry id in dc:<name>; other entries are looked
+-- for around the creation time. Returns {head JSON, recipients JSON, recipient count} or nil
 -- when the message is already gone.
-local function delete_message(prefix, pending_key, id)
+local function delete_message(prefix, pending_key, id, entries)
   local msg_key = pkey(prefix, "msg:" .. id)
   local flat = redis.call("HGETALL", msg_key)
   redis.call("HDEL", pkey(prefix, "bodies"), id)
@@ -79,7 +82,12 @@ local function delete_message(prefix, pending_key, id)
     if string.sub(flat[i], 1, 3) == "rk:" then
       local r = string.sub(flat[i], 4)
       count = count + 1
-      stream_delete(pkey(prefix, "inbox:" .. r), created_ms, id)
+      local known = entries and entries["inbox:" .. r] or record["dc:" .. r]
+      if known then
+        redis.call("XDEL", pkey(prefix, "inbox:" .. r), known)
+      else
+        stream_delete(pkey(prefix, "inbox:" .. r), created_ms, id)
+      end
       redis.call("SREM", pkey(prefix, "unread:" .. r), id)
       redis.call("ZREM", pkey(prefix, "urgent:" .. r), id)
       if topic ~= "" then redis.call("ZREM", pkey(prefix, "rtopic:" .. r .. ":" .. topic), id) end
@@ -87,7 +95,12 @@ local function delete_message(prefix, pending_key, id)
     end
   end
   if record.sender then
-    stream_delete(pkey(prefix, "outbox:" .. record.sender), created_ms, id)
+    local known = entries and entries["outbox:" .. record.sender]
+    if known then
+      redis.call("XDEL", pkey(prefix, "outbox:" .. record.sender), known)
+    else
+      stream_delete(pkey(prefix, "outbox:" .. record.sender), created_ms, id)
+    end
     if topic ~= "" then redis.call("ZREM", pkey(prefix, "stopic:" .. record.sender .. ":" .. topic), id) end
   end
   if thread ~= "" then redis.call("ZREM", pkey(prefix, "thread:" .. thread), id) end

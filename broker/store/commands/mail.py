@@ -215,19 +215,20 @@ async def fetch_inbox_indexed(
     urgent_only: bool,
     topic: str,
     include_bodies: bool,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], str]:
     """An inbox page filtered by urgency and/or (lower-cased) topic, newest first, from the
-    per-agent indexes (fetch_inbox_indexed.lua). ``since_us`` "" for all. Refusals: the common codes."""
+    per-agent indexes (fetch_inbox_indexed.lua), and the inbox's cold mark read with it ("" for
+    none). ``since_us`` "" for all. Refusals: the common codes."""
     keys = store.keys
     reply = await store.run(
         "fetch_inbox_indexed",
-        [keys.project(slug), keys.agents(slug)],
+        [keys.project(slug), keys.agents(slug), keys.cold(slug)],
         [keys.project_prefix(slug), name, *credentials, limit, since_us,
          "1" if urgent_only else "0", topic, "1" if include_bodies else "0"],
     )  # fmt: skip
     accepted(reply)
     items: list[dict[str, Any]] = json.loads(reply[1])
-    return items
+    return items, reply[2]
 
 
 async def fetch_topic(
@@ -240,60 +241,78 @@ async def fetch_topic(
     limit: int,
     since_us: str,
     include_bodies: bool,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], str, str]:
     """Messages with one (lower-cased) topic the viewer sent or received, newest first
-    (fetch_topic.lua). Refusals: the common codes."""
+    (fetch_topic.lua), and the cold marks read with them: the viewer's inbox mark and the
+    project's ``t`` ("" for none). Refusals: the common codes."""
     keys = store.keys
     reply = await store.run(
         "fetch_topic",
-        [keys.project(slug), keys.agents(slug)],
+        [keys.project(slug), keys.agents(slug), keys.cold(slug)],
         [keys.project_prefix(slug), viewer, *credentials, topic, limit, since_us,
          "1" if include_bodies else "0"],
     )  # fmt: skip
     accepted(reply)
     items: list[dict[str, Any]] = json.loads(reply[1])
-    return items
+    return items, reply[2], reply[3]
 
 
 @dataclass(frozen=True, slots=True)
 class InboxPage:
-    """The newest entries of an agent's inbox stream (what ``inbox_items`` turns into items), and
-    the agent's record when it was read in the same round trip (None: not read, or no such agent)."""
+    """The newest entries of an agent's inbox stream (what ``inbox_items`` turns into items), the
+    agent's record when it was read in the same round trip (None: not read, or no such agent),
+    the stream ids of the entries, and the inbox's cold mark read with them ("" for none)."""
 
     entries: list[dict[str, str]]
     agent: StoredAgent | None
+    entry_ids: list[str]
+    mark: str
 
 
 async def inbox_page(store: Store, *, slug: str, name: str, since_us: str, limit: int, with_agent: bool) -> InboxPage:
     """Up to ``limit`` inbox entries, newest first, created strictly after ``since_us`` ("" for
-    all): one XREVRANGE (pipelined with the agent record's HGET when asked). Stream ids are the
-    server's millisecond clock, the one that stamps created_ts, so ``since_us`` bounds the range."""
+    all): one XREVRANGE and, in the same MULTI, the inbox's cold mark (and the agent record's
+    HGET when asked). Stream ids are the server's millisecond clock, the one that stamps
+    created_ts, so ``since_us`` bounds the range."""
     keys = store.keys
     lower = name.lower()
     inbox = keys.inbox(slug, lower)
     oldest = str(int(since_us) // 1000) if since_us else "-"
     record = None
+    pipe = store.client().pipeline(transaction=True)
+    pipe.hget(keys.cold(slug), f"in:{lower}")
     if with_agent:
-        pipe = store.client().pipeline(transaction=False)
         pipe.hget(keys.agents(slug), lower)
-        pipe.xrevrange(inbox, min=oldest, count=limit)
-        record, entries = await pipe.execute()
-    else:
-        entries = await store.client().xrevrange(inbox, min=oldest, count=limit)
-    selected = [fields for _entry_id, fields in entries]
+    pipe.xrevrange(inbox, min=oldest, count=limit)
+    replies = await pipe.execute()
+    mark, entries = replies[0], replies[-1]
+    if with_agent:
+        record = replies[1]
     if since_us:
         # Only entries of the boundary millisecond can be too old; they are the last ones.
         cutoff = int(since_us)
-        while selected and int(selected[-1]["f"].split("|", 1)[0]) <= cutoff:
-            selected.pop()
-    return InboxPage(selected, None if record is None else decode_agent(record))
+        while entries and int(entries[-1][1]["f"].split("|", 1)[0]) <= cutoff:
+            entries.pop()
+    return InboxPage(
+        [fields for _entry_id, fields in entries],
+        None if record is None else decode_agent(record),
+        [entry_id for entry_id, _fields in entries],
+        mark or "",
+    )
 
 
 async def inbox_items(
-    store: Store, *, slug: str, entries: list[dict[str, str]], include_bodies: bool
+    store: Store,
+    *,
+    slug: str,
+    entries: list[dict[str, str]],
+    include_bodies: bool,
+    gone: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Inbox items from inbox stream entries' fields, in the order given; bodies too large to be
-    copied into the entry are read from the project's bodies hash in one HMGET."""
+    copied into the entry are read from the project's bodies hash in one HMGET. A body no longer
+    there (its message left Redis after the entries were read) is "", and its item is added to
+    ``gone`` when given, for the caller to take the body from the index."""
     # One parse of the joined items is about twice as fast as a parse per item.
     items: list[dict[str, Any]] = json.loads("[" + ",".join([fields["j"] for fields in entries]) + "]")
     if include_bodies:
@@ -302,8 +321,27 @@ async def inbox_items(
         stored = dict(zip(large, await store.client().hmget(bodies, large), strict=True)) if large else {}
         for item, fields in zip(items, entries, strict=True):
             body = fields.get("b")
-            item["body_md"] = body if body is not None else (stored.get(fields["m"]) or "")
+            if body is None:
+                body = stored.get(fields["m"])
+                if body is None and gone is not None:
+                    gone.append(item)
+            item["body_md"] = body or ""
     return items
+
+
+async def receipts(store: Store, *, slug: str, name: str, ids: list[int]) -> dict[int, tuple[str | None, str | None]]:
+    """The agent's (read_ts, ack_ts) on each of the messages ``ids`` that Redis holds (a message
+    brought back into Redis after it left): one pipelined read; messages not there are left out."""
+    keys = store.keys
+    lower = name.lower()
+    pipe = store.client().pipeline(transaction=False)
+    for message_id in ids:
+        pipe.hmget(keys.message(slug, message_id), "head", f"rt:{lower}", f"at:{lower}")
+    found = {}
+    for message_id, (head, read_ts, ack_ts) in zip(ids, await pipe.execute(), strict=True):
+        if head is not None:
+            found[message_id] = (read_ts, ack_ts)
+    return found
 
 
 # -- routing ------------------------------------------------------------------------------------

@@ -25,6 +25,19 @@ class ViewItem:
     read_at: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ViewPage:
+    """A view's hot items, the inbox's cold mark read with them ("" for none), and where the
+    walk stopped: entries looked at, the last one's position (urgent index score, or stream
+    entry id; "" for none), and whether it ran out of entries."""
+
+    items: list[ViewItem]
+    mark: str
+    seen: int
+    last: str
+    ended: bool
+
+
 async def fetch_view(
     store: Store,
     *,
@@ -35,18 +48,19 @@ async def fetch_view(
     scan_entries: int,
     cutoff_ms: str = "+",
     order: str = "newest",
-) -> list[ViewItem]:
+) -> ViewPage:
     """The messages of one inbox view (fetch_view.lua, read-only): ``mode`` "urgent-unread" or
     "ack", looking at no more than ``scan_entries`` entries. ``viewer`` is authenticated already
     (no token check). Refusals: the common codes."""
     keys = store.keys
     reply = await store.run(
         "fetch_view",
-        [keys.project(slug), keys.agents(slug)],
+        [keys.project(slug), keys.agents(slug), keys.cold(slug)],
         [keys.project_prefix(slug), viewer, "", "0", mode, limit, scan_entries, cutoff_ms, order],
     )
     accepted(reply)
-    return [ViewItem(json.loads(reply[i]), reply[i + 1] or None) for i in range(1, len(reply), 2)]
+    items = [ViewItem(json.loads(reply[i]), reply[i + 1] or None) for i in range(5, len(reply), 2)]
+    return ViewPage(items, reply[1], int(reply[2]), str(reply[3]), reply[4] == "1")
 
 
 async def message_body(store: Store, *, slug: str, message_id: int) -> str:
@@ -73,12 +87,28 @@ async def _messages(
 
 
 # -- outbox -------------------------------------------------------------------------------------
-async def sent_ids(store: Store, *, slug: str, name: str, since_us: str, limit: int) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class SentIds:
+    """The newest sent message ids (with their entry ids and created_us), newest first, and the
+    outbox's cold mark read with them ("" for none)."""
+
+    ids: list[str]
+    entries: list[tuple[str, int]]  # (stream entry id, created_us) of each id
+    mark: str
+
+
+async def sent_ids(store: Store, *, slug: str, name: str, since_us: str, limit: int) -> SentIds:
     """Ids of the newest ``limit`` messages the agent sent, newest first, created strictly after
-    ``since_us`` ("" for all): one XREVRANGE of its outbox stream."""
+    ``since_us`` ("" for all): one XREVRANGE of its outbox stream, and in the same MULTI the
+    outbox's mark in the cold hash."""
     oldest = str(int(since_us) // 1000) if since_us else "-"
-    entries = await store.client().xrevrange(store.keys.outbox(slug, name), min=oldest, count=limit)
-    return [fields["m"] for _entry, fields in entries if not since_us or int(fields["c"]) > int(since_us)]
+    keys = store.keys
+    pipe = store.client().pipeline(transaction=True)
+    pipe.hget(keys.cold(slug), f"out:{name.lower()}")
+    pipe.xrevrange(keys.outbox(slug, name), min=oldest, count=limit)
+    mark, entries = await pipe.execute()
+    kept = [(entry, fields) for entry, fields in entries if not since_us or int(fields["c"]) > int(since_us)]
+    return SentIds([f["m"] for _e, f in kept], [(e, int(f["c"])) for e, f in kept], mark or "")
 
 
 @dataclass(frozen=True, slots=True)
