@@ -21,15 +21,18 @@ What is compared other than byte for byte, and why:
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
-from fastmcp import FastMCP
-from helpers import PROJECT, Tools, snapshot
+from cold_write_helpers import WINDOW, make_cold, window_mail
+from fastmcp import Client, FastMCP
+from helpers import PROJECT, Tools, drop_prefix, make_settings, snapshot
 from persist_helpers import hold_some, listing, run_worker, write_mail
 
 from broker.config import Settings
 from broker.lifecycle.rehydrate import rehydrate_all
+from broker.server import build_server
 
 pytestmark = pytest.mark.integration
 SLUG = "tmp-concurrent-test"
@@ -112,3 +115,49 @@ async def test_rehydrated_state_is_the_live_state(
     differ = {k: (before[k], v) for k, v in after.items() if before[k] != v}
     assert {k: v for k, v in differ.items() if not (v[1][0] == "stream" and same_stream(v[0][1], v[1][1]))} == {}
     assert await views(tools) == seen
+
+
+def same_cold(live: dict[str, str], rebuilt: dict[str, str]) -> bool:
+    """The cold hash: unread counts and ``t`` exact, stream marks to within the millisecond
+    stream ids may differ by (see the module's doc)."""
+    if set(live) != set(rebuilt):
+        return False
+    for name, value in live.items():
+        if name.startswith(("in:", "out:")):
+            if not 0 <= int(value.split("-")[0]) - int(rebuilt[name].split("-")[0]) <= 1:
+                return False
+        elif value != rebuilt[name]:
+            return False
+    return True
+
+
+async def test_rehydrated_hot_window_is_the_live_state_after_trimming(redis_url: str, tmp_path: Path) -> None:
+    """Under a window of 2 per inbox and outbox: the live state after the trimmer moved out what
+    no holder's window needs (tests/cold_write_helpers.py make_cold) is what rehydrate writes."""
+    settings = make_settings(redis_url, tmp_path, **WINDOW)
+    server = build_server(settings)
+    store = server.store  # type: ignore[attr-defined]
+    try:
+        async with Client(server) as client:
+            tools = Tools(client)
+            await tools.project()
+            for name in ("BlueLake", "GreenCastle", "alpha-one"):
+                await tools.agent(name)
+            mail = await window_mail(tools, PROJECT)
+            await run_worker(server, settings)
+            await make_cold(store, SLUG, mail["cold"])
+            prefix = store.keys.prefix
+            before = comparable(await snapshot(store), prefix)
+            await store.client().delete(*[key async for key in store.client().scan_iter(match=f"{prefix}:*")])
+            report = await rehydrate_all(settings, store.redis_url)
+            assert (report.messages, report.cold_messages) == (4, 2)
+            after = comparable(await snapshot(store), prefix)
+            assert sorted(after) == sorted(before), (set(before) - set(after), set(after) - set(before))
+            cold = store.keys.cold(SLUG)
+            assert same_cold(before[cold][1], after[cold][1]), (before[cold], after[cold])
+            differ = {k: (before[k], v) for k, v in after.items() if before[k] != v and k != cold}
+            assert {
+                k: v for k, v in differ.items() if not (v[1][0] == "stream" and same_stream(v[0][1], v[1][1]))
+            } == {}
+    finally:
+        await drop_prefix(store)

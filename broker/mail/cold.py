@@ -332,3 +332,28 @@ def source(store: Store) -> ColdSource:
         if found is None:
             found = _sources[store] = ColdSource(Index(store.settings.index_path))
         return found
+
+
+# Single messages and writes on them (branch cold-writes, which also named its module cold.py):
+# kept in broker/mail/cold_message.py and offered here under the names its callers use.
+from broker.mail.cold_message import (  # noqa: E402
+    ColdMessage,
+    get_message,
+    index_of,
+    indexed_message,
+    mark_message,
+    thread_messages,
+)
+
+__all__ = [
+    "ColdMessage",
+    "ColdSource",
+    "Ranked",
+    "get_message",
+    "index_of",
+    "indexed_message",
+    "mark_message",
+    "merge",
+    "source",
+    "thread_messages",
+]

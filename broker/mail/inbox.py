@@ -234,7 +234,7 @@ async def mark_message(
     auth = store.bindings.args(slug, name, registration_token)
     marked: Marked | Refusal
     try:
-        marked = await store_mail.mark_message(
+        marked = await cold.mark_message(
             store, slug=slug, name=name, credentials=auth, message_id=message_id, mode=mode
         )
     except Refusal as refused:

@@ -17,11 +17,13 @@ from broker.identity import refusals
 from broker.identity.agents import ensure_overseer
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
+from broker.mail import cold
 from broker.mail.inputs import check_recipient_count, check_text, check_thread_id, check_topic
 from broker.mail.outgoing import Outgoing, Sender
 from broker.mail.routing import parse_recipients
 from broker.mail.send import deliver
 from broker.store.commands import oversight as oversight_store
+from broker.store.commands import projects
 from broker.store.commands import views as store_views
 from broker.store.commands.oversight import InboxPage
 from broker.store.refusals import Refusal
@@ -94,7 +96,14 @@ async def thread(store: Store, project_key: str, thread_id: str) -> list[dict[st
         for sent in page.messages
         if sent.head["thread_id"] == tid or str(sent.head["id"]) == tid
     ]
-    return sorted(found, key=lambda item: (item["created_ts"], item["id"]))
+    # the part the trimmer moved to the index (read after the hot part: nothing falls between)
+    project_id = await projects.project_id(store, slug=slug)
+    seen = {int(item["id"]) for item in found}
+    for item in await cold.thread_messages(store, slug, project_id or 0, None, tid, MAX_THREAD_MESSAGES, True):
+        if item.id not in seen:
+            found.append({**item.head, **(item.recipients or {}), "body_md": item.body})
+    found.sort(key=lambda item: (item["created_ts"], item["id"]))
+    return found[-MAX_THREAD_MESSAGES:]
 
 
 async def send_as_overseer(store: Store, project_key: str, to: list[str], subject: str, body_md: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from broker.identity import refusals
 from broker.identity.limits import agent_limited, agent_spec
 from broker.identity.names import mistake_hint, validate_name
 from broker.identity.projects import project_slug
-from broker.mail import attachments, contacts, idempotency
+from broker.mail import attachments, cold, contacts, idempotency
 from broker.mail.idempotency import Idempotency
 from broker.mail.inputs import check_importance, check_recipient_count, check_text, check_thread_id, check_topic
 from broker.mail.outgoing import Outgoing, Sender
@@ -370,7 +370,10 @@ async def _visible_message(
 ) -> VisibleMessage:
     refused: Refusal
     try:
-        return await store_mail.get_message(store, slug=slug, viewer=viewer, credentials=auth, message_id=message_id)
+        visible, _body = await cold.get_message(
+            store, slug=slug, viewer=viewer, credentials=auth, message_id=message_id
+        )
+        return visible
     except Refusal as exc:
         refused = exc
     if refused.code == "NO_MESSAGE":

@@ -1,6 +1,8 @@
 -- mark_message: set a recipient's read (and for "ack", acknowledged) timestamp, once.
 -- Later calls return the original timestamps. A sender with no recipient entry gets "". A change
--- is announced on the project's doorbell channel.
+-- is announced on the project's doorbell channel. A message restored from the index
+-- (restore_message.lua: its hash has "cold") is counted in the cold hash's unread:<name> while
+-- unread, not in the unread set: its first read takes one off that count.
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
 -- KEYS[3]  pending-persistence zset
@@ -21,7 +23,7 @@ local agent, err = resolve_agent(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if err then return err end
 local prefix, id, name = ARGV[1], ARGV[5], string.lower(agent.name)
 local msg_key = pkey(prefix, "msg:" .. id)
-local state = redis.call("HMGET", msg_key, "sender", "rk:" .. name, "rt:" .. name, "at:" .. name)
+local state = redis.call("HMGET", msg_key, "sender", "rk:" .. name, "rt:" .. name, "at:" .. name, "cold")
 if not state[2] then
   if state[1] == name then return {"ok", "", "", "0", 0} end
   return {"NO_MESSAGE"}
@@ -32,7 +34,14 @@ local iso, _, ms = now()
 if not read_ts then
   read_ts = iso
   redis.call("HSET", msg_key, "rt:" .. name, iso)
-  redis.call("SREM", pkey(prefix, "unread:" .. name), id)
+  if state[5] then
+    local cold = pkey(prefix, "cold")
+    if tonumber(redis.call("HGET", cold, "unread:" .. name) or "0") > 0 then
+      redis.call("HINCRBY", cold, "unread:" .. name, -1)
+    end
+  else
+    redis.call("SREM", pkey(prefix, "unread:" .. name), id)
+  end
   changed = true
 end
 if ARGV[6] == "ack" and not ack_ts then

@@ -180,6 +180,11 @@ class Keys:
         window"): per-stream marks a read checks to know whether it must ask the index too."""
         return self.project_prefix(slug) + "cold"
 
+    def warm(self, slug: str) -> str:
+        """ZSET of ids of messages put back into Redis from the index for a write on them
+        (restore_message.lua), by the µs they came back; cool_messages.lua removes them again."""
+        return self.project_prefix(slug) + "warm"
+
     def reservation(self, slug: str, reservation_id: int | str) -> str:
         return f"{self.project_prefix(slug)}res:{reservation_id}"
 

@@ -217,13 +217,18 @@ async def project_with_agents(store: Store, *, slug: str) -> ProjectAgents | Non
 
 
 async def unread_counts(store: Store, *, slug: str, names: list[str]) -> list[int]:
-    """How many unread messages each agent has, in the order of ``names``."""
+    """How many unread messages each agent has, in the order of ``names``: its unread set (the
+    hot window's) plus the cold hash's unread:<name> (those the trimmer moved to the index),
+    read in one transaction, so a trim between them counts nothing twice or not at all."""
     if not names:
         return []
-    pipe = store.client().pipeline(transaction=False)
+    keys = store.keys
+    pipe = store.client().pipeline(transaction=True)
     for name in names:
-        pipe.scard(store.keys.unread(slug, name))
-    return list(await pipe.execute())
+        pipe.scard(keys.unread(slug, name))
+    pipe.hmget(keys.cold(slug), [f"unread:{name.lower()}" for name in names])
+    replies = await pipe.execute()
+    return [int(hot) + int(cold or 0) for hot, cold in zip(replies[:-1], replies[-1], strict=True)]
 
 
 # -- window identities --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from broker.store import keys as layout
@@ -39,6 +40,92 @@ class _StreamIds:
         ms, seq = (last_ms, last_seq + 1) if ms <= last_ms else (ms, 0)
         self._last[stream] = (ms, seq)
         return f"{ms}-{seq}"
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """A message as the send and mark scripts keep it in Redis, built from its index rows."""
+
+    message_id: int
+    created_us: int
+    head: str  # the head JSON, the very bytes the send script writes
+    fields: dict[str, str]  # the msg:<id> hash
+    body: str
+    sender: str  # the sender's name as registered
+    ident: str  # the hash's ``sender``: the lower name, or project:<slug>#<name> for another project's
+    foreign: bool  # the sender belongs to another project
+    lists: dict[str, list[str]]  # {to, cc, bcc} names
+    receivers: list[tuple[str, Row]]  # (name, recipient row) of each recipient still known
+
+
+def message_record(
+    message: Mapping[str, Any], agents: Mapping[int, Row], rows: list[Row], foreign: Mapping[int, Row]
+) -> MessageRecord:
+    """One message's Redis record from its index row, its recipient rows (``agents``: the
+    project's agents by id; ``foreign``: agents of other projects by id, with slug and
+    human_key). Used by rehydrate and by restore_message.lua's caller (broker/mail/cold.py)."""
+    message = dict(message)
+    found = foreign.get(message["sender_id"]) if message["sender_id"] not in agents else None
+    other = dict(found) if found is not None else None
+    sender = (other or agents.get(message["sender_id"], {})).get("name") or f"agent-{message['sender_id']}"
+    ident = layout.foreign_participant(other["slug"], sender) if other else sender.lower()
+    head_json = luajson.message_head(message, sender, other, json.loads(message["attachments"] or "[]"))
+    us = micros(message["created_ts"])
+    lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
+    fields: dict[str, str] = {}
+    receivers: list[tuple[str, Row]] = []
+    for row in rows:
+        name = agents.get(row["agent_id"], {}).get("name")
+        if name:
+            receivers.append((name, row))
+            lists[row["kind"]].append(name)
+            kind_field, read_field, ack_field = receipt_fields(name)
+            fields[kind_field] = row["kind"]
+            if row["read_ts"]:
+                fields[read_field] = row["read_ts"]
+            if row["ack_ts"]:
+                fields[ack_field] = row["ack_ts"]
+    fields = {
+        "head": head_json,
+        "sender": ident,
+        "recipients": luajson.recipients(lists),
+        "created_us": str(us),
+        **fields,
+    }
+    return MessageRecord(
+        message["id"], us, head_json, fields, message["body_md"] or "", sender, ident, other is not None, lists,
+        receivers,
+    )  # fmt: skip
+
+
+class ColdMarks:
+    """What rehydrate leaves in the index, as the trimmer would have marked it in the project's
+    ``cold`` hash (docs/data-model.md, "The hot window"): per inbox and outbox the newest
+    entry id left out, per agent how many left-out messages it had not read, and ``t``."""
+
+    def __init__(self, hot_ids: set[int]) -> None:
+        self._hot = hot_ids
+        self.fields: dict[str, str | int] = {}
+        self._unread: dict[str, int] = {}
+        self._t = 0
+
+    def keep(self, message_id: int) -> bool:
+        return message_id in self._hot
+
+    def trimmed(self, stream: str, name: str, entry_id: str, *, unread: bool) -> None:
+        self.fields[f"{stream}:{name.lower()}"] = entry_id  # ids come oldest first
+        if unread:
+            self._unread[name.lower()] = self._unread.get(name.lower(), 0) + 1
+
+    def newest(self, created_us: int) -> None:
+        self._t = max(self._t, created_us)
+
+    def mapping(self) -> dict[str, str | int]:
+        out = dict(self.fields)
+        out.update({f"unread:{name}": count for name, count in self._unread.items()})
+        if self._t:
+            out["t"] = str(self._t)
+        return out
 
 
 class Rebuild:
@@ -120,20 +207,25 @@ class Rebuild:
         agents: Mapping[int, Row],
         recipients: Mapping[int, list[Row]],
         foreign: Mapping[int, Row],
+        marks: ColdMarks | None = None,
     ) -> int:
         """The project's messages (index rows, oldest first) with their recipient rows: hash,
         body, inbox entries, unread, urgent and topic indexes, outboxes, thread indexes. Senders
         not in ``agents`` are looked up in ``foreign`` (agents of other projects, with slug and
-        human_key). Returns how many inbox entries were written."""
+        human_key). With ``marks``, only the messages it keeps are written; the others (whose
+        rows need no body) set the project's cold hash as the trimmer would have. Returns how
+        many inbox entries were written."""
         streams = _StreamIds()
         delivered = 0
         for start in range(0, len(messages), PIPELINE_CHUNK):
             pipe = self._client.pipeline(transaction=False)
             for message in messages[start : start + PIPELINE_CHUNK]:
                 delivered += self._message(
-                    pipe, slug, dict(message), agents, recipients.get(message["id"], []), streams, foreign
+                    pipe, slug, dict(message), agents, recipients.get(message["id"], []), streams, foreign, marks
                 )
             await pipe.execute()
+        if marks is not None and marks.mapping():
+            await self._client.hset(self.keys.cold(slug), mapping=marks.mapping())
         return delivered
 
     def _message(
@@ -145,57 +237,35 @@ class Rebuild:
         rows: list[Row],
         streams: _StreamIds,
         foreign: Mapping[int, Row],
+        marks: ColdMarks | None = None,
     ) -> int:
         """Queue the writes of one message; returns how many inbox entries it made. A sender of
-        another project gets the from_project fields and no outbox entry here."""
+        another project gets the from_project fields and no outbox entry here. With ``marks``,
+        a message left in the index (``marks.keep`` is False for it) only moves the cold marks
+        its stream entries would have had, and its thread participants."""
         keys = self.keys
-        found = foreign.get(message["sender_id"]) if message["sender_id"] not in agents else None
-        other = dict(found) if found is not None else None
-        sender = (other or agents.get(message["sender_id"], {})).get("name") or f"agent-{message['sender_id']}"
-        ident = layout.foreign_participant(other["slug"], sender) if other else sender.lower()
-        message_id = message["id"]
-        # the very bytes the send script writes (scripts match inside them: fetch_view.lua)
-        head_json = luajson.message_head(message, sender, other, json.loads(message["attachments"] or "[]"))
-        us = micros(message["created_ts"])
-        ms = us // 1000
-        lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
-        fields: dict[str, Any] = {}
-        for row in rows:
-            name = agents.get(row["agent_id"], {}).get("name")
-            if name:
-                lists[row["kind"]].append(name)
-                kind_field, read_field, ack_field = receipt_fields(name)
-                fields[kind_field] = row["kind"]
-                if row["read_ts"]:
-                    fields[read_field] = row["read_ts"]
-                if row["ack_ts"]:
-                    fields[ack_field] = row["ack_ts"]
-        pipe.hset(
-            keys.message(slug, message_id),
-            mapping={
-                "head": head_json,
-                "sender": ident,
-                "recipients": luajson.recipients(lists),
-                "created_us": str(us),
-                **fields,
-            },
-        )
-        body = message["body_md"] or ""
-        pipe.hset(keys.bodies(slug), str(message_id), body)
+        record = message_record(message, agents, rows, foreign)
+        message_id, us, ms = record.message_id, record.created_us, record.created_us // 1000
+        hot = marks is None or marks.keep(message_id)
+        if hot:
+            pipe.hset(keys.message(slug, message_id), mapping=record.fields)
+            pipe.hset(keys.bodies(slug), str(message_id), record.body)
         urgent = message["importance"] in ("high", "urgent")
         topic = message["topic"] or ""
         filter_text = f"{us}|{1 if urgent else 0}|{topic.lower()}"
-        inline = len(body.encode()) <= INLINE_BODY_BYTES
+        inline = len(record.body.encode()) <= INLINE_BODY_BYTES
         delivered = 0
-        for row in rows:
-            name = agents.get(row["agent_id"], {}).get("name")
-            if not name:
-                continue
+        for name, row in record.receivers:
             inbox = keys.inbox(slug, name)
-            entry = {"m": str(message_id), "f": filter_text, "j": luajson.inbox_item(head_json, row["kind"])}
+            entry_id = streams.next(inbox, ms)
+            if not hot:
+                assert marks is not None
+                marks.trimmed("in", name, entry_id, unread=not row["read_ts"])
+                continue
+            entry = {"m": str(message_id), "f": filter_text, "j": luajson.inbox_item(record.head, row["kind"])}
             if inline:
-                entry["b"] = body
-            pipe.xadd(inbox, entry, id=streams.next(inbox, ms))
+                entry["b"] = record.body
+            pipe.xadd(inbox, entry, id=entry_id)
             if not row["read_ts"]:
                 pipe.sadd(keys.unread(slug, name), str(message_id))
             if urgent:
@@ -203,14 +273,23 @@ class Rebuild:
             if topic:
                 pipe.zadd(keys.received_topic(slug, name, topic), {str(message_id): us})
             delivered += 1
-        if not other:
-            outbox = keys.outbox(slug, sender)
-            pipe.xadd(outbox, {"m": str(message_id), "c": str(us)}, id=streams.next(outbox, ms))
-            if topic:
-                pipe.zadd(keys.sent_topic(slug, sender, topic), {str(message_id): us})
+        if not record.foreign:
+            outbox = keys.outbox(slug, record.sender)
+            entry_id = streams.next(outbox, ms)
+            if hot:
+                pipe.xadd(outbox, {"m": str(message_id), "c": str(us)}, id=entry_id)
+                if topic:
+                    pipe.zadd(keys.sent_topic(slug, record.sender, topic), {str(message_id): us})
+            else:
+                assert marks is not None
+                marks.trimmed("out", record.sender, entry_id, unread=False)
+        if not hot:
+            assert marks is not None
+            marks.newest(us)
         if message["thread_id"]:
-            pipe.zadd(keys.thread(slug, message["thread_id"]), {str(message_id): us})
-            members = [ident] + [n.lower() for kind in lists.values() for n in kind]
+            if hot:
+                pipe.zadd(keys.thread(slug, message["thread_id"]), {str(message_id): us})
+            members = [record.ident] + [n.lower() for kind in record.lists.values() for n in kind]
             pipe.sadd(keys.thread_participants(slug, message["thread_id"]), *members)
         return delivered
 
