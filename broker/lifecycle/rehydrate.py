@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker.config import Settings
+from broker.mail.cold_message import recipient_order
 from broker.persistence.index import Index
 from broker.reservations import globs
 from broker.store.commands.rehydrate import ColdMarks, Rebuild
@@ -185,7 +186,7 @@ async def rehydrate_project(
     recipients: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in index.query(
         "SELECT r.* FROM message_recipients r JOIN messages m ON m.id = r.message_id "
-        "WHERE m.project_id = :pid ORDER BY r.rowid",
+        f"WHERE m.project_id = :pid ORDER BY {recipient_order(index)}",
         {"pid": pid},
     ):
         recipients[row["message_id"]].append(dict(row))

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.persistence.index import Index
+from broker.mail.cold_message import recipient_order
+from broker.persistence.index import Index, shared_index
 from broker.store.store import Store
 from broker.store.times import micros
 
@@ -281,7 +282,7 @@ class ColdSource:
             marks = ", ".join(f":m{n}" for n in range(len(chunk)))
             rows = self._query(
                 f"SELECT r.message_id, r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id "
-                f"WHERE r.message_id IN ({marks}) ORDER BY r.message_id, {RECIPIENT_ORDER}",
+                f"WHERE r.message_id IN ({marks}) ORDER BY r.message_id, {recipient_order(self.index)}",
                 {f"m{n}": message_id for n, message_id in enumerate(chunk)},
             )
             for row in rows:
@@ -330,7 +331,7 @@ def source(store: Store) -> ColdSource:
     with _sources_lock:
         found = _sources.get(store)
         if found is None:
-            found = _sources[store] = ColdSource(Index(store.settings.index_path))
+            found = _sources[store] = ColdSource(shared_index(store.settings))
         return found
 
 

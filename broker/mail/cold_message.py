@@ -20,7 +20,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from broker.persistence.index import Index
+from broker.persistence.index import Index, shared_index
 from broker.store import luajson
 from broker.store.commands import cold as store_cold
 from broker.store.commands import mail as store_mail
@@ -40,10 +40,18 @@ def index_of(store: Store) -> Index:
     """The index this store's process reads (one per store; schema created on first use)."""
     index = _indexes.get(store)
     if index is None:
-        index = Index(store.settings.index_path)
+        index = shared_index(store.settings)
         index.ensure_schema()
         _indexes[store] = index
     return index
+
+
+def recipient_order(index: Index) -> str:
+    """broker/mail/cold.py's RECIPIENT_ORDER on this index's engine. PostgreSQL has no rowid: ``ctid`` is the row's place
+    in the table, insertion order until the row is updated (a read or ack moves it to the end),
+    so a multi-recipient message read cold from PostgreSQL may list a recipient who read it
+    after the others of its kind. A recipient position column would fix it (not done yet)."""
+    return "r.ctid" if index.dialect == "postgresql" else "r.rowid"
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,7 @@ def _lookup(index: Index, slug: str, message_id: int) -> ColdMessage | None:
         dict(row)
         for row in index.query(
             "SELECT r.message_id, r.agent_id, r.kind, r.read_ts, r.ack_ts, a.name FROM message_recipients r "
-            "JOIN agents a ON a.id = r.agent_id WHERE r.message_id = :id ORDER BY r.rowid",
+            "JOIN agents a ON a.id = r.agent_id WHERE r.message_id = :id ORDER BY " + recipient_order(index),
             {"id": message_id},
         )
     ]
@@ -191,7 +199,7 @@ def _thread_items(
         names = {f"i{n}": row["id"] for n, row in enumerate(rows)}
         for row in index.query(
             "SELECT r.message_id, r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id "
-            f"WHERE r.message_id IN ({', '.join(':' + name for name in names)}) ORDER BY r.rowid",
+            f"WHERE r.message_id IN ({', '.join(':' + name for name in names)}) ORDER BY {recipient_order(index)}",
             names,
         ):
             lists.setdefault(row["message_id"], {"to": [], "cc": [], "bcc": []})[row["kind"]].append(row["name"])
