@@ -16,7 +16,7 @@ import pytest
 from fastmcp import FastMCP
 from helpers import PROJECT, Tools, make_settings
 from persist_helpers import index_rows, run_worker
-from pg_throwaway import throwaway_database
+from pg_helpers import throwaway_database
 
 from broker.config import Settings
 from broker.persistence.archive import Archive, ArchiveMessage

@@ -17,7 +17,7 @@ from broker.identity import refusals
 from broker.identity.agents import ensure_overseer
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
-from broker.mail import cold
+from broker.mail import cold, oversight_cold, views
 from broker.mail.inputs import check_recipient_count, check_text, check_thread_id, check_topic
 from broker.mail.outgoing import Outgoing, Sender
 from broker.mail.routing import parse_recipients
@@ -59,23 +59,33 @@ async def inbox_page(
         raise BrokerError("INVALID_LIMIT", f"limit must be between 1 and {MAX_PAGE}, got {limit}.")
     name = validate_name(agent, "agent") if agent else ""
     slug = await project_slug(store, project_key)
+    topic = check_topic(topic)
     try:
-        return await oversight_store.project_inbox(
+        page = await oversight_store.project_inbox(
             store, slug=slug, agent=name, cursor=cursor, importance=importance, unread_only=unread_only,
-            topic=check_topic(topic), limit=limit, scan_entries=SCAN_ENTRIES_PER_AGENT,
+            topic=topic, limit=limit, scan_entries=SCAN_ENTRIES_PER_AGENT,
         )  # fmt: skip
     except Refusal:
         raise await refusals.project_not_found(store, project_key) from None
+    upper = oversight_cold.reaches(page, limit)
+    if upper is None:
+        return page
+    # the part the trimmer moved to the index, at or below the mark read with the page
+    source = cold.source(store)
+    rows = await source.run(
+        oversight_cold.cold_rows, source, slug=slug, agent=name, upper_us=upper, cursor=cursor,
+        importance=importance, unread_only=unread_only, topic=topic or "", limit=limit + 1,
+    )  # fmt: skip
+    return oversight_cold.merged(page, rows, limit)
 
 
 async def outbox(store: Store, project_key: str, agent: str, limit: int = 50) -> list[dict[str, Any]]:
     """The newest ``limit`` messages ``agent`` sent in its project, newest first, with their
-    recipients (one XREVRANGE and one pipelined read)."""
+    recipients (one XREVRANGE and one pipelined read, and the index for what left Redis)."""
     name = validate_name(agent, "agent")
     slug = await project_slug(store, project_key)
-    sent = await store_views.sent_ids(store, slug=slug, name=name.lower(), since_us="", limit=limit)
-    page = await store_views.sent_messages(store, slug=slug, ids=sent.ids, include_bodies=False)
-    return [{**sent.head, **sent.recipients} for sent in page.messages]
+    _human_key, items = await views.sent_items(store, slug, name.lower(), "", limit, False)
+    return items
 
 
 async def thread(store: Store, project_key: str, thread_id: str) -> list[dict[str, Any]]:

@@ -198,8 +198,19 @@ async def outbox_view(
     is their sender) and archive ``commit``."""
     since = since_micros(since_ts)
     viewer = await authenticate(store, project, agent, token, resource)
-    slug = viewer.slug
-    sent_ids = await store_views.sent_ids(store, slug=slug, name=viewer.lower, since_us=since, limit=limit)
+    human_key, items = await sent_items(store, viewer.slug, viewer.lower, since, limit, include_bodies)
+    await attach_commits(store, viewer.slug, items, False)
+    return listing(human_key or viewer.slug, viewer, items)
+
+
+async def sent_items(
+    store: Store, slug: str, lower: str, since: str, limit: int, include_bodies: bool
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """The project's human key and the newest ``limit`` messages agent ``lower`` sent (created
+    after ``since`` µs, "" for any), newest first, with every recipient: the hot page, merged
+    with the index's rows at or below the outbox's cold mark when the page reaches it (also
+    the overseers' outbox page, broker/mail/oversight.py)."""
+    sent_ids = await store_views.sent_ids(store, slug=slug, name=lower, since_us=since, limit=limit)
     ids = sent_ids.ids
     page = await store_views.sent_messages(store, slug=slug, ids=ids, include_bodies=include_bodies)
     held = {int(sent.head["id"]): sent for sent in page.messages}
@@ -227,13 +238,11 @@ async def outbox_view(
         assert upper is not None
         source = cold.source(store)
         rows = await source.run(
-            source.sent, slug=slug, name=viewer.lower, upper_us=upper, limit=limit, since_us=since,
+            source.sent, slug=slug, name=lower, upper_us=upper, limit=limit, since_us=since,
             include_bodies=include_bodies,
         )  # fmt: skip
         hot = cold.merge(hot, rows, limit)
-    items = [ranked.item for ranked in hot]
-    await attach_commits(store, slug, items, False)
-    return listing(page.human_key or slug, viewer, items)
+    return page.human_key, [ranked.item for ranked in hot]
 
 
 # -- one message, one thread ------------------------------------------------------------------

@@ -11,6 +11,8 @@
 -- many entries however large the project is; with no filter a walk stops soon after ARGV[7] + 1.
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
+-- KEYS[3]  the project's cold hash (docs/data-model.md, "The hot window"): its mark "t" is read
+--          with the page, so the caller merges the index's rows at or below it without a gap
 -- ARGV[1]  project key prefix "<p>:{slug}:" (inbox:, unread:, msg:)
 -- ARGV[2]  lower-cased agent name to list only its inbox, "" for every agent of the project
 -- ARGV[3]  cursor "<created_us>:<message id>": only older rows, "" for the newest
@@ -19,8 +21,11 @@
 -- ARGV[6]  lower-cased topic to keep, "" for any
 -- ARGV[7]  rows per page (1..1000)
 -- ARGV[8]  most inbox entries one agent's walk looks at
+-- A message several agents of the project received is listed once, with the kind of the first
+-- of to, cc, bcc it was received as (the index's read does the same: broker/mail/oversight_cold.py).
 -- Returns {"ok", human_key, "1" if every walk ended before its budget else "0", "1" if there
--- are more rows after this page else "0", then per row: created_us, inbox item JSON (the kind is
+-- are more rows after this page else "0", the cold mark "t" (created_us of the newest message
+-- trimmed from Redis, "" if none), then per row: created_us, inbox item JSON (the kind is
 -- that of the first inbox it was met in), recipients JSON {to, cc, bcc}, receipts JSON
 -- {<lower name>: [read_ts or "", ack_ts or ""]}} or {"NO_PROJECT"}.
 -- @include lib/common.lua
@@ -48,7 +53,8 @@ local filtering = importance ~= nil or unread_only or topic ~= ""
 local names
 if ARGV[2] ~= "" then names = {ARGV[2]} else names = redis.call("HKEYS", KEYS[2]) end
 
-local rows, complete = {}, true
+local rows, best, complete = {}, {}, true
+local KIND_RANK = {to = 0, cc = 1, bcc = 2}
 local function walk(lower)
   local inbox, unread = pkey(prefix, "inbox:" .. lower), pkey(prefix, "unread:" .. lower)
   local upper = before_us and string.format("%d", math.floor(before_us / 1000) + SLACK_MS) or "+"
@@ -75,7 +81,15 @@ local function walk(lower)
       if keep and topic ~= "" then keep = string.match(filter, "^[^|]*|[^|]*|(.*)$") == topic end
       if keep and unread_only then keep = redis.call("SISMEMBER", unread, id) == 1 end
       if keep then
-        table.insert(rows, {us, n, id, item})
+        -- one row per message: of the inboxes it is in, the kind named first (to, then cc, bcc)
+        local rank = KIND_RANK[string.match(item, '"kind":"(%a+)"') or ""] or 3
+        local at = best[id]
+        if at == nil then
+          table.insert(rows, {us, n, id, item, rank})
+          best[id] = #rows
+        elseif rank < rows[at][5] then
+          rows[at] = {us, n, id, item, rank}
+        end
         kept = kept + 1
         -- the oldest of the first ARGV[7] + 1 rows kept: no older than the page can reach
         if kept <= limit + 1 and (not oldest_kept or us < oldest_kept) then oldest_kept = us end
@@ -87,7 +101,8 @@ end
 for _, lower in ipairs(names) do walk(string.lower(lower)) end
 
 table.sort(rows, function(a, b) return newer(a[1], a[2], b[1], b[2]) end)
-local reply, listed, shown = {"ok", human_key, complete and "1" or "0", "0"}, {}, 0
+local cold_t = redis.call("HGET", KEYS[3], "t") or ""
+local reply, listed, shown = {"ok", human_key, complete and "1" or "0", "0", cold_t}, {}, 0
 for _, row in ipairs(rows) do
   if not listed[row[3]] then
     if shown == limit then reply[4] = "1" break end

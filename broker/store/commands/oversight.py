@@ -27,6 +27,7 @@ class InboxPage:
     rows: list[InboxRow]
     more: bool  # rows after this page exist
     complete: bool  # no agent's walk stopped at the scan budget (with filters, older matches may exist)
+    cold_t: str = ""  # the project's cold mark "t", read with the page ("" while nothing left Redis)
 
 
 async def project_inbox(
@@ -47,7 +48,7 @@ async def project_inbox(
     reply = accepted(
         await store.run(
             "project_inbox",
-            [keys.project(slug), keys.agents(slug)],
+            [keys.project(slug), keys.agents(slug), keys.cold(slug)],
             [
                 keys.project_prefix(slug),
                 agent.lower(),
@@ -61,11 +62,11 @@ async def project_inbox(
         )
     )
     rows = []
-    for i in range(4, len(reply), 4):
+    for i in range(5, len(reply), 4):
         item = json.loads(reply[i + 1])
         receipts = {name: (times[0], times[1]) for name, times in json.loads(reply[i + 3]).items()}
         rows.append(InboxRow(f"{reply[i]}:{item['id']}", item, json.loads(reply[i + 2]), receipts))
-    return InboxPage(reply[1], rows, reply[3] == "1", reply[2] == "1")
+    return InboxPage(reply[1], rows, reply[3] == "1", reply[2] == "1", reply[4])
 
 
 async def change_mark(store: Store, *, slug: str, now_us: int) -> str:
