@@ -155,3 +155,23 @@ async def test_a_deleted_message_takes_its_commit_row_with_it(
     index.close()
     left = [r["message_id"] for r in index_rows(settings, "SELECT message_id FROM message_commits")]
     assert victim not in left and len(left) == 2
+
+
+async def test_whois_lists_the_commits_that_carried_mail_without_the_archive(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings, tmp_path: Path
+) -> None:
+    await send_some(tools)
+    await run_worker(server, settings)
+    await tools.send("GreenCastle", ["BlueLake"], subject="Second batch")
+    await run_worker(server, settings)
+    with_archive = (await tools.call("whois", project_key=PROJECT, agent_name="BlueLake", commit_limit=50))[
+        "recent_commits"
+    ]
+    mail = {row["hexsha"] for row in index_rows(settings, "SELECT hexsha FROM message_commits")}
+    assert len(mail) == 2 and len(with_archive) > 2  # the first commits made the archive and profiles
+
+    shutil.move(settings.archive_path, tmp_path / "archive-elsewhere")
+    without = await tools.call("whois", project_key=PROJECT, agent_name="BlueLake", commit_limit=50)
+    assert without["recent_commits"] == [c for c in with_archive if c["hexsha"] in mail]
+    one = await tools.call("whois", project_key=PROJECT, agent_name="BlueLake", commit_limit=1)
+    assert one["recent_commits"] == without["recent_commits"][:1]

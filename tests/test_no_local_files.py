@@ -163,6 +163,10 @@ async def test_a_broker_without_local_files_answers_every_read(
                                            agent_name="GreenCastle", include_examples=True)  # fmt: skip
                 assert summary["summary"]["total_messages"] == 2
 
+                # whois lists the commits that carried mail, from the index
+                whois = await tools.call("whois", project_key=project, agent_name="GreenCastle", commit_limit=50)
+                assert {c["hexsha"] for c in whois["recent_commits"]} == {c["hexsha"] for c in from_git.values()}
+
                 # the web view shows the cold mail as it showed it hot
                 assert await web_pages(served.base, slug) == web_before
 

@@ -98,3 +98,27 @@ def read_rows(index: Any, ids: list[int], detailed: bool) -> dict[int, dict[str,
                 commit["diff_summary"] = {"hunks": 1 if lines else 0, "excerpt": ["+" + line for line in lines]}
             found[int(row["message_id"])] = commit
     return found
+
+
+def recent_rows(index: Any, limit: int, slug: str | None = None, name: str | None = None) -> list[dict[str, str]]:
+    """The newest archive commits that carried mail, as whois lists them (``{hexsha, summary,
+    authored_ts}``), for a broker without the archive: every project's, or only those of the
+    mail agent ``name`` of project ``slug`` sent or received. Commits that carried no message
+    (profiles, reservations) are not in the index. Commits of one second are ordered by their
+    newest message (a later batch carries later ids)."""
+    index.ensure_schema()  # a no-op once done in this process
+    where, params = "", {"limit": limit}
+    if slug is not None and name is not None:
+        where = (
+            "WHERE c.message_id IN (SELECT m.id FROM messages m JOIN agents a ON a.id = m.sender_id "
+            "JOIN projects p ON p.id = a.project_id WHERE p.slug = :slug AND a.name = :name "
+            "UNION SELECT r.message_id FROM message_recipients r JOIN agents a ON a.id = r.agent_id "
+            "JOIN projects p ON p.id = a.project_id WHERE p.slug = :slug AND a.name = :name) "
+        )
+        params.update(slug=slug, name=name)
+    rows = index.query(
+        f"SELECT c.hexsha, c.summary, c.authored_ts FROM message_commits c {where}"
+        "GROUP BY c.hexsha, c.summary, c.authored_ts ORDER BY c.authored_ts DESC, max(c.message_id) DESC LIMIT :limit",
+        params,
+    )
+    return [{"hexsha": row["hexsha"], "summary": row["summary"], "authored_ts": row["authored_ts"]} for row in rows]
