@@ -20,7 +20,7 @@ from pg_helpers import throwaway_database
 
 from broker.config import Settings
 from broker.persistence.archive import Archive, ArchiveMessage
-from broker.persistence.commit_rows import batch_rows, read_rows
+from broker.persistence.commit_rows import backfill, batch_rows, read_rows
 from broker.persistence.commits import message_commits
 from broker.persistence.index import Index
 
@@ -175,3 +175,18 @@ async def test_whois_lists_the_commits_that_carried_mail_without_the_archive(
     assert without["recent_commits"] == [c for c in with_archive if c["hexsha"] in mail]
     one = await tools.call("whois", project_key=PROJECT, agent_name="BlueLake", commit_limit=1)
     assert one["recent_commits"] == without["recent_commits"][:1]
+
+
+async def test_backfill_gives_an_older_index_its_commit_rows(
+    tools: Tools, trio: dict[str, Any], server: FastMCP, settings: Settings, tmp_path: Path
+) -> None:
+    await send_some(tools)
+    await run_worker(server, settings)
+    written = index_rows(settings, "SELECT * FROM message_commits ORDER BY message_id")
+    index = Index.from_settings(settings)
+    with index.transaction() as conn:  # an index written before migration 3
+        conn.execute("DELETE FROM message_commits")
+    assert backfill(index, settings.archive_path, chunk=2) == 3
+    assert backfill(index, settings.archive_path) == 0  # nothing left to give
+    index.close()
+    assert index_rows(settings, "SELECT * FROM message_commits ORDER BY message_id") == written

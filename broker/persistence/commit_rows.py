@@ -122,3 +122,38 @@ def recent_rows(index: Any, limit: int, slug: str | None = None, name: str | Non
         params,
     )
     return [{"hexsha": row["hexsha"], "summary": row["summary"], "authored_ts": row["authored_ts"]} for row in rows]
+
+
+def backfill(index: Any, root: Path, chunk: int = 500) -> int:
+    """Give every indexed message without a ``message_commits`` row the commit Git has for it
+    (``broker index backfill-commits``, run where the archive is: an index written before
+    migration 3, or mail brought in by the import). Messages the archive has no file of are
+    left without one. Returns the rows written."""
+    from broker.persistence.index.writes import INSERT_COMMIT
+
+    index.ensure_schema()
+    after, written = 0, 0
+    while True:
+        rows = index.query(
+            "SELECT m.id, m.subject, m.created_ts, p.slug FROM messages m JOIN projects p ON p.id = m.project_id "
+            "WHERE m.id > :after AND NOT EXISTS (SELECT 1 FROM message_commits c WHERE c.message_id = m.id) "
+            "ORDER BY m.id LIMIT :chunk",
+            {"after": after, "chunk": chunk},
+        )
+        if not rows:
+            return written
+        after = int(rows[-1]["id"])
+        by_slug: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_slug.setdefault(row["slug"], []).append(
+                {"id": int(row["id"]), "subject": row["subject"], "created_ts": row["created_ts"]}
+            )
+        found = []
+        for slug, items in by_slug.items():
+            for message_id, commit in message_commits(root, slug, items, detailed=True).items():
+                excerpt = [line[1:] for line in commit.get("diff_summary", {}).get("excerpt", [])]
+                found.append(_row(message_id, commit, excerpt))
+        if found:
+            with index.transaction() as conn:
+                conn.executemany(INSERT_COMMIT, found)
+            written += len(found)

@@ -67,6 +67,11 @@ TABLES = (
         "id project_id sender_id thread_id topic subject body_md importance ack_required created_ts attachments",
     ),
     _table("message_recipients", "message_id agent_id", "", "message_id agent_id kind read_ts ack_ts"),
+    # each message's archive commit (broker/persistence/commit_rows.py), so brokers on the copy
+    # show commit fields without the archive
+    _table(
+        "message_commits", "message_id", "hexsha", "message_id hexsha summary authored_ts insertions deletions excerpt"
+    ),
     _table(
         "file_reservations",
         "id",
