@@ -59,7 +59,9 @@ async def send_mail(tools: Tools, project: str) -> dict[str, int]:
     await send("reply", "GreenCastle", ["BlueLake"], subject="Re: Kickoff plan", body_md="agreed, kickoff",
                thread_id="T-1")  # fmt: skip
     for n in range(3, 9):
-        extra = {"topic": "plans"} if n % 2 else {}
+        extra: dict[str, Any] = {"topic": "plans"} if n % 2 else {}
+        if n == 3:
+            extra["ack_required"] = True  # left unacknowledged: the ack views list it
         await send(f"note{n}", "BlueLake", ["GreenCastle"], subject=f"Note {n}", body_md=f"note body {n}",
                    importance="urgent" if n == 4 else "normal", **extra)  # fmt: skip
     await tools.call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=ids["kickoff"])
@@ -89,13 +91,16 @@ async def every_read(client: Client, tools: Tools, project: str, ids: dict[str, 
         "outbox": await resource(client, f"resource://outbox/BlueLake{q}&include_bodies=true&limit=100"),
         "ack_required": await resource(client, f"resource://views/ack-required/GreenCastle{q}&limit=100"),
         "urgent_unread": await resource(client, f"resource://views/urgent-unread/GreenCastle{q}&limit=100"),
+        "acks_stale": await resource(client, f"resource://views/acks-stale/GreenCastle{q}&ttl_seconds=0&limit=100"),
+        "ack_overdue": await resource(client, f"resource://views/ack-overdue/GreenCastle{q}&ttl_minutes=0&limit=100"),
     }
 
 
 def without_commits(value: Any) -> Any:
-    """The reads with every ``commit`` field left out (filled only once the worker persisted)."""
+    """The reads with every ``commit`` field left out (filled only once the worker persisted),
+    and acks-stale's ``age_seconds`` (it grows while the test runs)."""
     if isinstance(value, dict):
-        return {k: without_commits(v) for k, v in value.items() if k != "commit"}
+        return {k: without_commits(v) for k, v in value.items() if k not in ("commit", "age_seconds")}
     if isinstance(value, list):
         return [without_commits(v) for v in value]
     return value
@@ -145,6 +150,9 @@ async def test_a_broker_without_local_files_answers_every_read(
                 # every read answers as before, the commit fields now filled from the index
                 assert without_commits(after) == without_commits(before)
                 assert len(after["fetch_inbox"]) == 7 and len(after["outbox"]["messages"]) == 7
+                for view in ("ack_required", "acks_stale", "ack_overdue"):
+                    assert [m["id"] for m in after[view]["messages"]] == [ids["note3"]], view
+                assert [m["id"] for m in after["urgent_unread"]["messages"]] == [ids["note4"]]
                 archive = worker_root / "archive"
                 items = after["mailbox_detailed"]["messages"]
                 from_git = message_commits(archive, slug, items, detailed=True)
