@@ -219,11 +219,11 @@ def worker(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
+    _check_index(settings)
     url, backend = resolve_redis_url(settings.data_redis_url, settings.storage_root)
     if url.startswith("memory://"):
         _say("no Redis to share: set REDIS_URL, or install redis-server for the embedded default")
         raise typer.Exit(2)
-    _check_index(settings)
     _say(f"storage: {backend}; archive {settings.archive_path}; index {settings.index_url_redacted}")
     runner = PersistenceWorker(settings, url)
     if burst:

@@ -56,8 +56,8 @@ def redacted(url: URL) -> str:
     """The URL as it may be shown: no password (``postgresql://user@host:5432/db``)."""
     if url.get_backend_name() == "sqlite":
         return f"sqlite:///{url.database}"
-    shown = url.set(drivername="postgresql", password=None, query={})
-    return shown.render_as_string(hide_password=True)
+    scheme = "postgresql" if url.drivername.lower() in POSTGRES_SCHEMES else url.drivername
+    return url._replace(drivername=scheme, password=None, query={}).render_as_string(hide_password=True)
 
 
 def _unsupported(url: URL | str, why: str) -> BrokerError:

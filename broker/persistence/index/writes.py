@@ -120,11 +120,20 @@ def write_batch(conn: Connection, batch: Batch) -> None:
     conn.executemany(UPSERT_AGENT, agents)
     conn.executemany(INSERT_MESSAGE, [_booleans(m, "ack_required") for m in batch.messages])
     conn.executemany(UPSERT_RECIPIENT, batch.recipients)
-    conn.executemany(ACTIVITY, [{"id": agent_id, "ts": ts} for agent_id, ts in batch.activity])
+    conn.executemany(ACTIVITY, [{"id": agent_id, "ts": ts} for agent_id, ts in _newest(batch.activity).items()])
     conn.executemany(UPSERT_RESERVATION, [_booleans(r, "exclusive") for r in batch.reservations])
     conn.executemany(UPSERT_LINK_PG if conn.dialect == "postgresql" else UPSERT_LINK, batch.links)
     if batch.commits:
         conn.executemany(INSERT_COMMIT, batch.commits)
+
+
+def _newest(activity: list[tuple[int, str]]) -> dict[int, str]:
+    """Each agent's newest activity time of the batch: one update per agent, not one per send."""
+    newest: dict[int, str] = {}
+    for agent_id, ts in activity:
+        if ts > newest.get(agent_id, ""):
+            newest[agent_id] = ts
+    return newest
 
 
 def _booleans(row: dict[str, Any], column: str) -> dict[str, Any]:
