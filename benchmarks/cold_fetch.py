@@ -27,6 +27,7 @@ from fastmcp import Client
 
 from benchmarks.common import bench_settings, interleaved, machine_load, percentile, redis_url
 from broker.lifecycle.hot_window import HotTrimmer
+from broker.mail import inbox
 from broker.server import build_server
 from broker.store.clients import make_sync_client
 from workers.runner import PersistenceWorker
@@ -92,6 +93,13 @@ async def run(rounds: int, others_per_message: int) -> None:
             samples = await interleaved(
                 {"hot": lambda: fetch(hot_reader), "cold": lambda: fetch(cold_reader)}, rounds, rotate=True
             )
+
+            def direct(reader: str) -> Any:  # the read itself, without the MCP layer around it
+                return inbox.fetch_inbox(store, PROJECT, reader, PAGE, False, True, None, None, None)
+
+            bare = await interleaved(
+                {"hot": lambda: direct(hot_reader), "cold": lambda: direct(cold_reader)}, rounds, rotate=True
+            )
         await store.close()
     hot50, cold50 = percentile(samples["hot"], 50) * 1e3, percentile(samples["cold"], 50) * 1e3
     hot95, cold95 = percentile(samples["hot"], 95) * 1e3, percentile(samples["cold"], 95) * 1e3
@@ -103,6 +111,9 @@ async def run(rounds: int, others_per_message: int) -> None:
     print(f"fetch_inbox ({PAGE}, with bodies) hot   p50 {hot50:7.3f} ms  p95 {hot95:7.3f} ms")
     print(f"fetch_inbox ({PAGE}, with bodies) cold  p50 {cold50:7.3f} ms  p95 {cold95:7.3f} ms")
     print(f"cold / hot p50 ratio {ratio:5.2f}x (target <= {TARGET}x: {verdict})")
+    hot50, cold50 = percentile(bare["hot"], 50) * 1e3, percentile(bare["cold"], 50) * 1e3
+    print(f"without the MCP layer (broker.mail.inbox.fetch_inbox): hot p50 {hot50:6.3f} ms, cold p50 "
+          f"{cold50:6.3f} ms, ratio {cold50 / hot50:5.2f}x")  # fmt: skip
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker.config import Settings
-from broker.mail.cold_message import recipient_order
+from broker.mail.cold import recipient_order
 from broker.persistence.index import Index
 from broker.reservations import globs
 from broker.store.commands.rehydrate import ColdMarks, Rebuild

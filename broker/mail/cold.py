@@ -1,360 +1,238 @@
-"""Cold mail: the messages the hot-window trimmer moved out of Redis, read back from the index.
+"""Single messages the hot-window trimmer moved out of Redis (docs/data-model.md, "The hot
+window"): reading one (get_message's callers: the message resource, reply_message), a thread's
+cold part, and writes on one (mark read, acknowledge).
 
-A list read (fetch_inbox, fetch_topic, the inbox/mailbox/outbox resources, the inbox views)
-reads its hot page and the project's ``cold`` marks in one step (docs/data-model.md, "The hot
-window"). Only when a mark exists and the page can reach at or below it does it ask the index
-here for the newest rows at or below the mark with the same filters, then ``merge`` unites
-both: deduplicated by message id (the hot copy wins), ordered as the hot read orders, limit
-applied last. A trim between the two reads leaves no gap: the mark was read with the page, a
-message leaves Redis only once it is in the index, and every message trimmed after the page
-was read is on the page already.
-
-Items are built to equal the hot ones key for key and in the same key order (the head that
-send_message.lua writes, then ``kind``, then ``body_md``). Every query is one statement with
-joins and named parameters (portable between SQLite and PostgreSQL), run on a worker thread.
+A read that Redis answers NO_MESSAGE asks the index: the message row, its recipient rows and its
+sender, shown exactly as the hot record would be (broker/store/commands/rehydrate.py
+message_record builds the same bytes). A write puts the message's hash back into Redis first
+(restore_message.lua: no stream entry, no index entry, marked cold) and runs the write script
+again, so its change reaches the index and the archive through the outbox like any other, once.
+The persistence worker removes the restored hash again once the change is persisted
+(cool_messages.lua). Who may see or mark a message is decided as in the scripts: its sender or a
+recipient; a bcc recipient is shown only itself among the bcc (broker/mail/views.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import weakref
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from broker.mail.cold_message import recipient_order
 from broker.persistence.index import Index, shared_index
+from broker.store import luajson
+from broker.store.commands import cold as store_cold
+from broker.store.commands import mail as store_mail
+from broker.store.commands.mail import Marked, VisibleMessage
+from broker.store.commands.rehydrate import MessageRecord, message_record
+from broker.store.refusals import Refusal
 from broker.store.store import Store
 from broker.store.times import micros
 
-URGENT = ("high", "urgent")
+# A write retries after restoring at most this many times (a cool-down or trim in between).
+RESTORE_TRIES = 2
 
-# The columns of a message's head, its sender's name and project, as every cold query reads them.
-HEAD_COLUMNS = (
-    "m.id, m.project_id, m.sender_id, m.thread_id, m.topic, m.subject, m.importance, m.ack_required, "
-    "m.created_ts, m.attachments, s.name AS sender_name, sp.id AS sender_pid, sp.slug AS sender_slug, "
-    "sp.human_key AS sender_hk"
-)
-SENDER_JOIN = "JOIN agents s ON s.id = m.sender_id JOIN projects sp ON sp.id = s.project_id"
-# The viewing agent of the project (names are unique per project whatever their case).
-ME = "(SELECT a.id FROM agents a JOIN projects p ON p.id = a.project_id WHERE p.slug = :slug AND lower(a.name) = :me)"
-PROJECT = "(SELECT p.id FROM projects p WHERE p.slug = :slug)"
-NEWEST = "ORDER BY m.created_ts DESC, m.id DESC"
-# The order in which a message's recipients were named (to, cc, bcc each in the order of the
-# send). The index keeps it only as the rows' insertion order, which rehydrate reads the same
-# way (broker/lifecycle/rehydrate.py); change both together.
-RECIPIENT_ORDER = "r.rowid"
+_indexes: weakref.WeakKeyDictionary[Store, Index] = weakref.WeakKeyDictionary()
 
 
-# -- marks ----------------------------------------------------------------------------------------
-def entry_ms(entry_id: str) -> int:
-    """The millisecond part of a stream entry id "<ms>-<seq>"."""
-    return int(entry_id.split("-", 1)[0])
+def index_of(store: Store) -> Index:
+    """The index this store's process reads (one per store; schema created on first use)."""
+    index = _indexes.get(store)
+    if index is None:
+        index = shared_index(store.settings)
+        index.ensure_schema()
+        _indexes[store] = index
+    return index
 
 
-def mark_upper_us(entry_id: str | None) -> int | None:
-    """The newest created_us a message trimmed at or below stream entry ``entry_id`` can have:
-    an entry's id is its message's creation ms or later (held mail is delivered later)."""
-    if not entry_id:
+def recipient_order(index: Index) -> str:
+    """broker/mail/cold.py's RECIPIENT_ORDER on this index's engine. PostgreSQL has no rowid: ``ctid`` is the row's place
+    in the table, insertion order until the row is updated (a read or ack moves it to the end),
+    so a multi-recipient message read cold from PostgreSQL may list a recipient who read it
+    after the others of its kind. A recipient position column would fix it (not done yet)."""
+    return "r.ctid" if index.dialect == "postgresql" else "r.rowid"
+
+
+@dataclass(frozen=True)
+class ColdMessage:
+    """A message as the index has it: its Redis record (hash fields, head, body, recipients)."""
+
+    record: MessageRecord
+
+    def viewer_name(self, viewer: str) -> tuple[str, str | None] | None:
+        """(the viewer's name as registered, its recipient kind or None) when it is the sender
+        or a recipient, else None."""
+        lower = viewer.lower()
+        for name, row in self.record.receivers:
+            if name.lower() == lower:
+                return name, row["kind"]
+        if self.record.ident == lower:
+            return self.record.sender, None
         return None
-    return (entry_ms(entry_id) + 1) * 1000 - 1
+
+    def visible_to(self, viewer: str) -> VisibleMessage | None:
+        found = self.viewer_name(viewer)
+        if found is None:
+            return None
+        return VisibleMessage(json.loads(self.record.head), self.record.lists, self.record.ident, found[0], found[1])
 
 
-def upper_of_t(created_us: str | None) -> int | None:
-    """The project-wide mark ``t`` (created_us of the newest trimmed message) as a bound."""
-    return int(created_us) if created_us else None
-
-
-def iso(us: int) -> str:
-    """ISO-8601 text of epoch microseconds, as the index stores created_ts."""
-    seconds, rest = divmod(us, 1_000_000)
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest).isoformat()
-
-
-def reaches(page_oldest_us: int | None, page_full: bool, upper_us: int | None, since_us: str) -> bool:
-    """Whether a hot page (newest first; ``page_oldest_us`` the creation µs of its oldest item)
-    can reach messages at or below a mark whose bound is ``upper_us``: no mark, no; a full page
-    whose oldest item is newer than the bound, no; a ``since`` at or after the bound, no."""
-    if upper_us is None:
-        return False
-    if since_us and int(since_us) >= upper_us:
-        return False
-    return not (page_full and page_oldest_us is not None and page_oldest_us > upper_us)
-
-
-# -- merging --------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Ranked:
-    """An item with the key it is ordered by: (stream ms, created µs, id), newest first."""
-
-    key: tuple[int, int, int]
-    item: dict[str, Any]
-    extra: Any = None  # what a read returns beside the item (a view's read_at)
-
-
-def cold_key(created_us: int, message_id: int) -> tuple[int, int, int]:
-    return (created_us // 1000, created_us, message_id)
-
-
-def merge(hot: Sequence[Ranked], cold: Iterable[Ranked], limit: int, newest_first: bool = True) -> list[Ranked]:
-    """Union of a hot page and cold rows, each already in read order: the hot order is kept as
-    it is, cold rows go where their key falls, a cold row whose id is on the hot page is left
-    out, and the first ``limit`` are kept."""
-    seen = {int(r.item["id"]) for r in hot}
-    rest = [r for r in cold if int(r.item["id"]) not in seen]
-    out: list[Ranked] = []
-    i = j = 0
-    while len(out) < limit and (i < len(hot) or j < len(rest)):
-        if j >= len(rest):
-            out.append(hot[i])
-            i += 1
-        elif i >= len(hot):
-            out.append(rest[j])
-            j += 1
-        elif (hot[i].key >= rest[j].key) == newest_first:
-            out.append(hot[i])
-            i += 1
+def _lookup(index: Index, slug: str, message_id: int) -> ColdMessage | None:
+    found = index.query(
+        "SELECT m.* FROM messages m JOIN projects p ON p.id = m.project_id WHERE m.id = :id AND p.slug = :slug",
+        {"id": message_id, "slug": slug},
+    )
+    if not found:
+        return None
+    message = dict(found[0])
+    rows = [
+        dict(row)
+        for row in index.query(
+            "SELECT r.message_id, r.agent_id, r.kind, r.read_ts, r.ack_ts, a.name FROM message_recipients r "
+            "JOIN agents a ON a.id = r.agent_id WHERE r.message_id = :id ORDER BY " + recipient_order(index),
+            {"id": message_id},
+        )
+    ]
+    agents: dict[int, dict[str, Any]] = {row["agent_id"]: {"name": row["name"]} for row in rows}
+    foreign: dict[int, dict[str, Any]] = {}
+    for sender in index.query(
+        "SELECT a.id, a.name, a.project_id, p.slug, p.human_key FROM agents a "
+        "JOIN projects p ON p.id = a.project_id WHERE a.id = :id",
+        {"id": message["sender_id"]},
+    ):
+        if sender["project_id"] == message["project_id"]:
+            agents[sender["id"]] = {"name": sender["name"]}
         else:
-            out.append(rest[j])
-            j += 1
+            foreign[sender["id"]] = dict(sender)
+    return ColdMessage(message_record(message, agents, rows, foreign))
+
+
+async def indexed_message(store: Store, slug: str, message_id: int) -> ColdMessage | None:
+    """The message as the index has it (None when it has no such message in the project)."""
+    index = index_of(store)
+    return await asyncio.to_thread(_lookup, index, slug, message_id)
+
+
+async def get_message(
+    store: Store, *, slug: str, viewer: str, credentials: tuple[str, str], message_id: int
+) -> tuple[VisibleMessage, str | None]:
+    """One message its viewer sent or received, from Redis or else from the index, and its body
+    when it came from the index (None: read it from Redis). Refusals: as get_message.lua's."""
+    try:
+        visible = await store_mail.get_message(
+            store, slug=slug, viewer=viewer, credentials=credentials, message_id=message_id
+        )
+        return visible, None
+    except Refusal as refused:
+        if refused.code != "NO_MESSAGE":
+            raise
+        missing = refused
+    cold = await indexed_message(store, slug, message_id)
+    shown = cold.visible_to(viewer) if cold else None
+    if cold is None or shown is None:
+        raise missing
+    return shown, cold.record.body
+
+
+async def mark_message(
+    store: Store, *, slug: str, name: str, credentials: tuple[str, str], message_id: int, mode: str
+) -> Marked:
+    """mark_message on a message hot or cold: a cold one the agent received is put back into
+    Redis (restore_message.lua) and marked there; its sender, not a recipient, gets the empty
+    answer the script gives a sender. Refusals: as mark_message.lua's."""
+    for _ in range(RESTORE_TRIES + 1):
+        try:
+            return await store_mail.mark_message(
+                store, slug=slug, name=name, credentials=credentials, message_id=message_id, mode=mode
+            )
+        except Refusal as refused:
+            if refused.code != "NO_MESSAGE":
+                raise
+            missing = refused
+        cold = await indexed_message(store, slug, message_id)
+        found = cold.viewer_name(name) if cold else None
+        if cold is None or found is None:
+            raise missing
+        if found[1] is None:  # the sender: nothing to mark
+            return Marked(None, None, False)
+        await store_cold.restore_message(
+            store, slug=slug, message_id=message_id, fields=cold.record.fields, body=cold.record.body
+        )
+    raise missing
+
+
+# -- threads ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ThreadItem:
+    """A thread message as the index has it, shown as the hot record would be."""
+
+    created_us: int
+    id: int
+    head: dict[str, Any]
+    body: str
+    recipients: dict[str, list[str]] | None  # {to, cc, bcc} when asked for
+
+
+def _thread_items(
+    index: Index, project_id: int, viewer_id: int | None, thread_id: str, newest: int, with_recipients: bool
+) -> list[ThreadItem]:
+    """The thread's newest ``newest`` messages (with this thread_id, or whose id it is), oldest
+    first; only those the viewer sent or received unless ``viewer_id`` is None."""
+    numeric = int(thread_id) if thread_id.isascii() and thread_id.isdigit() and int(thread_id) < 2**63 else -1
+    visible = (
+        "AND (m.sender_id = :viewer OR EXISTS (SELECT 1 FROM message_recipients r "
+        "WHERE r.message_id = m.id AND r.agent_id = :viewer)) "
+        if viewer_id is not None
+        else ""
+    )
+    rows = index.query(
+        "SELECT m.*, a.name AS sender_name, a.project_id AS sender_pid, p.slug AS sender_slug, "
+        "p.human_key AS sender_hk FROM messages m JOIN agents a ON a.id = m.sender_id "
+        "JOIN projects p ON p.id = a.project_id "
+        f"WHERE m.project_id = :pid AND (m.thread_id = :tid OR m.id = :mid) {visible}"
+        "ORDER BY m.created_ts DESC, m.id DESC LIMIT :newest",
+        {"pid": project_id, "tid": thread_id, "mid": numeric, "viewer": viewer_id, "newest": newest},
+    )
+    lists: dict[int, dict[str, list[str]]] = {}
+    if with_recipients and rows:
+        names = {f"i{n}": row["id"] for n, row in enumerate(rows)}
+        for row in index.query(
+            "SELECT r.message_id, r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id "
+            f"WHERE r.message_id IN ({', '.join(':' + name for name in names)}) ORDER BY {recipient_order(index)}",
+            names,
+        ):
+            lists.setdefault(row["message_id"], {"to": [], "cc": [], "bcc": []})[row["kind"]].append(row["name"])
+    out = []
+    for row in reversed(rows):
+        message = dict(row)
+        other = None
+        if message["sender_pid"] != message["project_id"]:
+            other = {"slug": message["sender_slug"], "human_key": message["sender_hk"]}
+        attachments = json.loads(message["attachments"] or "[]")
+        head = luajson.message_head(message, message["sender_name"], other, attachments)
+        shown = lists.get(message["id"], {"to": [], "cc": [], "bcc": []}) if with_recipients else None
+        out.append(
+            ThreadItem(micros(message["created_ts"]), message["id"], json.loads(head), message["body_md"] or "", shown)
+        )
     return out
 
 
-# -- items ----------------------------------------------------------------------------------------
-def head_of(row: Any) -> dict[str, Any]:
-    """A message's head as send_message.lua writes it (lib/contacts.lua message_head)."""
-    head: dict[str, Any] = {
-        "id": int(row["id"]),
-        "project_id": int(row["project_id"]),
-        "sender_id": int(row["sender_id"]),
-        "thread_id": row["thread_id"] or None,
-        "topic": row["topic"] or None,
-        "subject": row["subject"],
-        "importance": row["importance"],
-        "ack_required": bool(row["ack_required"]),
-        "created_ts": row["created_ts"],
-        "attachments": json.loads(row["attachments"]) if row["attachments"] else [],
-        "from": row["sender_name"],
-    }
-    if int(row["sender_pid"]) != int(row["project_id"]):
-        head["from_project"] = row["sender_hk"]
-        head["from_project_slug"] = row["sender_slug"]
-        head["from_address"] = f"project:{row['sender_slug']}#{row['sender_name']}"
-    return head
-
-
-def _received_item(row: Any, bodies: bool, with_kind: bool = True) -> dict[str, Any]:
-    item = head_of(row)
-    if with_kind:
-        item["kind"] = row["kind"]
-    if bodies:
-        item["body_md"] = row["body_md"] or ""
-    return item
-
-
-# -- the source -----------------------------------------------------------------------------------
-class ColdSource:
-    """The index's answers to the list reads, for rows at or below a mark (µs bound)."""
-
-    def __init__(self, index: Index) -> None:
-        self.index = index
-        self._ready = False
-        self._lock = threading.Lock()
-
-    def _query(self, sql: str, params: dict[str, Any]) -> list[Any]:
-        if not self._ready:
-            with self._lock:
-                if not self._ready:
-                    self.index.ensure_schema()
-                    self._ready = True
-        return self.index.query(sql, params)
-
-    async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-
-    # received mail ------------------------------------------------------------------------------
-    def received(
-        self,
-        *,
-        slug: str,
-        name: str,
-        upper_us: int,
-        limit: int,
-        since_us: str = "",
-        urgent_only: bool = False,
-        topic: str = "",
-        include_bodies: bool = False,
-        with_kind: bool = True,
-    ) -> list[Ranked]:
-        """The agent's newest received messages created at or before ``upper_us`` with the
-        filters (``topic`` lower-cased, "" for any), newest first."""
-        where = ["r.agent_id = " + ME, "m.project_id = " + PROJECT, "m.created_ts <= :upper"]
-        params: dict[str, Any] = {"slug": slug, "me": name.lower(), "upper": iso(upper_us), "limit": limit}
-        if since_us:
-            where.append("m.created_ts > :since")
-            params["since"] = iso(int(since_us))
-        if urgent_only:
-            where.append("m.importance IN ('high', 'urgent')")
-        if topic:
-            where.append("lower(m.topic) = :topic")
-            params["topic"] = topic
-        body = ", m.body_md" if include_bodies else ""
-        rows = self._query(
-            f"SELECT {HEAD_COLUMNS}, r.kind{body} FROM message_recipients r JOIN messages m ON m.id = r.message_id "
-            f"{SENDER_JOIN} WHERE {' AND '.join(where)} {NEWEST} LIMIT :limit",
-            params,
-        )
-        return [
-            Ranked(cold_key(micros(row["created_ts"]), int(row["id"])), _received_item(row, include_bodies, with_kind))
-            for row in rows
-        ]
-
-    def view(
-        self, *, slug: str, name: str, upper_us: int, window: int, mode: str, limit: int, newest_first: bool
-    ) -> list[Ranked]:
-        """A view's cold rows among the agent's newest ``window`` received messages created at or
-        before ``upper_us``: "urgent-unread" (high/urgent, not read) or "ack" (ack-required, not
-        acknowledged); each Ranked carries the read_ts. The ``limit`` newest (or oldest)."""
-        urgent = " AND m.importance IN ('high', 'urgent')" if mode == "urgent-unread" else ""
-        keep = "c.read_ts IS NULL" if mode == "urgent-unread" else "c.ack_required AND c.ack_ts IS NULL"
-        order = "DESC" if newest_first else "ASC"
-        rows = self._query(
-            f"SELECT c.* FROM (SELECT {HEAD_COLUMNS}, r.kind, r.read_ts, r.ack_ts FROM message_recipients r "
-            f"JOIN messages m ON m.id = r.message_id {SENDER_JOIN} WHERE r.agent_id = {ME} "
-            f"AND m.project_id = {PROJECT} AND m.created_ts <= :upper{urgent} {NEWEST} LIMIT :window) c "
-            f"WHERE {keep} ORDER BY c.created_ts {order}, c.id {order} LIMIT :limit",
-            {"slug": slug, "me": name.lower(), "upper": iso(upper_us), "window": window, "limit": limit},
-        )
-        return [
-            Ranked(cold_key(micros(row["created_ts"]), int(row["id"])), _received_item(row, False), row["read_ts"])
-            for row in rows
-        ]
-
-    # sent mail ----------------------------------------------------------------------------------
-    def sent(
-        self,
-        *,
-        slug: str,
-        name: str,
-        upper_us: int,
-        limit: int,
-        since_us: str = "",
-        topic: str = "",
-        include_bodies: bool = False,
-        with_recipients: bool = True,
-    ) -> list[Ranked]:
-        """The agent's newest sent messages (of its own project) created at or before
-        ``upper_us``, newest first: heads with to/cc/bcc (as its sender sees them) when
-        ``with_recipients``, then body_md if asked."""
-        where = ["m.sender_id = " + ME, "m.project_id = " + PROJECT, "m.created_ts <= :upper"]
-        params: dict[str, Any] = {"slug": slug, "me": name.lower(), "upper": iso(upper_us), "limit": limit}
-        if since_us:
-            where.append("m.created_ts > :since")
-            params["since"] = iso(int(since_us))
-        if topic:
-            where.append("lower(m.topic) = :topic")
-            params["topic"] = topic
-        body = ", m.body_md" if include_bodies else ""
-        rows = self._query(
-            f"SELECT {HEAD_COLUMNS}{body} FROM messages m {SENDER_JOIN} WHERE {' AND '.join(where)} {NEWEST} "
-            "LIMIT :limit",
-            params,
-        )
-        named = self.recipients([int(row["id"]) for row in rows]) if with_recipients and rows else {}
-        ranked = []
-        for row in rows:
-            item = head_of(row)
-            if with_recipients:
-                item.update(named.get(int(row["id"]), {"to": [], "cc": [], "bcc": []}))
-            if include_bodies:
-                item["body_md"] = row["body_md"] or ""
-            ranked.append(Ranked(cold_key(micros(row["created_ts"]), int(row["id"])), item))
-        return ranked
-
-    def recipients(self, ids: list[int]) -> dict[int, dict[str, list[str]]]:
-        """message id -> {to, cc, bcc} names as registered, in the order they were named."""
-        found: dict[int, dict[str, list[str]]] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join(f":m{n}" for n in range(len(chunk)))
-            rows = self._query(
-                f"SELECT r.message_id, r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id "
-                f"WHERE r.message_id IN ({marks}) ORDER BY r.message_id, {recipient_order(self.index)}",
-                {f"m{n}": message_id for n, message_id in enumerate(chunk)},
-            )
-            for row in rows:
-                lists = found.setdefault(int(row["message_id"]), {"to": [], "cc": [], "bcc": []})
-                lists.setdefault(row["kind"], []).append(row["name"])
-        return found
-
-    def bodies(self, ids: list[int]) -> dict[int, str]:
-        """message id -> body_md, for messages whose body left Redis between two reads."""
-        found: dict[int, str] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join(f":m{n}" for n in range(len(chunk)))
-            rows = self._query(
-                f"SELECT id, body_md FROM messages WHERE id IN ({marks})",
-                {f"m{n}": message_id for n, message_id in enumerate(chunk)},
-            )
-            found.update({int(row["id"]): row["body_md"] or "" for row in rows})
-        return found
-
-    def heads(self, ids: list[int]) -> dict[int, dict[str, Any]]:
-        """message id -> head with to/cc/bcc, for sent messages that left Redis between two reads."""
-        found: dict[int, dict[str, Any]] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join(f":m{n}" for n in range(len(chunk)))
-            rows = self._query(
-                f"SELECT {HEAD_COLUMNS}, m.body_md FROM messages m {SENDER_JOIN} WHERE m.id IN ({marks})",
-                {f"m{n}": message_id for n, message_id in enumerate(chunk)},
-            )
-            named = self.recipients([int(row["id"]) for row in rows]) if rows else {}
-            for row in rows:
-                item = head_of(row)
-                item.update(named.get(int(row["id"]), {"to": [], "cc": [], "bcc": []}))
-                item["body_md"] = row["body_md"] or ""
-                found[int(row["id"])] = item
-        return found
-
-
-_sources: weakref.WeakKeyDictionary[Store, ColdSource] = weakref.WeakKeyDictionary()
-_sources_lock = threading.Lock()
-
-
-def source(store: Store) -> ColdSource:
-    """The store's cold source, on the index of its settings (one per store, opened lazily)."""
-    with _sources_lock:
-        found = _sources.get(store)
-        if found is None:
-            found = _sources[store] = ColdSource(shared_index(store.settings))
-        return found
-
-
-# Single messages and writes on them (branch cold-writes, which also named its module cold.py):
-# kept in broker/mail/cold_message.py and offered here under the names its callers use.
-from broker.mail.cold_message import (  # noqa: E402
-    ColdMessage,
-    get_message,
-    index_of,
-    indexed_message,
-    mark_message,
-    thread_messages,
-)
-
-__all__ = [
-    "ColdMessage",
-    "ColdSource",
-    "Ranked",
-    "get_message",
-    "index_of",
-    "indexed_message",
-    "mark_message",
-    "merge",
-    "source",
-    "thread_messages",
-]
+async def thread_messages(
+    store: Store,
+    slug: str,
+    project_id: int,
+    viewer_id: int | None,
+    thread_id: str,
+    newest: int,
+    with_recipients: bool = False,
+) -> list[ThreadItem]:
+    """The thread's newest ``newest`` messages the viewer sent or received (every one for
+    ``viewer_id`` None: the overseers' web view) as the index has them, oldest first. No index
+    read while nothing of the project was ever trimmed (no ``t`` in its cold hash): Redis holds
+    all of it. Call it after the hot read, so a message trimmed meanwhile is found here."""
+    if not await store_cold.trimmed_any(store, slug=slug):
+        return []
+    return await asyncio.to_thread(
+        _thread_items, index_of(store), project_id, viewer_id, thread_id, newest, with_recipients
+    )

@@ -9,7 +9,7 @@ from broker.identity import refusals
 from broker.identity.auth import check_token
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
-from broker.mail import cold
+from broker.mail import cold, cold_pages
 from broker.mail.inputs import check_limit, check_topic, since_micros
 from broker.store.commands import identity as identity_store
 from broker.store.commands import mail as store_mail
@@ -39,7 +39,7 @@ async def fetch_inbox(
     The agent record is read in the same round trip only when a token must be checked;
     otherwise only an empty page needs it (to tell "no mail" from "no such agent").
     Urgent and topic filters read the per-agent indexes in one script instead. Either read
-    carries the inbox's cold mark; only a page that reaches it asks the index (broker/mail/cold.py)."""
+    carries the inbox's cold mark; only a page that reaches it asks the index (broker/mail/cold_pages.py)."""
     slug = await project_slug(store, project_key)
     name = validate_name(agent_name)
     check_limit(limit)
@@ -56,9 +56,9 @@ async def fetch_inbox(
             await raise_refused(store, refused, slug, project_key)
         if digest:
             store.bindings.bind(slug, name)
-        upper = cold.mark_upper_us(mark)
-        oldest = cold.micros(items[-1]["created_ts"]) if items else None
-        if not cold.reaches(oldest, len(items) >= limit, upper, since):
+        upper = cold_pages.mark_upper_us(mark)
+        oldest = cold_pages.micros(items[-1]["created_ts"]) if items else None
+        if not cold_pages.reaches(oldest, len(items) >= limit, upper, since):
             return items
         assert upper is not None
         return await _with_cold(
@@ -72,48 +72,57 @@ async def fetch_inbox(
     if checked:
         await check_reader(store, slug, project_key, name, page.agent, digest, require)
         store.bindings.bind(slug, name)
-    elif not page.entries:
-        agent = await identity_store.stored_agent(store, slug=slug, name=name)
-        await check_reader(store, slug, project_key, name, agent, digest, require)
+    elif not page.entries and not page.mark:
+        await _check_exists(store, slug, project_key, name, digest, require)
     gone: list[dict[str, Any]] = []
     items = await store_mail.inbox_items(
         store, slug=slug, entries=page.entries, include_bodies=include_bodies, gone=gone
     )
     if gone:  # left Redis after the page was read: the index has them (persisted first)
         await _fill_bodies(store, gone)
-    upper = cold.mark_upper_us(page.mark)
-    oldest = cold.entry_ms(page.entry_ids[-1]) * 1000 + 999 if page.entry_ids else None
-    if not cold.reaches(oldest, len(items) >= limit, upper, since):
+    upper = cold_pages.mark_upper_us(page.mark)
+    oldest = cold_pages.entry_ms(page.entry_ids[-1]) * 1000 + 999 if page.entry_ids else None
+    if not cold_pages.reaches(oldest, len(items) >= limit, upper, since):
+        if not items and page.mark and not checked:
+            await _check_exists(store, slug, project_key, name, digest, require)
         return items
     assert upper is not None
     keys = [
-        (cold.entry_ms(entry_id), int(fields["f"].split("|", 1)[0]), int(fields["m"]))
+        (cold_pages.entry_ms(entry_id), int(fields["f"].split("|", 1)[0]), int(fields["m"]))
         for entry_id, fields in zip(page.entry_ids, page.entries, strict=True)
     ]
-    return await _with_cold(
+    items = await _with_cold(
         store, items, keys, slug=slug, name=name, upper_us=upper, limit=limit, since_us=since,
         include_bodies=include_bodies,
     )  # fmt: skip
+    if not items and not checked:  # "no mail" or "no such agent": the agent record tells
+        await _check_exists(store, slug, project_key, name, digest, require)
+    return items
+
+
+async def _check_exists(store: Store, slug: str, project_key: str, name: str, digest: str, require: str) -> None:
+    agent = await identity_store.stored_agent(store, slug=slug, name=name)
+    await check_reader(store, slug, project_key, name, agent, digest, require)
 
 
 def _by_created(item: dict[str, Any]) -> tuple[int, int, int]:
     """The merge key of an item ordered by creation (the urgent and topic indexes' score)."""
-    return cold.cold_key(cold.micros(item["created_ts"]), int(item["id"]))
+    return cold_pages.cold_key(cold_pages.micros(item["created_ts"]), int(item["id"]))
 
 
 async def _with_cold(
     store: Store, items: list[dict[str, Any]], keys: list[tuple[int, int, int]], **query: Any
 ) -> list[dict[str, Any]]:
     """The hot page ``items`` (merge ``keys`` beside them) united with the index's received rows
-    at or below the mark (cold.ColdSource.received's ``query``), limit applied last."""
-    source = cold.source(store)
+    at or below the mark (cold_pages.ColdSource.received's ``query``), limit applied last."""
+    source = cold_pages.source(store)
     rows = await source.run(source.received, **query)
-    hot = [cold.Ranked(key, item) for key, item in zip(keys, items, strict=True)]
-    return [ranked.item for ranked in cold.merge(hot, rows, query["limit"])]
+    hot = [cold_pages.Ranked(key, item) for key, item in zip(keys, items, strict=True)]
+    return [ranked.item for ranked in cold_pages.merge(hot, rows, query["limit"])]
 
 
 async def _fill_bodies(store: Store, items: list[dict[str, Any]]) -> None:
-    source = cold.source(store)
+    source = cold_pages.source(store)
     bodies = await source.run(source.bodies, [int(item["id"]) for item in items])
     for item in items:
         item["body_md"] = bodies.get(int(item["id"]), "")
@@ -190,27 +199,27 @@ async def fetch_topic(
         await raise_refused(store, refused, slug, project_key)
     if auth[0]:
         store.bindings.bind(slug, viewer)
-    received_upper, sent_upper = cold.mark_upper_us(in_mark), cold.upper_of_t(t_mark)
-    oldest = cold.micros(items[-1]["created_ts"]) if items else None
+    received_upper, sent_upper = cold_pages.mark_upper_us(in_mark), cold_pages.upper_of_t(t_mark)
+    oldest = cold_pages.micros(items[-1]["created_ts"]) if items else None
     full = len(items) >= limit
-    ask_received = cold.reaches(oldest, full, received_upper, since)
-    ask_sent = cold.reaches(oldest, full, sent_upper, since)
+    ask_received = cold_pages.reaches(oldest, full, received_upper, since)
+    ask_sent = cold_pages.reaches(oldest, full, sent_upper, since)
     if not (ask_received or ask_sent):
         return items
-    source = cold.source(store)
+    source = cold_pages.source(store)
     query = {"slug": slug, "name": viewer, "limit": limit, "since_us": since, "topic": topic.lower(),
              "include_bodies": include_bodies}  # fmt: skip
-    rows: list[cold.Ranked] = []
+    rows: list[cold_pages.Ranked] = []
     if ask_received:
         rows += await source.run(source.received, upper_us=received_upper, with_kind=False, **query)
     if ask_sent:
         rows += await source.run(source.sent, upper_us=sent_upper, with_recipients=False, **query)
     rows.sort(key=lambda ranked: ranked.key, reverse=True)
-    hot = [cold.Ranked(_by_created(item), item) for item in items]
-    return [ranked.item for ranked in cold.merge(hot, _unique(rows), limit)]
+    hot = [cold_pages.Ranked(_by_created(item), item) for item in items]
+    return [ranked.item for ranked in cold_pages.merge(hot, _unique(rows), limit)]
 
 
-def _unique(rows: list[cold.Ranked]) -> list[cold.Ranked]:
+def _unique(rows: list[cold_pages.Ranked]) -> list[cold_pages.Ranked]:
     """Rows without a second copy of the same message (a note to self is sent and received)."""
     seen: set[int] = set()
     kept = []

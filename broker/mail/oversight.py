@@ -17,15 +17,16 @@ from broker.identity import refusals
 from broker.identity.agents import ensure_overseer
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
-from broker.mail import cold, oversight_cold, views
+from broker.mail import cold, cold_pages
 from broker.mail.inputs import check_recipient_count, check_text, check_thread_id, check_topic
 from broker.mail.outgoing import Outgoing, Sender
 from broker.mail.routing import parse_recipients
 from broker.mail.send import deliver
+from broker.mail.sent import sent_page
 from broker.store.commands import oversight as oversight_store
 from broker.store.commands import projects
 from broker.store.commands import views as store_views
-from broker.store.commands.oversight import InboxPage
+from broker.store.commands.oversight import InboxPage, InboxRow
 from broker.store.refusals import Refusal
 from broker.store.store import Store
 
@@ -67,24 +68,35 @@ async def inbox_page(
         )  # fmt: skip
     except Refusal:
         raise await refusals.project_not_found(store, project_key) from None
-    upper = oversight_cold.reaches(page, limit)
-    if upper is None:
+    upper = cold_pages.upper_of_t(page.mark)
+    oldest = int(page.rows[-1].cursor.split(":")[0]) if page.rows else None
+    # a full page with nothing older in Redis still asks the index, whose rows decide ``more``
+    if not cold_pages.reaches(oldest, len(page.rows) >= limit and page.more, upper, ""):
         return page
-    # the part the trimmer moved to the index, at or below the mark read with the page
-    source = cold.source(store)
-    rows = await source.run(
-        oversight_cold.cold_rows, source, slug=slug, agent=name, upper_us=upper, cursor=cursor,
-        importance=importance, unread_only=unread_only, topic=topic or "", limit=limit + 1,
+    assert upper is not None
+    before = tuple(int(part) for part in cursor.split(":")) if cursor else None
+    source = cold_pages.source(store)
+    found = await source.run(
+        source.overseen, slug=slug, agent=name, upper_us=upper, before=before, importance=importance,
+        unread_only=unread_only, topic=topic.lower(), limit=limit + 1,
     )  # fmt: skip
-    return oversight_cold.merged(page, rows, limit)
+    listed = {int(row.item["id"]) for row in page.rows}
+    rows = [*page.rows]
+    for created_us, item, recipients, receipts in found:
+        if int(item["id"]) not in listed:
+            rows.append(InboxRow(f"{created_us}:{item['id']}", item, recipients, receipts))
+    rows.sort(key=lambda row: tuple(int(part) for part in row.cursor.split(":")), reverse=True)
+    return InboxPage(page.human_key, rows[:limit], page.more or len(rows) > limit, page.complete, page.mark)
 
 
 async def outbox(store: Store, project_key: str, agent: str, limit: int = 50) -> list[dict[str, Any]]:
     """The newest ``limit`` messages ``agent`` sent in its project, newest first, with their
-    recipients (one XREVRANGE and one pipelined read, and the index for what left Redis)."""
+    recipients (broker/mail/sent.py)."""
     name = validate_name(agent, "agent")
     slug = await project_slug(store, project_key)
-    _human_key, items = await views.sent_items(store, slug, name.lower(), "", limit, False)
+    _human_key, items = await sent_page(
+        store, slug=slug, name=name.lower(), since_us="", limit=limit, include_bodies=False
+    )
     return items
 
 

@@ -4,7 +4,7 @@
 Every one of them names its project with ``?project=`` (required) and authenticates the
 viewing agent with ``agent_token`` exactly as tools do with ``registration_token``. They read
 Redis (the hot store), reusing the tools' reads where one exists (fetch_inbox, the get_message
-script), and the index for what left Redis (broker/mail/cold.py: only when the page reaches the
+script), and the index for what left Redis (broker/mail/cold_pages.py: only when the page reaches the
 cold mark read with it); ``commit`` fields come from the index (broker/persistence/commit_rows.py).
 """
 
@@ -19,9 +19,10 @@ from broker.errors import BrokerError
 from broker.identity import refusals
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
-from broker.mail import cold, inbox
+from broker.mail import cold, cold_pages, inbox
 from broker.mail.inbox import raise_refused
 from broker.mail.inputs import check_limit, check_thread_id, since_micros
+from broker.mail.sent import sent_page
 from broker.persistence.commit_rows import read_rows
 from broker.persistence.commits import message_commits
 from broker.persistence.index import shared_index
@@ -198,51 +199,12 @@ async def outbox_view(
     is their sender) and archive ``commit``."""
     since = since_micros(since_ts)
     viewer = await authenticate(store, project, agent, token, resource)
-    human_key, items = await sent_items(store, viewer.slug, viewer.lower, since, limit, include_bodies)
-    await attach_commits(store, viewer.slug, items, False)
-    return listing(human_key or viewer.slug, viewer, items)
-
-
-async def sent_items(
-    store: Store, slug: str, lower: str, since: str, limit: int, include_bodies: bool
-) -> tuple[str | None, list[dict[str, Any]]]:
-    """The project's human key and the newest ``limit`` messages agent ``lower`` sent (created
-    after ``since`` µs, "" for any), newest first, with every recipient: the hot page, merged
-    with the index's rows at or below the outbox's cold mark when the page reaches it (also
-    the overseers' outbox page, broker/mail/oversight.py)."""
-    sent_ids = await store_views.sent_ids(store, slug=slug, name=lower, since_us=since, limit=limit)
-    ids = sent_ids.ids
-    page = await store_views.sent_messages(store, slug=slug, ids=ids, include_bodies=include_bodies)
-    held = {int(sent.head["id"]): sent for sent in page.messages}
-    found: dict[int, dict[str, Any]] = {}
-    if len(held) < len(ids):  # left Redis after the ids were read (else purged): the index has them
-        source = cold.source(store)
-        found = await source.run(source.heads, [int(i) for i in ids if int(i) not in held])
-    hot: list[cold.Ranked] = []
-    for message_id, (entry_id, created_us) in zip(ids, sent_ids.entries, strict=True):
-        sent = held.get(int(message_id))
-        if sent is not None:
-            item = {**sent.head, **sent.recipients}
-            if include_bodies:
-                item["body_md"] = sent.body or ""
-        elif int(message_id) in found:
-            item = dict(found[int(message_id)])
-            if not include_bodies:
-                item.pop("body_md")
-        else:
-            continue  # purged
-        hot.append(cold.Ranked((cold.entry_ms(entry_id), created_us, int(message_id)), item))
-    upper = cold.mark_upper_us(sent_ids.mark)
-    oldest = cold.entry_ms(sent_ids.entries[-1][0]) * 1000 + 999 if sent_ids.entries else None
-    if cold.reaches(oldest, len(ids) >= limit, upper, since):
-        assert upper is not None
-        source = cold.source(store)
-        rows = await source.run(
-            source.sent, slug=slug, name=lower, upper_us=upper, limit=limit, since_us=since,
-            include_bodies=include_bodies,
-        )  # fmt: skip
-        hot = cold.merge(hot, rows, limit)
-    return page.human_key, [ranked.item for ranked in hot]
+    slug = viewer.slug
+    human_key, items = await sent_page(
+        store, slug=slug, name=viewer.lower, since_us=since, limit=limit, include_bodies=include_bodies
+    )
+    await attach_commits(store, slug, items, False)
+    return listing(human_key or slug, viewer, items)
 
 
 # -- one message, one thread ------------------------------------------------------------------
@@ -335,7 +297,7 @@ async def _view(
     except Refusal as refused:
         await raise_refused(store, refused, viewer.slug, viewer.project_key, TOKEN_PARAM)
     found = [(view.item, view.read_at) for view in page.items]
-    upper = cold.mark_upper_us(page.mark)
+    upper = cold_pages.mark_upper_us(page.mark)
     window = VIEW_SCAN_ENTRIES - page.seen
     if upper is None or window <= 0:
         return found
@@ -343,10 +305,10 @@ async def _view(
         upper = min(upper, int(cutoff_ms) * 1000 + 999)
     newest_first = order == "newest"
     if page.last and not page.ended and newest_first and len(found) >= limit:
-        last_us = int(page.last) if mode == "urgent-unread" else cold.entry_ms(page.last) * 1000
+        last_us = int(page.last) if mode == "urgent-unread" else cold_pages.entry_ms(page.last) * 1000
         if last_us > upper:
             return found  # the page stopped above the mark
-    source = cold.source(store)
+    source = cold_pages.source(store)
     rows = await source.run(
         source.view, slug=viewer.slug, name=viewer.name, upper_us=upper, window=window, mode=mode, limit=limit,
         newest_first=newest_first,
@@ -358,19 +320,19 @@ async def _view(
         read_ts, ack_ts = state.get(int(ranked.item["id"]), (ranked.extra, None))
         if (mode == "urgent-unread" and read_ts) or (mode == "ack" and ack_ts):
             continue
-        kept.append(cold.Ranked(ranked.key, ranked.item, read_ts or None))
-    hot = [cold.Ranked(_created_key(item), item, read_at) for item, read_at in found]
+        kept.append(cold_pages.Ranked(ranked.key, ranked.item, read_ts or None))
+    hot = [cold_pages.Ranked(_created_key(item), item, read_at) for item, read_at in found]
     if not newest_first:
         hot.reverse()
         kept.reverse()
-    merged = cold.merge(hot, kept, len(hot) + len(kept))
+    merged = cold_pages.merge(hot, kept, len(hot) + len(kept))
     if not newest_first:
         merged = merged[::-1][:limit]
     return [(ranked.item, ranked.extra) for ranked in merged[:limit]]
 
 
 def _created_key(item: dict[str, Any]) -> tuple[int, int, int]:
-    return cold.cold_key(cold.micros(item["created_ts"]), int(item["id"]))
+    return cold_pages.cold_key(cold_pages.micros(item["created_ts"]), int(item["id"]))
 
 
 async def unanswered_view(

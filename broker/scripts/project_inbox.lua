@@ -11,8 +11,7 @@
 -- many entries however large the project is; with no filter a walk stops soon after ARGV[7] + 1.
 -- KEYS[1]  project hash
 -- KEYS[2]  agents hash
--- KEYS[3]  the project's cold hash (docs/data-model.md, "The hot window"): its mark "t" is read
---          with the page, so the caller merges the index's rows at or below it without a gap
+-- KEYS[3]  cold hash (docs/data-model.md, "The hot window"): its mark "t" is read with the page
 -- ARGV[1]  project key prefix "<p>:{slug}:" (inbox:, unread:, msg:)
 -- ARGV[2]  lower-cased agent name to list only its inbox, "" for every agent of the project
 -- ARGV[3]  cursor "<created_us>:<message id>": only older rows, "" for the newest
@@ -21,12 +20,11 @@
 -- ARGV[6]  lower-cased topic to keep, "" for any
 -- ARGV[7]  rows per page (1..1000)
 -- ARGV[8]  most inbox entries one agent's walk looks at
--- A message several agents of the project received is listed once, with the kind of the first
--- of to, cc, bcc it was received as (the index's read does the same: broker/mail/oversight_cold.py).
+-- A message several agents of the project received is listed once, with the first of to, cc,
+-- bcc it was received as (the index's read does the same: broker/mail/cold_pages.py overseen).
 -- Returns {"ok", human_key, "1" if every walk ended before its budget else "0", "1" if there
--- are more rows after this page else "0", the cold mark "t" (created_us of the newest message
--- trimmed from Redis, "" if none), then per row: created_us, inbox item JSON (the kind is
--- that of the first inbox it was met in), recipients JSON {to, cc, bcc}, receipts JSON
+-- are more rows after this page else "0", the project's cold mark "t" or "", then per row: created_us, inbox item JSON (its kind
+-- the first of to, cc, bcc it was received as), recipients JSON {to, cc, bcc}, receipts JSON
 -- {<lower name>: [read_ts or "", ack_ts or ""]}} or {"NO_PROJECT"}.
 -- @include lib/common.lua
 local human_key = redis.call("HGET", KEYS[1], "human_key")
@@ -101,8 +99,7 @@ end
 for _, lower in ipairs(names) do walk(string.lower(lower)) end
 
 table.sort(rows, function(a, b) return newer(a[1], a[2], b[1], b[2]) end)
-local cold_t = redis.call("HGET", KEYS[3], "t") or ""
-local reply, listed, shown = {"ok", human_key, complete and "1" or "0", "0", cold_t}, {}, 0
+local reply, listed, shown = {"ok", human_key, complete and "1" or "0", "0", redis.call("HGET", KEYS[3], "t") or ""}, {}, 0
 for _, row in ipairs(rows) do
   if not listed[row[3]] then
     if shown == limit then reply[4] = "1" break end

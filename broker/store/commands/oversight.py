@@ -27,7 +27,7 @@ class InboxPage:
     rows: list[InboxRow]
     more: bool  # rows after this page exist
     complete: bool  # no agent's walk stopped at the scan budget (with filters, older matches may exist)
-    cold_t: str = ""  # the project's cold mark "t", read with the page ("" while nothing left Redis)
+    mark: str = ""  # the project's cold mark "t" read with the page ("" for none)
 
 
 async def project_inbox(
