@@ -209,7 +209,10 @@ def test_an_index_file_from_before_migrations_is_adopted(tmp_path: Path) -> None
     index.ensure_schema()
     assert rows(index, "SELECT id, slug FROM projects") == [{"id": 3, "slug": "p"}]
     assert "agent_id" in index.columns("message_summaries")
-    assert [r["version"] for r in rows(index, "SELECT version FROM schema_migrations")] == [1]
+    # version 1 adopts the file; the later migrations apply after it
+    assert [r["version"] for r in rows(index, "SELECT version FROM schema_migrations")] == [
+        m.version for m in migrations.MIGRATIONS
+    ]
     index.close()
 
 
