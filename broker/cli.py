@@ -284,6 +284,26 @@ def index_copy(
     raise typer.Exit(copy_command(get_settings(), to, source, batch))
 
 
+@index_app.command("backfill-commits")
+def index_backfill_commits() -> None:
+    """Store each message's archive commit in the index for mail indexed before the index kept it
+    (run where the archive is), so brokers without the archive show its commit fields."""
+    from broker.config import get_settings
+    from broker.persistence.commit_rows import backfill
+    from broker.persistence.index import Index
+
+    settings = get_settings()
+    if not (settings.archive_path / "HEAD").exists():
+        _say(f"no archive at {settings.archive_path}: run this where the worker's archive is (ARCHIVE_ROOT)")
+        raise typer.Exit(2)
+    index = Index.from_settings(settings)
+    try:
+        written = backfill(index, settings.archive_path)
+    finally:
+        index.close()
+    _say(f"index {index.display_url}: {written} message commits stored")
+
+
 @app.command("redis-stop")
 def redis_stop() -> None:
     """Stop the embedded redis-server that brokers share when REDIS_URL is unset."""

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker.config import Settings
-from broker.persistence.index import Index
+from broker.persistence.index import Index, recipient_order
 from broker.store.keys import foreign_participant
 from broker.store.times import micros
 
@@ -85,7 +85,11 @@ def messages_of(index: Index, ids: set[int]) -> tuple[list[dict[str, Any]], dict
     for start in range(0, len(ordered), CHUNK):
         marks, names = _in_list(ordered[start : start + CHUNK])
         messages.extend(dict(row) for row in index.query(f"SELECT * FROM messages WHERE id IN ({marks})", names))
-        for row in index.query(f"SELECT * FROM message_recipients WHERE message_id IN ({marks}) ORDER BY rowid", names):
+        for row in index.query(
+            f"SELECT r.message_id, r.agent_id, r.kind, r.read_ts, r.ack_ts FROM message_recipients r "
+            f"WHERE r.message_id IN ({marks}) ORDER BY {recipient_order(index)}",
+            names,
+        ):
             recipients[row["message_id"]].append(dict(row))
     messages.sort(key=lambda m: (m["created_ts"], m["id"]))
     return messages, recipients

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from broker.persistence.index import Index
+from broker.persistence.index import Index, recipient_order, shared_index
 from broker.store import luajson
 from broker.store.commands import cold as store_cold
 from broker.store.commands import mail as store_mail
@@ -45,7 +45,7 @@ def index_of(store: Store) -> Index:
     """The index this store's process reads (one per store)."""
     index = _indexes.get(store)
     if index is None:
-        index = _indexes[store] = Index.from_settings(store.settings)
+        index = _indexes[store] = shared_index(store.settings)
     return index
 
 
@@ -99,7 +99,7 @@ def _lookup(index: Index, slug: str, message_id: int) -> ColdMessage | None:
         dict(row)
         for row in index.query(
             "SELECT r.message_id, r.agent_id, r.kind, r.read_ts, r.ack_ts, a.name FROM message_recipients r "
-            "JOIN agents a ON a.id = r.agent_id WHERE r.message_id = :id ORDER BY r.rowid",
+            "JOIN agents a ON a.id = r.agent_id WHERE r.message_id = :id ORDER BY " + recipient_order(index),
             {"id": message_id},
         )
     ]
@@ -226,7 +226,7 @@ def _thread_items(
         names = {f"i{n}": row["id"] for n, row in enumerate(rows)}
         for row in index.query(
             "SELECT r.message_id, r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id "
-            f"WHERE r.message_id IN ({', '.join(':' + name for name in names)}) ORDER BY r.rowid",
+            f"WHERE r.message_id IN ({', '.join(':' + name for name in names)}) ORDER BY {recipient_order(index)}",
             names,
         ):
             lists.setdefault(row["message_id"], {"to": [], "cc": [], "bcc": []})[row["kind"]].append(row["name"])

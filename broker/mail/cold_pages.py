@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.persistence.index import Index
+from broker.persistence.index import Index, recipient_order, shared_index
 from broker.store.store import Store
 from broker.store.times import micros
 
@@ -44,18 +44,7 @@ SENDER_JOIN = "JOIN agents s ON s.id = m.sender_id JOIN projects sp ON sp.id = s
 ME = "(SELECT a.id FROM agents a JOIN projects p ON p.id = a.project_id WHERE p.slug = :slug AND lower(a.name) = :me)"
 PROJECT = "(SELECT p.id FROM projects p WHERE p.slug = :slug)"
 NEWEST = "ORDER BY m.created_ts DESC, m.id DESC"
-# The order in which a message's recipients were named (to, cc, bcc each in the order of the
-# send). SQLite keeps it as the rows' insertion order (rowid), which rehydrate reads the same way
-# (broker/lifecycle/rehydrate.py); change both together. PostgreSQL has no such order (an
-# update moves a row): there the lists come in name order until the index stores the position.
-SQLITE_RECIPIENT_ORDER = "r.rowid"
-OTHER_RECIPIENT_ORDER = "a.name"
-
-
-def _dialect(index: Index) -> str:
-    """The index's SQL dialect ("sqlite" for an index without an engine: the sqlite3 one)."""
-    engine = getattr(index, "engine", None)
-    return str(engine.dialect.name) if engine is not None else "sqlite"
+KIND_RANK = {"to": 0, "cc": 1, "bcc": 2}
 
 
 # -- marks ----------------------------------------------------------------------------------------
@@ -176,7 +165,6 @@ class ColdSource:
         self.index = index
         self._ready = False
         self._lock = threading.Lock()
-        self._order = SQLITE_RECIPIENT_ORDER if _dialect(index) == "sqlite" else OTHER_RECIPIENT_ORDER
 
     def _query(self, sql: str, params: dict[str, Any]) -> list[Any]:
         if not self._ready:
@@ -300,7 +288,7 @@ class ColdSource:
             marks = ", ".join(f":m{n}" for n in range(len(chunk)))
             rows = self._query(
                 f"SELECT r.message_id, r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id "
-                f"WHERE r.message_id IN ({marks}) ORDER BY r.message_id, {self._order}",
+                f"WHERE r.message_id IN ({marks}) ORDER BY r.message_id, {recipient_order(self.index)}",
                 {f"m{n}": message_id for n, message_id in enumerate(chunk)},
             )
             for row in rows:
@@ -352,7 +340,8 @@ class ColdSource:
         for row in rows:
             head = head_of(row)
             lists, receipts, kinds = states.get(head["id"], ({"to": [], "cc": [], "bcc": []}, {}, {}))
-            kind = kinds.get(agent.lower()) if agent else next(iter(kinds.values()), None)
+            # as project_inbox.lua lists it: the first of to, cc, bcc among the inboxes it is in
+            kind = kinds.get(agent.lower()) if agent else min(kinds.values(), key=KIND_RANK.get, default=None)
             found.append((micros(head["created_ts"]), {**head, "kind": kind}, lists, receipts))
         return found
 
@@ -368,7 +357,7 @@ class ColdSource:
             rows = self._query(
                 f"SELECT r.message_id, r.kind, a.name, r.read_ts, r.ack_ts FROM message_recipients r "
                 f"JOIN agents a ON a.id = r.agent_id WHERE r.message_id IN ({marks}) "
-                f"ORDER BY r.message_id, {self._order}",
+                f"ORDER BY r.message_id, {recipient_order(self.index)}",
                 {f"m{n}": message_id for n, message_id in enumerate(chunk)},
             )
             for message_id, kind, name, read_ts, ack_ts in rows:
@@ -419,7 +408,5 @@ def source(store: Store) -> ColdSource:
     with _sources_lock:
         found = _sources.get(store)
         if found is None:
-            opener = getattr(Index, "from_settings", None)  # the index of DATABASE_URL, once it has one
-            index = opener(store.settings) if opener else Index(store.settings.index_path)
-            found = _sources[store] = ColdSource(index)
+            found = _sources[store] = ColdSource(shared_index(store.settings))
         return found

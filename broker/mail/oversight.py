@@ -70,7 +70,8 @@ async def inbox_page(
         raise await refusals.project_not_found(store, project_key) from None
     upper = cold_pages.upper_of_t(page.mark)
     oldest = int(page.rows[-1].cursor.split(":")[0]) if page.rows else None
-    if not cold_pages.reaches(oldest, len(page.rows) >= limit, upper, ""):
+    # a full page with nothing older in Redis still asks the index, whose rows decide ``more``
+    if not cold_pages.reaches(oldest, len(page.rows) >= limit and page.more, upper, ""):
         return page
     assert upper is not None
     before = tuple(int(part) for part in cursor.split(":")) if cursor else None

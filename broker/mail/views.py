@@ -5,7 +5,7 @@ Every one of them names its project with ``?project=`` (required) and authentica
 viewing agent with ``agent_token`` exactly as tools do with ``registration_token``. They read
 Redis (the hot store), reusing the tools' reads where one exists (fetch_inbox, the get_message
 script), and the index for what left Redis (broker/mail/cold_pages.py: only when the page reaches the
-cold mark read with it); ``commit`` fields come from the Git archive (broker/persistence/commits.py).
+cold mark read with it); ``commit`` fields come from the index (broker/persistence/commit_rows.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from broker.mail import cold, cold_pages, inbox
 from broker.mail.inbox import raise_refused
 from broker.mail.inputs import check_limit, check_thread_id, since_micros
 from broker.mail.sent import sent_page
+from broker.persistence.commit_rows import read_rows
 from broker.persistence.commits import message_commits
+from broker.persistence.index import shared_index
 from broker.store.commands import identity as identity_store
 from broker.store.commands import mail as store_mail
 from broker.store.commands import projects
@@ -136,9 +138,26 @@ def listing(human_key: str, viewer: Viewer, messages: list[dict[str, Any]], **ex
 
 
 async def attach_commits(store: Store, slug: str, items: list[dict[str, Any]], detailed: bool) -> None:
-    commits = await asyncio.to_thread(message_commits, store.settings.archive_path, slug, items, detailed)
+    """Each item's archive ``commit``, from the index (one query per page): None while the
+    message is not persisted yet."""
+    commits = await asyncio.to_thread(page_commits, store.settings, slug, items, detailed)
     for item in items:
         item["commit"] = commits.get(int(item["id"]))
+
+
+def page_commits(settings: Any, slug: str, items: list[dict[str, Any]], detailed: bool) -> dict[int, dict[str, Any]]:
+    """Message id -> commit, read from the index's ``message_commits``. Messages indexed before
+    that table existed have no row: the Git archive answers for them when it is on this host
+    (else their commit is None: docs/operations.md, "Brokers without local files")."""
+    if not items:
+        return {}
+    index = shared_index(settings)
+    index.ensure_schema()  # a no-op once done in this process
+    commits = read_rows(index, [int(item["id"]) for item in items], detailed)
+    missing = [item for item in items if int(item["id"]) not in commits]
+    if missing and (settings.archive_path / "HEAD").exists():
+        commits.update(message_commits(settings.archive_path, slug, missing, detailed))
+    return commits
 
 
 # -- inbox, mailbox, outbox -------------------------------------------------------------------

@@ -130,6 +130,25 @@ class ArchiveMessage:
         return self.when.astimezone(UTC).strftime("%Y/%m")
 
 
+@dataclass
+class BatchCommit:
+    """What ``Archive.write_batch_detailed`` committed: the sha (None when the archive already
+    held everything), the commit's summary line and author time as ``git log`` shows them
+    (``%s``, ``%aI``), and message id -> the canonical file this commit added."""
+
+    sha: str | None
+    summary: str
+    authored_ts: str
+    added: dict[int, bytes]
+
+
+def commit_subject(message: str) -> str:
+    """A commit message's subject as ``git log --format=%s`` prints it: its first paragraph,
+    lines joined by spaces."""
+    first = message.strip().split("\n\n", 1)[0]
+    return " ".join(line.strip() for line in first.splitlines())
+
+
 class Archive:
     """The archive repository; ``slug`` selects the project directory the seed API writes to."""
 
@@ -258,8 +277,14 @@ class Archive:
         stored once. The commit is built on a staging ref and the branch moves to it only when
         its tree differs from HEAD's, so a replayed batch commits nothing; returns the new
         commit or None. (Asking git which paths changed first costs a tree walk per path.)"""
+        return self._commit_at(files, message, deletions)[0]
+
+    def _commit_at(
+        self, files: dict[str, bytes], message: str, deletions: Sequence[str] = ()
+    ) -> tuple[str | None, str | None, int]:
+        """``_commit``, also returning the HEAD it was built on and its author time (seconds)."""
         if not files and not deletions:
-            return None
+            return None, None, 0
         self._heal_stale_git_locks()
         head = self._head()
         marks: dict[bytes, int] = {}
@@ -288,11 +313,11 @@ class Archive:
                 "rev-parse", STAGING_REF, f"{STAGING_REF}^{{tree}}", f"{head}^{{tree}}"
             ).split()
             if tree == head_tree:
-                return None  # a replay: every file was already committed with this content
+                return None, head, when  # a replay: every file was already committed with this content
         else:
             commit = self._git("rev-parse", STAGING_REF).strip()
         self._git("update-ref", f"refs/heads/{BRANCH}", commit.decode(), *([head] if head else []))
-        return commit.decode()
+        return commit.decode(), head, when
 
     def remove_paths(self, paths: Sequence[str], message: str, keep: str = "projects") -> tuple[int, int]:
         """Remove these files and directories (with everything under them) in one commit, for the
@@ -377,16 +402,33 @@ class Archive:
         """Write a batch as one commit. ``profiles``: (slug, agent dict); ``messages``:
         (slug, human_key, message); ``reservations``: (slug, reservation record). Returns the
         commit's sha, or None when the archive already held all of it."""
+        return self.write_batch_detailed(
+            profiles=profiles, messages=messages, reservations=reservations, summary=summary
+        ).sha
+
+    def write_batch_detailed(
+        self,
+        *,
+        profiles: Sequence[tuple[str, dict[str, Any]]] = (),
+        messages: Sequence[tuple[str, str, ArchiveMessage]] = (),
+        reservations: Sequence[tuple[str, dict[str, Any]]] = (),
+        summary: str | None = None,
+    ) -> BatchCommit:
+        """``write_batch``, telling which messages' canonical files its commit added (with their
+        contents), so the worker can index each message's commit (broker/persistence/commit_rows.py)."""
         with self._locked():
             self._open()
             files: dict[str, bytes] = {}
             for slug, agent in profiles:
                 files[f"{self.project_rel(slug)}/agents/{agent['name']}/profile.json"] = _json_bytes(agent)
             threaded: list[tuple[str, ArchiveMessage, str]] = []
+            canonical: dict[int, str] = {}
             for slug, human_key, msg in messages:
-                canonical = self._add_message(msg, slug, human_key, files)
+                canonical[msg.id] = self._add_message(msg, slug, human_key, files)
                 if msg.thread_id:
-                    threaded.append((f"{self.project_rel(slug)}/messages/threads/{msg.thread_id}.md", msg, canonical))
+                    threaded.append(
+                        (f"{self.project_rel(slug)}/messages/threads/{msg.thread_id}.md", msg, canonical[msg.id])
+                    )
             for slug, record in reservations:
                 base = f"{self.project_rel(slug)}/file_reservations"
                 pattern_sha = hashlib.sha1(record["path_pattern"].encode()).hexdigest()
@@ -395,10 +437,23 @@ class Archive:
             files.update(self._digests(threaded))
             attached = self._attachment_files(messages)
             files.update(attached)
-            commit = self._commit(files, summary or _batch_summary(profiles, messages, reservations))
+            text = summary or _batch_summary(profiles, messages, reservations)
+            commit, parent, when = self._commit_at(files, text)
             if self.staging is not None:
                 staged.discard(self.staging, attached)  # committed (or already in HEAD)
-            return commit
+            added: dict[int, bytes] = {}
+            if commit is not None and canonical:
+                new = self._added(parent, commit, list(canonical.values()))
+                added = {mid: files[rel] for mid, rel in canonical.items() if rel in new}
+            return BatchCommit(commit, commit_subject(text), datetime.fromtimestamp(when, UTC).isoformat(), added)
+
+    def _added(self, parent: str | None, commit: str, rels: list[str]) -> set[str]:
+        """Which of these paths ``commit`` added (all of them on the first commit): one tree diff,
+        which walks only the directories the commit changed."""
+        if parent is None:
+            return set(rels)
+        out = self._git("diff-tree", "-r", "-z", "--no-renames", "--diff-filter=A", "--name-only", parent, commit)
+        return set(out.decode("utf-8").split("\0")).intersection(rels)
 
     def _attachment_files(self, messages: Sequence[tuple[str, str, ArchiveMessage]]) -> dict[str, bytes]:
         """The staged attachment files the batch's messages name. A file not staged was

@@ -26,6 +26,7 @@ from typing import Any
 
 from broker.config import Settings
 from broker.persistence.archive import Archive
+from broker.persistence.commit_rows import batch_rows
 from broker.persistence.dead_letters import is_transient, write_isolated
 from broker.persistence.entries import HANDLERS, ProjectState, Work
 from broker.persistence.guards import drop_clashes, guard_counters
@@ -238,9 +239,12 @@ class Persister:
             handler.load(state, member, records.get(member), work)
             done.append(member)
         drop_clashes(self.index, slug, work)
-        commit = self.archive.write_batch(
+        done_commit = self.archive.write_batch_detailed(
             profiles=work.profiles, messages=work.messages, reservations=work.reservations
         )
+        commit = done_commit.sha
+        # each message's commit goes to the index too, so brokers show it without the archive
+        work.batch.commits = batch_rows(self.archive.root, slug, done_commit, [m for _, _, m in work.messages])
         self.index.write_batch(work.batch)
         guard_counters(self.connection, self.keys, self.index, state.counters)
         return done, commit, len(work.messages)

@@ -67,6 +67,11 @@ TABLES = (
         "id project_id sender_id thread_id topic subject body_md importance ack_required created_ts attachments",
     ),
     _table("message_recipients", "message_id agent_id", "", "message_id agent_id kind read_ts ack_ts"),
+    # each message's archive commit (broker/persistence/commit_rows.py), so brokers on the copy
+    # show commit fields without the archive
+    _table(
+        "message_commits", "message_id", "hexsha", "message_id hexsha summary authored_ts insertions deletions excerpt"
+    ),
     _table(
         "file_reservations",
         "id",
@@ -153,6 +158,13 @@ def copy_index(
     return counts
 
 
+# PostgreSQL numbers a message's recipient rows as they are inserted (message_recipients.seq,
+# broker/persistence/index/recipient_order.py): each batch inserts them in the order they were
+# named, SQLite's rowid. (A message whose rows a batch boundary splits keeps that order within
+# each part.)
+NAMED_ORDER = {"message_recipients": ", rowid AS named_order"}
+
+
 def _copy_table(source: Index, target: Index, table: Table, batch_rows: int, progress: Progress | None) -> TableCount:
     count = TableCount(source=int(source.query(f"SELECT count(*) FROM {table.name}")[0][0]))
     columns, order = ", ".join(table.columns), ", ".join(table.key)
@@ -172,12 +184,19 @@ def _copy_table(source: Index, target: Index, table: Table, batch_rows: int, pro
             params.update({f"k{i}": v for i, v in enumerate(last)})
         rows = [
             dict(r)
-            for r in source.query(f"SELECT {columns} FROM {table.name} {where} ORDER BY {order} LIMIT :n", params)
+            for r in source.query(
+                f"SELECT {columns}{NAMED_ORDER.get(table.name, '')} FROM {table.name} {where} ORDER BY {order} LIMIT :n",
+                params,
+            )
         ]
         if not rows:
             break
-        _copy_batch(target, table, rows, count)
         last = tuple(rows[-1][k] for k in table.key)
+        if table.name in NAMED_ORDER:
+            rows.sort(key=lambda r: (r["message_id"], r["named_order"]))
+            for row in rows:
+                del row["named_order"]
+        _copy_batch(target, table, rows, count)
         done += len(rows)
         if progress:
             progress(table.name, done, max(done, count.source))

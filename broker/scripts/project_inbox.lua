@@ -20,9 +20,11 @@
 -- ARGV[6]  lower-cased topic to keep, "" for any
 -- ARGV[7]  rows per page (1..1000)
 -- ARGV[8]  most inbox entries one agent's walk looks at
+-- A message several agents of the project received is listed once, with the first of to, cc,
+-- bcc it was received as (the index's read does the same: broker/mail/cold_pages.py overseen).
 -- Returns {"ok", human_key, "1" if every walk ended before its budget else "0", "1" if there
--- are more rows after this page else "0", the project's cold mark "t" or "", then per row: created_us, inbox item JSON (the kind is
--- that of the first inbox it was met in), recipients JSON {to, cc, bcc}, receipts JSON
+-- are more rows after this page else "0", the project's cold mark "t" or "", then per row: created_us, inbox item JSON (its kind
+-- the first of to, cc, bcc it was received as), recipients JSON {to, cc, bcc}, receipts JSON
 -- {<lower name>: [read_ts or "", ack_ts or ""]}} or {"NO_PROJECT"}.
 -- @include lib/common.lua
 local human_key = redis.call("HGET", KEYS[1], "human_key")
@@ -49,7 +51,8 @@ local filtering = importance ~= nil or unread_only or topic ~= ""
 local names
 if ARGV[2] ~= "" then names = {ARGV[2]} else names = redis.call("HKEYS", KEYS[2]) end
 
-local rows, complete = {}, true
+local rows, best, complete = {}, {}, true
+local KIND_RANK = {to = 0, cc = 1, bcc = 2}
 local function walk(lower)
   local inbox, unread = pkey(prefix, "inbox:" .. lower), pkey(prefix, "unread:" .. lower)
   local upper = before_us and string.format("%d", math.floor(before_us / 1000) + SLACK_MS) or "+"
@@ -76,7 +79,15 @@ local function walk(lower)
       if keep and topic ~= "" then keep = string.match(filter, "^[^|]*|[^|]*|(.*)$") == topic end
       if keep and unread_only then keep = redis.call("SISMEMBER", unread, id) == 1 end
       if keep then
-        table.insert(rows, {us, n, id, item})
+        -- one row per message: of the inboxes it is in, the kind named first (to, then cc, bcc)
+        local rank = KIND_RANK[string.match(item, '"kind":"(%a+)"') or ""] or 3
+        local at = best[id]
+        if at == nil then
+          table.insert(rows, {us, n, id, item, rank})
+          best[id] = #rows
+        elseif rank < rows[at][5] then
+          rows[at] = {us, n, id, item, rank}
+        end
         kept = kept + 1
         -- the oldest of the first ARGV[7] + 1 rows kept: no older than the page can reach
         if kept <= limit + 1 and (not oldest_kept or us < oldest_kept) then oldest_kept = us end

@@ -3,6 +3,7 @@ create_agent_identity, whois."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastmcp import FastMCP
@@ -13,6 +14,8 @@ from broker.identity.projects import project_slug
 from broker.mail.inputs import check_format
 from broker.mcp import notices
 from broker.persistence.archive import recent_commits
+from broker.persistence.commit_rows import recent_rows
+from broker.persistence.index import shared_index
 from broker.persistence.state import persistence_state
 from broker.store.commands.persist_state import ping
 from broker.store.store import Store
@@ -96,10 +99,17 @@ def register(mcp: FastMCP, store: Store, settings: Settings, backend: str) -> No
         # the agent sees only commits of its own folder (its profile, its mail), not the
         # repository-wide list of the reference, which spans every agent and project.
         own = None
+        slug = await project_slug(store, project_key)
         if store.bindings.mode == "required":
-            own = f"projects/{await project_slug(store, project_key)}/agents/{agent['name']}/"
+            own = f"projects/{slug}/agents/{agent['name']}/"
         # The reference always has recent_commits: empty when not asked for.
-        agent["recent_commits"] = (
-            await recent_commits(settings, max(1, min(commit_limit, 50)), own) if include_recent_commits else []
-        )
+        limit = max(1, min(commit_limit, 50))
+        if not include_recent_commits:
+            agent["recent_commits"] = []
+        elif (settings.archive_path / "HEAD").exists():
+            agent["recent_commits"] = await recent_commits(settings, limit, own)
+        else:  # a broker without the archive: the commits that carried mail, from the index
+            index = shared_index(settings)
+            mine = (slug, agent["name"]) if own else (None, None)
+            agent["recent_commits"] = await asyncio.to_thread(recent_rows, index, limit, *mine)
         return agent

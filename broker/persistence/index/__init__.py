@@ -3,6 +3,7 @@ choice of SQLAlchemy Core + psycopg 3, ``migrations`` for the schema versions, `
 the persistence worker upserts."""
 
 from broker.persistence.index.core import Index, indexed_project_id, shared_index
+from broker.persistence.index.recipient_order import recipient_order
 from broker.persistence.index.rows import TRANSIENT_ERRORS, Connection, Result, Row
 from broker.persistence.index.target import BUSY_TIMEOUT_MS
 from broker.persistence.index.writes import AGENT_REFERENCES, PROJECT_REFERENCES, Batch
@@ -18,5 +19,6 @@ __all__ = [
     "Result",
     "Row",
     "indexed_project_id",
+    "recipient_order",
     "shared_index",
 ]

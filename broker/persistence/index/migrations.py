@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection as SAConnection
 from sqlalchemy import text
 
-from broker.persistence.index import schema_postgresql, schema_sqlite, search_words
+from broker.persistence.index import recipient_order, schema_commits, schema_postgresql, schema_sqlite, search_words
 from broker.persistence.index.rows import Connection
 
 if TYPE_CHECKING:
@@ -59,6 +59,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         "search words as FTS5's: ASCII punctuation separates words in PostgreSQL's documents",
         search_words.sqlite,
         search_words.postgresql,
+    ),
+    Migration(
+        3,
+        "message_commits: each message's archive commit, so brokers need no archive to show it",
+        schema_commits.sqlite,
+        schema_commits.postgresql,
+    ),
+    Migration(
+        4,
+        "message_recipients.seq on PostgreSQL: recipients in the order they were named",
+        recipient_order.sqlite,
+        recipient_order.postgresql,
     ),
 )
 LATEST = MIGRATIONS[-1].version

@@ -29,6 +29,8 @@ class Batch:
     reservations: list[dict[str, Any]] = field(default_factory=list)
     # agent_links rows (full state of each link, upserted by its endpoints)
     links: list[dict[str, Any]] = field(default_factory=list)
+    # message_commits rows: each archived message's commit (broker/persistence/commit_rows.py)
+    commits: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
@@ -94,6 +96,12 @@ UPSERT_LINK = (
     "status = excluded.status, reason = excluded.reason, updated_ts = excluded.updated_ts, "
     "expires_ts = excluded.expires_ts WHERE excluded.updated_ts >= agent_links.updated_ts"
 )
+# written once: a replayed batch keeps the row of the commit that added the message's file
+INSERT_COMMIT = (
+    "INSERT INTO message_commits (message_id, hexsha, summary, authored_ts, insertions, deletions, excerpt) "
+    "VALUES (:message_id, :hexsha, :summary, :authored_ts, :insertions, :deletions, :excerpt) "
+    "ON CONFLICT (message_id) DO NOTHING"
+)
 # PostgreSQL infers no type for a parameter in a SELECT list: cast them to the columns' types
 UPSERT_LINK_PG = UPSERT_LINK.replace(
     "SELECT :a_project_id, :a_agent_id, :b_project_id, :b_agent_id, :status, :reason, :created_ts, :updated_ts, "
@@ -115,6 +123,8 @@ def write_batch(conn: Connection, batch: Batch) -> None:
     conn.executemany(ACTIVITY, [{"id": agent_id, "ts": ts} for agent_id, ts in _newest(batch.activity).items()])
     conn.executemany(UPSERT_RESERVATION, [_booleans(r, "exclusive") for r in batch.reservations])
     conn.executemany(UPSERT_LINK_PG if conn.dialect == "postgresql" else UPSERT_LINK, batch.links)
+    if batch.commits:
+        conn.executemany(INSERT_COMMIT, batch.commits)
 
 
 def _newest(activity: list[tuple[int, str]]) -> dict[int, str]:
