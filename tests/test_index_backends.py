@@ -15,7 +15,7 @@ from helpers import make_settings
 
 from broker.config import Settings
 from broker.errors import BrokerError
-from broker.persistence.index import Batch, Index, migrations
+from broker.persistence.index import Batch, Index, migrations, recipient_order
 from broker.persistence.index.schema_sqlite import SCHEMA as SQLITE_SCHEMA
 
 T0 = "2026-01-01T00:00:00+00:00"
@@ -269,3 +269,16 @@ def test_the_environment_resource_names_the_backend_without_the_password(tmp_pat
     on_pg = Settings(STORAGE_ROOT=tmp_path, DATABASE_URL="postgresql://bob:s3cret@db.example:5433/mail")
     assert environment(on_pg)["database_url"] == "postgresql://bob@db.example:5433/mail"
     assert environment(Settings(STORAGE_ROOT=tmp_path))["database_url"] == f"sqlite:///{tmp_path / 'index.sqlite3'}"
+
+
+def test_recipients_keep_the_order_they_were_named_in_after_reads(index: Index) -> None:
+    """Cold reads and rehydrate list a message's recipients as the send named them (to, cc, bcc in
+    order), not by id or name, also after a read or an ack updated some of the rows."""
+    named = [7, 3, 9, 5]  # agent ids in the order the send named them
+    agents = [agent(aid, 1, f"Agent{aid}") for aid in (2, *named)]
+    index.write_batch(Batch(projects=[project(1)], agents=agents, messages=[message(10, 1, 2)]))
+    index.write_batch(Batch(recipients=[recipient(10, aid) for aid in named]))
+    index.write_batch(Batch(recipients=[recipient(10, 7, read=T1), recipient(10, 9, read=T1, ack=T1)]))
+    order = recipient_order(index)
+    listed = index.query(f"SELECT r.agent_id FROM message_recipients r WHERE r.message_id = 10 ORDER BY {order}")
+    assert [row[0] for row in listed] == named
