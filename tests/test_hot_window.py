@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from contact_helpers import policy, respond
 from fastmcp import FastMCP
-from helpers import PROJECT, Tools, make_settings
+from helpers import PROJECT, Tools, make_settings, real_redis_only
 from persist_helpers import index_rows, run_worker
 from shapes import payload
 
@@ -325,11 +325,10 @@ async def test_the_worker_trims_on_its_own(tools: Tools, server: FastMCP) -> Non
         await asyncio.to_thread(worker.stop)
 
 
+@real_redis_only  # the command is another process: it cannot share an in-process fakeredis
 async def test_broker_trim_runs_one_pass_by_hand(
     tools: Tools, server: FastMCP, settings: Settings, trio: dict[str, Any]
 ) -> None:
-    if settings.redis_url.startswith("memory://"):
-        pytest.skip("the command needs a Redis of its own process to share")
     ids = [await send(tools, "BlueLake", ["GreenCastle"], f"n{i}") for i in range(CAP + 2)]
     await run_worker(server, settings)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "QUEUE_", "STORAGE_", "AGENT_", "HOT_"))}
