@@ -45,9 +45,9 @@ LAG_TARGET_S = 2.0
 class Poller(threading.Thread):
     """Records when each sent message id first shows up in SQLite."""
 
-    def __init__(self, index_path: Path) -> None:
+    def __init__(self, index_url: str) -> None:
         super().__init__(daemon=True)
-        self.index = Index(index_path)
+        self.index = Index(index_url)
         self.unseen: set[int] = set()
         self.seen_at: dict[int, float] = {}
         self.lock = threading.Lock()
@@ -204,7 +204,7 @@ async def main(args: argparse.Namespace) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        poller = Poller(settings.index_path)
+        poller = Poller(settings.index_url)
         poller.start()
         print(f"Redis: {where}; worker: broker worker process; {args.seconds:g} s per rate; body {len(BODY)} B")
         try:

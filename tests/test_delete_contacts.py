@@ -134,7 +134,7 @@ async def test_a_link_row_whose_agent_is_gone_is_not_written(
         "b_agent_id": green["id"], "status": "approved", "reason": "", "created_ts": now, "updated_ts": now,
         "expires_ts": None,
     }  # fmt: skip
-    index = Index(settings.index_path)
+    index = Index.from_settings(settings)
     try:
         index.write_batch(Batch(links=[row]))
     finally:

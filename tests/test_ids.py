@@ -141,7 +141,7 @@ async def test_a_worker_starting_after_a_loss_raises_counters_past_the_index(
 def test_a_project_created_again_under_its_slug_takes_its_history_along(settings: Settings) -> None:
     """The index's half of a project re-created with a new id: its agents and mail move to the
     new id instead of the batch failing on UNIQUE(slug)."""
-    index = Index(settings.index_path)
+    index = Index.from_settings(settings)
     index.ensure_schema()
     project = {"slug": "p", "human_key": "/p", "created_at": "2026-01-01T00:00:00+00:00", "archived_at": None}
     agent = {

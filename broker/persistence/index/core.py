@@ -127,10 +127,12 @@ class Index:
         with self.engine.connect() as sa:
             if self.dialect == "postgresql":
                 sa = sa.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-            sa.begin()
+            sa.info["snapshot"] = True
             try:
+                sa.begin()
                 yield Connection(sa)
             finally:
+                sa.info.pop("snapshot", None)
                 sa.rollback()
 
     def tables(self) -> set[str]:

@@ -123,6 +123,24 @@ def _prepare(sql: str, params: Params) -> tuple[TextClause, Any]:
     return _clause(named), {f"p{i + 1}": v for i, v in enumerate(values)}
 
 
+BOOL_OID = 16  # PostgreSQL's boolean type
+
+
+def _boolean_columns(result: Any) -> tuple[int, ...]:
+    """Positions of PostgreSQL BOOLEAN columns: read back as 1/0, as SQLite stores flags, so a
+    row (and what tools return from it) is the same on both backends."""
+    description = getattr(getattr(result, "cursor", None), "description", None) or ()
+    return tuple(i for i, column in enumerate(description) if getattr(column, "type_code", None) == BOOL_OID)
+
+
+def _as_ints(row: Any, flags: tuple[int, ...]) -> list[Any]:
+    values = list(row)
+    for i in flags:
+        if values[i] is not None:
+            values[i] = int(values[i])
+    return values
+
+
 def run(conn: SAConnection, sql: str, params: Params = None) -> Result:
     """Execute on an SQLAlchemy connection; the driver's error is raised, not SQLAlchemy's."""
     clause, bound = _prepare(sql, params)
@@ -133,7 +151,11 @@ def run(conn: SAConnection, sql: str, params: Params = None) -> Result:
         if result.returns_rows:
             keys = tuple(result.keys())
             cls = _row_class(keys)
-            rows = [cls(r) for r in result.fetchall()]
+            flags = _boolean_columns(result)
+            if flags:
+                rows = [cls(_as_ints(r, flags)) for r in result.fetchall()]
+            else:
+                rows = [cls(r) for r in result.fetchall()]
         lastrowid = getattr(result, "lastrowid", None) if conn.dialect.name == "sqlite" else None
         return Result(rows, result.rowcount, lastrowid, keys)
     except DBAPIError as exc:

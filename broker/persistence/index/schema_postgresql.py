@@ -10,7 +10,7 @@ indexes, with these deliberate differences (docs/index-backends.md):
   the worker relies on that (a recipient in another project may be indexed after the mail, a
   re-key moves ids under their references).
 - ``ack_required`` and ``exclusive`` are ``BOOLEAN`` (test them as ``ack_required`` /
-  ``NOT ack_required``); ``agent_links.id`` and ``message_summaries.id`` are identities (the
+  ``NOT ack_required``; rows read them back as 1/0, as from SQLite: rows.py); ``agent_links.id`` and ``message_summaries.id`` are identities (the
   rows are inserted without an id, as SQLite's ``INTEGER PRIMARY KEY`` assigns one).
 - Full-text search: ``fts_messages(message_id, document)``, one ``tsvector`` per message kept by
   a trigger, the subject weighted 'A' and the body 'B' (so ``subject:word`` becomes the tsquery
