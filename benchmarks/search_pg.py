@@ -78,6 +78,8 @@ async def main(args: argparse.Namespace) -> None:
             copied = time.perf_counter() - started
             source.close()
             target.close()
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute("CHECKPOINT")  # the copy's writes flushed now, not during the timing
             pg = build_server(settings.model_copy(update={"database_url": pg_url}))
             print(
                 f"Redis: {where}; {counts['messages'].target} messages sent and persisted in {built:.1f} s, "
@@ -92,6 +94,9 @@ async def main(args: argparse.Namespace) -> None:
                     found_a = (await a.call_tool("search_messages", call)).structured_content["result"]
                     found_b = (await b.call_tool("search_messages", call)).structured_content["result"]
                     assert len(found_a) == len(found_b) > 0, "the engines found different numbers of messages"
+                    for _ in range(50):  # warm both pools and caches
+                        await a.call_tool("search_messages", call)
+                        await b.call_tool("search_messages", call)
                     samples = await interleaved(
                         {
                             "sqlite": lambda a=a, call=call: a.call_tool("search_messages", call),

@@ -147,7 +147,15 @@ def copy_index(
             f"--to must be a postgresql:// URL, got {target.display_url}. Pass the PostgreSQL database to copy into.",
         )
     source.ensure_schema()
-    target.ensure_schema()
+    try:
+        target.ensure_schema()
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BrokerError(
+            "INDEX_COPY_TARGET",
+            f"Cannot use {target.display_url}: {reason[:300]}. Check --to (the database must exist and "
+            "accept connections: createdb <name> first).",
+        ) from exc
     counts: dict[str, TableCount] = {}
     for table in TABLES:
         counts[table.name] = _copy_table(source, target, table, batch_rows, progress)
@@ -317,6 +325,17 @@ def copy_command(settings: Any, to: str, source_path: str | None, batch_rows: in
             counts = copy_index(source, target, batch_rows, progress)
     except BrokerError as exc:
         err.print(f"broker: {exc}", markup=False)
+        return 1
+    except KeyboardInterrupt:
+        err.print("broker: interrupted; run the same command again to continue the copy.", markup=False)
+        return 130
+    except Exception as exc:  # a lost connection, a full disk: whole batches only were written
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err.print(
+            f"broker: INDEX_COPY_FAILED: {reason[:300]}. Every batch written so far is whole; run the same "
+            "command again to continue the copy.",
+            markup=False,
+        )
         return 1
     finally:
         source.close()

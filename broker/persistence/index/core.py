@@ -114,7 +114,7 @@ class Index:
                 try:
                     sa.commit()
                 except DBAPIError as exc:
-                    raise (exc.orig or exc) from exc
+                    raise (exc.orig or exc) from None
             finally:
                 sa.info.pop("write", None)
                 if sa.in_transaction():
@@ -159,7 +159,7 @@ class Index:
         try:
             migrations.apply(self.engine)
         except DBAPIError as exc:
-            raise (exc.orig or exc) from exc
+            raise (exc.orig or exc) from None
         self._schema_ready = True
 
     def check(self) -> None:

@@ -160,7 +160,7 @@ def run(conn: SAConnection, sql: str, params: Params = None) -> Result:
         return Result(rows, result.rowcount, lastrowid, keys)
     except DBAPIError as exc:
         if exc.orig is not None:
-            raise exc.orig from exc
+            raise exc.orig from None
         raise
 
 
@@ -190,5 +190,5 @@ class Connection:
                 yield [cls(r) for r in part]
         except DBAPIError as exc:
             if exc.orig is not None:
-                raise exc.orig from exc
+                raise exc.orig from None
             raise
