@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from helpers import make_settings
+from index_helpers import end_connections
 
 from broker.config import Settings
 from broker.errors import BrokerError
@@ -284,3 +285,14 @@ def test_recipients_keep_the_order_they_were_named_in_after_reads(index: Index) 
     order = recipient_order(index)
     listed = index.query(f"SELECT r.agent_id FROM message_recipients r WHERE r.message_id = 10 ORDER BY {order}")
     assert [row[0] for row in listed] == named
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("index_backend", ["postgresql"], indirect=True)
+def test_a_read_after_the_server_dropped_its_connections_answers(index: Index, index_settings: Settings) -> None:
+    """PostgreSQL restarted or an idle timeout ended the pooled connections: the next read runs on
+    a fresh connection instead of failing the call (there is no ping before each checkout)."""
+    index.write_batch(Batch(projects=[project(1)]))
+    assert rows(index, "SELECT slug FROM projects") == [{"slug": "p"}]  # a connection now in the pool
+    end_connections(index_settings.database_url)
+    assert rows(index, "SELECT slug FROM projects") == [{"slug": "p"}]

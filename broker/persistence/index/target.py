@@ -25,6 +25,7 @@ SQLITE_POOL_SIZE = 8
 # PostgreSQL: per process; a broker's tool calls and a worker's drains share them
 PG_POOL_SIZE, PG_MAX_OVERFLOW = 5, 15
 PG_CONNECT_TIMEOUT_S = 10
+PG_RECYCLE_S = 1800
 POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg"}
 
 
@@ -87,8 +88,10 @@ def _strip_password(text: str) -> str:
 def make_engine(url: URL) -> Engine:
     """One pooled engine per Index. SQLite: WAL, a long busy timeout, transactions begun by us
     (BEGIN IMMEDIATE for writes, so a writer queues for the lock up front instead of failing on
-    upgrade), the file created 0600 before SQLite opens it. PostgreSQL: QueuePool with pre-ping,
-    so a connection the server dropped is replaced instead of failing a call."""
+    upgrade), the file created 0600 before SQLite opens it. PostgreSQL: QueuePool, connections
+    recycled after PG_RECYCLE_S; no ping before each checkout (a round trip per call, as long as
+    a search's own under load): a read that meets a connection the server dropped runs again on a
+    fresh one (``Index.query``), a write batch fails and is retried by the drain."""
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
     return create_engine(
@@ -96,7 +99,7 @@ def make_engine(url: URL) -> Engine:
         poolclass=QueuePool,
         pool_size=PG_POOL_SIZE,
         max_overflow=PG_MAX_OVERFLOW,
-        pool_pre_ping=True,
+        pool_recycle=PG_RECYCLE_S,
         connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S}
         if "application_name" in url.query
         else {"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "agent-broker"},
