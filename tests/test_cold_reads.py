@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -16,6 +16,7 @@ import pytest
 from cold_helpers import make_cold, trim_to
 from fastmcp import FastMCP
 from helpers import PROJECT, SLUG, Tools, real_redis_only
+from index_helpers import on_index_backend
 from persist_helpers import run_worker
 from shapes import payload
 
@@ -25,6 +26,13 @@ from broker.mail import cold_pages, oversight
 OTHER = "/tmp/other-proj"
 OTHER_SLUG = "tmp-other-proj"
 Q = f"project={quote(PROJECT, safe='')}"
+
+
+@pytest.fixture
+def settings(settings: Settings, index_backend: str, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Every read here also on the PostgreSQL index (cold pages are SQL over the index)."""
+    with on_index_backend(settings, index_backend, request) as on_backend:
+        yield on_backend
 
 
 async def resource(tools: Tools, uri: str) -> Any:

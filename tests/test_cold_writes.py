@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from cold_write_helpers import cool_now, make_cold
 from fastmcp import Client, FastMCP
 from helpers import PROJECT, Tools, drop_prefix, make_settings
+from index_helpers import on_index_backend
 from persist_helpers import committed_files, git, index_rows, run_worker
 
 from broker.config import Settings
@@ -24,6 +27,13 @@ from broker.lifecycle.retention import purge_old_messages
 from broker.server import build_http_app
 
 SLUG = "tmp-concurrent-test"
+
+
+@pytest.fixture
+def settings(settings: Settings, index_backend: str, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Every write and read here also on the PostgreSQL index (the warm-up reads it)."""
+    with on_index_backend(settings, index_backend, request) as on_backend:
+        yield on_backend
 
 
 def message_id(sent: dict[str, Any]) -> int:
