@@ -158,14 +158,15 @@ async def test_a_database_holding_other_data_is_refused(tmp_path: Path, postgres
     assert ran.communicate(timeout=120) and ran.returncode == 0
     with psycopg.connect(postgres_url) as conn:
         conn.execute("UPDATE projects SET slug = 'someone-else' WHERE id = (SELECT min(id) FROM projects)")
+    # the three refused runs at once (each is a CLI process of its own)
     ran = _copy(settings, postgres_url)
+    refused = _copy(settings, "sqlite:////tmp/not-postgres.sqlite3")
+    # a database that does not exist: a coded refusal at once (it once hung rendering a traceback)
+    missing = _copy(settings, postgres_url.rpartition("/")[0] + "/no_such_database_here")
     _, err = ran.communicate(timeout=120)
     assert ran.returncode == 1
     assert "INDEX_COPY_CONFLICT" in err and "empty database" in err and "someone-else" in err
-    refused = _copy(settings, "sqlite:////tmp/not-postgres.sqlite3")
     assert refused.communicate(timeout=60)[1].count("INDEX_COPY_TARGET") == 1 and refused.returncode == 1
-    # a database that does not exist: a coded refusal at once (it once hung rendering a traceback)
-    missing = _copy(settings, postgres_url.rpartition("/")[0] + "/no_such_database_here")
     _, err = missing.communicate(timeout=60)
     assert missing.returncode == 1 and "INDEX_COPY_TARGET" in err and "does not exist" in err
     await drop_prefix(server.store)
