@@ -59,13 +59,10 @@ class History:
     def __init__(self, store: Store, index: Index) -> None:
         self.store = store
         self.index = index
-        self._schema_ready = False
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         def call() -> Any:
-            if not self._schema_ready:
-                self.index.ensure_schema()
-                self._schema_ready = True
+            self.index.ensure_schema()  # a no-op once done on this Index
             return fn(*args)
 
         return await asyncio.to_thread(call)

@@ -28,6 +28,7 @@ from broker.errors import BrokerError
 from broker.identity import refusals
 from broker.identity.names import validate_name
 from broker.identity.projects import project_slug
+from broker.lifecycle.hot_window import cold_unread_counts
 from broker.lifecycle.state import agent_or_operator, check_confirmation, project_state
 from broker.persistence.archive import Archive, ArchiveMessage
 from broker.persistence.drain import project_lock
@@ -161,26 +162,15 @@ def _cold_unread_sent(settings: Settings, found: AgentDeletion) -> dict[str, int
     """Per recipient, the messages the agent sent that are only in the index (the hot-window
     trimmer moved them out of Redis; the hot ones are in ``found.sent`` already) and that it had
     not read: deleting them from the index lowers the project's cold unread counts."""
-    index = Index.from_settings(settings)
-    if index.path is not None and not index.path.exists():
-        return {}
     agent_id, project_id = int(found.agent["id"]), int(found.agent["project_id"])
-    try:
-        index.ensure_schema()
-        rows = index.query(
-            "SELECT m.id AS id, a.name AS name FROM messages m JOIN message_recipients r ON r.message_id = m.id "
-            "JOIN agents a ON a.id = r.agent_id WHERE m.project_id = :project AND m.sender_id = :agent "
-            "AND r.agent_id <> :agent AND r.read_ts IS NULL",
-            {"project": project_id, "agent": agent_id},
-        )
-    finally:
-        index.close()
-    counts: dict[str, int] = {}
-    for row in rows:
-        if row["id"] not in found.sent:
-            name = row["name"].lower()
-            counts[name] = counts.get(name, 0) + 1
-    return counts
+    return cold_unread_counts(
+        settings.index_url,
+        "SELECT m.id AS id, a.name AS name FROM messages m JOIN message_recipients r ON r.message_id = m.id "
+        "JOIN agents a ON a.id = r.agent_id WHERE m.project_id = :project AND m.sender_id = :agent "
+        "AND r.agent_id <> :agent AND r.read_ts IS NULL",
+        {"project": project_id, "agent": agent_id},
+        set(found.sent),
+    )
 
 
 def _index_delete_agent(settings: Settings, found: AgentDeletion) -> None:

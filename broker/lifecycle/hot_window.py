@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from broker.config import Settings
+from broker.persistence.index import Index
 from broker.store.commands import hot_window as commands
 from broker.store.commands.cold import COOL_AFTER_SECONDS, cool_messages
 from broker.store.keys import Keys
@@ -111,8 +113,7 @@ class HotTrimmer:
         first = next((i for i, slug in enumerate(slugs) if slug >= self._next_project), 0)
         report = TrimReport()
         for slug in slugs[first:] + slugs[:first]:
-            # messages put back for a write (broker/mail/cold.py) leave again once persisted; the
-            # drain does this too, but an idle project has no drain to do it
+            # messages put back for a write (broker/mail/cold.py) leave again once persisted
             cool_messages(self.client, self.keys, slug=slug, cutoff_us=int((time.time() - COOL_AFTER_SECONDS) * 1e6))
             done = self.trim_project(slug, now_ms=now_ms, deadline=deadline)
             report.add(done, slug)
@@ -122,3 +123,24 @@ class HotTrimmer:
                 return report
         self._next_project = ""
         return report
+
+
+def cold_unread_counts(url: str, sql: str, params: dict[str, Any], hot: set[int]) -> dict[str, int]:
+    """Per agent (lower name), how many rows ``(id, name)`` of ``sql`` name a message not in
+    ``hot``: unread messages the trimmer had moved out of Redis and counts in the project's cold
+    hash, which a deletion from the index must lower (docs/data-model.md, "The hot window").
+    Nothing for an SQLite index that does not exist yet."""
+    index = Index(url)
+    if index.path is not None and not index.path.exists():
+        return {}
+    try:
+        index.ensure_schema()
+        rows = index.query(sql, params)
+    finally:
+        index.close()
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row["id"] not in hot:
+            name = row["name"].lower()
+            counts[name] = counts.get(name, 0) + 1
+    return counts

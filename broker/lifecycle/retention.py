@@ -17,6 +17,7 @@ from typing import Any
 from broker.errors import BrokerError
 from broker.identity import refusals
 from broker.identity.projects import project_slug
+from broker.lifecycle.hot_window import cold_unread_counts
 from broker.lifecycle.state import project_state
 from broker.persistence.index import Index
 from broker.store.commands import lifecycle as commands
@@ -87,27 +88,15 @@ async def purge_old_messages(
 
 def _cold_unread(url: str, slug: str, cutoff_iso: str, hot: set[int]) -> dict[str, int]:
     """Per agent, how many of the project's indexed messages created before the cutoff it had not
-    read and were not in Redis: the hot-window trimmer had moved them out and counts them in the
-    project's cold hash, which the purge must lower (docs/data-model.md, "The hot window")."""
-    index = Index(url)
-    if index.path is not None and not index.path.exists():
-        return {}
-    try:
-        index.ensure_schema()
-        rows = index.query(
-            "SELECT a.name AS name, m.id AS id FROM messages m JOIN projects p ON p.id = m.project_id "
-            "JOIN message_recipients r ON r.message_id = m.id JOIN agents a ON a.id = r.agent_id "
-            "WHERE p.slug = :slug AND m.created_ts < :cutoff AND r.read_ts IS NULL",
-            {"slug": slug, "cutoff": cutoff_iso},
-        )
-    finally:
-        index.close()
-    counts: dict[str, int] = {}
-    for row in rows:
-        if row["id"] not in hot:
-            name = row["name"].lower()
-            counts[name] = counts.get(name, 0) + 1
-    return counts
+    read and were not in Redis (``hot``): the cold unread counts the purge must lower."""
+    return cold_unread_counts(
+        url,
+        "SELECT a.name AS name, m.id AS id FROM messages m JOIN projects p ON p.id = m.project_id "
+        "JOIN message_recipients r ON r.message_id = m.id JOIN agents a ON a.id = r.agent_id "
+        "WHERE p.slug = :slug AND m.created_ts < :cutoff AND r.read_ts IS NULL",
+        {"slug": slug, "cutoff": cutoff_iso},
+        hot,
+    )
 
 
 def _index_purge(url: str, slug: str, cutoff_iso: str, dry_run: bool) -> set[int]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,27 +36,14 @@ T = TypeVar("T")
 # A write retries after restoring at most this many times (a cool-down or trim in between).
 RESTORE_TRIES = 2
 
-_indexes: weakref.WeakKeyDictionary[Store, Index] = weakref.WeakKeyDictionary()
-_ready: weakref.WeakSet[Index] = weakref.WeakSet()
-
-
-def index_of(store: Store) -> Index:
-    """The index this store's process reads (one per store)."""
-    index = _indexes.get(store)
-    if index is None:
-        index = _indexes[store] = shared_index(store.settings)
-    return index
-
 
 async def _query(store: Store, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(index, *args)`` on a worker thread (a slow query never stalls the event loop), the
-    schema created on first use."""
-    index = index_of(store)
+    """``fn(index, *args)`` on a worker thread (a slow query never stalls the event loop), on
+    the process's index of the store's settings, the schema created on first use."""
+    index = shared_index(store.settings)
 
     def call() -> T:
-        if index not in _ready:
-            index.ensure_schema()
-            _ready.add(index)
+        index.ensure_schema()  # a no-op once done on this Index
         return fn(index, *args)
 
     return await asyncio.to_thread(call)

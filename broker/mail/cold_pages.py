@@ -163,15 +163,9 @@ class ColdSource:
 
     def __init__(self, index: Index) -> None:
         self.index = index
-        self._ready = False
-        self._lock = threading.Lock()
 
     def _query(self, sql: str, params: dict[str, Any]) -> list[Any]:
-        if not self._ready:
-            with self._lock:
-                if not self._ready:
-                    self.index.ensure_schema()
-                    self._ready = True
+        self.index.ensure_schema()  # a no-op once done on this Index
         return self.index.query(sql, params)
 
     async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:

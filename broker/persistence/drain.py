@@ -32,7 +32,6 @@ from broker.persistence.entries import HANDLERS, ProjectState, Work
 from broker.persistence.guards import drop_clashes, guard_counters
 from broker.persistence.index import Index
 from broker.persistence.ratelog import RateLimitedLog
-from broker.store.commands.cold import COOL_AFTER_SECONDS, cool_messages
 from broker.store.commands.drain import (
     SyncClient,
     add_persist_totals,
@@ -142,7 +141,6 @@ class Persister:
                     self._release(slug, again)
                     members = [m for m in members if m not in failed]
                 if not members:
-                    self._cool(slug)
                     return stats
                 try:
                     done, commit, messages = self.persist_batch(slug, members)
@@ -161,15 +159,6 @@ class Persister:
             if time.monotonic() > deadline:
                 stats.requeued = True
                 return stats
-
-    def _cool(self, slug: str) -> None:
-        """Remove the messages put back from the index for a write once it is persisted
-        (broker/mail/cold.py); a failure only leaves them for the next drain."""
-        cutoff_us = int((time.time() - COOL_AFTER_SECONDS) * 1_000_000)
-        try:
-            cool_messages(self.connection, self.keys, slug=slug, cutoff_us=cutoff_us)
-        except Exception as exc:
-            _ratelog.warning("cool", "could not remove restored messages of %s: %s", slug, exc)
 
     def _project_lock(self, slug: str) -> contextlib.AbstractContextManager[None]:
         return self.index.project_lock(slug)
