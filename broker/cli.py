@@ -278,7 +278,6 @@ def index_copy(
     batch: Annotated[int, typer.Option(help="rows per batch (one transaction each)", min=1, max=50_000)] = 1000,
 ) -> None:
     """Copy an SQLite index into PostgreSQL: resumable, idempotent, counts per table at the end."""
-    from broker.config import get_settings
     from broker.persistence.index_copy import copy_command
 
     raise typer.Exit(copy_command(get_settings(), to, source, batch))
@@ -288,7 +287,6 @@ def index_copy(
 def index_backfill_commits() -> None:
     """Store each message's archive commit in the index for mail indexed before the index kept it
     (run where the archive is), so brokers without the archive show its commit fields."""
-    from broker.config import get_settings
     from broker.persistence.commit_rows import backfill
     from broker.persistence.index import Index
 
@@ -340,8 +338,9 @@ app.add_typer(dead_app, name="dead-letters")
 ProjectOption = Annotated[str, typer.Option(help="project key (absolute path) or slug; default: every project")]
 
 
-def _dead_letter_client() -> tuple[Any, Any, str]:
-    """A client on the broker's Redis, its keys, and its URL (for the drain queue)."""
+def _shared_redis() -> tuple[Any, Any, str]:
+    """A client on the broker's Redis (REDIS_URL or the embedded one; never an in-process fakeredis,
+    which another process cannot share), its keys, and its URL (for the drain queue)."""
     from broker.store.clients import make_sync_client
     from broker.store.embedded import resolve_redis_url
     from broker.store.keys import Keys
@@ -377,7 +376,7 @@ def dead_letters_list(
 
     from broker.persistence.dead_letters import list_dead_letters
 
-    client, keys, _ = _dead_letter_client()
+    client, keys, _ = _shared_redis()
     found = list_dead_letters(client, keys, _project_slug(client, keys, project))
     for dead in found:
         if as_json:
@@ -398,7 +397,7 @@ def dead_letters_retry(
     from broker.persistence.queue import PersistQueue
     from broker.store.clients import make_sync_client
 
-    client, keys, url = _dead_letter_client()
+    client, keys, url = _shared_redis()
     slug = _project_slug(client, keys, project)
     slugs = [slug] if slug else sorted(dead_letter_summary(client, keys).projects)
     queue_url = get_settings().queue_url(url)
@@ -418,7 +417,7 @@ def trim(project: ProjectOption = "") -> None:
     Redis now, as the persistence worker does every HOT_TRIM_INTERVAL_SECONDS (docs/operations.md)."""
     from broker.lifecycle.hot_window import HotTrimmer
 
-    client, keys, _ = _dead_letter_client()
+    client, keys, _ = _shared_redis()
     slug = _project_slug(client, keys, project)
     trimmer = HotTrimmer(get_settings(), client, keys)
     if slug:

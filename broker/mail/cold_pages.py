@@ -157,6 +157,16 @@ def _received_item(row: Any, bodies: bool, with_kind: bool = True) -> dict[str, 
     return item
 
 
+def _since_and_topic(where: list[str], params: dict[str, Any], since_us: str, topic: str) -> None:
+    """Add the read's ``since_ts`` (µs, "" for none) and lower-cased ``topic`` ("" for any)."""
+    if since_us:
+        where.append("m.created_ts > :since")
+        params["since"] = iso(int(since_us))
+    if topic:
+        where.append("lower(m.topic) = :topic")
+        params["topic"] = topic
+
+
 # -- the source -----------------------------------------------------------------------------------
 class ColdSource:
     """The index's answers to the list reads, for rows at or below a mark (µs bound)."""
@@ -193,14 +203,9 @@ class ColdSource:
         receive costs an index step, not a row read; then only the page's rows are read."""
         where = ["m.project_id = " + PROJECT, "m.created_ts <= :upper"]
         params: dict[str, Any] = {"slug": slug, "me": name.lower(), "upper": iso(upper_us), "limit": limit}
-        if since_us:
-            where.append("m.created_ts > :since")
-            params["since"] = iso(int(since_us))
+        _since_and_topic(where, params, since_us, topic)
         if urgent_only:
             where.append("m.importance IN ('high', 'urgent')")
-        if topic:
-            where.append("lower(m.topic) = :topic")
-            params["topic"] = topic
         body = ", m.body_md" if include_bodies else ""
         rows = self._query(
             f"SELECT {HEAD_COLUMNS}, page.kind{body} FROM (SELECT m.id AS id, m.created_ts AS created_ts, r.kind AS kind "
@@ -251,12 +256,7 @@ class ColdSource:
         ``with_recipients``, then body_md if asked."""
         where = ["m.sender_id = " + ME, "m.project_id = " + PROJECT, "m.created_ts <= :upper"]
         params: dict[str, Any] = {"slug": slug, "me": name.lower(), "upper": iso(upper_us), "limit": limit}
-        if since_us:
-            where.append("m.created_ts > :since")
-            params["since"] = iso(int(since_us))
-        if topic:
-            where.append("lower(m.topic) = :topic")
-            params["topic"] = topic
+        _since_and_topic(where, params, since_us, topic)
         body = ", m.body_md" if include_bodies else ""
         rows = self._query(
             f"SELECT {HEAD_COLUMNS}{body} FROM messages m {SENDER_JOIN} WHERE {' AND '.join(where)} {NEWEST} "
