@@ -7,20 +7,18 @@ state is in test_rehydrate_exact.py)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cold_write_helpers import WINDOW, window_mail
-from fastmcp import Client, FastMCP
-from helpers import PROJECT, Tools, drop_prefix, make_settings
+from fastmcp import FastMCP
+from helpers import PROJECT, Tools, make_settings
 from persist_helpers import run_worker
 
 from broker.config import Settings
 from broker.lifecycle.rehydrate import rehydrate_all
-from broker.server import build_server
 
 SLUG = "tmp-concurrent-test"
 
@@ -28,19 +26,6 @@ SLUG = "tmp-concurrent-test"
 @pytest.fixture
 def settings(backend: str, tmp_path: Path) -> Settings:
     return make_settings(backend, tmp_path, **WINDOW)
-
-
-@pytest.fixture
-async def server(settings: Settings) -> AsyncIterator[FastMCP]:
-    mcp = build_server(settings)
-    yield mcp
-    await drop_prefix(mcp.store)  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-async def tools(server: FastMCP) -> AsyncIterator[Tools]:
-    async with Client(server) as client:
-        yield Tools(client)
 
 
 async def read(tools: Tools, uri: str) -> Any:
